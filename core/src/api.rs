@@ -1,0 +1,108 @@
+//! The LLM APIs Tollgate recognises, identified by request path.
+
+use serde::{Deserialize, Serialize};
+
+/// One LLM API surface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiKind {
+    /// OpenAI `POST /v1/chat/completions`.
+    OpenAiChat,
+    /// OpenAI legacy `POST /v1/completions`.
+    OpenAiCompletions,
+    /// OpenAI `POST /v1/embeddings`.
+    OpenAiEmbeddings,
+    /// OpenAI `POST /v1/responses`.
+    OpenAiResponses,
+    /// Anthropic `POST /v1/messages`.
+    AnthropicMessages,
+}
+
+/// Which provider's wire conventions (error shape, auth header) apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiFamily {
+    OpenAi,
+    Anthropic,
+}
+
+impl ApiKind {
+    /// All kinds, for iteration in tests and docs.
+    pub const ALL: [ApiKind; 5] = [
+        ApiKind::OpenAiChat,
+        ApiKind::OpenAiCompletions,
+        ApiKind::OpenAiEmbeddings,
+        ApiKind::OpenAiResponses,
+        ApiKind::AnthropicMessages,
+    ];
+
+    /// Recognise an API from a request path (`:path`), ignoring the query
+    /// string and a trailing slash. Only the `/v1/...` paths are recognised;
+    /// anything else is not AI traffic.
+    pub fn from_path(path: &str) -> Option<ApiKind> {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        let path = path.strip_suffix('/').unwrap_or(path);
+        match path {
+            "/v1/chat/completions" => Some(ApiKind::OpenAiChat),
+            "/v1/completions" => Some(ApiKind::OpenAiCompletions),
+            "/v1/embeddings" => Some(ApiKind::OpenAiEmbeddings),
+            "/v1/responses" => Some(ApiKind::OpenAiResponses),
+            "/v1/messages" => Some(ApiKind::AnthropicMessages),
+            _ => None,
+        }
+    }
+
+    /// Stable name used in metadata, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKind::OpenAiChat => "openai-chat",
+            ApiKind::OpenAiCompletions => "openai-completions",
+            ApiKind::OpenAiEmbeddings => "openai-embeddings",
+            ApiKind::OpenAiResponses => "openai-responses",
+            ApiKind::AnthropicMessages => "anthropic-messages",
+        }
+    }
+
+    /// Parse the name produced by [`ApiKind::as_str`].
+    pub fn from_name(name: &str) -> Option<ApiKind> {
+        ApiKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    pub fn family(self) -> ApiFamily {
+        match self {
+            ApiKind::AnthropicMessages => ApiFamily::Anthropic,
+            _ => ApiFamily::OpenAi,
+        }
+    }
+
+    /// The canonical request path of this API.
+    pub fn path(self) -> &'static str {
+        match self {
+            ApiKind::OpenAiChat => "/v1/chat/completions",
+            ApiKind::OpenAiCompletions => "/v1/completions",
+            ApiKind::OpenAiEmbeddings => "/v1/embeddings",
+            ApiKind::OpenAiResponses => "/v1/responses",
+            ApiKind::AnthropicMessages => "/v1/messages",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_paths_and_round_trips_names() {
+        for kind in ApiKind::ALL {
+            assert_eq!(ApiKind::from_path(kind.path()), Some(kind));
+            assert_eq!(ApiKind::from_path(&format!("{}?x=1", kind.path())), Some(kind));
+            assert_eq!(ApiKind::from_path(&format!("{}/", kind.path())), Some(kind));
+            assert_eq!(ApiKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(ApiKind::from_path("/v1/models"), None);
+        assert_eq!(ApiKind::from_path("/healthz"), None);
+        assert_eq!(ApiKind::from_path("/v1/chat/completions/x"), None);
+        assert_eq!(ApiKind::AnthropicMessages.family(), ApiFamily::Anthropic);
+        assert_eq!(ApiKind::OpenAiEmbeddings.family(), ApiFamily::OpenAi);
+    }
+}

@@ -1,0 +1,115 @@
+//! The core error type and its mapping to what a client sees: an HTTP status
+//! and an error body shaped like the provider API the client called.
+
+use crate::api::ApiFamily;
+
+/// Everything that can go wrong in core logic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("request body is not valid json: {0}")]
+    InvalidJson(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("server-sent event exceeds the limit of {limit} bytes")]
+    SseEventTooLarge { limit: usize },
+    #[error("invalid policy at `{path}`: {message}")]
+    Policy { path: String, message: String },
+    #[error("model `{0}` is not configured on this gateway")]
+    UnknownModel(String),
+}
+
+impl Error {
+    /// HTTP status the client receives for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::InvalidJson(_) | Error::InvalidRequest(_) => 400,
+            Error::UnknownModel(_) => 404,
+            Error::BodyTooLarge { .. } => 413,
+            Error::SseEventTooLarge { .. } => 502,
+            Error::Policy { .. } => 500,
+        }
+    }
+
+    /// Machine-readable code, stable across releases.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidJson(_) => "invalid_json",
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::BodyTooLarge { .. } => "request_too_large",
+            Error::SseEventTooLarge { .. } => "upstream_event_too_large",
+            Error::Policy { .. } => "invalid_policy",
+            Error::UnknownModel(_) => "model_not_found",
+        }
+    }
+
+    /// The error body for a client of `family`.
+    pub fn body(&self, family: ApiFamily) -> String {
+        error_body(family, self.status(), &self.to_string(), self.code())
+    }
+}
+
+/// The provider's error `type` for an HTTP status.
+fn error_type(family: ApiFamily, status: u16) -> &'static str {
+    match (family, status) {
+        (ApiFamily::OpenAi, 401) => "authentication_error",
+        (ApiFamily::OpenAi, 403) => "permission_error",
+        (ApiFamily::OpenAi, 404) => "not_found_error",
+        (ApiFamily::OpenAi, 429) => "rate_limit_error",
+        (ApiFamily::OpenAi, s) if s >= 500 => "server_error",
+        (ApiFamily::OpenAi, _) => "invalid_request_error",
+        (ApiFamily::Anthropic, 401) => "authentication_error",
+        (ApiFamily::Anthropic, 403) => "permission_error",
+        (ApiFamily::Anthropic, 404) => "not_found_error",
+        (ApiFamily::Anthropic, 413) => "request_too_large",
+        (ApiFamily::Anthropic, 429) => "rate_limit_error",
+        (ApiFamily::Anthropic, 529) => "overloaded_error",
+        (ApiFamily::Anthropic, s) if s >= 500 => "api_error",
+        (ApiFamily::Anthropic, _) => "invalid_request_error",
+    }
+}
+
+/// An error body in the provider's shape:
+/// OpenAI `{"error":{"message","type","param","code"}}`,
+/// Anthropic `{"type":"error","error":{"type","message"}}`.
+pub fn error_body(family: ApiFamily, status: u16, message: &str, code: &str) -> String {
+    let kind = error_type(family, status);
+    let value = match family {
+        ApiFamily::OpenAi => serde_json::json!({
+            "error": {"message": message, "type": kind, "param": null, "code": code}
+        }),
+        ApiFamily::Anthropic => serde_json::json!({
+            "type": "error",
+            "error": {"type": kind, "message": message}
+        }),
+    };
+    value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_shape() {
+        let e = Error::BodyTooLarge { limit: 10 };
+        let v: serde_json::Value = serde_json::from_str(&e.body(ApiFamily::OpenAi)).unwrap();
+        assert_eq!(e.status(), 413);
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "request_too_large");
+        assert!(v["error"]["message"].as_str().unwrap().contains("10 bytes"));
+    }
+
+    #[test]
+    fn anthropic_shape() {
+        let e = Error::BodyTooLarge { limit: 10 };
+        let v: serde_json::Value = serde_json::from_str(&e.body(ApiFamily::Anthropic)).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "request_too_large");
+        let e = Error::InvalidJson("eof".into());
+        let v: serde_json::Value = serde_json::from_str(&e.body(ApiFamily::Anthropic)).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(e.status(), 400);
+    }
+}

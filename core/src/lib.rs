@@ -1,0 +1,19 @@
+//! Tollgate's pure logic, shared by the wasm filter and the ext_proc sidecar.
+//!
+//! Nothing here performs I/O or reads the clock: callers pass bytes in and get
+//! values (or a [`Error`]) back. The crate builds for the host and for
+//! `wasm32-wasip1`.
+
+pub mod api;
+pub mod error;
+pub mod filter_config;
+pub mod policy;
+pub mod request;
+pub mod sse;
+pub mod usage;
+
+pub use api::{ApiFamily, ApiKind};
+pub use error::{error_body, Error};
+pub use request::{parse_request, LlmRequest, TextPart, ToolDef};
+pub use sse::{SseEvent, SseParser};
+pub use usage::{usage_from_json, StreamUsage, Usage};
