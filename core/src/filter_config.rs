@@ -1,0 +1,92 @@
+//! The wasm filter's plugin configuration: the part of the policy the filter
+//! needs, rendered to JSON by `tollgate render` and parsed once per VM.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::policy::{FailMode, Inspection, Policy, MAX_BUFFER_BYTES};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FilterConfig {
+    /// What to do when the filter cannot inspect a request.
+    #[serde(default = "default_fail_mode")]
+    pub fail_mode: FailMode,
+    #[serde(default)]
+    pub inspection: Inspection,
+}
+
+fn default_fail_mode() -> FailMode {
+    FailMode::Closed
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig { fail_mode: FailMode::Closed, inspection: Inspection::default() }
+    }
+}
+
+impl FilterConfig {
+    pub fn from_policy(policy: &Policy) -> FilterConfig {
+        FilterConfig { fail_mode: policy.fail_mode.filter, inspection: policy.inspection.clone() }
+    }
+
+    /// Parse the plugin configuration. An empty configuration means defaults.
+    pub fn from_json(bytes: &[u8]) -> Result<FilterConfig, Error> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(FilterConfig::default());
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let cfg: FilterConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            Error::Policy { path: if path == "." { "(root)".into() } else { path }, message: e.inner().to_string() }
+        })?;
+        de.end().map_err(|e| Error::Policy { path: "(root)".into(), message: e.to_string() })?;
+        let caps = [
+            ("inspection.maxBodyBytes", cfg.inspection.max_body_bytes),
+            ("inspection.maxResponseBytes", cfg.inspection.max_response_bytes),
+            ("inspection.maxSseEventBytes", cfg.inspection.max_sse_event_bytes),
+        ];
+        for (path, v) in caps {
+            if v == 0 || v > MAX_BUFFER_BYTES {
+                return Err(Error::Policy { path: path.into(), message: format!("must be between 1 and {MAX_BUFFER_BYTES}") });
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_means_defaults_and_round_trips() {
+        assert_eq!(FilterConfig::from_json(b"  ").unwrap(), FilterConfig::default());
+        let cfg = FilterConfig { fail_mode: FailMode::Open, ..FilterConfig::default() };
+        assert_eq!(FilterConfig::from_json(cfg.to_json().as_bytes()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{"failMode":"maybe"}"#, "failMode"),
+            (r#"{"inspection":{"maxBodyBytes":"big"}}"#, "inspection.maxBodyBytes"),
+            (r#"{"inspection":{"maxBodyBytes":0}}"#, "inspection.maxBodyBytes"),
+            (r#"{"bogus":1}"#, "bogus"),
+            (r#"{"failMode":"open"} trailing"#, "(root)"),
+            ("not json", "(root)"),
+        ];
+        for (src, want) in cases {
+            match FilterConfig::from_json(src.as_bytes()) {
+                Err(Error::Policy { path, .. }) => assert_eq!(path, want, "{src}"),
+                other => panic!("{src}: {other:?}"),
+            }
+        }
+    }
+}

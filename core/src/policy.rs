@@ -1,0 +1,482 @@
+//! The policy: one file that is the source of truth for the gateway.
+//!
+//! Parsed with serde (`deny_unknown_fields` everywhere), then validated.
+//! Every error names the field it is about, as a dotted path
+//! (`providers.openai.baseUrl`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiFamily, ApiKind};
+use crate::error::Error;
+
+/// Default cap on a buffered request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default cap on the response bytes the filter keeps to count usage.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Default cap on a single server-sent event.
+pub const DEFAULT_MAX_SSE_EVENT_BYTES: usize = 256 * 1024;
+/// Hard ceiling for any configurable buffer.
+pub const MAX_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policy {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub sidecar: Sidecar,
+    #[serde(default)]
+    pub fail_mode: FailModes,
+    pub providers: BTreeMap<String, Provider>,
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelRoute>,
+    #[serde(default)]
+    pub inspection: Inspection,
+}
+
+/// Where Envoy listens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Listen {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_listen_port")]
+    pub port: u16,
+    /// Envoy's admin interface, always on loopback.
+    #[serde(default = "default_admin_port")]
+    pub admin_port: u16,
+}
+
+/// Where the ext_proc sidecar listens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Sidecar {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_grpc_port")]
+    pub grpc_port: u16,
+    /// Health and admin HTTP port.
+    #[serde(default = "default_sidecar_admin_port")]
+    pub admin_port: u16,
+    /// How long Envoy waits for the sidecar per message.
+    #[serde(default = "default_sidecar_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// What each component does when it cannot do its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FailModes {
+    #[serde(default = "closed")]
+    pub filter: FailMode,
+    #[serde(default = "open")]
+    pub sidecar: FailMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Let the request through uninspected.
+    Open,
+    /// Reject the request.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    OpenaiCompatible,
+    /// The bundled mock provider: speaks both APIs.
+    Mock,
+}
+
+impl ProviderKind {
+    /// Whether a provider of this kind serves requests of `family` natively.
+    pub fn serves(self, family: ApiFamily) -> bool {
+        match self {
+            ProviderKind::Mock => true,
+            ProviderKind::Anthropic => family == ApiFamily::Anthropic,
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible => family == ApiFamily::OpenAi,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Provider {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// Environment variable holding the provider key (read by the sidecar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+    /// File holding the provider key (read by the sidecar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModelRoute {
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Target {
+    pub provider: String,
+    pub model: String,
+}
+
+/// Inline inspection settings (used by the filter).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Inspection {
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+    #[serde(default = "default_max_sse_event")]
+    pub max_sse_event_bytes: usize,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_listen_port() -> u16 {
+    10000
+}
+fn default_admin_port() -> u16 {
+    9901
+}
+fn default_grpc_port() -> u16 {
+    10001
+}
+fn default_sidecar_admin_port() -> u16 {
+    10003
+}
+fn default_sidecar_timeout_ms() -> u64 {
+    2000
+}
+fn closed() -> FailMode {
+    FailMode::Closed
+}
+fn open() -> FailMode {
+    FailMode::Open
+}
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_max_response() -> usize {
+    DEFAULT_MAX_RESPONSE_BYTES
+}
+fn default_max_sse_event() -> usize {
+    DEFAULT_MAX_SSE_EVENT_BYTES
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen { host: default_host(), port: default_listen_port(), admin_port: default_admin_port() }
+    }
+}
+
+impl Default for Sidecar {
+    fn default() -> Self {
+        Sidecar {
+            host: default_host(),
+            grpc_port: default_grpc_port(),
+            admin_port: default_sidecar_admin_port(),
+            timeout_ms: default_sidecar_timeout_ms(),
+        }
+    }
+}
+
+impl Default for FailModes {
+    fn default() -> Self {
+        FailModes { filter: FailMode::Closed, sidecar: FailMode::Open }
+    }
+}
+
+impl Default for Inspection {
+    fn default() -> Self {
+        Inspection {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_sse_event_bytes: DEFAULT_MAX_SSE_EVENT_BYTES,
+        }
+    }
+}
+
+/// A parsed provider base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash ("" for none).
+    pub path: String,
+}
+
+impl BaseUrl {
+    pub fn parse(url: &str) -> Result<BaseUrl, String> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(format!("`{url}` must start with http:// or https://"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if authority.contains('@') || path.contains(['?', '#']) {
+            return Err(format!("`{url}` must not carry credentials, a query or a fragment"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => {
+                let port = p.parse::<u16>().map_err(|_| format!("`{url}` has an invalid port `{p}`"))?;
+                (h, port)
+            }
+            _ => (authority, if tls { 443 } else { 80 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || port == 0 {
+            return Err(format!("`{url}` has no host or port"));
+        }
+        Ok(BaseUrl { tls, host: host.to_string(), port, path: path.to_string() })
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+}
+
+impl Policy {
+    /// Parse from any serde deserializer (JSON, YAML), then validate.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Policy, Error>
+    where
+        D::Error: std::fmt::Display,
+    {
+        let policy: Policy = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            Error::Policy { path: if path == "." { "(root)".into() } else { path }, message: e.inner().to_string() }
+        })?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Parse a JSON policy.
+    pub fn from_json(bytes: &[u8]) -> Result<Policy, Error> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let policy = Policy::deserialize(&mut de)?;
+        de.end().map_err(|e| Error::Policy { path: "(root)".into(), message: e.to_string() })?;
+        Ok(policy)
+    }
+
+    /// Check everything serde cannot: references, ranges, URLs.
+    pub fn validate(&self) -> Result<(), Error> {
+        let err = |path: String, message: String| Err(Error::Policy { path, message });
+        if self.providers.is_empty() {
+            return err("providers".into(), "at least one provider is required".into());
+        }
+        for (name, p) in &self.providers {
+            if !valid_name(name) {
+                return err(format!("providers.{name}"), "names use letters, digits, '-' and '_' only".into());
+            }
+            if let Err(m) = BaseUrl::parse(&p.base_url) {
+                return err(format!("providers.{name}.baseUrl"), m);
+            }
+            if p.key_env.is_some() && p.key_file.is_some() {
+                return err(format!("providers.{name}.keyFile"), "set keyEnv or keyFile, not both".into());
+            }
+        }
+        for (alias, route) in &self.models {
+            if route.targets.is_empty() {
+                return err(format!("models.{alias}.targets"), "at least one target is required".into());
+            }
+            for (i, t) in route.targets.iter().enumerate() {
+                if !self.providers.contains_key(&t.provider) {
+                    return err(
+                        format!("models.{alias}.targets[{i}].provider"),
+                        format!("unknown provider `{}`", t.provider),
+                    );
+                }
+                if t.model.is_empty() {
+                    return err(format!("models.{alias}.targets[{i}].model"), "must not be empty".into());
+                }
+            }
+        }
+        let caps = [
+            ("inspection.maxBodyBytes", self.inspection.max_body_bytes),
+            ("inspection.maxResponseBytes", self.inspection.max_response_bytes),
+            ("inspection.maxSseEventBytes", self.inspection.max_sse_event_bytes),
+        ];
+        for (path, v) in caps {
+            if v == 0 || v > MAX_BUFFER_BYTES {
+                return err(path.into(), format!("must be between 1 and {MAX_BUFFER_BYTES}"));
+            }
+        }
+        let ports = [
+            ("listen.port", self.listen.port),
+            ("listen.adminPort", self.listen.admin_port),
+            ("sidecar.grpcPort", self.sidecar.grpc_port),
+            ("sidecar.adminPort", self.sidecar.admin_port),
+        ];
+        for (i, (path, port)) in ports.iter().enumerate() {
+            if *port == 0 {
+                return err((*path).into(), "must not be 0".into());
+            }
+            if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+                return err((*path).into(), format!("port {port} is already used by `{other}`"));
+            }
+        }
+        if self.sidecar.timeout_ms == 0 {
+            return err("sidecar.timeoutMs".into(), "must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Pick the provider and upstream model for a request.
+    ///
+    /// A model alias routes to its first target whose provider speaks the
+    /// client's API; any other model goes to the first provider (by name)
+    /// that speaks the API natively, unchanged.
+    pub fn route<'a>(&'a self, api: ApiKind, model: &'a str) -> Result<Route<'a>, Error> {
+        let family = api.family();
+        if let Some(route) = self.models.get(model) {
+            return route
+                .targets
+                .iter()
+                .find(|t| self.providers.get(&t.provider).is_some_and(|p| p.kind.serves(family)))
+                .map(|t| Route { provider: &t.provider, model: &t.model })
+                .ok_or_else(|| Error::UnknownModel(model.to_string()));
+        }
+        self.providers
+            .iter()
+            .find(|(_, p)| p.kind.serves(family))
+            .map(|(name, _)| Route { provider: name, model })
+            .ok_or_else(|| Error::UnknownModel(model.to_string()))
+    }
+
+    /// The provider that receives traffic nothing else claims (non-AI paths,
+    /// and everything when the sidecar is bypassed): the first by name.
+    pub fn default_provider(&self) -> Option<&str> {
+        self.providers.keys().next().map(String::as_str)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn yaml(s: &str) -> Result<Policy, Error> {
+        Policy::deserialize(serde_yaml_ng::Deserializer::from_str(s))
+    }
+
+    const BASE: &str = "
+providers:
+  openai: {kind: openai, baseUrl: 'https://api.openai.com', keyEnv: OPENAI_API_KEY}
+  claude: {kind: anthropic, baseUrl: 'https://api.anthropic.com'}
+models:
+  smart: {targets: [{provider: claude, model: claude-sonnet-4-5}, {provider: openai, model: gpt-4o}]}
+";
+
+    #[test]
+    fn parses_yaml_with_defaults() {
+        let p = yaml(BASE).unwrap();
+        assert_eq!(p.listen.port, 10000);
+        assert_eq!(p.fail_mode.filter, FailMode::Closed);
+        assert_eq!(p.fail_mode.sidecar, FailMode::Open);
+        assert_eq!(p.inspection.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(p.providers["openai"].key_env.as_deref(), Some("OPENAI_API_KEY"));
+    }
+
+    #[test]
+    fn json_and_yaml_agree() {
+        let p = yaml(BASE).unwrap();
+        let json = serde_json::to_vec(&p).unwrap();
+        assert_eq!(Policy::from_json(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = yaml("providers:\n  openai: {kind: openai, baseUrl: 'http://x', keyenv: A}\n").unwrap_err();
+        match e {
+            Error::Policy { path, message } => {
+                assert_eq!(path, "providers.openai.keyenv");
+                assert!(message.contains("keyenv"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_enum_value_is_named() {
+        let e = yaml("providers:\n  x: {kind: gemini, baseUrl: 'http://x'}\n").unwrap_err();
+        let Error::Policy { path, message } = e else { panic!() };
+        assert_eq!(path, "providers.x.kind");
+        assert!(message.contains("gemini"));
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            ("providers: {}\n", "providers"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'ftp://x'}\n", "providers.x.baseUrl"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x:99999'}\n", "providers.x.baseUrl"),
+            (
+                "providers:\n  x: {kind: openai, baseUrl: 'http://x'}\nmodels:\n  m: {targets: [{provider: y, model: a}]}\n",
+                "models.m.targets[0].provider",
+            ),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\nmodels:\n  m: {targets: []}\n", "models.m.targets"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {maxBodyBytes: 0}\n", "inspection.maxBodyBytes"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\nlisten: {port: 9901}\n", "listen.adminPort"),
+            ("providers:\n  'a b': {kind: openai, baseUrl: 'http://x'}\n", "providers.a b"),
+        ];
+        for (src, want) in cases {
+            match yaml(src) {
+                Err(Error::Policy { path, .. }) => assert_eq!(path, want, "{src}"),
+                other => panic!("{src}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn base_url_parsing() {
+        let u = BaseUrl::parse("https://api.openai.com").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "api.openai.com", 443, ""));
+        let u = BaseUrl::parse("http://127.0.0.1:8000/proxy/").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (false, "127.0.0.1", 8000, "/proxy"));
+        let u = BaseUrl::parse("http://[::1]:8080").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
+        assert!(BaseUrl::parse("http://user@x").is_err());
+        assert!(BaseUrl::parse("http://:80").is_err());
+    }
+
+    #[test]
+    fn routing() {
+        let p = yaml(BASE).unwrap();
+        let r = p.route(ApiKind::AnthropicMessages, "smart").unwrap();
+        assert_eq!((r.provider, r.model), ("claude", "claude-sonnet-4-5"));
+        // An OpenAI client asking for the alias gets the first target speaking its API.
+        let r = p.route(ApiKind::OpenAiChat, "smart").unwrap();
+        assert_eq!((r.provider, r.model), ("openai", "gpt-4o"));
+        let r = p.route(ApiKind::OpenAiChat, "gpt-4o-mini").unwrap();
+        assert_eq!((r.provider, r.model), ("openai", "gpt-4o-mini"));
+        let only_openai = yaml("providers:\n  o: {kind: openai, baseUrl: 'http://x'}\n").unwrap();
+        assert_eq!(only_openai.route(ApiKind::AnthropicMessages, "claude-x"), Err(Error::UnknownModel("claude-x".into())));
+        assert_eq!(p.default_provider(), Some("claude"));
+    }
+}

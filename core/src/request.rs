@@ -1,5 +1,26 @@
 //! Request parsing: OpenAI and Anthropic bodies into one normalized view.
-//! (Being implemented; see the module's tests.)
+//!
+//! The body is parsed once into a [`serde_json::Value`] and walked; nothing is
+//! deserialized into provider-specific structs, so unknown fields pass through
+//! untouched and later stages (PII masking) can mutate the same `Value`.
+//!
+//! What counts as text (and becomes a [`TextPart`]):
+//!
+//! | API | texts (role) |
+//! |---|---|
+//! | OpenAI chat | `messages[].content` string or `text`/`refusal` parts (message role); `tool_calls[].function.arguments`, `tool_calls[].custom.input`, legacy `function_call.arguments` (message role, i.e. `assistant`) |
+//! | OpenAI completions | `prompt` string or strings in an array (`user`), `suffix` (`user`); token arrays give no text |
+//! | OpenAI embeddings | `input` string or strings in an array (`input`); token arrays give no text |
+//! | OpenAI responses | `instructions` (`system`); `input` string (`user`); message items' `content` string or `input_text`/`output_text`/`refusal` parts (item role); `function_call.arguments` (`assistant`); `function_call_output.output` (`tool`) |
+//! | Anthropic messages | `system` string or text blocks (`system`); `messages[].content` string or `text` blocks (message role); `tool_use.input` serialized as JSON (message role); `tool_result.content` string or text blocks (`tool`) |
+//!
+//! Empty strings are not reported. Images, audio, files and thinking blocks
+//! are skipped. Errors name the offending field, e.g.
+//! ``invalid request: `messages[2].content` must be a string or an array``.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
 
 use crate::api::ApiKind;
 use crate::error::Error;
@@ -25,16 +46,786 @@ pub struct LlmRequest {
     pub api: ApiKind,
     pub model: String,
     pub stream: bool,
-    /// OpenAI `stream_options.include_usage`.
+    /// OpenAI `stream_options.include_usage` (chat and completions only;
+    /// always `false` for the other APIs).
     pub include_usage: bool,
     /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`.
+    /// For chat, `max_completion_tokens` wins when both are present.
     pub max_tokens: Option<u64>,
     pub texts: Vec<TextPart>,
     pub tools: Vec<ToolDef>,
 }
 
+/// A request parsed together with its JSON, for stages that rewrite the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedRequest {
+    /// The whole body (always a JSON object).
+    pub json: Value,
+    pub request: LlmRequest,
+    /// One RFC 6901 JSON pointer per entry of `request.texts`, in the same
+    /// order, locating the value in `json` that the text came from
+    /// (e.g. `/messages/1/content/0/text`). The value there is a string equal
+    /// to the text, except for Anthropic `tool_use` blocks, whose pointer names
+    /// the `input` object the text is the serialization of.
+    pub text_pointers: Vec<String>,
+}
+
 /// Parse a request body of API `api`.
 pub fn parse_request(api: ApiKind, body: &[u8]) -> Result<LlmRequest, Error> {
-    let _ = (api, body);
-    Err(Error::InvalidRequest("not implemented".into()))
+    let obj = parse_object(body)?;
+    walk(api, &obj, false).map(|(request, _)| request)
+}
+
+/// Parse a request body, keeping its JSON and the location of every text.
+pub fn parse_request_json(api: ApiKind, body: &[u8]) -> Result<ParsedRequest, Error> {
+    let obj = parse_object(body)?;
+    let (request, text_pointers) = walk(api, &obj, true)?;
+    Ok(ParsedRequest { json: Value::Object(obj), request, text_pointers })
+}
+
+/// Build the normalized view from an already parsed (possibly rewritten) body.
+pub fn request_from_json(api: ApiKind, json: &Value) -> Result<LlmRequest, Error> {
+    match json {
+        Value::Object(obj) => walk(api, obj, false).map(|(request, _)| request),
+        _ => Err(Error::InvalidJson("expected a JSON object".into())),
+    }
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Error> {
+    serde_json::from_slice::<Map<String, Value>>(body).map_err(|e| Error::InvalidJson(e.to_string()))
+}
+
+// ---------------------------------------------------------------------------
+// Field paths: built on the stack while walking, formatted only on error (as
+// `messages[0].content`) or when pointers are requested (`/messages/0/content`).
+
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+#[derive(Clone, Copy)]
+struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    seg: Seg<'a>,
+}
+
+impl<'a> Path<'a> {
+    fn root(key: &'a str) -> Path<'a> {
+        Path { parent: None, seg: Seg::Key(key) }
+    }
+    fn key<'b>(&'b self, key: &'b str) -> Path<'b> {
+        Path { parent: Some(self), seg: Seg::Key(key) }
+    }
+    fn index(&self, i: usize) -> Path<'_> {
+        Path { parent: Some(self), seg: Seg::Index(i) }
+    }
+    fn pointer(&self) -> String {
+        let mut s = String::new();
+        self.write_pointer(&mut s);
+        s
+    }
+    fn write_pointer(&self, out: &mut String) {
+        if let Some(p) = self.parent {
+            p.write_pointer(out);
+        }
+        out.push('/');
+        match self.seg {
+            Seg::Key(k) => {
+                for c in k.chars() {
+                    match c {
+                        '~' => out.push_str("~0"),
+                        '/' => out.push_str("~1"),
+                        c => out.push(c),
+                    }
+                }
+            }
+            Seg::Index(i) => out.push_str(&i.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = self.parent {
+            fmt::Display::fmt(p, f)?;
+        }
+        match self.seg {
+            Seg::Key(k) if self.parent.is_some() => write!(f, ".{k}"),
+            Seg::Key(k) => f.write_str(k),
+            Seg::Index(i) => write!(f, "[{i}]"),
+        }
+    }
+}
+
+fn invalid(path: &Path<'_>, what: &str) -> Error {
+    Error::InvalidRequest(format!("`{path}` {what}"))
+}
+
+// ---------------------------------------------------------------------------
+// Typed accessors. `null` counts as absent everywhere.
+
+fn field<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn as_object<'v>(v: &'v Value, path: &Path<'_>) -> Result<&'v Map<String, Value>, Error> {
+    v.as_object().ok_or_else(|| invalid(path, "must be an object"))
+}
+
+fn opt_str<'v>(obj: &'v Map<String, Value>, key: &str, parent: Option<&Path<'_>>) -> Result<Option<&'v str>, Error> {
+    match field(obj, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(&sub(parent, key), "must be a string")),
+    }
+}
+
+fn req_str<'v>(obj: &'v Map<String, Value>, key: &str, parent: Option<&Path<'_>>) -> Result<&'v str, Error> {
+    opt_str(obj, key, parent)?.ok_or_else(|| invalid(&sub(parent, key), "is required"))
+}
+
+fn opt_bool(obj: &Map<String, Value>, key: &str, parent: Option<&Path<'_>>) -> Result<Option<bool>, Error> {
+    match field(obj, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(invalid(&sub(parent, key), "must be a boolean")),
+    }
+}
+
+fn opt_u64(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, Error> {
+    match field(obj, key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| invalid(&Path::root(key), "must be a non-negative integer")),
+    }
+}
+
+fn opt_array<'v>(obj: &'v Map<String, Value>, key: &str, parent: Option<&Path<'_>>) -> Result<Option<&'v Vec<Value>>, Error> {
+    match field(obj, key) {
+        None => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(_) => Err(invalid(&sub(parent, key), "must be an array")),
+    }
+}
+
+fn sub<'a>(parent: Option<&'a Path<'a>>, key: &'a str) -> Path<'a> {
+    match parent {
+        Some(p) => p.key(key),
+        None => Path::root(key),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The walk.
+
+struct Collector {
+    texts: Vec<TextPart>,
+    pointers: Option<Vec<String>>,
+    tools: Vec<ToolDef>,
+}
+
+impl Collector {
+    fn push(&mut self, role: &str, text: &str, path: &Path<'_>) {
+        if text.is_empty() {
+            return;
+        }
+        self.push_owned(role, text.to_owned(), path);
+    }
+
+    fn push_owned(&mut self, role: &str, text: String, path: &Path<'_>) {
+        if text.is_empty() {
+            return;
+        }
+        if let Some(p) = &mut self.pointers {
+            p.push(path.pointer());
+        }
+        self.texts.push(TextPart { role: role.to_owned(), text });
+    }
+}
+
+fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<(LlmRequest, Vec<String>), Error> {
+    let model = match obj.get("model") {
+        None | Some(Value::Null) => return Err(Error::InvalidRequest("`model` is required".into())),
+        Some(Value::String(s)) if s.is_empty() => return Err(Error::InvalidRequest("`model` must not be empty".into())),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(Error::InvalidRequest("`model` must be a string".into())),
+    };
+    let stream = if api == ApiKind::OpenAiEmbeddings { false } else { opt_bool(obj, "stream", None)?.unwrap_or(false) };
+    let include_usage = match api {
+        ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => include_usage(obj)?,
+        _ => false,
+    };
+    let max_tokens = match api {
+        ApiKind::OpenAiChat => match opt_u64(obj, "max_completion_tokens")? {
+            Some(n) => Some(n),
+            None => opt_u64(obj, "max_tokens")?,
+        },
+        ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => opt_u64(obj, "max_tokens")?,
+        ApiKind::OpenAiResponses => opt_u64(obj, "max_output_tokens")?,
+        ApiKind::OpenAiEmbeddings => None,
+    };
+    let mut c = Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), tools: Vec::new() };
+    match api {
+        ApiKind::OpenAiChat => {
+            chat(obj, &mut c)?;
+            tools(obj, "tools", &mut c)?;
+            tools(obj, "functions", &mut c)?;
+        }
+        ApiKind::OpenAiCompletions => {
+            prompt_list(obj, "prompt", "user", false, &mut c)?;
+            if let Some(s) = opt_str(obj, "suffix", None)? {
+                c.push("user", s, &Path::root("suffix"));
+            }
+        }
+        ApiKind::OpenAiEmbeddings => prompt_list(obj, "input", "input", true, &mut c)?,
+        ApiKind::OpenAiResponses => {
+            responses(obj, &mut c)?;
+            tools(obj, "tools", &mut c)?;
+        }
+        ApiKind::AnthropicMessages => {
+            anthropic(obj, &mut c)?;
+            tools(obj, "tools", &mut c)?;
+        }
+    }
+    let request = LlmRequest { api, model, stream, include_usage, max_tokens, texts: c.texts, tools: c.tools };
+    Ok((request, c.pointers.unwrap_or_default()))
+}
+
+fn include_usage(obj: &Map<String, Value>) -> Result<bool, Error> {
+    let Some(opts) = field(obj, "stream_options") else { return Ok(false) };
+    let path = Path::root("stream_options");
+    let opts = as_object(opts, &path)?;
+    Ok(opt_bool(opts, "include_usage", Some(&path))?.unwrap_or(false))
+}
+
+/// A required, non-empty `messages` array.
+fn messages<'v>(obj: &'v Map<String, Value>) -> Result<&'v Vec<Value>, Error> {
+    let path = Path::root("messages");
+    let messages = opt_array(obj, "messages", None)?.ok_or_else(|| invalid(&path, "is required"))?;
+    if messages.is_empty() {
+        return Err(invalid(&path, "must not be empty"));
+    }
+    Ok(messages)
+}
+
+fn chat(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
+    let root = Path::root("messages");
+    for (i, m) in messages(obj)?.iter().enumerate() {
+        let mp = root.index(i);
+        let m = as_object(m, &mp)?;
+        let role = req_str(m, "role", Some(&mp))?;
+        if let Some(content) = field(m, "content") {
+            openai_content(role, content, &mp.key("content"), c)?;
+        }
+        if let Some(calls) = opt_array(m, "tool_calls", Some(&mp))? {
+            let cp = mp.key("tool_calls");
+            for (j, call) in calls.iter().enumerate() {
+                let callp = cp.index(j);
+                let call = as_object(call, &callp)?;
+                for (kind, key) in [("function", "arguments"), ("custom", "input")] {
+                    if let Some(f) = field(call, kind) {
+                        let fp = callp.key(kind);
+                        let f = as_object(f, &fp)?;
+                        if let Some(args) = opt_str(f, key, Some(&fp))? {
+                            c.push(role, args, &fp.key(key));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(f) = field(m, "function_call") {
+            let fp = mp.key("function_call");
+            let f = as_object(f, &fp)?;
+            if let Some(args) = opt_str(f, "arguments", Some(&fp))? {
+                c.push(role, args, &fp.key("arguments"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// OpenAI message content: a string or an array of typed parts.
+fn openai_content(role: &str, content: &Value, path: &Path<'_>, c: &mut Collector) -> Result<(), Error> {
+    match content {
+        Value::String(s) => c.push(role, s, path),
+        Value::Array(parts) => {
+            for (i, part) in parts.iter().enumerate() {
+                let pp = path.index(i);
+                let part = as_object(part, &pp)?;
+                match opt_str(part, "type", Some(&pp))? {
+                    Some("text" | "input_text" | "output_text") | None => {
+                        if let Some(text) = opt_str(part, "text", Some(&pp))? {
+                            c.push(role, text, &pp.key("text"));
+                        }
+                    }
+                    Some("refusal") => {
+                        if let Some(text) = opt_str(part, "refusal", Some(&pp))? {
+                            c.push(role, text, &pp.key("refusal"));
+                        }
+                    }
+                    // image_url, input_audio, file, input_image, input_file ...
+                    Some(_) => {}
+                }
+            }
+        }
+        _ => return Err(invalid(path, "must be a string or an array")),
+    }
+    Ok(())
+}
+
+/// Completions `prompt` / embeddings `input`: a string, or an array of strings
+/// and token arrays. Token arrays carry no text.
+fn prompt_list(obj: &Map<String, Value>, key: &str, role: &str, required: bool, c: &mut Collector) -> Result<(), Error> {
+    let path = Path::root(key);
+    match field(obj, key) {
+        None if required => Err(invalid(&path, "is required")),
+        None => Ok(()),
+        Some(Value::String(s)) => {
+            c.push(role, s, &path);
+            Ok(())
+        }
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(s) => c.push(role, s, &path.index(i)),
+                    Value::Number(_) | Value::Array(_) => {}
+                    _ => return Err(invalid(&path.index(i), "must be a string or a token array")),
+                }
+            }
+            Ok(())
+        }
+        Some(_) => Err(invalid(&path, "must be a string or an array")),
+    }
+}
+
+fn responses(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
+    if let Some(s) = opt_str(obj, "instructions", None)? {
+        c.push("system", s, &Path::root("instructions"));
+    }
+    let root = Path::root("input");
+    match field(obj, "input") {
+        None => {}
+        Some(Value::String(s)) => c.push("user", s, &root),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let ip = root.index(i);
+                let item = as_object(item, &ip)?;
+                match opt_str(item, "type", Some(&ip))? {
+                    None | Some("message") => {
+                        let role = req_str(item, "role", Some(&ip))?;
+                        if let Some(content) = field(item, "content") {
+                            openai_content(role, content, &ip.key("content"), c)?;
+                        }
+                    }
+                    Some("function_call") => {
+                        if let Some(args) = opt_str(item, "arguments", Some(&ip))? {
+                            c.push("assistant", args, &ip.key("arguments"));
+                        }
+                    }
+                    Some("custom_tool_call") => {
+                        if let Some(input) = opt_str(item, "input", Some(&ip))? {
+                            c.push("assistant", input, &ip.key("input"));
+                        }
+                    }
+                    Some("function_call_output" | "custom_tool_call_output") => {
+                        if let Some(output) = field(item, "output") {
+                            openai_content("tool", output, &ip.key("output"), c)?;
+                        }
+                    }
+                    // reasoning, item_reference, web_search_call ...
+                    Some(_) => {}
+                }
+            }
+        }
+        Some(_) => return Err(invalid(&root, "must be a string or an array")),
+    }
+    Ok(())
+}
+
+fn anthropic(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
+    if let Some(system) = field(obj, "system") {
+        anthropic_text_blocks("system", system, &Path::root("system"), c)?;
+    }
+    let root = Path::root("messages");
+    for (i, m) in messages(obj)?.iter().enumerate() {
+        let mp = root.index(i);
+        let m = as_object(m, &mp)?;
+        let role = req_str(m, "role", Some(&mp))?;
+        let cp = mp.key("content");
+        match field(m, "content") {
+            None => {}
+            Some(Value::String(s)) => c.push(role, s, &cp),
+            Some(Value::Array(blocks)) => {
+                for (j, block) in blocks.iter().enumerate() {
+                    let bp = cp.index(j);
+                    let block = as_object(block, &bp)?;
+                    match opt_str(block, "type", Some(&bp))? {
+                        Some("text") => {
+                            if let Some(text) = opt_str(block, "text", Some(&bp))? {
+                                c.push(role, text, &bp.key("text"));
+                            }
+                        }
+                        Some("tool_use" | "server_tool_use") => {
+                            if let Some(input) = field(block, "input") {
+                                c.push_owned(role, input.to_string(), &bp.key("input"));
+                            }
+                        }
+                        Some("tool_result") => {
+                            if let Some(content) = field(block, "content") {
+                                anthropic_text_blocks("tool", content, &bp.key("content"), c)?;
+                            }
+                        }
+                        // image, document, thinking, redacted_thinking ...
+                        _ => {}
+                    }
+                }
+            }
+            Some(_) => return Err(invalid(&cp, "must be a string or an array")),
+        }
+    }
+    Ok(())
+}
+
+/// A string or an array of blocks of which the `text` ones carry text.
+fn anthropic_text_blocks(role: &str, v: &Value, path: &Path<'_>, c: &mut Collector) -> Result<(), Error> {
+    match v {
+        Value::String(s) => c.push(role, s, path),
+        Value::Array(blocks) => {
+            for (i, block) in blocks.iter().enumerate() {
+                let bp = path.index(i);
+                let block = as_object(block, &bp)?;
+                if opt_str(block, "type", Some(&bp))? == Some("text") {
+                    if let Some(text) = opt_str(block, "text", Some(&bp))? {
+                        c.push(role, text, &bp.key("text"));
+                    }
+                }
+            }
+        }
+        _ => return Err(invalid(path, "must be a string or an array")),
+    }
+    Ok(())
+}
+
+/// Tool names: `name` (Anthropic, responses, legacy `functions`) or
+/// `function.name` / `custom.name` (chat). Tools without a name (built-in
+/// tools such as `web_search`) are skipped.
+fn tools(obj: &Map<String, Value>, key: &str, c: &mut Collector) -> Result<(), Error> {
+    let Some(list) = opt_array(obj, key, None)? else { return Ok(()) };
+    let root = Path::root(key);
+    for (i, tool) in list.iter().enumerate() {
+        let tp = root.index(i);
+        let tool = as_object(tool, &tp)?;
+        let mut name = opt_str(tool, "name", Some(&tp))?;
+        for kind in ["function", "custom"] {
+            if name.is_some() {
+                break;
+            }
+            if let Some(f) = field(tool, kind) {
+                let fp = tp.key(kind);
+                name = opt_str(as_object(f, &fp)?, "name", Some(&fp))?;
+            }
+        }
+        if let Some(name) = name {
+            c.tools.push(ToolDef { name: name.to_owned() });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(api: ApiKind, v: Value) -> Result<LlmRequest, Error> {
+        parse_request(api, v.to_string().as_bytes())
+    }
+
+    fn texts(r: &LlmRequest) -> Vec<(&str, &str)> {
+        r.texts.iter().map(|t| (t.role.as_str(), t.text.as_str())).collect()
+    }
+
+    fn err_msg(r: Result<LlmRequest, Error>) -> String {
+        match r {
+            Err(Error::InvalidRequest(m)) => m,
+            other => panic!("expected InvalidRequest, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn chat_full() {
+        let r = parse(
+            ApiKind::OpenAiChat,
+            json!({
+                "model": "gpt-4o",
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "max_tokens": 10,
+                "max_completion_tokens": 20,
+                "messages": [
+                    {"role": "system", "content": "be nice"},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "look"},
+                        {"type": "image_url", "image_url": {"url": "data:..."}},
+                        {"type": "input_audio", "input_audio": {"data": "AAA", "format": "wav"}},
+                        {"type": "text", "text": "here"}
+                    ]},
+                    {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}
+                    ]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "result"}
+                ],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                "functions": [{"name": "legacy"}]
+            }),
+        )
+        .unwrap();
+        assert_eq!(r.model, "gpt-4o");
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.max_tokens, Some(20));
+        assert_eq!(
+            texts(&r),
+            vec![
+                ("system", "be nice"),
+                ("user", "look"),
+                ("user", "here"),
+                ("assistant", "{\"a\":1}"),
+                ("tool", "result")
+            ]
+        );
+        let names: Vec<_> = r.tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["f", "legacy"]);
+    }
+
+    #[test]
+    fn chat_max_tokens_fallback_and_defaults() {
+        let r = parse(ApiKind::OpenAiChat, json!({"model": "m", "max_tokens": 7, "messages": [{"role": "user", "content": "x"}]}))
+            .unwrap();
+        assert_eq!(r.max_tokens, Some(7));
+        assert!(!r.stream && !r.include_usage);
+        let r = parse(ApiKind::OpenAiChat, json!({"model": "m", "stream": null, "messages": [{"role": "user", "content": ""}]}))
+            .unwrap();
+        assert!(r.texts.is_empty());
+        assert_eq!(r.max_tokens, None);
+    }
+
+    #[test]
+    fn model_errors() {
+        let m = err_msg(parse(ApiKind::OpenAiChat, json!({"messages": [{"role": "user", "content": "x"}]})));
+        assert_eq!(m, "`model` is required");
+        let m = err_msg(parse(ApiKind::AnthropicMessages, json!({"model": 3, "messages": []})));
+        assert_eq!(m, "`model` must be a string");
+        let m = err_msg(parse(ApiKind::OpenAiEmbeddings, json!({"model": "", "input": "x"})));
+        assert!(m.contains("`model`"), "{m}");
+    }
+
+    #[test]
+    fn invalid_json_and_non_object() {
+        for body in [&b"{"[..], b"not json", b"[1,2]", b"42", b""] {
+            match parse_request(ApiKind::OpenAiChat, body) {
+                Err(Error::InvalidJson(m)) => assert!(!m.is_empty()),
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
+        match parse_request(ApiKind::OpenAiChat, b"[1]") {
+            Err(Error::InvalidJson(m)) => assert!(m.contains("expected a map"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn field_type_errors_name_the_field() {
+        let cases = [
+            (ApiKind::OpenAiChat, json!({"model": "m"}), "`messages` is required"),
+            (ApiKind::OpenAiChat, json!({"model": "m", "messages": []}), "`messages` must not be empty"),
+            (ApiKind::OpenAiChat, json!({"model": "m", "messages": "hi"}), "`messages` must be an array"),
+            (ApiKind::OpenAiChat, json!({"model": "m", "messages": ["hi"]}), "`messages[0]` must be an object"),
+            (ApiKind::OpenAiChat, json!({"model": "m", "messages": [{"content": "x"}]}), "`messages[0].role` is required"),
+            (
+                ApiKind::OpenAiChat,
+                json!({"model": "m", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": 5}]}),
+                "`messages[1].content` must be a string or an array",
+            ),
+            (
+                ApiKind::OpenAiChat,
+                json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]}),
+                "`messages[0].content[0].text` must be a string",
+            ),
+            (
+                ApiKind::OpenAiChat,
+                json!({"model": "m", "stream": "yes", "messages": [{"role": "user", "content": "a"}]}),
+                "`stream` must be a boolean",
+            ),
+            (
+                ApiKind::OpenAiChat,
+                json!({"model": "m", "stream_options": {"include_usage": 1}, "messages": [{"role": "user", "content": "a"}]}),
+                "`stream_options.include_usage` must be a boolean",
+            ),
+            (ApiKind::OpenAiCompletions, json!({"model": "m", "max_tokens": -1}), "`max_tokens` must be a non-negative integer"),
+            (ApiKind::OpenAiCompletions, json!({"model": "m", "prompt": {}}), "`prompt` must be a string or an array"),
+            (ApiKind::OpenAiCompletions, json!({"model": "m", "prompt": ["a", true]}), "`prompt[1]` must be a string or a token array"),
+            (ApiKind::OpenAiEmbeddings, json!({"model": "m"}), "`input` is required"),
+            (ApiKind::OpenAiResponses, json!({"model": "m", "input": 3}), "`input` must be a string or an array"),
+            (ApiKind::OpenAiResponses, json!({"model": "m", "max_output_tokens": 1.5}), "`max_output_tokens` must be a non-negative integer"),
+            (ApiKind::AnthropicMessages, json!({"model": "m", "messages": [{"role": "user", "content": 1}]}), "`messages[0].content` must be a string or an array"),
+            (ApiKind::AnthropicMessages, json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "tools": {}}), "`tools` must be an array"),
+            (ApiKind::AnthropicMessages, json!({"model": "m", "system": 1, "messages": [{"role": "user", "content": "a"}]}), "`system` must be a string or an array"),
+        ];
+        for (api, body, want) in cases {
+            assert_eq!(err_msg(parse(api, body.clone())), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn completions_prompts() {
+        let r = parse(
+            ApiKind::OpenAiCompletions,
+            json!({"model": "m", "prompt": ["one", [1, 2], 3, "two"], "suffix": "end", "stream": true,
+                   "stream_options": {"include_usage": true}, "max_tokens": 5}),
+        )
+        .unwrap();
+        assert_eq!(texts(&r), vec![("user", "one"), ("user", "two"), ("user", "end")]);
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.max_tokens, Some(5));
+        let r = parse(ApiKind::OpenAiCompletions, json!({"model": "m", "prompt": [1, 2, 3]})).unwrap();
+        assert!(r.texts.is_empty());
+    }
+
+    #[test]
+    fn embeddings_inputs() {
+        let r = parse(ApiKind::OpenAiEmbeddings, json!({"model": "e", "input": "hello"})).unwrap();
+        assert_eq!(texts(&r), vec![("input", "hello")]);
+        let r = parse(ApiKind::OpenAiEmbeddings, json!({"model": "e", "input": ["a", [1, 2], "b"], "stream": true})).unwrap();
+        assert_eq!(texts(&r), vec![("input", "a"), ("input", "b")]);
+        assert!(!r.stream);
+    }
+
+    #[test]
+    fn responses_items() {
+        let r = parse(
+            ApiKind::OpenAiResponses,
+            json!({
+                "model": "gpt-4.1",
+                "instructions": "sys",
+                "max_output_tokens": 99,
+                "stream": true,
+                "input": [
+                    {"role": "user", "content": "plain"},
+                    {"type": "message", "role": "user", "content": [
+                        {"type": "input_text", "text": "part"},
+                        {"type": "input_image", "image_url": "https://x"}
+                    ]},
+                    {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "answer"}]},
+                    {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": "c", "output": "out"},
+                    {"type": "reasoning", "summary": []}
+                ],
+                "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}, {"type": "function", "function": {"name": "g"}}]
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            texts(&r),
+            vec![
+                ("system", "sys"),
+                ("user", "plain"),
+                ("user", "part"),
+                ("assistant", "answer"),
+                ("assistant", "{}"),
+                ("tool", "out")
+            ]
+        );
+        assert_eq!(r.max_tokens, Some(99));
+        assert!(r.stream && !r.include_usage);
+        let names: Vec<_> = r.tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["f", "g"]);
+        let r = parse(ApiKind::OpenAiResponses, json!({"model": "m", "input": "just text"})).unwrap();
+        assert_eq!(texts(&r), vec![("user", "just text")]);
+    }
+
+    #[test]
+    fn anthropic_blocks() {
+        let r = parse(
+            ApiKind::AnthropicMessages,
+            json!({
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 1024,
+                "stream": true,
+                "system": [{"type": "text", "text": "sys1"}, {"type": "text", "text": "sys2", "cache_control": {"type": "ephemeral"}}],
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": [
+                        {"type": "thinking", "thinking": "hmm", "signature": "x"},
+                        {"type": "text", "text": "calling"},
+                        {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Paris"}}
+                    ]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "t1", "content": "sunny"},
+                        {"type": "tool_result", "tool_use_id": "t2", "content": [{"type": "text", "text": "rainy"}, {"type": "image", "source": {}}]},
+                        {"type": "image", "source": {"type": "base64", "data": "..."}},
+                        {"type": "text", "text": "thanks"}
+                    ]}
+                ],
+                "tools": [{"name": "get_weather", "input_schema": {}}]
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            texts(&r),
+            vec![
+                ("system", "sys1"),
+                ("system", "sys2"),
+                ("user", "hi"),
+                ("assistant", "calling"),
+                ("assistant", "{\"city\":\"Paris\"}"),
+                ("tool", "sunny"),
+                ("tool", "rainy"),
+                ("user", "thanks")
+            ]
+        );
+        assert_eq!(r.max_tokens, Some(1024));
+        assert!(r.stream && !r.include_usage);
+        assert_eq!(r.tools, vec![ToolDef { name: "get_weather".into() }]);
+        let r = parse(ApiKind::AnthropicMessages, json!({"model": "m", "system": "s", "messages": [{"role": "user", "content": "u"}]})).unwrap();
+        assert_eq!(texts(&r), vec![("system", "s"), ("user", "u")]);
+        assert_eq!(r.max_tokens, None);
+    }
+
+    #[test]
+    fn pointers_locate_texts() {
+        let body = json!({
+            "model": "claude",
+            "system": [{"type": "text", "text": "sys"}],
+            "messages": [
+                {"role": "user", "content": "hello"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "n", "input": {"q": 1}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "r"}]}]}
+            ]
+        });
+        let p = parse_request_json(ApiKind::AnthropicMessages, body.to_string().as_bytes()).unwrap();
+        assert_eq!(p.json, body);
+        assert_eq!(p.text_pointers.len(), p.request.texts.len());
+        assert_eq!(
+            p.text_pointers,
+            ["/system/0/text", "/messages/0/content", "/messages/1/content/0/input", "/messages/2/content/0/content/0/text"]
+        );
+        for (ptr, t) in p.text_pointers.iter().zip(&p.request.texts) {
+            match p.json.pointer(ptr).unwrap() {
+                Value::String(s) => assert_eq!(s, &t.text),
+                other => assert_eq!(other.to_string(), t.text),
+            }
+        }
+        assert_eq!(request_from_json(ApiKind::AnthropicMessages, &p.json).unwrap(), p.request);
+        assert!(matches!(request_from_json(ApiKind::AnthropicMessages, &json!([1])), Err(Error::InvalidJson(_))));
+    }
+
+    #[test]
+    fn pointer_escaping() {
+        let inner = Path::root("a/b~c");
+        let p = inner.index(3);
+        assert_eq!(p.pointer(), "/a~1b~0c/3");
+        assert_eq!(p.to_string(), "a/b~c[3]");
+    }
 }

@@ -1,1 +1,13 @@
+//! Tollgate's ext_proc sidecar and the `tollgate` command.
+//!
+//! - [`processor`]: per-phase handlers over a per-stream state (no sockets);
+//! - [`server`]: the tonic `ExternalProcessor` service, health and admin HTTP;
+//! - [`envoy`]: renders Envoy's bootstrap and the filter configuration from the policy;
+//! - [`launch`]: finds, installs and starts the components (`tollgate up`, tests).
 
+pub mod config;
+pub mod envoy;
+pub mod launch;
+pub mod processor;
+pub mod server;
+pub mod up;

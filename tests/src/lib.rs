@@ -1,1 +1,282 @@
+//! Harness for the end-to-end tests: starts a real Envoy loading the built
+//! filter, the real sidecar (`tollgate serve`) and the mock provider
+//! (`tollgate mock`) on loopback ports chosen at run time.
+//!
+//! Paths come from `TOLLGATE_BIN`, `TOLLGATE_ENVOY` and `TOLLGATE_WASM`
+//! (set by `scripts/test.sh`), else from the checkout's build outputs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use tokio::process::Command;
+use tollgate_ext_proc::config::parse_policy;
+use tollgate_ext_proc::envoy::{render_yaml, RenderOptions};
+use tollgate_ext_proc::launch::{self, envoy_command, free_port, wait_ready, Proc};
+
+/// The binaries and the filter under test.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub tollgate: PathBuf,
+    pub envoy: PathBuf,
+    pub wasm: PathBuf,
+}
+
+pub fn paths() -> anyhow::Result<Paths> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or_else(|| anyhow!("no workspace"))?;
+    let target = launch::target_dir(root);
+    let tollgate = match std::env::var_os("TOLLGATE_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => ["debug", "release"]
+            .iter()
+            .map(|profile| target.join(profile).join("tollgate"))
+            .find(|p| p.is_file())
+            .ok_or_else(|| anyhow!("no tollgate binary: run `cargo build -p tollgate-ext-proc` or set TOLLGATE_BIN"))?,
+    };
+    let envoy = launch::find_envoy().ok_or_else(|| anyhow!("no envoy: run scripts/install.sh or set TOLLGATE_ENVOY"))?;
+    let wasm = match std::env::var_os("TOLLGATE_WASM") {
+        Some(p) => PathBuf::from(p),
+        None => target.join("wasm32-wasip1").join("wasm-release").join(launch::WASM_FILE),
+    };
+    if !wasm.is_file() {
+        return Err(anyhow!("no filter at {}: run scripts/test.sh or set TOLLGATE_WASM", wasm.display()));
+    }
+    Ok(Paths { tollgate, envoy, wasm })
+}
+
+/// How to start a gateway.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Extra top-level policy YAML (failMode, models, inspection ...).
+    pub policy_extra: String,
+    /// Extra keys inside the mock provider's entry (e.g. `keyEnv: X`).
+    pub provider_extra: String,
+    /// Start the sidecar (false: test the sidecar-down fail modes).
+    pub sidecar: bool,
+    /// Replace the rendered plugin configuration.
+    pub plugin_config: Option<String>,
+    /// Extra environment for the sidecar.
+    pub sidecar_env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            policy_extra: String::new(),
+            provider_extra: String::new(),
+            sidecar: true,
+            plugin_config: None,
+            sidecar_env: Vec::new(),
+        }
+    }
+}
+
+/// A running gateway; everything stops when it is dropped.
+pub struct Gateway {
+    pub url: String,
+    pub admin: String,
+    pub mock: String,
+    pub dir: PathBuf,
+    pub access_log: PathBuf,
+    pub log: PathBuf,
+    procs: Vec<Proc>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn scratch_dir() -> anyhow::Result<PathBuf> {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("tollgate-e2e-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The policy text for a gateway on the given ports.
+fn policy_text(ports: &Ports, opts: &Options) -> String {
+    format!(
+        "listen: {{port: {}, adminPort: {}}}\nsidecar: {{grpcPort: {}, adminPort: {}}}\nproviders:\n  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{}'{}}}\n{}",
+        ports.listen,
+        ports.admin,
+        ports.grpc,
+        ports.sidecar_admin,
+        ports.mock,
+        if opts.provider_extra.is_empty() { String::new() } else { format!(", {}", opts.provider_extra) },
+        opts.policy_extra
+    )
+}
+
+struct Ports {
+    listen: u16,
+    admin: u16,
+    grpc: u16,
+    sidecar_admin: u16,
+    mock: u16,
+}
+
+impl Gateway {
+    pub async fn start(opts: Options) -> anyhow::Result<Gateway> {
+        let paths = paths()?;
+        let dir = scratch_dir()?;
+        let ports = Ports {
+            listen: free_port()?,
+            admin: free_port()?,
+            grpc: free_port()?,
+            sidecar_admin: free_port()?,
+            mock: free_port()?,
+        };
+        let policy = parse_policy(&policy_text(&ports, &opts)).map_err(|e| anyhow!("test policy: {e}"))?;
+        let policy_path = dir.join("policy.yaml");
+        std::fs::write(&policy_path, policy_text(&ports, &opts))?;
+        let access_log = dir.join("access.log");
+        let log = dir.join("gateway.log");
+        let envoy_yaml = render_yaml(
+            &policy,
+            &RenderOptions {
+                wasm_path: &paths.wasm,
+                access_log: &access_log.display().to_string(),
+                plugin_config: opts.plugin_config.clone(),
+            },
+        )?;
+        let envoy_config = dir.join("envoy.yaml");
+        std::fs::write(&envoy_config, envoy_yaml)?;
+
+        let ready = Duration::from_secs(60);
+        let mut gw = Gateway {
+            url: format!("http://127.0.0.1:{}", ports.listen),
+            admin: format!("127.0.0.1:{}", ports.admin),
+            mock: format!("127.0.0.1:{}", ports.mock),
+            dir,
+            access_log,
+            log: log.clone(),
+            procs: Vec::new(),
+        };
+        let mock_addr = gw.mock.clone();
+        let mut mock = Proc::spawn(
+            "mock",
+            Command::new(&paths.tollgate).args(["mock", "--listen", &mock_addr, "--name", "mock"]),
+            &log,
+        )?;
+        let r = wait_ready(&mut mock, &mock_addr, "/healthz", ready).await;
+        gw.procs.push(mock);
+        r.with_context(|| gw.log_text())?;
+
+        if opts.sidecar {
+            let mut cmd = Command::new(&paths.tollgate);
+            cmd.arg("serve").arg("--policy").arg(&policy_path);
+            for (k, v) in &opts.sidecar_env {
+                cmd.env(k, v);
+            }
+            let mut sidecar = Proc::spawn("sidecar", &mut cmd, &log)?;
+            let addr = format!("127.0.0.1:{}", ports.sidecar_admin);
+            let r = wait_ready(&mut sidecar, &addr, "/healthz", ready).await;
+            gw.procs.push(sidecar);
+            r.with_context(|| gw.log_text())?;
+        }
+
+        let mut envoy = Proc::spawn("envoy", &mut envoy_command(&paths.envoy, &envoy_config, "info"), &log)?;
+        let admin = gw.admin.clone();
+        let r = wait_ready(&mut envoy, &admin, "/ready", ready).await;
+        gw.procs.push(envoy);
+        r.with_context(|| gw.log_text())?;
+        Ok(gw)
+    }
+
+    /// Everything the components logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A counter from Envoy's `/stats` (wasm metrics carry a `wasmcustom.` prefix).
+    pub async fn stat(&self, name: &str) -> Option<u64> {
+        let (_, body) = launch::http_get(&self.admin, "/stats").await.ok()?;
+        body.lines().find_map(|line| {
+            let (key, value) = line.split_once(": ")?;
+            (key == name || key.strip_prefix("wasmcustom.") == Some(name)).then(|| value.trim().parse().ok())?
+        })
+    }
+
+    /// Wait until `stat(name)` reaches at least `min`; returns the last value.
+    pub async fn wait_stat(&self, name: &str, min: u64) -> Option<u64> {
+        let mut last = None;
+        for _ in 0..100 {
+            last = self.stat(name).await;
+            if last.is_some_and(|v| v >= min) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last
+    }
+
+    /// Access-log records (JSON), waiting until at least `n` are written.
+    pub async fn access_log(&self, n: usize) -> Vec<serde_json::Value> {
+        let mut records = Vec::new();
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+            records = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+            if records.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        records
+    }
+
+    /// What the mock provider received.
+    pub async fn mock_requests(&self) -> Vec<serde_json::Value> {
+        let (_, body) = launch::http_get(&self.mock, "/mock/requests").await.unwrap_or_default();
+        serde_json::from_str(&body).unwrap_or_default()
+    }
+
+    /// Stop one component by name (e.g. "sidecar") with SIGKILL.
+    pub async fn kill(&mut self, name: &str) {
+        for p in &mut self.procs {
+            if p.name == name {
+                p.signal(launch::Signal::SIGKILL);
+                let _ = p.wait().await;
+            }
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // kill_on_drop stops the children; keep the scratch dir only on failure.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("gateway files kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// Run Envoy on a config and return (exit status, output) — for configs that must be rejected.
+pub async fn run_envoy_expecting_exit(opts: Options, timeout: Duration) -> anyhow::Result<(Option<i32>, String)> {
+    let paths = paths()?;
+    let dir = scratch_dir()?;
+    let ports = Ports { listen: free_port()?, admin: free_port()?, grpc: free_port()?, sidecar_admin: free_port()?, mock: free_port()? };
+    let policy = parse_policy(&policy_text(&ports, &opts)).map_err(|e| anyhow!("test policy: {e}"))?;
+    let envoy_yaml = render_yaml(
+        &policy,
+        &RenderOptions { wasm_path: &paths.wasm, access_log: "/dev/null", plugin_config: opts.plugin_config.clone() },
+    )?;
+    let config = dir.join("envoy.yaml");
+    std::fs::write(&config, envoy_yaml)?;
+    let log = dir.join("envoy.log");
+    let mut envoy = Proc::spawn("envoy", &mut envoy_command(&paths.envoy, &config, "info"), &log)?;
+    let status = tokio::time::timeout(timeout, envoy.wait()).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let code = match status {
+        Ok(Ok(s)) => s.code(),
+        _ => {
+            envoy.stop(Duration::from_secs(2)).await;
+            None
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((code, text))
+}

@@ -1,0 +1,242 @@
+//! Provider-shaped error bodies and JSON/SSE response helpers.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+
+/// Which provider's wire format a path speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    OpenAi,
+    Anthropic,
+}
+
+impl Api {
+    /// Anthropic for `/v1/messages…`, OpenAI for everything else.
+    pub fn for_path(path: &str) -> Self {
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            Api::Anthropic
+        } else {
+            Api::OpenAi
+        }
+    }
+}
+
+/// A JSON response with the given status.
+pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() = status;
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        Err(err) => {
+            let mut resp = Response::new(Body::from(format!("mock serialisation error: {err}")));
+            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            resp
+        }
+    }
+}
+
+/// Serialises one value to compact JSON (no failure path for our types; a
+/// failure becomes an `{}`).
+pub fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// `data: {json}\n\n`
+pub fn sse_data<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(format!("data: {}\n\n", to_json(value)))
+}
+
+/// `event: NAME\ndata: {json}\n\n`
+pub fn sse_event<T: Serialize>(event: &str, value: &T) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {}\n\n", to_json(value)))
+}
+
+/// A streamed `text/event-stream` response: one body frame per SSE event,
+/// `delay` between frames.
+pub fn sse_response(frames: Vec<Bytes>, delay: Duration) -> Response {
+    let stream = futures::stream::iter(frames.into_iter().enumerate()).then(move |(i, frame)| async move {
+        if i > 0 && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Ok::<Bytes, Infallible>(frame)
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+#[derive(Serialize)]
+struct OpenAiErrorBody<'a> {
+    error: OpenAiError<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenAiError<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+/// `{"error":{"message","type","param","code"}}`
+pub fn openai_error(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response {
+    json_response(
+        status,
+        &OpenAiErrorBody {
+            error: OpenAiError { message, kind, param, code },
+        },
+    )
+}
+
+/// A 400 `invalid_request_error` in OpenAI's shape.
+pub fn openai_invalid(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
+    openai_error(StatusCode::BAD_REQUEST, message, "invalid_request_error", param, code)
+}
+
+#[derive(Serialize)]
+struct AnthropicErrorBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicError<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicError<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+}
+
+/// `{"type":"error","error":{"type","message"}}`
+pub fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    json_response(
+        status,
+        &AnthropicErrorBody {
+            kind: "error",
+            error: AnthropicError { kind, message },
+        },
+    )
+}
+
+/// A 400 `invalid_request_error` in Anthropic's shape.
+pub fn anthropic_invalid(message: &str) -> Response {
+    anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+}
+
+/// The error a provider would send with this status (used by `x-mock-status`,
+/// `--fail-every` and `--rate-limit-every`). 429 carries `retry-after: 1`.
+pub fn status_error(api: Api, status: StatusCode) -> Response {
+    let code = status.as_u16();
+    let mut resp = match api {
+        Api::OpenAi => {
+            let (message, kind, err_code) = match code {
+                400 => ("Mock provider: bad request (simulated).", "invalid_request_error", None),
+                401 => (
+                    "Incorrect API key provided (simulated by the mock provider).",
+                    "invalid_request_error",
+                    Some("invalid_api_key"),
+                ),
+                403 => ("Mock provider: forbidden (simulated).", "invalid_request_error", Some("forbidden")),
+                404 => ("Mock provider: not found (simulated).", "invalid_request_error", Some("not_found")),
+                429 => (
+                    "Rate limit reached for requests (simulated by the mock provider). Please try again in 1s.",
+                    "requests",
+                    Some("rate_limit_exceeded"),
+                ),
+                503 => (
+                    "The server is overloaded or not ready yet (simulated by the mock provider).",
+                    "server_error",
+                    None,
+                ),
+                500..=599 => (
+                    "The server had an error while processing your request. Sorry about that! (simulated by the mock provider)",
+                    "server_error",
+                    None,
+                ),
+                _ => ("Mock provider: simulated error.", "invalid_request_error", None),
+            };
+            openai_error(status, message, kind, None, err_code)
+        }
+        Api::Anthropic => {
+            let (kind, message) = match code {
+                400 => ("invalid_request_error", "Mock provider: bad request (simulated)."),
+                401 => ("authentication_error", "invalid x-api-key (simulated by the mock provider)"),
+                403 => ("permission_error", "Your API key does not have permission to use the specified resource (simulated)."),
+                404 => ("not_found_error", "Not found (simulated by the mock provider)."),
+                413 => ("request_too_large", "Request exceeds the maximum allowed number of bytes (simulated)."),
+                429 => ("rate_limit_error", "Number of requests has exceeded your rate limit (simulated by the mock provider)."),
+                529 => ("overloaded_error", "Overloaded (simulated by the mock provider)"),
+                500..=599 => ("api_error", "Internal server error (simulated by the mock provider)"),
+                _ => ("invalid_request_error", "Mock provider: simulated error."),
+            };
+            anthropic_error(status, kind, message)
+        }
+    };
+    if code == 429 {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// 404 for an unknown path, in the provider's shape.
+pub fn not_found(api: Api, method: &str, path: &str) -> Response {
+    match api {
+        Api::OpenAi => openai_error(
+            StatusCode::NOT_FOUND,
+            &format!("Invalid URL ({method} {path})"),
+            "invalid_request_error",
+            None,
+            None,
+        ),
+        Api::Anthropic => anthropic_error(StatusCode::NOT_FOUND, "not_found_error", "Not Found"),
+    }
+}
+
+/// Parses a request body as a JSON object or returns the provider's 400.
+pub fn parse_object(api: Api, body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(match api {
+            Api::OpenAi => openai_invalid(
+                "Invalid request body: expected a JSON object.",
+                None,
+                None,
+            ),
+            Api::Anthropic => anthropic_invalid("Input should be a valid dictionary"),
+        }),
+        Err(err) => Err(match api {
+            Api::OpenAi => openai_invalid(
+                &format!(
+                    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.) ({err})"
+                ),
+                None,
+                None,
+            ),
+            Api::Anthropic => anthropic_invalid(&format!("There was an issue with your request body: invalid JSON ({err})")),
+        }),
+    }
+}

@@ -1,0 +1,263 @@
+//! Renders Envoy's bootstrap from the policy: listener → wasm filter →
+//! header_to_metadata → ext_proc → router → one cluster per provider.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use tollgate_core::filter_config::FilterConfig;
+use tollgate_core::policy::{BaseUrl, FailMode, Policy};
+
+use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
+
+/// Inputs besides the policy.
+#[derive(Debug, Clone)]
+pub struct RenderOptions<'a> {
+    /// Path of the built filter (`tollgate_filter.wasm`).
+    pub wasm_path: &'a Path,
+    /// Access log destination (`/dev/stdout` for the console).
+    pub access_log: &'a str,
+    /// Plugin configuration override (tests feed invalid ones); default: rendered from the policy.
+    pub plugin_config: Option<String>,
+}
+
+/// Cluster name for a provider.
+pub fn cluster_name(provider: &str) -> String {
+    format!("provider_{provider}")
+}
+
+/// The access-log line: what Tollgate publishes, per request.
+fn access_log_format() -> Value {
+    let md = |key: &str| format!("%DYNAMIC_METADATA({METADATA_NAMESPACE}:{key})%");
+    json!({
+        "time": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "duration_ms": "%DURATION%",
+        "api": md("api"),
+        "model": md("model"),
+        "provider": md("provider"),
+        "upstream_model": md("upstream_model"),
+        "usage": "%FILTER_STATE(wasm.io.tollgate.usage:PLAIN)%",
+        "upstream": "%UPSTREAM_CLUSTER%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+    })
+}
+
+/// The bootstrap as a JSON value (Envoy takes YAML or JSON; see [`render_yaml`]).
+pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value> {
+    let plugin_config = match &opts.plugin_config {
+        Some(raw) => raw.clone(),
+        None => FilterConfig::from_policy(policy).to_json(),
+    };
+    // Envoy's own buffer must be larger than the filter's cap so that the
+    // filter, not Envoy, answers an oversize body (in the provider's shape).
+    let buffer_limit = policy.inspection.max_body_bytes.saturating_mul(2).max(1024 * 1024);
+    let default_provider =
+        policy.default_provider().ok_or_else(|| anyhow::anyhow!("the policy has no provider"))?;
+
+    let mut routes = Vec::new();
+    let mut clusters = vec![sidecar_cluster(policy)];
+    for (name, provider) in &policy.providers {
+        let url = BaseUrl::parse(&provider.base_url).map_err(|m| anyhow::anyhow!("providers.{name}.baseUrl: {m}"))?;
+        routes.push(json!({
+            "match": {"prefix": "/", "headers": [{"name": PROVIDER_HEADER, "string_match": {"exact": name}}]},
+            "route": route_action(name, &url),
+            "request_headers_to_remove": [PROVIDER_HEADER],
+        }));
+        clusters.push(provider_cluster(name, &url));
+    }
+    // Everything the sidecar did not route (non-AI paths, or the sidecar
+    // failing open) goes to the default provider.
+    let default_url = BaseUrl::parse(&policy.providers[default_provider].base_url)
+        .map_err(|m| anyhow::anyhow!("providers.{default_provider}.baseUrl: {m}"))?;
+    routes.push(json!({"match": {"prefix": "/"}, "route": route_action(default_provider, &default_url)}));
+
+    let wasm = json!({
+        "name": "tollgate.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "tollgate",
+                "root_id": "tollgate",
+                "failure_policy": match policy.fail_mode.filter { FailMode::Open => "FAIL_OPEN", FailMode::Closed => "FAIL_CLOSED" },
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config},
+                "vm_config": {
+                    "vm_id": "tollgate",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": opts.wasm_path.display().to_string()}},
+                },
+            },
+        },
+    });
+    let rule = |header: &str, key: &str| {
+        json!({
+            "header": header,
+            "on_header_present": {"metadata_namespace": METADATA_NAMESPACE, "key": key, "type": "STRING"},
+            "remove": true,
+        })
+    };
+    let header_to_metadata = json!({
+        "name": "envoy.filters.http.header_to_metadata",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
+            "request_rules": [rule("x-tollgate-model", "model"), rule("x-tollgate-api", "api")],
+        },
+    });
+    let timeout = format!("{}s", policy.sidecar.timeout_ms as f64 / 1000.0);
+    let ext_proc = json!({
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "tollgate_sidecar"}, "timeout": timeout},
+            "failure_mode_allow": policy.fail_mode.sidecar == FailMode::Open,
+            "allow_mode_override": true,
+            "message_timeout": timeout,
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+        },
+    });
+    let hcm = json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "tollgate",
+            "access_log": [{
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": opts.access_log,
+                    "log_format": {"json_format": access_log_format()},
+                },
+            }],
+            "route_config": {"name": "tollgate", "virtual_hosts": [{"name": "tollgate", "domains": ["*"], "routes": routes}]},
+            "http_filters": [
+                wasm,
+                header_to_metadata,
+                ext_proc,
+                {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+            ],
+        },
+    });
+    Ok(json!({
+        "admin": {"address": socket(&policy.listen.host, policy.listen.admin_port)},
+        "static_resources": {
+            "listeners": [{
+                "name": "tollgate",
+                "address": socket(&policy.listen.host, policy.listen.port),
+                "per_connection_buffer_limit_bytes": buffer_limit,
+                "filter_chains": [{"filters": [hcm]}],
+            }],
+            "clusters": clusters,
+        },
+    }))
+}
+
+/// The bootstrap as YAML text.
+pub fn render_yaml(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<String> {
+    let value = render(policy, opts)?;
+    let body = serde_yaml_ng::to_string(&value)?;
+    Ok(format!("# Rendered by `tollgate render envoy` from the policy. Do not edit by hand.\n{body}"))
+}
+
+fn socket(host: &str, port: u16) -> Value {
+    json!({"socket_address": {"address": host, "port_value": port}})
+}
+
+fn route_action(provider: &str, url: &BaseUrl) -> Value {
+    let mut action = json!({"cluster": cluster_name(provider), "timeout": "300s", "idle_timeout": "120s"});
+    if url.tls {
+        action["host_rewrite_literal"] = json!(url.host);
+    }
+    if !url.path.is_empty() {
+        action["prefix_rewrite"] = json!(format!("{}/", url.path));
+    }
+    action
+}
+
+fn sidecar_cluster(policy: &Policy) -> Value {
+    json!({
+        "name": "tollgate_sidecar",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+        "load_assignment": endpoints("tollgate_sidecar", &policy.sidecar.host, policy.sidecar.grpc_port),
+    })
+}
+
+fn endpoints(cluster: &str, host: &str, port: u16) -> Value {
+    json!({
+        "cluster_name": cluster,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(host, port)}}]}],
+    })
+}
+
+fn provider_cluster(name: &str, url: &BaseUrl) -> Value {
+    let cluster = cluster_name(name);
+    let is_ip = url.host.parse::<std::net::IpAddr>().is_ok();
+    let mut c = json!({
+        "name": cluster,
+        "type": if is_ip { "STATIC" } else { "LOGICAL_DNS" },
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "5s",
+        "load_assignment": endpoints(&cluster, &url.host, url.port),
+    });
+    if url.tls {
+        c["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": url.host,
+                "common_tls_context": {
+                    "validation_context": {"trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}},
+                },
+            },
+        });
+    }
+    c
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::parse_policy;
+
+    #[test]
+    fn renders_providers_routes_and_fail_modes() {
+        let policy = parse_policy(
+            "failMode: {filter: open, sidecar: closed}\nproviders:\n  mock: {kind: mock, baseUrl: 'http://127.0.0.1:18080'}\n  openai: {kind: openai, baseUrl: 'https://api.openai.com/v1proxy'}\n",
+        )
+        .unwrap();
+        let v = render(&policy, &RenderOptions { wasm_path: Path::new("/x.wasm"), access_log: "/dev/null", plugin_config: None }).unwrap();
+        let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let filters = hcm["http_filters"].as_array().unwrap();
+        let names: Vec<_> = filters.iter().map(|f| f["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["tollgate.wasm", "envoy.filters.http.header_to_metadata", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]);
+        assert_eq!(filters[0]["typed_config"]["config"]["failure_policy"], "FAIL_OPEN");
+        assert_eq!(filters[2]["typed_config"]["failure_mode_allow"], false);
+        let plugin: FilterConfig = serde_json::from_str(filters[0]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(plugin.fail_mode, FailMode::Open);
+        let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();
+        assert_eq!(routes.len(), 3);
+        assert_eq!(routes[1]["route"]["host_rewrite_literal"], "api.openai.com");
+        assert_eq!(routes[1]["route"]["prefix_rewrite"], "/v1proxy/");
+        assert_eq!(routes[2]["route"]["cluster"], "provider_mock");
+        let clusters = v["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters[2]["type"], "LOGICAL_DNS");
+        assert_eq!(clusters[2]["transport_socket"]["typed_config"]["sni"], "api.openai.com");
+        assert_eq!(clusters[1]["type"], "STATIC");
+    }
+}

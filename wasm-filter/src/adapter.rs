@@ -1,0 +1,179 @@
+//! proxy-wasm glue: root context (configuration, metrics) and HTTP contexts.
+//! Host-call failures are logged and mapped, never unwrapped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use tollgate_core::filter_config::FilterConfig;
+
+use crate::filter::{Filter, Verdict};
+use crate::host::{Host, Metric};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+#[derive(Default)]
+struct Root {
+    config: Option<Arc<FilterConfig>>,
+    metrics: Arc<HashMap<Metric, u32>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                log::error!("tollgate: cannot read the plugin configuration: {status:?}");
+                return false;
+            }
+        };
+        let config = match FilterConfig::from_json(&raw) {
+            Ok(config) => config,
+            Err(err) => {
+                log::error!("tollgate: invalid plugin configuration: {err}");
+                return false;
+            }
+        };
+        let mut metrics = HashMap::new();
+        for metric in Metric::ALL {
+            match hostcalls::define_metric(MetricType::Counter, metric.name()) {
+                Ok(id) => {
+                    metrics.insert(metric, id);
+                }
+                Err(status) => log::warn!("tollgate: cannot define metric {}: {status:?}", metric.name()),
+            }
+        }
+        log::info!(
+            "tollgate: configured (maxBodyBytes={}, failMode={:?})",
+            config.inspection.max_body_bytes,
+            config.fail_mode
+        );
+        self.metrics = Arc::new(metrics);
+        self.config = Some(Arc::new(config));
+        true
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Without a good configuration Envoy never gets here (on_configure
+        // returned false); keep the defaults as a safe fallback all the same.
+        let config = self.config.clone().unwrap_or_default();
+        Some(Box::new(Http {
+            filter: Filter::new(config),
+            host: ProxyHost { context_id, metrics: Arc::clone(&self.metrics), ids: 0 },
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    filter: Filter,
+    host: ProxyHost,
+}
+
+fn action(v: Verdict) -> Action {
+    match v {
+        Verdict::Continue => Action::Continue,
+        Verdict::Pause => Action::Pause,
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        action(self.filter.on_request_headers(&mut self.host, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.filter.on_request_body(&mut self.host, body_size, end_of_stream))
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        action(self.filter.on_response_headers(&mut self.host, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.filter.on_response_body(&mut self.host, body_size, end_of_stream))
+    }
+}
+
+struct ProxyHost {
+    context_id: u32,
+    metrics: Arc<HashMap<Metric, u32>>,
+    ids: u32,
+}
+
+fn logged<T>(what: &str, r: Result<T, proxy_wasm::types::Status>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(status) => {
+            log::warn!("tollgate: host call {what} failed: {status:?}");
+            None
+        }
+    }
+}
+
+impl Host for ProxyHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        logged("get request header", hostcalls::get_map_value(MapType::HttpRequestHeaders, name)).flatten()
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        logged("set request header", hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value));
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        logged("set response header", hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)));
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        logged("get response header", hostcalls::get_map_value(MapType::HttpResponseHeaders, name)).flatten()
+    }
+
+    fn request_body(&self, len: usize) -> Option<Vec<u8>> {
+        logged("get request body", hostcalls::get_buffer(BufferType::HttpRequestBody, 0, len))
+            .map(Option::unwrap_or_default)
+    }
+
+    fn response_body(&self, len: usize) -> Option<Vec<u8>> {
+        logged("get response body", hostcalls::get_buffer(BufferType::HttpResponseBody, 0, len))
+            .map(Option::unwrap_or_default)
+    }
+
+    fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        logged("send response", hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body)));
+    }
+
+    fn set_property(&mut self, name: &str, value: &[u8]) {
+        logged("set property", hostcalls::set_property(vec![name], Some(value)));
+    }
+
+    fn increment(&mut self, metric: Metric, by: u64) {
+        if by == 0 {
+            return;
+        }
+        if let Some(id) = self.metrics.get(&metric) {
+            let by = i64::try_from(by).unwrap_or(i64::MAX);
+            logged("increment metric", hostcalls::increment_metric(*id, by));
+        }
+    }
+
+    fn new_request_id(&mut self) -> String {
+        self.ids = self.ids.wrapping_add(1);
+        let nanos = hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        format!("tg-{nanos:x}-{:x}-{:x}", self.context_id, self.ids)
+    }
+}

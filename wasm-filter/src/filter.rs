@@ -1,0 +1,469 @@
+//! The per-request state machine, independent of proxy-wasm.
+
+use std::sync::Arc;
+
+use tollgate_core::filter_config::FilterConfig;
+use tollgate_core::policy::FailMode;
+use tollgate_core::{parse_request, ApiFamily, ApiKind, Error, SseEvent, SseParser, StreamUsage, Usage};
+
+use crate::host::{Host, Metric};
+
+/// What the adapter tells Envoy after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    /// Headers: stop iteration; body: stop and buffer.
+    Pause,
+}
+
+/// Header names on the wire.
+pub const REQUEST_ID: &str = "x-tollgate-request-id";
+/// Request headers the filter sets for Envoy's `header_to_metadata` filter,
+/// which moves them into dynamic metadata (namespace `io.tollgate`).
+pub const MODEL_HEADER: &str = "x-tollgate-model";
+pub const API_HEADER: &str = "x-tollgate-api";
+
+#[derive(Debug)]
+enum RequestState {
+    /// Not inspected yet.
+    Start,
+    /// Not AI traffic, or let through uninspected: the filter stays out of the way.
+    Passthrough,
+    /// Collecting the request body.
+    Buffering { api: ApiKind, request_id: String },
+    /// Parsed and sent upstream.
+    Forwarded { api: ApiKind, request_id: String },
+    /// Answered locally.
+    Rejected,
+}
+
+#[derive(Debug)]
+enum ResponseState {
+    Idle,
+    /// Copying a JSON body (bounded) to read its usage at the end.
+    Json(Vec<u8>),
+    Sse { parser: SseParser, usage: StreamUsage, events: Vec<SseEvent> },
+    /// Usage cannot be read any more (over the cap, bad stream); bytes pass on.
+    Unreadable,
+    Done,
+}
+
+pub struct Filter {
+    config: Arc<FilterConfig>,
+    request: RequestState,
+    response: ResponseState,
+}
+
+impl Filter {
+    pub fn new(config: Arc<FilterConfig>) -> Filter {
+        Filter { config, request: RequestState::Start, response: ResponseState::Idle }
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Verdict {
+        let api = match (host.request_header(":method").as_deref(), host.request_header(":path")) {
+            (Some("POST"), Some(path)) => ApiKind::from_path(&path),
+            _ => None,
+        };
+        let Some(api) = api else {
+            self.request = RequestState::Passthrough;
+            return Verdict::Continue;
+        };
+        let request_id = match host.request_header("x-request-id") {
+            Some(id) if !id.is_empty() => id,
+            _ => host.new_request_id(),
+        };
+        host.set_request_header(REQUEST_ID, Some(&request_id));
+        let limit = self.config.inspection.max_body_bytes;
+        let declared = host.request_header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return self.reject(host, api.family(), &request_id, &Error::BodyTooLarge { limit });
+        }
+        if end_of_stream {
+            let err = Error::InvalidRequest("a JSON request body is required".into());
+            return self.reject(host, api.family(), &request_id, &err);
+        }
+        self.request = RequestState::Buffering { api, request_id };
+        Verdict::Pause
+    }
+
+    pub fn on_request_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Verdict {
+        let RequestState::Buffering { api, request_id } = &self.request else {
+            return Verdict::Continue;
+        };
+        let (api, request_id) = (*api, request_id.clone());
+        let limit = self.config.inspection.max_body_bytes;
+        if body_size > limit {
+            return self.reject(host, api.family(), &request_id, &Error::BodyTooLarge { limit });
+        }
+        if !end_of_stream {
+            return Verdict::Pause;
+        }
+        let Some(body) = host.request_body(body_size) else {
+            return self.host_failure(host, api.family(), &request_id, "the request body could not be read");
+        };
+        match parse_request(api, &body) {
+            Ok(req) => {
+                host.set_request_header(MODEL_HEADER, Some(&req.model));
+                host.set_request_header(API_HEADER, Some(api.as_str()));
+                host.increment(Metric::Requests, 1);
+                log::debug!("request {request_id}: {} model={} stream={}", api.as_str(), req.model, req.stream);
+                self.request = RequestState::Forwarded { api, request_id };
+                Verdict::Continue
+            }
+            Err(err) => self.reject(host, api.family(), &request_id, &err),
+        }
+    }
+
+    pub fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Verdict {
+        let RequestState::Forwarded { request_id, .. } = &self.request else {
+            return Verdict::Continue;
+        };
+        host.set_response_header(REQUEST_ID, request_id);
+        let sse = host
+            .response_header("content-type")
+            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/event-stream"));
+        self.response = match self.request {
+            RequestState::Forwarded { api, .. } if sse => ResponseState::Sse {
+                parser: SseParser::new(self.config.inspection.max_sse_event_bytes),
+                usage: StreamUsage::new(api),
+                events: Vec::new(),
+            },
+            _ => ResponseState::Json(Vec::new()),
+        };
+        if end_of_stream {
+            self.finish_response(host);
+        }
+        Verdict::Continue
+    }
+
+    pub fn on_response_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Verdict {
+        if matches!(self.response, ResponseState::Idle | ResponseState::Done) {
+            return Verdict::Continue;
+        }
+        if body_size > 0 && !matches!(self.response, ResponseState::Unreadable) {
+            let chunk = host.response_body(body_size).unwrap_or_default();
+            self.observe_chunk(&chunk);
+        }
+        if end_of_stream {
+            self.finish_response(host);
+        }
+        Verdict::Continue
+    }
+
+    fn observe_chunk(&mut self, chunk: &[u8]) {
+        let cap = self.config.inspection.max_response_bytes;
+        match &mut self.response {
+            ResponseState::Json(buf) => {
+                if buf.len() + chunk.len() > cap {
+                    log::warn!("response body exceeds {cap} bytes; its usage is not counted");
+                    self.response = ResponseState::Unreadable;
+                } else {
+                    buf.extend_from_slice(chunk);
+                }
+            }
+            ResponseState::Sse { parser, usage, events } => {
+                events.clear();
+                match parser.feed(chunk, events) {
+                    Ok(()) => events.iter().for_each(|e| usage.observe(e)),
+                    Err(err) => {
+                        log::warn!("stream no longer readable: {err}");
+                        self.response = ResponseState::Unreadable;
+                    }
+                }
+            }
+            ResponseState::Idle | ResponseState::Unreadable | ResponseState::Done => {}
+        }
+    }
+
+    fn finish_response(&mut self, host: &mut dyn Host) {
+        let RequestState::Forwarded { api, .. } = self.request else { return };
+        let usage = match std::mem::replace(&mut self.response, ResponseState::Done) {
+            ResponseState::Json(buf) => usage_from_json_body(api, &buf),
+            ResponseState::Sse { mut parser, mut usage, mut events } => {
+                events.clear();
+                if parser.finish(&mut events).is_ok() {
+                    events.iter().for_each(|e| usage.observe(e));
+                }
+                usage.usage()
+            }
+            ResponseState::Idle | ResponseState::Unreadable | ResponseState::Done => None,
+        };
+        match usage {
+            Some(u) => {
+                host.increment(Metric::InputTokens, u.input_tokens);
+                host.increment(Metric::OutputTokens, u.output_tokens);
+                host.increment(Metric::CachedTokens, u.cached_tokens);
+                let value = format!(
+                    r#"{{"input_tokens":{},"output_tokens":{},"cached_tokens":{},"total_tokens":{}}}"#,
+                    u.input_tokens, u.output_tokens, u.cached_tokens, u.total_tokens
+                );
+                host.set_property("io.tollgate.usage", value.as_bytes());
+            }
+            None => host.increment(Metric::UsageMissing, 1),
+        }
+    }
+
+    fn reject(&mut self, host: &mut dyn Host, family: ApiFamily, request_id: &str, err: &Error) -> Verdict {
+        log::info!("request {request_id} rejected: {err}");
+        host.increment(Metric::Rejected, 1);
+        let headers = [("content-type", "application/json"), (REQUEST_ID, request_id)];
+        host.send_response(err.status(), &headers, err.body(family).as_bytes());
+        self.request = RequestState::Rejected;
+        Verdict::Pause
+    }
+
+    /// The host failed us: apply the configured fail mode.
+    fn host_failure(&mut self, host: &mut dyn Host, family: ApiFamily, request_id: &str, what: &str) -> Verdict {
+        match self.config.fail_mode {
+            FailMode::Open => {
+                log::warn!("request {request_id}: {what}; failing open");
+                host.increment(Metric::FailOpen, 1);
+                self.request = RequestState::Passthrough;
+                Verdict::Continue
+            }
+            FailMode::Closed => {
+                log::warn!("request {request_id}: {what}; failing closed");
+                host.increment(Metric::Rejected, 1);
+                let body = tollgate_core::error_body(family, 500, what, "gateway_error");
+                let headers = [("content-type", "application/json"), (REQUEST_ID, request_id)];
+                host.send_response(500, &headers, body.as_bytes());
+                self.request = RequestState::Rejected;
+                Verdict::Pause
+            }
+        }
+    }
+}
+
+fn usage_from_json_body(api: ApiKind, body: &[u8]) -> Option<Usage> {
+    match tollgate_core::usage_from_json(api, body) {
+        Ok(usage) => usage,
+        Err(err) => {
+            log::debug!("response usage unreadable: {err}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A recording host.
+    #[derive(Default)]
+    struct MockHost {
+        request_headers: HashMap<String, String>,
+        response_headers: HashMap<String, String>,
+        request_body: Vec<u8>,
+        chunk: Vec<u8>,
+        sent: Option<(u16, Vec<(String, String)>, String)>,
+        properties: HashMap<String, String>,
+        metrics: HashMap<Metric, u64>,
+        fail_body: bool,
+    }
+
+    impl Host for MockHost {
+        fn request_header(&self, name: &str) -> Option<String> {
+            self.request_headers.get(name).cloned()
+        }
+        fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+            match value {
+                Some(v) => self.request_headers.insert(name.into(), v.into()),
+                None => self.request_headers.remove(name),
+            };
+        }
+        fn set_response_header(&mut self, name: &str, value: &str) {
+            self.response_headers.insert(name.into(), value.into());
+        }
+        fn response_header(&self, name: &str) -> Option<String> {
+            self.response_headers.get(name).cloned()
+        }
+        fn request_body(&self, len: usize) -> Option<Vec<u8>> {
+            (!self.fail_body).then(|| self.request_body[..len.min(self.request_body.len())].to_vec())
+        }
+        fn response_body(&self, len: usize) -> Option<Vec<u8>> {
+            Some(self.chunk[..len.min(self.chunk.len())].to_vec())
+        }
+        fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+            let headers = headers.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
+            self.sent = Some((status, headers, String::from_utf8_lossy(body).into_owned()));
+        }
+        fn set_property(&mut self, name: &str, value: &[u8]) {
+            self.properties.insert(name.into(), String::from_utf8_lossy(value).into_owned());
+        }
+        fn increment(&mut self, metric: Metric, by: u64) {
+            *self.metrics.entry(metric).or_default() += by;
+        }
+        fn new_request_id(&mut self) -> String {
+            "generated-id".into()
+        }
+    }
+
+    fn host(method: &str, path: &str) -> MockHost {
+        let mut h = MockHost::default();
+        h.request_headers.insert(":method".into(), method.into());
+        h.request_headers.insert(":path".into(), path.into());
+        h
+    }
+
+    fn filter(max_body: usize) -> Filter {
+        let mut cfg = FilterConfig::default();
+        cfg.inspection.max_body_bytes = max_body;
+        Filter::new(Arc::new(cfg))
+    }
+
+    const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+
+    /// Drive a request through the filter, returning the verdict at end of body.
+    fn send_request(f: &mut Filter, h: &mut MockHost, body: &str) -> Verdict {
+        h.request_body = body.as_bytes().to_vec();
+        assert_eq!(f.on_request_headers(h, false), Verdict::Pause);
+        let half = body.len() / 2;
+        assert_eq!(f.on_request_body(h, half, false), Verdict::Pause);
+        f.on_request_body(h, body.len(), true)
+    }
+
+    #[test]
+    fn non_ai_traffic_is_not_touched() {
+        for (method, path) in [("GET", "/v1/chat/completions"), ("POST", "/upload"), ("GET", "/")] {
+            let mut f = filter(1024);
+            let mut h = host(method, path);
+            let before = h.request_headers.clone();
+            assert_eq!(f.on_request_headers(&mut h, false), Verdict::Continue);
+            assert_eq!(f.on_request_body(&mut h, 10, true), Verdict::Continue);
+            assert_eq!(f.on_response_headers(&mut h, false), Verdict::Continue);
+            h.chunk = b"{}".to_vec();
+            assert_eq!(f.on_response_body(&mut h, 2, true), Verdict::Continue);
+            assert_eq!(h.request_headers, before);
+            assert!(h.response_headers.is_empty() && h.metrics.is_empty() && h.sent.is_none());
+        }
+    }
+
+    #[test]
+    fn parses_tags_and_counts_a_json_response() {
+        let mut f = filter(1024);
+        let mut h = host("POST", "/v1/chat/completions");
+        h.request_headers.insert("x-request-id".into(), "rid-1".into());
+        assert_eq!(send_request(&mut f, &mut h, CHAT), Verdict::Continue);
+        assert_eq!(h.request_headers[REQUEST_ID], "rid-1");
+        assert_eq!(h.request_headers[MODEL_HEADER], "gpt-4o-mini");
+        assert_eq!(h.request_headers[API_HEADER], "openai-chat");
+        assert_eq!(h.metrics[&Metric::Requests], 1);
+
+        h.response_headers.insert("content-type".into(), "application/json".into());
+        assert_eq!(f.on_response_headers(&mut h, false), Verdict::Continue);
+        assert_eq!(h.response_headers[REQUEST_ID], "rid-1");
+        let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#;
+        // Delivered in two chunks.
+        h.chunk = body[..20].to_vec();
+        f.on_response_body(&mut h, 20, false);
+        h.chunk = body[20..].to_vec();
+        f.on_response_body(&mut h, body.len() - 20, true);
+        assert_eq!(h.metrics[&Metric::InputTokens], 11);
+        assert_eq!(h.metrics[&Metric::OutputTokens], 7);
+        let usage: serde_json::Value = serde_json::from_str(&h.properties["io.tollgate.usage"]).unwrap();
+        assert_eq!(usage["total_tokens"], 18);
+    }
+
+    #[test]
+    fn counts_a_streamed_anthropic_response_split_anywhere() {
+        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        for split in [1, 17, 60, stream.len() / 2, stream.len() - 3] {
+            let mut f = filter(1024);
+            let mut h = host("POST", "/v1/messages");
+            send_request(&mut f, &mut h, r#"{"model":"claude","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"x"}]}"#);
+            h.response_headers.insert("content-type".into(), "text/event-stream; charset=utf-8".into());
+            f.on_response_headers(&mut h, false);
+            h.chunk = stream.as_bytes()[..split].to_vec();
+            f.on_response_body(&mut h, split, false);
+            h.chunk = stream.as_bytes()[split..].to_vec();
+            f.on_response_body(&mut h, stream.len() - split, true);
+            assert_eq!(h.metrics.get(&Metric::InputTokens), Some(&25), "split {split}");
+            assert_eq!(h.metrics.get(&Metric::OutputTokens), Some(&15), "split {split}");
+        }
+    }
+
+    #[test]
+    fn oversize_body_is_413_in_the_client_api_shape() {
+        // Declared by content-length.
+        let mut f = filter(10);
+        let mut h = host("POST", "/v1/messages");
+        h.request_headers.insert("content-length".into(), "11".into());
+        assert_eq!(f.on_request_headers(&mut h, false), Verdict::Pause);
+        let (status, headers, body) = h.sent.clone().unwrap();
+        assert_eq!(status, 413);
+        assert!(headers.iter().any(|(k, _)| k == REQUEST_ID));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["type"], "request_too_large");
+        // Discovered while buffering (chunked).
+        let mut f = filter(10);
+        let mut h = host("POST", "/v1/chat/completions");
+        assert_eq!(f.on_request_headers(&mut h, false), Verdict::Pause);
+        assert_eq!(f.on_request_body(&mut h, 11, false), Verdict::Pause);
+        assert_eq!(h.sent.as_ref().unwrap().0, 413);
+        assert_eq!(h.metrics[&Metric::Rejected], 1);
+        // After rejecting, later callbacks do nothing.
+        assert_eq!(f.on_request_body(&mut h, 20, true), Verdict::Continue);
+        assert_eq!(f.on_response_headers(&mut h, false), Verdict::Continue);
+        assert!(!h.response_headers.contains_key(REQUEST_ID));
+    }
+
+    #[test]
+    fn bad_json_and_missing_body_are_400() {
+        let mut f = filter(1024);
+        let mut h = host("POST", "/v1/chat/completions");
+        assert_eq!(send_request(&mut f, &mut h, "{nope"), Verdict::Pause);
+        let (status, _, body) = h.sent.clone().unwrap();
+        assert_eq!(status, 400);
+        assert!(body.contains("invalid_json"));
+        let mut f = filter(1024);
+        let mut h = host("POST", "/v1/embeddings");
+        assert_eq!(f.on_request_headers(&mut h, true), Verdict::Pause);
+        assert_eq!(h.sent.unwrap().0, 400);
+    }
+
+    #[test]
+    fn host_failure_follows_the_fail_mode() {
+        for (mode, want) in [(FailMode::Open, Verdict::Continue), (FailMode::Closed, Verdict::Pause)] {
+            let cfg = FilterConfig { fail_mode: mode, ..FilterConfig::default() };
+            let mut f = Filter::new(Arc::new(cfg));
+            let mut h = host("POST", "/v1/chat/completions");
+            h.fail_body = true;
+            assert_eq!(send_request(&mut f, &mut h, CHAT), want);
+            match mode {
+                FailMode::Open => {
+                    assert_eq!(h.metrics[&Metric::FailOpen], 1);
+                    assert!(h.sent.is_none());
+                }
+                FailMode::Closed => assert_eq!(h.sent.as_ref().unwrap().0, 500),
+            }
+        }
+    }
+
+    #[test]
+    fn response_over_the_cap_is_not_counted_but_flows() {
+        let mut cfg = FilterConfig::default();
+        cfg.inspection.max_response_bytes = 16;
+        let mut f = Filter::new(Arc::new(cfg));
+        let mut h = host("POST", "/v1/chat/completions");
+        send_request(&mut f, &mut h, CHAT);
+        f.on_response_headers(&mut h, false);
+        h.chunk = br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#.to_vec();
+        assert_eq!(f.on_response_body(&mut h, h.chunk.len(), true), Verdict::Continue);
+        assert_eq!(h.metrics[&Metric::UsageMissing], 1);
+        assert!(!h.metrics.contains_key(&Metric::InputTokens));
+    }
+
+    #[test]
+    fn missing_request_id_is_generated() {
+        let mut f = filter(1024);
+        let mut h = host("POST", "/v1/chat/completions");
+        send_request(&mut f, &mut h, CHAT);
+        assert_eq!(h.request_headers[REQUEST_ID], "generated-id");
+    }
+}

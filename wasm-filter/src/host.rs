@@ -1,0 +1,63 @@
+//! What the filter needs from its host, as a trait: the proxy-wasm adapter
+//! implements it with host calls, tests implement it with a recording mock.
+
+/// Counters the filter publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// AI requests parsed and forwarded.
+    Requests,
+    /// AI requests the filter answered itself (bad input, too large).
+    Rejected,
+    InputTokens,
+    OutputTokens,
+    CachedTokens,
+    /// AI responses whose usage could not be read (no usage, over the cap, malformed).
+    UsageMissing,
+    /// Requests let through uninspected because of the open fail mode.
+    FailOpen,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 7] = [
+        Metric::Requests,
+        Metric::Rejected,
+        Metric::InputTokens,
+        Metric::OutputTokens,
+        Metric::CachedTokens,
+        Metric::UsageMissing,
+        Metric::FailOpen,
+    ];
+
+    /// The name Envoy shows (under its `wasmcustom.` prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Requests => "tollgate_requests_total",
+            Metric::Rejected => "tollgate_rejected_total",
+            Metric::InputTokens => "tollgate_input_tokens_total",
+            Metric::OutputTokens => "tollgate_output_tokens_total",
+            Metric::CachedTokens => "tollgate_cached_tokens_total",
+            Metric::UsageMissing => "tollgate_usage_missing_total",
+            Metric::FailOpen => "tollgate_fail_open_total",
+        }
+    }
+}
+
+/// Host operations for one HTTP stream. Failures are absorbed by the
+/// implementation (logged), never panicked on; getters return `None`.
+pub trait Host {
+    fn request_header(&self, name: &str) -> Option<String>;
+    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    fn set_response_header(&mut self, name: &str, value: &str);
+    fn response_header(&self, name: &str) -> Option<String>;
+    /// The buffered request body (`len` bytes).
+    fn request_body(&self, len: usize) -> Option<Vec<u8>>;
+    /// The current response body chunk (`len` bytes).
+    fn response_body(&self, len: usize) -> Option<Vec<u8>>;
+    /// Answer locally; the request goes no further.
+    fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]);
+    /// Publish a value to Envoy's filter state (`wasm.<name>`).
+    fn set_property(&mut self, name: &str, value: &[u8]);
+    fn increment(&mut self, metric: Metric, by: u64);
+    /// A fresh identifier when the request carries no `x-request-id`.
+    fn new_request_id(&mut self) -> String;
+}
