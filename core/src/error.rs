@@ -88,6 +88,7 @@ pub fn error_body(family: ApiFamily, status: u16, message: &str, code: &str) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

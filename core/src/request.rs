@@ -201,7 +201,11 @@ fn opt_u64(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, Error> {
     }
 }
 
-fn opt_array<'v>(obj: &'v Map<String, Value>, key: &str, parent: Option<&Path<'_>>) -> Result<Option<&'v Vec<Value>>, Error> {
+fn opt_array<'v>(
+    obj: &'v Map<String, Value>,
+    key: &str,
+    parent: Option<&Path<'_>>,
+) -> Result<Option<&'v Vec<Value>>, Error> {
     match field(obj, key) {
         None => Ok(None),
         Some(Value::Array(a)) => Ok(Some(a)),
@@ -247,7 +251,9 @@ impl Collector {
 fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<(LlmRequest, Vec<String>), Error> {
     let model = match obj.get("model") {
         None | Some(Value::Null) => return Err(Error::InvalidRequest("`model` is required".into())),
-        Some(Value::String(s)) if s.is_empty() => return Err(Error::InvalidRequest("`model` must not be empty".into())),
+        Some(Value::String(s)) if s.is_empty() => {
+            return Err(Error::InvalidRequest("`model` must not be empty".into()))
+        }
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(Error::InvalidRequest("`model` must be a string".into())),
     };
@@ -300,7 +306,7 @@ fn include_usage(obj: &Map<String, Value>) -> Result<bool, Error> {
 }
 
 /// A required, non-empty `messages` array.
-fn messages<'v>(obj: &'v Map<String, Value>) -> Result<&'v Vec<Value>, Error> {
+fn messages(obj: &Map<String, Value>) -> Result<&Vec<Value>, Error> {
     let path = Path::root("messages");
     let messages = opt_array(obj, "messages", None)?.ok_or_else(|| invalid(&path, "is required"))?;
     if messages.is_empty() {
@@ -376,7 +382,13 @@ fn openai_content(role: &str, content: &Value, path: &Path<'_>, c: &mut Collecto
 
 /// Completions `prompt` / embeddings `input`: a string, or an array of strings
 /// and token arrays. Token arrays carry no text.
-fn prompt_list(obj: &Map<String, Value>, key: &str, role: &str, required: bool, c: &mut Collector) -> Result<(), Error> {
+fn prompt_list(
+    obj: &Map<String, Value>,
+    key: &str,
+    role: &str,
+    required: bool,
+    c: &mut Collector,
+) -> Result<(), Error> {
     let path = Path::root(key);
     match field(obj, key) {
         None if required => Err(invalid(&path, "is required")),
@@ -601,12 +613,18 @@ mod tests {
 
     #[test]
     fn chat_max_tokens_fallback_and_defaults() {
-        let r = parse(ApiKind::OpenAiChat, json!({"model": "m", "max_tokens": 7, "messages": [{"role": "user", "content": "x"}]}))
-            .unwrap();
+        let r = parse(
+            ApiKind::OpenAiChat,
+            json!({"model": "m", "max_tokens": 7, "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap();
         assert_eq!(r.max_tokens, Some(7));
         assert!(!r.stream && !r.include_usage);
-        let r = parse(ApiKind::OpenAiChat, json!({"model": "m", "stream": null, "messages": [{"role": "user", "content": ""}]}))
-            .unwrap();
+        let r = parse(
+            ApiKind::OpenAiChat,
+            json!({"model": "m", "stream": null, "messages": [{"role": "user", "content": ""}]}),
+        )
+        .unwrap();
         assert!(r.texts.is_empty());
         assert_eq!(r.max_tokens, None);
     }
@@ -642,7 +660,11 @@ mod tests {
             (ApiKind::OpenAiChat, json!({"model": "m", "messages": []}), "`messages` must not be empty"),
             (ApiKind::OpenAiChat, json!({"model": "m", "messages": "hi"}), "`messages` must be an array"),
             (ApiKind::OpenAiChat, json!({"model": "m", "messages": ["hi"]}), "`messages[0]` must be an object"),
-            (ApiKind::OpenAiChat, json!({"model": "m", "messages": [{"content": "x"}]}), "`messages[0].role` is required"),
+            (
+                ApiKind::OpenAiChat,
+                json!({"model": "m", "messages": [{"content": "x"}]}),
+                "`messages[0].role` is required",
+            ),
             (
                 ApiKind::OpenAiChat,
                 json!({"model": "m", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": 5}]}),
@@ -663,15 +685,39 @@ mod tests {
                 json!({"model": "m", "stream_options": {"include_usage": 1}, "messages": [{"role": "user", "content": "a"}]}),
                 "`stream_options.include_usage` must be a boolean",
             ),
-            (ApiKind::OpenAiCompletions, json!({"model": "m", "max_tokens": -1}), "`max_tokens` must be a non-negative integer"),
+            (
+                ApiKind::OpenAiCompletions,
+                json!({"model": "m", "max_tokens": -1}),
+                "`max_tokens` must be a non-negative integer",
+            ),
             (ApiKind::OpenAiCompletions, json!({"model": "m", "prompt": {}}), "`prompt` must be a string or an array"),
-            (ApiKind::OpenAiCompletions, json!({"model": "m", "prompt": ["a", true]}), "`prompt[1]` must be a string or a token array"),
+            (
+                ApiKind::OpenAiCompletions,
+                json!({"model": "m", "prompt": ["a", true]}),
+                "`prompt[1]` must be a string or a token array",
+            ),
             (ApiKind::OpenAiEmbeddings, json!({"model": "m"}), "`input` is required"),
             (ApiKind::OpenAiResponses, json!({"model": "m", "input": 3}), "`input` must be a string or an array"),
-            (ApiKind::OpenAiResponses, json!({"model": "m", "max_output_tokens": 1.5}), "`max_output_tokens` must be a non-negative integer"),
-            (ApiKind::AnthropicMessages, json!({"model": "m", "messages": [{"role": "user", "content": 1}]}), "`messages[0].content` must be a string or an array"),
-            (ApiKind::AnthropicMessages, json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "tools": {}}), "`tools` must be an array"),
-            (ApiKind::AnthropicMessages, json!({"model": "m", "system": 1, "messages": [{"role": "user", "content": "a"}]}), "`system` must be a string or an array"),
+            (
+                ApiKind::OpenAiResponses,
+                json!({"model": "m", "max_output_tokens": 1.5}),
+                "`max_output_tokens` must be a non-negative integer",
+            ),
+            (
+                ApiKind::AnthropicMessages,
+                json!({"model": "m", "messages": [{"role": "user", "content": 1}]}),
+                "`messages[0].content` must be a string or an array",
+            ),
+            (
+                ApiKind::AnthropicMessages,
+                json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "tools": {}}),
+                "`tools` must be an array",
+            ),
+            (
+                ApiKind::AnthropicMessages,
+                json!({"model": "m", "system": 1, "messages": [{"role": "user", "content": "a"}]}),
+                "`system` must be a string or an array",
+            ),
         ];
         for (api, body, want) in cases {
             assert_eq!(err_msg(parse(api, body.clone())), want, "{body}");
@@ -697,7 +743,8 @@ mod tests {
     fn embeddings_inputs() {
         let r = parse(ApiKind::OpenAiEmbeddings, json!({"model": "e", "input": "hello"})).unwrap();
         assert_eq!(texts(&r), vec![("input", "hello")]);
-        let r = parse(ApiKind::OpenAiEmbeddings, json!({"model": "e", "input": ["a", [1, 2], "b"], "stream": true})).unwrap();
+        let r = parse(ApiKind::OpenAiEmbeddings, json!({"model": "e", "input": ["a", [1, 2], "b"], "stream": true}))
+            .unwrap();
         assert_eq!(texts(&r), vec![("input", "a"), ("input", "b")]);
         assert!(!r.stream);
     }
@@ -788,7 +835,11 @@ mod tests {
         assert_eq!(r.max_tokens, Some(1024));
         assert!(r.stream && !r.include_usage);
         assert_eq!(r.tools, vec![ToolDef { name: "get_weather".into() }]);
-        let r = parse(ApiKind::AnthropicMessages, json!({"model": "m", "system": "s", "messages": [{"role": "user", "content": "u"}]})).unwrap();
+        let r = parse(
+            ApiKind::AnthropicMessages,
+            json!({"model": "m", "system": "s", "messages": [{"role": "user", "content": "u"}]}),
+        )
+        .unwrap();
         assert_eq!(texts(&r), vec![("system", "s"), ("user", "u")]);
         assert_eq!(r.max_tokens, None);
     }
@@ -809,7 +860,12 @@ mod tests {
         assert_eq!(p.text_pointers.len(), p.request.texts.len());
         assert_eq!(
             p.text_pointers,
-            ["/system/0/text", "/messages/0/content", "/messages/1/content/0/input", "/messages/2/content/0/content/0/text"]
+            [
+                "/system/0/text",
+                "/messages/0/content",
+                "/messages/1/content/0/input",
+                "/messages/2/content/0/content/0/text"
+            ]
         );
         for (ptr, t) in p.text_pointers.iter().zip(&p.request.texts) {
             match p.json.pointer(ptr).unwrap() {

@@ -229,11 +229,7 @@ impl SseParser {
             b"event" => {
                 self.event = (!value.is_empty()).then(|| lossy(value));
             }
-            b"id" => {
-                if !value.contains(&0) {
-                    self.id = Some(lossy(value));
-                }
-            }
+            b"id" if !value.contains(&0) => self.id = Some(lossy(value)),
             _ => {}
         }
     }

@@ -261,3 +261,30 @@ mod tests {
         assert_eq!(clusters[1]["type"], "STATIC");
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod golden {
+    use super::*;
+
+    /// envoy/tollgate.yaml is the rendering of envoy/policy.yaml; keep them in step.
+    #[test]
+    fn checked_in_bootstrap_matches_its_policy() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let policy = crate::config::load_policy(&root.join("envoy/policy.yaml")).unwrap();
+        let rendered = render_yaml(
+            &policy,
+            &RenderOptions {
+                wasm_path: Path::new("target/wasm32-wasip1/wasm-release/tollgate_filter.wasm"),
+                access_log: "/dev/stdout",
+                plugin_config: None,
+            },
+        )
+        .unwrap();
+        let checked_in = std::fs::read_to_string(root.join("envoy/tollgate.yaml")).unwrap();
+        assert!(
+            rendered == checked_in,
+            "envoy/tollgate.yaml is stale: run `tollgate render envoy --policy envoy/policy.yaml --out envoy/tollgate.yaml`"
+        );
+    }
+}

@@ -30,14 +30,14 @@ impl RootContext for Root {
         let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(status) => {
-                log::error!("tollgate: cannot read the plugin configuration: {status:?}");
+                log::error!("cannot read the plugin configuration: {status:?}");
                 return false;
             }
         };
         let config = match FilterConfig::from_json(&raw) {
             Ok(config) => config,
             Err(err) => {
-                log::error!("tollgate: invalid plugin configuration: {err}");
+                log::error!("invalid plugin configuration: {err}");
                 return false;
             }
         };
@@ -47,7 +47,7 @@ impl RootContext for Root {
                 Ok(id) => {
                     metrics.insert(metric, id);
                 }
-                Err(status) => log::warn!("tollgate: cannot define metric {}: {status:?}", metric.name()),
+                Err(status) => log::warn!("cannot define metric {}: {status:?}", metric.name()),
             }
         }
         log::info!(
@@ -117,7 +117,7 @@ fn logged<T>(what: &str, r: Result<T, proxy_wasm::types::Status>) -> Option<T> {
     match r {
         Ok(v) => Some(v),
         Err(status) => {
-            log::warn!("tollgate: host call {what} failed: {status:?}");
+            log::warn!("host call {what} failed: {status:?}");
             None
         }
     }

@@ -42,10 +42,19 @@ enum ResponseState {
     Idle,
     /// Copying a JSON body (bounded) to read its usage at the end.
     Json(Vec<u8>),
-    Sse { parser: SseParser, usage: StreamUsage, events: Vec<SseEvent> },
+    Sse(Box<SseState>),
     /// Usage cannot be read any more (over the cap, bad stream); bytes pass on.
     Unreadable,
     Done,
+}
+
+/// A streamed response being read: the parser, the usage so far, and a
+/// reusable event buffer.
+#[derive(Debug)]
+struct SseState {
+    parser: SseParser,
+    usage: StreamUsage,
+    events: Vec<SseEvent>,
 }
 
 pub struct Filter {
@@ -123,11 +132,11 @@ impl Filter {
             .response_header("content-type")
             .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/event-stream"));
         self.response = match self.request {
-            RequestState::Forwarded { api, .. } if sse => ResponseState::Sse {
+            RequestState::Forwarded { api, .. } if sse => ResponseState::Sse(Box::new(SseState {
                 parser: SseParser::new(self.config.inspection.max_sse_event_bytes),
                 usage: StreamUsage::new(api),
                 events: Vec::new(),
-            },
+            })),
             _ => ResponseState::Json(Vec::new()),
         };
         if end_of_stream {
@@ -161,7 +170,8 @@ impl Filter {
                     buf.extend_from_slice(chunk);
                 }
             }
-            ResponseState::Sse { parser, usage, events } => {
+            ResponseState::Sse(sse) => {
+                let SseState { parser, usage, events } = sse.as_mut();
                 events.clear();
                 match parser.feed(chunk, events) {
                     Ok(()) => events.iter().for_each(|e| usage.observe(e)),
@@ -179,7 +189,8 @@ impl Filter {
         let RequestState::Forwarded { api, .. } = self.request else { return };
         let usage = match std::mem::replace(&mut self.response, ResponseState::Done) {
             ResponseState::Json(buf) => usage_from_json_body(api, &buf),
-            ResponseState::Sse { mut parser, mut usage, mut events } => {
+            ResponseState::Sse(sse) => {
+                let SseState { mut parser, mut usage, mut events } = *sse;
                 events.clear();
                 if parser.finish(&mut events).is_ok() {
                     events.iter().for_each(|e| usage.observe(e));
@@ -251,6 +262,9 @@ mod tests {
 
     use super::*;
 
+    /// A local reply: status, headers, body.
+    type Sent = (u16, Vec<(String, String)>, String);
+
     /// A recording host.
     #[derive(Default)]
     struct MockHost {
@@ -258,7 +272,7 @@ mod tests {
         response_headers: HashMap<String, String>,
         request_body: Vec<u8>,
         chunk: Vec<u8>,
-        sent: Option<(u16, Vec<(String, String)>, String)>,
+        sent: Option<Sent>,
         properties: HashMap<String, String>,
         metrics: HashMap<Metric, u64>,
         fail_body: bool,
@@ -454,7 +468,8 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         send_request(&mut f, &mut h, CHAT);
         f.on_response_headers(&mut h, false);
         h.chunk = br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#.to_vec();
-        assert_eq!(f.on_response_body(&mut h, h.chunk.len(), true), Verdict::Continue);
+        let n = h.chunk.len();
+        assert_eq!(f.on_response_body(&mut h, n, true), Verdict::Continue);
         assert_eq!(h.metrics[&Metric::UsageMissing], 1);
         assert!(!h.metrics.contains_key(&Metric::InputTokens));
     }

