@@ -56,20 +56,34 @@ fn block_segments(content: Option<&Value>, segments: &mut Vec<String>) -> (Vec<S
     (texts, has_tool_result)
 }
 
-fn read_conversation(req: &Map<String, Value>) -> Result<Conversation, Response> {
+fn read_conversation(req: &Map<String, Value>) -> Result<Conversation, Box<Response>> {
     let model = match req.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(Value::String(_)) => return Err(anthropic_invalid("model: String should have at least 1 character")),
-        Some(_) => return Err(anthropic_invalid("model: Input should be a valid string")),
-        None => return Err(anthropic_invalid("model: Field required")),
+        Some(Value::String(_)) => {
+            return Err(Box::new(anthropic_invalid(
+                "model: String should have at least 1 character",
+            )))
+        }
+        Some(_) => {
+            return Err(Box::new(anthropic_invalid(
+                "model: Input should be a valid string",
+            )))
+        }
+        None => return Err(Box::new(anthropic_invalid("model: Field required"))),
     };
     let messages = match req.get("messages") {
-        None => return Err(anthropic_invalid("messages: Field required")),
+        None => return Err(Box::new(anthropic_invalid("messages: Field required"))),
         Some(Value::Array(items)) if items.is_empty() => {
-            return Err(anthropic_invalid("messages: at least one message is required"))
+            return Err(Box::new(anthropic_invalid(
+                "messages: at least one message is required",
+            )))
         }
         Some(Value::Array(items)) => items,
-        Some(_) => return Err(anthropic_invalid("messages: Input should be a valid list")),
+        Some(_) => {
+            return Err(Box::new(anthropic_invalid(
+                "messages: Input should be a valid list",
+            )))
+        }
     };
     let mut segments = Vec::new();
     let mut system = Vec::new();
@@ -88,14 +102,20 @@ fn read_conversation(req: &Map<String, Value>) -> Result<Conversation, Response>
         let role = match msg.get("role").and_then(Value::as_str) {
             Some(r @ ("user" | "assistant")) => r,
             Some(_) => {
-                return Err(anthropic_invalid(&format!(
+                return Err(Box::new(anthropic_invalid(&format!(
                     "messages.{i}.role: Input should be 'user' or 'assistant'"
-                )))
+                ))))
             }
-            None => return Err(anthropic_invalid(&format!("messages.{i}.role: Field required"))),
+            None => {
+                return Err(Box::new(anthropic_invalid(&format!(
+                    "messages.{i}.role: Field required"
+                ))))
+            }
         };
         if msg.get("content").is_none() {
-            return Err(anthropic_invalid(&format!("messages.{i}.content: Field required")));
+            return Err(Box::new(anthropic_invalid(&format!(
+                "messages.{i}.content: Field required"
+            ))));
         }
         let (texts, has_tool_result) = block_segments(msg.get("content"), &mut segments);
         if role == "user" && !texts.is_empty() {
@@ -114,7 +134,9 @@ fn read_conversation(req: &Map<String, Value>) -> Result<Conversation, Response>
 
 fn tool_name(req: &Map<String, Value>, conv: &Conversation) -> Option<String> {
     let tools = req.get("tools").and_then(Value::as_array)?;
-    let first = tools.iter().find_map(|t| t.get("name").and_then(Value::as_str))?;
+    let first = tools
+        .iter()
+        .find_map(|t| t.get("name").and_then(Value::as_str))?;
     let choice = req.get("tool_choice");
     match choice.and_then(|c| c.get("type")).and_then(Value::as_str) {
         Some("none") => None,
@@ -123,7 +145,8 @@ fn tool_name(req: &Map<String, Value>, conv: &Conversation) -> Option<String> {
             .and_then(|c| c.get("name"))
             .and_then(Value::as_str)
             .map(str::to_owned),
-        _ => (conv.ends_with_user_text && util::mentions_tool(&conv.last_user_text)).then(|| first.to_owned()),
+        _ => (conv.ends_with_user_text && util::mentions_tool(&conv.last_user_text))
+            .then(|| first.to_owned()),
     }
 }
 
@@ -269,24 +292,37 @@ struct MessageDelta {
 }
 
 enum Answer {
-    Text { text: String, finish: Finish },
-    Tool { id: String, name: String, arguments: String },
+    Text {
+        text: String,
+        finish: Finish,
+    },
+    Tool {
+        id: String,
+        name: String,
+        arguments: String,
+    },
 }
 
-pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn messages(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req = match parse_object(Api::Anthropic, &body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let conv = match read_conversation(&req) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let max_tokens = match req.get("max_tokens") {
         None => return anthropic_invalid("max_tokens: Field required"),
         Some(v) => match v.as_i64() {
             Some(n) if n >= 1 => n.unsigned_abs(),
-            Some(_) => return anthropic_invalid("max_tokens: Input should be greater than or equal to 1"),
+            Some(_) => {
+                return anthropic_invalid("max_tokens: Input should be greater than or equal to 1")
+            }
             None => return anthropic_invalid("max_tokens: Input should be a valid integer"),
         },
     };
@@ -301,7 +337,11 @@ pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, bo
             arguments: tool_arguments(&conv.last_user_text),
         },
         None => {
-            let (text, finish) = util::shape_reply(util::reply_for(&conv.last_user_text), &stop, Some(max_tokens));
+            let (text, finish) = util::shape_reply(
+                util::reply_for(&conv.last_user_text),
+                &stop,
+                Some(max_tokens),
+            );
             Answer::Text { text, finish }
         }
     };
@@ -321,7 +361,11 @@ pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, bo
     if !stream {
         let block = match answer {
             Answer::Text { text, .. } => Block::Text { kind: "text", text },
-            Answer::Tool { id, name, arguments } => Block::ToolUse {
+            Answer::Tool {
+                id,
+                name,
+                arguments,
+            } => Block::ToolUse {
                 kind: "tool_use",
                 id,
                 name,
@@ -389,7 +433,11 @@ pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, bo
                 })
                 .collect::<Vec<_>>(),
         ),
-        Answer::Tool { id, name, arguments } => (
+        Answer::Tool {
+            id,
+            name,
+            arguments,
+        } => (
             Block::ToolUse {
                 kind: "tool_use",
                 id,
@@ -447,7 +495,12 @@ pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, bo
             },
         },
     ));
-    frames.push(sse_event("message_stop", &TypeOnly { kind: "message_stop" }));
+    frames.push(sse_event(
+        "message_stop",
+        &TypeOnly {
+            kind: "message_stop",
+        },
+    ));
     sse_response(frames, state.chunk_delay(&headers))
 }
 
@@ -459,7 +512,7 @@ struct TokenCount {
 pub(crate) async fn count_tokens(body: Bytes) -> Response {
     let req = match parse_object(Api::Anthropic, &body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     match read_conversation(&req) {
         Ok(conv) => json_response(
@@ -468,6 +521,6 @@ pub(crate) async fn count_tokens(body: Bytes) -> Response {
                 input_tokens: util::sum_tokens(conv.segments.iter().map(String::as_str)),
             },
         ),
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }

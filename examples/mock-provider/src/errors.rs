@@ -34,8 +34,10 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
         Ok(body) => {
             let mut resp = Response::new(Body::from(body));
             *resp.status_mut() = status;
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             resp
         }
         Err(err) => {
@@ -65,12 +67,13 @@ pub fn sse_event<T: Serialize>(event: &str, value: &T) -> Bytes {
 /// A streamed `text/event-stream` response: one body frame per SSE event,
 /// `delay` between frames.
 pub fn sse_response(frames: Vec<Bytes>, delay: Duration) -> Response {
-    let stream = futures::stream::iter(frames.into_iter().enumerate()).then(move |(i, frame)| async move {
-        if i > 0 && !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Ok::<Bytes, Infallible>(frame)
-    });
+    let stream =
+        futures::stream::iter(frames.into_iter().enumerate()).then(move |(i, frame)| async move {
+            if i > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok::<Bytes, Infallible>(frame)
+        });
     let mut resp = Response::new(Body::from_stream(stream));
     let headers = resp.headers_mut();
     headers.insert(
@@ -106,14 +109,25 @@ pub fn openai_error(
     json_response(
         status,
         &OpenAiErrorBody {
-            error: OpenAiError { message, kind, param, code },
+            error: OpenAiError {
+                message,
+                kind,
+                param,
+                code,
+            },
         },
     )
 }
 
 /// A 400 `invalid_request_error` in OpenAI's shape.
 pub fn openai_invalid(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
-    openai_error(StatusCode::BAD_REQUEST, message, "invalid_request_error", param, code)
+    openai_error(
+        StatusCode::BAD_REQUEST,
+        message,
+        "invalid_request_error",
+        param,
+        code,
+    )
 }
 
 #[derive(Serialize)]
@@ -217,18 +231,21 @@ pub fn not_found(api: Api, method: &str, path: &str) -> Response {
 }
 
 /// Parses a request body as a JSON object or returns the provider's 400.
-pub fn parse_object(api: Api, body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
+pub fn parse_object(
+    api: Api,
+    body: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, Box<Response>> {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err(match api {
+        Ok(_) => Err(Box::new(match api {
             Api::OpenAi => openai_invalid(
                 "Invalid request body: expected a JSON object.",
                 None,
                 None,
             ),
             Api::Anthropic => anthropic_invalid("Input should be a valid dictionary"),
-        }),
-        Err(err) => Err(match api {
+        })),
+        Err(err) => Err(Box::new(match api {
             Api::OpenAi => openai_invalid(
                 &format!(
                     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.) ({err})"
@@ -237,6 +254,6 @@ pub fn parse_object(api: Api, body: &[u8]) -> Result<serde_json::Map<String, ser
                 None,
             ),
             Api::Anthropic => anthropic_invalid(&format!("There was an issue with your request body: invalid JSON ({err})")),
-        }),
+        })),
     }
 }

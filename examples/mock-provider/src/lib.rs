@@ -135,12 +135,17 @@ impl AppState {
     }
 
     fn clear(&self) {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The chunk delay for one request (header overrides the flag).
     pub(crate) fn chunk_delay(&self, headers: &HeaderMap) -> Duration {
-        Duration::from_millis(header_u64(headers, headers::CHUNK_DELAY_MS).unwrap_or(self.config.chunk_delay_ms))
+        Duration::from_millis(
+            header_u64(headers, headers::CHUNK_DELAY_MS).unwrap_or(self.config.chunk_delay_ms),
+        )
     }
 }
 
@@ -225,13 +230,21 @@ impl Drop for ResetOnDrop {
 }
 
 impl AsyncRead for ResetOnDrop {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ResetOnDrop {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -263,10 +276,12 @@ fn spawn_connection(
         stream,
         reset: reset.clone(),
     });
-    let service = hyper_util::service::TowerToHyperService::new(app.layer(Extension(reset.clone())));
+    let service =
+        hyper_util::service::TowerToHyperService::new(app.layer(Extension(reset.clone())));
     let watcher = graceful.watcher();
     tokio::spawn(async move {
-        let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         let conn = builder.serve_connection_with_upgrades(io, service);
         let conn = watcher.watch(conn.into_owned());
         tokio::select! {
@@ -283,7 +298,10 @@ fn spawn_connection(
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -337,7 +355,7 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
-        Err(_) => return status_or_reason(api, StatusCode::PAYLOAD_TOO_LARGE),
+        Err(_) => return errors::status_error(api, StatusCode::PAYLOAD_TOO_LARGE),
     };
     state.record(RecordedRequest {
         method: parts.method.to_string(),
@@ -353,7 +371,8 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
         0
     };
 
-    let latency = header_u64(&parts.headers, headers::LATENCY_MS).unwrap_or(state.config.latency_ms);
+    let latency =
+        header_u64(&parts.headers, headers::LATENCY_MS).unwrap_or(state.config.latency_ms);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
@@ -361,7 +380,9 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
     if is_truthy(header_str(&parts.headers, headers::RESET)) {
         return reset_connection(parts.extensions.get::<Arc<ConnReset>>()).await;
     }
-    if let Some(code) = header_str(&parts.headers, headers::STATUS).and_then(|v| v.parse::<u16>().ok()) {
+    if let Some(code) =
+        header_str(&parts.headers, headers::STATUS).and_then(|v| v.parse::<u16>().ok())
+    {
         if (400..=599).contains(&code) {
             if let Ok(status) = StatusCode::from_u16(code) {
                 return errors::status_error(api, status);
@@ -377,11 +398,8 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
             return errors::status_error(api, StatusCode::INTERNAL_SERVER_ERROR);
         }
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
-}
-
-fn status_or_reason(api: Api, status: StatusCode) -> Response {
-    errors::status_error(api, status)
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 async fn reset_connection(reset: Option<&Arc<ConnReset>>) -> Response {
@@ -423,7 +441,11 @@ async fn clear_requests(State(state): State<Shared>) -> StatusCode {
 }
 
 async fn fallback(req: Request) -> Response {
-    errors::not_found(Api::for_path(req.uri().path()), req.method().as_str(), req.uri().path())
+    errors::not_found(
+        Api::for_path(req.uri().path()),
+        req.method().as_str(),
+        req.uri().path(),
+    )
 }
 
 async fn method_not_allowed(req: Request) -> Response {
@@ -522,7 +544,10 @@ async fn models(State(state): State<Shared>, headers: HeaderMap) -> Response {
             StatusCode::OK,
             &OpenAiModelList {
                 object: "list",
-                data: ids.into_iter().map(|id| openai_model(id, &state.config.name)).collect(),
+                data: ids
+                    .into_iter()
+                    .map(|id| openai_model(id, &state.config.name))
+                    .collect(),
             },
         )
     }

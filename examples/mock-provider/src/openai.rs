@@ -35,24 +35,31 @@ pub(crate) fn content_segments(content: Option<&Value>) -> Vec<String> {
 }
 
 /// Parses `max_completion_tokens` (preferred) or `max_tokens`.
-fn max_tokens(req: &Map<String, Value>, keys: &[&str], min: i64) -> Result<Option<u64>, Response> {
+fn max_tokens(
+    req: &Map<String, Value>,
+    keys: &[&str],
+    min: i64,
+) -> Result<Option<u64>, Box<Response>> {
     for key in keys {
         match req.get(*key) {
             None | Some(Value::Null) => continue,
             Some(v) => {
                 let Some(n) = v.as_i64() else {
-                    return Err(openai_invalid(
-                        &format!("Invalid type for '{key}': expected an integer, but got {} instead.", type_name(v)),
+                    return Err(Box::new(openai_invalid(
+                        &format!(
+                            "Invalid type for '{key}': expected an integer, but got {} instead.",
+                            type_name(v)
+                        ),
                         Some(key),
                         Some("invalid_type"),
-                    ));
+                    )));
                 };
                 if n < min {
-                    return Err(openai_invalid(
+                    return Err(Box::new(openai_invalid(
                         &format!("Invalid '{key}': integer below minimum value. Expected a value >= {min}, but got {n} instead."),
                         Some(key),
                         Some("integer_below_min_value"),
-                    ));
+                    )));
                 }
                 return Ok(Some(n.unsigned_abs()));
             }
@@ -76,15 +83,23 @@ fn type_name(v: &Value) -> &'static str {
 pub(crate) fn stop_list(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     }
 }
 
-fn require_model(req: &Map<String, Value>) -> Result<String, Response> {
+fn require_model(req: &Map<String, Value>) -> Result<String, Box<Response>> {
     match req.get("model") {
         Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
-        _ => Err(openai_invalid("you must provide a model parameter", None, None)),
+        _ => Err(Box::new(openai_invalid(
+            "you must provide a model parameter",
+            None,
+            None,
+        ))),
     }
 }
 
@@ -110,7 +125,11 @@ fn stream_opts(req: &Map<String, Value>) -> StreamOpts {
 }
 
 /// Which function to call, if any (see the README for the rules).
-fn chat_tool_choice(req: &Map<String, Value>, last_is_user: bool, user_text: &str) -> Option<String> {
+fn chat_tool_choice(
+    req: &Map<String, Value>,
+    last_is_user: bool,
+    user_text: &str,
+) -> Option<String> {
     let tools = req.get("tools").and_then(Value::as_array)?;
     let names: Vec<&str> = tools
         .iter()
@@ -291,8 +310,15 @@ fn finish_str(finish: &Finish) -> &'static str {
 }
 
 enum ChatAnswer {
-    Text { text: String, finish: Finish },
-    Tool { name: String, call_id: String, arguments: String },
+    Text {
+        text: String,
+        finish: Finish,
+    },
+    Tool {
+        name: String,
+        call_id: String,
+        arguments: String,
+    },
 }
 
 impl ChatAnswer {
@@ -306,14 +332,18 @@ impl ChatAnswer {
 
 // ---------------------------------------------------------------- chat
 
-pub(crate) async fn chat_completions(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn chat_completions(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req = match parse_object(Api::OpenAi, &body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let model = match require_model(&req) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let messages = match req.get("messages") {
         None | Some(Value::Null) => {
@@ -356,7 +386,11 @@ pub(crate) async fn chat_completions(State(state): State<Shared>, headers: Heade
         }
         if let Some(calls) = msg.get("tool_calls").and_then(Value::as_array) {
             for call in calls {
-                if let Some(args) = call.get("function").and_then(|f| f.get("arguments")).and_then(Value::as_str) {
+                if let Some(args) = call
+                    .get("function")
+                    .and_then(|f| f.get("arguments"))
+                    .and_then(Value::as_str)
+                {
                     segments.push(args.to_owned());
                 }
             }
@@ -374,7 +408,7 @@ pub(crate) async fn chat_completions(State(state): State<Shared>, headers: Heade
     };
     let max = match max_tokens(&req, &["max_completion_tokens", "max_tokens"], 1) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let opts = stream_opts(&req);
     let prompt_tokens = util::sum_tokens(segments.iter().map(String::as_str));
@@ -386,7 +420,11 @@ pub(crate) async fn chat_completions(State(state): State<Shared>, headers: Heade
             arguments: tool_arguments(&user_text),
         },
         None => {
-            let (text, finish) = util::shape_reply(util::reply_for(&user_text), &stop_list(req.get("stop")), max);
+            let (text, finish) = util::shape_reply(
+                util::reply_for(&user_text),
+                &stop_list(req.get("stop")),
+                max,
+            );
             ChatAnswer::Text { text, finish }
         }
     };
@@ -406,7 +444,11 @@ pub(crate) async fn chat_completions(State(state): State<Shared>, headers: Heade
                 },
                 finish_str(&finish),
             ),
-            ChatAnswer::Tool { name, call_id, arguments } => (
+            ChatAnswer::Tool {
+                name,
+                call_id,
+                arguments,
+            } => (
                 ChatMessage {
                     role: "assistant",
                     content: None,
@@ -440,7 +482,9 @@ pub(crate) async fn chat_completions(State(state): State<Shared>, headers: Heade
         );
     }
 
-    let chunk = |choices: Vec<ChunkChoice>, usage: Option<Option<ChatUsage>>, content_chars: usize| ChatChunk {
+    let chunk = |choices: Vec<ChunkChoice>,
+                 usage: Option<Option<ChatUsage>>,
+                 content_chars: usize| ChatChunk {
         id: &id,
         object: "chat.completion.chunk",
         created,
@@ -449,7 +493,9 @@ pub(crate) async fn chat_completions(State(state): State<Shared>, headers: Heade
         system_fingerprint: None,
         choices,
         usage,
-        obfuscation: opts.obfuscation.then(|| state.ids.obfuscation(content_chars)),
+        obfuscation: opts
+            .obfuscation
+            .then(|| state.ids.obfuscation(content_chars)),
     };
     let null_usage = || opts.include_usage.then_some(None);
     let delta_choice = |delta: Delta, finish: Option<&'static str>| {
@@ -492,7 +538,11 @@ pub(crate) async fn chat_completions(State(state): State<Shared>, headers: Heade
             }
             finish_str(&finish)
         }
-        ChatAnswer::Tool { name, call_id, arguments } => {
+        ChatAnswer::Tool {
+            name,
+            call_id,
+            arguments,
+        } => {
             frames.push(sse_data(&chunk(
                 delta_choice(
                     Delta {
@@ -539,7 +589,11 @@ pub(crate) async fn chat_completions(State(state): State<Shared>, headers: Heade
             "tool_calls"
         }
     };
-    frames.push(sse_data(&chunk(delta_choice(Delta::default(), Some(finish)), null_usage(), 0)));
+    frames.push(sse_data(&chunk(
+        delta_choice(Delta::default(), Some(finish)),
+        null_usage(),
+        0,
+    )));
     if opts.include_usage {
         frames.push(sse_data(&chunk(
             Vec::new(),
@@ -598,7 +652,7 @@ fn is_token_array(items: &[Value]) -> bool {
 }
 
 /// string | [string] | [int] | [[int]] (`param` names the field for errors).
-fn parse_prompts(value: Option<&Value>, param: &str) -> Result<Vec<Prompt>, Response> {
+fn parse_prompts(value: Option<&Value>, param: &str) -> Result<Vec<Prompt>, Box<Response>> {
     let invalid = || {
         openai_invalid(
             &format!("Invalid '{param}': expected a string, an array of strings, an array of integers or an array of integer arrays."),
@@ -607,27 +661,27 @@ fn parse_prompts(value: Option<&Value>, param: &str) -> Result<Vec<Prompt>, Resp
         )
     };
     match value {
-        None | Some(Value::Null) => Err(openai_invalid(
+        None | Some(Value::Null) => Err(Box::new(openai_invalid(
             &format!("Missing required parameter: '{param}'."),
             Some(param),
             Some("missing_required_parameter"),
-        )),
+        ))),
         Some(Value::String(s)) => Ok(vec![Prompt::Text(s.clone())]),
-        Some(Value::Array(items)) if items.is_empty() => Err(openai_invalid(
+        Some(Value::Array(items)) if items.is_empty() => Err(Box::new(openai_invalid(
             &format!("Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead."),
             Some(param),
             Some("empty_array"),
-        )),
+        ))),
         Some(Value::Array(items)) if is_token_array(items) => Ok(vec![Prompt::Tokens(items.len())]),
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| match item {
                 Value::String(s) => Ok(Prompt::Text(s.clone())),
                 Value::Array(toks) if is_token_array(toks) => Ok(Prompt::Tokens(toks.len())),
-                _ => Err(invalid()),
+                _ => Err(Box::new(invalid())),
             })
             .collect(),
-        Some(_) => Err(invalid()),
+        Some(_) => Err(Box::new(invalid())),
     }
 }
 
@@ -677,22 +731,26 @@ struct TextCompletionUsageChunk<'a> {
     choices: Vec<CompletionChoice>,
 }
 
-pub(crate) async fn completions(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn completions(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req = match parse_object(Api::OpenAi, &body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let model = match require_model(&req) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let prompts = match parse_prompts(req.get("prompt"), "prompt") {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let max = match max_tokens(&req, &["max_tokens"], 0) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let stop = stop_list(req.get("stop"));
     let opts = stream_opts(&req);
@@ -701,7 +759,11 @@ pub(crate) async fn completions(State(state): State<Shared>, headers: HeaderMap,
         .map(|p| util::shape_reply(util::reply_for(&p.echo_text()), &stop, max))
         .collect();
     let prompt_tokens: u64 = prompts.iter().map(Prompt::tokens).sum();
-    let completion_tokens: u64 = answers.iter().map(|(t, _)| util::approx_tokens(t)).sum::<u64>().max(1);
+    let completion_tokens: u64 = answers
+        .iter()
+        .map(|(t, _)| util::approx_tokens(t))
+        .sum::<u64>()
+        .max(1);
     let usage = || CompletionUsage {
         prompt_tokens,
         completion_tokens,
@@ -807,17 +869,20 @@ struct EmbeddingList<'a> {
 pub(crate) async fn embeddings(State(_state): State<Shared>, body: Bytes) -> Response {
     let req = match parse_object(Api::OpenAi, &body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let model = match require_model(&req) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let inputs = match parse_prompts(req.get("input"), "input") {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
-    if inputs.iter().any(|p| matches!(p, Prompt::Text(t) if t.is_empty())) {
+    if inputs
+        .iter()
+        .any(|p| matches!(p, Prompt::Text(t) if t.is_empty()))
+    {
         return openai_invalid(
             "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
             None,
@@ -843,7 +908,11 @@ pub(crate) async fn embeddings(State(_state): State<Shared>, body: Bytes) -> Res
         None | Some(Value::Null) => EMBEDDING_DIMS,
         Some(v) => match v.as_i64() {
             Some(n) if n < 1 => {
-                return openai_invalid(&format!("{n} is less than the minimum of 1 - 'dimensions'"), None, None)
+                return openai_invalid(
+                    &format!("{n} is less than the minimum of 1 - 'dimensions'"),
+                    None,
+                    None,
+                )
             }
             Some(n) if n > MAX_DIMS => {
                 return openai_invalid(
@@ -855,7 +924,10 @@ pub(crate) async fn embeddings(State(_state): State<Shared>, body: Bytes) -> Res
             Some(n) => usize::try_from(n).unwrap_or(EMBEDDING_DIMS),
             None => {
                 return openai_invalid(
-                    &format!("{} is not of type 'integer' - 'dimensions'", crate::errors::to_json(v)),
+                    &format!(
+                        "{} is not of type 'integer' - 'dimensions'",
+                        crate::errors::to_json(v)
+                    ),
                     None,
                     None,
                 )

@@ -110,7 +110,10 @@ fn read_input(input: &Value) -> (Vec<String>, String, bool) {
             let mut last_user = None;
             let mut last_is_user = false;
             for item in items {
-                let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+                let kind = item
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("message");
                 match kind {
                     "message" => {
                         let texts = content_segments(item.get("content"));
@@ -156,10 +159,14 @@ fn tool_name(req: &Map<String, Value>, last_is_user: bool, user_text: &str) -> O
     }
 }
 
-pub(crate) async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn create(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req = match parse_object(Api::OpenAi, &body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let model = match req.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
@@ -176,13 +183,11 @@ pub(crate) async fn create(State(state): State<Shared>, headers: HeaderMap, body
         None | Some(Value::Null) => None,
         Some(v) => match v.as_i64() {
             Some(n) if n >= 1 => Some(n.unsigned_abs()),
-            _ => {
-                return openai_invalid(
-                    "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 1.",
-                    Some("max_output_tokens"),
-                    Some("integer_below_min_value"),
-                )
-            }
+            _ => return openai_invalid(
+                "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 1.",
+                Some("max_output_tokens"),
+                Some("integer_below_min_value"),
+            ),
         },
     };
     let (mut segments, user_text, last_is_user) = read_input(input);
@@ -230,14 +235,20 @@ pub(crate) async fn create(State(state): State<Shared>, headers: HeaderMap, body
         input_tokens,
         input_tokens_details: InputDetails { cached_tokens: 0 },
         output_tokens,
-        output_tokens_details: OutputDetails { reasoning_tokens: 0 },
+        output_tokens_details: OutputDetails {
+            reasoning_tokens: 0,
+        },
         total_tokens: input_tokens + output_tokens,
     };
     let done = ResponseObject {
         id: state.ids.hex("resp_", 48),
         object: "response",
         created_at: util::unix_now(),
-        status: if incomplete { "incomplete" } else { "completed" },
+        status: if incomplete {
+            "incomplete"
+        } else {
+            "completed"
+        },
         error: None,
         incomplete_details: incomplete.then_some(Incomplete {
             reason: "max_output_tokens",
@@ -249,8 +260,14 @@ pub(crate) async fn create(State(state): State<Shared>, headers: HeaderMap, body
         parallel_tool_calls: true,
         previous_response_id: None,
         temperature: req.get("temperature").cloned().unwrap_or(Value::from(1.0)),
-        tool_choice: req.get("tool_choice").cloned().unwrap_or(Value::from("auto")),
-        tools: req.get("tools").cloned().unwrap_or(Value::Array(Vec::new())),
+        tool_choice: req
+            .get("tool_choice")
+            .cloned()
+            .unwrap_or(Value::from("auto")),
+        tools: req
+            .get("tools")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new())),
         top_p: req.get("top_p").cloned().unwrap_or(Value::from(1.0)),
         usage: Some(usage),
     };
@@ -260,27 +277,99 @@ pub(crate) async fn create(State(state): State<Shared>, headers: HeaderMap, body
     sse_response(stream_frames(done, item), state.chunk_delay(&headers))
 }
 
+/// One streamed event: `type` and `sequence_number` first, then its fields.
+#[derive(Serialize)]
+struct Event<T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sequence_number: u64,
+    #[serde(flatten)]
+    body: T,
+}
+
+#[derive(Serialize)]
+struct ResponseEv<'a> {
+    response: &'a ResponseObject,
+}
+
+#[derive(Serialize)]
+struct ItemEv<'a> {
+    output_index: u32,
+    item: &'a OutputItem,
+}
+
+#[derive(Serialize)]
+struct PartEv<'a> {
+    item_id: &'a str,
+    output_index: u32,
+    content_index: u32,
+    part: OutputText,
+}
+
+#[derive(Serialize)]
+struct TextDeltaEv<'a> {
+    item_id: &'a str,
+    output_index: u32,
+    content_index: u32,
+    delta: String,
+    logprobs: Vec<Value>,
+}
+
+#[derive(Serialize)]
+struct TextDoneEv<'a> {
+    item_id: &'a str,
+    output_index: u32,
+    content_index: u32,
+    text: &'a str,
+    logprobs: Vec<Value>,
+}
+
+#[derive(Serialize)]
+struct ArgsDeltaEv<'a> {
+    item_id: &'a str,
+    output_index: u32,
+    delta: String,
+}
+
+#[derive(Serialize)]
+struct ArgsDoneEv<'a> {
+    item_id: &'a str,
+    output_index: u32,
+    arguments: &'a str,
+}
+
+struct Frames {
+    seq: u64,
+    frames: Vec<Bytes>,
+}
+
+impl Frames {
+    fn push<T: Serialize>(&mut self, kind: &'static str, body: T) {
+        self.frames.push(sse_event(
+            kind,
+            &Event {
+                kind,
+                sequence_number: self.seq,
+                body,
+            },
+        ));
+        self.seq += 1;
+    }
+}
+
 /// The `response.*` event sequence for one output item.
 fn stream_frames(done: ResponseObject, item: OutputItem) -> Vec<Bytes> {
-    let mut seq: u64 = 0;
-    let mut frames = Vec::new();
-    let mut push = |event: &str, mut body: Map<String, Value>| {
-        body.insert("type".to_owned(), Value::from(event));
-        body.insert("sequence_number".to_owned(), Value::from(seq));
-        seq += 1;
-        frames.push(sse_event(event, &Value::Object(body)));
+    let mut out = Frames {
+        seq: 0,
+        frames: Vec::new(),
     };
-    let obj = |pairs: Vec<(&str, Value)>| -> Map<String, Value> {
-        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
-    };
-
     let mut pending = done.clone();
     pending.status = "in_progress";
     pending.incomplete_details = None;
     pending.output = Vec::new();
     pending.usage = None;
-    push("response.created", obj(vec![("response", to_value(&pending))]));
-    push("response.in_progress", obj(vec![("response", to_value(&pending))]));
+    out.push("response.created", ResponseEv { response: &pending });
+    out.push("response.in_progress", ResponseEv { response: &pending });
 
     match &item {
         OutputItem::Message { id, content, .. } => {
@@ -292,40 +381,60 @@ fn stream_frames(done: ResponseObject, item: OutputItem) -> Vec<Bytes> {
                 content: Vec::new(),
                 role: "assistant",
             };
-            let loc = |extra: Vec<(&str, Value)>| {
-                let mut base = vec![
-                    ("item_id", Value::from(id.clone())),
-                    ("output_index", Value::from(0)),
-                    ("content_index", Value::from(0)),
-                ];
-                base.extend(extra);
-                obj(base)
-            };
-            push(
+            out.push(
                 "response.output_item.added",
-                obj(vec![("output_index", Value::from(0)), ("item", to_value(&in_progress))]),
+                ItemEv {
+                    output_index: 0,
+                    item: &in_progress,
+                },
             );
-            push(
+            out.push(
                 "response.content_part.added",
-                loc(vec![("part", to_value(&OutputText::new(String::new())))]),
+                PartEv {
+                    item_id: id,
+                    output_index: 0,
+                    content_index: 0,
+                    part: OutputText::new(String::new()),
+                },
             );
-            for word in util::split_words(&text) {
-                push(
+            for delta in util::split_words(&text) {
+                out.push(
                     "response.output_text.delta",
-                    loc(vec![("delta", Value::from(word)), ("logprobs", Value::Array(Vec::new()))]),
+                    TextDeltaEv {
+                        item_id: id,
+                        output_index: 0,
+                        content_index: 0,
+                        delta,
+                        logprobs: Vec::new(),
+                    },
                 );
             }
-            push(
+            out.push(
                 "response.output_text.done",
-                loc(vec![("text", Value::from(text.clone())), ("logprobs", Value::Array(Vec::new()))]),
+                TextDoneEv {
+                    item_id: id,
+                    output_index: 0,
+                    content_index: 0,
+                    text: &text,
+                    logprobs: Vec::new(),
+                },
             );
-            push(
+            out.push(
                 "response.content_part.done",
-                loc(vec![("part", to_value(&OutputText::new(text)))]),
+                PartEv {
+                    item_id: id,
+                    output_index: 0,
+                    content_index: 0,
+                    part: OutputText::new(text.clone()),
+                },
             );
         }
         OutputItem::FunctionCall {
-            id, call_id, name, arguments, ..
+            id,
+            call_id,
+            name,
+            arguments,
+            ..
         } => {
             let in_progress = OutputItem::FunctionCall {
                 id: id.clone(),
@@ -335,43 +444,45 @@ fn stream_frames(done: ResponseObject, item: OutputItem) -> Vec<Bytes> {
                 call_id: call_id.clone(),
                 name: name.clone(),
             };
-            push(
+            out.push(
                 "response.output_item.added",
-                obj(vec![("output_index", Value::from(0)), ("item", to_value(&in_progress))]),
+                ItemEv {
+                    output_index: 0,
+                    item: &in_progress,
+                },
             );
-            for piece in split_arguments(arguments) {
-                push(
+            for delta in split_arguments(arguments) {
+                out.push(
                     "response.function_call_arguments.delta",
-                    obj(vec![
-                        ("item_id", Value::from(id.clone())),
-                        ("output_index", Value::from(0)),
-                        ("delta", Value::from(piece)),
-                    ]),
+                    ArgsDeltaEv {
+                        item_id: id,
+                        output_index: 0,
+                        delta,
+                    },
                 );
             }
-            push(
+            out.push(
                 "response.function_call_arguments.done",
-                obj(vec![
-                    ("item_id", Value::from(id.clone())),
-                    ("output_index", Value::from(0)),
-                    ("arguments", Value::from(arguments.clone())),
-                ]),
+                ArgsDoneEv {
+                    item_id: id,
+                    output_index: 0,
+                    arguments,
+                },
             );
         }
     }
-    push(
+    out.push(
         "response.output_item.done",
-        obj(vec![("output_index", Value::from(0)), ("item", to_value(&item))]),
+        ItemEv {
+            output_index: 0,
+            item: &item,
+        },
     );
     let final_event = if done.status == "incomplete" {
         "response.incomplete"
     } else {
         "response.completed"
     };
-    push(final_event, obj(vec![("response", to_value(&done))]));
-    frames
-}
-
-fn to_value<T: Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
+    out.push(final_event, ResponseEv { response: &done });
+    out.frames
 }

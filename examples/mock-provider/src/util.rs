@@ -34,7 +34,10 @@ pub fn truncate_chars(text: &str, max: usize) -> &str {
 
 /// The deterministic text reply for a prompt.
 pub fn reply_for(user_text: &str) -> String {
-    format!("{REPLY_PREFIX}{}", truncate_chars(user_text, ECHO_LIMIT_CHARS))
+    format!(
+        "{REPLY_PREFIX}{}",
+        truncate_chars(user_text, ECHO_LIMIT_CHARS)
+    )
 }
 
 /// Why a text answer ended.
@@ -242,12 +245,18 @@ mod tests {
         assert_eq!(truncate_chars("héllo", 2), "hé");
         assert_eq!(truncate_chars("hé", 5), "hé");
         let long = "ü".repeat(300);
-        assert_eq!(reply_for(&long).chars().count(), REPLY_PREFIX.len() + ECHO_LIMIT_CHARS);
+        assert_eq!(
+            reply_for(&long).chars().count(),
+            REPLY_PREFIX.len() + ECHO_LIMIT_CHARS
+        );
     }
 
     #[test]
     fn words_keep_their_leading_space() {
-        assert_eq!(split_words("Mock reply to: Hi  there"), vec!["Mock", " reply", " to:", " Hi", "  there"]);
+        assert_eq!(
+            split_words("Mock reply to: Hi  there"),
+            vec!["Mock", " reply", " to:", " Hi", "  there"]
+        );
         assert_eq!(split_words(" a"), vec![" a"]);
         assert_eq!(split_words("").len(), 0);
         assert_eq!(split_words("a b\nc").concat(), "a b\nc");

@@ -82,7 +82,9 @@ pub fn reply(user_text: &str) -> String {
 }
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
 }
 
 /// `(request body, response body)` of the first interaction of an OpenAI cassette.
@@ -91,7 +93,10 @@ pub fn openai_fixture(name: &str) -> (String, String) {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     let interaction = &doc["interactions"][0];
-    let req = interaction["request"]["body"].as_str().unwrap_or_default().to_owned();
+    let req = interaction["request"]["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let resp = interaction["response"]["body"].as_str().unwrap().to_owned();
     (req, resp)
 }
@@ -110,7 +115,8 @@ pub struct Sse {
 
 impl Sse {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("bad JSON in SSE data {:?}: {e}", self.data))
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("bad JSON in SSE data {:?}: {e}", self.data))
     }
 }
 
@@ -150,7 +156,11 @@ pub fn key_paths(value: &Value) -> BTreeSet<String> {
         match v {
             Value::Object(map) => {
                 for (k, child) in map {
-                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     out.insert(path.clone());
                     walk(child, &path, out);
                 }
@@ -248,7 +258,11 @@ pub fn key_orders(json: &str) -> BTreeMap<String, Vec<String>> {
                 out.entry(prefix.to_owned())
                     .or_insert_with(|| entries.iter().map(|(k, _)| k.clone()).collect());
                 for (k, child) in entries {
-                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(child, &path, out);
                 }
             }
@@ -260,7 +274,8 @@ pub fn key_orders(json: &str) -> BTreeMap<String, Vec<String>> {
             Ordered::Leaf => {}
         }
     }
-    let parsed: Ordered = serde_json::from_str(json).unwrap_or_else(|e| panic!("bad JSON {json:?}: {e}"));
+    let parsed: Ordered =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("bad JSON {json:?}: {e}"));
     let mut out = BTreeMap::new();
     walk(&parsed, "", &mut out);
     out
@@ -269,5 +284,9 @@ pub fn key_orders(json: &str) -> BTreeMap<String, Vec<String>> {
 /// Asserts two JSON texts have the same keys in the same order at every path.
 #[track_caller]
 pub fn assert_same_key_order(what: &str, mock: &str, fixture: &str) {
-    assert_eq!(key_orders(mock), key_orders(fixture), "{what}: key order differs\nmock: {mock}\nfixture: {fixture}");
+    assert_eq!(
+        key_orders(mock),
+        key_orders(fixture),
+        "{what}: key order differs\nmock: {mock}\nfixture: {fixture}"
+    );
 }
