@@ -1,5 +1,5 @@
 //! Renders Envoy's bootstrap from the policy: listener → wasm filter →
-//! header_to_metadata → ext_proc → router → one cluster per provider.
+//! ext_proc → router → one cluster per provider.
 
 use std::path::Path;
 
@@ -28,6 +28,7 @@ pub fn cluster_name(provider: &str) -> String {
 /// The access-log line: what Tollgate publishes, per request.
 fn access_log_format() -> Value {
     let md = |key: &str| format!("%DYNAMIC_METADATA({METADATA_NAMESPACE}:{key})%");
+    let fs = |key: &str| format!("%FILTER_STATE(wasm.{METADATA_NAMESPACE}.{key}:PLAIN)%");
     json!({
         "time": "%START_TIME%",
         "request_id": "%REQ(X-REQUEST-ID)%",
@@ -35,11 +36,11 @@ fn access_log_format() -> Value {
         "path": "%REQ(:PATH)%",
         "status": "%RESPONSE_CODE%",
         "duration_ms": "%DURATION%",
-        "api": md("api"),
-        "model": md("model"),
+        "api": fs("api"),
+        "model": fs("model"),
         "provider": md("provider"),
         "upstream_model": md("upstream_model"),
-        "usage": "%FILTER_STATE(wasm.io.tollgate.usage:PLAIN)%",
+        "usage": fs("usage"),
         "upstream": "%UPSTREAM_CLUSTER%",
         "details": "%RESPONSE_CODE_DETAILS%",
     })
@@ -91,20 +92,6 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             },
         },
     });
-    let rule = |header: &str, key: &str| {
-        json!({
-            "header": header,
-            "on_header_present": {"metadata_namespace": METADATA_NAMESPACE, "key": key, "type": "STRING"},
-            "remove": true,
-        })
-    };
-    let header_to_metadata = json!({
-        "name": "envoy.filters.http.header_to_metadata",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
-            "request_rules": [rule("x-tollgate-model", "model"), rule("x-tollgate-api", "api")],
-        },
-    });
     let timeout = format!("{}s", policy.sidecar.timeout_ms as f64 / 1000.0);
     let ext_proc = json!({
         "name": "envoy.filters.http.ext_proc",
@@ -113,6 +100,8 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             "grpc_service": {"envoy_grpc": {"cluster_name": "tollgate_sidecar"}, "timeout": timeout},
             "failure_mode_allow": policy.fail_mode.sidecar == FailMode::Open,
             "allow_mode_override": true,
+            // Accept the sidecar's dynamic metadata in our namespace only.
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
             "message_timeout": timeout,
             "processing_mode": {
                 "request_header_mode": "SEND",
@@ -140,7 +129,6 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             "route_config": {"name": "tollgate", "virtual_hosts": [{"name": "tollgate", "domains": ["*"], "routes": routes}]},
             "http_filters": [
                 wasm,
-                header_to_metadata,
                 ext_proc,
                 {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
             ],
@@ -245,9 +233,9 @@ mod tests {
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let filters = hcm["http_filters"].as_array().unwrap();
         let names: Vec<_> = filters.iter().map(|f| f["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["tollgate.wasm", "envoy.filters.http.header_to_metadata", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]);
+        assert_eq!(names, ["tollgate.wasm", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]);
         assert_eq!(filters[0]["typed_config"]["config"]["failure_policy"], "FAIL_OPEN");
-        assert_eq!(filters[2]["typed_config"]["failure_mode_allow"], false);
+        assert_eq!(filters[1]["typed_config"]["failure_mode_allow"], false);
         let plugin: FilterConfig = serde_json::from_str(filters[0]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap()).unwrap();
         assert_eq!(plugin.fail_mode, FailMode::Open);
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();

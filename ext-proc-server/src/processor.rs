@@ -138,7 +138,12 @@ fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) ->
     common.header_mutation = Some(mutation);
     tracing::info!(request_id, api = api.as_str(), model = parsed.model, provider = route.provider, upstream_model = route.model, "routed");
     let mut resp = reply(processing_response::Response::RequestBody(BodyResponse { response: Some(common) }));
-    resp.dynamic_metadata = Some(metadata(&[("provider", route.provider), ("upstream_model", route.model)]));
+    resp.dynamic_metadata = Some(metadata(&[
+        ("api", api.as_str()),
+        ("model", &parsed.model),
+        ("provider", route.provider),
+        ("upstream_model", route.model),
+    ]));
     *state = StreamState::Routed { api, request_id, provider: route.provider.to_string(), model: route.model.to_string() };
     resp
 }

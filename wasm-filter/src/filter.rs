@@ -18,10 +18,12 @@ pub enum Verdict {
 
 /// Header names on the wire.
 pub const REQUEST_ID: &str = "x-tollgate-request-id";
-/// Request headers the filter sets for Envoy's `header_to_metadata` filter,
-/// which moves them into dynamic metadata (namespace `io.tollgate`).
-pub const MODEL_HEADER: &str = "x-tollgate-model";
-pub const API_HEADER: &str = "x-tollgate-api";
+/// Filter-state keys the filter publishes (Envoy shows them as `wasm.<key>`;
+/// the proxy-wasm ABI cannot write dynamic metadata, so the sidecar mirrors
+/// model and API into the `io.tollgate` dynamic-metadata namespace).
+pub const MODEL_PROPERTY: &str = "io.tollgate.model";
+pub const API_PROPERTY: &str = "io.tollgate.api";
+pub const USAGE_PROPERTY: &str = "io.tollgate.usage";
 
 #[derive(Debug)]
 enum RequestState {
@@ -91,8 +93,10 @@ impl Filter {
             let err = Error::InvalidRequest("a JSON request body is required".into());
             return self.reject(host, api.family(), &request_id, &err);
         }
+        // Headers go on (Envoy only delivers the body to a filter that let
+        // its headers through); the body is held until it is complete.
         self.request = RequestState::Buffering { api, request_id };
-        Verdict::Pause
+        Verdict::Continue
     }
 
     pub fn on_request_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Verdict {
@@ -112,8 +116,8 @@ impl Filter {
         };
         match parse_request(api, &body) {
             Ok(req) => {
-                host.set_request_header(MODEL_HEADER, Some(&req.model));
-                host.set_request_header(API_HEADER, Some(api.as_str()));
+                host.set_property(MODEL_PROPERTY, req.model.as_bytes());
+                host.set_property(API_PROPERTY, api.as_str().as_bytes());
                 host.increment(Metric::Requests, 1);
                 log::debug!("request {request_id}: {} model={} stream={}", api.as_str(), req.model, req.stream);
                 self.request = RequestState::Forwarded { api, request_id };
@@ -208,7 +212,7 @@ impl Filter {
                     r#"{{"input_tokens":{},"output_tokens":{},"cached_tokens":{},"total_tokens":{}}}"#,
                     u.input_tokens, u.output_tokens, u.cached_tokens, u.total_tokens
                 );
-                host.set_property("io.tollgate.usage", value.as_bytes());
+                host.set_property(USAGE_PROPERTY, value.as_bytes());
             }
             None => host.increment(Metric::UsageMissing, 1),
         }
@@ -333,7 +337,7 @@ mod tests {
     /// Drive a request through the filter, returning the verdict at end of body.
     fn send_request(f: &mut Filter, h: &mut MockHost, body: &str) -> Verdict {
         h.request_body = body.as_bytes().to_vec();
-        assert_eq!(f.on_request_headers(h, false), Verdict::Pause);
+        assert_eq!(f.on_request_headers(h, false), Verdict::Continue);
         let half = body.len() / 2;
         assert_eq!(f.on_request_body(h, half, false), Verdict::Pause);
         f.on_request_body(h, body.len(), true)
@@ -362,8 +366,8 @@ mod tests {
         h.request_headers.insert("x-request-id".into(), "rid-1".into());
         assert_eq!(send_request(&mut f, &mut h, CHAT), Verdict::Continue);
         assert_eq!(h.request_headers[REQUEST_ID], "rid-1");
-        assert_eq!(h.request_headers[MODEL_HEADER], "gpt-4o-mini");
-        assert_eq!(h.request_headers[API_HEADER], "openai-chat");
+        assert_eq!(h.properties[MODEL_PROPERTY], "gpt-4o-mini");
+        assert_eq!(h.properties[API_PROPERTY], "openai-chat");
         assert_eq!(h.metrics[&Metric::Requests], 1);
 
         h.response_headers.insert("content-type".into(), "application/json".into());
@@ -377,7 +381,7 @@ mod tests {
         f.on_response_body(&mut h, body.len() - 20, true);
         assert_eq!(h.metrics[&Metric::InputTokens], 11);
         assert_eq!(h.metrics[&Metric::OutputTokens], 7);
-        let usage: serde_json::Value = serde_json::from_str(&h.properties["io.tollgate.usage"]).unwrap();
+        let usage: serde_json::Value = serde_json::from_str(&h.properties[USAGE_PROPERTY]).unwrap();
         assert_eq!(usage["total_tokens"], 18);
     }
 
@@ -417,7 +421,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         // Discovered while buffering (chunked).
         let mut f = filter(10);
         let mut h = host("POST", "/v1/chat/completions");
-        assert_eq!(f.on_request_headers(&mut h, false), Verdict::Pause);
+        assert_eq!(f.on_request_headers(&mut h, false), Verdict::Continue);
         assert_eq!(f.on_request_body(&mut h, 11, false), Verdict::Pause);
         assert_eq!(h.sent.as_ref().unwrap().0, 413);
         assert_eq!(h.metrics[&Metric::Rejected], 1);
