@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::policy::{FailMode, Inspection, Policy, MAX_BUFFER_BYTES};
+use crate::policy::{from_json_named, FailMode, Inspection, Policy};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -36,22 +36,8 @@ impl FilterConfig {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(FilterConfig::default());
         }
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let cfg: FilterConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            Error::Policy { path: if path == "." { "(root)".into() } else { path }, message: e.inner().to_string() }
-        })?;
-        de.end().map_err(|e| Error::Policy { path: "(root)".into(), message: e.to_string() })?;
-        let caps = [
-            ("inspection.maxBodyBytes", cfg.inspection.max_body_bytes),
-            ("inspection.maxResponseBytes", cfg.inspection.max_response_bytes),
-            ("inspection.maxSseEventBytes", cfg.inspection.max_sse_event_bytes),
-        ];
-        for (path, v) in caps {
-            if v == 0 || v > MAX_BUFFER_BYTES {
-                return Err(Error::Policy { path: path.into(), message: format!("must be between 1 and {MAX_BUFFER_BYTES}") });
-            }
-        }
+        let cfg: FilterConfig = from_json_named(bytes)?;
+        cfg.inspection.validate()?;
         Ok(cfg)
     }
 

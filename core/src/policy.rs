@@ -264,19 +264,15 @@ impl Policy {
     where
         D::Error: std::fmt::Display,
     {
-        let policy: Policy = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            Error::Policy { path: if path == "." { "(root)".into() } else { path }, message: e.inner().to_string() }
-        })?;
+        let policy: Policy = deserialize_named(de)?;
         policy.validate()?;
         Ok(policy)
     }
 
     /// Parse a JSON policy.
     pub fn from_json(bytes: &[u8]) -> Result<Policy, Error> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let policy = Policy::deserialize(&mut de)?;
-        de.end().map_err(|e| Error::Policy { path: "(root)".into(), message: e.to_string() })?;
+        let policy: Policy = from_json_named(bytes)?;
+        policy.validate()?;
         Ok(policy)
     }
 
@@ -313,16 +309,7 @@ impl Policy {
                 }
             }
         }
-        let caps = [
-            ("inspection.maxBodyBytes", self.inspection.max_body_bytes),
-            ("inspection.maxResponseBytes", self.inspection.max_response_bytes),
-            ("inspection.maxSseEventBytes", self.inspection.max_sse_event_bytes),
-        ];
-        for (path, v) in caps {
-            if v == 0 || v > MAX_BUFFER_BYTES {
-                return err(path.into(), format!("must be between 1 and {MAX_BUFFER_BYTES}"));
-            }
-        }
+        self.inspection.validate()?;
         let ports = [
             ("listen.port", self.listen.port),
             ("listen.adminPort", self.listen.admin_port),
@@ -370,6 +357,44 @@ impl Policy {
     pub fn default_provider(&self) -> Option<&str> {
         self.providers.keys().next().map(String::as_str)
     }
+}
+
+impl Inspection {
+    /// Every buffer cap is positive and under [`MAX_BUFFER_BYTES`].
+    pub fn validate(&self) -> Result<(), Error> {
+        let caps = [
+            ("inspection.maxBodyBytes", self.max_body_bytes),
+            ("inspection.maxResponseBytes", self.max_response_bytes),
+            ("inspection.maxSseEventBytes", self.max_sse_event_bytes),
+        ];
+        for (path, v) in caps {
+            if v == 0 || v > MAX_BUFFER_BYTES {
+                return Err(Error::Policy { path: path.into(), message: format!("must be between 1 and {MAX_BUFFER_BYTES}") });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deserialize, naming the field of any error by its dotted path.
+pub fn deserialize_named<'de, T, D>(de: D) -> Result<T, Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+    D::Error: std::fmt::Display,
+{
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        Error::Policy { path: if path == "." { "(root)".into() } else { path }, message: e.inner().to_string() }
+    })
+}
+
+/// Deserialize one JSON document (nothing may follow it), naming the field of any error.
+pub fn from_json_named<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = deserialize_named(&mut de)?;
+    de.end().map_err(|e| Error::Policy { path: "(root)".into(), message: e.to_string() })?;
+    Ok(value)
 }
 
 fn valid_name(name: &str) -> bool {
