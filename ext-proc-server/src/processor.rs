@@ -14,7 +14,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use tollgate_core::policy::Policy;
-use tollgate_core::{parse_request, ApiKind, Error};
+use tollgate_core::request::{parse_request_json, ParsedRequest};
+use tollgate_core::{ApiKind, Error};
 
 use crate::config::Credential;
 
@@ -102,7 +103,7 @@ fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) ->
     let StreamState::AwaitingBody { api, request_id } = std::mem::take(state) else {
         return reply(processing_response::Response::RequestBody(BodyResponse::default()));
     };
-    let parsed = match parse_request(api, &body.body) {
+    let ParsedRequest { json, request: parsed, .. } = match parse_request_json(api, &body.body) {
         Ok(parsed) => parsed,
         Err(err) => {
             *state = StreamState::Answered;
@@ -124,16 +125,9 @@ fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) ->
     }
     let mut common = CommonResponse { clear_route_cache: true, ..Default::default() };
     if route.model != parsed.model {
-        match rewrite_model(&body.body, route.model) {
-            Some(new_body) => {
-                mutation.set_headers.push(set_header("content-length", &new_body.len().to_string()));
-                common.body_mutation = Some(BodyMutation { mutation: Some(body_mutation::Mutation::Body(new_body)) });
-            }
-            None => {
-                *state = StreamState::Answered;
-                return immediate(api, &request_id, &Error::InvalidJson("request body changed while routing".into()));
-            }
-        }
+        let new_body = with_model(json, route.model);
+        mutation.set_headers.push(set_header("content-length", &new_body.len().to_string()));
+        common.body_mutation = Some(BodyMutation { mutation: Some(body_mutation::Mutation::Body(new_body)) });
     }
     common.header_mutation = Some(mutation);
     tracing::info!(request_id, api = api.as_str(), model = parsed.model, provider = route.provider, upstream_model = route.model, "routed");
@@ -157,11 +151,13 @@ fn on_response_headers(state: &mut StreamState) -> ProcessingResponse {
     reply(processing_response::Response::ResponseHeaders(HeadersResponse { response: Some(common) }))
 }
 
-fn rewrite_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
-    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let obj = value.as_object_mut()?;
-    obj.insert("model".into(), serde_json::Value::String(model.to_string()));
-    serde_json::to_vec(&value).ok()
+/// The request body with `model` replaced (`json` is always an object).
+fn with_model(mut json: serde_json::Value, model: &str) -> Vec<u8> {
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("model".into(), serde_json::Value::String(model.to_string()));
+    }
+    // Serializing a Value cannot fail (its keys are strings).
+    serde_json::to_vec(&json).unwrap_or_default()
 }
 
 fn reply(response: processing_response::Response) -> ProcessingResponse {
