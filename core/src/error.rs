@@ -18,6 +18,12 @@ pub enum Error {
     Policy { path: String, message: String },
     #[error("model `{0}` is not configured on this gateway")]
     UnknownModel(String),
+    /// A policy rule refused the request (`rule` is the rule or entity id).
+    #[error("{message}")]
+    Blocked { rule: String, message: String },
+    /// Per-request inspection state outgrew its configured bound.
+    #[error("inspection state exceeds the limit of {limit} bytes")]
+    InspectionLimit { limit: usize },
 }
 
 impl Error {
@@ -26,6 +32,8 @@ impl Error {
         match self {
             Error::InvalidJson(_) | Error::InvalidRequest(_) => 400,
             Error::UnknownModel(_) => 404,
+            Error::Blocked { .. } => 403,
+            Error::InspectionLimit { .. } => 413,
             Error::BodyTooLarge { .. } => 413,
             Error::SseEventTooLarge { .. } => 502,
             Error::Policy { .. } => 500,
@@ -41,6 +49,8 @@ impl Error {
             Error::SseEventTooLarge { .. } => "upstream_event_too_large",
             Error::Policy { .. } => "invalid_policy",
             Error::UnknownModel(_) => "model_not_found",
+            Error::Blocked { .. } => "blocked_by_policy",
+            Error::InspectionLimit { .. } => "inspection_limit",
         }
     }
 

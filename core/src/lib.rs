@@ -7,8 +7,11 @@
 pub mod api;
 pub mod error;
 pub mod filter_config;
+pub mod firewall;
+pub mod pii;
 pub mod policy;
 pub mod request;
+pub mod restore;
 pub mod sse;
 pub mod usage;
 
