@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiFamily, ApiKind};
 use crate::error::Error;
+use crate::firewall::FirewallPolicy;
+use crate::pii::PiiPolicy;
 
 /// Default cap on a buffered request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -17,6 +19,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Default cap on a single server-sent event.
 pub const DEFAULT_MAX_SSE_EVENT_BYTES: usize = 256 * 1024;
+/// Default bound on one request's placeholder map.
+pub const DEFAULT_MAX_MASK_BYTES: usize = 64 * 1024;
 /// Hard ceiling for any configurable buffer.
 pub const MAX_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 
@@ -132,7 +136,7 @@ pub struct Target {
 }
 
 /// Inline inspection settings (used by the filter).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Inspection {
     #[serde(default = "default_max_body")]
@@ -141,6 +145,15 @@ pub struct Inspection {
     pub max_response_bytes: usize,
     #[serde(default = "default_max_sse_event")]
     pub max_sse_event_bytes: usize,
+    /// Bound on one request's placeholder map (masked values and placeholders).
+    #[serde(default = "default_max_mask")]
+    pub max_mask_bytes: usize,
+    /// PII detection and actions (default: every built-in type masked).
+    #[serde(default)]
+    pub pii: PiiPolicy,
+    /// Prompt firewall (default: the default rule pack).
+    #[serde(default)]
+    pub firewall: FirewallPolicy,
 }
 
 fn default_host() -> String {
@@ -176,6 +189,9 @@ fn default_max_response() -> usize {
 fn default_max_sse_event() -> usize {
     DEFAULT_MAX_SSE_EVENT_BYTES
 }
+fn default_max_mask() -> usize {
+    DEFAULT_MAX_MASK_BYTES
+}
 
 impl Default for Listen {
     fn default() -> Self {
@@ -206,6 +222,9 @@ impl Default for Inspection {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_sse_event_bytes: DEFAULT_MAX_SSE_EVENT_BYTES,
+            max_mask_bytes: DEFAULT_MAX_MASK_BYTES,
+            pii: PiiPolicy::default(),
+            firewall: FirewallPolicy::default(),
         }
     }
 }
@@ -366,13 +385,18 @@ impl Inspection {
             ("inspection.maxBodyBytes", self.max_body_bytes),
             ("inspection.maxResponseBytes", self.max_response_bytes),
             ("inspection.maxSseEventBytes", self.max_sse_event_bytes),
+            ("inspection.maxMaskBytes", self.max_mask_bytes),
         ];
         for (path, v) in caps {
             if v == 0 || v > MAX_BUFFER_BYTES {
                 return Err(Error::Policy { path: path.into(), message: format!("must be between 1 and {MAX_BUFFER_BYTES}") });
             }
         }
-        Ok(())
+        self.pii.validate().map_err(|e| match e {
+            Error::Policy { path, message } => Error::Policy { path: format!("inspection.pii.{path}"), message },
+            other => other,
+        })?;
+        self.firewall.validate_at("inspection.firewall")
     }
 }
 
@@ -469,6 +493,9 @@ models:
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {maxBodyBytes: 0}\n", "inspection.maxBodyBytes"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\nlisten: {port: 9901}\n", "listen.adminPort"),
             ("providers:\n  'a b': {kind: openai, baseUrl: 'http://x'}\n", "providers.a b"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {pii: {entities: {EMAIL: mask}}}\n", "inspection.pii.entities.EMAIL"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {firewall: {block: 2}}\n", "inspection.firewall.block"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {pii: {entities: {SECRET: hide}}}\n", "inspection.pii.entities.SECRET"),
         ];
         for (src, want) in cases {
             match yaml(src) {

@@ -41,6 +41,8 @@ fn access_log_format() -> Value {
         "provider": md("provider"),
         "upstream_model": md("upstream_model"),
         "usage": fs("usage"),
+        "pii": fs("pii"),
+        "firewall": fs("firewall"),
         "upstream": "%UPSTREAM_CLUSTER%",
         "details": "%RESPONSE_CODE_DETAILS%",
     })

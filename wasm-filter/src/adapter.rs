@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use tollgate_core::filter_config::FilterConfig;
 
-use crate::filter::{Filter, Verdict};
+use crate::filter::{Filter, Inspector, Verdict};
 use crate::host::{Host, Metric};
 
 proxy_wasm::main! {{
@@ -19,7 +19,7 @@ proxy_wasm::main! {{
 
 #[derive(Default)]
 struct Root {
-    config: Option<Arc<FilterConfig>>,
+    inspector: Option<Arc<Inspector>>,
     metrics: Arc<HashMap<Metric, u32>>,
 }
 
@@ -34,8 +34,8 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let config = match FilterConfig::from_json(&raw) {
-            Ok(config) => config,
+        let inspector = match FilterConfig::from_json(&raw).and_then(Inspector::new) {
+            Ok(inspector) => inspector,
             Err(err) => {
                 log::error!("invalid plugin configuration: {err}");
                 return false;
@@ -51,21 +51,20 @@ impl RootContext for Root {
             }
         }
         log::info!(
-            "tollgate: configured (maxBodyBytes={}, failMode={:?})",
-            config.inspection.max_body_bytes,
-            config.fail_mode
+            "configured (maxBodyBytes={}, failMode={:?})",
+            inspector.config.inspection.max_body_bytes,
+            inspector.config.fail_mode
         );
         self.metrics = Arc::new(metrics);
-        self.config = Some(Arc::new(config));
+        self.inspector = Some(Arc::new(inspector));
         true
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Without a good configuration Envoy never gets here (on_configure
-        // returned false); keep the defaults as a safe fallback all the same.
-        let config = self.config.clone().unwrap_or_default();
+        // returned false); should it all the same, the filter stays out.
         Some(Box::new(Http {
-            filter: Filter::new(config),
+            filter: self.inspector.clone().map(Filter::new),
             host: ProxyHost { context_id, metrics: Arc::clone(&self.metrics), ids: 0 },
         }))
     }
@@ -76,7 +75,8 @@ impl RootContext for Root {
 }
 
 struct Http {
-    filter: Filter,
+    /// `None` only without a configuration: then every callback continues.
+    filter: Option<Filter>,
     host: ProxyHost,
 }
 
@@ -91,19 +91,19 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        action(self.filter.on_request_headers(&mut self.host, end_of_stream))
+        self.filter.as_mut().map_or(Action::Continue, |f| action(f.on_request_headers(&mut self.host, end_of_stream)))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.filter.on_request_body(&mut self.host, body_size, end_of_stream))
+        self.filter.as_mut().map_or(Action::Continue, |f| action(f.on_request_body(&mut self.host, body_size, end_of_stream)))
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        action(self.filter.on_response_headers(&mut self.host, end_of_stream))
+        self.filter.as_mut().map_or(Action::Continue, |f| action(f.on_response_headers(&mut self.host, end_of_stream)))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.filter.on_response_body(&mut self.host, body_size, end_of_stream))
+        self.filter.as_mut().map_or(Action::Continue, |f| action(f.on_response_body(&mut self.host, body_size, end_of_stream)))
     }
 }
 
@@ -138,6 +138,18 @@ impl Host for ProxyHost {
 
     fn response_header(&self, name: &str) -> Option<String> {
         logged("get response header", hostcalls::get_map_value(MapType::HttpResponseHeaders, name)).flatten()
+    }
+
+    fn remove_response_header(&mut self, name: &str) {
+        logged("remove response header", hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None));
+    }
+
+    fn set_request_body(&mut self, body: &[u8]) {
+        logged("set request body", hostcalls::set_buffer(BufferType::HttpRequestBody, 0, usize::MAX, body));
+    }
+
+    fn set_response_body(&mut self, body: &[u8]) {
+        logged("set response body", hostcalls::set_buffer(BufferType::HttpResponseBody, 0, usize::MAX, body));
     }
 
     fn request_body(&self, len: usize) -> Option<Vec<u8>> {

@@ -15,10 +15,16 @@ pub enum Metric {
     UsageMissing,
     /// Requests let through uninspected because of the open fail mode.
     FailOpen,
+    /// PII findings in requests (all types and actions).
+    PiiFound,
+    FirewallBlocked,
+    FirewallFlagged,
+    /// Responses in which masked values could not be restored (over the cap, bad stream).
+    RestoreSkipped,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 11] = [
         Metric::Requests,
         Metric::Rejected,
         Metric::InputTokens,
@@ -26,6 +32,10 @@ impl Metric {
         Metric::CachedTokens,
         Metric::UsageMissing,
         Metric::FailOpen,
+        Metric::PiiFound,
+        Metric::FirewallBlocked,
+        Metric::FirewallFlagged,
+        Metric::RestoreSkipped,
     ];
 
     /// The name Envoy shows (under its `wasmcustom.` prefix).
@@ -38,6 +48,10 @@ impl Metric {
             Metric::CachedTokens => "tollgate_cached_tokens_total",
             Metric::UsageMissing => "tollgate_usage_missing_total",
             Metric::FailOpen => "tollgate_fail_open_total",
+            Metric::PiiFound => "tollgate_pii_found_total",
+            Metric::FirewallBlocked => "tollgate_firewall_blocked_total",
+            Metric::FirewallFlagged => "tollgate_firewall_flagged_total",
+            Metric::RestoreSkipped => "tollgate_restore_skipped_total",
         }
     }
 }
@@ -49,6 +63,11 @@ pub trait Host {
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     fn set_response_header(&mut self, name: &str, value: &str);
     fn response_header(&self, name: &str) -> Option<String>;
+    fn remove_response_header(&mut self, name: &str);
+    /// Replace the buffered request body.
+    fn set_request_body(&mut self, body: &[u8]);
+    /// Replace the current response body chunk (or the buffered body).
+    fn set_response_body(&mut self, body: &[u8]);
     /// The buffered request body (`len` bytes).
     fn request_body(&self, len: usize) -> Option<Vec<u8>>;
     /// The current response body chunk (`len` bytes).
