@@ -9,5 +9,6 @@ pub mod config;
 pub mod envoy;
 pub mod launch;
 pub mod processor;
+pub mod scan;
 pub mod server;
 pub mod up;

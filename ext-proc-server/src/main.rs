@@ -10,7 +10,7 @@ use tollgate_core::filter_config::FilterConfig;
 use tollgate_ext_proc::config::{load_credentials, load_policy};
 use tollgate_ext_proc::envoy::{render_yaml, RenderOptions};
 use tollgate_ext_proc::processor::Shared;
-use tollgate_ext_proc::{server, up};
+use tollgate_ext_proc::{scan, server, up};
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about = "Tollgate: an AI gateway inside Envoy")]
@@ -40,6 +40,14 @@ enum Cmd {
         listen: SocketAddr,
         #[command(flatten)]
         config: tollgate_mock::MockConfig,
+    },
+    /// Scan text for PII and prompt injection with the policy's inspection settings.
+    /// Reads one text from standard input, or JSONL (`{"id","text"}` per line) with --jsonl.
+    Scan {
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long)]
+        jsonl: bool,
     },
     /// Validate a policy file.
     Check {
@@ -120,6 +128,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = server::bind(listen).await?;
             println!("mock provider listening on http://{}", listener.local_addr()?);
             tollgate_mock::serve(listener, config, server::shutdown_signal()).await?;
+            Ok(())
+        }
+        Cmd::Scan { policy, jsonl } => {
+            let inspection = match policy {
+                Some(path) => load_policy(&path)?.inspection,
+                None => Default::default(),
+            };
+            let scanner = scan::Scanner::new(&inspection)?;
+            let stdin = std::io::stdin().lock();
+            if jsonl {
+                let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                let (ok, bad) = scan::scan_jsonl(&scanner, stdin, stdout)?;
+                eprintln!("tollgate scan: {ok} scanned, {bad} unreadable");
+            } else {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::BufReader::new(stdin), &mut text)?;
+                print!("{}", scan::human_report(&scanner, &text));
+            }
             Ok(())
         }
         Cmd::Check { policy } => {
