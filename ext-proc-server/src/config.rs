@@ -104,4 +104,15 @@ mod tests {
         let err = load_credentials(&policy).unwrap_err().to_string();
         assert!(err.contains("TOLLGATE_TEST_SURELY_UNSET"), "{err}");
     }
+
+    /// The policy shown in the README stays valid.
+    #[test]
+    fn readme_policy_example_validates() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let section = readme.split("## The policy").nth(1).unwrap();
+        let yaml = section.split("```yaml").nth(1).unwrap().split("```").next().unwrap();
+        let policy = parse_policy(yaml).unwrap();
+        assert!(policy.providers.contains_key("openai"));
+        assert!(!policy.inspection.pii.custom.is_empty());
+    }
 }
