@@ -241,6 +241,38 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     }
 }
 
+/// Ask an OpenAI stream for its usage: when a streamed chat/completions
+/// request lacks `stream_options.include_usage`, set it and return `true`;
+/// the caller must then drop the extra usage chunk ([`is_usage_only_chunk`])
+/// so the client sees the stream it asked for.
+pub fn request_stream_usage(api: ApiKind, json: &mut Value) -> bool {
+    if !matches!(api, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions) {
+        return false;
+    }
+    let Some(obj) = json.as_object_mut() else { return false };
+    if obj.get("stream").and_then(Value::as_bool) != Some(true) {
+        return false;
+    }
+    let options = obj.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
+    let Some(options) = options.as_object_mut() else { return false };
+    if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
+        return false;
+    }
+    options.insert("include_usage".into(), Value::Bool(true));
+    true
+}
+
+/// The OpenAI chunk that only carries usage (`choices: []`, `usage: {...}`),
+/// sent last when `include_usage` is set.
+pub fn is_usage_only_chunk(event: &SseEvent) -> bool {
+    if !event.data.contains("\"usage\"") {
+        return false;
+    }
+    serde_json::from_str::<Value>(&event.data).is_ok_and(|v| {
+        v["usage"].is_object() && v["choices"].as_array().is_some_and(Vec::is_empty)
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

@@ -293,3 +293,25 @@ async fn invalid_plugin_configuration_is_rejected_with_a_logged_reason() {
     assert!(log.contains("invalid plugin configuration"), "{log}");
     assert!(log.contains("failMode"), "the reason names the field: {log}");
 }
+
+#[tokio::test]
+async fn streamed_usage_is_counted_even_when_the_client_did_not_ask() {
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let resp = post(&gw, "/v1/chat/completions", &json!({
+        "model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "count me without asking"}]
+    }))
+    .await;
+    assert_eq!(resp.status(), 200);
+    let events = sse_events(&resp.bytes().await.unwrap());
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    let chunks: Vec<Value> = events.iter().filter_map(|e| serde_json::from_str(&e.data).ok()).collect();
+    assert!(chunks.iter().all(|c| !c["usage"].is_object()), "the client got a usage chunk it did not ask for");
+    assert!(chunks.iter().all(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty())));
+    // The provider was asked for usage, and the gateway counted it.
+    let seen = gw.mock_requests().await;
+    let sent: Value = serde_json::from_str(seen.last().unwrap()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    assert!(gw.wait_stat("tollgate_output_tokens_total", 1).await.unwrap() > 0);
+    assert_eq!(gw.stat("tollgate_usage_missing_total").await.unwrap_or(0), 0);
+}

@@ -8,6 +8,7 @@ use tollgate_core::pii::{needs_rewrite, MaskMap, PiiScanner};
 use tollgate_core::policy::FailMode;
 use tollgate_core::request::parse_request_json;
 use tollgate_core::restore::{restore_json, SseRestorer};
+use tollgate_core::usage::{is_usage_only_chunk, request_stream_usage};
 use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent, SseParser, StreamUsage, Usage};
 
 use crate::host::{Host, Metric};
@@ -89,6 +90,8 @@ struct SseState {
     parser: SseParser,
     usage: StreamUsage,
     restorer: Option<SseRestorer>,
+    /// Drop the usage chunk the gateway asked for on the client's behalf.
+    strip_usage: bool,
     events: Vec<SseEvent>,
     out: Vec<u8>,
 }
@@ -99,12 +102,14 @@ pub struct Filter {
     response: ResponseState,
     /// Placeholders of this request (empty when nothing was masked).
     masks: MaskMap,
+    /// The gateway added `stream_options.include_usage`; the client did not ask.
+    added_stream_usage: bool,
 }
 
 impl Filter {
     pub fn new(inspector: Arc<Inspector>) -> Filter {
         let masks = MaskMap::new(inspector.config.inspection.max_mask_bytes);
-        Filter { inspector, request: RequestState::Start, response: ResponseState::Idle, masks }
+        Filter { inspector, request: RequestState::Start, response: ResponseState::Idle, masks, added_stream_usage: false }
     }
 
     fn config(&self) -> &FilterConfig {
@@ -134,9 +139,10 @@ impl Filter {
             let err = Error::InvalidRequest("a JSON request body is required".into());
             return self.reject(host, api.family(), &request_id, &err, None);
         }
-        if self.inspector.may_rewrite() {
-            // Headers leave before the body is read, and masking may change
-            // the body's size: let the length be framed anew.
+        if self.inspector.may_rewrite() || matches!(api, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions) {
+            // Headers leave before the body is read, and masking (or asking a
+            // stream for its usage) may change the body's size: let the
+            // length be framed anew.
             host.set_request_header("content-length", None);
         }
         // Headers go on (Envoy only delivers the body to a filter that let
@@ -195,7 +201,9 @@ impl Filter {
                     types.dedup();
                     host.set_property(PII_PROPERTY, types.join(",").as_bytes());
                 }
-                if needs_rewrite(&findings) {
+                // Streamed usage is counted even when the client did not ask for it.
+                self.added_stream_usage = request_stream_usage(api, &mut parsed.json);
+                if needs_rewrite(&findings) || self.added_stream_usage {
                     match serde_json::to_vec(&parsed.json) {
                         Ok(new_body) => host.set_request_body(&new_body),
                         Err(err) => {
@@ -249,6 +257,7 @@ impl Filter {
                 parser: SseParser::new(self.config().inspection.max_sse_event_bytes),
                 usage: StreamUsage::new(api),
                 restorer: restore.then(|| SseRestorer::new(api)),
+                strip_usage: self.added_stream_usage,
                 events: Vec::new(),
                 out: Vec::new(),
             }))
@@ -305,7 +314,7 @@ impl Filter {
                 }
             }
             ResponseState::Sse(sse) => {
-                let SseState { parser, usage, restorer, events, out } = sse.as_mut();
+                let SseState { parser, usage, restorer, strip_usage, events, out } = sse.as_mut();
                 events.clear();
                 let fed = parser.feed(chunk, events).and_then(|()| if end_of_stream { parser.finish(events) } else { Ok(()) });
                 if let Err(err) = fed {
@@ -317,16 +326,20 @@ impl Filter {
                     return;
                 }
                 events.iter().for_each(|e| usage.observe(e));
-                if let Some(restorer) = restorer {
-                    out.clear();
-                    for e in events.iter() {
-                        restorer.on_event(&self.masks, e, out);
-                    }
-                    if end_of_stream {
-                        restorer.finish(&self.masks, out);
-                    }
-                    host.set_response_body(out);
+                if restorer.is_none() && !*strip_usage {
+                    return; // the chunk flows on untouched
                 }
+                out.clear();
+                for e in events.iter().filter(|e| !(*strip_usage && is_usage_only_chunk(e))) {
+                    match restorer {
+                        Some(r) => r.on_event(&self.masks, e, out),
+                        None => e.write_to(out),
+                    }
+                }
+                if let (Some(r), true) = (restorer.as_mut(), end_of_stream) {
+                    r.finish(&self.masks, out);
+                }
+                host.set_response_body(out);
             }
             ResponseState::Idle | ResponseState::JsonRestore | ResponseState::Unreadable | ResponseState::Done => {}
         }
@@ -776,5 +789,37 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
                 }
             }
         }
+    }
+
+    #[test]
+    fn stream_usage_is_requested_counted_and_hidden_from_the_client() {
+        let mut f = filter(4096);
+        let mut h = host("POST", "/v1/chat/completions");
+        let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(send_request(&mut f, &mut h, body), Verdict::Continue);
+        let sent: serde_json::Value = serde_json::from_slice(&h.request_body).unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        h.response_headers.insert("content-type".into(), "text/event-stream".into());
+        f.on_response_headers(&mut h, false);
+        let stream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"yo\"},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\ndata: [DONE]\n\n";
+        h.chunk = stream.as_bytes().to_vec();
+        f.on_response_body(&mut h, stream.len(), true);
+        let out = String::from_utf8(h.written.concat()).unwrap();
+        assert!(out.contains("\"yo\"") && out.contains("[DONE]"), "{out}");
+        assert!(!out.contains("prompt_tokens"), "the usage chunk reached the client: {out}");
+        assert_eq!(h.metrics[&Metric::OutputTokens], 2);
+
+        // A client that asked for usage gets it.
+        let mut f = filter(4096);
+        let mut h = host("POST", "/v1/chat/completions");
+        let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+        send_request(&mut f, &mut h, body);
+        h.response_headers.insert("content-type".into(), "text/event-stream".into());
+        f.on_response_headers(&mut h, false);
+        h.chunk = stream.as_bytes().to_vec();
+        f.on_response_body(&mut h, stream.len(), true);
+        assert!(h.written.is_empty(), "untouched stream");
+        assert_eq!(h.metrics[&Metric::InputTokens], 5);
     }
 }
