@@ -18,6 +18,8 @@ pub enum Error {
     Policy { path: String, message: String },
     #[error("model `{0}` is not configured on this gateway")]
     UnknownModel(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A policy rule refused the request (`rule` is the rule or entity id).
     #[error("{message}")]
     Blocked { rule: String, message: String },
@@ -33,6 +35,7 @@ impl Error {
             Error::InvalidJson(_) | Error::InvalidRequest(_) => 400,
             Error::UnknownModel(_) => 404,
             Error::Blocked { .. } => 403,
+            Error::UnsupportedMediaType(_) => 415,
             Error::InspectionLimit { .. } => 413,
             Error::BodyTooLarge { .. } => 413,
             Error::SseEventTooLarge { .. } => 502,
@@ -50,6 +53,7 @@ impl Error {
             Error::Policy { .. } => "invalid_policy",
             Error::UnknownModel(_) => "model_not_found",
             Error::Blocked { .. } => "blocked_by_policy",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::InspectionLimit { .. } => "inspection_limit",
         }
     }

@@ -139,6 +139,13 @@ impl Filter {
             let err = Error::InvalidRequest("a JSON request body is required".into());
             return self.reject(host, api.family(), &request_id, &err, None);
         }
+        if let Some(encoding) = host.request_header("content-encoding").filter(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+            // An encoded body cannot be inspected; refuse it rather than pass it unseen.
+            let err = Error::UnsupportedMediaType(format!(
+                "request bodies with content-encoding `{encoding}` cannot be inspected; send them uncompressed"
+            ));
+            return self.reject(host, api.family(), &request_id, &err, None);
+        }
         if self.inspector.may_rewrite() || matches!(api, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions) {
             // Headers leave before the body is read, and masking (or asking a
             // stream for its usage) may change the body's size: let the
@@ -821,5 +828,20 @@ data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"t
         f.on_response_body(&mut h, stream.len(), true);
         assert!(h.written.is_empty(), "untouched stream");
         assert_eq!(h.metrics[&Metric::InputTokens], 5);
+    }
+
+    #[test]
+    fn compressed_bodies_are_refused_with_415() {
+        let mut f = filter(4096);
+        let mut h = host("POST", "/v1/messages");
+        h.request_headers.insert("content-encoding".into(), "gzip".into());
+        assert_eq!(f.on_request_headers(&mut h, false), Verdict::Pause);
+        let (status, _, body) = h.sent.clone().unwrap();
+        assert_eq!(status, 415);
+        assert!(body.contains("gzip") && body.contains("\"type\":\"error\""), "{body}");
+        let mut f = filter(4096);
+        let mut h = host("POST", "/v1/chat/completions");
+        h.request_headers.insert("content-encoding".into(), "identity".into());
+        assert_eq!(send_request(&mut f, &mut h, CHAT), Verdict::Continue);
     }
 }
