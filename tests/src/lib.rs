@@ -280,3 +280,27 @@ pub async fn run_envoy_expecting_exit(opts: Options, timeout: Duration) -> anyho
     let _ = std::fs::remove_dir_all(&dir);
     Ok((code, text))
 }
+
+/// The events of a complete SSE body, parsed with the gateway's own parser.
+pub fn sse_events(body: &[u8]) -> Vec<tollgate_core::SseEvent> {
+    let mut parser = tollgate_core::SseParser::new(1 << 20);
+    let mut out = Vec::new();
+    parser.feed(body, &mut out).unwrap();
+    parser.finish(&mut out).unwrap();
+    out
+}
+
+impl Gateway {
+    /// POST a JSON body to the gateway.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}

@@ -6,23 +6,14 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tollgate_core::{SseEvent, SseParser};
-use tollgate_e2e::{run_envoy_expecting_exit, Gateway, Options};
+use tollgate_e2e::{run_envoy_expecting_exit, sse_events, Gateway, Options};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
-fn sse_events(body: &[u8]) -> Vec<SseEvent> {
-    let mut parser = SseParser::new(1 << 20);
-    let mut out = Vec::new();
-    parser.feed(body, &mut out).unwrap();
-    parser.finish(&mut out).unwrap();
-    out
-}
-
 async fn post(gw: &Gateway, path: &str, body: &Value) -> reqwest::Response {
-    client().post(format!("{}{path}", gw.url)).json(body).send().await.unwrap()
+    gw.post(path, body).await
 }
 
 #[tokio::test]

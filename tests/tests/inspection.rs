@@ -5,22 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
-use tollgate_core::{SseEvent, SseParser};
-use tollgate_e2e::{Gateway, Options};
+use tollgate_e2e::{sse_events, Gateway, Options};
 
 const EMAIL: &str = "jane.doe@example.com";
 const CARD: &str = "4111 1111 1111 1111";
 
 async fn post(gw: &Gateway, path: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new().post(format!("{}{path}", gw.url)).json(body).send().await.unwrap()
-}
-
-fn events(body: &[u8]) -> Vec<SseEvent> {
-    let mut parser = SseParser::new(1 << 20);
-    let mut out = Vec::new();
-    parser.feed(body, &mut out).unwrap();
-    parser.finish(&mut out).unwrap();
-    out
+    gw.post(path, body).await
 }
 
 /// What the provider received, as text: it must hold placeholders, never the values.
@@ -54,7 +45,7 @@ async fn pii_is_masked_upstream_and_restored_for_the_client() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let evs = events(&resp.bytes().await.unwrap());
+    let evs = sse_events(&resp.bytes().await.unwrap());
     let text: String = evs
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
@@ -67,7 +58,7 @@ async fn pii_is_masked_upstream_and_restored_for_the_client() {
     // Anthropic, streamed.
     let resp = post(&gw, "/v1/messages", &json!({"model": "claude-sonnet-4-5", "max_tokens": 200, "stream": true, "messages": [{"role": "user", "content": prompt}]})).await;
     assert_eq!(resp.status(), 200);
-    let evs = events(&resp.bytes().await.unwrap());
+    let evs = sse_events(&resp.bytes().await.unwrap());
     let text: String = evs
         .iter()
         .filter(|e| e.event.as_deref() == Some("content_block_delta"))
