@@ -8,6 +8,7 @@ pub mod api;
 pub mod error;
 pub mod filter_config;
 pub mod firewall;
+pub mod guard;
 pub mod pii;
 pub mod policy;
 pub mod request;

@@ -14,9 +14,12 @@
 //! `input_json_delta.partial_json`) a placeholder sits inside a JSON string,
 //! so the original is inserted JSON-escaped (without quotes).
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use crate::api::ApiKind;
+use crate::guard::{guard_responses_value, write_block_event, OutputGuard};
 use crate::pii::{MaskMap, PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN};
 use crate::sse::SseEvent;
 
@@ -290,6 +293,8 @@ struct Held {
     restorer: TextRestorer,
     /// Responses API `item_id`, for a synthesized delta.
     item_id: Option<String>,
+    /// Output guard window: restored text not yet released.
+    win: String,
 }
 
 /// Restores placeholders in one streamed response of a given API.
@@ -303,11 +308,63 @@ pub struct SseRestorer {
     meta: Option<Map<String, Value>>,
     /// Whether the stream names its events (`event:` lines).
     named: bool,
+    /// Optional output guard (only when active).
+    guard: Option<Arc<OutputGuard>>,
+    /// Set once the guard blocked the stream.
+    blocked: Option<String>,
+    /// Whether the block error event was written.
+    block_sent: bool,
+    /// Entity types / rule ids redacted so far.
+    hits: Vec<String>,
 }
 
 impl SseRestorer {
     pub fn new(api: ApiKind) -> Self {
-        SseRestorer { api, held: Vec::new(), meta: None, named: false }
+        SseRestorer {
+            api,
+            held: Vec::new(),
+            meta: None,
+            named: false,
+            guard: None,
+            blocked: None,
+            block_sent: false,
+            hits: Vec::new(),
+        }
+    }
+
+    /// Also run `guard` over every streamed text channel (after restore).
+    /// An inactive guard is ignored. Text is then released only once it is
+    /// more than the guard's window behind the newest byte of its channel
+    /// (or at the channel's end); see [`crate::guard`].
+    pub fn with_guard(mut self, guard: Arc<OutputGuard>) -> Self {
+        self.guard = guard.is_active().then_some(guard);
+        self
+    }
+
+    /// The entity type or rule id that blocked the stream, once blocked.
+    /// After that every event is swallowed (one error event was written).
+    pub fn blocked(&self) -> Option<&str> {
+        self.blocked.as_deref()
+    }
+
+    /// Entity types / rule ids the guard redacted so far (unique, in order
+    /// of first hit).
+    pub fn guard_hits(&self) -> &[String] {
+        &self.hits
+    }
+
+    /// After a block was detected while writing to `out` from `start`:
+    /// drop what this call wrote and write the single error event.
+    fn emit_block(&mut self, out: &mut Vec<u8>, start: usize) {
+        if self.block_sent {
+            return;
+        }
+        if let Some(label) = &self.blocked {
+            out.truncate(start);
+            write_block_event(self.api, self.named, label, out);
+            self.block_sent = true;
+            self.held.clear();
+        }
     }
 
     /// Whether any channel holds text (nothing is held after [`finish`]).
@@ -319,14 +376,27 @@ impl SseRestorer {
 
     /// Bytes currently held across all channels.
     pub fn held_bytes(&self) -> usize {
-        self.held.iter().map(|h| h.restorer.held().len()).sum()
+        self.held.iter().map(|h| h.restorer.held().len() + h.win.len()).sum()
     }
 
     /// Rewrite one event, appending it (preceded by any synthesized delta
     /// events) to `out` in wire form.
     pub fn on_event(&mut self, map: &MaskMap, event: &SseEvent, out: &mut Vec<u8>) {
+        if self.blocked.is_some() {
+            return;
+        }
         self.named = event.event.is_some();
-        if map.is_empty() || self.api == ApiKind::OpenAiEmbeddings {
+        if self.guard.is_some() && self.api != ApiKind::OpenAiEmbeddings {
+            let start = out.len();
+            self.rewrite_event(map, event, out);
+            self.emit_block(out, start);
+            return;
+        }
+        self.rewrite_event(map, event, out);
+    }
+
+    fn rewrite_event(&mut self, map: &MaskMap, event: &SseEvent, out: &mut Vec<u8>) {
+        if (map.is_empty() && self.guard.is_none()) || self.api == ApiKind::OpenAiEmbeddings {
             event.write_to(out);
             return;
         }
@@ -335,7 +405,7 @@ impl SseRestorer {
             event.write_to(out);
             return;
         }
-        if self.held.is_empty() && !may_contain_placeholder(&event.data) {
+        if self.guard.is_none() && self.held.is_empty() && !may_contain_placeholder(&event.data) {
             event.write_to(out);
             return;
         }
@@ -357,13 +427,21 @@ impl SseRestorer {
 
     /// End of stream: flush every held channel as a final delta event.
     pub fn finish(&mut self, map: &MaskMap, out: &mut Vec<u8>) {
+        if self.blocked.is_some() {
+            return;
+        }
+        let start = out.len();
         self.flush_all(map, out);
+        self.emit_block(out, start);
     }
 
     /// Push `s` through channel `key`, replacing it with the restored text.
     fn channel(&mut self, map: &MaskMap, key: Key, item_id: Option<&str>, s: &mut String) -> bool {
+        if self.blocked.is_some() {
+            return false;
+        }
         let pos = self.held.iter().position(|h| h.key == key);
-        if pos.is_none() && !s.contains(PLACEHOLDER_OPEN) {
+        if pos.is_none() && self.guard.is_none() && !s.contains(PLACEHOLDER_OPEN) {
             return false;
         }
         let mut h = match pos {
@@ -372,11 +450,22 @@ impl SseRestorer {
                 key,
                 restorer: if key.field.json() { TextRestorer::json_fragment() } else { TextRestorer::new() },
                 item_id: None,
+                win: String::new(),
             },
         };
         let mut out = String::with_capacity(s.len());
         h.restorer.push(map, s, &mut out);
-        if h.restorer.is_holding() {
+        if let Some(g) = &self.guard {
+            h.win.push_str(&out);
+            match g.release(&mut h.win, map, key.field.json(), false, &mut self.hits) {
+                Ok(released) => out = released,
+                Err(label) => {
+                    self.blocked = Some(label);
+                    return false;
+                }
+            }
+        }
+        if h.restorer.is_holding() || !h.win.is_empty() {
             if let Some(id) = item_id {
                 h.item_id = Some(id.to_owned());
             }
@@ -399,6 +488,16 @@ impl SseRestorer {
                 let mut h = self.held.remove(i);
                 let mut s = String::new();
                 h.restorer.flush(map, &mut s);
+                if let Some(g) = &self.guard {
+                    h.win.push_str(&s);
+                    match g.release(&mut h.win, map, h.key.field.json(), true, &mut self.hits) {
+                        Ok(released) => s = released,
+                        Err(label) => {
+                            self.blocked.get_or_insert(label);
+                            s.clear();
+                        }
+                    }
+                }
                 if !s.is_empty() {
                     done.push((h, s));
                 }
@@ -507,7 +606,16 @@ impl SseRestorer {
             };
             self.write_responses_deltas(flushed, out);
         }
-        restore_value(map, v, true)
+        let mut changed = restore_value(map, v, true);
+        if let Some(g) = &self.guard {
+            match guard_responses_value(g, map, v, &mut self.hits) {
+                Ok(c) => changed |= c,
+                Err(label) => {
+                    self.blocked.get_or_insert(label);
+                }
+            }
+        }
+        changed
     }
 
     fn write_responses_deltas(&self, flushed: Vec<(Held, String)>, out: &mut Vec<u8>) {

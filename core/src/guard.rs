@@ -1,0 +1,607 @@
+//! The output guard: scans what the model generated (after placeholder
+//! restore) for secrets / PII of configured types that the request did not
+//! contain, and for policy phrases. Each hit is either redacted inline
+//! (irreversibly: `[REDACTED_<TYPE>]`, or `[REDACTED]` for a phrase) or
+//! blocks the whole response.
+//!
+//! - [`OutputGuard::check`] checks one complete text.
+//! - [`guard_json`] checks the model-generated text fields of a whole
+//!   (non-streamed) JSON response body.
+//! - Streams are guarded by [`crate::restore::SseRestorer::with_guard`].
+//!
+//! Values the request itself contained (the originals in the request's
+//! [`MaskMap`]) are allowed: the model repeating the user's own key is not a
+//! leak. Placeholders are never findings (no detector matches `<TYPE_n>`).
+//!
+//! In JSON source text (tool-call `arguments`, streamed `partial_json`) a hit
+//! whose span contains `"` or `\` cannot be replaced without risking invalid
+//! JSON, so it blocks instead of being redacted.
+
+use std::collections::BTreeMap;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::ApiKind;
+use crate::error::Error;
+use crate::pii::{MaskMap, PiiAction, PiiPolicy, PiiScanner, BUILTIN_ENTITIES, SECRET};
+
+/// What to do with an output hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardAction {
+    /// Replace inline by `[REDACTED_<TYPE>]` (`[REDACTED]` for phrases).
+    Redact,
+    /// Refuse the whole response.
+    Block,
+}
+
+/// A set of phrases (matched ASCII-case-insensitively as substrings).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PhraseRule {
+    pub id: String,
+    pub phrases: Vec<String>,
+    pub action: GuardAction,
+}
+
+/// The output policy.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutputPolicy {
+    /// Built-in entity name → action. Default: `SECRET` → `redact`.
+    #[serde(default = "default_entities")]
+    pub entities: BTreeMap<String, GuardAction>,
+    #[serde(default)]
+    pub phrases: Vec<PhraseRule>,
+    /// Streamed text is held back this many bytes before it is released.
+    #[serde(default = "default_window")]
+    pub window_bytes: usize,
+}
+
+fn default_entities() -> BTreeMap<String, GuardAction> {
+    BTreeMap::from([(SECRET.to_string(), GuardAction::Redact)])
+}
+
+fn default_window() -> usize {
+    256
+}
+
+impl Default for OutputPolicy {
+    fn default() -> OutputPolicy {
+        OutputPolicy { entities: default_entities(), phrases: Vec::new(), window_bytes: default_window() }
+    }
+}
+
+fn policy_err(path: String, message: impl Into<String>) -> Error {
+    Error::Policy { path, message: message.into() }
+}
+
+impl OutputPolicy {
+    /// Check what serde cannot. Paths are relative to the output policy
+    /// (`entities.FOO`, `phrases[0].phrases[1]`, `windowBytes`).
+    pub fn validate(&self) -> Result<(), Error> {
+        for name in self.entities.keys() {
+            if !BUILTIN_ENTITIES.contains(&name.as_str()) {
+                return Err(policy_err(
+                    format!("entities.{name}"),
+                    format!("unknown entity; expected one of {}", BUILTIN_ENTITIES.join(", ")),
+                ));
+            }
+        }
+        if !(16..=65536).contains(&self.window_bytes) {
+            return Err(policy_err("windowBytes".into(), "must be between 16 and 65536"));
+        }
+        for (i, r) in self.phrases.iter().enumerate() {
+            if r.id.trim().is_empty() {
+                return Err(policy_err(format!("phrases[{i}].id"), "ids must not be empty"));
+            }
+            if self.phrases[..i].iter().any(|o| o.id == r.id) {
+                return Err(policy_err(format!("phrases[{i}].id"), format!("rule `{}` is defined twice", r.id)));
+            }
+            if r.phrases.is_empty() {
+                return Err(policy_err(format!("phrases[{i}].phrases"), "give at least one phrase"));
+            }
+            for (j, p) in r.phrases.iter().enumerate() {
+                if p.trim().is_empty() {
+                    return Err(policy_err(format!("phrases[{i}].phrases[{j}]"), "phrases must not be empty"));
+                }
+                if p.trim().len() > self.window_bytes {
+                    return Err(policy_err(format!("phrases[{i}].phrases[{j}]"), "phrase is longer than windowBytes"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The result of [`OutputGuard::check`]. Owned (no borrow of the input):
+/// `Clean` means the text may be used as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardOutcome {
+    /// Nothing found.
+    Clean,
+    /// The redacted text and the entity types / phrase rule ids redacted
+    /// (sorted, unique).
+    Redacted(String, Vec<String>),
+    /// A `block` hit: the entity type or phrase rule id.
+    Blocked(String),
+}
+
+/// One hit in a text.
+#[derive(Debug, Clone)]
+struct Hit {
+    start: usize,
+    end: usize,
+    label: String,
+    phrase: bool,
+}
+
+/// The compiled output policy, built once and shared.
+#[derive(Debug)]
+pub struct OutputGuard {
+    scanner: Option<PiiScanner>,
+    actions: BTreeMap<String, GuardAction>,
+    /// Phrase automaton; pattern id → rule index.
+    phrases: Option<(AhoCorasick, Vec<usize>)>,
+    rules: Vec<(String, GuardAction)>,
+    window: usize,
+}
+
+impl OutputGuard {
+    /// Validate `policy` and compile it.
+    pub fn new(policy: &OutputPolicy) -> Result<OutputGuard, Error> {
+        policy.validate()?;
+        let scanner = if policy.entities.is_empty() {
+            None
+        } else {
+            let pii = PiiPolicy {
+                entities: policy.entities.keys().map(|k| (k.clone(), PiiAction::Redact)).collect(),
+                custom: Vec::new(),
+            };
+            Some(PiiScanner::new(&pii)?)
+        };
+        let mut list: Vec<&str> = Vec::new();
+        let mut targets = Vec::new();
+        for (i, r) in policy.phrases.iter().enumerate() {
+            for p in &r.phrases {
+                list.push(p.trim());
+                targets.push(i);
+            }
+        }
+        let phrases = if list.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&list)
+                .map_err(|e| policy_err("phrases".into(), e.to_string()))?;
+            Some((ac, targets))
+        };
+        Ok(OutputGuard {
+            scanner,
+            actions: policy.entities.clone(),
+            phrases,
+            rules: policy.phrases.iter().map(|r| (r.id.clone(), r.action)).collect(),
+            window: policy.window_bytes,
+        })
+    }
+
+    /// Whether the guard can find anything at all.
+    pub fn is_active(&self) -> bool {
+        self.scanner.is_some() || self.phrases.is_some()
+    }
+
+    /// Bytes a stream holds back per channel.
+    pub fn window_bytes(&self) -> usize {
+        self.window
+    }
+
+    /// Check one complete text. Values in `masks` (the request's originals)
+    /// are allowed.
+    pub fn check(&self, text: &str, masks: &MaskMap) -> GuardOutcome {
+        match self.scan(text, masks, false) {
+            Err(label) => GuardOutcome::Blocked(label),
+            Ok(hits) if hits.is_empty() => GuardOutcome::Clean,
+            Ok(hits) => {
+                let mut labels = Vec::new();
+                let out = redact(text, &hits, &mut labels);
+                labels.sort();
+                GuardOutcome::Redacted(out, labels)
+            }
+        }
+    }
+
+    /// Every hit in `text`, sorted and non-overlapping; `Err(label)` on a
+    /// block hit. `json`: `text` is JSON source.
+    fn scan(&self, text: &str, masks: &MaskMap, json: bool) -> Result<Vec<Hit>, String> {
+        let mut hits: Vec<Hit> = Vec::new();
+        if let Some(scanner) = &self.scanner {
+            for f in scanner.find(text) {
+                let Some(value) = text.get(f.start..f.end) else { continue };
+                if allowed(value, masks) {
+                    continue;
+                }
+                if self.actions.get(&f.entity) == Some(&GuardAction::Block) {
+                    return Err(f.entity);
+                }
+                hits.push(Hit { start: f.start, end: f.end, label: f.entity, phrase: false });
+            }
+        }
+        if let Some((ac, targets)) = &self.phrases {
+            for m in ac.find_iter(text) {
+                let Some((id, action)) = targets.get(m.pattern().as_usize()).and_then(|&i| self.rules.get(i)) else {
+                    continue;
+                };
+                if *action == GuardAction::Block {
+                    return Err(id.clone());
+                }
+                hits.push(Hit { start: m.start(), end: m.end(), label: id.clone(), phrase: true });
+            }
+        }
+        if json {
+            if let Some(h) = hits.iter().find(|h| text.get(h.start..h.end).is_some_and(|s| s.contains(['"', '\\']))) {
+                return Err(h.label.clone());
+            }
+        }
+        hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+        let mut kept: Vec<Hit> = Vec::with_capacity(hits.len());
+        for h in hits {
+            match kept.last_mut() {
+                Some(k) if h.start < k.end => k.end = k.end.max(h.end),
+                _ => kept.push(h),
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Stream windowing for one channel: `buf` holds the channel's
+    /// unreleased (already restored) text. Returns the text to release now
+    /// (redacted), removing it from `buf`; `last` releases everything.
+    /// Labels of redactions are added to `labels`. `Err(label)` on a block.
+    pub(crate) fn release(
+        &self,
+        buf: &mut String,
+        masks: &MaskMap,
+        json: bool,
+        last: bool,
+        labels: &mut Vec<String>,
+    ) -> Result<String, String> {
+        let hits = self.scan(buf, masks, json)?;
+        let cut = if last {
+            buf.len()
+        } else {
+            let limit = self.window.saturating_mul(4);
+            let base = floor_boundary(buf, buf.len().saturating_sub(self.window));
+            let mut c = base;
+            loop {
+                let mut moved = false;
+                for h in &hits {
+                    if h.start < c && h.end > c {
+                        c = h.start;
+                        moved = true;
+                    }
+                }
+                let r = run_start(buf, c);
+                if r < c {
+                    c = r;
+                    moved = true;
+                }
+                if !moved {
+                    break;
+                }
+            }
+            if buf.len() - c > limit {
+                // Candidate run too long to hold: release anyway, keeping a
+                // hit that straddles the window edge whole (redacted).
+                c = base;
+                for h in &hits {
+                    if h.start < c && h.end > c {
+                        c = h.end;
+                    }
+                }
+            }
+            c
+        };
+        if cut == 0 {
+            return Ok(String::new());
+        }
+        let head: Vec<Hit> = hits.into_iter().filter(|h| h.end <= cut).collect();
+        let out = redact(&buf[..cut], &head, labels);
+        buf.drain(..cut);
+        Ok(out)
+    }
+
+    /// Guard one string in place; true when it changed.
+    fn guard_string(
+        &self,
+        s: &mut String,
+        masks: &MaskMap,
+        json: bool,
+        labels: &mut Vec<String>,
+    ) -> Result<bool, String> {
+        let hits = self.scan(s, masks, json)?;
+        if hits.is_empty() {
+            return Ok(false);
+        }
+        *s = redact(s, &hits, labels);
+        Ok(true)
+    }
+}
+
+/// Whether a detected value is one the request contained.
+fn allowed(value: &str, masks: &MaskMap) -> bool {
+    masks.entries().any(|(p, o)| o == value || p == value || o.contains(value) || (o.len() >= 8 && value.contains(o)))
+}
+
+/// `text` with every hit replaced; labels added (unique).
+fn redact(text: &str, hits: &[Hit], labels: &mut Vec<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for h in hits {
+        let (Some(before), true) = (text.get(last..h.start), h.end <= text.len()) else { continue };
+        out.push_str(before);
+        if h.phrase {
+            out.push_str("[REDACTED]");
+        } else {
+            out.push_str("[REDACTED_");
+            out.push_str(&h.label);
+            out.push(']');
+        }
+        last = h.end;
+        if !labels.contains(&h.label) {
+            labels.push(h.label.clone());
+        }
+    }
+    out.push_str(text.get(last..).unwrap_or(""));
+    out
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Characters a key / token / address is made of.
+fn token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '=' | '.' | ':' | '@' | '~')
+}
+
+/// Start of the run of token characters that `i` is inside (or `i`).
+fn run_start(s: &str, i: usize) -> usize {
+    let Some(head) = s.get(..i) else { return i };
+    let tail_starts_token = s.get(i..).and_then(|t| t.chars().next()).is_some_and(token_char);
+    if !tail_starts_token {
+        return i;
+    }
+    let mut start = i;
+    for (p, c) in head.char_indices().rev() {
+        if !token_char(c) {
+            break;
+        }
+        start = p;
+    }
+    start
+}
+
+/// The result of [`guard_json`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonGuard {
+    Unchanged,
+    /// The rewritten body and the types / rule ids redacted.
+    Rewritten(Vec<u8>, Vec<String>),
+    /// A block hit: the entity type or rule id.
+    Blocked(String),
+}
+
+/// Guard the model-generated text fields of a non-streamed JSON response of
+/// `api` (run after [`crate::restore::restore_json`]). Bodies that are not
+/// JSON, and embeddings, are `Unchanged`.
+pub fn guard_json(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, body: &[u8]) -> JsonGuard {
+    if !guard.is_active() || api == ApiKind::OpenAiEmbeddings {
+        return JsonGuard::Unchanged;
+    }
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return JsonGuard::Unchanged };
+    let mut labels = Vec::new();
+    let res = match api {
+        ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => guard_openai_body(guard, masks, &mut v, &mut labels),
+        ApiKind::OpenAiResponses => guard_responses_value(guard, masks, &mut v, &mut labels),
+        ApiKind::AnthropicMessages => guard_anthropic_body(guard, masks, &mut v, &mut labels),
+        ApiKind::OpenAiEmbeddings => Ok(false),
+    };
+    match res {
+        Err(label) => JsonGuard::Blocked(label),
+        Ok(false) => JsonGuard::Unchanged,
+        Ok(true) => match serde_json::to_vec(&v) {
+            Ok(out) => {
+                labels.sort();
+                JsonGuard::Rewritten(out, labels)
+            }
+            Err(_) => JsonGuard::Unchanged,
+        },
+    }
+}
+
+fn guard_slot(
+    guard: &OutputGuard,
+    masks: &MaskMap,
+    slot: Option<&mut Value>,
+    json: bool,
+    labels: &mut Vec<String>,
+) -> Result<bool, String> {
+    match slot {
+        Some(Value::String(s)) => guard.guard_string(s, masks, json, labels),
+        _ => Ok(false),
+    }
+}
+
+fn guard_openai_body(
+    guard: &OutputGuard,
+    masks: &MaskMap,
+    v: &mut Value,
+    labels: &mut Vec<String>,
+) -> Result<bool, String> {
+    let mut changed = false;
+    let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else { return Ok(false) };
+    for choice in choices {
+        changed |= guard_slot(guard, masks, choice.get_mut("text"), false, labels)?;
+        let Some(msg) = choice.get_mut("message") else { continue };
+        match msg.get_mut("content") {
+            Some(Value::Array(parts)) => {
+                for p in parts {
+                    changed |= guard_slot(guard, masks, p.get_mut("text"), false, labels)?;
+                }
+            }
+            other => changed |= guard_slot(guard, masks, other, false, labels)?,
+        }
+        for name in ["refusal", "reasoning_content"] {
+            changed |= guard_slot(guard, masks, msg.get_mut(name), false, labels)?;
+        }
+        if let Some(calls) = msg.get_mut("tool_calls").and_then(Value::as_array_mut) {
+            for call in calls {
+                let slot = call.get_mut("function").and_then(|f| f.get_mut("arguments"));
+                changed |= guard_slot(guard, masks, slot, true, labels)?;
+            }
+        }
+        let slot = msg.get_mut("function_call").and_then(|f| f.get_mut("arguments"));
+        changed |= guard_slot(guard, masks, slot, true, labels)?;
+    }
+    Ok(changed)
+}
+
+/// Responses API: every string under a `text` / `refusal` key (plain) or
+/// an `arguments` key (JSON source) inside `output`, plus `output_text`; for
+/// a stream event (no `output`), the whole event (`part`, `item`,
+/// `response.output`, `text` of a `.done` event).
+pub(crate) fn guard_responses_value(
+    guard: &OutputGuard,
+    masks: &MaskMap,
+    v: &mut Value,
+    labels: &mut Vec<String>,
+) -> Result<bool, String> {
+    let Value::Object(m) = v else { return Ok(false) };
+    let mut changed = guard_slot(guard, masks, m.get_mut("output_text"), false, labels)?;
+    if let Some(output) = m.get_mut("output") {
+        changed |= walk_responses(guard, masks, output, labels)?;
+    } else {
+        for (key, item) in m.iter_mut() {
+            changed |= match key.as_str() {
+                "text" | "refusal" => guard_slot(guard, masks, Some(item), false, labels)?,
+                "arguments" => guard_slot(guard, masks, Some(item), true, labels)?,
+                "part" | "item" | "response" => walk_responses(guard, masks, item, labels)?,
+                _ => false,
+            };
+        }
+    }
+    Ok(changed)
+}
+
+fn walk_responses(
+    guard: &OutputGuard,
+    masks: &MaskMap,
+    v: &mut Value,
+    labels: &mut Vec<String>,
+) -> Result<bool, String> {
+    let mut changed = false;
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                changed |= walk_responses(guard, masks, item, labels)?;
+            }
+        }
+        Value::Object(m) => {
+            let is_response = m.get("object").and_then(Value::as_str) == Some("response");
+            for (key, item) in m.iter_mut() {
+                if is_response && key != "output" && key != "output_text" {
+                    continue;
+                }
+                let is_str = item.is_string();
+                changed |= match key.as_str() {
+                    "text" | "refusal" | "output_text" if is_str => {
+                        guard_slot(guard, masks, Some(item), false, labels)?
+                    }
+                    "arguments" if is_str => guard_slot(guard, masks, Some(item), true, labels)?,
+                    _ => walk_responses(guard, masks, item, labels)?,
+                };
+            }
+        }
+        _ => {}
+    }
+    Ok(changed)
+}
+
+fn guard_anthropic_body(
+    guard: &OutputGuard,
+    masks: &MaskMap,
+    v: &mut Value,
+    labels: &mut Vec<String>,
+) -> Result<bool, String> {
+    let mut changed = false;
+    let Some(blocks) = v.get_mut("content").and_then(Value::as_array_mut) else { return Ok(false) };
+    for b in blocks {
+        let ty = b.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+        match ty.as_str() {
+            "text" => changed |= guard_slot(guard, masks, b.get_mut("text"), false, labels)?,
+            "thinking" => changed |= guard_slot(guard, masks, b.get_mut("thinking"), false, labels)?,
+            "tool_use" | "server_tool_use" => {
+                if let Some(input) = b.get_mut("input") {
+                    changed |= guard_leaves(guard, masks, input, labels)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(changed)
+}
+
+fn guard_leaves(guard: &OutputGuard, masks: &MaskMap, v: &mut Value, labels: &mut Vec<String>) -> Result<bool, String> {
+    let mut changed = false;
+    match v {
+        Value::String(s) => changed |= guard.guard_string(s, masks, false, labels)?,
+        Value::Array(items) => {
+            for item in items {
+                changed |= guard_leaves(guard, masks, item, labels)?;
+            }
+        }
+        Value::Object(m) => {
+            for item in m.values_mut() {
+                changed |= guard_leaves(guard, masks, item, labels)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(changed)
+}
+
+/// The one error event a blocked stream ends with, in `api`'s streaming
+/// shape (OpenAI chat / completions add `data: [DONE]`).
+pub(crate) fn write_block_event(api: ApiKind, named: bool, label: &str, out: &mut Vec<u8>) {
+    let message = format!("response blocked by output policy: {label}");
+    let (event, data) = match api {
+        ApiKind::AnthropicMessages => {
+            (Some("error"), serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}}))
+        }
+        ApiKind::OpenAiResponses => (
+            named.then_some("error"),
+            serde_json::json!({"type": "error", "code": "output_blocked", "message": message, "param": null}),
+        ),
+        _ => {
+            (None, serde_json::json!({"error": {"message": message, "type": "server_error", "code": "output_blocked"}}))
+        }
+    };
+    if let Some(e) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(e.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+    if matches!(api, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions) {
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
