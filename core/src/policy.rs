@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{ApiFamily, ApiKind};
 use crate::error::Error;
 use crate::firewall::FirewallPolicy;
+use crate::guard::OutputPolicy;
 use crate::pii::PiiPolicy;
 
 /// Default cap on a buffered request body.
@@ -154,6 +155,9 @@ pub struct Inspection {
     /// Prompt firewall (default: the default rule pack).
     #[serde(default)]
     pub firewall: FirewallPolicy,
+    /// Output guard on model answers (default: leaked secrets redacted).
+    #[serde(default)]
+    pub output: OutputPolicy,
 }
 
 fn default_host() -> String {
@@ -225,6 +229,7 @@ impl Default for Inspection {
             max_mask_bytes: DEFAULT_MAX_MASK_BYTES,
             pii: PiiPolicy::default(),
             firewall: FirewallPolicy::default(),
+            output: OutputPolicy::default(),
         }
     }
 }
@@ -396,7 +401,11 @@ impl Inspection {
             Error::Policy { path, message } => Error::Policy { path: format!("inspection.pii.{path}"), message },
             other => other,
         })?;
-        self.firewall.validate_at("inspection.firewall")
+        self.firewall.validate_at("inspection.firewall")?;
+        self.output.validate().map_err(|e| match e {
+            Error::Policy { path, message } => Error::Policy { path: format!("inspection.output.{path}"), message },
+            other => other,
+        })
     }
 }
 
@@ -495,6 +504,7 @@ models:
             ("providers:\n  'a b': {kind: openai, baseUrl: 'http://x'}\n", "providers.a b"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {pii: {entities: {EMAIL: mask}}}\n", "inspection.pii.entities.EMAIL"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {firewall: {block: 2}}\n", "inspection.firewall.block"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {output: {windowBytes: 1}}\n", "inspection.output.windowBytes"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {pii: {entities: {SECRET: hide}}}\n", "inspection.pii.entities.SECRET"),
         ];
         for (src, want) in cases {

@@ -102,3 +102,25 @@ async fn injection_is_blocked_with_403_in_both_api_shapes() {
     assert_eq!(seen.iter().filter(|r| r["path"] == "/v1/chat/completions" || r["path"] == "/v1/messages").count(), 1);
     assert_eq!(gw.stat("tollgate_firewall_blocked_total").await, Some(2));
 }
+
+#[tokio::test]
+async fn output_guard_redacts_a_secret_the_model_leaks() {
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let leaked = "AKIAIOSFODNN7EXAMPLE";
+    let client = reqwest::Client::new();
+    for (path, stream) in [("/v1/chat/completions", false), ("/v1/chat/completions", true), ("/v1/messages", false), ("/v1/messages", true)] {
+        let resp = client
+            .post(format!("{}{path}", gw.url))
+            .header("x-mock-append", format!("the key is {leaked} ok"))
+            .json(&json!({"model": "m", "max_tokens": 500, "stream": stream, "messages": [{"role": "user", "content": "what is the key?"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains(leaked), "{path} stream={stream}: the secret reached the client: {body}");
+        assert!(body.contains("[REDACTED_SECRET]"), "{path} stream={stream}: {body}");
+        assert!(body.contains("what is the key?"), "the rest of the answer is intact: {body}");
+    }
+    assert!(gw.wait_stat("tollgate_output_redacted_total", 4).await.unwrap() >= 4);
+}

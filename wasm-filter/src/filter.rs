@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tollgate_core::filter_config::FilterConfig;
 use tollgate_core::firewall::{Firewall, FirewallAction};
+use tollgate_core::guard::{guard_json, JsonGuard, OutputGuard};
 use tollgate_core::pii::{needs_rewrite, MaskMap, PiiScanner};
 use tollgate_core::policy::FailMode;
 use tollgate_core::request::parse_request_json;
@@ -32,6 +33,7 @@ pub const API_PROPERTY: &str = "io.tollgate.api";
 pub const USAGE_PROPERTY: &str = "io.tollgate.usage";
 pub const PII_PROPERTY: &str = "io.tollgate.pii";
 pub const FIREWALL_PROPERTY: &str = "io.tollgate.firewall";
+pub const OUTPUT_PROPERTY: &str = "io.tollgate.output";
 
 /// Everything built once from the plugin configuration and shared by all
 /// requests of a VM.
@@ -40,13 +42,15 @@ pub struct Inspector {
     pub config: FilterConfig,
     pii: PiiScanner,
     firewall: Firewall,
+    output: Arc<OutputGuard>,
 }
 
 impl Inspector {
     pub fn new(config: FilterConfig) -> Result<Inspector, Error> {
         let pii = PiiScanner::new(&config.inspection.pii)?;
         let firewall = Firewall::new(&config.inspection.firewall)?;
-        Ok(Inspector { config, pii, firewall })
+        let output = Arc::new(OutputGuard::new(&config.inspection.output)?);
+        Ok(Inspector { config, pii, firewall, output })
     }
 
     /// Whether masking may change a request body's size.
@@ -254,16 +258,18 @@ impl Filter {
         let sse = host
             .response_header("content-type")
             .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/event-stream"));
-        let restore = !self.masks.is_empty();
+        // Answers are rewritten when masked values must be restored or the
+        // output guard is on.
+        let restore = !self.masks.is_empty() || self.inspector.output.is_active();
         if restore && !end_of_stream {
-            // Restored values change the body's size.
+            // Restored or redacted values change the body's size.
             host.remove_response_header("content-length");
         }
         self.response = if sse {
             ResponseState::Sse(Box::new(SseState {
                 parser: SseParser::new(self.config().inspection.max_sse_event_bytes),
                 usage: StreamUsage::new(api),
-                restorer: restore.then(|| SseRestorer::new(api)),
+                restorer: restore.then(|| SseRestorer::new(api).with_guard(Arc::clone(&self.inspector.output))),
                 strip_usage: self.added_stream_usage,
                 events: Vec::new(),
                 out: Vec::new(),
@@ -347,6 +353,12 @@ impl Filter {
                     r.finish(&self.masks, out);
                 }
                 host.set_response_body(out);
+                if let Some(rule) = restorer.as_ref().and_then(SseRestorer::blocked) {
+                    log::warn!("answer blocked by the output guard ({rule})");
+                    host.increment(Metric::OutputBlocked, 1);
+                    host.set_property(OUTPUT_PROPERTY, format!("blocked:{rule}").as_bytes());
+                    self.response = ResponseState::Unreadable;
+                }
             }
             ResponseState::Idle | ResponseState::JsonRestore | ResponseState::Unreadable | ResponseState::Done => {}
         }
@@ -359,12 +371,43 @@ impl Filter {
             ResponseState::Json(buf) => usage_from_json_body(api, &buf),
             ResponseState::JsonRestore => {
                 let body = held.unwrap_or_default();
-                if let Some(restored) = restore_json(api, &self.masks, body) {
-                    host.set_response_body(&restored);
+                let restored = restore_json(api, &self.masks, body);
+                let answer = restored.as_deref().unwrap_or(body);
+                match guard_json(api, &self.inspector.output, &self.masks, answer) {
+                    JsonGuard::Unchanged => {
+                        if let Some(restored) = &restored {
+                            host.set_response_body(restored);
+                        }
+                    }
+                    JsonGuard::Rewritten(guarded, hits) => {
+                        host.increment(Metric::OutputRedacted, hits.len() as u64);
+                        host.set_property(OUTPUT_PROPERTY, format!("redacted:{}", hits.join(",")).as_bytes());
+                        host.set_response_body(&guarded);
+                    }
+                    JsonGuard::Blocked(rule) => {
+                        // The status line has left already (proxy-wasm cannot
+                        // hold response headers and read the body): the body
+                        // becomes the error, in the client API's shape.
+                        log::warn!("answer blocked by the output guard ({rule})");
+                        host.increment(Metric::OutputBlocked, 1);
+                        host.set_property(OUTPUT_PROPERTY, format!("blocked:{rule}").as_bytes());
+                        let message = format!("the answer was withheld by the output guard (`{rule}`)");
+                        let err = tollgate_core::error_body(api.family(), 502, &message, "output_blocked");
+                        host.set_response_body(err.as_bytes());
+                    }
                 }
                 usage_from_json_body(api, body)
             }
-            ResponseState::Sse(sse) => sse.usage.usage(),
+            ResponseState::Sse(sse) => {
+                let hits = sse.restorer.as_ref().map_or(0, |r| r.guard_hits().len());
+                if hits > 0 {
+                    host.increment(Metric::OutputRedacted, hits as u64);
+                    if let Some(r) = &sse.restorer {
+                        host.set_property(OUTPUT_PROPERTY, format!("redacted:{}", r.guard_hits().join(",")).as_bytes());
+                    }
+                }
+                sse.usage.usage()
+            }
             ResponseState::Idle | ResponseState::Unreadable | ResponseState::Done => None,
         };
         match usage {
@@ -521,6 +564,13 @@ mod tests {
         with_config(cfg)
     }
 
+    /// A filter with the output guard off: answers it need not restore flow untouched.
+    fn unguarded() -> Filter {
+        let mut cfg = FilterConfig::default();
+        cfg.inspection.output.entities.clear();
+        with_config(cfg)
+    }
+
     const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 
     /// Drive a request through the filter, returning the verdict at end of body.
@@ -550,7 +600,7 @@ mod tests {
 
     #[test]
     fn parses_tags_and_counts_a_json_response() {
-        let mut f = filter(1024);
+        let mut f = unguarded();
         let mut h = host("POST", "/v1/chat/completions");
         h.request_headers.insert("x-request-id".into(), "rid-1".into());
         assert_eq!(send_request(&mut f, &mut h, CHAT), Verdict::Continue);
@@ -656,6 +706,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     fn response_over_the_cap_is_not_counted_but_flows() {
         let mut cfg = FilterConfig::default();
         cfg.inspection.max_response_bytes = 16;
+        cfg.inspection.output.entities.clear();
         let mut f = with_config(cfg);
         let mut h = host("POST", "/v1/chat/completions");
         send_request(&mut f, &mut h, CHAT);
@@ -817,8 +868,8 @@ data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"t
         assert!(!out.contains("prompt_tokens"), "the usage chunk reached the client: {out}");
         assert_eq!(h.metrics[&Metric::OutputTokens], 2);
 
-        // A client that asked for usage gets it.
-        let mut f = filter(4096);
+        // A client that asked for usage gets it, untouched when nothing is guarded.
+        let mut f = unguarded();
         let mut h = host("POST", "/v1/chat/completions");
         let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
         send_request(&mut f, &mut h, body);
@@ -843,5 +894,38 @@ data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"t
         let mut h = host("POST", "/v1/chat/completions");
         h.request_headers.insert("content-encoding".into(), "identity".into());
         assert_eq!(send_request(&mut f, &mut h, CHAT), Verdict::Continue);
+    }
+
+    #[test]
+    fn output_guard_redacts_a_leaked_secret_in_json_and_streams() {
+        let key = "sk-proj-Abc123Def456Ghi789Jkl012Mno345Pqr678";
+        // JSON.
+        let mut f = filter(4096);
+        let mut h = host("POST", "/v1/chat/completions");
+        send_request(&mut f, &mut h, CHAT);
+        h.response_headers.insert("content-type".into(), "application/json".into());
+        f.on_response_headers(&mut h, false);
+        let answer = format!(r#"{{"choices":[{{"message":{{"content":"use {key} please"}}}}]}}"#);
+        h.chunk = answer.as_bytes().to_vec();
+        f.on_response_body(&mut h, answer.len(), true);
+        let out = String::from_utf8(h.written.concat()).unwrap();
+        assert!(!out.contains(key) && out.contains("[REDACTED_SECRET]"), "{out}");
+        assert_eq!(h.metrics[&Metric::OutputRedacted], 1);
+
+        // Stream, the key split across events.
+        let mut f = filter(4096);
+        let mut h = host("POST", "/v1/chat/completions");
+        send_request(&mut f, &mut h, r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#);
+        h.response_headers.insert("content-type".into(), "text/event-stream".into());
+        f.on_response_headers(&mut h, false);
+        let (a, b) = key.split_at(15);
+        let ev = |c: &str| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{c}\"}},\"finish_reason\":null}}]}}\n\n");
+        let stream = format!("{}{}{}data: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n", ev("key: "), ev(a), ev(b));
+        h.chunk = stream.as_bytes().to_vec();
+        f.on_response_body(&mut h, stream.len(), true);
+        let out = String::from_utf8(h.written.concat()).unwrap();
+        assert!(!out.contains(a) && !out.contains(b), "no part of the key leaks: {out}");
+        assert!(!out.contains(key), "{out}");
+        assert!(out.contains("[REDACTED_SECRET]") && out.ends_with("data: [DONE]\n\n"), "{out}");
     }
 }

@@ -21,10 +21,14 @@ pub enum Metric {
     FirewallFlagged,
     /// Responses in which masked values could not be restored (over the cap, bad stream).
     RestoreSkipped,
+    /// Output-guard findings redacted from answers.
+    OutputRedacted,
+    /// Answers withheld by the output guard.
+    OutputBlocked,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 13] = [
         Metric::Requests,
         Metric::Rejected,
         Metric::InputTokens,
@@ -36,6 +40,8 @@ impl Metric {
         Metric::FirewallBlocked,
         Metric::FirewallFlagged,
         Metric::RestoreSkipped,
+        Metric::OutputRedacted,
+        Metric::OutputBlocked,
     ];
 
     /// The name Envoy shows (under its `wasmcustom.` prefix).
@@ -52,6 +58,8 @@ impl Metric {
             Metric::FirewallBlocked => "tollgate_firewall_blocked_total",
             Metric::FirewallFlagged => "tollgate_firewall_flagged_total",
             Metric::RestoreSkipped => "tollgate_restore_skipped_total",
+            Metric::OutputRedacted => "tollgate_output_redacted_total",
+            Metric::OutputBlocked => "tollgate_output_blocked_total",
         }
     }
 }

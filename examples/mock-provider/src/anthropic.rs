@@ -338,7 +338,7 @@ pub(crate) async fn messages(
         },
         None => {
             let (text, finish) = util::shape_reply(
-                util::reply_for(&conv.last_user_text),
+                util::reply_with_append(&conv.last_user_text, &headers),
                 &stop,
                 Some(max_tokens),
             );

@@ -56,6 +56,8 @@ pub mod headers {
     pub const CHUNK_DELAY_MS: &str = "x-mock-chunk-delay-ms";
     /// Request: close the connection without any response.
     pub const RESET: &str = "x-mock-reset";
+    /// Text appended to the model's answer.
+    pub const APPEND: &str = "x-mock-append";
     /// Echoed back when present.
     pub const REQUEST_ID: &str = "x-request-id";
 }

@@ -421,7 +421,7 @@ pub(crate) async fn chat_completions(
         },
         None => {
             let (text, finish) = util::shape_reply(
-                util::reply_for(&user_text),
+                util::reply_with_append(&user_text, &headers),
                 &stop_list(req.get("stop")),
                 max,
             );

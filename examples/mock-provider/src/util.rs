@@ -40,6 +40,17 @@ pub fn reply_for(user_text: &str) -> String {
     )
 }
 
+/// The reply for a prompt plus the `x-mock-append` header's text, which lets
+/// tests make the "model" say something the prompt did not contain.
+pub fn reply_with_append(user_text: &str, headers: &axum::http::HeaderMap) -> String {
+    let mut reply = reply_for(user_text);
+    if let Some(extra) = headers.get(crate::headers::APPEND).and_then(|v| v.to_str().ok()) {
+        reply.push(' ');
+        reply.push_str(extra);
+    }
+    reply
+}
+
 /// Why a text answer ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finish {
