@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::api::ApiKind;
 use crate::error::Error;
-use crate::pii::{MaskMap, PiiAction, PiiPolicy, PiiScanner, BUILTIN_ENTITIES, SECRET};
+use crate::pii::{check_builtin_names, policy_err, MaskMap, PiiAction, PiiPolicy, PiiScanner, SECRET};
 
 /// What to do with an output hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -74,22 +74,11 @@ impl Default for OutputPolicy {
     }
 }
 
-fn policy_err(path: String, message: impl Into<String>) -> Error {
-    Error::Policy { path, message: message.into() }
-}
-
 impl OutputPolicy {
     /// Check what serde cannot. Paths are relative to the output policy
     /// (`entities.FOO`, `phrases[0].phrases[1]`, `windowBytes`).
     pub fn validate(&self) -> Result<(), Error> {
-        for name in self.entities.keys() {
-            if !BUILTIN_ENTITIES.contains(&name.as_str()) {
-                return Err(policy_err(
-                    format!("entities.{name}"),
-                    format!("unknown entity; expected one of {}", BUILTIN_ENTITIES.join(", ")),
-                ));
-            }
-        }
+        check_builtin_names(self.entities.keys())?;
         if !(16..=65536).contains(&self.window_bytes) {
             return Err(policy_err("windowBytes".into(), "must be between 16 and 65536"));
         }

@@ -239,8 +239,19 @@ impl Default for PiiPolicy {
     }
 }
 
-fn policy_err(path: String, message: impl Into<String>) -> Error {
+pub(crate) fn policy_err(path: String, message: impl Into<String>) -> Error {
     Error::Policy { path, message: message.into() }
+}
+
+/// Every name is a built-in entity type; the error names `entities.<NAME>`.
+pub(crate) fn check_builtin_names<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<(), Error> {
+    match names.into_iter().find(|n| !BUILTIN_ENTITIES.contains(&n.as_str())) {
+        Some(name) => Err(policy_err(
+            format!("entities.{name}"),
+            format!("unknown entity; expected one of {}", BUILTIN_ENTITIES.join(", ")),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn upper_snake(name: &str) -> bool {
@@ -252,14 +263,7 @@ impl PiiPolicy {
     /// Check what serde cannot. Paths are relative to the PII policy
     /// (`entities.FOO`, `custom[0].patterns[1]`).
     pub fn validate(&self) -> Result<(), Error> {
-        for name in self.entities.keys() {
-            if !BUILTIN_ENTITIES.contains(&name.as_str()) {
-                return Err(policy_err(
-                    format!("entities.{name}"),
-                    format!("unknown entity; expected one of {}", BUILTIN_ENTITIES.join(", ")),
-                ));
-            }
-        }
+        check_builtin_names(self.entities.keys())?;
         for (i, c) in self.custom.iter().enumerate() {
             if !upper_snake(&c.name) {
                 return Err(policy_err(format!("custom[{i}].name"), "names are UPPER_SNAKE (A-Z, 0-9, _)"));
