@@ -26,6 +26,18 @@ pub enum Error {
     /// Per-request inspection state outgrew its configured bound.
     #[error("inspection state exceeds the limit of {limit} bytes")]
     InspectionLimit { limit: usize },
+    /// Missing, unknown, revoked or expired credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller may not use this model.
+    #[error("model `{model}` is not allowed for {who}")]
+    ModelNotAllowed { model: String, who: String },
+    /// A rate limit or budget is exhausted.
+    #[error("{0}")]
+    RateLimited(String),
+    /// A component the gateway needs is down and its fail mode is closed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -40,6 +52,10 @@ impl Error {
             Error::BodyTooLarge { .. } => 413,
             Error::SseEventTooLarge { .. } => 502,
             Error::Policy { .. } => 500,
+            Error::Unauthorized(_) => 401,
+            Error::ModelNotAllowed { .. } => 403,
+            Error::RateLimited(_) => 429,
+            Error::Unavailable(_) => 503,
         }
     }
 
@@ -55,6 +71,10 @@ impl Error {
             Error::Blocked { .. } => "blocked_by_policy",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::InspectionLimit { .. } => "inspection_limit",
+            Error::Unauthorized(_) => "invalid_api_key",
+            Error::ModelNotAllowed { .. } => "model_not_allowed",
+            Error::RateLimited(_) => "rate_limit_exceeded",
+            Error::Unavailable(_) => "service_unavailable",
         }
     }
 

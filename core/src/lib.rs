@@ -4,6 +4,7 @@
 //! values (or a [`Error`]) back. The crate builds for the host and for
 //! `wasm32-wasip1`.
 
+pub mod access;
 pub mod api;
 pub mod error;
 pub mod filter_config;
@@ -11,9 +12,11 @@ pub mod firewall;
 pub mod guard;
 pub mod pii;
 pub mod policy;
+pub mod pricing;
 pub mod request;
 pub mod restore;
 pub mod sse;
+pub mod translate;
 pub mod usage;
 
 pub use api::{ApiFamily, ApiKind};

@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Access, Consumer, LimitStore, Team};
 use crate::api::{ApiFamily, ApiKind};
 use crate::error::Error;
+use crate::pricing::Price;
 use crate::firewall::FirewallPolicy;
 use crate::guard::OutputPolicy;
 use crate::pii::PiiPolicy;
@@ -39,6 +41,19 @@ pub struct Policy {
     pub models: BTreeMap<String, ModelRoute>,
     #[serde(default)]
     pub inspection: Inspection,
+    /// How callers identify themselves.
+    #[serde(default)]
+    pub access: Access,
+    #[serde(default)]
+    pub teams: BTreeMap<String, Team>,
+    #[serde(default)]
+    pub consumers: BTreeMap<String, Consumer>,
+    /// Where limit counters live.
+    #[serde(default)]
+    pub limits: LimitStore,
+    /// USD per 1M tokens, merged over the built-in table.
+    #[serde(default)]
+    pub pricing: BTreeMap<String, Price>,
 }
 
 /// Where Envoy listens.
@@ -334,6 +349,17 @@ impl Policy {
             }
         }
         self.inspection.validate()?;
+        crate::access::validate(&self.access, &self.teams, &self.consumers, &self.limits)?;
+        for name in self.teams.keys().chain(self.consumers.keys()) {
+            if !valid_name(name) {
+                return err(name.clone(), "team and consumer names use letters, digits, '-' and '_' only".into());
+            }
+        }
+        for (model, price) in &self.pricing {
+            if !price.validate() {
+                return err(format!("pricing.{model}"), "prices are non-negative USD per 1M tokens".into());
+            }
+        }
         let ports = [
             ("listen.port", self.listen.port),
             ("listen.adminPort", self.listen.admin_port),

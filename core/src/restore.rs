@@ -413,6 +413,12 @@ impl SseRestorer {
             event.write_to(out);
             return;
         };
+        if is_error_event(event, &v) {
+            // An error ends the answer: the text before it goes first.
+            self.flush_all(map, out);
+            event.write_to(out);
+            return;
+        }
         let changed = match self.api {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => self.openai_chunk(map, &mut v),
             ApiKind::OpenAiResponses => self.responses_event(map, &mut v, out),
@@ -752,3 +758,8 @@ fn write_event(out: &mut Vec<u8>, event: Option<&str>, id: Option<&str>, data: &
     out.extend_from_slice(data.as_bytes());
     out.extend_from_slice(b"\n\n");
 }
+/// An in-stream error: OpenAI's `{"error": ...}` chunk or Anthropic's `error` event.
+fn is_error_event(event: &SseEvent, v: &Value) -> bool {
+    event.event.as_deref() == Some("error") || v.get("error").is_some_and(Value::is_object) && v.get("choices").is_none()
+}
+

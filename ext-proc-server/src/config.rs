@@ -1,9 +1,18 @@
 //! Loading the policy file and the provider keys it references.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use tollgate_core::access::StoreKind;
 use tollgate_core::policy::{Policy, ProviderKind};
+
+use crate::budget::Budget;
+use crate::keys::LiveKeys;
+use crate::limits::embedded::EmbeddedStore;
+use crate::limits::redis::RedisStore;
+use crate::limits::Store;
+use crate::processor::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -17,6 +26,45 @@ pub enum ConfigError {
     KeyFile { provider: String, path: String, source: std::io::Error },
 }
 
+/// A path from the policy, relative to the policy file's directory.
+pub fn policy_relative(policy_path: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        policy_path.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
+/// Everything the sidecar serves from: policy, provider keys, virtual keys
+/// (watched for changes) and the limiter with its store.
+pub async fn build_shared(policy: Policy, policy_path: &Path) -> anyhow::Result<Shared> {
+    let credentials = load_credentials(&policy)?;
+    let keys = LiveKeys::open(policy.access.key_store.as_deref().map(PathBuf::from))?;
+    keys.watch(Duration::from_millis(500));
+    let store: Store = match policy.limits.store {
+        StoreKind::Embedded => {
+            let dir = match policy.limits.dir.as_deref() {
+                Some(dir) => PathBuf::from(dir),
+                None => policy_relative(policy_path, "state"),
+            };
+            EmbeddedStore::open(&dir)?.into()
+        }
+        StoreKind::Redis => {
+            let url = policy.limits.redis.as_deref().unwrap_or_default();
+            RedisStore::connect_lazy(url, "tollgate:").await?.into()
+        }
+    };
+    let budget = Budget::new(store, &policy);
+    // Load the token encodings before serving: the first request must not
+    // wait for them (past Envoy's message timeout, it would fail open).
+    tokio::task::spawn_blocking(crate::tokens::warm_up).await?;
+    let mut shared = Shared::new(policy, credentials);
+    shared.keys = keys;
+    shared.budget = Some(budget);
+    Ok(shared)
+}
+
 /// Parse a policy from YAML (or JSON, a subset of YAML) text.
 pub fn parse_policy(text: &str) -> Result<Policy, tollgate_core::Error> {
     Policy::deserialize(serde_yaml_ng::Deserializer::from_str(text))
@@ -25,7 +73,28 @@ pub fn parse_policy(text: &str) -> Result<Policy, tollgate_core::Error> {
 pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-    parse_policy(&text).map_err(|source| ConfigError::Invalid { path: shown, source })
+    let mut policy = parse_policy(&text).map_err(|source| ConfigError::Invalid { path: shown, source })?;
+    resolve_paths(&mut policy, path);
+    Ok(policy)
+}
+
+/// Make every file path in the policy absolute, relative to the policy file.
+pub fn resolve_paths(policy: &mut Policy, policy_path: &Path) {
+    let fix = |p: &mut String| *p = policy_relative(policy_path, p).display().to_string();
+    if let Some(p) = policy.access.key_store.as_mut() {
+        fix(p);
+    }
+    if let Some(jwt) = policy.access.jwt.as_mut() {
+        fix(&mut jwt.jwks_file);
+    }
+    if let Some(p) = policy.limits.dir.as_mut() {
+        fix(p);
+    }
+    for provider in policy.providers.values_mut() {
+        if let Some(p) = provider.key_file.as_mut() {
+            fix(p);
+        }
+    }
 }
 
 /// A provider credential, held only in memory and never printed.

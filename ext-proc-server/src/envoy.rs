@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use tollgate_core::filter_config::FilterConfig;
 use tollgate_core::policy::{BaseUrl, FailMode, Policy};
 
+use crate::identity::{JWT_NAMESPACE, JWT_PAYLOAD_KEY};
 use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
 
 /// Inputs besides the policy.
@@ -41,6 +42,11 @@ fn access_log_format() -> Value {
         "provider": md("provider"),
         "upstream_model": md("upstream_model"),
         "usage": fs("usage"),
+        "consumer": md("consumer"),
+        "team": md("team"),
+        "input_tokens": md("input_tokens"),
+        "output_tokens": md("output_tokens"),
+        "cost_usd": md("cost_usd"),
         "pii": fs("pii"),
         "firewall": fs("firewall"),
         "upstream": "%UPSTREAM_CLUSTER%",
@@ -102,8 +108,12 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             "grpc_service": {"envoy_grpc": {"cluster_name": "tollgate_sidecar"}, "timeout": timeout},
             "failure_mode_allow": policy.fail_mode.sidecar == FailMode::Open,
             "allow_mode_override": true,
-            // Accept the sidecar's dynamic metadata in our namespace only.
-            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            // Accept the sidecar's dynamic metadata in our namespace only;
+            // send it the verified JWT payload when identity comes from JWTs.
+            "metadata_options": {
+                "receiving_namespaces": {"untyped": [METADATA_NAMESPACE]},
+                "forwarding_namespaces": {"untyped": if policy.access.jwt.is_some() { vec![JWT_NAMESPACE] } else { vec![] }},
+            },
             "message_timeout": timeout,
             "processing_mode": {
                 "request_header_mode": "SEND",
@@ -129,11 +139,11 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
                 },
             }],
             "route_config": {"name": "tollgate", "virtual_hosts": [{"name": "tollgate", "domains": ["*"], "routes": routes}]},
-            "http_filters": [
+            "http_filters": jwt_authn(policy).into_iter().chain([
                 wasm,
                 ext_proc,
-                {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-            ],
+                json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
+            ]).collect::<Vec<_>>(),
         },
     });
     Ok(json!({
@@ -146,6 +156,30 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
                 "filter_chains": [{"filters": [hcm]}],
             }],
             "clusters": clusters,
+        },
+    }))
+}
+
+/// Envoy's `jwt_authn` filter when the policy takes identity from JWTs. A
+/// missing or invalid token is let through without a payload, so the sidecar
+/// answers it (401 in the client API's shape) or accepts a gateway key.
+fn jwt_authn(policy: &Policy) -> Option<Value> {
+    let jwt = policy.access.jwt.as_ref()?;
+    Some(json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"tollgate": {
+                "issuer": jwt.issuer,
+                "audiences": jwt.audiences,
+                "local_jwks": {"filename": jwt.jwks_file},
+                "payload_in_metadata": JWT_PAYLOAD_KEY,
+                "forward": false,
+            }},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+                {"provider_name": "tollgate"},
+                {"allow_missing_or_failed": {}},
+            ]}}}],
         },
     }))
 }

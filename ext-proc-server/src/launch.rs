@@ -224,6 +224,8 @@ pub fn envoy_command(envoy: &Path, config: &Path, log_level: &str) -> Command {
     let mut cmd = Command::new(envoy);
     cmd.arg("-c")
         .arg(config)
-        .args(["--log-level", log_level, "--disable-hot-restart", "--concurrency", "2"]);
+        .args(["--log-level", log_level, "--disable-hot-restart", "--concurrency", "2"])
+        // Access-log lines reach the file within a second (Envoy's default is 10 s).
+        .args(["--file-flush-interval-msec", "1000"]);
     cmd
 }

@@ -5,10 +5,16 @@
 //! - [`envoy`]: renders Envoy's bootstrap and the filter configuration from the policy;
 //! - [`launch`]: finds, installs and starts the components (`tollgate up`, tests).
 
+pub mod budget;
 pub mod config;
 pub mod envoy;
+pub mod identity;
+pub mod keys;
 pub mod launch;
+pub mod limits;
+pub mod meter;
 pub mod processor;
 pub mod scan;
 pub mod server;
+pub mod tokens;
 pub mod up;

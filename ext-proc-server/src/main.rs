@@ -2,14 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tollgate_core::filter_config::FilterConfig;
-use tollgate_ext_proc::config::{load_credentials, load_policy};
+use tollgate_ext_proc::config::{build_shared, load_policy};
 use tollgate_ext_proc::envoy::{render_yaml, RenderOptions};
-use tollgate_ext_proc::processor::Shared;
 use tollgate_ext_proc::{scan, server, up};
 
 #[derive(Debug, Parser)]
@@ -54,10 +52,57 @@ enum Cmd {
         #[arg(long)]
         policy: PathBuf,
     },
+    /// Manage virtual keys in the policy's key store (`access.keyStore`).
+    Keys {
+        #[command(subcommand)]
+        what: KeysCmd,
+    },
+    /// Spend per team, consumer and model, from the running sidecar.
+    Usage {
+        /// The policy of the running gateway (finds the sidecar's admin port).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The sidecar's admin address (default: from the policy, else 127.0.0.1:10003).
+        #[arg(long)]
+        admin: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        /// First day: `YYYY-MM-DD`, or a span back from today such as `7d` (default: this month).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON rows instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Render configuration from a policy.
     Render {
         #[command(subcommand)]
         what: RenderCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Create a key for a consumer; prints the secret once.
+    Create {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        consumer: String,
+        /// Lifetime such as `30d` or `12h` (default: no expiry).
+        #[arg(long)]
+        expires: Option<humantime::Duration>,
+    },
+    /// Revoke a key by id (takes effect within a second, no restart).
+    Revoke {
+        #[arg(long)]
+        policy: PathBuf,
+        id: String,
+    },
+    /// List keys (ids, consumers, dates; never secrets).
+    List {
+        #[arg(long)]
+        policy: PathBuf,
     },
 }
 
@@ -111,13 +156,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve { policy, grpc, admin } => {
             init_tracing();
-            let policy = load_policy(&policy)?;
-            let credentials = load_credentials(&policy)?;
+            let policy_path = policy;
+            let policy = load_policy(&policy_path)?;
             let host: std::net::IpAddr =
                 policy.sidecar.host.parse().with_context(|| format!("sidecar.host `{}`", policy.sidecar.host))?;
             let grpc = grpc.unwrap_or(SocketAddr::new(host, policy.sidecar.grpc_port));
             let admin = admin.unwrap_or(SocketAddr::new(host, policy.sidecar.admin_port));
-            let shared = Shared { policy: Arc::new(policy), credentials: Arc::new(credentials) };
+            let shared = build_shared(policy, &policy_path).await?;
             let grpc = server::bind(grpc).await?;
             let admin = server::bind(admin).await?;
             server::run(shared, grpc, admin, server::shutdown_signal()).await
@@ -158,6 +203,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Keys { what } => keys_command(what),
+        Cmd::Usage { policy, admin, team, since, json } => usage_command(policy, admin, team, since, json).await,
         Cmd::Render { what } => match what {
             RenderCmd::Envoy { policy, wasm, access_log, out } => {
                 let policy = load_policy(&policy)?;
@@ -177,3 +224,107 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+
+fn key_store_of(policy_path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let policy = load_policy(policy_path)?;
+    policy
+        .access
+        .key_store
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow::anyhow!("{}: the policy sets no access.keyStore", policy_path.display()))
+}
+
+fn keys_command(what: KeysCmd) -> anyhow::Result<()> {
+    use tollgate_ext_proc::keys::KeyFile;
+    match what {
+        KeysCmd::Create { policy, consumer, expires } => {
+            let p = load_policy(&policy)?;
+            if !p.consumers.contains_key(&consumer) {
+                anyhow::bail!("consumer `{consumer}` is not in {} (add it under `consumers:` first)", policy.display());
+            }
+            let store = key_store_of(&policy)?;
+            let mut file = KeyFile::load(&store)?;
+            let now = std::time::SystemTime::now();
+            let (secret, record) = file.create(&consumer, expires.map(|d| now + *d), now)?;
+            file.save(&store)?;
+            eprintln!(
+                "created key {} for consumer `{consumer}` (team `{}`){}; it is shown once:",
+                record.id,
+                p.consumers[&consumer].team,
+                record.expires.as_deref().map(|e| format!(", expires {e}")).unwrap_or_default()
+            );
+            println!("{secret}");
+        }
+        KeysCmd::Revoke { policy, id } => {
+            let store = key_store_of(&policy)?;
+            let mut file = KeyFile::load(&store)?;
+            let consumer = file.revoke(&id)?.consumer.clone();
+            file.save(&store)?;
+            println!("revoked key {id} of consumer `{consumer}`");
+        }
+        KeysCmd::List { policy } => {
+            let store = key_store_of(&policy)?;
+            let file = KeyFile::load(&store)?;
+            println!("{:<14} {:<20} {:<22} {:<22} STATE", "ID", "CONSUMER", "CREATED", "EXPIRES");
+            let now = std::time::SystemTime::now();
+            for k in &file.keys {
+                let expired = k.expires.as_deref().and_then(|e| humantime::parse_rfc3339_weak(e).ok()).is_some_and(|t| t <= now);
+                let state = if k.revoked { "revoked" } else if expired { "expired" } else { "active" };
+                println!("{:<14} {:<20} {:<22} {:<22} {state}", k.id, k.consumer, k.created, k.expires.as_deref().unwrap_or("-"));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn usage_command(
+    policy: Option<PathBuf>,
+    admin: Option<String>,
+    team: Option<String>,
+    since: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use tollgate_ext_proc::limits::UsageRow;
+    let admin = match (admin, policy) {
+        (Some(a), _) => a,
+        (None, Some(p)) => {
+            let p = load_policy(&p)?;
+            format!("{}:{}", p.sidecar.host, p.sidecar.admin_port)
+        }
+        (None, None) => "127.0.0.1:10003".into(),
+    };
+    let mut query = Vec::new();
+    if let Some(since) = since {
+        let day = match humantime::parse_duration(&since) {
+            Ok(span) => tollgate_ext_proc::limits::utc_day(std::time::SystemTime::now() - span),
+            Err(_) => since,
+        };
+        query.push(format!("since={day}"));
+    }
+    if let Some(team) = team {
+        query.push(format!("team={team}"));
+    }
+    let path = format!("/usage?{}", query.join("&"));
+    let (status, body) = tollgate_ext_proc::launch::http_get(&admin, &path)
+        .await
+        .with_context(|| format!("cannot reach the sidecar at {admin} (is the gateway up?)"))?;
+    if status != 200 {
+        anyhow::bail!("sidecar at {admin} answered {status}: {}", body.trim());
+    }
+    let rows: Vec<UsageRow> = serde_json::from_str(&body).with_context(|| format!("unexpected answer from {admin}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<11} {:<14} {:<16} {:<28} {:>8} {:>10} {:>10} {:>12}", "DAY", "TEAM", "CONSUMER", "MODEL", "REQUESTS", "INPUT", "OUTPUT", "COST (USD)");
+    let mut total = 0u64;
+    for r in &rows {
+        total += r.cost_micros;
+        println!(
+            "{:<11} {:<14} {:<16} {:<28} {:>8} {:>10} {:>10} {:>12.6}",
+            r.day, r.team, r.consumer, r.model, r.requests, r.input_tokens, r.output_tokens, tollgate_core::pricing::usd(r.cost_micros)
+        );
+    }
+    println!("total: ${:.6} over {} rows", tollgate_core::pricing::usd(total), rows.len());
+    Ok(())
+}

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption};
+use std::time::SystemTime;
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption, Metadata};
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{processing_mode, ProcessingMode};
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
@@ -15,9 +17,16 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use tollgate_core::policy::Policy;
 use tollgate_core::request::{parse_request_json, ParsedRequest};
-use tollgate_core::{ApiKind, Error};
+use tollgate_core::pricing::usd;
+use tollgate_core::usage::Usage;
+use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent};
 
+use crate::budget::{admitted_headers, Budget, Held};
 use crate::config::Credential;
+use crate::identity::{check_model, identify, Identity};
+use crate::keys::LiveKeys;
+use crate::meter::Meter;
+use crate::tokens;
 
 /// Header the sidecar sets so Envoy's route table picks the provider cluster.
 pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
@@ -26,11 +35,22 @@ pub const BACKEND_HEADER: &str = "x-tollgate-backend";
 /// Dynamic metadata namespace.
 pub const METADATA_NAMESPACE: &str = "io.tollgate";
 
-/// What every stream shares: the policy and the provider keys.
-#[derive(Debug, Clone)]
+/// What every stream shares: the policy, the provider keys, the virtual
+/// keys and the limiter.
+#[derive(Clone)]
 pub struct Shared {
     pub policy: Arc<Policy>,
     pub credentials: Arc<HashMap<String, Credential>>,
+    pub keys: LiveKeys,
+    /// Limits, budgets and spend records (absent only in handler tests).
+    pub budget: Option<Budget>,
+}
+
+impl Shared {
+    /// No virtual keys and no limiter.
+    pub fn new(policy: Policy, credentials: HashMap<String, Credential>) -> Shared {
+        Shared { policy: Arc::new(policy), credentials: Arc::new(credentials), keys: LiveKeys::default(), budget: None }
+    }
 }
 
 /// Where one HTTP stream is in its life.
@@ -41,22 +61,39 @@ pub enum StreamState {
     /// Not AI traffic: every later phase is skipped.
     Passthrough,
     /// AI request headers seen; waiting for the buffered body.
-    AwaitingBody { api: ApiKind, request_id: String },
+    AwaitingBody { api: ApiKind, request_id: String, identity: Option<Identity> },
     /// Routed upstream.
-    Routed { api: ApiKind, request_id: String, provider: String, model: String },
+    Routed(Box<Routed>),
     /// Answered by the sidecar itself.
     Answered,
 }
 
+/// A request on its way to (or back from) a provider.
+#[derive(Debug)]
+pub struct Routed {
+    pub api: ApiKind,
+    pub request_id: String,
+    pub provider: String,
+    pub model: String,
+    pub identity: Option<Identity>,
+    /// The live reservation (absent without a limiter).
+    pub held: Option<Held>,
+    /// Counts the answer as it passes.
+    pub meter: Option<Meter>,
+    /// The stream crossed a budget and was ended for the client.
+    pub cut: bool,
+    pub settled: bool,
+}
+
 /// Handle one message of a stream.
-pub fn handle(shared: &Shared, state: &mut StreamState, req: ProcessingRequest) -> ProcessingResponse {
+pub async fn handle(shared: &Shared, state: &mut StreamState, req: ProcessingRequest) -> ProcessingResponse {
     match req.request {
-        Some(processing_request::Request::RequestHeaders(h)) => on_request_headers(state, &h),
-        Some(processing_request::Request::RequestBody(b)) => on_request_body(shared, state, &b),
-        Some(processing_request::Request::ResponseHeaders(_)) => on_response_headers(state),
-        Some(processing_request::Request::ResponseBody(_)) => {
-            reply(processing_response::Response::ResponseBody(BodyResponse::default()))
+        Some(processing_request::Request::RequestHeaders(h)) => {
+            on_request_headers(shared, state, &h, req.metadata_context.as_ref())
         }
+        Some(processing_request::Request::RequestBody(b)) => on_request_body(shared, state, &b).await,
+        Some(processing_request::Request::ResponseHeaders(h)) => on_response_headers(shared, state, &h).await,
+        Some(processing_request::Request::ResponseBody(b)) => on_response_body(shared, state, &b).await,
         Some(processing_request::Request::RequestTrailers(_)) => {
             reply(processing_response::Response::RequestTrailers(Default::default()))
         }
@@ -64,6 +101,14 @@ pub fn handle(shared: &Shared, state: &mut StreamState, req: ProcessingRequest) 
             reply(processing_response::Response::ResponseTrailers(Default::default()))
         }
         None => ProcessingResponse::default(),
+    }
+}
+
+/// The stream ended (or Envoy went away): settle what was not settled, with
+/// what was counted.
+pub async fn finish(shared: &Shared, state: &mut StreamState) {
+    if let StreamState::Routed(r) = state {
+        settle(shared, r).await;
     }
 }
 
@@ -79,7 +124,12 @@ pub fn header(headers: &HttpHeaders, name: &str) -> Option<String> {
     })
 }
 
-fn on_request_headers(state: &mut StreamState, h: &HttpHeaders) -> ProcessingResponse {
+fn on_request_headers(
+    shared: &Shared,
+    state: &mut StreamState,
+    h: &HttpHeaders,
+    metadata: Option<&Metadata>,
+) -> ProcessingResponse {
     let api = match (header(h, ":method").as_deref(), header(h, ":path")) {
         (Some("POST"), Some(path)) => ApiKind::from_path(&path),
         _ => None,
@@ -91,37 +141,59 @@ fn on_request_headers(state: &mut StreamState, h: &HttpHeaders) -> ProcessingRes
         return resp;
     };
     let request_id = header(h, "x-tollgate-request-id").or_else(|| header(h, "x-request-id")).unwrap_or_default();
+    let identity = match identify(&shared.policy, &shared.keys.current(), h, metadata, SystemTime::now()) {
+        Ok(identity) => identity,
+        Err(err) => {
+            *state = StreamState::Answered;
+            return immediate(api, &request_id, &err, &[]);
+        }
+    };
     if h.end_of_stream {
         *state = StreamState::Answered;
-        return immediate(api, &request_id, &Error::InvalidRequest("a JSON request body is required".into()));
+        return immediate(api, &request_id, &Error::InvalidRequest("a JSON request body is required".into()), &[]);
     }
-    *state = StreamState::AwaitingBody { api, request_id };
+    *state = StreamState::AwaitingBody { api, request_id, identity };
     reply(processing_response::Response::RequestHeaders(HeadersResponse::default()))
 }
 
-fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) -> ProcessingResponse {
-    let StreamState::AwaitingBody { api, request_id } = std::mem::take(state) else {
+async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) -> ProcessingResponse {
+    let StreamState::AwaitingBody { api, request_id, identity } = std::mem::take(state) else {
         return reply(processing_response::Response::RequestBody(BodyResponse::default()));
+    };
+    let fail = |state: &mut StreamState, err: &Error, headers: &[(String, String)]| {
+        *state = StreamState::Answered;
+        immediate(api, &request_id, err, headers)
     };
     let ParsedRequest { json, request: parsed, .. } = match parse_request_json(api, &body.body) {
         Ok(parsed) => parsed,
-        Err(err) => {
-            *state = StreamState::Answered;
-            return immediate(api, &request_id, &err);
-        }
+        Err(err) => return fail(state, &err, &[]),
     };
+    if let Err(err) = check_model(&shared.policy, identity.as_ref(), &parsed.model) {
+        return fail(state, &err, &[]);
+    }
     let route = match shared.policy.route(api, &parsed.model) {
         Ok(route) => route,
-        Err(err) => {
-            *state = StreamState::Answered;
-            return immediate(api, &request_id, &err);
+        Err(err) => return fail(state, &err, &[]),
+    };
+    let held = match &shared.budget {
+        Some(budget) => {
+            let input = tokens::prompt_tokens(route.model, &parsed);
+            let max_output = if api == ApiKind::OpenAiEmbeddings { Some(0) } else { parsed.max_tokens };
+            match budget.reserve(&shared.policy, identity.as_ref(), route.model, input, max_output, SystemTime::now()).await {
+                Ok(held) => Some(held),
+                Err(refused) => return fail(state, &refused.error, &refused.headers),
+            }
         }
+        None => None,
     };
     let mut mutation = HeaderMutation { set_headers: vec![set_header(PROVIDER_HEADER, route.provider)], ..Default::default() };
     if let Some(cred) = shared.credentials.get(route.provider) {
         // The client's own key never reaches the provider.
         mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
         mutation.set_headers.push(set_header(cred.header, &cred.value));
+    } else if identity.is_some() {
+        // A gateway credential is for the gateway only.
+        mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
     }
     let mut common = CommonResponse { clear_route_cache: true, ..Default::default() };
     if route.model != parsed.model {
@@ -130,25 +202,136 @@ fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) ->
         common.body_mutation = Some(BodyMutation { mutation: Some(body_mutation::Mutation::Body(new_body)) });
     }
     common.header_mutation = Some(mutation);
-    tracing::info!(request_id, api = api.as_str(), model = parsed.model, provider = route.provider, upstream_model = route.model, "routed");
+    let (consumer, team) = identity.as_ref().map_or(("", ""), |i| (i.consumer.as_str(), i.team.as_str()));
+    tracing::info!(request_id, api = api.as_str(), model = parsed.model, provider = route.provider, upstream_model = route.model, consumer, team, "routed");
     let mut resp = reply(processing_response::Response::RequestBody(BodyResponse { response: Some(common) }));
-    resp.dynamic_metadata = Some(metadata(&[
-        ("api", api.as_str()),
-        ("model", &parsed.model),
-        ("provider", route.provider),
-        ("upstream_model", route.model),
-    ]));
-    *state = StreamState::Routed { api, request_id, provider: route.provider.to_string(), model: route.model.to_string() };
+    let mut fields = vec![
+        ("api", str_value(api.as_str())),
+        ("model", str_value(&parsed.model)),
+        ("provider", str_value(route.provider)),
+        ("upstream_model", str_value(route.model)),
+    ];
+    if let Some(i) = &identity {
+        fields.push(("consumer", str_value(&i.consumer)));
+        fields.push(("team", str_value(&i.team)));
+        fields.push(("auth", str_value(i.via.as_str())));
+    }
+    resp.dynamic_metadata = Some(metadata(fields));
+    *state = StreamState::Routed(Box::new(Routed {
+        api,
+        request_id,
+        provider: route.provider.to_string(),
+        model: route.model.to_string(),
+        identity,
+        held,
+        meter: None,
+        cut: false,
+        settled: false,
+    }));
     resp
 }
 
-fn on_response_headers(state: &mut StreamState) -> ProcessingResponse {
+async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpHeaders) -> ProcessingResponse {
     let mut common = CommonResponse::default();
-    if let StreamState::Routed { provider, .. } = state {
-        common.header_mutation =
-            Some(HeaderMutation { set_headers: vec![set_header(BACKEND_HEADER, provider)], ..Default::default() });
+    let mut mode = None;
+    if let StreamState::Routed(r) = state {
+        let mut set = vec![set_header(BACKEND_HEADER, &r.provider)];
+        if let Some(reservation) = r.held.as_ref().and_then(|h| h.reservation.as_ref()) {
+            set.extend(admitted_headers(reservation).iter().map(|(k, v)| set_header(k, v)));
+        }
+        common.header_mutation = Some(HeaderMutation { set_headers: set, ..Default::default() });
+        let ok = header(h, ":status").is_some_and(|s| s.starts_with('2'));
+        if ok && shared.budget.is_some() && !h.end_of_stream {
+            let sse = header(h, "content-type").is_some_and(|c| c.contains("text/event-stream"));
+            r.meter = Some(Meter::new(r.api, &r.model, sse));
+            // Count the answer as it passes, chunk by chunk.
+            mode = Some(ProcessingMode {
+                request_header_mode: processing_mode::HeaderSendMode::Skip as i32,
+                response_header_mode: processing_mode::HeaderSendMode::Skip as i32,
+                request_body_mode: processing_mode::BodySendMode::None as i32,
+                response_body_mode: processing_mode::BodySendMode::Streamed as i32,
+                request_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
+                response_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
+            });
+        } else {
+            // Nothing to count: an error answer or no body. Release the reservation now.
+            settle(shared, r).await;
+        }
     }
-    reply(processing_response::Response::ResponseHeaders(HeadersResponse { response: Some(common) }))
+    let mut resp = reply(processing_response::Response::ResponseHeaders(HeadersResponse { response: Some(common) }));
+    resp.mode_override = mode;
+    resp
+}
+
+async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody) -> ProcessingResponse {
+    let mut common = CommonResponse::default();
+    let mut meta = None;
+    if let StreamState::Routed(r) = state {
+        let was_cut = r.cut;
+        if let Some(meter) = r.meter.as_mut() {
+            meter.feed(&b.body);
+        }
+        if was_cut {
+            // The client already has its final event: nothing more reaches it.
+            common.body_mutation = Some(BodyMutation { mutation: Some(body_mutation::Mutation::ClearBody(true)) });
+        } else if let (Some(budget), Some(held), Some(meter)) = (&shared.budget, r.held.as_mut(), r.meter.as_ref()) {
+            if meter.is_stream() {
+                if let Err(refused) = budget.grow(held, meter.output_tokens(), SystemTime::now()).await {
+                    tracing::info!(request_id = r.request_id, error = %refused.error, "stream crossed a limit: ending it");
+                    r.cut = true;
+                    let mut body = b.body.clone();
+                    body.extend_from_slice(&stream_error(r.api, &refused.error));
+                    common.body_mutation = Some(BodyMutation { mutation: Some(body_mutation::Mutation::Body(body)) });
+                }
+            }
+        }
+        if b.end_of_stream {
+            let (usage, cost) = settle(shared, r).await;
+            meta = Some(usage_metadata(&usage, cost));
+        }
+    }
+    let mut resp = reply(processing_response::Response::ResponseBody(BodyResponse { response: Some(common) }));
+    resp.dynamic_metadata = meta;
+    resp
+}
+
+/// Reconcile the reservation with the usage seen (once per request).
+async fn settle(shared: &Shared, r: &mut Routed) -> (Usage, u64) {
+    let usage = match (&r.meter, &r.held) {
+        (Some(meter), Some(held)) => meter.usage(held.input_tokens),
+        _ => Usage::default(),
+    };
+    if r.settled {
+        return (usage, 0);
+    }
+    r.settled = true;
+    let (Some(budget), Some(held)) = (&shared.budget, &r.held) else { return (usage, 0) };
+    let cost = budget.settle(held, &usage, SystemTime::now()).await;
+    (usage, cost)
+}
+
+/// The event that ends a stream with an error, in the client API's stream shape.
+fn stream_error(api: ApiKind, err: &Error) -> Vec<u8> {
+    let body = err.body(api.family());
+    let mut out = Vec::new();
+    match api.family() {
+        ApiFamily::OpenAi => {
+            SseEvent { data: body, ..Default::default() }.write_to(&mut out);
+            SseEvent { data: "[DONE]".into(), ..Default::default() }.write_to(&mut out);
+        }
+        ApiFamily::Anthropic => SseEvent { event: Some("error".into()), data: body, ..Default::default() }.write_to(&mut out),
+    }
+    out
+}
+
+fn usage_metadata(u: &Usage, cost: u64) -> Struct {
+    metadata(vec![
+        ("input_tokens", num_value(u.input_tokens as f64)),
+        ("output_tokens", num_value(u.output_tokens as f64)),
+        ("cached_tokens", num_value(u.cached_tokens as f64)),
+        ("total_tokens", num_value(u.total_tokens as f64)),
+        ("cost_usd", num_value(usd(cost))),
+    ])
 }
 
 /// The request body with `model` replaced (`json` is always an object).
@@ -183,12 +366,13 @@ pub fn set_header(key: &str, value: &str) -> HeaderValueOption {
 }
 
 /// An answer from the sidecar itself, in the client API's error shape.
-pub fn immediate(api: ApiKind, request_id: &str, err: &Error) -> ProcessingResponse {
+pub fn immediate(api: ApiKind, request_id: &str, err: &Error, extra: &[(String, String)]) -> ProcessingResponse {
     tracing::info!(request_id, error = %err, "answered by the sidecar");
     let mut headers = vec![set_header("content-type", "application/json")];
     if !request_id.is_empty() {
         headers.push(set_header("x-tollgate-request-id", request_id));
     }
+    headers.extend(extra.iter().map(|(k, v)| set_header(k, v)));
     reply(processing_response::Response::ImmediateResponse(ImmediateResponse {
         status: Some(HttpStatus { code: i32::from(err.status()) }),
         headers: Some(HeaderMutation { set_headers: headers, ..Default::default() }),
@@ -198,13 +382,16 @@ pub fn immediate(api: ApiKind, request_id: &str, err: &Error) -> ProcessingRespo
     }))
 }
 
-fn metadata(fields: &[(&str, &str)]) -> Struct {
-    let inner = Struct {
-        fields: fields
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), Value { kind: Some(value::Kind::StringValue((*v).to_string())) }))
-            .collect(),
-    };
+fn str_value(s: &str) -> Value {
+    Value { kind: Some(value::Kind::StringValue(s.to_string())) }
+}
+
+fn num_value(n: f64) -> Value {
+    Value { kind: Some(value::Kind::NumberValue(n)) }
+}
+
+fn metadata(fields: Vec<(&str, Value)>) -> Struct {
+    let inner = Struct { fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect() };
     let mut outer = Struct::default();
     outer.fields.insert(METADATA_NAMESPACE.into(), Value { kind: Some(value::Kind::StructValue(inner)) });
     outer

@@ -15,10 +15,10 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::processor::{handle, Shared, StreamState};
+use crate::processor::{finish, handle, Shared, StreamState};
 
 /// The tonic service: one task per HTTP stream, state kept in the task.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Service {
     shared: Shared,
 }
@@ -46,7 +46,7 @@ impl ExternalProcessor for Service {
             let mut state = StreamState::default();
             while let Some(message) = inbound.next().await {
                 let out = match message {
-                    Ok(req) => Ok(handle(&shared, &mut state, req)),
+                    Ok(req) => Ok(handle(&shared, &mut state, req).await),
                     Err(status) => {
                         tracing::debug!(%status, "ext_proc stream ended by Envoy");
                         break;
@@ -56,6 +56,7 @@ impl ExternalProcessor for Service {
                     break;
                 }
             }
+            finish(&shared, &mut state).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -76,6 +77,7 @@ pub async fn run(
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
+    let admin_routes = admin_router(shared.clone());
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(ExternalProcessorServer::new(Service::new(shared)))
@@ -84,10 +86,7 @@ pub async fn run(
         });
 
     let mut admin_stop = stop_rx.clone();
-    let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route("/readyz", axum::routing::get(|| async { "ok\n" }));
-    let admin_server = axum::serve(admin, app).with_graceful_shutdown(async move {
+    let admin_server = axum::serve(admin, admin_routes).with_graceful_shutdown(async move {
         let _ = admin_stop.wait_for(|stop| *stop).await;
     });
 
@@ -103,6 +102,59 @@ pub async fn run(
     a?;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct UsageQuery {
+    /// First day (`YYYY-MM-DD`); default: the first of this month.
+    since: Option<String>,
+    team: Option<String>,
+}
+
+/// The admin HTTP endpoints: health, spend report, metrics.
+fn admin_router(shared: Shared) -> axum::Router {
+    use axum::extract::{Query, State};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    async fn usage(State(shared): State<Shared>, Query(q): Query<UsageQuery>) -> axum::response::Response {
+        let Some(budget) = &shared.budget else {
+            return (StatusCode::NOT_FOUND, "no limiter configured\n").into_response();
+        };
+        let since = q.since.unwrap_or_else(|| {
+            let today = crate::limits::utc_day(std::time::SystemTime::now());
+            format!("{}-01", &today[..7])
+        });
+        match budget.store.usage_report(&since, q.team.as_deref()).await {
+            Ok(rows) => axum::Json(rows).into_response(),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        }
+    }
+
+    async fn metrics(State(shared): State<Shared>) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        if let Some(b) = &shared.budget {
+            let s = &b.stats;
+            for (name, help, v) in [
+                ("tollgate_limiter_fail_open_total", "Requests let through unlimited because the limit store was unreachable.", s.fail_open.load(Relaxed)),
+                ("tollgate_limiter_fail_closed_total", "Requests refused because the limit store was unreachable.", s.fail_closed.load(Relaxed)),
+                ("tollgate_limited_total", "Requests refused by a rate limit or budget.", s.limited.load(Relaxed)),
+                ("tollgate_streams_cut_total", "Streams ended because they crossed a limit.", s.streams_cut.load(Relaxed)),
+                ("tollgate_limiter_store_errors_total", "Limit store errors while reconciling or recording usage.", s.store_errors.load(Relaxed)),
+            ] {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+            }
+        }
+        out
+    }
+
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(|| async { "ok\n" }))
+        .route("/usage", axum::routing::get(usage))
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(shared)
 }
 
 /// Resolves on SIGINT or SIGTERM.

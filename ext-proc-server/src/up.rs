@@ -63,6 +63,11 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
         .collect(),
         models: Default::default(),
         inspection: Default::default(),
+        access: Default::default(),
+        teams: Default::default(),
+        consumers: Default::default(),
+        limits: Default::default(),
+        pricing: Default::default(),
     })
 }
 

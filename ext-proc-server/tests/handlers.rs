@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
@@ -21,7 +20,7 @@ fn shared() -> Shared {
     .unwrap();
     let mut creds = HashMap::new();
     creds.insert("claude".to_string(), Credential { header: "x-api-key", value: "sk-ant".into() });
-    Shared { policy: Arc::new(policy), credentials: Arc::new(creds) }
+    Shared::new(policy, creds)
 }
 
 fn headers_msg(h: HttpHeaders) -> ProcessingRequest {
@@ -68,25 +67,25 @@ fn post(path: &str) -> HttpHeaders {
     request_headers(&[(":method", "POST"), (":path", path), ("x-request-id", "rid-7")], false)
 }
 
-#[test]
-fn non_ai_requests_skip_every_later_phase() {
+#[tokio::test]
+async fn non_ai_requests_skip_every_later_phase() {
     let s = shared();
     let mut state = StreamState::default();
-    let resp = handle(&s, &mut state, headers_msg(request_headers(&[(":method", "GET"), (":path", "/v1/models")], true)));
+    let resp = handle(&s, &mut state, headers_msg(request_headers(&[(":method", "GET"), (":path", "/v1/models")], true))).await;
     let mode = resp.mode_override.expect("mode override");
     assert_eq!(mode.request_body_mode, 0, "NONE");
     assert_eq!(mode.response_header_mode, 2, "SKIP");
     assert!(matches!(state, StreamState::Passthrough));
 }
 
-#[test]
-fn routes_alias_rewrites_model_and_sets_backend() {
+#[tokio::test]
+async fn routes_alias_rewrites_model_and_sets_backend() {
     let s = shared();
     let mut state = StreamState::default();
-    let resp = handle(&s, &mut state, headers_msg(post("/v1/chat/completions")));
+    let resp = handle(&s, &mut state, headers_msg(post("/v1/chat/completions"))).await;
     assert!(resp.mode_override.is_none());
     let body = r#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#;
-    let resp = handle(&s, &mut state, body_msg(body));
+    let resp = handle(&s, &mut state, body_msg(body)).await;
     let headers = set_headers(&resp);
     assert_eq!(headers["x-tollgate-provider"], "mock");
     let Some(processing_response::Response::RequestBody(b)) = &resp.response else { panic!() };
@@ -102,16 +101,16 @@ fn routes_alias_rewrites_model_and_sets_backend() {
     let md = resp.dynamic_metadata.unwrap();
     assert!(md.fields.contains_key("io.tollgate"));
 
-    let resp = handle(&s, &mut state, response_headers_msg());
+    let resp = handle(&s, &mut state, response_headers_msg()).await;
     assert_eq!(set_headers(&resp)["x-tollgate-backend"], "mock");
 }
 
-#[test]
-fn provider_key_replaces_the_client_key() {
+#[tokio::test]
+async fn provider_key_replaces_the_client_key() {
     let s = shared();
     let mut state = StreamState::default();
-    handle(&s, &mut state, headers_msg(post("/v1/messages")));
-    let resp = handle(&s, &mut state, body_msg(r#"{"model":"claude-x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#));
+    handle(&s, &mut state, headers_msg(post("/v1/messages"))).await;
+    let resp = handle(&s, &mut state, body_msg(r#"{"model":"claude-x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#)).await;
     let Some(processing_response::Response::RequestBody(b)) = &resp.response else { panic!() };
     let m = b.response.as_ref().unwrap().header_mutation.as_ref().unwrap();
     assert!(m.remove_headers.contains(&"x-api-key".to_string()));
@@ -123,16 +122,16 @@ fn provider_key_replaces_the_client_key() {
     assert!(b.response.as_ref().unwrap().body_mutation.is_none(), "model unchanged, body untouched");
 }
 
-#[test]
-fn bad_body_is_answered_in_the_client_shape() {
+#[tokio::test]
+async fn bad_body_is_answered_in_the_client_shape() {
     let s = shared();
     for (path, body, status, shape) in [
         ("/v1/chat/completions", "{oops", 400, "openai"),
         ("/v1/messages", r#"{"max_tokens":5,"messages":[]}"#, 400, "anthropic"),
     ] {
         let mut state = StreamState::default();
-        handle(&s, &mut state, headers_msg(post(path)));
-        let resp = handle(&s, &mut state, body_msg(body));
+        handle(&s, &mut state, headers_msg(post(path))).await;
+        let resp = handle(&s, &mut state, body_msg(body)).await;
         let Some(processing_response::Response::ImmediateResponse(ir)) = resp.response else { panic!("{path}") };
         assert_eq!(ir.status.unwrap().code, status);
         let v: serde_json::Value = serde_json::from_slice(&ir.body).unwrap();
@@ -144,11 +143,11 @@ fn bad_body_is_answered_in_the_client_shape() {
     }
 }
 
-#[test]
-fn ai_path_without_body_is_400() {
+#[tokio::test]
+async fn ai_path_without_body_is_400() {
     let s = shared();
     let mut state = StreamState::default();
-    let resp = handle(&s, &mut state, headers_msg(request_headers(&[(":method", "POST"), (":path", "/v1/embeddings")], true)));
+    let resp = handle(&s, &mut state, headers_msg(request_headers(&[(":method", "POST"), (":path", "/v1/embeddings")], true))).await;
     assert!(matches!(resp.response, Some(processing_response::Response::ImmediateResponse(_))));
 }
 

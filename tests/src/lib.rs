@@ -79,6 +79,9 @@ pub struct Gateway {
     pub url: String,
     pub admin: String,
     pub mock: String,
+    /// The sidecar's admin address (health, usage, metrics).
+    pub sidecar_admin: String,
+    pub policy_path: PathBuf,
     pub dir: PathBuf,
     pub access_log: PathBuf,
     pub log: PathBuf,
@@ -95,9 +98,10 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The policy text for a gateway on the given ports.
-fn policy_text(ports: &Ports, opts: &Options) -> String {
-    format!(
+/// The policy text for a gateway on the given ports (`{dir}` in the extra
+/// policy stands for the gateway's scratch directory).
+fn policy_text(ports: &Ports, opts: &Options, dir: &Path) -> String {
+    let text = format!(
         "listen: {{port: {}, adminPort: {}}}\nsidecar: {{grpcPort: {}, adminPort: {}}}\nproviders:\n  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{}'{}}}\n{}",
         ports.listen,
         ports.admin,
@@ -106,7 +110,8 @@ fn policy_text(ports: &Ports, opts: &Options) -> String {
         ports.mock,
         if opts.provider_extra.is_empty() { String::new() } else { format!(", {}", opts.provider_extra) },
         opts.policy_extra
-    )
+    );
+    text.replace("{dir}", &dir.display().to_string())
 }
 
 struct Ports {
@@ -128,9 +133,10 @@ impl Gateway {
             sidecar_admin: free_port()?,
             mock: free_port()?,
         };
-        let policy = parse_policy(&policy_text(&ports, &opts)).map_err(|e| anyhow!("test policy: {e}"))?;
+        let text = policy_text(&ports, &opts, &dir);
+        let policy = parse_policy(&text).map_err(|e| anyhow!("test policy: {e}"))?;
         let policy_path = dir.join("policy.yaml");
-        std::fs::write(&policy_path, policy_text(&ports, &opts))?;
+        std::fs::write(&policy_path, &text)?;
         let access_log = dir.join("access.log");
         let log = dir.join("gateway.log");
         let envoy_yaml = render_yaml(
@@ -149,6 +155,8 @@ impl Gateway {
             url: format!("http://127.0.0.1:{}", ports.listen),
             admin: format!("127.0.0.1:{}", ports.admin),
             mock: format!("127.0.0.1:{}", ports.mock),
+            sidecar_admin: format!("127.0.0.1:{}", ports.sidecar_admin),
+            policy_path: policy_path.clone(),
             dir,
             access_log,
             log: log.clone(),
@@ -165,16 +173,7 @@ impl Gateway {
         r.with_context(|| gw.log_text())?;
 
         if opts.sidecar {
-            let mut cmd = Command::new(&paths.tollgate);
-            cmd.arg("serve").arg("--policy").arg(&policy_path);
-            for (k, v) in &opts.sidecar_env {
-                cmd.env(k, v);
-            }
-            let mut sidecar = Proc::spawn("sidecar", &mut cmd, &log)?;
-            let addr = format!("127.0.0.1:{}", ports.sidecar_admin);
-            let r = wait_ready(&mut sidecar, &addr, "/healthz", ready).await;
-            gw.procs.push(sidecar);
-            r.with_context(|| gw.log_text())?;
+            gw.start_sidecar(&opts.sidecar_env).await?;
         }
 
         let mut envoy = Proc::spawn("envoy", &mut envoy_command(&paths.envoy, &envoy_config, "info"), &log)?;
@@ -183,6 +182,37 @@ impl Gateway {
         gw.procs.push(envoy);
         r.with_context(|| gw.log_text())?;
         Ok(gw)
+    }
+
+    /// Start (or restart) the sidecar on the gateway's policy.
+    pub async fn start_sidecar(&mut self, env: &[(String, String)]) -> anyhow::Result<()> {
+        let paths = paths()?;
+        let mut cmd = Command::new(&paths.tollgate);
+        cmd.arg("serve").arg("--policy").arg(&self.policy_path);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut sidecar = Proc::spawn("sidecar", &mut cmd, &self.log)?;
+        let r = wait_ready(&mut sidecar, &self.sidecar_admin, "/healthz", Duration::from_secs(60)).await;
+        self.procs.push(sidecar);
+        r.with_context(|| self.log_text())
+    }
+
+    /// Run `tollgate ARGS` (e.g. `keys create`) and return its standard output.
+    pub async fn tollgate(&self, args: &[&str]) -> anyhow::Result<String> {
+        let paths = paths()?;
+        let out = Command::new(&paths.tollgate).args(args).output().await?;
+        if !out.status.success() {
+            return Err(anyhow!("tollgate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Create a virtual key for `consumer` in the gateway's key store.
+    pub async fn create_key(&self, consumer: &str) -> String {
+        let policy = self.policy_path.display().to_string();
+        let out = self.tollgate(&["keys", "create", "--policy", &policy, "--consumer", consumer]).await.unwrap();
+        out.trim().to_string()
     }
 
     /// Everything the components logged so far.
@@ -215,13 +245,13 @@ impl Gateway {
     /// Access-log records (JSON), waiting until at least `n` are written.
     pub async fn access_log(&self, n: usize) -> Vec<serde_json::Value> {
         let mut records = Vec::new();
-        for _ in 0..100 {
+        for _ in 0..60 {
             let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
             records = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
             if records.len() >= n {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         records
     }
@@ -240,6 +270,7 @@ impl Gateway {
                 let _ = p.wait().await;
             }
         }
+        self.procs.retain_mut(|p| p.name != name);
     }
 }
 
@@ -259,7 +290,7 @@ pub async fn run_envoy_expecting_exit(opts: Options, timeout: Duration) -> anyho
     let paths = paths()?;
     let dir = scratch_dir()?;
     let ports = Ports { listen: free_port()?, admin: free_port()?, grpc: free_port()?, sidecar_admin: free_port()?, mock: free_port()? };
-    let policy = parse_policy(&policy_text(&ports, &opts)).map_err(|e| anyhow!("test policy: {e}"))?;
+    let policy = parse_policy(&policy_text(&ports, &opts, &dir)).map_err(|e| anyhow!("test policy: {e}"))?;
     let envoy_yaml = render_yaml(
         &policy,
         &RenderOptions { wasm_path: &paths.wasm, access_log: "/dev/null", plugin_config: opts.plugin_config.clone() },
@@ -293,14 +324,64 @@ pub fn sse_events(body: &[u8]) -> Vec<tollgate_core::SseEvent> {
 impl Gateway {
     /// POST a JSON body to the gateway.
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        reqwest::Client::builder()
+        self.post_with(path, body, &[]).await
+    }
+
+    /// POST a JSON body with extra headers.
+    pub async fn post_with(&self, path: &str, body: &serde_json::Value, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap()
             .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+            .json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// The sidecar's spend report rows.
+    pub async fn usage_rows(&self) -> Vec<serde_json::Value> {
+        let (status, body) = launch::http_get(&self.sidecar_admin, "/usage").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// A counter from the sidecar's `/metrics`.
+    pub async fn sidecar_metric(&self, name: &str) -> Option<u64> {
+        let (_, body) = launch::http_get(&self.sidecar_admin, "/metrics").await.ok()?;
+        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
+
+/// A `redis-server` on a free loopback port, stopped on drop.
+pub struct Redis {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl Redis {
+    pub fn start() -> anyhow::Result<Redis> {
+        let port = free_port()?;
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow!("cannot start redis-server (run scripts/install.sh): {e}"))?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Redis { url: format!("redis://127.0.0.1:{port}"), child });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(anyhow!("redis-server did not start on port {port}"))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

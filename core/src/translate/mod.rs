@@ -1,0 +1,267 @@
+//! Provider translation: serve a client of one API family from a model of the
+//! other. One file per direction, named client-to-provider:
+//!
+//! - [`openai_to_anthropic`]: an OpenAI Chat Completions client served by an
+//!   Anthropic Messages model;
+//! - [`anthropic_to_openai`]: an Anthropic Messages client served by an OpenAI
+//!   chat model.
+//!
+//! Each direction has the same three parts: `request` (client request to
+//! provider request), `response` and `error` (provider body back to the
+//! client's shape) and a `StreamTranslator` (provider SSE events to client
+//! SSE events, one event at a time). [`Direction`] picks the pair and
+//! dispatches to it; [`StreamTranslation`] wraps either stream translator.
+//!
+//! Nothing here reads the clock: OpenAI's `created` field is `0` in
+//! translated responses and chunks.
+
+use serde_json::{json, Map, Value};
+
+use crate::api::{ApiFamily, ApiKind};
+use crate::error::{error_body, Error};
+use crate::sse::SseEvent;
+
+pub mod anthropic_to_openai;
+pub mod openai_to_anthropic;
+
+/// Which way a request is translated, named client-to-provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// An OpenAI Chat Completions client, an Anthropic Messages provider.
+    OpenAiToAnthropic,
+    /// An Anthropic Messages client, an OpenAI chat provider.
+    AnthropicToOpenAi,
+}
+
+impl Direction {
+    /// The translation needed for a client of `client` family served by a
+    /// provider of `provider` family; `None` when they are the same family.
+    pub fn for_pair(client: ApiFamily, provider: ApiFamily) -> Option<Direction> {
+        match (client, provider) {
+            (ApiFamily::OpenAi, ApiFamily::Anthropic) => Some(Direction::OpenAiToAnthropic),
+            (ApiFamily::Anthropic, ApiFamily::OpenAi) => Some(Direction::AnthropicToOpenAi),
+            _ => None,
+        }
+    }
+
+    /// The family the client speaks.
+    pub fn client(self) -> ApiFamily {
+        match self {
+            Direction::OpenAiToAnthropic => ApiFamily::OpenAi,
+            Direction::AnthropicToOpenAi => ApiFamily::Anthropic,
+        }
+    }
+
+    /// The family the provider speaks.
+    pub fn provider(self) -> ApiFamily {
+        match self {
+            Direction::OpenAiToAnthropic => ApiFamily::Anthropic,
+            Direction::AnthropicToOpenAi => ApiFamily::OpenAi,
+        }
+    }
+
+    /// The API the client called (the only one each direction translates).
+    pub fn client_api(self) -> ApiKind {
+        match self {
+            Direction::OpenAiToAnthropic => ApiKind::OpenAiChat,
+            Direction::AnthropicToOpenAi => ApiKind::AnthropicMessages,
+        }
+    }
+
+    /// The provider API the translated request is sent to.
+    pub fn provider_api(self) -> ApiKind {
+        match self {
+            Direction::OpenAiToAnthropic => ApiKind::AnthropicMessages,
+            Direction::AnthropicToOpenAi => ApiKind::OpenAiChat,
+        }
+    }
+
+    /// Translate a client request body; see the direction's `request`.
+    pub fn request(self, body: &Value, upstream_model: &str) -> Result<Value, Error> {
+        match self {
+            Direction::OpenAiToAnthropic => openai_to_anthropic::request(body, upstream_model),
+            Direction::AnthropicToOpenAi => anthropic_to_openai::request(body, upstream_model),
+        }
+    }
+
+    /// Translate a non-streamed provider response; see the direction's `response`.
+    pub fn response(self, body: &Value, client_model: &str) -> Result<Value, Error> {
+        match self {
+            Direction::OpenAiToAnthropic => openai_to_anthropic::response(body, client_model),
+            Direction::AnthropicToOpenAi => anthropic_to_openai::response(body, client_model),
+        }
+    }
+
+    /// Translate a provider error body; see the direction's `error`.
+    pub fn error(self, body: &Value, status: u16) -> Value {
+        match self {
+            Direction::OpenAiToAnthropic => openai_to_anthropic::error(body, status),
+            Direction::AnthropicToOpenAi => anthropic_to_openai::error(body, status),
+        }
+    }
+
+    /// A stream translator for this direction.
+    pub fn stream(self, client_model: &str) -> StreamTranslation {
+        match self {
+            Direction::OpenAiToAnthropic => {
+                StreamTranslation::OpenAiToAnthropic(openai_to_anthropic::StreamTranslator::new(client_model))
+            }
+            Direction::AnthropicToOpenAi => {
+                StreamTranslation::AnthropicToOpenAi(anthropic_to_openai::StreamTranslator::new(client_model))
+            }
+        }
+    }
+}
+
+/// Either direction's stream translator.
+#[derive(Debug)]
+pub enum StreamTranslation {
+    OpenAiToAnthropic(openai_to_anthropic::StreamTranslator),
+    AnthropicToOpenAi(anthropic_to_openai::StreamTranslator),
+}
+
+impl StreamTranslation {
+    /// Client events for one provider event.
+    pub fn push(&mut self, event: &SseEvent) -> Vec<SseEvent> {
+        match self {
+            StreamTranslation::OpenAiToAnthropic(t) => t.push(event),
+            StreamTranslation::AnthropicToOpenAi(t) => t.push(event),
+        }
+    }
+
+    /// Client events closing the stream when the provider's ended early.
+    pub fn finish(&mut self) -> Vec<SseEvent> {
+        match self {
+            StreamTranslation::OpenAiToAnthropic(t) => t.finish(),
+            StreamTranslation::AnthropicToOpenAi(t) => t.finish(),
+        }
+    }
+}
+
+// ---- helpers shared by both directions ----
+
+pub(crate) fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidRequest(message.into())
+}
+
+/// An SSE event carrying `data` as compact JSON.
+pub(crate) fn json_event(name: Option<&str>, data: &Value) -> SseEvent {
+    SseEvent { event: name.map(str::to_owned), data: data.to_string(), id: None }
+}
+
+/// `data:<media type>;base64,<data>` split into its media type and payload.
+pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media = meta.strip_suffix(";base64")?;
+    Some((media, data))
+}
+
+pub(crate) fn is_http_url(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
+}
+
+/// A field that is present and not `null`.
+pub(crate) fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+/// The message of a provider error body in either shape, or a fallback.
+pub(crate) fn error_message(body: &Value, status: u16) -> String {
+    let found = body
+        .get("error")
+        .and_then(|e| e.get("message").and_then(Value::as_str).or_else(|| e.as_str()))
+        .or_else(|| body.get("message").and_then(Value::as_str))
+        .or_else(|| body.as_str());
+    match found {
+        Some(m) => m.to_owned(),
+        None => format!("provider returned status {status}"),
+    }
+}
+
+/// An error body in `family`'s shape, with the error type derived from the
+/// status the same way the gateway's own errors are.
+pub(crate) fn shaped_error(family: ApiFamily, status: u16, message: &str, code: &str) -> Value {
+    serde_json::from_str(&error_body(family, status, message, code))
+        .unwrap_or_else(|_| json!({"error": {"message": message}}))
+}
+
+/// Anthropic's usage counters, merged as they arrive (later values replace
+/// earlier ones, as in `message_start` then `message_delta`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AnthropicCounts {
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+    pub cache_read: Option<u64>,
+    pub cache_creation: Option<u64>,
+}
+
+impl AnthropicCounts {
+    pub fn merge(&mut self, usage: &Value) {
+        let num = |k: &str| usage.get(k).and_then(Value::as_u64);
+        if let Some(n) = num("input_tokens") {
+            self.input = Some(n);
+        }
+        if let Some(n) = num("output_tokens") {
+            self.output = Some(n);
+        }
+        if let Some(n) = num("cache_read_input_tokens") {
+            self.cache_read = Some(n);
+        }
+        if let Some(n) = num("cache_creation_input_tokens") {
+            self.cache_creation = Some(n);
+        }
+    }
+
+    /// The OpenAI chat `usage` object: cache reads and writes are part of
+    /// `prompt_tokens`; reads are also `prompt_tokens_details.cached_tokens`.
+    pub fn to_openai(self) -> Value {
+        let cached = self.cache_read.unwrap_or(0);
+        let prompt = self.input.unwrap_or(0).saturating_add(cached).saturating_add(self.cache_creation.unwrap_or(0));
+        let completion = self.output.unwrap_or(0);
+        json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt.saturating_add(completion),
+            "prompt_tokens_details": {"cached_tokens": cached},
+        })
+    }
+}
+
+/// Anthropic `usage` from an OpenAI chat `usage` object: `input_tokens` is
+/// the uncached part of `prompt_tokens`, the cached part is
+/// `cache_read_input_tokens` (OpenAI reports no cache writes).
+pub(crate) fn anthropic_usage(openai: &Value) -> Value {
+    let num = |k: &str| openai.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let cached =
+        openai.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens")).and_then(Value::as_u64).unwrap_or(0);
+    let prompt = num("prompt_tokens");
+    json!({
+        "input_tokens": prompt.saturating_sub(cached),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "output_tokens": num("completion_tokens"),
+    })
+}
+
+/// Anthropic `stop_reason` to OpenAI `finish_reason`.
+pub(crate) fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        // end_turn, stop_sequence, pause_turn and anything new
+        _ => "stop",
+    }
+}
+
+/// OpenAI `finish_reason` to Anthropic `stop_reason`.
+pub(crate) fn stop_reason(finish_reason: &str) -> &'static str {
+    match finish_reason {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        // stop and anything new
+        _ => "end_turn",
+    }
+}

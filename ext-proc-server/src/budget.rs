@@ -1,0 +1,366 @@
+//! Rate limits and budgets over the shared counter store.
+//!
+//! Before a request goes upstream, every limit of the caller's consumer and
+//! team is charged an estimate at once (all or nothing): one request, the
+//! prompt's tokens plus the output it may produce, and that estimate's
+//! cost. A stream that produces more output than reserved grows its
+//! reservation step by step; when a step is refused the stream is ended.
+//! When the answer ends, the reservation is reconciled with the provider's
+//! real usage and the spend is recorded for reports.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tollgate_core::access::Limits;
+use tollgate_core::policy::{FailMode, Policy};
+use tollgate_core::pricing::{micros, usd, PriceTable};
+use tollgate_core::usage::Usage;
+use tollgate_core::Error;
+
+use crate::identity::Identity;
+use crate::limits::{Charge, Denied, Reservation, Store, StoreError, UsageRecord, Window};
+
+/// Counters of the limiter's own health, shown on the admin `/metrics`.
+#[derive(Debug, Default)]
+pub struct LimiterStats {
+    /// Requests let through unlimited because the store was unreachable.
+    pub fail_open: AtomicU64,
+    /// Requests refused because the store was unreachable (fail mode closed).
+    pub fail_closed: AtomicU64,
+    /// Requests refused by a limit.
+    pub limited: AtomicU64,
+    /// Streams ended because they crossed a budget.
+    pub streams_cut: AtomicU64,
+    /// Store errors while reconciling or recording.
+    pub store_errors: AtomicU64,
+}
+
+/// The limiter every stream shares.
+#[derive(Clone)]
+pub struct Budget {
+    pub store: Store,
+    pub prices: Arc<PriceTable>,
+    pub stats: Arc<LimiterStats>,
+    fail_mode: FailMode,
+    step: u64,
+}
+
+/// A refused request: the error and the headers that explain it.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: Error,
+    pub headers: Vec<(String, String)>,
+}
+
+/// One request's live reservation and what it was for.
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    pub team: String,
+    pub consumer: String,
+    /// The upstream model (what the provider bills).
+    pub model: String,
+    pub input_tokens: u64,
+    /// Output tokens covered by the reservation so far.
+    pub output_reserved: u64,
+    /// Tokens and micro-dollars reserved so far.
+    pub tokens_reserved: u64,
+    pub cost_reserved: u64,
+    pub reservation: Option<Reservation>,
+}
+
+impl Budget {
+    pub fn new(store: Store, policy: &Policy) -> Budget {
+        Budget {
+            store,
+            prices: Arc::new(PriceTable::new(&policy.pricing)),
+            stats: Arc::new(LimiterStats::default()),
+            fail_mode: policy.limits.fail_mode,
+            step: policy.limits.reserve_output_tokens,
+        }
+    }
+
+    fn cost(&self, model: &str, input: u64, output: u64) -> u64 {
+        self.prices.cost_micros(model, &Usage { input_tokens: input, output_tokens: output, cached_tokens: 0, total_tokens: input + output })
+    }
+
+    /// Reserve the estimate for a request of `who` on `model`.
+    pub async fn reserve(
+        &self,
+        policy: &Policy,
+        who: Option<&Identity>,
+        model: &str,
+        input_tokens: u64,
+        max_output: Option<u64>,
+        now: SystemTime,
+    ) -> Result<Held, Refused> {
+        let output = max_output.unwrap_or(self.step);
+        let mut held = Held {
+            team: who.map(|w| w.team.clone()).unwrap_or_default(),
+            consumer: who.map(|w| w.consumer.clone()).unwrap_or_default(),
+            model: model.to_string(),
+            input_tokens,
+            output_reserved: output,
+            tokens_reserved: input_tokens + output,
+            cost_reserved: self.cost(model, input_tokens, output),
+            reservation: None,
+        };
+        let charges = charges(policy, who, held.tokens_reserved, held.cost_reserved);
+        if charges.is_empty() {
+            return Ok(held);
+        }
+        match self.store.reserve(now, &charges).await {
+            Ok(Ok(reservation)) => {
+                held.reservation = Some(reservation);
+                Ok(held)
+            }
+            Ok(Err(denied)) => {
+                self.stats.limited.fetch_add(1, Ordering::Relaxed);
+                Err(refusal(&denied))
+            }
+            Err(err) => self.store_down(err).map(|()| held),
+        }
+    }
+
+    fn store_down(&self, err: StoreError) -> Result<(), Refused> {
+        match self.fail_mode {
+            FailMode::Open => {
+                self.stats.fail_open.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "limit store unreachable: request let through unlimited (fail open)");
+                Ok(())
+            }
+            FailMode::Closed => {
+                self.stats.fail_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "limit store unreachable: request refused (fail closed)");
+                Err(Refused {
+                    error: Error::Unavailable("the gateway cannot check its limits right now; retry shortly".into()),
+                    headers: vec![("retry-after".into(), "1".into())],
+                })
+            }
+        }
+    }
+
+    /// The stream has produced `output_so_far` tokens: grow the reservation
+    /// when it is exceeded. `Err` means a limit refused the growth and the
+    /// stream must end.
+    pub async fn grow(&self, held: &mut Held, output_so_far: u64, now: SystemTime) -> Result<(), Refused> {
+        if output_so_far <= held.output_reserved {
+            return Ok(());
+        }
+        let steps = (output_so_far - held.output_reserved).div_ceil(self.step);
+        let tokens = steps * self.step;
+        let cost = self.cost(&held.model, 0, tokens);
+        held.output_reserved += tokens;
+        held.tokens_reserved += tokens;
+        held.cost_reserved += cost;
+        let Some(reservation) = &held.reservation else { return Ok(()) };
+        let entries: Vec<(String, Option<u64>, u64, Window)> = reservation
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let amount = match kind(&e.key) {
+                    Kind::Tokens => tokens,
+                    Kind::Cost => cost,
+                    Kind::Requests => return None,
+                };
+                Some((e.stored_key.clone(), e.limit, amount, e.window))
+            })
+            .collect();
+        match self.store.extend(now, &entries).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(denied)) => {
+                // Nothing was charged for the refused step.
+                held.tokens_reserved -= tokens;
+                held.cost_reserved -= cost;
+                self.stats.streams_cut.fetch_add(1, Ordering::Relaxed);
+                Err(refusal(&denied))
+            }
+            Err(err) => {
+                held.tokens_reserved -= tokens;
+                held.cost_reserved -= cost;
+                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.store_down(err)
+            }
+        }
+    }
+
+    /// The answer ended with `usage`: put the difference to the reservation
+    /// on every counter and record the spend. Returns the cost in micro-dollars.
+    pub async fn settle(&self, held: &Held, usage: &Usage, now: SystemTime) -> u64 {
+        let cost = self.prices.cost_micros(&held.model, usage);
+        if let Some(reservation) = &held.reservation {
+            let d_tokens = usage.total_tokens.max(usage.input_tokens + usage.output_tokens) as i64 - held.tokens_reserved as i64;
+            let d_cost = cost as i64 - held.cost_reserved as i64;
+            let adjustments: Vec<(String, i64)> = reservation
+                .entries
+                .iter()
+                .filter_map(|e| match kind(&e.key) {
+                    Kind::Tokens if d_tokens != 0 => Some((e.stored_key.clone(), d_tokens)),
+                    Kind::Cost if d_cost != 0 => Some((e.stored_key.clone(), d_cost)),
+                    _ => None,
+                })
+                .collect();
+            if !adjustments.is_empty() {
+                if let Err(err) = self.store.adjust(&adjustments).await {
+                    self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %err, "could not reconcile a reservation");
+                }
+            }
+        }
+        let record = UsageRecord {
+            team: or_dash(&held.team),
+            consumer: or_dash(&held.consumer),
+            model: held.model.clone(),
+            requests: 1,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_tokens: usage.cached_tokens,
+            cost_micros: cost,
+        };
+        if let Err(err) = self.store.record_usage(now, &record).await {
+            self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %err, "could not record usage");
+        }
+        cost
+    }
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-".into() } else { s.to_string() }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Requests,
+    Tokens,
+    Cost,
+}
+
+fn kind(key: &str) -> Kind {
+    if key.ends_with(":tokens") {
+        Kind::Tokens
+    } else if key.ends_with(":cost") {
+        Kind::Cost
+    } else {
+        Kind::Requests
+    }
+}
+
+/// Every counter a request of `who` is charged on.
+fn charges(policy: &Policy, who: Option<&Identity>, tokens: u64, cost: u64) -> Vec<Charge> {
+    let Some(who) = who else { return Vec::new() };
+    let mut scopes: Vec<(String, Limits)> = Vec::new();
+    if let Some(c) = policy.consumers.get(&who.consumer) {
+        scopes.push((format!("consumer:{}", who.consumer), c.limits));
+    }
+    if let Some(t) = policy.teams.get(&who.team) {
+        scopes.push((format!("team:{}", who.team), t.limits));
+    }
+    let mut out = Vec::new();
+    for (scope, l) in scopes {
+        if let Some(limit) = l.requests_per_minute {
+            out.push(Charge { key: format!("{scope}:requests"), window: Window::Minute, limit: Some(limit), amount: 1 });
+        }
+        if let Some(limit) = l.tokens_per_minute {
+            out.push(Charge { key: format!("{scope}:tokens"), window: Window::Minute, limit: Some(limit), amount: tokens });
+        }
+        if let Some(limit) = l.cost_per_day {
+            out.push(Charge { key: format!("{scope}:cost"), window: Window::Day, limit: Some(micros(limit)), amount: cost });
+        }
+        if let Some(limit) = l.cost_per_month {
+            out.push(Charge { key: format!("{scope}:cost"), window: Window::Month, limit: Some(micros(limit)), amount: cost });
+        }
+    }
+    out
+}
+
+/// OpenAI-style reset duration: `1s`, `6m0s`, `3h2m1s`.
+pub fn reset_text(d: Duration) -> String {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+fn scope_words(key: &str) -> String {
+    // `team:demo:tokens` → `team `demo``
+    let mut parts = key.splitn(3, ':');
+    match (parts.next(), parts.next()) {
+        (Some(kind), Some(name)) => format!("{kind} `{name}`"),
+        _ => key.to_string(),
+    }
+}
+
+/// The 429 for a refused charge, with OpenAI's `x-ratelimit-*` headers.
+pub fn refusal(d: &Denied) -> Refused {
+    let retry = d.reset_after.as_secs().max(1).to_string();
+    let who = scope_words(&d.key);
+    let mut headers = vec![("retry-after".to_string(), retry)];
+    let message = match kind(&d.key) {
+        Kind::Requests | Kind::Tokens => {
+            let unit = if kind(&d.key) == Kind::Requests { "requests" } else { "tokens" };
+            headers.push((format!("x-ratelimit-limit-{unit}"), d.limit.to_string()));
+            headers.push((format!("x-ratelimit-remaining-{unit}"), d.limit.saturating_sub(d.used).to_string()));
+            headers.push((format!("x-ratelimit-reset-{unit}"), reset_text(d.reset_after)));
+            format!("rate limit reached for {who}: {} {unit} per minute (used {}); retry in {}", d.limit, d.used, reset_text(d.reset_after))
+        }
+        Kind::Cost => {
+            let period = if d.window == Window::Day { "day" } else { "month" };
+            headers.push(("x-tollgate-budget-limit-usd".into(), format!("{:.6}", usd(d.limit))));
+            headers.push(("x-tollgate-budget-remaining-usd".into(), format!("{:.6}", usd(d.limit.saturating_sub(d.used)))));
+            headers.push(("x-tollgate-budget-reset".into(), reset_text(d.reset_after)));
+            format!("budget exhausted for {who}: ${:.2} per {period} (spent ${:.4}); resets in {}", usd(d.limit), usd(d.used), reset_text(d.reset_after))
+        }
+    };
+    Refused { error: Error::RateLimited(message), headers }
+}
+
+/// `x-ratelimit-*` headers for an admitted request: per unit, the scope with
+/// the least room left.
+pub fn admitted_headers(reservation: &Reservation) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (unit, want) in [("requests", Kind::Requests), ("tokens", Kind::Tokens)] {
+        let tightest = reservation
+            .entries
+            .iter()
+            .filter(|e| kind(&e.key) == want)
+            .filter_map(|e| Some((e, e.remaining()?)))
+            .min_by_key(|(_, remaining)| *remaining);
+        if let Some((e, remaining)) = tightest {
+            out.push((format!("x-ratelimit-limit-{unit}"), e.limit.unwrap_or_default().to_string()));
+            out.push((format!("x-ratelimit-remaining-{unit}"), remaining.to_string()));
+            out.push((format!("x-ratelimit-reset-{unit}"), reset_text(e.reset_after)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_texts() {
+        assert_eq!(reset_text(Duration::from_millis(300)), "1s");
+        assert_eq!(reset_text(Duration::from_secs(59)), "59s");
+        assert_eq!(reset_text(Duration::from_secs(360)), "6m0s");
+        assert_eq!(reset_text(Duration::from_secs(3 * 3600 + 121)), "3h2m1s");
+    }
+
+    #[test]
+    fn refusal_names_scope_and_sets_openai_headers() {
+        let d = Denied { key: "team:demo:tokens".into(), window: Window::Minute, limit: 1000, used: 990, reset_after: Duration::from_secs(12) };
+        let r = refusal(&d);
+        assert_eq!(r.error.status(), 429);
+        assert!(r.error.to_string().contains("team `demo`"), "{}", r.error);
+        assert!(r.headers.contains(&("x-ratelimit-remaining-tokens".into(), "10".into())));
+        assert!(r.headers.contains(&("retry-after".into(), "12".into())));
+        let d = Denied { key: "consumer:al:cost".into(), window: Window::Day, limit: 1_000_000, used: 1_000_000, reset_after: Duration::from_secs(7200) };
+        let r = refusal(&d);
+        assert!(r.error.to_string().contains("per day"), "{}", r.error);
+        assert!(r.headers.contains(&("x-tollgate-budget-reset".into(), "2h0m0s".into())));
+    }
+}

@@ -1,0 +1,128 @@
+//! Who is calling: a virtual key, JWT claims from Envoy's `jwt_authn`
+//! filter, or nobody (when the policy allows anonymous calls).
+
+use std::time::SystemTime;
+
+use envoy_types::pb::envoy::config::core::v3::Metadata;
+use envoy_types::pb::envoy::service::ext_proc::v3::HttpHeaders;
+use envoy_types::pb::google::protobuf::value::Kind;
+use tollgate_core::access::{grants, Require};
+use tollgate_core::policy::Policy;
+use tollgate_core::Error;
+
+use crate::keys::KeyIndex;
+use crate::processor::header;
+
+/// Envoy's jwt_authn filter writes verified payloads under this namespace.
+pub const JWT_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
+/// The key the rendered jwt_authn filter stores the payload under.
+pub const JWT_PAYLOAD_KEY: &str = "tollgate_jwt";
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub consumer: String,
+    /// Empty when a JWT names no team.
+    pub team: String,
+    pub via: Via,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Key,
+    Jwt,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Key => "key",
+            Via::Jwt => "jwt",
+        }
+    }
+}
+
+/// The credential a client presented: `Authorization: Bearer X` or `x-api-key: X`.
+fn presented_key(h: &HttpHeaders) -> Option<String> {
+    if let Some(v) = header(h, "x-api-key").filter(|v| !v.trim().is_empty()) {
+        return Some(v.trim().to_string());
+    }
+    let auth = header(h, "authorization")?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+}
+
+/// Resolve the caller from the request headers and the metadata Envoy sent.
+/// `Ok(None)` is an anonymous call the policy allows.
+pub fn identify(
+    policy: &Policy,
+    keys: &KeyIndex,
+    h: &HttpHeaders,
+    metadata: Option<&Metadata>,
+    now: SystemTime,
+) -> Result<Option<Identity>, Error> {
+    let require = policy.access.require;
+    let key = presented_key(h).filter(|k| k.starts_with("tg-"));
+    if let Some(key) = key.filter(|_| policy.access.key_store.is_some()) {
+        let consumer = keys.verify(&key, now).map_err(|r| Error::Unauthorized(r.message().into()))?;
+        let Some(c) = policy.consumers.get(consumer) else {
+            return Err(Error::Unauthorized(format!("this API key's consumer `{consumer}` is not in the policy")));
+        };
+        return Ok(Some(Identity { consumer: consumer.to_string(), team: c.team.clone(), via: Via::Key }));
+    }
+    if let Some(jwt) = &policy.access.jwt {
+        if let Some(claims) = jwt_claims(metadata) {
+            let claim = |name: &str| {
+                claims.fields.get(name).and_then(|v| match &v.kind {
+                    Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+                    _ => None,
+                })
+            };
+            let Some(consumer) = claim(&jwt.consumer_claim) else {
+                return Err(Error::Unauthorized(format!("the token has no `{}` claim", jwt.consumer_claim)));
+            };
+            // A consumer named in the policy keeps its team; otherwise the claim's.
+            let team = match policy.consumers.get(&consumer) {
+                Some(c) => c.team.clone(),
+                None => claim(&jwt.team_claim).unwrap_or_default(),
+            };
+            return Ok(Some(Identity { consumer, team, via: Via::Jwt }));
+        }
+    }
+    match require {
+        Require::None => Ok(None),
+        Require::Key => Err(Error::Unauthorized(
+            "missing API key: send `Authorization: Bearer tg-...` or `x-api-key: tg-...`".into(),
+        )),
+        Require::Jwt => Err(Error::Unauthorized("missing or invalid bearer token".into())),
+        Require::KeyOrJwt => Err(Error::Unauthorized(
+            "missing credentials: send a gateway key (`tg-...`) or a bearer token".into(),
+        )),
+    }
+}
+
+fn jwt_claims(metadata: Option<&Metadata>) -> Option<&envoy_types::pb::google::protobuf::Struct> {
+    let ns = metadata?.filter_metadata.get(JWT_NAMESPACE)?;
+    match &ns.fields.get(JWT_PAYLOAD_KEY)?.kind {
+        Some(Kind::StructValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Whether the caller may use `model`: the team's grant and the consumer's
+/// (both must allow; an empty grant allows every model).
+pub fn check_model(policy: &Policy, who: Option<&Identity>, model: &str) -> Result<(), Error> {
+    let Some(who) = who else { return Ok(()) };
+    let team = policy.teams.get(&who.team);
+    if let Some(team) = team {
+        if !grants(&team.models, model) {
+            return Err(Error::ModelNotAllowed { model: model.into(), who: format!("team `{}`", who.team) });
+        }
+    }
+    if let Some(c) = policy.consumers.get(&who.consumer) {
+        if !grants(&c.models, model) {
+            return Err(Error::ModelNotAllowed { model: model.into(), who: format!("consumer `{}`", who.consumer) });
+        }
+    }
+    Ok(())
+}
