@@ -242,7 +242,10 @@ pub fn validate(
 fn check_grants(path: &str, list: &[String]) -> Result<(), Error> {
     for (i, g) in list.iter().enumerate() {
         if g.is_empty() || g.chars().any(char::is_whitespace) {
-            return Err(Error::Policy { path: format!("{path}[{i}]"), message: "a model name or glob without spaces".into() });
+            return Err(Error::Policy {
+                path: format!("{path}[{i}]"),
+                message: "a model name or glob without spaces".into(),
+            });
         }
     }
     Ok(())
@@ -252,7 +255,10 @@ fn check_limits(path: &str, l: &Limits) -> Result<(), Error> {
     for (field, v) in [("costPerDay", l.cost_per_day), ("costPerMonth", l.cost_per_month)] {
         if let Some(v) = v {
             if !v.is_finite() || v < 0.0 {
-                return Err(Error::Policy { path: format!("{path}.{field}"), message: "a non-negative number of USD".into() });
+                return Err(Error::Policy {
+                    path: format!("{path}.{field}"),
+                    message: "a non-negative number of USD".into(),
+                });
             }
         }
     }

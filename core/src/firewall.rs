@@ -144,9 +144,7 @@ impl FirewallPolicy {
         let mut seen = std::collections::BTreeSet::new();
         for (i, r) in self.rules.iter().enumerate() {
             let at = |f: &str| if f.is_empty() { format!("rules[{i}]") } else { format!("rules[{i}].{f}") };
-            if r.id.is_empty()
-                || !r.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            {
+            if r.id.is_empty() || !r.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
                 return Err(err(at("id"), "ids use letters, digits, '.', '_' and '-' only".into()));
             }
             if !seen.insert(r.id.as_str()) {
@@ -417,8 +415,7 @@ impl Firewall {
     }
 
     fn verdict(&self, hits: &[bool]) -> Verdict {
-        let mut matched: Vec<&CompiledRule> =
-            self.rules.iter().zip(hits).filter(|(_, &h)| h).map(|(r, _)| r).collect();
+        let mut matched: Vec<&CompiledRule> = self.rules.iter().zip(hits).filter(|(_, &h)| h).map(|(r, _)| r).collect();
         matched.sort_by(|a, b| b.weight.total_cmp(&a.weight).then_with(|| a.id.cmp(&b.id)));
         let keep: f64 = matched.iter().map(|r| 1.0 - r.weight).product();
         let score = (1.0 - keep).clamp(0.0, 1.0);

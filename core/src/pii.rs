@@ -395,7 +395,10 @@ pub struct PiiScanner {
 
 impl std::fmt::Debug for PiiScanner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PiiScanner").field("entities", &self.entities).field("detectors", &self.detectors.len()).finish()
+        f.debug_struct("PiiScanner")
+            .field("entities", &self.entities)
+            .field("detectors", &self.detectors.len())
+            .finish()
     }
 }
 
@@ -604,7 +607,10 @@ impl PiiScanner {
 
 fn blocked(entity: &str) -> Error {
     let human = entity.to_ascii_lowercase().replace('_', " ");
-    Error::Blocked { rule: entity.to_string(), message: format!("request contains {human} which the policy does not allow") }
+    Error::Blocked {
+        rule: entity.to_string(),
+        message: format!("request contains {human} which the policy does not allow"),
+    }
 }
 
 struct Cand {
@@ -642,7 +648,9 @@ fn next(text: &str, i: usize) -> Option<char> {
 fn number_bounded(text: &str, s: usize, e: usize) -> bool {
     let b = text.as_bytes();
     if let Some(p) = prev(text, s) {
-        if is_aword(p) || (matches!(p, '.' | '-' | '/' | ':' | '+') && s >= 2 && b.get(s - 2).is_some_and(u8::is_ascii_digit)) {
+        if is_aword(p)
+            || (matches!(p, '.' | '-' | '/' | ':' | '+') && s >= 2 && b.get(s - 2).is_some_and(u8::is_ascii_digit))
+        {
             return false;
         }
     }
@@ -844,7 +852,8 @@ fn card(cand: &str) -> bool {
         }
         6 => {
             (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || p2 == 62) && n >= 16
-                || (p2 == 60 || p2 == 63 || p2 == 67 || p2 == 68 || p2 == 69 || p2 == 61 || p2 == 64 || p2 == 66) && n >= 13
+                || (p2 == 60 || p2 == 63 || p2 == 67 || p2 == 68 || p2 == 69 || p2 == 61 || p2 == 64 || p2 == 66)
+                    && n >= 13
         }
         _ => false,
     }

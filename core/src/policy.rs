@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::access::{Access, Consumer, LimitStore, Team};
 use crate::api::{ApiFamily, ApiKind};
 use crate::error::Error;
-use crate::pricing::Price;
 use crate::firewall::FirewallPolicy;
 use crate::guard::OutputPolicy;
 use crate::pii::PiiPolicy;
+use crate::pricing::Price;
 
 /// Default cap on a buffered request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -420,7 +420,10 @@ impl Inspection {
         ];
         for (path, v) in caps {
             if v == 0 || v > MAX_BUFFER_BYTES {
-                return Err(Error::Policy { path: path.into(), message: format!("must be between 1 and {MAX_BUFFER_BYTES}") });
+                return Err(Error::Policy {
+                    path: path.into(),
+                    message: format!("must be between 1 and {MAX_BUFFER_BYTES}"),
+                });
             }
         }
         self.pii.validate().map_err(|e| match e {
@@ -564,7 +567,10 @@ models:
         let r = p.route(ApiKind::OpenAiChat, "gpt-4o-mini").unwrap();
         assert_eq!((r.provider, r.model), ("openai", "gpt-4o-mini"));
         let only_openai = yaml("providers:\n  o: {kind: openai, baseUrl: 'http://x'}\n").unwrap();
-        assert_eq!(only_openai.route(ApiKind::AnthropicMessages, "claude-x"), Err(Error::UnknownModel("claude-x".into())));
+        assert_eq!(
+            only_openai.route(ApiKind::AnthropicMessages, "claude-x"),
+            Err(Error::UnknownModel("claude-x".into()))
+        );
         assert_eq!(p.default_provider(), Some("claude"));
     }
 }

@@ -102,7 +102,10 @@ impl Price {
     }
 
     pub fn validate(&self) -> bool {
-        [Some(self.input), Some(self.output), self.cached_input].into_iter().flatten().all(|v| v.is_finite() && v >= 0.0)
+        [Some(self.input), Some(self.output), self.cached_input]
+            .into_iter()
+            .flatten()
+            .all(|v| v.is_finite() && v >= 0.0)
     }
 }
 

@@ -760,6 +760,6 @@ fn write_event(out: &mut Vec<u8>, event: Option<&str>, id: Option<&str>, data: &
 }
 /// An in-stream error: OpenAI's `{"error": ...}` chunk or Anthropic's `error` event.
 fn is_error_event(event: &SseEvent, v: &Value) -> bool {
-    event.event.as_deref() == Some("error") || v.get("error").is_some_and(Value::is_object) && v.get("choices").is_none()
+    event.event.as_deref() == Some("error")
+        || v.get("error").is_some_and(Value::is_object) && v.get("choices").is_none()
 }
-

@@ -268,9 +268,8 @@ pub fn is_usage_only_chunk(event: &SseEvent) -> bool {
     if !event.data.contains("\"usage\"") {
         return false;
     }
-    serde_json::from_str::<Value>(&event.data).is_ok_and(|v| {
-        v["usage"].is_object() && v["choices"].as_array().is_some_and(Vec::is_empty)
-    })
+    serde_json::from_str::<Value>(&event.data)
+        .is_ok_and(|v| v["usage"].is_object() && v["choices"].as_array().is_some_and(Vec::is_empty))
 }
 
 #[cfg(test)]

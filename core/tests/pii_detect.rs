@@ -175,7 +175,17 @@ fn ssns() {
     assert_positive("US_SSN", &["123-45-6789", "078-05-1120", "536-90-4399", "123 45 6789", "899-99-9999"]);
     assert_negative(
         "US_SSN",
-        &["000-12-3456", "666-12-3456", "900-12-3456", "999-45-6789", "123-00-4567", "123-45-0000", "123-45-67890", "1123-45-6789", "123-45 6789"],
+        &[
+            "000-12-3456",
+            "666-12-3456",
+            "900-12-3456",
+            "999-45-6789",
+            "123-00-4567",
+            "123-45-0000",
+            "123-45-67890",
+            "1123-45-6789",
+            "123-45 6789",
+        ],
     );
 }
 
@@ -197,7 +207,13 @@ fn ibans() {
     );
     assert_negative(
         "IBAN_CODE",
-        &["DE89 3704 0044 0532 0130 01", "DE88370400440532013000", "GB82WEST1234569876543", "XX00123", "DE8937040044053201300"],
+        &[
+            "DE89 3704 0044 0532 0130 01",
+            "DE88370400440532013000",
+            "GB82WEST1234569876543",
+            "XX00123",
+            "DE8937040044053201300",
+        ],
     );
     // A spaced IBAN followed by a 4-letter word keeps only the IBAN.
     let s = scanner();
@@ -230,7 +246,17 @@ fn ip_addresses() {
     );
     assert_negative(
         "IP_ADDRESS",
-        &["999.1.1.1", "256.1.1.1", "1.2.3.4.5", "v1.2.3.4", "192.168.01.1", "12:30:45", "std::vector", "00:1A:2B:3C:4D:5E", "1.2.3"],
+        &[
+            "999.1.1.1",
+            "256.1.1.1",
+            "1.2.3.4.5",
+            "v1.2.3.4",
+            "192.168.01.1",
+            "12:30:45",
+            "std::vector",
+            "00:1A:2B:3C:4D:5E",
+            "1.2.3",
+        ],
     );
     let s = scanner();
     assert_eq!(found(&s, "host 10.0.0.1:8080 up"), vec![("IP_ADDRESS".to_string(), "10.0.0.1".to_string())]);
@@ -265,7 +291,11 @@ fn secrets() {
         "{\"AWS_SECRET_ACCESS_KEY\": \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"}",
         "AwsSecretKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
     ] {
-        assert_eq!(found(&s, text), vec![("SECRET".into(), "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into())], "{text}");
+        assert_eq!(
+            found(&s, text),
+            vec![("SECRET".into(), "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into())],
+            "{text}"
+        );
     }
     // Bearer: the token is masked, not the scheme.
     assert_eq!(
@@ -298,7 +328,10 @@ fn overlaps_resolve_to_one_finding() {
     // A JWT is one secret, not also an email/phone/IP; behind Bearer too.
     assert_eq!(found(&s, &format!("Authorization: Bearer {JWT}")), vec![("SECRET".into(), JWT.into())]);
     // An email containing a phone-like run stays an email.
-    assert_eq!(found(&s, "mail +15550109999@example.com now"), vec![("EMAIL_ADDRESS".into(), "+15550109999@example.com".into())]);
+    assert_eq!(
+        found(&s, "mail +15550109999@example.com now"),
+        vec![("EMAIL_ADDRESS".into(), "+15550109999@example.com".into())]
+    );
     // A card inside a longer digit run is not a card (nor anything else).
     assert!(found(&s, "ref 99411111111111111119999 done").is_empty());
     // SSN-shaped numbers that also fit a national phone pattern are an SSN.

@@ -58,7 +58,11 @@ fn redact_block_log() {
     let actions: Vec<(String, PiiAction)> = r.iter().map(|f| (f.entity.clone(), f.action)).collect();
     assert_eq!(
         actions,
-        [("EMAIL_ADDRESS".into(), PiiAction::Redact), ("IP_ADDRESS".into(), PiiAction::Log), ("CREDIT_CARD".into(), PiiAction::Mask)]
+        [
+            ("EMAIL_ADDRESS".into(), PiiAction::Redact),
+            ("IP_ADDRESS".into(), PiiAction::Log),
+            ("CREDIT_CARD".into(), PiiAction::Mask)
+        ]
     );
 
     // Log only: unchanged and borrowed, but reported.
@@ -132,7 +136,10 @@ fn policy_errors_name_the_field() {
     assert_eq!(path("custom: [{name: X, patterns: ['ok'], action: mask, extra: 1}]"), "custom[0].extra");
     assert_eq!(path("custom: [{name: x-y, terms: [a], action: mask}]"), "custom[0].name");
     assert_eq!(path("custom: [{name: SECRET, terms: [a], action: mask}]"), "custom[0].name");
-    assert_eq!(path("custom: [{name: A, terms: [a], action: mask}, {name: A, terms: [b], action: log}]"), "custom[1].name");
+    assert_eq!(
+        path("custom: [{name: A, terms: [a], action: mask}, {name: A, terms: [b], action: log}]"),
+        "custom[1].name"
+    );
     assert_eq!(path("custom: [{name: A, action: mask}]"), "custom[0]");
     assert_eq!(path("custom: [{name: A, terms: ['  '], action: mask}]"), "custom[0].terms[0]");
     assert_eq!(path("custom: [{name: A, terms: [a]}]"), "custom[0]");
@@ -141,7 +148,12 @@ fn policy_errors_name_the_field() {
     // Scanner construction validates too.
     let p = PiiPolicy {
         entities: Default::default(),
-        custom: vec![CustomEntity { name: "A".into(), patterns: vec!["(".into()], terms: vec![], action: PiiAction::Log }],
+        custom: vec![CustomEntity {
+            name: "A".into(),
+            patterns: vec!["(".into()],
+            terms: vec![],
+            action: PiiAction::Log,
+        }],
     };
     assert!(matches!(PiiScanner::new(&p), Err(Error::Policy { path, .. }) if path == "custom[0].patterns[0]"));
 }
@@ -206,7 +218,8 @@ fn mask_request_openai_chat_with_tool_calls() {
     assert_no_raw(&out);
     // Valid JSON, same shape; the tool-call arguments are still valid JSON.
     let v: Value = serde_json::from_str(&out).unwrap();
-    let args: Value = serde_json::from_str(v["messages"][2]["tool_calls"][0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(v["messages"][2]["tool_calls"][0]["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args["to"], "<EMAIL_ADDRESS_2>");
     assert_eq!(args["note"], "key <SECRET_1>");
     assert_eq!(v["messages"][0]["content"], "You help <EMAIL_ADDRESS_1>.");

@@ -178,7 +178,9 @@ fn normalized(e: &SseEvent) -> Option<Value> {
                     f.remove("arguments");
                 }
             }
-            calls.retain(|c| c.as_object().is_some_and(|o| o.len() > 2 || !o["function"].as_object().is_some_and(|f| f.is_empty())));
+            calls.retain(|c| {
+                c.as_object().is_some_and(|o| o.len() > 2 || !o["function"].as_object().is_some_and(|f| f.is_empty()))
+            });
             if calls.is_empty() {
                 d.remove("tool_calls");
             }
@@ -286,12 +288,19 @@ fn openai(name: &str) -> (ApiKind, Vec<SseEvent>) {
 fn openai_tool_stream() -> Vec<SseEvent> {
     let head = r#""id":"chatcmpl-T","object":"chat.completion.chunk","created":1755137933,"model":"gpt-5-nano""#;
     let call = |i: u32, args: &str| {
-        format!(r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":{i},"function":{{"arguments":{}}}}}]}},"finish_reason":null}}]}}"#, Value::from(args))
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":{i},"function":{{"arguments":{}}}}}]}},"finish_reason":null}}]}}"#,
+            Value::from(args)
+        )
     };
     let data = vec![
-        format!(r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":null,"tool_calls":[{{"index":0,"id":"call_a","type":"function","function":{{"name":"send","arguments":""}}}}]}},"finish_reason":null}}]}}"#),
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":null,"tool_calls":[{{"index":0,"id":"call_a","type":"function","function":{{"name":"send","arguments":""}}}}]}},"finish_reason":null}}]}}"#
+        ),
         call(0, r#"{"to":"<EMAIL_ADD"#),
-        format!(r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":1,"id":"call_b","type":"function","function":{{"name":"greet","arguments":"{{\"who\":\"<PER"}}}}]}},"finish_reason":null}}]}}"#),
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":1,"id":"call_b","type":"function","function":{{"name":"greet","arguments":"{{\"who\":\"<PER"}}}}]}},"finish_reason":null}}]}}"#
+        ),
         call(0, r#"RESS_1>","cc":"<LOCATION_1>"}"#),
         call(1, r#"SON_1> & <"#),
         call(1, r#"LOCATION_1>"}"#),
@@ -436,12 +445,30 @@ fn responses_api_deltas_and_done_events() {
     let m = map();
     let ev = |ty: &str, v: Value| SseEvent { event: Some(ty.into()), data: v.to_string(), id: None };
     let input = vec![
-        ev("response.output_text.delta", serde_json::json!({"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi <EMAIL_"})),
-        ev("response.output_text.delta", serde_json::json!({"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"ADDRESS_1> <LOC"})),
-        ev("response.output_text.done", serde_json::json!({"type":"response.output_text.done","item_id":"msg_1","output_index":0,"content_index":0,"text":"Hi <EMAIL_ADDRESS_1> <LOC"})),
-        ev("response.function_call_arguments.delta", serde_json::json!({"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":1,"delta":"{\"p\":\"<PERS"})),
-        ev("response.function_call_arguments.delta", serde_json::json!({"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":1,"delta":"ON_1>\"}"})),
-        ev("response.function_call_arguments.done", serde_json::json!({"type":"response.function_call_arguments.done","item_id":"fc_1","output_index":1,"arguments":"{\"p\":\"<PERSON_1>\"}"})),
+        ev(
+            "response.output_text.delta",
+            serde_json::json!({"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi <EMAIL_"}),
+        ),
+        ev(
+            "response.output_text.delta",
+            serde_json::json!({"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"ADDRESS_1> <LOC"}),
+        ),
+        ev(
+            "response.output_text.done",
+            serde_json::json!({"type":"response.output_text.done","item_id":"msg_1","output_index":0,"content_index":0,"text":"Hi <EMAIL_ADDRESS_1> <LOC"}),
+        ),
+        ev(
+            "response.function_call_arguments.delta",
+            serde_json::json!({"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":1,"delta":"{\"p\":\"<PERS"}),
+        ),
+        ev(
+            "response.function_call_arguments.delta",
+            serde_json::json!({"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":1,"delta":"ON_1>\"}"}),
+        ),
+        ev(
+            "response.function_call_arguments.done",
+            serde_json::json!({"type":"response.function_call_arguments.done","item_id":"fc_1","output_index":1,"arguments":"{\"p\":\"<PERSON_1>\"}"}),
+        ),
     ];
     let out = common::parse_all(&restore(ApiKind::OpenAiResponses, &m, &to_wire(&input), &[]));
     let types: Vec<&str> = out.iter().map(|e| e.event.as_deref().unwrap()).collect();

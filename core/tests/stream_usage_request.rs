@@ -28,8 +28,12 @@ fn adds_include_usage_only_where_missing() {
 #[test]
 fn recognises_the_usage_only_chunk() {
     let ev = |data: &str| SseEvent { data: data.into(), ..SseEvent::default() };
-    assert!(is_usage_only_chunk(&ev(r#"{"id":"x","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#)));
-    assert!(!is_usage_only_chunk(&ev(r#"{"id":"x","choices":[{"index":0,"delta":{"content":"usage"}}],"usage":null}"#)));
+    assert!(is_usage_only_chunk(&ev(
+        r#"{"id":"x","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#
+    )));
+    assert!(!is_usage_only_chunk(&ev(
+        r#"{"id":"x","choices":[{"index":0,"delta":{"content":"usage"}}],"usage":null}"#
+    )));
     assert!(!is_usage_only_chunk(&ev(r#"{"id":"x","choices":[],"usage":null}"#)));
     assert!(!is_usage_only_chunk(&ev("[DONE]")));
     assert!(!is_usage_only_chunk(&ev(r#"{"choices":[{"index":0,"delta":{}}],"usage":{"total_tokens":1}}"#)));

@@ -81,7 +81,10 @@ impl Budget {
     }
 
     fn cost(&self, model: &str, input: u64, output: u64) -> u64 {
-        self.prices.cost_micros(model, &Usage { input_tokens: input, output_tokens: output, cached_tokens: 0, total_tokens: input + output })
+        self.prices.cost_micros(
+            model,
+            &Usage { input_tokens: input, output_tokens: output, cached_tokens: 0, total_tokens: input + output },
+        )
     }
 
     /// Reserve the estimate for a request of `who` on `model`.
@@ -189,7 +192,8 @@ impl Budget {
     pub async fn settle(&self, held: &Held, usage: &Usage, now: SystemTime) -> u64 {
         let cost = self.prices.cost_micros(&held.model, usage);
         if let Some(reservation) = &held.reservation {
-            let d_tokens = usage.total_tokens.max(usage.input_tokens + usage.output_tokens) as i64 - held.tokens_reserved as i64;
+            let d_tokens =
+                usage.total_tokens.max(usage.input_tokens + usage.output_tokens) as i64 - held.tokens_reserved as i64;
             let d_cost = cost as i64 - held.cost_reserved as i64;
             let adjustments: Vec<(String, i64)> = reservation
                 .entries
@@ -226,7 +230,11 @@ impl Budget {
 }
 
 fn or_dash(s: &str) -> String {
-    if s.is_empty() { "-".into() } else { s.to_string() }
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,16 +267,36 @@ fn charges(policy: &Policy, who: Option<&Identity>, tokens: u64, cost: u64) -> V
     let mut out = Vec::new();
     for (scope, l) in scopes {
         if let Some(limit) = l.requests_per_minute {
-            out.push(Charge { key: format!("{scope}:requests"), window: Window::Minute, limit: Some(limit), amount: 1 });
+            out.push(Charge {
+                key: format!("{scope}:requests"),
+                window: Window::Minute,
+                limit: Some(limit),
+                amount: 1,
+            });
         }
         if let Some(limit) = l.tokens_per_minute {
-            out.push(Charge { key: format!("{scope}:tokens"), window: Window::Minute, limit: Some(limit), amount: tokens });
+            out.push(Charge {
+                key: format!("{scope}:tokens"),
+                window: Window::Minute,
+                limit: Some(limit),
+                amount: tokens,
+            });
         }
         if let Some(limit) = l.cost_per_day {
-            out.push(Charge { key: format!("{scope}:cost"), window: Window::Day, limit: Some(micros(limit)), amount: cost });
+            out.push(Charge {
+                key: format!("{scope}:cost"),
+                window: Window::Day,
+                limit: Some(micros(limit)),
+                amount: cost,
+            });
         }
         if let Some(limit) = l.cost_per_month {
-            out.push(Charge { key: format!("{scope}:cost"), window: Window::Month, limit: Some(micros(limit)), amount: cost });
+            out.push(Charge {
+                key: format!("{scope}:cost"),
+                window: Window::Month,
+                limit: Some(micros(limit)),
+                amount: cost,
+            });
         }
     }
     out
@@ -305,14 +333,27 @@ pub fn refusal(d: &Denied) -> Refused {
             headers.push((format!("x-ratelimit-limit-{unit}"), d.limit.to_string()));
             headers.push((format!("x-ratelimit-remaining-{unit}"), d.limit.saturating_sub(d.used).to_string()));
             headers.push((format!("x-ratelimit-reset-{unit}"), reset_text(d.reset_after)));
-            format!("rate limit reached for {who}: {} {unit} per minute (used {}); retry in {}", d.limit, d.used, reset_text(d.reset_after))
+            format!(
+                "rate limit reached for {who}: {} {unit} per minute (used {}); retry in {}",
+                d.limit,
+                d.used,
+                reset_text(d.reset_after)
+            )
         }
         Kind::Cost => {
             let period = if d.window == Window::Day { "day" } else { "month" };
             headers.push(("x-tollgate-budget-limit-usd".into(), format!("{:.6}", usd(d.limit))));
-            headers.push(("x-tollgate-budget-remaining-usd".into(), format!("{:.6}", usd(d.limit.saturating_sub(d.used)))));
+            headers.push((
+                "x-tollgate-budget-remaining-usd".into(),
+                format!("{:.6}", usd(d.limit.saturating_sub(d.used))),
+            ));
             headers.push(("x-tollgate-budget-reset".into(), reset_text(d.reset_after)));
-            format!("budget exhausted for {who}: ${:.2} per {period} (spent ${:.4}); resets in {}", usd(d.limit), usd(d.used), reset_text(d.reset_after))
+            format!(
+                "budget exhausted for {who}: ${:.2} per {period} (spent ${:.4}); resets in {}",
+                usd(d.limit),
+                usd(d.used),
+                reset_text(d.reset_after)
+            )
         }
     };
     Refused { error: Error::RateLimited(message), headers }
@@ -352,13 +393,25 @@ mod tests {
 
     #[test]
     fn refusal_names_scope_and_sets_openai_headers() {
-        let d = Denied { key: "team:demo:tokens".into(), window: Window::Minute, limit: 1000, used: 990, reset_after: Duration::from_secs(12) };
+        let d = Denied {
+            key: "team:demo:tokens".into(),
+            window: Window::Minute,
+            limit: 1000,
+            used: 990,
+            reset_after: Duration::from_secs(12),
+        };
         let r = refusal(&d);
         assert_eq!(r.error.status(), 429);
         assert!(r.error.to_string().contains("team `demo`"), "{}", r.error);
         assert!(r.headers.contains(&("x-ratelimit-remaining-tokens".into(), "10".into())));
         assert!(r.headers.contains(&("retry-after".into(), "12".into())));
-        let d = Denied { key: "consumer:al:cost".into(), window: Window::Day, limit: 1_000_000, used: 1_000_000, reset_after: Duration::from_secs(7200) };
+        let d = Denied {
+            key: "consumer:al:cost".into(),
+            window: Window::Day,
+            limit: 1_000_000,
+            used: 1_000_000,
+            reset_after: Duration::from_secs(7200),
+        };
         let r = refusal(&d);
         assert!(r.error.to_string().contains("per day"), "{}", r.error);
         assert!(r.headers.contains(&("x-tollgate-budget-reset".into(), "2h0m0s".into())));

@@ -166,10 +166,9 @@ mod tests {
 
     #[test]
     fn missing_key_env_is_an_error_naming_it() {
-        let policy = parse_policy(
-            "providers:\n  o: {kind: openai, baseUrl: 'http://x', keyEnv: TOLLGATE_TEST_SURELY_UNSET}\n",
-        )
-        .unwrap();
+        let policy =
+            parse_policy("providers:\n  o: {kind: openai, baseUrl: 'http://x', keyEnv: TOLLGATE_TEST_SURELY_UNSET}\n")
+                .unwrap();
         let err = load_credentials(&policy).unwrap_err().to_string();
         assert!(err.contains("TOLLGATE_TEST_SURELY_UNSET"), "{err}");
     }

@@ -63,8 +63,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
     // Envoy's own buffer must be larger than the filter's cap so that the
     // filter, not Envoy, answers an oversize body (in the provider's shape).
     let buffer_limit = policy.inspection.max_body_bytes.saturating_mul(2).max(1024 * 1024);
-    let default_provider =
-        policy.default_provider().ok_or_else(|| anyhow::anyhow!("the policy has no provider"))?;
+    let default_provider = policy.default_provider().ok_or_else(|| anyhow::anyhow!("the policy has no provider"))?;
 
     let mut routes = Vec::new();
     let mut clusters = vec![sidecar_cluster(policy)];
@@ -265,14 +264,20 @@ mod tests {
             "failMode: {filter: open, sidecar: closed}\nproviders:\n  mock: {kind: mock, baseUrl: 'http://127.0.0.1:18080'}\n  openai: {kind: openai, baseUrl: 'https://api.openai.com/v1proxy'}\n",
         )
         .unwrap();
-        let v = render(&policy, &RenderOptions { wasm_path: Path::new("/x.wasm"), access_log: "/dev/null", plugin_config: None }).unwrap();
+        let v = render(
+            &policy,
+            &RenderOptions { wasm_path: Path::new("/x.wasm"), access_log: "/dev/null", plugin_config: None },
+        )
+        .unwrap();
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let filters = hcm["http_filters"].as_array().unwrap();
         let names: Vec<_> = filters.iter().map(|f| f["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["tollgate.wasm", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]);
         assert_eq!(filters[0]["typed_config"]["config"]["failure_policy"], "FAIL_OPEN");
         assert_eq!(filters[1]["typed_config"]["failure_mode_allow"], false);
-        let plugin: FilterConfig = serde_json::from_str(filters[0]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap()).unwrap();
+        let plugin: FilterConfig =
+            serde_json::from_str(filters[0]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap())
+                .unwrap();
         assert_eq!(plugin.fail_mode, FailMode::Open);
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();
         assert_eq!(routes.len(), 3);

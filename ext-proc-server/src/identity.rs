@@ -95,9 +95,9 @@ pub fn identify(
             "missing API key: send `Authorization: Bearer tg-...` or `x-api-key: tg-...`".into(),
         )),
         Require::Jwt => Err(Error::Unauthorized("missing or invalid bearer token".into())),
-        Require::KeyOrJwt => Err(Error::Unauthorized(
-            "missing credentials: send a gateway key (`tg-...`) or a bearer token".into(),
-        )),
+        Require::KeyOrJwt => {
+            Err(Error::Unauthorized("missing credentials: send a gateway key (`tg-...`) or a bearer token".into()))
+        }
     }
 }
 

@@ -105,7 +105,12 @@ impl KeyFile {
     }
 
     /// Add a key for `consumer`; returns the secret key (shown once) and its record.
-    pub fn create(&mut self, consumer: &str, expires: Option<SystemTime>, now: SystemTime) -> Result<(String, KeyRecord), KeyError> {
+    pub fn create(
+        &mut self,
+        consumer: &str,
+        expires: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Result<(String, KeyRecord), KeyError> {
         let id = loop {
             let id = hex::encode(random::<ID_BYTES>()?);
             if !self.keys.iter().any(|k| k.id == id) {
@@ -181,7 +186,8 @@ impl KeyIndex {
         let err = |message: String| KeyError::Store { path: path.display().to_string(), message };
         let mut by_id = BTreeMap::new();
         for (i, k) in file.keys.iter().enumerate() {
-            let hash = parse_hash(&k.hash).ok_or_else(|| err(format!("keys[{i}].hash is not `sha256:<salt>:<digest>`")))?;
+            let hash =
+                parse_hash(&k.hash).ok_or_else(|| err(format!("keys[{i}].hash is not `sha256:<salt>:<digest>`")))?;
             let expires = match &k.expires {
                 Some(t) => Some(humantime::parse_rfc3339_weak(t).map_err(|e| err(format!("keys[{i}].expires: {e}")))?),
                 None => None,

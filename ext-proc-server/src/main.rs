@@ -195,12 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Check { policy } => {
             let p = load_policy(&policy)?;
-            println!(
-                "{}: ok ({} providers, {} model aliases)",
-                policy.display(),
-                p.providers.len(),
-                p.models.len()
-            );
+            println!("{}: ok ({} providers, {} model aliases)", policy.display(), p.providers.len(), p.models.len());
             Ok(())
         }
         Cmd::Keys { what } => keys_command(what),
@@ -208,7 +203,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Render { what } => match what {
             RenderCmd::Envoy { policy, wasm, access_log, out } => {
                 let policy = load_policy(&policy)?;
-                let yaml = render_yaml(&policy, &RenderOptions { wasm_path: &wasm, access_log: &access_log, plugin_config: None })?;
+                let yaml = render_yaml(
+                    &policy,
+                    &RenderOptions { wasm_path: &wasm, access_log: &access_log, plugin_config: None },
+                )?;
                 match out {
                     Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
                     None => print!("{yaml}"),
@@ -223,7 +221,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     }
 }
-
 
 fn key_store_of(policy_path: &std::path::Path) -> anyhow::Result<PathBuf> {
     let policy = load_policy(policy_path)?;
@@ -268,9 +265,22 @@ fn keys_command(what: KeysCmd) -> anyhow::Result<()> {
             println!("{:<14} {:<20} {:<22} {:<22} STATE", "ID", "CONSUMER", "CREATED", "EXPIRES");
             let now = std::time::SystemTime::now();
             for k in &file.keys {
-                let expired = k.expires.as_deref().and_then(|e| humantime::parse_rfc3339_weak(e).ok()).is_some_and(|t| t <= now);
-                let state = if k.revoked { "revoked" } else if expired { "expired" } else { "active" };
-                println!("{:<14} {:<20} {:<22} {:<22} {state}", k.id, k.consumer, k.created, k.expires.as_deref().unwrap_or("-"));
+                let expired =
+                    k.expires.as_deref().and_then(|e| humantime::parse_rfc3339_weak(e).ok()).is_some_and(|t| t <= now);
+                let state = if k.revoked {
+                    "revoked"
+                } else if expired {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<14} {:<20} {:<22} {:<22} {state}",
+                    k.id,
+                    k.consumer,
+                    k.created,
+                    k.expires.as_deref().unwrap_or("-")
+                );
             }
         }
     }
@@ -316,13 +326,23 @@ async fn usage_command(
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<11} {:<14} {:<16} {:<28} {:>8} {:>10} {:>10} {:>12}", "DAY", "TEAM", "CONSUMER", "MODEL", "REQUESTS", "INPUT", "OUTPUT", "COST (USD)");
+    println!(
+        "{:<11} {:<14} {:<16} {:<28} {:>8} {:>10} {:>10} {:>12}",
+        "DAY", "TEAM", "CONSUMER", "MODEL", "REQUESTS", "INPUT", "OUTPUT", "COST (USD)"
+    );
     let mut total = 0u64;
     for r in &rows {
         total += r.cost_micros;
         println!(
             "{:<11} {:<14} {:<16} {:<28} {:>8} {:>10} {:>10} {:>12.6}",
-            r.day, r.team, r.consumer, r.model, r.requests, r.input_tokens, r.output_tokens, tollgate_core::pricing::usd(r.cost_micros)
+            r.day,
+            r.team,
+            r.consumer,
+            r.model,
+            r.requests,
+            r.input_tokens,
+            r.output_tokens,
+            tollgate_core::pricing::usd(r.cost_micros)
         );
     }
     println!("total: ${:.6} over {} rows", tollgate_core::pricing::usd(total), rows.len());

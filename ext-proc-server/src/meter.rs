@@ -28,7 +28,10 @@ struct StreamBody {
 enum Body {
     Stream(Box<StreamBody>),
     /// A JSON answer, kept up to a cap to read its usage at the end.
-    Json { bytes: Vec<u8>, overflow: bool },
+    Json {
+        bytes: Vec<u8>,
+        overflow: bool,
+    },
 }
 
 impl Meter {
@@ -118,9 +121,10 @@ fn collect(v: &Value, out: &mut String, depth: usize) {
         Value::Object(map) => {
             for (k, v) in map {
                 match (k.as_str(), v) {
-                    ("content" | "text" | "partial_json" | "arguments" | "thinking" | "refusal" | "delta", Value::String(s)) => {
-                        out.push_str(s)
-                    }
+                    (
+                        "content" | "text" | "partial_json" | "arguments" | "thinking" | "refusal" | "delta",
+                        Value::String(s),
+                    ) => out.push_str(s),
                     // Whole objects repeated at the end of a stream, not new output.
                     ("response" | "message" | "usage" | "item" | "part", _) => {}
                     _ => collect(v, out, depth + 1),
@@ -143,12 +147,22 @@ mod tests {
 
     #[test]
     fn generated_text_across_apis() {
-        assert_eq!(generated_text(&ev(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#)), "Hel");
         assert_eq!(
-            generated_text(&ev(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]}}]}"#)),
+            generated_text(&ev(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#)),
+            "Hel"
+        );
+        assert_eq!(
+            generated_text(&ev(
+                r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]}}]}"#
+            )),
             "{\"a\""
         );
-        assert_eq!(generated_text(&ev(r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lo"}}"#)), "lo");
+        assert_eq!(
+            generated_text(&ev(
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lo"}}"#
+            )),
+            "lo"
+        );
         assert_eq!(generated_text(&ev(r#"{"type":"response.output_text.delta","delta":"x"}"#)), "x");
         assert_eq!(generated_text(&ev(r#"{"type":"message_start","message":{"content":[{"text":"no"}]}}"#)), "");
         assert_eq!(generated_text(&ev("[DONE]")), "");
@@ -161,7 +175,9 @@ mod tests {
         m.feed(b"ld\"}}]}\n\n");
         assert_eq!(m.output_tokens(), 2);
         assert_eq!(m.usage(10).output_tokens, 2);
-        m.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\n");
+        m.feed(
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\n",
+        );
         let u = m.usage(10);
         assert_eq!((u.input_tokens, u.output_tokens), (7, 3));
     }

@@ -10,14 +10,13 @@ use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderVal
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{processing_mode, ProcessingMode};
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    body_mutation, processing_request, processing_response, BodyMutation, BodyResponse, CommonResponse,
-    HeaderMutation, HeadersResponse, HttpBody, HttpHeaders, ImmediateResponse, ProcessingRequest,
-    ProcessingResponse,
+    body_mutation, processing_request, processing_response, BodyMutation, BodyResponse, CommonResponse, HeaderMutation,
+    HeadersResponse, HttpBody, HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse,
 };
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use tollgate_core::policy::Policy;
-use tollgate_core::request::{parse_request_json, ParsedRequest};
 use tollgate_core::pricing::usd;
+use tollgate_core::request::{parse_request_json, ParsedRequest};
 use tollgate_core::usage::Usage;
 use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent};
 
@@ -179,14 +178,18 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         Some(budget) => {
             let input = tokens::prompt_tokens(route.model, &parsed);
             let max_output = if api == ApiKind::OpenAiEmbeddings { Some(0) } else { parsed.max_tokens };
-            match budget.reserve(&shared.policy, identity.as_ref(), route.model, input, max_output, SystemTime::now()).await {
+            match budget
+                .reserve(&shared.policy, identity.as_ref(), route.model, input, max_output, SystemTime::now())
+                .await
+            {
                 Ok(held) => Some(held),
                 Err(refused) => return fail(state, &refused.error, &refused.headers),
             }
         }
         None => None,
     };
-    let mut mutation = HeaderMutation { set_headers: vec![set_header(PROVIDER_HEADER, route.provider)], ..Default::default() };
+    let mut mutation =
+        HeaderMutation { set_headers: vec![set_header(PROVIDER_HEADER, route.provider)], ..Default::default() };
     if let Some(cred) = shared.credentials.get(route.provider) {
         // The client's own key never reaches the provider.
         mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
@@ -203,7 +206,16 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     }
     common.header_mutation = Some(mutation);
     let (consumer, team) = identity.as_ref().map_or(("", ""), |i| (i.consumer.as_str(), i.team.as_str()));
-    tracing::info!(request_id, api = api.as_str(), model = parsed.model, provider = route.provider, upstream_model = route.model, consumer, team, "routed");
+    tracing::info!(
+        request_id,
+        api = api.as_str(),
+        model = parsed.model,
+        provider = route.provider,
+        upstream_model = route.model,
+        consumer,
+        team,
+        "routed"
+    );
     let mut resp = reply(processing_response::Response::RequestBody(BodyResponse { response: Some(common) }));
     let mut fields = vec![
         ("api", str_value(api.as_str())),
@@ -319,7 +331,9 @@ fn stream_error(api: ApiKind, err: &Error) -> Vec<u8> {
             SseEvent { data: body, ..Default::default() }.write_to(&mut out);
             SseEvent { data: "[DONE]".into(), ..Default::default() }.write_to(&mut out);
         }
-        ApiFamily::Anthropic => SseEvent { event: Some("error".into()), data: body, ..Default::default() }.write_to(&mut out),
+        ApiFamily::Anthropic => {
+            SseEvent { event: Some("error".into()), data: body, ..Default::default() }.write_to(&mut out)
+        }
     }
     out
 }

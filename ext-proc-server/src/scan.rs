@@ -87,7 +87,14 @@ pub fn human_report(scanner: &Scanner, text: &str) -> String {
     let pii = r["pii"].as_array().map(Vec::as_slice).unwrap_or_default();
     s.push_str(&format!("PII: {} finding(s)\n", pii.len()));
     for f in pii {
-        s.push_str(&format!("  {:<14} bytes {:>5}..{:<5} {:<7} {}\n", f["type"].as_str().unwrap_or(""), f["start"], f["end"], f["action"].as_str().unwrap_or(""), f["value"].as_str().unwrap_or("")));
+        s.push_str(&format!(
+            "  {:<14} bytes {:>5}..{:<5} {:<7} {}\n",
+            f["type"].as_str().unwrap_or(""),
+            f["start"],
+            f["end"],
+            f["action"].as_str().unwrap_or(""),
+            f["value"].as_str().unwrap_or("")
+        ));
     }
     let inj = &r["injection"];
     s.push_str(&format!("Injection: score {} → {}", inj["score"], inj["action"].as_str().unwrap_or("")));
@@ -116,12 +123,16 @@ mod tests {
         let mut out = Vec::new();
         let (ok, bad) = scan_jsonl(&scanner, input.as_bytes(), &mut out).unwrap();
         assert_eq!((ok, bad), (2, 2));
-        let lines: Vec<Value> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 4);
         let f = &lines[0]["pii"][0];
         assert_eq!(f["type"], "EMAIL_ADDRESS");
         let text = "Grüße an ana@example.org";
-        assert_eq!(&text[f["start"].as_u64().unwrap() as usize..f["end"].as_u64().unwrap() as usize], "ana@example.org");
+        assert_eq!(
+            &text[f["start"].as_u64().unwrap() as usize..f["end"].as_u64().unwrap() as usize],
+            "ana@example.org"
+        );
         assert_eq!(lines[0]["masked"], "Grüße an <EMAIL_ADDRESS_1>");
         assert_eq!(lines[0]["injection"]["action"], "allow");
         assert!(lines[1]["error"].as_str().unwrap().contains("not JSON"));

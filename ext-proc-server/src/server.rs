@@ -137,11 +137,27 @@ fn admin_router(shared: Shared) -> axum::Router {
         if let Some(b) = &shared.budget {
             let s = &b.stats;
             for (name, help, v) in [
-                ("tollgate_limiter_fail_open_total", "Requests let through unlimited because the limit store was unreachable.", s.fail_open.load(Relaxed)),
-                ("tollgate_limiter_fail_closed_total", "Requests refused because the limit store was unreachable.", s.fail_closed.load(Relaxed)),
+                (
+                    "tollgate_limiter_fail_open_total",
+                    "Requests let through unlimited because the limit store was unreachable.",
+                    s.fail_open.load(Relaxed),
+                ),
+                (
+                    "tollgate_limiter_fail_closed_total",
+                    "Requests refused because the limit store was unreachable.",
+                    s.fail_closed.load(Relaxed),
+                ),
                 ("tollgate_limited_total", "Requests refused by a rate limit or budget.", s.limited.load(Relaxed)),
-                ("tollgate_streams_cut_total", "Streams ended because they crossed a limit.", s.streams_cut.load(Relaxed)),
-                ("tollgate_limiter_store_errors_total", "Limit store errors while reconciling or recording usage.", s.store_errors.load(Relaxed)),
+                (
+                    "tollgate_streams_cut_total",
+                    "Streams ended because they crossed a limit.",
+                    s.streams_cut.load(Relaxed),
+                ),
+                (
+                    "tollgate_limiter_store_errors_total",
+                    "Limit store errors while reconciling or recording usage.",
+                    s.store_errors.load(Relaxed),
+                ),
             ] {
                 out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
             }

@@ -10,9 +10,7 @@ use tollgate_core::policy::{Policy, Provider, ProviderKind};
 
 use crate::config::{load_credentials, load_policy, parse_policy};
 use crate::envoy::{render_yaml, RenderOptions};
-use crate::launch::{
-    build_wasm, envoy_command, find_envoy, find_wasm, install_envoy, tollgate_home, wait_ready, Proc,
-};
+use crate::launch::{build_wasm, envoy_command, find_envoy, find_wasm, install_envoy, tollgate_home, wait_ready, Proc};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpOptions {
@@ -44,7 +42,9 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
         text.push_str("  openai: {kind: openai, baseUrl: 'https://api.openai.com', keyEnv: OPENAI_API_KEY}\n");
     }
     if anthropic {
-        text.push_str("  anthropic: {kind: anthropic, baseUrl: 'https://api.anthropic.com', keyEnv: ANTHROPIC_API_KEY}\n");
+        text.push_str(
+            "  anthropic: {kind: anthropic, baseUrl: 'https://api.anthropic.com', keyEnv: ANTHROPIC_API_KEY}\n",
+        );
     }
     if !openai && !anthropic {
         text.push_str(&format!("  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{mock_port}'}}\n"));
@@ -57,7 +57,12 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
         fail_mode: Default::default(),
         providers: [(
             "mock".to_string(),
-            Provider { kind: ProviderKind::Mock, base_url: format!("http://127.0.0.1:{mock_port}"), key_env: None, key_file: None },
+            Provider {
+                kind: ProviderKind::Mock,
+                base_url: format!("http://127.0.0.1:{mock_port}"),
+                key_env: None,
+                key_file: None,
+            },
         )]
         .into_iter()
         .collect(),
@@ -100,7 +105,8 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let access_log = run_dir.join("access.log");
     let envoy_config = run_dir.join("envoy.yaml");
     let access_log_str = access_log.display().to_string();
-    let rendered = render_yaml(&policy, &RenderOptions { wasm_path: &wasm, access_log: &access_log_str, plugin_config: None })?;
+    let rendered =
+        render_yaml(&policy, &RenderOptions { wasm_path: &wasm, access_log: &access_log_str, plugin_config: None })?;
     std::fs::write(&envoy_config, rendered)?;
 
     let exe = std::env::current_exe()?;
@@ -149,7 +155,11 @@ async fn start_all(
         }
         let url = tollgate_core::policy::BaseUrl::parse(&provider.base_url).map_err(anyhow::Error::msg)?;
         let addr = format!("{}:{}", url.host, url.port);
-        let mut p = Proc::spawn(&format!("mock provider `{name}`"), Command::new(exe).args(["mock", "--listen", &addr, "--name", name]), log)?;
+        let mut p = Proc::spawn(
+            &format!("mock provider `{name}`"),
+            Command::new(exe).args(["mock", "--listen", &addr, "--name", name]),
+            log,
+        )?;
         let r = wait_ready(&mut p, &addr, "/healthz", ready).await;
         procs.push(p);
         r?;

@@ -47,7 +47,9 @@ fn response_headers_msg() -> ProcessingRequest {
 
 fn set_headers(resp: &ProcessingResponse) -> HashMap<String, String> {
     let common = match resp.response.as_ref().unwrap() {
-        processing_response::Response::RequestHeaders(h) | processing_response::Response::ResponseHeaders(h) => h.response.clone(),
+        processing_response::Response::RequestHeaders(h) | processing_response::Response::ResponseHeaders(h) => {
+            h.response.clone()
+        }
         processing_response::Response::RequestBody(b) => b.response.clone(),
         other => panic!("unexpected {other:?}"),
     };
@@ -71,7 +73,9 @@ fn post(path: &str) -> HttpHeaders {
 async fn non_ai_requests_skip_every_later_phase() {
     let s = shared();
     let mut state = StreamState::default();
-    let resp = handle(&s, &mut state, headers_msg(request_headers(&[(":method", "GET"), (":path", "/v1/models")], true))).await;
+    let resp =
+        handle(&s, &mut state, headers_msg(request_headers(&[(":method", "GET"), (":path", "/v1/models")], true)))
+            .await;
     let mode = resp.mode_override.expect("mode override");
     assert_eq!(mode.request_body_mode, 0, "NONE");
     assert_eq!(mode.response_header_mode, 2, "SKIP");
@@ -91,7 +95,8 @@ async fn routes_alias_rewrites_model_and_sets_backend() {
     let Some(processing_response::Response::RequestBody(b)) = &resp.response else { panic!() };
     let common = b.response.as_ref().unwrap();
     assert!(common.clear_route_cache);
-    let Some(body_mutation::Mutation::Body(new_body)) = common.body_mutation.as_ref().and_then(|m| m.mutation.clone()) else {
+    let Some(body_mutation::Mutation::Body(new_body)) = common.body_mutation.as_ref().and_then(|m| m.mutation.clone())
+    else {
         panic!("no body mutation")
     };
     let v: serde_json::Value = serde_json::from_slice(&new_body).unwrap();
@@ -110,7 +115,12 @@ async fn provider_key_replaces_the_client_key() {
     let s = shared();
     let mut state = StreamState::default();
     handle(&s, &mut state, headers_msg(post("/v1/messages"))).await;
-    let resp = handle(&s, &mut state, body_msg(r#"{"model":"claude-x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#)).await;
+    let resp = handle(
+        &s,
+        &mut state,
+        body_msg(r#"{"model":"claude-x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#),
+    )
+    .await;
     let Some(processing_response::Response::RequestBody(b)) = &resp.response else { panic!() };
     let m = b.response.as_ref().unwrap().header_mutation.as_ref().unwrap();
     assert!(m.remove_headers.contains(&"x-api-key".to_string()));
@@ -147,7 +157,9 @@ async fn bad_body_is_answered_in_the_client_shape() {
 async fn ai_path_without_body_is_400() {
     let s = shared();
     let mut state = StreamState::default();
-    let resp = handle(&s, &mut state, headers_msg(request_headers(&[(":method", "POST"), (":path", "/v1/embeddings")], true))).await;
+    let resp =
+        handle(&s, &mut state, headers_msg(request_headers(&[(":method", "POST"), (":path", "/v1/embeddings")], true)))
+            .await;
     assert!(matches!(resp.response, Some(processing_response::Response::ImmediateResponse(_))));
 }
 

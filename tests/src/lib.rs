@@ -36,7 +36,8 @@ pub fn paths() -> anyhow::Result<Paths> {
             .find(|p| p.is_file())
             .ok_or_else(|| anyhow!("no tollgate binary: run `cargo build -p tollgate-ext-proc` or set TOLLGATE_BIN"))?,
     };
-    let envoy = launch::find_envoy().ok_or_else(|| anyhow!("no envoy: run scripts/install.sh or set TOLLGATE_ENVOY"))?;
+    let envoy =
+        launch::find_envoy().ok_or_else(|| anyhow!("no envoy: run scripts/install.sh or set TOLLGATE_ENVOY"))?;
     let wasm = match std::env::var_os("TOLLGATE_WASM") {
         Some(p) => PathBuf::from(p),
         None => target.join("wasm32-wasip1").join("wasm-release").join(launch::WASM_FILE),
@@ -289,7 +290,13 @@ impl Drop for Gateway {
 pub async fn run_envoy_expecting_exit(opts: Options, timeout: Duration) -> anyhow::Result<(Option<i32>, String)> {
     let paths = paths()?;
     let dir = scratch_dir()?;
-    let ports = Ports { listen: free_port()?, admin: free_port()?, grpc: free_port()?, sidecar_admin: free_port()?, mock: free_port()? };
+    let ports = Ports {
+        listen: free_port()?,
+        admin: free_port()?,
+        grpc: free_port()?,
+        sidecar_admin: free_port()?,
+        mock: free_port()?,
+    };
     let policy = parse_policy(&policy_text(&ports, &opts, &dir)).map_err(|e| anyhow!("test policy: {e}"))?;
     let envoy_yaml = render_yaml(
         &policy,

@@ -69,7 +69,8 @@ consumers:
     assert!(!keys_file.contains(alice.rsplit('-').next().unwrap()), "the key store holds a secret");
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
-    let resp = gw.post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", &bearer(&alice))]).await;
+    let resp =
+        gw.post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", &bearer(&alice))]).await;
     let (status, headers, body) = json_body(resp).await;
     assert_eq!(status, 200, "{body}");
     // The provider got the vault key and never the client's.
@@ -105,7 +106,8 @@ consumers:
     .await;
     assert_eq!(status, 401);
     let (status, _, body) = json_body(
-        gw.post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", "Bearer sk-openai-123")]).await,
+        gw.post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", "Bearer sk-openai-123")])
+            .await,
     )
     .await;
     assert_eq!(status, 401, "{body}");
@@ -135,7 +137,12 @@ consumers:
 }
 
 /// Fire `n` requests at once; returns the statuses and the 429 responses' headers and bodies.
-async fn burst(gw: &Gateway, n: usize, body: Value, headers: Vec<(String, String)>) -> (Vec<u16>, Vec<(reqwest::header::HeaderMap, String)>) {
+async fn burst(
+    gw: &Gateway,
+    n: usize,
+    body: Value,
+    headers: Vec<(String, String)>,
+) -> (Vec<u16>, Vec<(reqwest::header::HeaderMap, String)>) {
     let mut tasks = Vec::new();
     for _ in 0..n {
         let (url, body, headers) = (gw.url.clone(), body.clone(), headers.clone());
@@ -224,7 +231,8 @@ async fn limits_trip_at_the_right_request_under_concurrent_load() {
     fresh_minute(Duration::from_secs(5)).await;
     let (statuses, _) = burst(&gw, 7, chat("gpt-4o-mini", false), vec![("authorization".into(), bearer(&dave))]).await;
     assert_eq!(count(&statuses, 200), 4, "{statuses:?}");
-    let resp = gw.post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", &bearer(&dave))]).await;
+    let resp =
+        gw.post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", &bearer(&dave))]).await;
     assert_eq!(resp.status().as_u16(), 429);
     assert_eq!(resp.headers()["x-ratelimit-limit-requests"], "4");
     assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "0");
@@ -270,7 +278,11 @@ consumers:
     let long = "word ".repeat(400);
     let body = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "go"}]});
     let resp = gw
-        .post_with("/v1/chat/completions", &body, &[("authorization", &bearer(&key)), ("x-mock-append", long.trim()), ("x-mock-chunk-delay-ms", "2")])
+        .post_with(
+            "/v1/chat/completions",
+            &body,
+            &[("authorization", &bearer(&key)), ("x-mock-append", long.trim()), ("x-mock-chunk-delay-ms", "2")],
+        )
         .await;
     assert_eq!(resp.status().as_u16(), 200);
     let bytes = resp.bytes().await.unwrap();
@@ -301,7 +313,9 @@ async fn spend_survives_a_sidecar_restart() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     fresh_minute(Duration::from_secs(25)).await;
     for _ in 0..3 {
-        let resp = gw.post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", &bearer(&key))]).await;
+        let resp = gw
+            .post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", &bearer(&key))])
+            .await;
         assert_eq!(resp.status().as_u16(), 200);
     }
     gw.kill("sidecar").await;
@@ -344,7 +358,8 @@ consumers:
 
     // Redis down: the default fail mode (open) lets requests through, and says so.
     drop(redis);
-    let resp = a.post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", &bearer(&key))]).await;
+    let resp =
+        a.post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", &bearer(&key))]).await;
     assert_eq!(resp.status().as_u16(), 200);
     assert!(a.sidecar_metric("tollgate_limiter_fail_open_total").await.unwrap_or(0) >= 1);
 }

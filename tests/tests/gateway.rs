@@ -19,10 +19,14 @@ async fn post(gw: &Gateway, path: &str, body: &Value) -> reqwest::Response {
 #[tokio::test]
 async fn openai_chat_json_is_counted_routed_and_published() {
     let gw = Gateway::start(Options::default()).await.unwrap();
-    let resp = post(&gw, "/v1/chat/completions", &json!({
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
-    }))
+    let resp = post(
+        &gw,
+        "/v1/chat/completions",
+        &json!({
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
+        }),
+    )
     .await;
     assert_eq!(resp.status(), 200, "{}", gw.log_text());
     let request_id = resp.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
@@ -58,10 +62,14 @@ async fn openai_chat_json_is_counted_routed_and_published() {
 #[tokio::test]
 async fn openai_chat_stream_counts_usage_from_the_final_chunk() {
     let gw = Gateway::start(Options::default()).await.unwrap();
-    let resp = post(&gw, "/v1/chat/completions", &json!({
-        "model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true},
-        "messages": [{"role": "user", "content": "stream me a few words please"}]
-    }))
+    let resp = post(
+        &gw,
+        "/v1/chat/completions",
+        &json!({
+            "model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "stream me a few words please"}]
+        }),
+    )
     .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
@@ -69,10 +77,8 @@ async fn openai_chat_stream_counts_usage_from_the_final_chunk() {
     let events = sse_events(&resp.bytes().await.unwrap());
     assert_eq!(events.last().unwrap().data, "[DONE]");
     let chunks: Vec<Value> = events.iter().filter_map(|e| serde_json::from_str(&e.data).ok()).collect();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str().map(str::to_string))
-        .collect();
+    let text: String =
+        chunks.iter().filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str().map(str::to_string)).collect();
     assert!(text.contains("stream me a few words please"), "{text}");
     let usage = chunks.iter().find(|c| c["usage"].is_object()).unwrap()["usage"].clone();
     let (input, output) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
@@ -84,10 +90,14 @@ async fn openai_chat_stream_counts_usage_from_the_final_chunk() {
 #[tokio::test]
 async fn anthropic_messages_json_and_stream() {
     let gw = Gateway::start(Options::default()).await.unwrap();
-    let resp = post(&gw, "/v1/messages", &json!({
-        "model": "claude-sonnet-4-5", "max_tokens": 100, "system": "terse",
-        "messages": [{"role": "user", "content": "ping from anthropic client"}]
-    }))
+    let resp = post(
+        &gw,
+        "/v1/messages",
+        &json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 100, "system": "terse",
+            "messages": [{"role": "user", "content": "ping from anthropic client"}]
+        }),
+    )
     .await;
     assert_eq!(resp.status(), 200, "{}", gw.log_text());
     assert_eq!(resp.headers()["x-tollgate-backend"], "mock");
@@ -96,10 +106,14 @@ async fn anthropic_messages_json_and_stream() {
     let json_in = body["usage"]["input_tokens"].as_u64().unwrap();
     let json_out = body["usage"]["output_tokens"].as_u64().unwrap();
 
-    let resp = post(&gw, "/v1/messages", &json!({
-        "model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
-        "messages": [{"role": "user", "content": "stream from anthropic client"}]
-    }))
+    let resp = post(
+        &gw,
+        "/v1/messages",
+        &json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true,
+            "messages": [{"role": "user", "content": "stream from anthropic client"}]
+        }),
+    )
     .await;
     assert_eq!(resp.status(), 200);
     let events = sse_events(&resp.bytes().await.unwrap());
@@ -140,25 +154,35 @@ async fn non_ai_traffic_passes_untouched() {
 
 #[tokio::test]
 async fn oversize_body_gets_413_in_the_provider_shape() {
-    let gw = Gateway::start(Options { policy_extra: "inspection: {maxBodyBytes: 4096}\n".into(), ..Options::default() })
-        .await
-        .unwrap();
+    let gw =
+        Gateway::start(Options { policy_extra: "inspection: {maxBodyBytes: 4096}\n".into(), ..Options::default() })
+            .await
+            .unwrap();
     let big = "x".repeat(8000);
-    let resp = post(&gw, "/v1/chat/completions", &json!({"model": "m", "messages": [{"role": "user", "content": big}]})).await;
+    let resp =
+        post(&gw, "/v1/chat/completions", &json!({"model": "m", "messages": [{"role": "user", "content": big}]})).await;
     assert_eq!(resp.status(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "request_too_large");
     assert!(body["error"]["message"].as_str().unwrap().contains("4096"));
 
-    let resp = post(&gw, "/v1/messages", &json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": big}]})).await;
+    let resp = post(
+        &gw,
+        "/v1/messages",
+        &json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": big}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "request_too_large");
 
     // Chunked, with no content-length: caught while buffering.
-    let chunks: Vec<Result<String, std::io::Error>> =
-        vec![Ok(r#"{"model":"m","messages":[{"role":"user","content":""#.to_string()), Ok(big.clone()), Ok(r#""}]}"#.to_string())];
+    let chunks: Vec<Result<String, std::io::Error>> = vec![
+        Ok(r#"{"model":"m","messages":[{"role":"user","content":""#.to_string()),
+        Ok(big.clone()),
+        Ok(r#""}]}"#.to_string()),
+    ];
     let resp = client()
         .post(format!("{}/v1/chat/completions", gw.url))
         .header("content-type", "application/json")
@@ -168,7 +192,11 @@ async fn oversize_body_gets_413_in_the_provider_shape() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     // Nothing oversize reached the provider.
-    assert!(gw.mock_requests().await.iter().all(|r| r["path"] != "/v1/chat/completions" && r["path"] != "/v1/messages"));
+    assert!(gw
+        .mock_requests()
+        .await
+        .iter()
+        .all(|r| r["path"] != "/v1/chat/completions" && r["path"] != "/v1/messages"));
     assert_eq!(gw.stat("tollgate_rejected_total").await, Some(3));
 }
 
@@ -258,7 +286,12 @@ async fn sidecar_down_fail_open_still_answers() {
     })
     .await
     .unwrap();
-    let resp = post(&gw, "/v1/chat/completions", &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let resp = post(
+        &gw,
+        "/v1/chat/completions",
+        &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200, "{}", gw.log_text());
     assert!(!resp.headers().contains_key("x-tollgate-backend"));
     // The filter still inspected and counted it.
@@ -277,7 +310,12 @@ async fn sidecar_down_fail_closed_rejects_and_nothing_reaches_the_provider() {
     })
     .await
     .unwrap();
-    let resp = post(&gw, "/v1/chat/completions", &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let resp = post(
+        &gw,
+        "/v1/chat/completions",
+        &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert!(resp.status().is_server_error(), "got {}", resp.status());
     assert!(gw.mock_requests().await.iter().all(|r| r["path"] != "/v1/chat/completions"));
 }
@@ -312,10 +350,14 @@ async fn invalid_plugin_configuration_is_rejected_with_a_logged_reason() {
 #[tokio::test]
 async fn streamed_usage_is_counted_even_when_the_client_did_not_ask() {
     let gw = Gateway::start(Options::default()).await.unwrap();
-    let resp = post(&gw, "/v1/chat/completions", &json!({
-        "model": "gpt-4o-mini", "stream": true,
-        "messages": [{"role": "user", "content": "count me without asking"}]
-    }))
+    let resp = post(
+        &gw,
+        "/v1/chat/completions",
+        &json!({
+            "model": "gpt-4o-mini", "stream": true,
+            "messages": [{"role": "user", "content": "count me without asking"}]
+        }),
+    )
     .await;
     assert_eq!(resp.status(), 200);
     let events = sse_events(&resp.bytes().await.unwrap());

@@ -73,7 +73,8 @@ async fn up_serves_a_streamed_answer_and_stops_cleanly_on_ctrl_c() {
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
     // Every child is gone: nothing answers on their ports any more.
-    for (what, port, path) in [("envoy", admin, "/ready"), ("sidecar", sadmin, "/healthz"), ("mock", mock, "/healthz")] {
+    for (what, port, path) in [("envoy", admin, "/ready"), ("sidecar", sadmin, "/healthz"), ("mock", mock, "/healthz")]
+    {
         assert!(http_get(&format!("127.0.0.1:{port}"), path).await.is_err(), "{what} still running after Ctrl-C");
     }
     let _ = std::fs::remove_dir_all(&home);

@@ -95,7 +95,9 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.filter.as_mut().map_or(Action::Continue, |f| action(f.on_request_body(&mut self.host, body_size, end_of_stream)))
+        self.filter
+            .as_mut()
+            .map_or(Action::Continue, |f| action(f.on_request_body(&mut self.host, body_size, end_of_stream)))
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
@@ -103,7 +105,9 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.filter.as_mut().map_or(Action::Continue, |f| action(f.on_response_body(&mut self.host, body_size, end_of_stream)))
+        self.filter
+            .as_mut()
+            .map_or(Action::Continue, |f| action(f.on_response_body(&mut self.host, body_size, end_of_stream)))
     }
 }
 

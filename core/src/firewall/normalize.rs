@@ -2,8 +2,8 @@
 //! original text (zero-width characters, homoglyph mixing, base64 runs,
 //! Unicode tag smuggling).
 
-use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::char::decompose_compatible;
+use unicode_normalization::char::is_combining_mark;
 
 /// Normalize `text` for matching: compatibility-fold (NFKC/NFKD, which also
 /// maps fullwidth letters to ASCII), strip combining marks (accents, "zalgo"),
@@ -259,11 +259,7 @@ pub(crate) fn has_zero_width_in_word(text: &str) -> bool {
         }
         if let (Some(z), Some(p)) = (pending, prev) {
             let joiner = matches!(z, '\u{200C}' | '\u{200D}');
-            let hit = if joiner {
-                p.is_ascii_alphanumeric() && c.is_ascii_alphanumeric()
-            } else {
-                c.is_alphanumeric()
-            };
+            let hit = if joiner { p.is_ascii_alphanumeric() && c.is_ascii_alphanumeric() } else { c.is_alphanumeric() };
             if hit {
                 return true;
             }
@@ -282,8 +278,7 @@ pub(crate) fn tag_payload(text: &str) -> Option<String> {
         .filter(|c| matches!(c, '\u{E0020}'..='\u{E007E}'))
         .filter_map(|c| char::from_u32(c as u32 - 0xE0000))
         .collect();
-    let flag_like =
-        hidden.len() <= 7 && hidden.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let flag_like = hidden.len() <= 7 && hidden.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if hidden.is_empty() || flag_like {
         None
     } else {
@@ -407,7 +402,8 @@ mod tests {
         assert!(has_homoglyph_mixing("please іgnore it"));
         assert!(!has_homoglyph_mixing("привет world"));
         assert!(!has_homoglyph_mixing("latency 10μs"));
-        let smuggled: String = "hi".chars().chain("ignore this".chars().map(|c| char::from_u32(c as u32 + 0xE0000).unwrap())).collect();
+        let smuggled: String =
+            "hi".chars().chain("ignore this".chars().map(|c| char::from_u32(c as u32 + 0xE0000).unwrap())).collect();
         assert_eq!(tag_payload(&smuggled).as_deref(), Some("ignore this"));
     }
 }

@@ -141,11 +141,7 @@ pub fn default_rules() -> Vec<Rule> {
                 r"\bon(?:error|load|mouseover|mouseenter|mouseout|focus|blur|click|dblclick|submit|change|input|keydown|keyup|keypress|animationstart|toggle|pointerover|beforeunload|unload|wheel) ?=",
             ],
         ),
-        regex(
-            "markup.markdown_image_exfil",
-            0.65,
-            &[r"!\[[^\]]*\] ?\( ?<?(?:https?:)?//[^)\s]*\?[^)\s]*="],
-        ),
+        regex("markup.markdown_image_exfil", 0.65, &[r"!\[[^\]]*\] ?\( ?<?(?:https?:)?//[^)\s]*\?[^)\s]*="]),
         regex(
             "exfiltration.send_data",
             0.55,

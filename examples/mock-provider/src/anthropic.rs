@@ -60,30 +60,18 @@ fn read_conversation(req: &Map<String, Value>) -> Result<Conversation, Box<Respo
     let model = match req.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(Value::String(_)) => {
-            return Err(Box::new(anthropic_invalid(
-                "model: String should have at least 1 character",
-            )))
+            return Err(Box::new(anthropic_invalid("model: String should have at least 1 character")))
         }
-        Some(_) => {
-            return Err(Box::new(anthropic_invalid(
-                "model: Input should be a valid string",
-            )))
-        }
+        Some(_) => return Err(Box::new(anthropic_invalid("model: Input should be a valid string"))),
         None => return Err(Box::new(anthropic_invalid("model: Field required"))),
     };
     let messages = match req.get("messages") {
         None => return Err(Box::new(anthropic_invalid("messages: Field required"))),
         Some(Value::Array(items)) if items.is_empty() => {
-            return Err(Box::new(anthropic_invalid(
-                "messages: at least one message is required",
-            )))
+            return Err(Box::new(anthropic_invalid("messages: at least one message is required")))
         }
         Some(Value::Array(items)) => items,
-        Some(_) => {
-            return Err(Box::new(anthropic_invalid(
-                "messages: Input should be a valid list",
-            )))
-        }
+        Some(_) => return Err(Box::new(anthropic_invalid("messages: Input should be a valid list"))),
     };
     let mut segments = Vec::new();
     let mut system = Vec::new();
@@ -106,16 +94,10 @@ fn read_conversation(req: &Map<String, Value>) -> Result<Conversation, Box<Respo
                     "messages.{i}.role: Input should be 'user' or 'assistant'"
                 ))))
             }
-            None => {
-                return Err(Box::new(anthropic_invalid(&format!(
-                    "messages.{i}.role: Field required"
-                ))))
-            }
+            None => return Err(Box::new(anthropic_invalid(&format!("messages.{i}.role: Field required")))),
         };
         if msg.get("content").is_none() {
-            return Err(Box::new(anthropic_invalid(&format!(
-                "messages.{i}.content: Field required"
-            ))));
+            return Err(Box::new(anthropic_invalid(&format!("messages.{i}.content: Field required"))));
         }
         let (texts, has_tool_result) = block_segments(msg.get("content"), &mut segments);
         if role == "user" && !texts.is_empty() {
@@ -124,29 +106,18 @@ fn read_conversation(req: &Map<String, Value>) -> Result<Conversation, Box<Respo
         ends_with_user_text = role == "user" && !has_tool_result;
         segments.extend(texts);
     }
-    Ok(Conversation {
-        model,
-        segments,
-        last_user_text,
-        ends_with_user_text,
-    })
+    Ok(Conversation { model, segments, last_user_text, ends_with_user_text })
 }
 
 fn tool_name(req: &Map<String, Value>, conv: &Conversation) -> Option<String> {
     let tools = req.get("tools").and_then(Value::as_array)?;
-    let first = tools
-        .iter()
-        .find_map(|t| t.get("name").and_then(Value::as_str))?;
+    let first = tools.iter().find_map(|t| t.get("name").and_then(Value::as_str))?;
     let choice = req.get("tool_choice");
     match choice.and_then(|c| c.get("type")).and_then(Value::as_str) {
         Some("none") => None,
         Some("any") => Some(first.to_owned()),
-        Some("tool") => choice
-            .and_then(|c| c.get("name"))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        _ => (conv.ends_with_user_text && util::mentions_tool(&conv.last_user_text))
-            .then(|| first.to_owned()),
+        Some("tool") => choice.and_then(|c| c.get("name")).and_then(Value::as_str).map(str::to_owned),
+        _ => (conv.ends_with_user_text && util::mentions_tool(&conv.last_user_text)).then(|| first.to_owned()),
     }
 }
 
@@ -292,22 +263,11 @@ struct MessageDelta {
 }
 
 enum Answer {
-    Text {
-        text: String,
-        finish: Finish,
-    },
-    Tool {
-        id: String,
-        name: String,
-        arguments: String,
-    },
+    Text { text: String, finish: Finish },
+    Tool { id: String, name: String, arguments: String },
 }
 
-pub(crate) async fn messages(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let req = match parse_object(Api::Anthropic, &body) {
         Ok(req) => req,
         Err(resp) => return *resp,
@@ -320,9 +280,7 @@ pub(crate) async fn messages(
         None => return anthropic_invalid("max_tokens: Field required"),
         Some(v) => match v.as_i64() {
             Some(n) if n >= 1 => n.unsigned_abs(),
-            Some(_) => {
-                return anthropic_invalid("max_tokens: Input should be greater than or equal to 1")
-            }
+            Some(_) => return anthropic_invalid("max_tokens: Input should be greater than or equal to 1"),
             None => return anthropic_invalid("max_tokens: Input should be a valid integer"),
         },
     };
@@ -331,17 +289,12 @@ pub(crate) async fn messages(
     let input_tokens = util::sum_tokens(conv.segments.iter().map(String::as_str));
 
     let answer = match tool_name(&req, &conv) {
-        Some(name) => Answer::Tool {
-            id: state.ids.base62("toolu_01", 22),
-            name,
-            arguments: tool_arguments(&conv.last_user_text),
-        },
+        Some(name) => {
+            Answer::Tool { id: state.ids.base62("toolu_01", 22), name, arguments: tool_arguments(&conv.last_user_text) }
+        }
         None => {
-            let (text, finish) = util::shape_reply(
-                util::reply_with_append(&conv.last_user_text, &headers),
-                &stop,
-                Some(max_tokens),
-            );
+            let (text, finish) =
+                util::shape_reply(util::reply_with_append(&conv.last_user_text, &headers), &stop, Some(max_tokens));
             Answer::Text { text, finish }
         }
     };
@@ -361,11 +314,7 @@ pub(crate) async fn messages(
     if !stream {
         let block = match answer {
             Answer::Text { text, .. } => Block::Text { kind: "text", text },
-            Answer::Tool {
-                id,
-                name,
-                arguments,
-            } => Block::ToolUse {
+            Answer::Tool { id, name, arguments } => Block::ToolUse {
                 kind: "tool_use",
                 id,
                 name,
@@ -409,10 +358,7 @@ pub(crate) async fn messages(
                     input_tokens,
                     cache_creation_input_tokens: 0,
                     cache_read_input_tokens: 0,
-                    cache_creation: CacheCreation {
-                        ephemeral_5m_input_tokens: 0,
-                        ephemeral_1h_input_tokens: 0,
-                    },
+                    cache_creation: CacheCreation { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 0 },
                     output_tokens: 1,
                     service_tier: "standard",
                 },
@@ -421,72 +367,34 @@ pub(crate) async fn messages(
     )];
     let (start_block, deltas) = match answer {
         Answer::Text { text, .. } => (
-            Block::Text {
-                kind: "text",
-                text: String::new(),
-            },
+            Block::Text { kind: "text", text: String::new() },
             util::split_words(&text)
                 .into_iter()
-                .map(|text| DeltaBody::Text {
-                    kind: "text_delta",
-                    text,
-                })
+                .map(|text| DeltaBody::Text { kind: "text_delta", text })
                 .collect::<Vec<_>>(),
         ),
-        Answer::Tool {
-            id,
-            name,
-            arguments,
-        } => (
-            Block::ToolUse {
-                kind: "tool_use",
-                id,
-                name,
-                input: Value::Object(Map::new()),
-            },
+        Answer::Tool { id, name, arguments } => (
+            Block::ToolUse { kind: "tool_use", id, name, input: Value::Object(Map::new()) },
             split_arguments(&arguments)
                 .into_iter()
-                .map(|partial_json| DeltaBody::Json {
-                    kind: "input_json_delta",
-                    partial_json,
-                })
+                .map(|partial_json| DeltaBody::Json { kind: "input_json_delta", partial_json })
                 .collect(),
         ),
     };
     frames.push(sse_event(
         "content_block_start",
-        &BlockStart {
-            kind: "content_block_start",
-            index: 0,
-            content_block: start_block,
-        },
+        &BlockStart { kind: "content_block_start", index: 0, content_block: start_block },
     ));
     frames.push(sse_event("ping", &TypeOnly { kind: "ping" }));
     for delta in deltas {
-        frames.push(sse_event(
-            "content_block_delta",
-            &BlockDelta {
-                kind: "content_block_delta",
-                index: 0,
-                delta,
-            },
-        ));
+        frames.push(sse_event("content_block_delta", &BlockDelta { kind: "content_block_delta", index: 0, delta }));
     }
-    frames.push(sse_event(
-        "content_block_stop",
-        &TypeIndex {
-            kind: "content_block_stop",
-            index: 0,
-        },
-    ));
+    frames.push(sse_event("content_block_stop", &TypeIndex { kind: "content_block_stop", index: 0 }));
     frames.push(sse_event(
         "message_delta",
         &MessageDelta {
             kind: "message_delta",
-            delta: StopDelta {
-                stop_reason,
-                stop_sequence,
-            },
+            delta: StopDelta { stop_reason, stop_sequence },
             usage: DeltaUsage {
                 input_tokens,
                 cache_creation_input_tokens: 0,
@@ -495,12 +403,7 @@ pub(crate) async fn messages(
             },
         },
     ));
-    frames.push(sse_event(
-        "message_stop",
-        &TypeOnly {
-            kind: "message_stop",
-        },
-    ));
+    frames.push(sse_event("message_stop", &TypeOnly { kind: "message_stop" }));
     sse_response(frames, state.chunk_delay(&headers))
 }
 
@@ -517,9 +420,7 @@ pub(crate) async fn count_tokens(body: Bytes) -> Response {
     match read_conversation(&req) {
         Ok(conv) => json_response(
             StatusCode::OK,
-            &TokenCount {
-                input_tokens: util::sum_tokens(conv.segments.iter().map(String::as_str)),
-            },
+            &TokenCount { input_tokens: util::sum_tokens(conv.segments.iter().map(String::as_str)) },
         ),
         Err(resp) => *resp,
     }

@@ -34,10 +34,7 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
         Ok(body) => {
             let mut resp = Response::new(Body::from(body));
             *resp.status_mut() = status;
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
         }
         Err(err) => {
@@ -67,19 +64,15 @@ pub fn sse_event<T: Serialize>(event: &str, value: &T) -> Bytes {
 /// A streamed `text/event-stream` response: one body frame per SSE event,
 /// `delay` between frames.
 pub fn sse_response(frames: Vec<Bytes>, delay: Duration) -> Response {
-    let stream =
-        futures::stream::iter(frames.into_iter().enumerate()).then(move |(i, frame)| async move {
-            if i > 0 && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Ok::<Bytes, Infallible>(frame)
-        });
+    let stream = futures::stream::iter(frames.into_iter().enumerate()).then(move |(i, frame)| async move {
+        if i > 0 && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Ok::<Bytes, Infallible>(frame)
+    });
     let mut resp = Response::new(Body::from_stream(stream));
     let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
@@ -106,28 +99,12 @@ pub fn openai_error(
     param: Option<&str>,
     code: Option<&str>,
 ) -> Response {
-    json_response(
-        status,
-        &OpenAiErrorBody {
-            error: OpenAiError {
-                message,
-                kind,
-                param,
-                code,
-            },
-        },
-    )
+    json_response(status, &OpenAiErrorBody { error: OpenAiError { message, kind, param, code } })
 }
 
 /// A 400 `invalid_request_error` in OpenAI's shape.
 pub fn openai_invalid(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
-    openai_error(
-        StatusCode::BAD_REQUEST,
-        message,
-        "invalid_request_error",
-        param,
-        code,
-    )
+    openai_error(StatusCode::BAD_REQUEST, message, "invalid_request_error", param, code)
 }
 
 #[derive(Serialize)]
@@ -146,13 +123,7 @@ struct AnthropicError<'a> {
 
 /// `{"type":"error","error":{"type","message"}}`
 pub fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    json_response(
-        status,
-        &AnthropicErrorBody {
-            kind: "error",
-            error: AnthropicError { kind, message },
-        },
-    )
+    json_response(status, &AnthropicErrorBody { kind: "error", error: AnthropicError { kind, message } })
 }
 
 /// A 400 `invalid_request_error` in Anthropic's shape.
@@ -198,10 +169,16 @@ pub fn status_error(api: Api, status: StatusCode) -> Response {
             let (kind, message) = match code {
                 400 => ("invalid_request_error", "Mock provider: bad request (simulated)."),
                 401 => ("authentication_error", "invalid x-api-key (simulated by the mock provider)"),
-                403 => ("permission_error", "Your API key does not have permission to use the specified resource (simulated)."),
+                403 => (
+                    "permission_error",
+                    "Your API key does not have permission to use the specified resource (simulated).",
+                ),
                 404 => ("not_found_error", "Not found (simulated by the mock provider)."),
                 413 => ("request_too_large", "Request exceeds the maximum allowed number of bytes (simulated)."),
-                429 => ("rate_limit_error", "Number of requests has exceeded your rate limit (simulated by the mock provider)."),
+                429 => (
+                    "rate_limit_error",
+                    "Number of requests has exceeded your rate limit (simulated by the mock provider).",
+                ),
                 529 => ("overloaded_error", "Overloaded (simulated by the mock provider)"),
                 500..=599 => ("api_error", "Internal server error (simulated by the mock provider)"),
                 _ => ("invalid_request_error", "Mock provider: simulated error."),
@@ -210,8 +187,7 @@ pub fn status_error(api: Api, status: StatusCode) -> Response {
         }
     };
     if code == 429 {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }
@@ -231,10 +207,7 @@ pub fn not_found(api: Api, method: &str, path: &str) -> Response {
 }
 
 /// Parses a request body as a JSON object or returns the provider's 400.
-pub fn parse_object(
-    api: Api,
-    body: &[u8],
-) -> Result<serde_json::Map<String, serde_json::Value>, Box<Response>> {
+pub fn parse_object(api: Api, body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Box<Response>> {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
         Ok(_) => Err(Box::new(match api {

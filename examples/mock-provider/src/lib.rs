@@ -85,13 +85,7 @@ pub struct MockConfig {
 
 impl Default for MockConfig {
     fn default() -> Self {
-        Self {
-            latency_ms: 0,
-            chunk_delay_ms: 0,
-            fail_every: 0,
-            rate_limit_every: 0,
-            name: "mock".to_owned(),
-        }
+        Self { latency_ms: 0, chunk_delay_ms: 0, fail_every: 0, rate_limit_every: 0, name: "mock".to_owned() }
     }
 }
 
@@ -137,17 +131,12 @@ impl AppState {
     }
 
     fn clear(&self) {
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.records.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// The chunk delay for one request (header overrides the flag).
     pub(crate) fn chunk_delay(&self, headers: &HeaderMap) -> Duration {
-        Duration::from_millis(
-            header_u64(headers, headers::CHUNK_DELAY_MS).unwrap_or(self.config.chunk_delay_ms),
-        )
+        Duration::from_millis(header_u64(headers, headers::CHUNK_DELAY_MS).unwrap_or(self.config.chunk_delay_ms))
     }
 }
 
@@ -232,21 +221,13 @@ impl Drop for ResetOnDrop {
 }
 
 impl AsyncRead for ResetOnDrop {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ResetOnDrop {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -267,23 +248,14 @@ impl AsyncWrite for ResetOnDrop {
     }
 }
 
-fn spawn_connection(
-    stream: TcpStream,
-    app: Router,
-    graceful: &hyper_util::server::graceful::GracefulShutdown,
-) {
+fn spawn_connection(stream: TcpStream, app: Router, graceful: &hyper_util::server::graceful::GracefulShutdown) {
     let _ = stream.set_nodelay(true);
     let reset = Arc::new(ConnReset::default());
-    let io = hyper_util::rt::TokioIo::new(ResetOnDrop {
-        stream,
-        reset: reset.clone(),
-    });
-    let service =
-        hyper_util::service::TowerToHyperService::new(app.layer(Extension(reset.clone())));
+    let io = hyper_util::rt::TokioIo::new(ResetOnDrop { stream, reset: reset.clone() });
+    let service = hyper_util::service::TowerToHyperService::new(app.layer(Extension(reset.clone())));
     let watcher = graceful.watcher();
     tokio::spawn(async move {
-        let builder =
-            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         let conn = builder.serve_connection_with_upgrades(io, service);
         let conn = watcher.watch(conn.into_owned());
         tokio::select! {
@@ -300,10 +272,7 @@ fn spawn_connection(
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -311,10 +280,7 @@ pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 }
 
 fn is_truthy(value: Option<&str>) -> bool {
-    matches!(
-        value.map(str::to_ascii_lowercase).as_deref(),
-        Some("1" | "true" | "yes" | "on")
-    )
+    matches!(value.map(str::to_ascii_lowercase).as_deref(), Some("1" | "true" | "yes" | "on"))
 }
 
 fn headers_map(headers: &HeaderMap) -> BTreeMap<String, String> {
@@ -337,11 +303,7 @@ async fn control(State(state): State<Shared>, req: Request, next: Next) -> Respo
     let request_id = req.headers().get(headers::REQUEST_ID).cloned();
     let path = req.uri().path().to_owned();
     let internal = path == "/healthz" || path.starts_with("/mock/");
-    let mut resp = if internal {
-        next.run(req).await
-    } else {
-        api_control(&state, req, next, &path).await
-    };
+    let mut resp = if internal { next.run(req).await } else { api_control(&state, req, next, &path).await };
     let out = resp.headers_mut();
     if let Ok(name) = HeaderValue::from_str(&state.config.name) {
         out.insert(HeaderName::from_static(headers::PROVIDER), name);
@@ -367,14 +329,9 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
     });
 
     let counted = parts.method == Method::POST;
-    let n = if counted {
-        state.api_requests.fetch_add(1, Ordering::Relaxed) + 1
-    } else {
-        0
-    };
+    let n = if counted { state.api_requests.fetch_add(1, Ordering::Relaxed) + 1 } else { 0 };
 
-    let latency =
-        header_u64(&parts.headers, headers::LATENCY_MS).unwrap_or(state.config.latency_ms);
+    let latency = header_u64(&parts.headers, headers::LATENCY_MS).unwrap_or(state.config.latency_ms);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
@@ -382,9 +339,7 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
     if is_truthy(header_str(&parts.headers, headers::RESET)) {
         return reset_connection(parts.extensions.get::<Arc<ConnReset>>()).await;
     }
-    if let Some(code) =
-        header_str(&parts.headers, headers::STATUS).and_then(|v| v.parse::<u16>().ok())
-    {
+    if let Some(code) = header_str(&parts.headers, headers::STATUS).and_then(|v| v.parse::<u16>().ok()) {
         if (400..=599).contains(&code) {
             if let Ok(status) = StatusCode::from_u16(code) {
                 return errors::status_error(api, status);
@@ -400,8 +355,7 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
             return errors::status_error(api, StatusCode::INTERNAL_SERVER_ERROR);
         }
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 async fn reset_connection(reset: Option<&Arc<ConnReset>>) -> Response {
@@ -443,11 +397,7 @@ async fn clear_requests(State(state): State<Shared>) -> StatusCode {
 }
 
 async fn fallback(req: Request) -> Response {
-    errors::not_found(
-        Api::for_path(req.uri().path()),
-        req.method().as_str(),
-        req.uri().path(),
-    )
+    errors::not_found(Api::for_path(req.uri().path()), req.method().as_str(), req.uri().path())
 }
 
 async fn method_not_allowed(req: Request) -> Response {
@@ -460,11 +410,9 @@ async fn method_not_allowed(req: Request) -> Response {
             None,
             None,
         ),
-        Api::Anthropic => errors::anthropic_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            "Method not allowed",
-        ),
+        Api::Anthropic => {
+            errors::anthropic_error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "Method not allowed")
+        }
     }
 }
 
@@ -507,21 +455,11 @@ struct AnthropicModelList {
 const MODEL_CREATED: u64 = 1_735_689_600; // 2025-01-01T00:00:00Z
 
 fn openai_model(id: String, owner: &str) -> OpenAiModel {
-    OpenAiModel {
-        id,
-        object: "model",
-        created: MODEL_CREATED,
-        owned_by: owner.to_owned(),
-    }
+    OpenAiModel { id, object: "model", created: MODEL_CREATED, owned_by: owner.to_owned() }
 }
 
 fn anthropic_model(id: String) -> AnthropicModel {
-    AnthropicModel {
-        kind: "model",
-        display_name: id.clone(),
-        id,
-        created_at: "2025-01-01T00:00:00Z",
-    }
+    AnthropicModel { kind: "model", display_name: id.clone(), id, created_at: "2025-01-01T00:00:00Z" }
 }
 
 /// `GET /v1/models`: OpenAI's list, or Anthropic's when the request carries
@@ -532,24 +470,13 @@ async fn models(State(state): State<Shared>, headers: HeaderMap) -> Response {
         let data: Vec<AnthropicModel> = ids.into_iter().map(anthropic_model).collect();
         let first_id = data.first().map(|m| m.id.clone());
         let last_id = data.last().map(|m| m.id.clone());
-        errors::json_response(
-            StatusCode::OK,
-            &AnthropicModelList {
-                data,
-                has_more: false,
-                first_id,
-                last_id,
-            },
-        )
+        errors::json_response(StatusCode::OK, &AnthropicModelList { data, has_more: false, first_id, last_id })
     } else {
         errors::json_response(
             StatusCode::OK,
             &OpenAiModelList {
                 object: "list",
-                data: ids
-                    .into_iter()
-                    .map(|id| openai_model(id, &state.config.name))
-                    .collect(),
+                data: ids.into_iter().map(|id| openai_model(id, &state.config.name)).collect(),
             },
         )
     }

@@ -35,21 +35,14 @@ pub(crate) fn content_segments(content: Option<&Value>) -> Vec<String> {
 }
 
 /// Parses `max_completion_tokens` (preferred) or `max_tokens`.
-fn max_tokens(
-    req: &Map<String, Value>,
-    keys: &[&str],
-    min: i64,
-) -> Result<Option<u64>, Box<Response>> {
+fn max_tokens(req: &Map<String, Value>, keys: &[&str], min: i64) -> Result<Option<u64>, Box<Response>> {
     for key in keys {
         match req.get(*key) {
             None | Some(Value::Null) => continue,
             Some(v) => {
                 let Some(n) = v.as_i64() else {
                     return Err(Box::new(openai_invalid(
-                        &format!(
-                            "Invalid type for '{key}': expected an integer, but got {} instead.",
-                            type_name(v)
-                        ),
+                        &format!("Invalid type for '{key}': expected an integer, but got {} instead.", type_name(v)),
                         Some(key),
                         Some("invalid_type"),
                     )));
@@ -83,11 +76,7 @@ fn type_name(v: &Value) -> &'static str {
 pub(crate) fn stop_list(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
         _ => Vec::new(),
     }
 }
@@ -95,11 +84,7 @@ pub(crate) fn stop_list(v: Option<&Value>) -> Vec<String> {
 fn require_model(req: &Map<String, Value>) -> Result<String, Box<Response>> {
     match req.get("model") {
         Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
-        _ => Err(Box::new(openai_invalid(
-            "you must provide a model parameter",
-            None,
-            None,
-        ))),
+        _ => Err(Box::new(openai_invalid("you must provide a model parameter", None, None))),
     }
 }
 
@@ -113,32 +98,17 @@ fn stream_opts(req: &Map<String, Value>) -> StreamOpts {
     let opts = req.get("stream_options");
     StreamOpts {
         stream: req.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        include_usage: opts
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        obfuscation: opts
-            .and_then(|o| o.get("include_obfuscation"))
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
+        include_usage: opts.and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false),
+        obfuscation: opts.and_then(|o| o.get("include_obfuscation")).and_then(Value::as_bool).unwrap_or(true),
     }
 }
 
 /// Which function to call, if any (see the README for the rules).
-fn chat_tool_choice(
-    req: &Map<String, Value>,
-    last_is_user: bool,
-    user_text: &str,
-) -> Option<String> {
+fn chat_tool_choice(req: &Map<String, Value>, last_is_user: bool, user_text: &str) -> Option<String> {
     let tools = req.get("tools").and_then(Value::as_array)?;
     let names: Vec<&str> = tools
         .iter()
-        .filter_map(|t| {
-            t.get("function")
-                .and_then(|f| f.get("name"))
-                .or_else(|| t.get("name"))
-                .and_then(Value::as_str)
-        })
+        .filter_map(|t| t.get("function").and_then(|f| f.get("name")).or_else(|| t.get("name")).and_then(Value::as_str))
         .collect();
     let first = names.first()?;
     match req.get("tool_choice") {
@@ -192,10 +162,7 @@ impl ChatUsage {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: prompt + completion,
-            prompt_tokens_details: PromptDetails {
-                cached_tokens: 0,
-                audio_tokens: 0,
-            },
+            prompt_tokens_details: PromptDetails { cached_tokens: 0, audio_tokens: 0 },
             completion_tokens_details: CompletionDetails {
                 reasoning_tokens: 0,
                 audio_tokens: 0,
@@ -310,15 +277,8 @@ fn finish_str(finish: &Finish) -> &'static str {
 }
 
 enum ChatAnswer {
-    Text {
-        text: String,
-        finish: Finish,
-    },
-    Tool {
-        name: String,
-        call_id: String,
-        arguments: String,
-    },
+    Text { text: String, finish: Finish },
+    Tool { name: String, call_id: String, arguments: String },
 }
 
 impl ChatAnswer {
@@ -332,11 +292,7 @@ impl ChatAnswer {
 
 // ---------------------------------------------------------------- chat
 
-pub(crate) async fn chat_completions(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn chat_completions(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let req = match parse_object(Api::OpenAi, &body) {
         Ok(req) => req,
         Err(resp) => return *resp,
@@ -353,13 +309,11 @@ pub(crate) async fn chat_completions(
                 Some("missing_required_parameter"),
             )
         }
-        Some(Value::Array(items)) if items.is_empty() => {
-            return openai_invalid(
-                "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
-                Some("messages"),
-                Some("empty_array"),
-            )
-        }
+        Some(Value::Array(items)) if items.is_empty() => return openai_invalid(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            Some("messages"),
+            Some("empty_array"),
+        ),
         Some(Value::Array(items)) => items,
         Some(other) => {
             return openai_invalid(
@@ -386,11 +340,7 @@ pub(crate) async fn chat_completions(
         }
         if let Some(calls) = msg.get("tool_calls").and_then(Value::as_array) {
             for call in calls {
-                if let Some(args) = call
-                    .get("function")
-                    .and_then(|f| f.get("arguments"))
-                    .and_then(Value::as_str)
-                {
+                if let Some(args) = call.get("function").and_then(|f| f.get("arguments")).and_then(Value::as_str) {
                     segments.push(args.to_owned());
                 }
             }
@@ -401,10 +351,7 @@ pub(crate) async fn chat_completions(
     // No user turn at all (e.g. only a developer message): echo the last message.
     let user_text = match last_user {
         Some(t) => t,
-        None => messages
-            .last()
-            .map(|m| content_segments(m.get("content")).join("\n"))
-            .unwrap_or_default(),
+        None => messages.last().map(|m| content_segments(m.get("content")).join("\n")).unwrap_or_default(),
     };
     let max = match max_tokens(&req, &["max_completion_tokens", "max_tokens"], 1) {
         Ok(m) => m,
@@ -414,17 +361,12 @@ pub(crate) async fn chat_completions(
     let prompt_tokens = util::sum_tokens(segments.iter().map(String::as_str));
 
     let answer = match chat_tool_choice(&req, last_role == "user", &user_text) {
-        Some(name) => ChatAnswer::Tool {
-            name,
-            call_id: state.ids.base62("call_", 24),
-            arguments: tool_arguments(&user_text),
-        },
+        Some(name) => {
+            ChatAnswer::Tool { name, call_id: state.ids.base62("call_", 24), arguments: tool_arguments(&user_text) }
+        }
         None => {
-            let (text, finish) = util::shape_reply(
-                util::reply_with_append(&user_text, &headers),
-                &stop_list(req.get("stop")),
-                max,
-            );
+            let (text, finish) =
+                util::shape_reply(util::reply_with_append(&user_text, &headers), &stop_list(req.get("stop")), max);
             ChatAnswer::Text { text, finish }
         }
     };
@@ -444,11 +386,7 @@ pub(crate) async fn chat_completions(
                 },
                 finish_str(&finish),
             ),
-            ChatAnswer::Tool {
-                name,
-                call_id,
-                arguments,
-            } => (
+            ChatAnswer::Tool { name, call_id, arguments } => (
                 ChatMessage {
                     role: "assistant",
                     content: None,
@@ -470,11 +408,7 @@ pub(crate) async fn chat_completions(
                 object: "chat.completion",
                 created,
                 model: &model,
-                choices: vec![ChatChoice {
-                    index: 0,
-                    message,
-                    finish_reason: finish,
-                }],
+                choices: vec![ChatChoice { index: 0, message, finish_reason: finish }],
                 usage: ChatUsage::new(prompt_tokens, completion_tokens),
                 service_tier: "default",
                 system_fingerprint: None,
@@ -482,9 +416,7 @@ pub(crate) async fn chat_completions(
         );
     }
 
-    let chunk = |choices: Vec<ChunkChoice>,
-                 usage: Option<Option<ChatUsage>>,
-                 content_chars: usize| ChatChunk {
+    let chunk = |choices: Vec<ChunkChoice>, usage: Option<Option<ChatUsage>>, content_chars: usize| ChatChunk {
         id: &id,
         object: "chat.completion.chunk",
         created,
@@ -493,18 +425,11 @@ pub(crate) async fn chat_completions(
         system_fingerprint: None,
         choices,
         usage,
-        obfuscation: opts
-            .obfuscation
-            .then(|| state.ids.obfuscation(content_chars)),
+        obfuscation: opts.obfuscation.then(|| state.ids.obfuscation(content_chars)),
     };
     let null_usage = || opts.include_usage.then_some(None);
-    let delta_choice = |delta: Delta, finish: Option<&'static str>| {
-        vec![ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish,
-        }]
-    };
+    let delta_choice =
+        |delta: Delta, finish: Option<&'static str>| vec![ChunkChoice { index: 0, delta, finish_reason: finish }];
 
     let mut frames = Vec::new();
     let finish = match answer {
@@ -525,24 +450,14 @@ pub(crate) async fn chat_completions(
             for word in util::split_words(&text) {
                 let chars = word.chars().count();
                 frames.push(sse_data(&chunk(
-                    delta_choice(
-                        Delta {
-                            content: Some(Some(word)),
-                            ..Delta::default()
-                        },
-                        None,
-                    ),
+                    delta_choice(Delta { content: Some(Some(word)), ..Delta::default() }, None),
                     null_usage(),
                     chars,
                 )));
             }
             finish_str(&finish)
         }
-        ChatAnswer::Tool {
-            name,
-            call_id,
-            arguments,
-        } => {
+        ChatAnswer::Tool { name, call_id, arguments } => {
             frames.push(sse_data(&chunk(
                 delta_choice(
                     Delta {
@@ -552,10 +467,7 @@ pub(crate) async fn chat_completions(
                             index: 0,
                             id: Some(call_id),
                             kind: Some("function"),
-                            function: FunctionDelta {
-                                name: Some(name),
-                                arguments: String::new(),
-                            },
+                            function: FunctionDelta { name: Some(name), arguments: String::new() },
                         }]),
                         refusal: Some(None),
                     },
@@ -573,10 +485,7 @@ pub(crate) async fn chat_completions(
                                 index: 0,
                                 id: None,
                                 kind: None,
-                                function: FunctionDelta {
-                                    name: None,
-                                    arguments: piece,
-                                },
+                                function: FunctionDelta { name: None, arguments: piece },
                             }]),
                             ..Delta::default()
                         },
@@ -589,17 +498,9 @@ pub(crate) async fn chat_completions(
             "tool_calls"
         }
     };
-    frames.push(sse_data(&chunk(
-        delta_choice(Delta::default(), Some(finish)),
-        null_usage(),
-        0,
-    )));
+    frames.push(sse_data(&chunk(delta_choice(Delta::default(), Some(finish)), null_usage(), 0)));
     if opts.include_usage {
-        frames.push(sse_data(&chunk(
-            Vec::new(),
-            Some(Some(ChatUsage::new(prompt_tokens, completion_tokens))),
-            0,
-        )));
+        frames.push(sse_data(&chunk(Vec::new(), Some(Some(ChatUsage::new(prompt_tokens, completion_tokens))), 0)));
     }
     frames.push(Bytes::from_static(DONE.as_bytes()));
     sse_response(frames, state.chunk_delay(&headers))
@@ -731,11 +632,7 @@ struct TextCompletionUsageChunk<'a> {
     choices: Vec<CompletionChoice>,
 }
 
-pub(crate) async fn completions(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn completions(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let req = match parse_object(Api::OpenAi, &body) {
         Ok(req) => req,
         Err(resp) => return *resp,
@@ -754,21 +651,12 @@ pub(crate) async fn completions(
     };
     let stop = stop_list(req.get("stop"));
     let opts = stream_opts(&req);
-    let answers: Vec<(String, Finish)> = prompts
-        .iter()
-        .map(|p| util::shape_reply(util::reply_for(&p.echo_text()), &stop, max))
-        .collect();
+    let answers: Vec<(String, Finish)> =
+        prompts.iter().map(|p| util::shape_reply(util::reply_for(&p.echo_text()), &stop, max)).collect();
     let prompt_tokens: u64 = prompts.iter().map(Prompt::tokens).sum();
-    let completion_tokens: u64 = answers
-        .iter()
-        .map(|(t, _)| util::approx_tokens(t))
-        .sum::<u64>()
-        .max(1);
-    let usage = || CompletionUsage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens: prompt_tokens + completion_tokens,
-    };
+    let completion_tokens: u64 = answers.iter().map(|(t, _)| util::approx_tokens(t)).sum::<u64>().max(1);
+    let usage =
+        || CompletionUsage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
     let id = state.ids.base62("cmpl-", 29);
     let created = util::unix_now();
 
@@ -879,10 +767,7 @@ pub(crate) async fn embeddings(State(_state): State<Shared>, body: Bytes) -> Res
         Ok(p) => p,
         Err(resp) => return *resp,
     };
-    if inputs
-        .iter()
-        .any(|p| matches!(p, Prompt::Text(t) if t.is_empty()))
-    {
+    if inputs.iter().any(|p| matches!(p, Prompt::Text(t) if t.is_empty())) {
         return openai_invalid(
             "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
             None,
@@ -908,11 +793,7 @@ pub(crate) async fn embeddings(State(_state): State<Shared>, body: Bytes) -> Res
         None | Some(Value::Null) => EMBEDDING_DIMS,
         Some(v) => match v.as_i64() {
             Some(n) if n < 1 => {
-                return openai_invalid(
-                    &format!("{n} is less than the minimum of 1 - 'dimensions'"),
-                    None,
-                    None,
-                )
+                return openai_invalid(&format!("{n} is less than the minimum of 1 - 'dimensions'"), None, None)
             }
             Some(n) if n > MAX_DIMS => {
                 return openai_invalid(
@@ -924,10 +805,7 @@ pub(crate) async fn embeddings(State(_state): State<Shared>, body: Bytes) -> Res
             Some(n) => usize::try_from(n).unwrap_or(EMBEDDING_DIMS),
             None => {
                 return openai_invalid(
-                    &format!(
-                        "{} is not of type 'integer' - 'dimensions'",
-                        crate::errors::to_json(v)
-                    ),
+                    &format!("{} is not of type 'integer' - 'dimensions'", crate::errors::to_json(v)),
                     None,
                     None,
                 )
@@ -946,11 +824,7 @@ pub(crate) async fn embeddings(State(_state): State<Shared>, body: Bytes) -> Res
             } else {
                 EmbeddingData::Floats(vector)
             };
-            Embedding {
-                object: "embedding",
-                index,
-                embedding,
-            }
+            Embedding { object: "embedding", index, embedding }
         })
         .collect();
     json_response(
@@ -959,10 +833,7 @@ pub(crate) async fn embeddings(State(_state): State<Shared>, body: Bytes) -> Res
             object: "list",
             data,
             model: &model,
-            usage: EmbeddingUsage {
-                prompt_tokens: tokens,
-                total_tokens: tokens,
-            },
+            usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
         },
     )
 }

@@ -24,12 +24,7 @@ struct OutputText {
 
 impl OutputText {
     fn new(text: String) -> Self {
-        Self {
-            kind: "output_text",
-            annotations: Vec::new(),
-            logprobs: Vec::new(),
-            text,
-        }
+        Self { kind: "output_text", annotations: Vec::new(), logprobs: Vec::new(), text }
     }
 }
 
@@ -110,10 +105,7 @@ fn read_input(input: &Value) -> (Vec<String>, String, bool) {
             let mut last_user = None;
             let mut last_is_user = false;
             for item in items {
-                let kind = item
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("message");
+                let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
                 match kind {
                     "message" => {
                         let texts = content_segments(item.get("content"));
@@ -159,11 +151,7 @@ fn tool_name(req: &Map<String, Value>, last_is_user: bool, user_text: &str) -> O
     }
 }
 
-pub(crate) async fn create(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let req = match parse_object(Api::OpenAi, &body) {
         Ok(req) => req,
         Err(resp) => return *resp,
@@ -183,11 +171,13 @@ pub(crate) async fn create(
         None | Some(Value::Null) => None,
         Some(v) => match v.as_i64() {
             Some(n) if n >= 1 => Some(n.unsigned_abs()),
-            _ => return openai_invalid(
-                "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 1.",
-                Some("max_output_tokens"),
-                Some("integer_below_min_value"),
-            ),
+            _ => {
+                return openai_invalid(
+                    "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 1.",
+                    Some("max_output_tokens"),
+                    Some("integer_below_min_value"),
+                )
+            }
         },
     };
     let (mut segments, user_text, last_is_user) = read_input(input);
@@ -235,24 +225,16 @@ pub(crate) async fn create(
         input_tokens,
         input_tokens_details: InputDetails { cached_tokens: 0 },
         output_tokens,
-        output_tokens_details: OutputDetails {
-            reasoning_tokens: 0,
-        },
+        output_tokens_details: OutputDetails { reasoning_tokens: 0 },
         total_tokens: input_tokens + output_tokens,
     };
     let done = ResponseObject {
         id: state.ids.hex("resp_", 48),
         object: "response",
         created_at: util::unix_now(),
-        status: if incomplete {
-            "incomplete"
-        } else {
-            "completed"
-        },
+        status: if incomplete { "incomplete" } else { "completed" },
         error: None,
-        incomplete_details: incomplete.then_some(Incomplete {
-            reason: "max_output_tokens",
-        }),
+        incomplete_details: incomplete.then_some(Incomplete { reason: "max_output_tokens" }),
         instructions: req.get("instructions").cloned().unwrap_or(Value::Null),
         max_output_tokens: max,
         model,
@@ -260,14 +242,8 @@ pub(crate) async fn create(
         parallel_tool_calls: true,
         previous_response_id: None,
         temperature: req.get("temperature").cloned().unwrap_or(Value::from(1.0)),
-        tool_choice: req
-            .get("tool_choice")
-            .cloned()
-            .unwrap_or(Value::from("auto")),
-        tools: req
-            .get("tools")
-            .cloned()
-            .unwrap_or(Value::Array(Vec::new())),
+        tool_choice: req.get("tool_choice").cloned().unwrap_or(Value::from("auto")),
+        tools: req.get("tools").cloned().unwrap_or(Value::Array(Vec::new())),
         top_p: req.get("top_p").cloned().unwrap_or(Value::from(1.0)),
         usage: Some(usage),
     };
@@ -345,24 +321,14 @@ struct Frames {
 
 impl Frames {
     fn push<T: Serialize>(&mut self, kind: &'static str, body: T) {
-        self.frames.push(sse_event(
-            kind,
-            &Event {
-                kind,
-                sequence_number: self.seq,
-                body,
-            },
-        ));
+        self.frames.push(sse_event(kind, &Event { kind, sequence_number: self.seq, body }));
         self.seq += 1;
     }
 }
 
 /// The `response.*` event sequence for one output item.
 fn stream_frames(done: ResponseObject, item: OutputItem) -> Vec<Bytes> {
-    let mut out = Frames {
-        seq: 0,
-        frames: Vec::new(),
-    };
+    let mut out = Frames { seq: 0, frames: Vec::new() };
     let mut pending = done.clone();
     pending.status = "in_progress";
     pending.incomplete_details = None;
@@ -381,61 +347,27 @@ fn stream_frames(done: ResponseObject, item: OutputItem) -> Vec<Bytes> {
                 content: Vec::new(),
                 role: "assistant",
             };
-            out.push(
-                "response.output_item.added",
-                ItemEv {
-                    output_index: 0,
-                    item: &in_progress,
-                },
-            );
+            out.push("response.output_item.added", ItemEv { output_index: 0, item: &in_progress });
             out.push(
                 "response.content_part.added",
-                PartEv {
-                    item_id: id,
-                    output_index: 0,
-                    content_index: 0,
-                    part: OutputText::new(String::new()),
-                },
+                PartEv { item_id: id, output_index: 0, content_index: 0, part: OutputText::new(String::new()) },
             );
             for delta in util::split_words(&text) {
                 out.push(
                     "response.output_text.delta",
-                    TextDeltaEv {
-                        item_id: id,
-                        output_index: 0,
-                        content_index: 0,
-                        delta,
-                        logprobs: Vec::new(),
-                    },
+                    TextDeltaEv { item_id: id, output_index: 0, content_index: 0, delta, logprobs: Vec::new() },
                 );
             }
             out.push(
                 "response.output_text.done",
-                TextDoneEv {
-                    item_id: id,
-                    output_index: 0,
-                    content_index: 0,
-                    text: &text,
-                    logprobs: Vec::new(),
-                },
+                TextDoneEv { item_id: id, output_index: 0, content_index: 0, text: &text, logprobs: Vec::new() },
             );
             out.push(
                 "response.content_part.done",
-                PartEv {
-                    item_id: id,
-                    output_index: 0,
-                    content_index: 0,
-                    part: OutputText::new(text.clone()),
-                },
+                PartEv { item_id: id, output_index: 0, content_index: 0, part: OutputText::new(text.clone()) },
             );
         }
-        OutputItem::FunctionCall {
-            id,
-            call_id,
-            name,
-            arguments,
-            ..
-        } => {
+        OutputItem::FunctionCall { id, call_id, name, arguments, .. } => {
             let in_progress = OutputItem::FunctionCall {
                 id: id.clone(),
                 kind: "function_call",
@@ -444,45 +376,15 @@ fn stream_frames(done: ResponseObject, item: OutputItem) -> Vec<Bytes> {
                 call_id: call_id.clone(),
                 name: name.clone(),
             };
-            out.push(
-                "response.output_item.added",
-                ItemEv {
-                    output_index: 0,
-                    item: &in_progress,
-                },
-            );
+            out.push("response.output_item.added", ItemEv { output_index: 0, item: &in_progress });
             for delta in split_arguments(arguments) {
-                out.push(
-                    "response.function_call_arguments.delta",
-                    ArgsDeltaEv {
-                        item_id: id,
-                        output_index: 0,
-                        delta,
-                    },
-                );
+                out.push("response.function_call_arguments.delta", ArgsDeltaEv { item_id: id, output_index: 0, delta });
             }
-            out.push(
-                "response.function_call_arguments.done",
-                ArgsDoneEv {
-                    item_id: id,
-                    output_index: 0,
-                    arguments,
-                },
-            );
+            out.push("response.function_call_arguments.done", ArgsDoneEv { item_id: id, output_index: 0, arguments });
         }
     }
-    out.push(
-        "response.output_item.done",
-        ItemEv {
-            output_index: 0,
-            item: &item,
-        },
-    );
-    let final_event = if done.status == "incomplete" {
-        "response.incomplete"
-    } else {
-        "response.completed"
-    };
+    out.push("response.output_item.done", ItemEv { output_index: 0, item: &item });
+    let final_event = if done.status == "incomplete" { "response.incomplete" } else { "response.completed" };
     out.push(final_event, ResponseEv { response: &done });
     out.frames
 }

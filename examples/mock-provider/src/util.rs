@@ -34,10 +34,7 @@ pub fn truncate_chars(text: &str, max: usize) -> &str {
 
 /// The deterministic text reply for a prompt.
 pub fn reply_for(user_text: &str) -> String {
-    format!(
-        "{REPLY_PREFIX}{}",
-        truncate_chars(user_text, ECHO_LIMIT_CHARS)
-    )
+    format!("{REPLY_PREFIX}{}", truncate_chars(user_text, ECHO_LIMIT_CHARS))
 }
 
 /// The reply for a prompt plus the `x-mock-append` header's text, which lets
@@ -126,10 +123,7 @@ pub fn mentions_tool(text: &str) -> bool {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// FNV-1a, 64 bit.
@@ -163,14 +157,8 @@ pub struct IdGen {
 
 impl IdGen {
     pub fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Self {
-            seed: nanos ^ (u64::from(std::process::id()) << 32),
-            counter: AtomicU64::new(0),
-        }
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        Self { seed: nanos ^ (u64::from(std::process::id()) << 32), counter: AtomicU64::new(0) }
     }
 
     fn state(&self) -> u64 {
@@ -256,18 +244,12 @@ mod tests {
         assert_eq!(truncate_chars("héllo", 2), "hé");
         assert_eq!(truncate_chars("hé", 5), "hé");
         let long = "ü".repeat(300);
-        assert_eq!(
-            reply_for(&long).chars().count(),
-            REPLY_PREFIX.len() + ECHO_LIMIT_CHARS
-        );
+        assert_eq!(reply_for(&long).chars().count(), REPLY_PREFIX.len() + ECHO_LIMIT_CHARS);
     }
 
     #[test]
     fn words_keep_their_leading_space() {
-        assert_eq!(
-            split_words("Mock reply to: Hi  there"),
-            vec!["Mock", " reply", " to:", " Hi", "  there"]
-        );
+        assert_eq!(split_words("Mock reply to: Hi  there"), vec!["Mock", " reply", " to:", " Hi", "  there"]);
         assert_eq!(split_words(" a"), vec![" a"]);
         assert_eq!(split_words("").len(), 0);
         assert_eq!(split_words("a b\nc").concat(), "a b\nc");

@@ -7,19 +7,12 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    anthropic_fixture, assert_same_key_order, assert_same_keys, client, parse_sse, reply, tokens,
-    Server, Sse,
+    anthropic_fixture, assert_same_key_order, assert_same_keys, client, parse_sse, reply, tokens, Server, Sse,
 };
 use serde_json::{json, Value};
 
 async fn post(server: &Server, body: &Value) -> reqwest::Response {
-    client()
-        .post(server.url("/v1/messages"))
-        .header("anthropic-version", "2023-06-01")
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    client().post(server.url("/v1/messages")).header("anthropic-version", "2023-06-01").json(body).send().await.unwrap()
 }
 
 fn hello(stream: bool) -> Value {
@@ -45,8 +38,7 @@ fn grammar(events: &[Sse]) -> Vec<String> {
 fn first_of_each(events: &[Sse]) -> BTreeMap<String, Sse> {
     let mut out = BTreeMap::new();
     for e in events {
-        out.entry(e.event.clone().unwrap())
-            .or_insert_with(|| e.clone());
+        out.entry(e.event.clone().unwrap()).or_insert_with(|| e.clone());
     }
     out
 }
@@ -90,10 +82,7 @@ async fn message_counts_system_and_blocks_and_caps_output() {
     });
     let body: Value = post(&server, &req).await.json().await.unwrap();
     assert_eq!(body["content"][0]["text"], reply("Second").as_str());
-    let input = tokens("You are a helpful bot.")
-        + tokens("First question")
-        + tokens("First answer")
-        + tokens("Second");
+    let input = tokens("You are a helpful bot.") + tokens("First question") + tokens("First answer") + tokens("Second");
     assert_eq!(body["usage"]["input_tokens"], input);
 
     let mut capped = req.clone();
@@ -116,10 +105,7 @@ async fn message_stream_matches_fixture_event_sequence_and_shapes() {
     let server = Server::default().await;
     let resp = post(&server, &hello(true)).await;
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let text = resp.text().await.unwrap();
     assert!(text.starts_with("event: message_start\ndata: {"));
     let events = parse_sse(&text);
@@ -139,24 +125,14 @@ async fn message_stream_matches_fixture_event_sequence_and_shapes() {
         ]
     );
     let names: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap()).collect();
-    assert_eq!(
-        names[2], "ping",
-        "a ping after content_block_start, as the API sends"
-    );
+    assert_eq!(names[2], "ping", "a ping after content_block_start, as the API sends");
     for e in &events {
-        assert_eq!(
-            e.json()["type"],
-            e.event.as_deref().unwrap(),
-            "data.type names the event"
-        );
+        assert_eq!(e.json()["type"], e.event.as_deref().unwrap(), "data.type names the event");
     }
 
     let ours = first_of_each(&events);
     let theirs = first_of_each(&fixture);
-    assert_eq!(
-        ours.keys().collect::<Vec<_>>(),
-        theirs.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>());
     for (name, event) in &ours {
         assert_same_key_order(name, &event.data, &theirs[name].data);
     }
@@ -202,11 +178,7 @@ async fn tool_use_json_matches_fixture() {
 
     let fixture: Value = serde_json::from_str(&anthropic_fixture("tool.json")).unwrap();
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-    assert_eq!(
-        keys(block),
-        keys(&fixture["content"][1]),
-        "tool_use block keys"
-    );
+    assert_eq!(keys(block), keys(&fixture["content"][1]), "tool_use block keys");
     // tool.json is hand-trimmed (no stop_sequence); every key it has is there.
     for key in fixture.as_object().unwrap().keys() {
         assert!(body.get(key).is_some(), "{key} missing");
@@ -225,12 +197,7 @@ async fn tool_use_stream_matches_fixture() {
 
     let ours = first_of_each(&events);
     let theirs = first_of_each(&fixture);
-    for name in [
-        "content_block_start",
-        "content_block_delta",
-        "content_block_stop",
-        "message_stop",
-    ] {
+    for name in ["content_block_start", "content_block_delta", "content_block_stop", "message_stop"] {
         assert_same_key_order(name, &ours[name].data, &theirs[name].data);
     }
     let start = ours["content_block_start"].json();
@@ -246,10 +213,7 @@ async fn tool_use_stream_matches_fixture() {
         })
         .collect();
     assert!(pieces.len() >= 2, "{pieces:?}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&pieces.concat()).unwrap(),
-        json!({"query": prompt})
-    );
+    assert_eq!(serde_json::from_str::<Value>(&pieces.concat()).unwrap(), json!({"query": prompt}));
     let delta = ours["message_delta"].json();
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
     assert_eq!(delta["usage"]["output_tokens"], tokens(&pieces.concat()));
@@ -259,8 +223,7 @@ async fn tool_use_stream_matches_fixture() {
 async fn tool_choice_and_tool_results() {
     let server = Server::default().await;
     let base = |choice: Option<Value>, messages: Value| {
-        let mut req =
-            json!({"model": "c", "max_tokens": 100, "tools": weather_tool(), "messages": messages});
+        let mut req = json!({"model": "c", "max_tokens": 100, "tools": weather_tool(), "messages": messages});
         if let Some(c) = choice {
             req["tool_choice"] = c;
         }
@@ -269,35 +232,15 @@ async fn tool_choice_and_tool_results() {
     let user = |t: &str| json!([{"role": "user", "content": t}]);
     let stop = |v: &Value| v["stop_reason"].as_str().unwrap().to_owned();
 
-    let body: Value = post(
-        &server,
-        &base(Some(json!({"type": "none"})), user("tool please")),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let body: Value =
+        post(&server, &base(Some(json!({"type": "none"})), user("tool please"))).await.json().await.unwrap();
     assert_eq!(stop(&body), "end_turn");
-    let body: Value = post(&server, &base(Some(json!({"type": "any"})), user("hi")))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = post(&server, &base(Some(json!({"type": "any"})), user("hi"))).await.json().await.unwrap();
     assert_eq!(stop(&body), "tool_use");
-    let body: Value = post(
-        &server,
-        &base(Some(json!({"type": "tool", "name": "other"})), user("hi")),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let body: Value =
+        post(&server, &base(Some(json!({"type": "tool", "name": "other"})), user("hi"))).await.json().await.unwrap();
     assert_eq!(body["content"][0]["name"], "other");
-    let body: Value = post(&server, &base(None, user("hi")))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = post(&server, &base(None, user("hi"))).await.json().await.unwrap();
     assert_eq!(stop(&body), "end_turn");
 
     // The tool result turn gets a text answer echoing the last user text.
@@ -306,17 +249,10 @@ async fn tool_choice_and_tool_results() {
         {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"query": "x"}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}
     ]);
-    let body: Value = post(&server, &base(None, messages))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = post(&server, &base(None, messages)).await.json().await.unwrap();
     assert_eq!(stop(&body), "end_turn");
     assert_eq!(body["content"][0]["text"], reply("use the tool").as_str());
-    assert_eq!(
-        body["usage"]["input_tokens"],
-        tokens("use the tool") + tokens("{\"query\":\"x\"}") + tokens("sunny")
-    );
+    assert_eq!(body["usage"]["input_tokens"], tokens("use the tool") + tokens("{\"query\":\"x\"}") + tokens("sunny"));
 }
 
 #[tokio::test]
@@ -325,43 +261,23 @@ async fn errors_are_anthropic_shaped() {
     let check = |body: &Value, needle: &str| {
         assert_eq!(body["type"], "error", "{body}");
         assert_eq!(body["error"]["type"], "invalid_request_error");
-        assert!(
-            body["error"]["message"].as_str().unwrap().contains(needle),
-            "{body}"
-        );
+        assert!(body["error"]["message"].as_str().unwrap().contains(needle), "{body}");
         assert_eq!(body.as_object().unwrap().len(), 2);
         assert_eq!(body["error"].as_object().unwrap().len(), 2);
     };
     let cases = [
-        (
-            json!({"model": "c", "messages": [{"role": "user", "content": "x"}]}),
-            "max_tokens",
-        ),
-        (
-            json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
-            "model",
-        ),
+        (json!({"model": "c", "messages": [{"role": "user", "content": "x"}]}), "max_tokens"),
+        (json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}), "model"),
         (json!({"model": "c", "max_tokens": 5}), "messages"),
-        (
-            json!({"model": "c", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}),
-            "max_tokens",
-        ),
-        (
-            json!({"model": "c", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}),
-            "role",
-        ),
+        (json!({"model": "c", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}), "max_tokens"),
+        (json!({"model": "c", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}), "role"),
     ];
     for (req, needle) in cases {
         let resp = post(&server, &req).await;
         assert_eq!(resp.status(), 400, "{req}");
         check(&resp.json().await.unwrap(), needle);
     }
-    let resp = client()
-        .post(server.url("/v1/messages"))
-        .body("nope{")
-        .send()
-        .await
-        .unwrap();
+    let resp = client().post(server.url("/v1/messages")).body("nope{").send().await.unwrap();
     assert_eq!(resp.status(), 400);
     check(&resp.json().await.unwrap(), "JSON");
 }
@@ -377,8 +293,5 @@ async fn count_tokens_endpoint() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(
-        body,
-        json!({"input_tokens": tokens("Be nice.") + tokens("Hello there!")})
-    );
+    assert_eq!(body, json!({"input_tokens": tokens("Be nice.") + tokens("Hello there!")}));
 }

@@ -8,14 +8,7 @@ use std::time::{Duration, Instant};
 
 fn run_and_signal(signal: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-mock"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "bin-mock",
-            "--latency-ms",
-            "0",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--name", "bin-mock", "--latency-ms", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -28,27 +21,16 @@ fn run_and_signal(signal: &str) {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
-    assert!(
-        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
-        "{addr}"
-    );
+    assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{addr}");
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let resp = reqwest::get(format!("http://{addr}/healthz"))
-            .await
-            .unwrap();
+        let resp = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["x-mock-provider"], "bin-mock");
     });
 
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let start = Instant::now();
     loop {
@@ -78,10 +60,7 @@ fn binary_exits_cleanly_on_sigint() {
 fn binary_reports_a_busy_port() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-mock"))
-        .args(["--listen", &addr])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-mock")).args(["--listen", &addr]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }

@@ -12,8 +12,8 @@
 //! journal grows past [`EmbeddedOptions::compact_after_lines`].
 
 use super::{
-    scope_key, stored_key, Charge, Denied, Reservation, Reserved, StoreError, UsageRecord,
-    UsageRow, Window, EXPIRY_MARGIN,
+    scope_key, stored_key, Charge, Denied, Reservation, Reserved, StoreError, UsageRecord, UsageRow, Window,
+    EXPIRY_MARGIN,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -38,10 +38,7 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        Self {
-            fsync: false,
-            compact_after_lines: 10_000,
-        }
+        Self { fsync: false, compact_after_lines: 10_000 }
     }
 }
 
@@ -104,10 +101,7 @@ impl EmbeddedStore {
 
     /// Opens (or creates) the store in `dir`, recovering the snapshot and journal.
     pub fn open_with(dir: &Path, opts: EmbeddedOptions) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
         let journal_path = dir.join(JOURNAL);
         let snapshot_path = dir.join(SNAPSHOT);
 
@@ -115,12 +109,8 @@ impl EmbeddedStore {
         let mut usage = BTreeMap::new();
         match std::fs::read(&snapshot_path) {
             Ok(bytes) => {
-                let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|source| {
-                    StoreError::CorruptSnapshot {
-                        path: snapshot_path.clone(),
-                        source,
-                    }
-                })?;
+                let snap: Snapshot = serde_json::from_slice(&bytes)
+                    .map_err(|source| StoreError::CorruptSnapshot { path: snapshot_path.clone(), source })?;
                 for (k, value, expires) in snap.counters {
                     counters.insert(k, Counter { value, expires });
                 }
@@ -129,45 +119,22 @@ impl EmbeddedStore {
                 }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(StoreError::Snapshot {
-                    path: snapshot_path,
-                    source,
-                })
-            }
+            Err(source) => return Err(StoreError::Snapshot { path: snapshot_path, source }),
         }
         match std::fs::read(&journal_path) {
             Ok(bytes) => replay(&bytes, &journal_path, &mut counters, &mut usage),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(StoreError::Journal {
-                    path: journal_path,
-                    source,
-                })
-            }
+            Err(source) => return Err(StoreError::Journal { path: journal_path, source }),
         }
 
         let journal = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&journal_path)
-            .map_err(|source| StoreError::Journal {
-                path: journal_path.clone(),
-                source,
-            })?;
-        let mut inner = Inner {
-            journal_path,
-            snapshot_path,
-            journal,
-            lines: 0,
-            opts,
-            counters,
-            usage,
-        };
+            .map_err(|source| StoreError::Journal { path: journal_path.clone(), source })?;
+        let mut inner = Inner { journal_path, snapshot_path, journal, lines: 0, opts, counters, usage };
         inner.compact()?;
-        Ok(Self {
-            inner: Arc::new(Mutex::new(inner)),
-        })
+        Ok(Self { inner: Arc::new(Mutex::new(inner)) })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
@@ -175,11 +142,7 @@ impl EmbeddedStore {
     }
 
     /// See [`super::Store::reserve`].
-    pub fn reserve(
-        &self,
-        now: SystemTime,
-        charges: &[Charge],
-    ) -> Result<Result<Reservation, Denied>, StoreError> {
+    pub fn reserve(&self, now: SystemTime, charges: &[Charge]) -> Result<Result<Reservation, Denied>, StoreError> {
         let items: Vec<Item> = charges
             .iter()
             .map(|c| Item {
@@ -217,11 +180,7 @@ impl EmbeddedStore {
         let mut inner = self.lock()?;
         let mut next: HashMap<&str, Counter> = HashMap::new();
         for (k, delta) in adjustments {
-            let Some(current) = next
-                .get(k.as_str())
-                .or_else(|| inner.counters.get(k))
-                .copied()
-            else {
+            let Some(current) = next.get(k.as_str()).or_else(|| inner.counters.get(k)).copied() else {
                 continue; // expired or never reserved: nothing to reconcile
             };
             let value = if *delta < 0 {
@@ -234,22 +193,15 @@ impl EmbeddedStore {
         if next.is_empty() {
             return Ok(());
         }
-        let changes: Vec<(String, u64, u64)> = next
-            .into_iter()
-            .map(|(k, c)| (k.to_string(), c.value, c.expires))
-            .collect();
+        let changes: Vec<(String, u64, u64)> =
+            next.into_iter().map(|(k, c)| (k.to_string(), c.value, c.expires)).collect();
         inner.apply_counters(changes)
     }
 
     /// See [`super::Store::record_usage`].
     pub fn record_usage(&self, now: SystemTime, rec: &UsageRecord) -> Result<(), StoreError> {
         let day = super::utc_day(now);
-        let key: UsageKey = (
-            day.clone(),
-            rec.team.clone(),
-            rec.consumer.clone(),
-            rec.model.clone(),
-        );
+        let key: UsageKey = (day.clone(), rec.team.clone(), rec.consumer.clone(), rec.model.clone());
         let mut inner = self.lock()?;
         let mut row = inner.usage.get(&key).cloned().unwrap_or_else(|| UsageRow {
             day,
@@ -265,11 +217,7 @@ impl EmbeddedStore {
     }
 
     /// See [`super::Store::usage_report`].
-    pub fn usage_report(
-        &self,
-        since_day: &str,
-        team: Option<&str>,
-    ) -> Result<Vec<UsageRow>, StoreError> {
+    pub fn usage_report(&self, since_day: &str, team: Option<&str>) -> Result<Vec<UsageRow>, StoreError> {
         let inner = self.lock()?;
         Ok(inner
             .usage
@@ -292,11 +240,7 @@ impl EmbeddedStore {
 
 impl Inner {
     /// Checks every limited item, then charges all of them, or none.
-    fn charge(
-        &mut self,
-        now: SystemTime,
-        items: Vec<Item>,
-    ) -> Result<Result<Reservation, Denied>, StoreError> {
+    fn charge(&mut self, now: SystemTime, items: Vec<Item>) -> Result<Result<Reservation, Denied>, StoreError> {
         // Running values per stored key, so a key charged twice is counted twice.
         let mut running: HashMap<&str, u64> = HashMap::new();
         let mut entries = Vec::with_capacity(items.len());
@@ -333,10 +277,7 @@ impl Inner {
                 // One change per stored key, carrying its final value.
                 let value = running.remove(e.stored_key.as_str())?;
                 let window_end = e.window.end_secs(now) + EXPIRY_MARGIN.as_secs();
-                let expires = self
-                    .counters
-                    .get(&e.stored_key)
-                    .map_or(window_end, |c| c.expires.max(window_end));
+                let expires = self.counters.get(&e.stored_key).map_or(window_end, |c| c.expires.max(window_end));
                 Some((e.stored_key.clone(), value, expires))
             })
             .collect();
@@ -358,15 +299,10 @@ impl Inner {
 
     /// Appends one line to the journal (one write), compacting when it grew long.
     fn append(&mut self, line: &Line) -> Result<(), StoreError> {
-        let mut buf = serde_json::to_vec(line).map_err(|e| StoreError::Journal {
-            path: self.journal_path.clone(),
-            source: e.into(),
-        })?;
+        let mut buf = serde_json::to_vec(line)
+            .map_err(|e| StoreError::Journal { path: self.journal_path.clone(), source: e.into() })?;
         buf.push(b'\n');
-        let journal_err = |source| StoreError::Journal {
-            path: self.journal_path.clone(),
-            source,
-        };
+        let journal_err = |source| StoreError::Journal { path: self.journal_path.clone(), source };
         self.journal.write_all(&buf).map_err(journal_err)?;
         if self.opts.fsync {
             self.journal.sync_data().map_err(journal_err)?;
@@ -383,23 +319,13 @@ impl Inner {
 
     /// Drops expired counters, writes a snapshot atomically and empties the journal.
     fn compact(&mut self) -> Result<(), StoreError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         self.counters.retain(|_, c| c.expires > now);
         let snap = Snapshot {
-            counters: self
-                .counters
-                .iter()
-                .map(|(k, c)| (k.clone(), c.value, c.expires))
-                .collect(),
+            counters: self.counters.iter().map(|(k, c)| (k.clone(), c.value, c.expires)).collect(),
             usage: self.usage.values().cloned().collect(),
         };
-        let snap_err = |source| StoreError::Snapshot {
-            path: self.snapshot_path.clone(),
-            source,
-        };
+        let snap_err = |source| StoreError::Snapshot { path: self.snapshot_path.clone(), source };
         let bytes = serde_json::to_vec(&snap).map_err(|e| snap_err(e.into()))?;
         let tmp = self.snapshot_path.with_extension("json.tmp");
         let mut file = File::create(&tmp).map_err(snap_err)?;
@@ -413,12 +339,7 @@ impl Inner {
                 let _ = d.sync_all();
             }
         }
-        self.journal
-            .set_len(0)
-            .map_err(|source| StoreError::Journal {
-                path: self.journal_path.clone(),
-                source,
-            })?;
+        self.journal.set_len(0).map_err(|source| StoreError::Journal { path: self.journal_path.clone(), source })?;
         self.lines = 0;
         Ok(())
     }
@@ -454,10 +375,5 @@ fn replay(
 }
 
 fn usage_key(row: &UsageRow) -> UsageKey {
-    (
-        row.day.clone(),
-        row.team.clone(),
-        row.consumer.clone(),
-        row.model.clone(),
-    )
+    (row.day.clone(), row.team.clone(), row.consumer.clone(), row.model.clone())
 }

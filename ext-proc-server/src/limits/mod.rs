@@ -182,35 +182,17 @@ impl UsageRow {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot use state directory {path}: {source}")]
-    Dir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Dir { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot write state journal {path}: {source}")]
-    Journal {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Journal { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot write state snapshot {path}: {source}")]
-    Snapshot {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Snapshot { path: std::path::PathBuf, source: std::io::Error },
     #[error("state snapshot {path} is corrupt: {source}")]
-    CorruptSnapshot {
-        path: std::path::PathBuf,
-        source: serde_json::Error,
-    },
+    CorruptSnapshot { path: std::path::PathBuf, source: serde_json::Error },
     #[error("invalid redis url {url:?}: {source}")]
-    RedisUrl {
-        url: String,
-        source: ::redis::RedisError,
-    },
+    RedisUrl { url: String, source: ::redis::RedisError },
     #[error("redis at {addr} is unreachable: {source}")]
-    RedisUnreachable {
-        addr: String,
-        source: ::redis::RedisError,
-    },
+    RedisUnreachable { addr: String, source: ::redis::RedisError },
     #[error("redis at {addr} did not answer within {timeout:?}")]
     RedisTimeout { addr: String, timeout: Duration },
     #[error("redis at {addr} returned an unexpected reply: {detail}")]
@@ -274,11 +256,7 @@ impl Store {
 
     /// Totals per (day, team, consumer, model) for days `>= since_day`
     /// (`YYYY-MM-DD`), optionally for one team, sorted by day, team, consumer, model.
-    pub async fn usage_report(
-        &self,
-        since_day: &str,
-        team: Option<&str>,
-    ) -> Result<Vec<UsageRow>, StoreError> {
+    pub async fn usage_report(&self, since_day: &str, team: Option<&str>) -> Result<Vec<UsageRow>, StoreError> {
         match self {
             Store::Embedded(s) => s.usage_report(since_day, team),
             Store::Redis(s) => s.usage_report(since_day, team).await,
@@ -382,10 +360,7 @@ mod tests {
         assert_eq!(Window::Day.id(now), "d2026-11-23");
         assert_eq!(Window::Month.id(now), "M2026-11");
         assert_eq!(Window::Minute.reset_after(now), Duration::from_secs(16));
-        assert_eq!(
-            Window::Day.reset_after(now),
-            Duration::from_secs(7 * 3600 + 25 * 60 + 16)
-        );
+        assert_eq!(Window::Day.reset_after(now), Duration::from_secs(7 * 3600 + 25 * 60 + 16));
         // December rolls into the next year.
         let dec = at(1_798_761_600 - 1); // 2026-12-31T23:59:59Z
         assert_eq!(Window::Month.id(dec), "M2026-12");
@@ -395,10 +370,7 @@ mod tests {
 
     #[test]
     fn scope_key_strips_prefix_and_window() {
-        assert_eq!(
-            scope_key("tg:", "tg:team:demo:tokens:d2026-11-23"),
-            "team:demo:tokens"
-        );
+        assert_eq!(scope_key("tg:", "tg:team:demo:tokens:d2026-11-23"), "team:demo:tokens");
         assert_eq!(scope_key("", "a:m5"), "a");
     }
 }

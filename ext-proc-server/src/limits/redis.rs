@@ -11,8 +11,8 @@
 //! connecting and each reply time out after 500 ms, and every call is bounded.
 
 use super::{
-    scope_key, stored_key, Charge, Denied, Reservation, Reserved, StoreError, UsageRecord,
-    UsageRow, Window, EXPIRY_MARGIN, USAGE_RETENTION,
+    scope_key, stored_key, Charge, Denied, Reservation, Reserved, StoreError, UsageRecord, UsageRow, Window,
+    EXPIRY_MARGIN, USAGE_RETENTION,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
@@ -97,9 +97,7 @@ impl RedisStore {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let store = Self::connect_lazy(url, prefix).await?;
         let mut conn = store.conn.clone();
-        store
-            .call(redis::cmd("PING").query_async::<String>(&mut conn))
-            .await?;
+        store.call(redis::cmd("PING").query_async::<String>(&mut conn)).await?;
         Ok(store)
     }
 
@@ -107,22 +105,15 @@ impl RedisStore {
     /// first call connects, and fails quickly while Redis is down.
     pub async fn connect_lazy(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let addr = redact(url);
-        let client = redis::Client::open(url).map_err(|source| StoreError::RedisUrl {
-            url: addr.clone(),
-            source,
-        })?;
+        let client = redis::Client::open(url).map_err(|source| StoreError::RedisUrl { url: addr.clone(), source })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(IO_TIMEOUT))
             .set_response_timeout(Some(IO_TIMEOUT))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|source| {
-            StoreError::RedisUnreachable {
-                addr: addr.clone(),
-                source,
-            }
-        })?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|source| StoreError::RedisUnreachable { addr: addr.clone(), source })?;
         Ok(Self {
             conn,
             prefix: prefix.to_string(),
@@ -133,37 +124,22 @@ impl RedisStore {
     }
 
     /// Runs one Redis call with the overall time bound, mapping its errors.
-    async fn call<T>(
-        &self,
-        fut: impl Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, StoreError> {
+    async fn call<T>(&self, fut: impl Future<Output = Result<T, RedisError>>) -> Result<T, StoreError> {
         match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-            Err(_) => Err(StoreError::RedisTimeout {
-                addr: self.addr.clone(),
-                timeout: CALL_TIMEOUT,
-            }),
+            Err(_) => Err(StoreError::RedisTimeout { addr: self.addr.clone(), timeout: CALL_TIMEOUT }),
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.is_timeout() => Err(StoreError::RedisTimeout {
-                addr: self.addr.clone(),
-                timeout: IO_TIMEOUT,
-            }),
-            Ok(Err(e))
-                if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() =>
-            {
-                Err(StoreError::RedisUnreachable {
-                    addr: self.addr.clone(),
-                    source: e,
-                })
+            Ok(Err(e)) if e.is_timeout() => {
+                Err(StoreError::RedisTimeout { addr: self.addr.clone(), timeout: IO_TIMEOUT })
+            }
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() => {
+                Err(StoreError::RedisUnreachable { addr: self.addr.clone(), source: e })
             }
             Ok(Err(e)) => Err(self.reply_error(e.to_string())),
         }
     }
 
     fn reply_error(&self, detail: String) -> StoreError {
-        StoreError::RedisReply {
-            addr: self.addr.clone(),
-            detail,
-        }
+        StoreError::RedisReply { addr: self.addr.clone(), detail }
     }
 
     /// See [`super::Store::reserve`].
@@ -204,24 +180,15 @@ impl RedisStore {
         Ok(self.charge(now, items).await?.map(|_| ()))
     }
 
-    async fn charge(
-        &self,
-        now: SystemTime,
-        items: Vec<Item>,
-    ) -> Result<Result<Reservation, Denied>, StoreError> {
+    async fn charge(&self, now: SystemTime, items: Vec<Item>) -> Result<Result<Reservation, Denied>, StoreError> {
         if items.is_empty() {
             return Ok(Ok(Reservation { entries: vec![] }));
         }
         let mut inv = self.charge.prepare_invoke();
         for item in &items {
             let ttl = item.window.reset_after(now) + EXPIRY_MARGIN;
-            let limit = item
-                .limit
-                .map_or_else(|| "-1".to_string(), |l| l.to_string());
-            inv.key(&item.stored_key)
-                .arg(limit)
-                .arg(item.amount)
-                .arg(ttl.as_millis().max(1) as u64);
+            let limit = item.limit.map_or_else(|| "-1".to_string(), |l| l.to_string());
+            inv.key(&item.stored_key).arg(limit).arg(item.amount).arg(ttl.as_millis().max(1) as u64);
         }
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = self.call(inv.invoke_async(&mut conn)).await?;
@@ -231,9 +198,7 @@ impl RedisStore {
                 let item = usize::try_from(*index)
                     .ok()
                     .and_then(|i| items.get(i.wrapping_sub(1)))
-                    .ok_or_else(|| {
-                        self.reply_error(format!("denied index {index} out of range"))
-                    })?;
+                    .ok_or_else(|| self.reply_error(format!("denied index {index} out of range")))?;
                 Ok(Err(Denied {
                     key: item.key.clone(),
                     window: item.window,
@@ -280,43 +245,24 @@ impl RedisStore {
     pub async fn record_usage(&self, now: SystemTime, rec: &UsageRecord) -> Result<(), StoreError> {
         let day = super::utc_day(now);
         let hash = format!("{}usage:{day}", self.prefix);
-        let base = [&rec.team, &rec.consumer, &rec.model]
-            .map(|s| s.replace(SEP, "_"))
-            .join(&SEP.to_string());
-        let values = [
-            rec.requests,
-            rec.input_tokens,
-            rec.output_tokens,
-            rec.cached_tokens,
-            rec.cost_micros,
-        ];
+        let base = [&rec.team, &rec.consumer, &rec.model].map(|s| s.replace(SEP, "_")).join(&SEP.to_string());
+        let values = [rec.requests, rec.input_tokens, rec.output_tokens, rec.cached_tokens, rec.cost_micros];
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (metric, value) in METRICS.iter().zip(values) {
-            pipe.hincr(&hash, format!("{base}{SEP}{metric}"), value)
-                .ignore();
+            pipe.hincr(&hash, format!("{base}{SEP}{metric}"), value).ignore();
         }
-        pipe.expire(&hash, USAGE_RETENTION.as_secs() as i64)
-            .ignore();
+        pipe.expire(&hash, USAGE_RETENTION.as_secs() as i64).ignore();
         pipe.sadd(self.days_key(), &day).ignore();
         let mut conn = self.conn.clone();
         self.call(pipe.query_async::<()>(&mut conn)).await
     }
 
     /// See [`super::Store::usage_report`].
-    pub async fn usage_report(
-        &self,
-        since_day: &str,
-        team: Option<&str>,
-    ) -> Result<Vec<UsageRow>, StoreError> {
+    pub async fn usage_report(&self, since_day: &str, team: Option<&str>) -> Result<Vec<UsageRow>, StoreError> {
         let mut conn = self.conn.clone();
-        let mut days: Vec<String> = self
-            .call(
-                redis::cmd("SMEMBERS")
-                    .arg(self.days_key())
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let mut days: Vec<String> =
+            self.call(redis::cmd("SMEMBERS").arg(self.days_key()).query_async(&mut conn)).await?;
         days.retain(|d| d.as_str() >= since_day);
         days.sort();
         if days.is_empty() {
@@ -344,15 +290,13 @@ impl RedisStore {
                 if team.is_some_and(|want| want != *t) {
                     continue;
                 }
-                let row = by_name
-                    .entry((t.to_string(), c.to_string(), m.to_string()))
-                    .or_insert_with(|| UsageRow {
-                        day: day.clone(),
-                        team: t.to_string(),
-                        consumer: c.to_string(),
-                        model: m.to_string(),
-                        ..UsageRow::default()
-                    });
+                let row = by_name.entry((t.to_string(), c.to_string(), m.to_string())).or_insert_with(|| UsageRow {
+                    day: day.clone(),
+                    team: t.to_string(),
+                    consumer: c.to_string(),
+                    model: m.to_string(),
+                    ..UsageRow::default()
+                });
                 match *metric {
                     "requests" => row.requests = value,
                     "input" => row.input_tokens = value,
@@ -366,13 +310,7 @@ impl RedisStore {
         }
         if !gone.is_empty() {
             // Days whose hash expired: forget them.
-            self.call(
-                redis::cmd("SREM")
-                    .arg(self.days_key())
-                    .arg(&gone)
-                    .query_async::<i64>(&mut conn),
-            )
-            .await?;
+            self.call(redis::cmd("SREM").arg(self.days_key()).arg(&gone).query_async::<i64>(&mut conn)).await?;
         }
         Ok(rows)
     }
@@ -380,9 +318,7 @@ impl RedisStore {
     /// See [`super::Store::get`].
     pub async fn get(&self, stored_key: &str) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        let v: Option<u64> = self
-            .call(redis::cmd("GET").arg(stored_key).query_async(&mut conn))
-            .await?;
+        let v: Option<u64> = self.call(redis::cmd("GET").arg(stored_key).query_async(&mut conn)).await?;
         Ok(v.unwrap_or(0))
     }
 

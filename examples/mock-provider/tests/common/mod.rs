@@ -27,11 +27,7 @@ impl Server {
         let handle = tokio::spawn(tollgate_mock::serve(listener, config, async {
             let _ = rx.await;
         }));
-        Self {
-            base: format!("http://{addr}"),
-            shutdown: Some(tx),
-            handle: Some(handle),
-        }
+        Self { base: format!("http://{addr}"), shutdown: Some(tx), handle: Some(handle) }
     }
 
     pub async fn default() -> Self {
@@ -66,10 +62,7 @@ impl Drop for Server {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
 }
 
 /// The mock's token estimate, computed independently: ceil(chars / 4).
@@ -82,9 +75,7 @@ pub fn reply(user_text: &str) -> String {
 }
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
 }
 
 /// `(request body, response body)` of the first interaction of an OpenAI cassette.
@@ -93,10 +84,7 @@ pub fn openai_fixture(name: &str) -> (String, String) {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     let interaction = &doc["interactions"][0];
-    let req = interaction["request"]["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let req = interaction["request"]["body"].as_str().unwrap_or_default().to_owned();
     let resp = interaction["response"]["body"].as_str().unwrap().to_owned();
     (req, resp)
 }
@@ -115,8 +103,7 @@ pub struct Sse {
 
 impl Sse {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data)
-            .unwrap_or_else(|e| panic!("bad JSON in SSE data {:?}: {e}", self.data))
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("bad JSON in SSE data {:?}: {e}", self.data))
     }
 }
 
@@ -140,10 +127,7 @@ pub fn parse_sse(text: &str) -> Vec<Sse> {
             }
         }
         if event.is_some() || !data.is_empty() {
-            out.push(Sse {
-                event,
-                data: data.join("\n"),
-            });
+            out.push(Sse { event, data: data.join("\n") });
         }
     }
     out
@@ -156,11 +140,7 @@ pub fn key_paths(value: &Value) -> BTreeSet<String> {
         match v {
             Value::Object(map) => {
                 for (k, child) in map {
-                    let path = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
+                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                     out.insert(path.clone());
                     walk(child, &path, out);
                 }
@@ -255,14 +235,9 @@ pub fn key_orders(json: &str) -> BTreeMap<String, Vec<String>> {
     fn walk(v: &Ordered, prefix: &str, out: &mut BTreeMap<String, Vec<String>>) {
         match v {
             Ordered::Object(entries) => {
-                out.entry(prefix.to_owned())
-                    .or_insert_with(|| entries.iter().map(|(k, _)| k.clone()).collect());
+                out.entry(prefix.to_owned()).or_insert_with(|| entries.iter().map(|(k, _)| k.clone()).collect());
                 for (k, child) in entries {
-                    let path = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
+                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                     walk(child, &path, out);
                 }
             }
@@ -274,8 +249,7 @@ pub fn key_orders(json: &str) -> BTreeMap<String, Vec<String>> {
             Ordered::Leaf => {}
         }
     }
-    let parsed: Ordered =
-        serde_json::from_str(json).unwrap_or_else(|e| panic!("bad JSON {json:?}: {e}"));
+    let parsed: Ordered = serde_json::from_str(json).unwrap_or_else(|e| panic!("bad JSON {json:?}: {e}"));
     let mut out = BTreeMap::new();
     walk(&parsed, "", &mut out);
     out
@@ -284,9 +258,5 @@ pub fn key_orders(json: &str) -> BTreeMap<String, Vec<String>> {
 /// Asserts two JSON texts have the same keys in the same order at every path.
 #[track_caller]
 pub fn assert_same_key_order(what: &str, mock: &str, fixture: &str) {
-    assert_eq!(
-        key_orders(mock),
-        key_orders(fixture),
-        "{what}: key order differs\nmock: {mock}\nfixture: {fixture}"
-    );
+    assert_eq!(key_orders(mock), key_orders(fixture), "{what}: key order differs\nmock: {mock}\nfixture: {fixture}");
 }
