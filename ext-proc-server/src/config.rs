@@ -183,4 +183,16 @@ mod tests {
         assert!(policy.providers.contains_key("openai"));
         assert!(!policy.inspection.pii.custom.is_empty());
     }
+
+    /// The identity and limits example in the README stays valid.
+    #[test]
+    fn readme_access_example_validates() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let section = readme.split("## Identity, limits and budgets").nth(1).unwrap();
+        let yaml = section.split("```yaml").nth(1).unwrap().split("```").next().unwrap();
+        let policy = parse_policy(&format!("providers:\n  o: {{kind: openai, baseUrl: 'http://x'}}\n{yaml}")).unwrap();
+        assert_eq!(policy.consumers["alice"].team, "research");
+        assert_eq!(policy.teams["research"].limits.cost_per_day, Some(50.0));
+        assert_eq!(policy.pricing["llama3"].input, 0.1);
+    }
 }

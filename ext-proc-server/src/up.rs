@@ -1,15 +1,17 @@
 //! `tollgate up`: Envoy + filter + sidecar (+ the mock provider when no
 //! provider key is set), ready to take a curl.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::process::Command;
+use tollgate_core::access::{Access, Consumer, Limits, Require, Team};
 use tollgate_core::policy::{Policy, Provider, ProviderKind};
 
 use crate::config::{load_credentials, load_policy, parse_policy};
 use crate::envoy::{render_yaml, RenderOptions};
+use crate::keys::{KeyFile, KeyIndex};
 use crate::launch::{build_wasm, envoy_command, find_envoy, find_wasm, install_envoy, tollgate_home, wait_ready, Proc};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -31,6 +33,54 @@ pub struct UpOptions {
     /// Port of the mock provider in the quickstart policy.
     #[arg(long, default_value_t = 10002)]
     pub mock_port: u16,
+    /// Envoy's admin port (overrides `listen.adminPort`).
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+    /// The sidecar's gRPC port (overrides `sidecar.grpcPort`).
+    #[arg(long)]
+    pub sidecar_port: Option<u16>,
+    /// The sidecar's admin port (overrides `sidecar.adminPort`).
+    #[arg(long)]
+    pub sidecar_admin_port: Option<u16>,
+}
+
+/// The quickstart's demo team limits.
+const DEMO_TOKENS_PER_MINUTE: u64 = 100_000;
+const DEMO_COST_PER_DAY: f64 = 5.0;
+
+/// Give the quickstart policy a demo team and consumer with a token limit
+/// and a budget, require a virtual key, and return the demo key (kept in
+/// `home/demo-key` so every `tollgate up` prints the same one).
+pub fn demo_access(policy: &mut Policy, home: &Path) -> anyhow::Result<String> {
+    let store = home.join("keys.yaml");
+    policy.access = Access { require: Require::Key, key_store: Some(store.display().to_string()), jwt: None };
+    policy.limits.dir = Some(home.join("state").display().to_string());
+    let limits = Limits {
+        tokens_per_minute: Some(DEMO_TOKENS_PER_MINUTE),
+        cost_per_day: Some(DEMO_COST_PER_DAY),
+        ..Default::default()
+    };
+    policy.teams.insert("demo".into(), Team { models: Vec::new(), limits });
+    policy.consumers.insert("demo".into(), Consumer { team: "demo".into(), models: Vec::new(), limits: Limits::default() });
+
+    let key_path = home.join("demo-key");
+    let mut file = KeyFile::load(&store)?;
+    let now = std::time::SystemTime::now();
+    if let Ok(key) = std::fs::read_to_string(&key_path) {
+        let key = key.trim().to_string();
+        if KeyIndex::from_file(&file, &store)?.verify(&key, now) == Ok("demo") {
+            return Ok(key);
+        }
+    }
+    let (key, _) = file.create("demo", None, now)?;
+    file.save(&store)?;
+    std::fs::write(&key_path, format!("{key}\n")).with_context(|| format!("writing {}", key_path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(key)
 }
 
 /// The policy `tollgate up` uses when none is given.
@@ -77,12 +127,28 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
 }
 
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
+    let home = tollgate_home();
+    let mut demo_key = None;
     let mut policy = match &opts.policy {
         Some(path) => load_policy(path)?,
-        None => quickstart_policy(opts.mock_port),
+        None => {
+            let mut policy = quickstart_policy(opts.mock_port);
+            std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+            demo_key = Some(demo_access(&mut policy, &home)?);
+            policy
+        }
     };
     if let Some(port) = opts.port {
         policy.listen.port = port;
+    }
+    if let Some(port) = opts.admin_port {
+        policy.listen.admin_port = port;
+    }
+    if let Some(port) = opts.sidecar_port {
+        policy.sidecar.grpc_port = port;
+    }
+    if let Some(port) = opts.sidecar_admin_port {
+        policy.sidecar.admin_port = port;
     }
     policy.validate()?;
     load_credentials(&policy)?; // fail now, not on the first request
@@ -96,7 +162,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         None => install_envoy().await?,
     };
 
-    let run_dir = tollgate_home().join("run");
+    let run_dir = home.join("run");
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let log = run_dir.join("tollgate.log");
     let _ = std::fs::remove_file(&log);
@@ -117,21 +183,40 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         return Err(err.context(format!("see {}", log.display())));
     }
 
+    // Listen for Ctrl-C before saying we are up.
+    let stop = crate::server::shutdown_signal();
     let url = format!("http://{}:{}", policy.listen.host, policy.listen.port);
     println!("\nTollgate is up: {url}");
     println!("  providers: {}", policy.providers.keys().cloned().collect::<Vec<_>>().join(", "));
     println!("  envoy admin: http://127.0.0.1:{}/stats?filter=tollgate", policy.listen.admin_port);
     println!("  logs: {}   access log: {}", log.display(), access_log.display());
     let serves_openai = policy.providers.values().any(|p| p.kind != ProviderKind::Anthropic);
+    let auth = match &demo_key {
+        Some(key) => {
+            println!(
+                "  demo key (consumer `demo`, team `demo`: {DEMO_TOKENS_PER_MINUTE} tokens/min, ${DEMO_COST_PER_DAY:.2}/day): {key}"
+            );
+            if serves_openai {
+                format!(" -H 'authorization: Bearer {key}'")
+            } else {
+                format!(" -H 'x-api-key: {key}'")
+            }
+        }
+        None => String::new(),
+    };
     if serves_openai {
-        println!("\nTry a streamed answer:\n  curl -N {url}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
+        println!("\nTry a streamed answer:\n  curl -N {url}/v1/chat/completions -H 'content-type: application/json'{auth} \\\n    -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
     } else {
-        println!("\nTry a streamed answer:\n  curl -N {url}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \\\n    -d '{{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
+        println!("\nTry a streamed answer:\n  curl -N {url}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01'{auth} \\\n    -d '{{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
     }
+    println!(
+        "\nSpend so far: tollgate usage --admin {}:{}",
+        policy.sidecar.host, policy.sidecar.admin_port
+    );
     println!("\nCtrl-C stops everything.");
 
     let outcome = tokio::select! {
-        () = crate::server::shutdown_signal() => Ok(()),
+        () = stop => Ok(()),
         name = watch_exit(&mut procs) => Err(anyhow::anyhow!("{name} exited unexpectedly; see {}", log.display())),
     };
     println!("tollgate: stopping");

@@ -12,28 +12,18 @@ use tokio::process::Command;
 use tollgate_e2e::paths;
 use tollgate_ext_proc::launch::{free_port, http_get, Signal};
 
-#[tokio::test]
-async fn up_serves_a_streamed_answer_and_stops_cleanly_on_ctrl_c() {
+/// Run `tollgate up ARGS` with its home in `home`; returns the child and its
+/// banner once it says it is up.
+async fn start_up(args: &[&str], home: &std::path::Path) -> (tokio::process::Child, String) {
     let p = paths().unwrap();
-    let home = std::env::temp_dir().join(format!("tollgate-up-{}", std::process::id()));
-    std::fs::create_dir_all(&home).unwrap();
-    let (listen, admin, grpc, sadmin, mock) =
-        (free_port().unwrap(), free_port().unwrap(), free_port().unwrap(), free_port().unwrap(), free_port().unwrap());
-    let policy = home.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "listen: {{port: {listen}, adminPort: {admin}}}\nsidecar: {{grpcPort: {grpc}, adminPort: {sadmin}}}\nproviders:\n  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{mock}'}}\n"
-        ),
-    )
-    .unwrap();
     let mut child = Command::new(&p.tollgate)
         .arg("up")
-        .arg("--policy")
-        .arg(&policy)
-        .env("TOLLGATE_HOME", &home)
+        .args(args)
+        .env("TOLLGATE_HOME", home)
         .env("TOLLGATE_ENVOY", &p.envoy)
         .env("TOLLGATE_WASM", &p.wasm)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -53,6 +43,80 @@ async fn up_serves_a_streamed_answer_and_stops_cleanly_on_ctrl_c() {
     })
     .await;
     assert_eq!(up, Ok(true), "tollgate up did not come up:\n{banner}");
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, banner)
+}
+
+async fn interrupt(child: &mut tokio::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn quickstart_requires_its_demo_key_and_reports_demo_spend() {
+    let home = std::env::temp_dir().join(format!("tollgate-quickstart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let ports: Vec<String> = (0..5).map(|_| free_port().unwrap().to_string()).collect();
+    let args = [
+        "--port", &ports[0], "--admin-port", &ports[1], "--sidecar-port", &ports[2], "--sidecar-admin-port", &ports[3],
+        "--mock-port", &ports[4],
+    ];
+    let (mut child, banner) = start_up(&args, &home).await;
+    let key = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("tg-"))
+        .map(|w| w.trim_end_matches('\''))
+        .unwrap_or_else(|| panic!("no demo key in the banner:\n{banner}"))
+        .to_string();
+    assert!(banner.contains(&format!("Bearer {key}")), "the curl example carries the key:\n{banner}");
+    let url = format!("http://127.0.0.1:{}/v1/chat/completions", ports[0]);
+    let body = serde_json::json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "Say hello"}]});
+    let client = reqwest::Client::new();
+    let resp = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "requests without the key are rejected");
+    let resp = client.post(&url).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("data: [DONE]"));
+    // The demo team's spend shows in `tollgate usage`.
+    let p = paths().unwrap();
+    let out = Command::new(&p.tollgate)
+        .args(["usage", "--admin", &format!("127.0.0.1:{}", ports[3])])
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.lines().any(|l| l.contains("demo") && l.contains("gpt-4o-mini")), "{report}");
+    interrupt(&mut child).await;
+    // The key is kept (never its secret in the store) and printed again next time.
+    let store = std::fs::read_to_string(home.join("keys.yaml")).unwrap();
+    assert!(!store.contains(key.rsplit('-').next().unwrap()));
+    let (mut child, banner) = start_up(&args, &home).await;
+    assert!(banner.contains(&key), "the same demo key on the next start:\n{banner}");
+    interrupt(&mut child).await;
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[tokio::test]
+async fn up_serves_a_streamed_answer_and_stops_cleanly_on_ctrl_c() {
+    let home = std::env::temp_dir().join(format!("tollgate-up-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let (listen, admin, grpc, sadmin, mock) =
+        (free_port().unwrap(), free_port().unwrap(), free_port().unwrap(), free_port().unwrap(), free_port().unwrap());
+    let policy = home.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "listen: {{port: {listen}, adminPort: {admin}}}\nsidecar: {{grpcPort: {grpc}, adminPort: {sadmin}}}\nproviders:\n  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{mock}'}}\n"
+        ),
+    )
+    .unwrap();
+    let policy = policy.display().to_string();
+    let (mut child, banner) = start_up(&["--policy", &policy], &home).await;
     assert!(banner.contains(&format!("http://127.0.0.1:{listen}")), "{banner}");
     assert!(banner.contains("curl -N"), "prints a working curl: {banner}");
 
@@ -68,10 +132,7 @@ async fn up_serves_a_streamed_answer_and_stops_cleanly_on_ctrl_c() {
     assert!(body.contains("data: [DONE]"), "{body}");
     assert!(body.matches("data: ").count() > 3, "streamed in several events: {body}");
 
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
-    nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "{status}");
+    interrupt(&mut child).await;
     // Every child is gone: nothing answers on their ports any more.
     for (what, port, path) in [("envoy", admin, "/ready"), ("sidecar", sadmin, "/healthz"), ("mock", mock, "/healthz")]
     {
