@@ -81,11 +81,23 @@ pub fn identify(
             let Some(consumer) = claim(&jwt.consumer_claim) else {
                 return Err(Error::Unauthorized(format!("the token has no `{}` claim", jwt.consumer_claim)));
             };
-            // A consumer named in the policy keeps its team; otherwise the claim's.
+            // A consumer named in the policy keeps its team; otherwise the claim's,
+            // which must name a team of the policy when the policy has teams (so a
+            // token cannot escape grants and limits by naming no team).
             let team = match policy.consumers.get(&consumer) {
                 Some(c) => c.team.clone(),
                 None => claim(&jwt.team_claim).unwrap_or_default(),
             };
+            if !policy.teams.is_empty() && !policy.teams.contains_key(&team) {
+                return Err(Error::Blocked {
+                    rule: "access".into(),
+                    message: if team.is_empty() {
+                        format!("the token has no `{}` claim naming a team of this gateway", jwt.team_claim)
+                    } else {
+                        format!("team `{team}` is not configured on this gateway")
+                    },
+                });
+            }
             return Ok(Some(Identity { consumer, team, via: Via::Jwt }));
         }
     }
