@@ -26,6 +26,16 @@ pub enum ApiFamily {
     Anthropic,
 }
 
+impl ApiFamily {
+    /// The other family.
+    pub fn other(self) -> ApiFamily {
+        match self {
+            ApiFamily::OpenAi => ApiFamily::Anthropic,
+            ApiFamily::Anthropic => ApiFamily::OpenAi,
+        }
+    }
+}
+
 impl ApiKind {
     /// All kinds, for iteration in tests and docs.
     pub const ALL: [ApiKind; 5] = [

@@ -295,6 +295,41 @@ impl BaseUrl {
 pub struct Route<'a> {
     pub provider: &'a str,
     pub model: &'a str,
+    /// The API the provider is called with: the client's, or the other
+    /// family's chat API when the request is translated.
+    pub api: ApiKind,
+}
+
+impl Route<'_> {
+    /// Keep the client's own API when it is of the same family as the route's.
+    fn or_native(mut self, client: ApiKind) -> Self {
+        if client.family() == self.api.family() {
+            self.api = client;
+        }
+        self
+    }
+
+    /// The translation this route needs, if the provider speaks the other family.
+    pub fn translation(&self, client: ApiKind) -> Option<crate::translate::Direction> {
+        crate::translate::Direction::for_pair(client.family(), self.api.family())
+    }
+}
+
+/// The family a model natively belongs to, by its name.
+pub fn model_family(model: &str) -> ApiFamily {
+    if model.starts_with("claude") {
+        ApiFamily::Anthropic
+    } else {
+        ApiFamily::OpenAi
+    }
+}
+
+/// The chat API of a family.
+fn chat_api(family: ApiFamily) -> ApiKind {
+    match family {
+        ApiFamily::OpenAi => ApiKind::OpenAiChat,
+        ApiFamily::Anthropic => ApiKind::AnthropicMessages,
+    }
 }
 
 impl Policy {
@@ -380,25 +415,53 @@ impl Policy {
         Ok(())
     }
 
-    /// Pick the provider and upstream model for a request.
+    /// Pick the provider, upstream model and upstream API for a request.
     ///
-    /// A model alias routes to its first target whose provider speaks the
-    /// client's API; any other model goes to the first provider (by name)
-    /// that speaks the API natively, unchanged.
+    /// A model alias routes to its first target the client can reach: a
+    /// provider speaking the client's API, or, for chat requests, a provider
+    /// of the other family through translation. Any other model goes to the
+    /// first provider (by name) of the model's own family (`claude-*`:
+    /// Anthropic; anything else: OpenAI), translated if the client speaks the
+    /// other family; failing that, to the first provider speaking the
+    /// client's API, unchanged.
     pub fn route<'a>(&'a self, api: ApiKind, model: &'a str) -> Result<Route<'a>, Error> {
         let family = api.family();
+        let translatable = matches!(api, ApiKind::OpenAiChat | ApiKind::AnthropicMessages);
+        // The API `provider` is called with for a model of `model_family`, if
+        // it can serve this request at all. The mock speaks both families and
+        // answers in the model's own (so a Claude model is served over the
+        // Messages API, as a real provider would).
+        let reach = |provider: &str, model_family: ApiFamily| -> Option<ApiKind> {
+            let kind = self.providers.get(provider)?.kind;
+            let prefer_other = kind == ProviderKind::Mock && model_family != family;
+            if kind.serves(family) && !(prefer_other && translatable) {
+                Some(api)
+            } else if translatable && kind.serves(family.other()) {
+                Some(chat_api(family.other()))
+            } else {
+                None
+            }
+        };
         if let Some(route) = self.models.get(model) {
             return route
                 .targets
                 .iter()
-                .find(|t| self.providers.get(&t.provider).is_some_and(|p| p.kind.serves(family)))
-                .map(|t| Route { provider: &t.provider, model: &t.model })
+                .find_map(|t| {
+                    let api = reach(&t.provider, model_family(&t.model))?;
+                    Some(Route { provider: &t.provider, model: &t.model, api })
+                })
                 .ok_or_else(|| Error::UnknownModel(model.to_string()));
+        }
+        let native = model_family(model);
+        if translatable {
+            if let Some((name, _)) = self.providers.iter().find(|(_, p)| p.kind.serves(native)) {
+                return Ok(Route { provider: name, model, api: chat_api(native) }.or_native(api));
+            }
         }
         self.providers
             .iter()
             .find(|(_, p)| p.kind.serves(family))
-            .map(|(name, _)| Route { provider: name, model })
+            .map(|(name, _)| Route { provider: name, model, api })
             .ok_or_else(|| Error::UnknownModel(model.to_string()))
     }
 
@@ -559,18 +622,52 @@ models:
     #[test]
     fn routing() {
         let p = yaml(BASE).unwrap();
-        let r = p.route(ApiKind::AnthropicMessages, "smart").unwrap();
-        assert_eq!((r.provider, r.model), ("claude", "claude-sonnet-4-5"));
-        // An OpenAI client asking for the alias gets the first target speaking its API.
+        let route = |p: &Policy, api, model| {
+            let r = p.route(api, model).unwrap();
+            (r.provider.to_string(), r.model.to_string(), r.api)
+        };
+        let p = yaml(BASE).unwrap();
+        assert_eq!(
+            route(&p, ApiKind::AnthropicMessages, "smart"),
+            ("claude".into(), "claude-sonnet-4-5".into(), ApiKind::AnthropicMessages)
+        );
+        // Targets keep their order: an OpenAI chat client reaches the Claude target through translation ...
         let r = p.route(ApiKind::OpenAiChat, "smart").unwrap();
-        assert_eq!((r.provider, r.model), ("openai", "gpt-4o"));
-        let r = p.route(ApiKind::OpenAiChat, "gpt-4o-mini").unwrap();
-        assert_eq!((r.provider, r.model), ("openai", "gpt-4o-mini"));
+        assert_eq!((r.provider, r.api), ("claude", ApiKind::AnthropicMessages));
+        assert_eq!(r.translation(ApiKind::OpenAiChat), Some(crate::translate::Direction::OpenAiToAnthropic));
+        // ... but an API that cannot be translated takes the first target speaking it.
+        assert_eq!(
+            route(&p, ApiKind::OpenAiEmbeddings, "smart"),
+            ("openai".into(), "gpt-4o".into(), ApiKind::OpenAiEmbeddings)
+        );
+        // Models outside aliases go to a provider of their own family.
+        assert_eq!(
+            route(&p, ApiKind::OpenAiChat, "gpt-4o-mini"),
+            ("openai".into(), "gpt-4o-mini".into(), ApiKind::OpenAiChat)
+        );
+        assert_eq!(
+            route(&p, ApiKind::OpenAiChat, "claude-haiku-4-5"),
+            ("claude".into(), "claude-haiku-4-5".into(), ApiKind::AnthropicMessages)
+        );
+        assert_eq!(
+            route(&p, ApiKind::AnthropicMessages, "gpt-4o"),
+            ("openai".into(), "gpt-4o".into(), ApiKind::OpenAiChat)
+        );
+        assert_eq!(
+            route(&p, ApiKind::OpenAiResponses, "gpt-4o"),
+            ("openai".into(), "gpt-4o".into(), ApiKind::OpenAiResponses)
+        );
         let only_openai = yaml("providers:\n  o: {kind: openai, baseUrl: 'http://x'}\n").unwrap();
         assert_eq!(
             only_openai.route(ApiKind::AnthropicMessages, "claude-x"),
             Err(Error::UnknownModel("claude-x".into()))
         );
+        // The mock speaks both families and serves each model in its own.
+        let mock = yaml("providers:\n  m: {kind: mock, baseUrl: 'http://x'}\n").unwrap();
+        assert_eq!(route(&mock, ApiKind::OpenAiChat, "claude-haiku-4-5").2, ApiKind::AnthropicMessages);
+        assert_eq!(route(&mock, ApiKind::AnthropicMessages, "gpt-4o-mini").2, ApiKind::OpenAiChat);
+        assert_eq!(route(&mock, ApiKind::AnthropicMessages, "claude-haiku-4-5").2, ApiKind::AnthropicMessages);
+        assert_eq!(route(&mock, ApiKind::OpenAiEmbeddings, "text-embedding-3-small").2, ApiKind::OpenAiEmbeddings);
         assert_eq!(p.default_provider(), Some("claude"));
     }
 }

@@ -17,4 +17,5 @@ pub mod processor;
 pub mod scan;
 pub mod server;
 pub mod tokens;
+pub mod translation;
 pub mod up;

@@ -26,6 +26,10 @@ use crate::identity::{check_model, identify, Identity};
 use crate::keys::LiveKeys;
 use crate::meter::Meter;
 use crate::tokens;
+use crate::translation::{provider_path, Translation};
+
+/// The Messages API version sent to Anthropic on translated requests.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Header the sidecar sets so Envoy's route table picks the provider cluster.
 pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
@@ -71,6 +75,10 @@ pub enum StreamState {
 #[derive(Debug)]
 pub struct Routed {
     pub api: ApiKind,
+    /// The API the provider is called with (differs from `api` when translated).
+    pub upstream_api: ApiKind,
+    /// Present when the provider speaks the other API family.
+    pub translation: Option<Translation>,
     pub request_id: String,
     pub provider: String,
     pub model: String,
@@ -174,6 +182,16 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         Ok(route) => route,
         Err(err) => return fail(state, &err, &[]),
     };
+    let direction = route.translation(api);
+    // The provider's request body when it changes: translated, or the model renamed.
+    let new_body = match direction {
+        Some(dir) => match dir.request(&json, route.model) {
+            Ok(v) => Some(serde_json::to_vec(&v).unwrap_or_default()),
+            Err(err) => return fail(state, &err, &[]),
+        },
+        None if route.model != parsed.model => Some(with_model(json, route.model)),
+        None => None,
+    };
     let held = match &shared.budget {
         Some(budget) => {
             let input = tokens::prompt_tokens(route.model, &parsed);
@@ -199,8 +217,14 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
     }
     let mut common = CommonResponse { clear_route_cache: true, ..Default::default() };
-    if route.model != parsed.model {
-        let new_body = with_model(json, route.model);
+    if let Some(dir) = direction {
+        mutation.set_headers.push(set_header(":path", provider_path(dir.provider())));
+        match dir.provider() {
+            ApiFamily::Anthropic => mutation.set_headers.push(set_header("anthropic-version", ANTHROPIC_VERSION)),
+            ApiFamily::OpenAi => mutation.remove_headers.extend(["anthropic-version".into(), "anthropic-beta".into()]),
+        }
+    }
+    if let Some(new_body) = new_body {
         mutation.set_headers.push(set_header("content-length", &new_body.len().to_string()));
         common.body_mutation = Some(BodyMutation { mutation: Some(body_mutation::Mutation::Body(new_body)) });
     }
@@ -212,6 +236,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         model = parsed.model,
         provider = route.provider,
         upstream_model = route.model,
+        upstream_api = route.api.as_str(),
         consumer,
         team,
         "routed"
@@ -222,6 +247,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         ("model", str_value(&parsed.model)),
         ("provider", str_value(route.provider)),
         ("upstream_model", str_value(route.model)),
+        ("upstream_api", str_value(route.api.as_str())),
     ];
     if let Some(i) = &identity {
         fields.push(("consumer", str_value(&i.consumer)));
@@ -231,6 +257,8 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     resp.dynamic_metadata = Some(metadata(fields));
     *state = StreamState::Routed(Box::new(Routed {
         api,
+        upstream_api: route.api,
+        translation: direction.map(|dir| Translation::new(dir, &parsed.model)),
         request_id,
         provider: route.provider.to_string(),
         model: route.model.to_string(),
@@ -247,16 +275,27 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
     let mut common = CommonResponse::default();
     let mut mode = None;
     if let StreamState::Routed(r) = state {
-        let mut set = vec![set_header(BACKEND_HEADER, &r.provider)];
+        let mut mutation =
+            HeaderMutation { set_headers: vec![set_header(BACKEND_HEADER, &r.provider)], ..Default::default() };
         if let Some(reservation) = r.held.as_ref().and_then(|h| h.reservation.as_ref()) {
-            set.extend(admitted_headers(reservation).iter().map(|(k, v)| set_header(k, v)));
+            mutation.set_headers.extend(admitted_headers(reservation).iter().map(|(k, v)| set_header(k, v)));
         }
-        common.header_mutation = Some(HeaderMutation { set_headers: set, ..Default::default() });
-        let ok = header(h, ":status").is_some_and(|s| s.starts_with('2'));
-        if ok && shared.budget.is_some() && !h.end_of_stream {
-            let sse = header(h, "content-type").is_some_and(|c| c.contains("text/event-stream"));
-            r.meter = Some(Meter::new(r.api, &r.model, sse));
-            // Count the answer as it passes, chunk by chunk.
+        let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let sse = header(h, "content-type").is_some_and(|c| c.contains("text/event-stream"));
+        let meter = (200..300).contains(&status) && shared.budget.is_some() && !h.end_of_stream;
+        if let Some(t) = r.translation.as_mut() {
+            t.start(status, sse);
+            // The translated body has another length.
+            mutation.remove_headers.push("content-length".into());
+        }
+        if meter {
+            r.meter = Some(Meter::new(r.upstream_api, &r.model, sse));
+        } else {
+            // Nothing to count: an error answer or no body. Release the reservation now.
+            settle(shared, r).await;
+        }
+        if (meter || r.translation.is_some()) && !h.end_of_stream {
+            // See the answer as it passes, chunk by chunk.
             mode = Some(ProcessingMode {
                 request_header_mode: processing_mode::HeaderSendMode::Skip as i32,
                 response_header_mode: processing_mode::HeaderSendMode::Skip as i32,
@@ -265,10 +304,8 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
                 request_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
                 response_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
             });
-        } else {
-            // Nothing to count: an error answer or no body. Release the reservation now.
-            settle(shared, r).await;
         }
+        common.header_mutation = Some(mutation);
     }
     let mut resp = reply(processing_response::Response::ResponseHeaders(HeadersResponse { response: Some(common) }));
     resp.mode_override = mode;
@@ -283,21 +320,31 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
         if let Some(meter) = r.meter.as_mut() {
             meter.feed(&b.body);
         }
+        // What the client gets for this chunk, when it differs from the provider's bytes.
+        let mut out = r.translation.as_mut().map(|t| t.chunk(&b.body, b.end_of_stream));
         if was_cut {
             // The client already has its final event: nothing more reaches it.
-            common.body_mutation = Some(BodyMutation { mutation: Some(body_mutation::Mutation::ClearBody(true)) });
+            out = Some(Vec::new());
         } else if let (Some(budget), Some(held), Some(meter)) = (&shared.budget, r.held.as_mut(), r.meter.as_ref()) {
             if meter.is_stream() {
                 if let Err(refused) = budget.grow(held, meter.output_tokens(), SystemTime::now()).await {
                     tracing::info!(request_id = r.request_id, error = %refused.error, "stream crossed a limit: ending it");
                     r.cut = true;
-                    let mut body = b.body.clone();
+                    let mut body = out.take().unwrap_or_else(|| b.body.clone());
                     body.extend_from_slice(&stream_error(r.api, &refused.error));
-                    common.body_mutation = Some(BodyMutation { mutation: Some(body_mutation::Mutation::Body(body)) });
+                    out = Some(body);
                 }
             }
         }
-        if b.end_of_stream {
+        if let Some(body) = out {
+            let mutation = if body.is_empty() {
+                body_mutation::Mutation::ClearBody(true)
+            } else {
+                body_mutation::Mutation::Body(body)
+            };
+            common.body_mutation = Some(BodyMutation { mutation: Some(mutation) });
+        }
+        if b.end_of_stream && r.meter.is_some() {
             let (usage, cost) = settle(shared, r).await;
             meta = Some(usage_metadata(&usage, cost));
         }

@@ -61,7 +61,9 @@ pub fn demo_access(policy: &mut Policy, home: &Path) -> anyhow::Result<String> {
         ..Default::default()
     };
     policy.teams.insert("demo".into(), Team { models: Vec::new(), limits });
-    policy.consumers.insert("demo".into(), Consumer { team: "demo".into(), models: Vec::new(), limits: Limits::default() });
+    policy
+        .consumers
+        .insert("demo".into(), Consumer { team: "demo".into(), models: Vec::new(), limits: Limits::default() });
 
     let key_path = home.join("demo-key");
     let mut file = KeyFile::load(&store)?;
@@ -209,10 +211,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     } else {
         println!("\nTry a streamed answer:\n  curl -N {url}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01'{auth} \\\n    -d '{{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
     }
-    println!(
-        "\nSpend so far: tollgate usage --admin {}:{}",
-        policy.sidecar.host, policy.sidecar.admin_port
-    );
+    println!("\nSpend so far: tollgate usage --admin {}:{}", policy.sidecar.host, policy.sidecar.admin_port);
     println!("\nCtrl-C stops everything.");
 
     let outcome = tokio::select! {

@@ -62,8 +62,16 @@ async fn quickstart_requires_its_demo_key_and_reports_demo_spend() {
     std::fs::create_dir_all(&home).unwrap();
     let ports: Vec<String> = (0..5).map(|_| free_port().unwrap().to_string()).collect();
     let args = [
-        "--port", &ports[0], "--admin-port", &ports[1], "--sidecar-port", &ports[2], "--sidecar-admin-port", &ports[3],
-        "--mock-port", &ports[4],
+        "--port",
+        &ports[0],
+        "--admin-port",
+        &ports[1],
+        "--sidecar-port",
+        &ports[2],
+        "--sidecar-admin-port",
+        &ports[3],
+        "--mock-port",
+        &ports[4],
     ];
     let (mut child, banner) = start_up(&args, &home).await;
     let key = banner

@@ -1,0 +1,136 @@
+//! Serving a client of one API family from a provider of the other: the
+//! request is translated once, the answer chunk by chunk (SSE event by
+//! event, JSON and error bodies whole). The translations themselves live in
+//! `tollgate_core::translate`; this keeps the per-stream state.
+
+use serde_json::Value;
+use tollgate_core::policy::DEFAULT_MAX_SSE_EVENT_BYTES;
+use tollgate_core::translate::{Direction, StreamTranslation};
+use tollgate_core::{ApiFamily, SseEvent, SseParser};
+
+/// Largest JSON answer translated; a larger one is answered with an error.
+const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug)]
+pub struct Translation {
+    pub dir: Direction,
+    client_model: String,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    NotStarted,
+    Stream(Box<Stream>),
+    /// A JSON answer (or an error body), kept until its end.
+    Whole {
+        status: u16,
+        bytes: Vec<u8>,
+        overflow: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Stream {
+    parser: SseParser,
+    translator: StreamTranslation,
+    events: Vec<SseEvent>,
+    broken: bool,
+}
+
+/// The request path of the provider's chat API.
+pub fn provider_path(family: ApiFamily) -> &'static str {
+    match family {
+        ApiFamily::OpenAi => "/v1/chat/completions",
+        ApiFamily::Anthropic => "/v1/messages",
+    }
+}
+
+impl Translation {
+    pub fn new(dir: Direction, client_model: &str) -> Translation {
+        Translation { dir, client_model: client_model.to_string(), body: Body::NotStarted }
+    }
+
+    /// The provider's response headers arrived.
+    pub fn start(&mut self, status: u16, sse: bool) {
+        self.body = if sse && (200..300).contains(&status) {
+            Body::Stream(Box::new(Stream {
+                parser: SseParser::new(DEFAULT_MAX_SSE_EVENT_BYTES),
+                translator: self.dir.stream(&self.client_model),
+                events: Vec::new(),
+                broken: false,
+            }))
+        } else {
+            Body::Whole { status, bytes: Vec::new(), overflow: false }
+        };
+    }
+
+    /// Translate one chunk of the provider's body into what the client gets
+    /// for it (possibly nothing until the body ends).
+    pub fn chunk(&mut self, bytes: &[u8], end_of_stream: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        match &mut self.body {
+            Body::NotStarted => out.extend_from_slice(bytes),
+            Body::Stream(s) => {
+                if !s.broken {
+                    let fed = s.parser.feed(bytes, &mut s.events);
+                    let fed = fed.and_then(|()| if end_of_stream { s.parser.finish(&mut s.events) } else { Ok(()) });
+                    if let Err(err) = fed {
+                        tracing::warn!(error = %err, "provider stream unreadable: ending the translated stream");
+                        s.broken = true;
+                        s.events.clear();
+                        for e in s.translator.finish() {
+                            e.write_to(&mut out);
+                        }
+                        return out;
+                    }
+                    for event in s.events.drain(..) {
+                        for e in s.translator.push(&event) {
+                            e.write_to(&mut out);
+                        }
+                    }
+                    if end_of_stream {
+                        for e in s.translator.finish() {
+                            e.write_to(&mut out);
+                        }
+                    }
+                }
+            }
+            Body::Whole { status, bytes: kept, overflow } => {
+                if kept.len() + bytes.len() > MAX_JSON_BYTES {
+                    *overflow = true;
+                    kept.clear();
+                } else if !*overflow {
+                    kept.extend_from_slice(bytes);
+                }
+                if end_of_stream {
+                    out = whole(self.dir, &self.client_model, *status, kept, *overflow);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A complete JSON answer or error body, in the client's shape.
+fn whole(dir: Direction, client_model: &str, status: u16, bytes: &[u8], overflow: bool) -> Vec<u8> {
+    let parsed: Option<Value> = if overflow { None } else { serde_json::from_slice(bytes).ok() };
+    let translated = match (parsed, (200..300).contains(&status)) {
+        (Some(v), true) => dir.response(&v, client_model).unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "provider answer cannot be translated");
+            dir.error(&unreadable(&format!("the provider's answer could not be translated: {err}")), 502)
+        }),
+        (Some(v), false) => dir.error(&v, status),
+        (None, ok) => {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+            let message = if ok { "the provider's answer was not readable JSON".to_string() } else { text };
+            dir.error(&unreadable(&message), if ok { 502 } else { status })
+        }
+    };
+    serde_json::to_vec(&translated).unwrap_or_default()
+}
+
+/// A provider-neutral error body the translators understand.
+fn unreadable(message: &str) -> Value {
+    serde_json::json!({"error": {"message": message, "type": "api_error"}, "type": "error"})
+}
