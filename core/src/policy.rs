@@ -621,7 +621,6 @@ models:
 
     #[test]
     fn routing() {
-        let p = yaml(BASE).unwrap();
         let route = |p: &Policy, api, model| {
             let r = p.route(api, model).unwrap();
             (r.provider.to_string(), r.model.to_string(), r.api)
