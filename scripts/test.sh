@@ -16,6 +16,8 @@ wasm="$target/wasm32-wasip1/wasm-release/tollgate_filter.wasm"
 say "filter size: $(stat -c %s "$wasm") bytes"
 say "checking core for wasm32"
 cargo check --locked -p tollgate-core --target wasm32-wasip1
+say "formatting (rustfmt.toml)"
+cargo fmt --all --check
 say "clippy (unwrap/expect/panic denied outside tests)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo clippy --locked -p tollgate-filter --target wasm32-wasip1 -- -D warnings
