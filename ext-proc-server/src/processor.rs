@@ -322,8 +322,14 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
         }
         // What the client gets for this chunk, when it differs from the provider's bytes.
         let mut out = r.translation.as_mut().map(|t| t.chunk(&b.body, b.end_of_stream));
-        if was_cut {
-            // The client already has its final event: nothing more reaches it.
+        if was_cut && !b.end_of_stream {
+            // The client already has its final event. Stop the provider too:
+            // an immediate response now resets the stream, which closes the
+            // upstream request, so it stops producing (and billing) tokens.
+            settle(shared, r).await;
+            let error = Error::RateLimited("stream ended by a budget".into());
+            return immediate(r.api, &r.request_id.clone(), &error, &[]);
+        } else if was_cut {
             out = Some(Vec::new());
         } else if let (Some(budget), Some(held), Some(meter)) = (&shared.budget, r.held.as_mut(), r.meter.as_ref()) {
             if meter.is_stream() {

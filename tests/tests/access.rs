@@ -285,7 +285,13 @@ consumers:
         )
         .await;
     assert_eq!(resp.status().as_u16(), 200);
-    let bytes = resp.bytes().await.unwrap();
+    // Read until the gateway ends the stream (after the final event it resets
+    // the stream, so the provider's request is closed too).
+    let mut resp = resp;
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        bytes.extend_from_slice(&chunk);
+    }
     let events = sse_events(&bytes);
     let last = events.last().unwrap();
     assert!(last.is_done(), "the stream ends well-formed: {last:?}");
@@ -301,6 +307,13 @@ consumers:
     let words = text.split_whitespace().count();
     assert!(words > 10 && words < 120, "the stream was cut near the budget, not at its end: {words} words");
     assert_eq!(gw.sidecar_metric("tollgate_streams_cut_total").await, Some(1));
+    // The provider was stopped: Envoy closed its request mid-answer, and the
+    // spend recorded is what was streamed, not the ~400-word answer.
+    let closed = gw.wait_stat("cluster.provider_mock.upstream_cx_destroy_local_with_active_rq", 1).await;
+    assert_eq!(closed, Some(1), "the upstream request was closed");
+    let rows = gw.usage_rows().await;
+    let output = rows.iter().find(|r| r["consumer"] == "carol").unwrap()["output_tokens"].as_u64().unwrap();
+    assert!(output < 150, "spend stops near the budget: {output} output tokens");
     // The budget is spent: the next request is refused before it starts.
     let resp = gw.post_with("/v1/chat/completions", &body, &[("authorization", &bearer(&key))]).await;
     assert_eq!(resp.status().as_u16(), 429);
