@@ -376,3 +376,44 @@ consumers:
     assert_eq!(resp.status().as_u16(), 200);
     assert!(a.sidecar_metric("tollgate_limiter_fail_open_total").await.unwrap_or(0) >= 1);
 }
+
+#[tokio::test]
+async fn every_api_surface_is_counted_streamed_and_not() {
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let user = json!([{"role": "user", "content": "Count these tokens please"}]);
+    let calls = [
+        ("/v1/chat/completions", json!({"model": "gpt-4o-mini", "messages": user})),
+        ("/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": true, "messages": user})),
+        ("/v1/completions", json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Count these tokens"})),
+        ("/v1/completions", json!({"model": "gpt-3.5-turbo-instruct", "stream": true, "prompt": "Count these tokens"})),
+        ("/v1/embeddings", json!({"model": "text-embedding-3-small", "input": "Count these tokens"})),
+        ("/v1/responses", json!({"model": "gpt-4.1-mini", "input": "Count these tokens"})),
+        ("/v1/responses", json!({"model": "gpt-4.1-mini", "stream": true, "input": "Count these tokens"})),
+        ("/v1/messages", json!({"model": "claude-haiku-4-5", "max_tokens": 50, "messages": user})),
+        ("/v1/messages", json!({"model": "claude-haiku-4-5", "max_tokens": 50, "stream": true, "messages": user})),
+    ];
+    for (path, body) in &calls {
+        let resp = gw.post(path, body).await;
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let _ = resp.bytes().await.unwrap();
+    }
+    let rows = gw.usage_rows().await;
+    for (model, requests, has_output) in [
+        ("gpt-4o-mini", 2u64, true),
+        ("gpt-3.5-turbo-instruct", 2, true),
+        ("text-embedding-3-small", 1, false),
+        ("gpt-4.1-mini", 2, true),
+        ("claude-haiku-4-5", 2, true),
+    ] {
+        let row = rows.iter().find(|r| r["model"] == model).unwrap_or_else(|| panic!("{model}: {rows:?}"));
+        assert_eq!(row["requests"], requests, "{model}: {row}");
+        assert!(row["input_tokens"].as_u64().unwrap() >= requests * 3, "{model}: {row}");
+        assert_eq!(row["output_tokens"].as_u64().unwrap() > 0, has_output, "{model}: {row}");
+        assert!(row["cost_micros"].as_u64().unwrap() > 0, "{model} is priced: {row}");
+        assert_eq!(row["consumer"], "-", "anonymous calls are reported as `-`");
+    }
+    // Usage also goes to dynamic metadata, for the access log and Envoy's filters.
+    let log = gw.access_log(calls.len()).await;
+    assert!(log.iter().all(|r| r["input_tokens"].as_f64().is_some_and(|n| n > 0.0)), "{log:?}");
+    assert!(log.iter().all(|r| r["cost_usd"].as_f64().is_some_and(|c| c > 0.0)), "{log:?}");
+}
