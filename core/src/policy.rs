@@ -427,27 +427,12 @@ impl Policy {
     pub fn route<'a>(&'a self, api: ApiKind, model: &'a str) -> Result<Route<'a>, Error> {
         let family = api.family();
         let translatable = matches!(api, ApiKind::OpenAiChat | ApiKind::AnthropicMessages);
-        // The API `provider` is called with for a model of `model_family`, if
-        // it can serve this request at all. The mock speaks both families and
-        // answers in the model's own (so a Claude model is served over the
-        // Messages API, as a real provider would).
-        let reach = |provider: &str, model_family: ApiFamily| -> Option<ApiKind> {
-            let kind = self.providers.get(provider)?.kind;
-            let prefer_other = kind == ProviderKind::Mock && model_family != family;
-            if kind.serves(family) && !(prefer_other && translatable) {
-                Some(api)
-            } else if translatable && kind.serves(family.other()) {
-                Some(chat_api(family.other()))
-            } else {
-                None
-            }
-        };
         if let Some(route) = self.models.get(model) {
             return route
                 .targets
                 .iter()
                 .find_map(|t| {
-                    let api = reach(&t.provider, model_family(&t.model))?;
+                    let api = self.reach(api, &t.provider, &t.model)?;
                     Some(Route { provider: &t.provider, model: &t.model, api })
                 })
                 .ok_or_else(|| Error::UnknownModel(model.to_string()));
@@ -463,6 +448,31 @@ impl Policy {
             .find(|(_, p)| p.kind.serves(family))
             .map(|(name, _)| Route { provider: name, model, api })
             .ok_or_else(|| Error::UnknownModel(model.to_string()))
+    }
+
+    /// The API `provider` is called with for a request of API `api` for
+    /// `model`, if it can serve it at all: its own API, or the other family's
+    /// chat API through translation. The mock speaks both families and
+    /// answers in the model's own (a Claude model over the Messages API, as a
+    /// real provider would).
+    pub fn reach(&self, api: ApiKind, provider: &str, model: &str) -> Option<ApiKind> {
+        let family = api.family();
+        let translatable = matches!(api, ApiKind::OpenAiChat | ApiKind::AnthropicMessages);
+        let kind = self.providers.get(provider)?.kind;
+        let prefer_other = kind == ProviderKind::Mock && model_family(model) != family;
+        if kind.serves(family) && !(prefer_other && translatable) {
+            Some(api)
+        } else if translatable && kind.serves(family.other()) {
+            Some(chat_api(family.other()))
+        } else {
+            None
+        }
+    }
+
+    /// The alias's targets when it has several: Envoy tries them in order,
+    /// moving on after a 429, a 5xx, a reset or a refused connection.
+    pub fn fallback(&self, model: &str) -> Option<&ModelRoute> {
+        self.models.get(model).filter(|r| r.targets.len() > 1)
     }
 
     /// The provider that receives traffic nothing else claims (non-AI paths,

@@ -8,7 +8,8 @@ use tollgate_core::filter_config::FilterConfig;
 use tollgate_core::policy::{BaseUrl, FailMode, Policy};
 
 use crate::identity::{JWT_NAMESPACE, JWT_PAYLOAD_KEY};
-use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
+use crate::processor::{FALLBACK_PREFIX, METADATA_NAMESPACE, PROVIDER_HEADER};
+use crate::upstream::TARGET_METADATA;
 
 /// Inputs besides the policy.
 #[derive(Debug, Clone)]
@@ -76,6 +77,46 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
         }));
         clusters.push(provider_cluster(name, &url));
     }
+    // Aliases with several targets: one cluster per target (an upstream
+    // ext_proc there shapes the request for that target), grouped in an
+    // aggregate cluster that Envoy's retries walk in order.
+    for (alias, route) in &policy.models {
+        if policy.fallback(alias).is_none() {
+            continue;
+        }
+        let mut members = Vec::new();
+        for (i, t) in route.targets.iter().enumerate() {
+            let provider = &policy.providers[&t.provider];
+            let url = BaseUrl::parse(&provider.base_url)
+                .map_err(|m| anyhow::anyhow!("providers.{}.baseUrl: {m}", t.provider))?;
+            let name = format!("target_{alias}_{i}");
+            let mut cluster = provider_cluster(&name, &url);
+            cluster["name"] = json!(name);
+            cluster["load_assignment"]["cluster_name"] = json!(name);
+            members.push(name);
+            clusters.push(cluster);
+        }
+        clusters.push(json!({
+            "name": alias_cluster(alias),
+            "connect_timeout": "5s",
+            "lb_policy": "CLUSTER_PROVIDED",
+            "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+                "clusters": members,
+            }},
+            "typed_extension_protocol_options": attempt_filters(policy, alias),
+        }));
+        routes.push(json!({
+            "match": {"prefix": "/", "headers": [{"name": PROVIDER_HEADER, "string_match": {"exact": format!("{FALLBACK_PREFIX}{alias}")}}]},
+            "route": {
+                "cluster": alias_cluster(alias),
+                "timeout": "300s",
+                "idle_timeout": "120s",
+                "retry_policy": fallback_retry_policy(route.targets.len()),
+            },
+            "request_headers_to_remove": [PROVIDER_HEADER],
+        }));
+    }
     // Everything the sidecar did not route (non-AI paths, or the sidecar
     // failing open) goes to the default provider.
     let default_url = BaseUrl::parse(&policy.providers[default_provider].base_url)
@@ -137,7 +178,15 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
                     "log_format": {"json_format": access_log_format()},
                 },
             }],
-            "route_config": {"name": "tollgate", "virtual_hosts": [{"name": "tollgate", "domains": ["*"], "routes": routes}]},
+            "route_config": {"name": "tollgate", "virtual_hosts": [{
+                "name": "tollgate",
+                "domains": ["*"],
+                "routes": routes,
+                // `x-envoy-attempt-count` tells clients how many targets were
+                // tried, and each attempt's upstream filters which target it is.
+                "include_attempt_count_in_response": true,
+                "include_request_attempt_count": true,
+            }]},
             "http_filters": jwt_authn(policy).into_iter().chain([
                 wasm,
                 ext_proc,
@@ -224,6 +273,77 @@ fn endpoints(cluster: &str, host: &str, port: u16) -> Value {
     json!({
         "cluster_name": cluster,
         "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(host, port)}}]}],
+    })
+}
+
+/// The aggregate cluster of an alias's targets.
+pub fn alias_cluster(alias: &str) -> String {
+    format!("alias_{alias}")
+}
+
+/// Retries that move to the next target: after a 429, a 5xx, a reset or a
+/// refused connection, each attempt goes to the next priority (target).
+/// Envoy never retries once response headers went to the client, so a
+/// stream that has started is never spliced.
+fn fallback_retry_policy(targets: usize) -> Value {
+    json!({
+        "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+        "retriable_status_codes": [429],
+        "num_retries": targets.saturating_sub(1),
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1,
+            },
+        },
+        "retry_host_predicate": [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+        }],
+        "host_selection_retry_max_attempts": 5,
+        "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
+    })
+}
+
+/// The upstream filters of an alias's aggregate cluster: the sidecar as an
+/// upstream ext_proc, run once per attempt. The gRPC metadata names the
+/// alias; the attempt's `x-envoy-attempt-count` names the target.
+fn attempt_filters(policy: &Policy, alias: &str) -> Value {
+    let timeout = format!("{}s", policy.sidecar.timeout_ms as f64 / 1000.0);
+    let ext_proc = json!({
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": "tollgate_sidecar"},
+                "timeout": timeout,
+                "initial_metadata": [{"key": TARGET_METADATA, "value": alias}],
+            },
+            "failure_mode_allow": false,
+            "allow_mode_override": true,
+            // The sidecar sets the target's host and path.
+            "mutation_rules": {"allow_all_routing": true},
+            "message_timeout": timeout,
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+        },
+    });
+    json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http_protocol_options": {}},
+            "http_filters": [
+                ext_proc,
+                {"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+            ],
+        },
     })
 }
 

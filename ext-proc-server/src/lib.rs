@@ -19,3 +19,4 @@ pub mod server;
 pub mod tokens;
 pub mod translation;
 pub mod up;
+pub mod upstream;

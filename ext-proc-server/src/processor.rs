@@ -27,14 +27,17 @@ use crate::keys::LiveKeys;
 use crate::meter::Meter;
 use crate::tokens;
 use crate::translation::{provider_path, Translation};
+use crate::upstream::MODEL_HEADER;
 
 /// The Messages API version sent to Anthropic on translated requests.
-const ANTHROPIC_VERSION: &str = "2023-06-01";
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Header the sidecar sets so Envoy's route table picks the provider cluster.
 pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
 /// Response header naming the backend that answered.
 pub const BACKEND_HEADER: &str = "x-tollgate-backend";
+/// `PROVIDER_HEADER` value prefix selecting an alias's fallback route.
+pub const FALLBACK_PREFIX: &str = "@";
 /// Dynamic metadata namespace.
 pub const METADATA_NAMESPACE: &str = "io.tollgate";
 
@@ -75,6 +78,8 @@ pub enum StreamState {
 #[derive(Debug)]
 pub struct Routed {
     pub api: ApiKind,
+    /// Envoy tries the alias's targets; the upstream phase names the one that answered.
+    pub fallback: bool,
     /// The API the provider is called with (differs from `api` when translated).
     pub upstream_api: ApiKind,
     /// Present when the provider speaks the other API family.
@@ -182,14 +187,17 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         Ok(route) => route,
         Err(err) => return fail(state, &err, &[]),
     };
-    let direction = route.translation(api);
+    // An alias with several targets: Envoy walks them (each attempt shaped
+    // by the sidecar as an upstream filter), so nothing changes here.
+    let fallback = shared.policy.fallback(&parsed.model).is_some();
+    let direction = if fallback { None } else { route.translation(api) };
     // The provider's request body when it changes: translated, or the model renamed.
     let new_body = match direction {
         Some(dir) => match dir.request(&json, route.model) {
             Ok(v) => Some(serde_json::to_vec(&v).unwrap_or_default()),
             Err(err) => return fail(state, &err, &[]),
         },
-        None if route.model != parsed.model => Some(with_model(json, route.model)),
+        None if route.model != parsed.model && !fallback => Some(with_model(json, route.model)),
         None => None,
     };
     let held = match &shared.budget {
@@ -206,9 +214,15 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         }
         None => None,
     };
+    let provider_value =
+        if fallback { format!("{FALLBACK_PREFIX}{}", parsed.model) } else { route.provider.to_string() };
     let mut mutation =
-        HeaderMutation { set_headers: vec![set_header(PROVIDER_HEADER, route.provider)], ..Default::default() };
-    if let Some(cred) = shared.credentials.get(route.provider) {
+        HeaderMutation { set_headers: vec![set_header(PROVIDER_HEADER, &provider_value)], ..Default::default() };
+    if fallback {
+        if identity.is_some() {
+            mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
+        }
+    } else if let Some(cred) = shared.credentials.get(route.provider) {
         // The client's own key never reaches the provider.
         mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
         mutation.set_headers.push(set_header(cred.header, &cred.value));
@@ -257,7 +271,8 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     resp.dynamic_metadata = Some(metadata(fields));
     *state = StreamState::Routed(Box::new(Routed {
         api,
-        upstream_api: route.api,
+        fallback,
+        upstream_api: if fallback { api } else { route.api },
         translation: direction.map(|dir| Translation::new(dir, &parsed.model)),
         request_id,
         provider: route.provider.to_string(),
@@ -275,8 +290,22 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
     let mut common = CommonResponse::default();
     let mut mode = None;
     if let StreamState::Routed(r) = state {
-        let mut mutation =
-            HeaderMutation { set_headers: vec![set_header(BACKEND_HEADER, &r.provider)], ..Default::default() };
+        let mut mutation = HeaderMutation::default();
+        if r.fallback {
+            // The target that answered, as the upstream phase reported it.
+            if let Some(provider) = header(h, BACKEND_HEADER) {
+                r.provider = provider;
+            }
+            if let Some(model) = header(h, MODEL_HEADER) {
+                if let Some(held) = r.held.as_mut() {
+                    held.model = model.clone();
+                }
+                r.model = model;
+            }
+            mutation.remove_headers.push(MODEL_HEADER.into());
+        } else {
+            mutation.set_headers.push(set_header(BACKEND_HEADER, &r.provider));
+        }
         if let Some(reservation) = r.held.as_ref().and_then(|h| h.reservation.as_ref()) {
             mutation.set_headers.extend(admitted_headers(reservation).iter().map(|(k, v)| set_header(k, v)));
         }
@@ -309,6 +338,12 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
     }
     let mut resp = reply(processing_response::Response::ResponseHeaders(HeadersResponse { response: Some(common) }));
     resp.mode_override = mode;
+    if let StreamState::Routed(r) = state {
+        if r.fallback {
+            resp.dynamic_metadata =
+                Some(metadata(vec![("provider", str_value(&r.provider)), ("upstream_model", str_value(&r.model))]));
+        }
+    }
     resp
 }
 
@@ -402,7 +437,7 @@ fn usage_metadata(u: &Usage, cost: u64) -> Struct {
 }
 
 /// The request body with `model` replaced (`json` is always an object).
-fn with_model(mut json: serde_json::Value, model: &str) -> Vec<u8> {
+pub fn with_model(mut json: serde_json::Value, model: &str) -> Vec<u8> {
     if let Some(obj) = json.as_object_mut() {
         obj.insert("model".into(), serde_json::Value::String(model.to_string()));
     }

@@ -39,9 +39,24 @@ impl ExternalProcessor for Service {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
+        // Upstream ext_proc streams (one per attempt at an alias target) name their target.
+        let target =
+            request.metadata().get(crate::upstream::TARGET_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let shared = self.shared.clone();
+        if let Some(target) = target {
+            tokio::spawn(async move {
+                let mut state = crate::upstream::AttemptState::default();
+                while let Some(Ok(req)) = inbound.next().await {
+                    let out = crate::upstream::handle(&shared, &target, &mut state, req);
+                    if tx.send(Ok(out)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
         tokio::spawn(async move {
             let mut state = StreamState::default();
             while let Some(message) = inbound.next().await {

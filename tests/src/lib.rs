@@ -55,6 +55,8 @@ pub struct Options {
     pub policy_extra: String,
     /// Extra keys inside the mock provider's entry (e.g. `keyEnv: X`).
     pub provider_extra: String,
+    /// More providers, as lines under `providers:` (e.g. `  dead: {kind: openai, baseUrl: 'http://127.0.0.1:9'}`).
+    pub providers_extra: String,
     /// Start the sidecar (false: test the sidecar-down fail modes).
     pub sidecar: bool,
     /// Replace the rendered plugin configuration.
@@ -68,6 +70,7 @@ impl Default for Options {
         Options {
             policy_extra: String::new(),
             provider_extra: String::new(),
+            providers_extra: String::new(),
             sidecar: true,
             plugin_config: None,
             sidecar_env: Vec::new(),
@@ -103,13 +106,14 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
 /// policy stands for the gateway's scratch directory).
 fn policy_text(ports: &Ports, opts: &Options, dir: &Path) -> String {
     let text = format!(
-        "listen: {{port: {}, adminPort: {}}}\nsidecar: {{grpcPort: {}, adminPort: {}}}\nproviders:\n  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{}'{}}}\n{}",
+        "listen: {{port: {}, adminPort: {}}}\nsidecar: {{grpcPort: {}, adminPort: {}}}\nproviders:\n  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{}'{}}}\n{}{}",
         ports.listen,
         ports.admin,
         ports.grpc,
         ports.sidecar_admin,
         ports.mock,
         if opts.provider_extra.is_empty() { String::new() } else { format!(", {}", opts.provider_extra) },
+        if opts.providers_extra.is_empty() { String::new() } else { format!("{}\n", opts.providers_extra.trim_end()) },
         opts.policy_extra
     );
     text.replace("{dir}", &dir.display().to_string())

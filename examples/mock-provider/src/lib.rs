@@ -58,6 +58,10 @@ pub mod headers {
     pub const RESET: &str = "x-mock-reset";
     /// Text appended to the model's answer.
     pub const APPEND: &str = "x-mock-append";
+    /// Request: fail only requests for some models, `model=status` or
+    /// `model=reset`, comma-separated (fallback tests route one request to
+    /// several models on one mock).
+    pub const FAIL_MODEL: &str = "x-mock-fail-model";
     /// Echoed back when present.
     pub const REQUEST_ID: &str = "x-request-id";
 }
@@ -339,6 +343,13 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
     if is_truthy(header_str(&parts.headers, headers::RESET)) {
         return reset_connection(parts.extensions.get::<Arc<ConnReset>>()).await;
     }
+    if let Some(rule) = header_str(&parts.headers, headers::FAIL_MODEL).and_then(|v| fail_rule(v, &bytes)) {
+        match rule.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+            Some(status) => return errors::status_error(api, status),
+            None if rule == "reset" => return reset_connection(parts.extensions.get::<Arc<ConnReset>>()).await,
+            None => {}
+        }
+    }
     if let Some(code) = header_str(&parts.headers, headers::STATUS).and_then(|v| v.parse::<u16>().ok()) {
         if (400..=599).contains(&code) {
             if let Ok(status) = StatusCode::from_u16(code) {
@@ -356,6 +367,12 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
         }
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// The failure `x-mock-fail-model` asks for this request's model, if any.
+fn fail_rule<'a>(header: &'a str, body: &[u8]) -> Option<&'a str> {
+    let model = serde_json::from_slice::<serde_json::Value>(body).ok()?.get("model")?.as_str()?.to_owned();
+    header.split(',').filter_map(|pair| pair.trim().split_once('=')).find(|(m, _)| *m == model).map(|(_, rule)| rule)
 }
 
 async fn reset_connection(reset: Option<&Arc<ConnReset>>) -> Response {

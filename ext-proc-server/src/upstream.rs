@@ -1,0 +1,197 @@
+//! The sidecar as an upstream ext_proc: with fallback, Envoy's retries walk
+//! an alias's targets, and each attempt passes through the target cluster's
+//! upstream ext_proc, which the sidecar answers here. It shapes the attempt
+//! for its target (model, translation, path, host, provider key) and
+//! translates the answer back, so every target sees a request it
+//! understands while Envoy keeps its retries, timeouts and circuit breakers.
+
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{processing_mode, ProcessingMode};
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    body_mutation, processing_request, processing_response, BodyMutation, BodyResponse, CommonResponse, HeaderMutation,
+    HeadersResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
+};
+use tollgate_core::policy::BaseUrl;
+use tollgate_core::{ApiFamily, ApiKind, Error};
+
+use crate::processor::{header, immediate, set_header, with_model, Shared, ANTHROPIC_VERSION, BACKEND_HEADER};
+use crate::translation::{provider_path, Translation};
+
+/// gRPC metadata naming the alias an attempt stream is for.
+pub const TARGET_METADATA: &str = "x-tollgate-target";
+/// Response header naming the model that answered (read by the downstream phase).
+pub const MODEL_HEADER: &str = "x-tollgate-upstream-model";
+
+/// Where one attempt is.
+#[derive(Debug, Default)]
+pub enum AttemptState {
+    #[default]
+    Start,
+    Headers {
+        api: ApiKind,
+        path: String,
+        /// Which target this attempt is for (attempt N goes to target N-1).
+        index: usize,
+    },
+    Sent {
+        provider: String,
+        model: String,
+        translation: Option<Translation>,
+    },
+    Done,
+}
+
+pub fn handle(shared: &Shared, alias: &str, state: &mut AttemptState, req: ProcessingRequest) -> ProcessingResponse {
+    use processing_request::Request as R;
+    use processing_response::Response as P;
+    match req.request {
+        Some(R::RequestHeaders(h)) => {
+            let path = header(&h, ":path").unwrap_or_default();
+            // Envoy's retries move to the next priority, that is the next target.
+            let attempt: usize = header(&h, "x-envoy-attempt-count").and_then(|v| v.parse().ok()).unwrap_or(1);
+            match ApiKind::from_path(&path) {
+                Some(api) => *state = AttemptState::Headers { api, path, index: attempt.saturating_sub(1) },
+                None => *state = AttemptState::Done,
+            }
+            reply(P::RequestHeaders(HeadersResponse::default()))
+        }
+        Some(R::RequestBody(b)) => on_body(shared, alias, state, &b),
+        Some(R::ResponseHeaders(h)) => on_response_headers(state, &h),
+        Some(R::ResponseBody(b)) => {
+            let mut common = CommonResponse::default();
+            if let AttemptState::Sent { translation: Some(t), .. } = state {
+                let out = t.chunk(&b.body, b.end_of_stream);
+                let mutation = if out.is_empty() {
+                    body_mutation::Mutation::ClearBody(true)
+                } else {
+                    body_mutation::Mutation::Body(out)
+                };
+                common.body_mutation = Some(BodyMutation { mutation: Some(mutation) });
+            }
+            reply(P::ResponseBody(BodyResponse { response: Some(common) }))
+        }
+        Some(R::RequestTrailers(_)) => reply(P::RequestTrailers(Default::default())),
+        Some(R::ResponseTrailers(_)) => reply(P::ResponseTrailers(Default::default())),
+        None => ProcessingResponse::default(),
+    }
+}
+
+fn on_body(shared: &Shared, alias: &str, state: &mut AttemptState, b: &HttpBody) -> ProcessingResponse {
+    let AttemptState::Headers { api, path, index } = std::mem::take(state) else {
+        *state = AttemptState::Done;
+        return reply(processing_response::Response::RequestBody(BodyResponse::default()));
+    };
+    let policy = &shared.policy;
+    let Some(t) = policy.models.get(alias).and_then(|r| r.targets.get(index)) else {
+        return immediate(api, "", &Error::UnknownModel(alias.to_string()), &[]);
+    };
+    let json: serde_json::Value = match serde_json::from_slice(&b.body) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => return immediate(api, "", &Error::InvalidJson("the request body is not a JSON object".into()), &[]),
+    };
+    let Some(upstream_api) = policy.reach(api, &t.provider, &t.model) else {
+        let err = Error::InvalidRequest(format!("provider `{}` cannot serve {} requests", t.provider, api.as_str()));
+        return immediate(api, "", &err, &[]);
+    };
+    let Some(url) = policy.providers.get(&t.provider).and_then(|p| BaseUrl::parse(&p.base_url).ok()) else {
+        return immediate(api, "", &Error::UnknownModel(t.model.clone()), &[]);
+    };
+    let direction = tollgate_core::translate::Direction::for_pair(api.family(), upstream_api.family());
+    let client_model = json.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
+    let (body, upstream_path) = match direction {
+        Some(dir) => match dir.request(&json, &t.model) {
+            Ok(v) => (serde_json::to_vec(&v).unwrap_or_default(), provider_path(dir.provider()).to_string()),
+            Err(err) => return immediate(api, "", &err, &[]),
+        },
+        None => (with_model(json, &t.model), path),
+    };
+    let mut mutation = HeaderMutation {
+        set_headers: vec![
+            set_header(":path", &format!("{}{upstream_path}", url.path)),
+            set_header(":authority", &authority(&url)),
+            set_header("content-length", &body.len().to_string()),
+        ],
+        ..Default::default()
+    };
+    if let Some(cred) = shared.credentials.get(&t.provider) {
+        mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
+        mutation.set_headers.push(set_header(cred.header, &cred.value));
+    }
+    match direction.map(|d| d.provider()) {
+        Some(ApiFamily::Anthropic) => mutation.set_headers.push(set_header("anthropic-version", ANTHROPIC_VERSION)),
+        Some(ApiFamily::OpenAi) => {
+            mutation.remove_headers.extend(["anthropic-version".into(), "anthropic-beta".into()])
+        }
+        None => {}
+    }
+    tracing::info!(alias, attempt = index + 1, provider = t.provider, model = t.model, "attempt");
+    *state = AttemptState::Sent {
+        provider: t.provider.clone(),
+        model: t.model.clone(),
+        translation: direction.map(|dir| Translation::new(dir, &client_model)),
+    };
+    let common = CommonResponse {
+        header_mutation: Some(mutation),
+        body_mutation: Some(BodyMutation { mutation: Some(body_mutation::Mutation::Body(body)) }),
+        ..Default::default()
+    };
+    reply(processing_response::Response::RequestBody(BodyResponse { response: Some(common) }))
+}
+
+fn on_response_headers(state: &mut AttemptState, h: &HttpHeaders) -> ProcessingResponse {
+    let mut common = CommonResponse::default();
+    let mut mode = None;
+    if let AttemptState::Sent { provider, model, translation } = state {
+        let mut mutation = HeaderMutation {
+            set_headers: vec![set_header(BACKEND_HEADER, provider), set_header(MODEL_HEADER, model)],
+            ..Default::default()
+        };
+        if let Some(t) = translation.as_mut() {
+            let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let sse = header(h, "content-type").is_some_and(|c| c.contains("text/event-stream"));
+            t.start(status, sse);
+            mutation.remove_headers.push("content-length".into());
+            if !h.end_of_stream {
+                mode = Some(ProcessingMode {
+                    response_header_mode: processing_mode::HeaderSendMode::Skip as i32,
+                    response_body_mode: processing_mode::BodySendMode::Streamed as i32,
+                    request_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
+                    response_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
+                    ..Default::default()
+                });
+            }
+        }
+        common.header_mutation = Some(mutation);
+    }
+    let mut resp = reply(processing_response::Response::ResponseHeaders(HeadersResponse { response: Some(common) }));
+    resp.mode_override = mode;
+    resp
+}
+
+/// `host[:port]` as the provider expects it.
+fn authority(url: &BaseUrl) -> String {
+    let default_port = if url.tls { 443 } else { 80 };
+    let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
+    if url.port == default_port {
+        host
+    } else {
+        format!("{host}:{}", url.port)
+    }
+}
+
+fn reply(response: processing_response::Response) -> ProcessingResponse {
+    ProcessingResponse { response: Some(response), ..Default::default() }
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities() {
+        let url = |s| BaseUrl::parse(s).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(authority(&url("https://api.openai.com")), "api.openai.com");
+        assert_eq!(authority(&url("http://127.0.0.1:8080/x")), "127.0.0.1:8080");
+        assert_eq!(authority(&url("http://[::1]:80")), "[::1]");
+    }
+}

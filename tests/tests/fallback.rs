@@ -1,0 +1,148 @@
+//! Fallback across an alias's targets, end to end: Envoy's retries walk the
+//! targets in order after a 429, a 5xx, a reset or a refused connection; the
+//! sidecar, as an upstream filter, shapes each attempt for its target
+//! (translating when the target speaks the other API). A stream that has
+//! started is never retried.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tollgate_e2e::{sse_events, Gateway, Options};
+use tollgate_ext_proc::launch::free_port;
+
+async fn gateway() -> Gateway {
+    let dead = free_port().unwrap();
+    Gateway::start(Options {
+        providers_extra: format!("  dead: {{kind: openai, baseUrl: 'http://127.0.0.1:{dead}'}}"),
+        policy_extra: "
+models:
+  smart: {targets: [{provider: mock, model: gpt-4o}, {provider: mock, model: claude-haiku-4-5}]}
+  resilient: {targets: [{provider: dead, model: gpt-4o}, {provider: mock, model: gpt-4o-mini}]}
+"
+        .into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// (path, model) of every request the mock received, in order.
+async fn attempts(gw: &Gateway) -> Vec<(String, String)> {
+    gw.mock_requests()
+        .await
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            (r["path"].as_str().unwrap().to_string(), body["model"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_429_or_5xx_moves_to_the_next_target_translated_if_needed() {
+    let gw = gateway().await;
+    // Healthy first target: one attempt.
+    let resp = gw.post("/v1/chat/completions", &chat("smart", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-envoy-attempt-count"], "1");
+    assert_eq!(attempts(&gw).await, vec![("/v1/chat/completions".into(), "gpt-4o".into())]);
+
+    // The first target rate-limits: the Claude target answers, in OpenAI's shape.
+    for (status, stream) in [("429", false), ("500", true), ("503", false)] {
+        let _ = reqwest::Client::new().delete(format!("http://{}/mock/requests", gw.mock)).send().await;
+        let resp = gw
+            .post_with(
+                "/v1/chat/completions",
+                &chat("smart", stream),
+                &[("x-mock-fail-model", &format!("gpt-4o={status}"))],
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "after a {status}");
+        assert_eq!(resp.headers()["x-tollgate-backend"], "mock");
+        assert_eq!(resp.headers()["x-envoy-attempt-count"], "2");
+        let body = resp.bytes().await.unwrap();
+        let text = if stream {
+            let events = sse_events(&body);
+            assert!(events.last().unwrap().is_done());
+            events
+                .iter()
+                .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+                .collect::<String>()
+        } else {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["object"], "chat.completion");
+            v["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+        };
+        assert!(text.contains("Say hello"), "{text}");
+        assert_eq!(
+            attempts(&gw).await,
+            vec![("/v1/chat/completions".into(), "gpt-4o".into()), ("/v1/messages".into(), "claude-haiku-4-5".into())],
+            "after a {status}"
+        );
+    }
+    // Every target fails: the client gets the last error, in its own shape.
+    let resp = gw
+        .post_with(
+            "/v1/chat/completions",
+            &chat("smart", false),
+            &[("x-mock-fail-model", "gpt-4o=429,claude-haiku-4-5=429")],
+        )
+        .await;
+    assert_eq!(resp.status(), 429);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    // The access log names the target that answered.
+    let log = gw.access_log(5).await;
+    assert!(log.iter().any(|r| r["upstream_model"] == "claude-haiku-4-5"), "{log:?}");
+}
+
+#[tokio::test]
+async fn a_refused_connection_or_reset_moves_to_the_next_target() {
+    let gw = gateway().await;
+    let resp = gw.post("/v1/chat/completions", &chat("resilient", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-envoy-attempt-count"], "2");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["model"], "gpt-4o-mini", "{v}");
+    // A connection reset before any answer.
+    let resp =
+        gw.post_with("/v1/chat/completions", &chat("smart", true), &[("x-mock-fail-model", "gpt-4o=reset")]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-envoy-attempt-count"], "2");
+    assert!(sse_events(&resp.bytes().await.unwrap()).last().unwrap().is_done());
+}
+
+#[tokio::test]
+async fn a_stream_that_started_is_never_retried() {
+    let mut gw = gateway().await;
+    let long = "word ".repeat(300);
+    let mut resp = gw
+        .post_with(
+            "/v1/chat/completions",
+            &chat("smart", true),
+            &[("x-mock-append", long.trim()), ("x-mock-chunk-delay-ms", "20")],
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    // The provider dies mid-answer.
+    gw.kill("mock").await;
+    let mut rest = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        rest.extend_from_slice(&chunk);
+    }
+    let all = [first.to_vec(), rest].concat();
+    let text = String::from_utf8_lossy(&all);
+    assert!(!text.contains("data: [DONE]"), "a broken stream is not completed from another target");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.stat("cluster.target_smart_0.upstream_rq_total").await, Some(1));
+    assert_eq!(gw.stat("cluster.target_smart_1.upstream_rq_total").await.unwrap_or(0), 0, "no second attempt");
+}
