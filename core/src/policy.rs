@@ -142,6 +142,28 @@ pub struct Provider {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ModelRoute {
     pub targets: Vec<Target>,
+    /// Which target a request tries first; the others follow as fallback.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Give up on a target after this long without an answer and try the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout_ms: Option<u64>,
+}
+
+/// How an alias picks the first target of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// The targets in the order listed.
+    #[default]
+    Priority,
+    /// The first target drawn at random by `weight`; the rest in order.
+    Weighted,
+    /// The target answering fastest lately (targets not yet tried go first).
+    LeastLatency,
+    /// The cheapest target whose `contextTokens` fits the request; the
+    /// rest cheapest first.
+    Cost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +171,40 @@ pub struct ModelRoute {
 pub struct Target {
     pub provider: String,
     pub model: String,
+    /// Share of first attempts under the `weighted` strategy (default 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: u32,
+    /// The model's context window, for the `cost` strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn is_one(w: &u32) -> bool {
+    *w == 1
+}
+
+impl ModelRoute {
+    /// Target indices from cheapest to dearest (per million input plus
+    /// output tokens; unpriced targets last), ties in listed order.
+    pub fn cost_order(&self, prices: &crate::pricing::PriceTable) -> Vec<usize> {
+        let cost = |t: &Target| prices.price(&t.model).map_or(f64::INFINITY, |p| p.input + p.output);
+        let mut order: Vec<usize> = (0..self.targets.len()).collect();
+        order.sort_by(|&a, &b| cost(&self.targets[a]).total_cmp(&cost(&self.targets[b])));
+        order
+    }
+
+    /// The order a request's attempts walk when `first` goes first: the
+    /// strategy's base order with `first` moved to the front.
+    pub fn attempt_order(&self, first: usize, prices: &crate::pricing::PriceTable) -> Vec<usize> {
+        let base = match self.strategy {
+            Strategy::Cost => self.cost_order(prices),
+            _ => (0..self.targets.len()).collect(),
+        };
+        std::iter::once(first).chain(base.into_iter().filter(|&i| i != first)).collect()
+    }
 }
 
 /// Inline inspection settings (used by the filter).
@@ -380,6 +436,9 @@ impl Policy {
                 }
                 if t.model.is_empty() {
                     return err(format!("models.{alias}.targets[{i}].model"), "must not be empty".into());
+                }
+                if t.weight == 0 {
+                    return err(format!("models.{alias}.targets[{i}].weight"), "must be positive".into());
                 }
             }
         }

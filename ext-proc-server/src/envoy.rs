@@ -68,6 +68,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
 
     let mut routes = Vec::new();
     let mut clusters = vec![sidecar_cluster(policy)];
+    let prices = tollgate_core::pricing::PriceTable::new(&policy.pricing);
     for (name, provider) in &policy.providers {
         let url = BaseUrl::parse(&provider.base_url).map_err(|m| anyhow::anyhow!("providers.{name}.baseUrl: {m}"))?;
         routes.push(json!({
@@ -96,26 +97,37 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             members.push(name);
             clusters.push(cluster);
         }
-        clusters.push(json!({
-            "name": alias_cluster(alias),
-            "connect_timeout": "5s",
-            "lb_policy": "CLUSTER_PROVIDED",
-            "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
-                "clusters": members,
-            }},
-            "typed_extension_protocol_options": attempt_filters(policy, alias),
-        }));
-        routes.push(json!({
-            "match": {"prefix": "/", "headers": [{"name": PROVIDER_HEADER, "string_match": {"exact": format!("{FALLBACK_PREFIX}{alias}")}}]},
-            "route": {
-                "cluster": alias_cluster(alias),
+        // One aggregate cluster per possible first target, each walking the
+        // rest in the strategy's order; the sidecar picks one per request.
+        for first in 0..route.targets.len() {
+            let order: Vec<&str> =
+                route.attempt_order(first, &prices).into_iter().map(|i| members[i].as_str()).collect();
+            let variant = format!("{alias}/{first}");
+            clusters.push(json!({
+                "name": alias_cluster(alias, first),
+                "connect_timeout": "5s",
+                "lb_policy": "CLUSTER_PROVIDED",
+                "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+                    "clusters": order,
+                }},
+                "typed_extension_protocol_options": attempt_filters(policy, &variant),
+            }));
+            let mut action = json!({
+                "cluster": alias_cluster(alias, first),
                 "timeout": "300s",
                 "idle_timeout": "120s",
                 "retry_policy": fallback_retry_policy(route.targets.len()),
-            },
-            "request_headers_to_remove": [PROVIDER_HEADER],
-        }));
+            });
+            if let Some(ms) = route.attempt_timeout_ms {
+                action["retry_policy"]["per_try_timeout"] = json!(format!("{}s", ms as f64 / 1000.0));
+            }
+            routes.push(json!({
+                "match": {"prefix": "/", "headers": [{"name": PROVIDER_HEADER, "string_match": {"exact": format!("{FALLBACK_PREFIX}{variant}")}}]},
+                "route": action,
+                "request_headers_to_remove": [PROVIDER_HEADER],
+            }));
+        }
     }
     // Everything the sidecar did not route (non-AI paths, or the sidecar
     // failing open) goes to the default provider.
@@ -276,9 +288,9 @@ fn endpoints(cluster: &str, host: &str, port: u16) -> Value {
     })
 }
 
-/// The aggregate cluster of an alias's targets.
-pub fn alias_cluster(alias: &str) -> String {
-    format!("alias_{alias}")
+/// The aggregate cluster of an alias's targets, `first` going first.
+pub fn alias_cluster(alias: &str, first: usize) -> String {
+    format!("alias_{alias}_{first}")
 }
 
 /// Retries that move to the next target: after a 429, a 5xx, a reset or a
@@ -308,8 +320,9 @@ fn fallback_retry_policy(targets: usize) -> Value {
 
 /// The upstream filters of an alias's aggregate cluster: the sidecar as an
 /// upstream ext_proc, run once per attempt. The gRPC metadata names the
-/// alias; the attempt's `x-envoy-attempt-count` names the target.
-fn attempt_filters(policy: &Policy, alias: &str) -> Value {
+/// alias and its first target (`alias/first`); the attempt's
+/// `x-envoy-attempt-count` says how far along the order it is.
+fn attempt_filters(policy: &Policy, variant: &str) -> Value {
     let timeout = format!("{}s", policy.sidecar.timeout_ms as f64 / 1000.0);
     let ext_proc = json!({
         "name": "envoy.filters.http.ext_proc",
@@ -318,7 +331,7 @@ fn attempt_filters(policy: &Policy, alias: &str) -> Value {
             "grpc_service": {
                 "envoy_grpc": {"cluster_name": "tollgate_sidecar"},
                 "timeout": timeout,
-                "initial_metadata": [{"key": TARGET_METADATA, "value": alias}],
+                "initial_metadata": [{"key": TARGET_METADATA, "value": variant}],
             },
             "failure_mode_allow": false,
             "allow_mode_override": true,

@@ -5,6 +5,7 @@
 //! - [`envoy`]: renders Envoy's bootstrap and the filter configuration from the policy;
 //! - [`launch`]: finds, installs and starts the components (`tollgate up`, tests).
 
+pub mod audit;
 pub mod budget;
 pub mod config;
 pub mod envoy;
@@ -16,6 +17,7 @@ pub mod meter;
 pub mod processor;
 pub mod scan;
 pub mod server;
+pub mod strategy;
 pub mod tokens;
 pub mod translation;
 pub mod up;

@@ -25,9 +25,11 @@ use crate::config::Credential;
 use crate::identity::{check_model, identify, Identity};
 use crate::keys::LiveKeys;
 use crate::meter::Meter;
+use crate::strategy::{first_target, Latencies};
 use crate::tokens;
 use crate::translation::{provider_path, Translation};
 use crate::upstream::MODEL_HEADER;
+use tollgate_core::pricing::PriceTable;
 
 /// The Messages API version sent to Anthropic on translated requests.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -50,12 +52,22 @@ pub struct Shared {
     pub keys: LiveKeys,
     /// Limits, budgets and spend records (absent only in handler tests).
     pub budget: Option<Budget>,
+    pub prices: Arc<PriceTable>,
+    /// Recent latency of alias targets, for the least-latency strategy.
+    pub latencies: Arc<Latencies>,
 }
 
 impl Shared {
     /// No virtual keys and no limiter.
     pub fn new(policy: Policy, credentials: HashMap<String, Credential>) -> Shared {
-        Shared { policy: Arc::new(policy), credentials: Arc::new(credentials), keys: LiveKeys::default(), budget: None }
+        Shared {
+            prices: Arc::new(PriceTable::new(&policy.pricing)),
+            policy: Arc::new(policy),
+            credentials: Arc::new(credentials),
+            keys: LiveKeys::default(),
+            budget: None,
+            latencies: Arc::default(),
+        }
     }
 }
 
@@ -214,8 +226,14 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         }
         None => None,
     };
-    let provider_value =
-        if fallback { format!("{FALLBACK_PREFIX}{}", parsed.model) } else { route.provider.to_string() };
+    let provider_value = match shared.policy.fallback(&parsed.model) {
+        Some(alias) => {
+            let tokens = held.as_ref().map_or(0, |h| h.tokens_reserved);
+            let first = first_target(&parsed.model, alias, &shared.prices, &shared.latencies, tokens);
+            format!("{FALLBACK_PREFIX}{}/{first}", parsed.model)
+        }
+        None => route.provider.to_string(),
+    };
     let mut mutation =
         HeaderMutation { set_headers: vec![set_header(PROVIDER_HEADER, &provider_value)], ..Default::default() };
     if fallback {

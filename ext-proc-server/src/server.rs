@@ -40,8 +40,11 @@ impl ExternalProcessor for Service {
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
         // Upstream ext_proc streams (one per attempt at an alias target) name their target.
-        let target =
-            request.metadata().get(crate::upstream::TARGET_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let target = request
+            .metadata()
+            .get(crate::upstream::TARGET_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::upstream::parse_variant);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let shared = self.shared.clone();
@@ -54,6 +57,7 @@ impl ExternalProcessor for Service {
                         break;
                     }
                 }
+                crate::upstream::finish(&shared, &target, &state);
             });
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }

@@ -10,10 +10,13 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     body_mutation, processing_request, processing_response, BodyMutation, BodyResponse, CommonResponse, HeaderMutation,
     HeadersResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
 };
+use std::time::Instant;
+
 use tollgate_core::policy::BaseUrl;
 use tollgate_core::{ApiFamily, ApiKind, Error};
 
 use crate::processor::{header, immediate, set_header, with_model, Shared, ANTHROPIC_VERSION, BACKEND_HEADER};
+use crate::strategy::FAILURE_PENALTY;
 use crate::translation::{provider_path, Translation};
 
 /// gRPC metadata naming the alias an attempt stream is for.
@@ -36,11 +39,39 @@ pub enum AttemptState {
         provider: String,
         model: String,
         translation: Option<Translation>,
+        /// The target's index in the alias and when the attempt left, for latency.
+        target: usize,
+        started: Instant,
+    },
+    /// Response headers seen; the body (if translated) still flows.
+    Answered {
+        provider: String,
+        model: String,
+        translation: Option<Translation>,
     },
     Done,
 }
 
-pub fn handle(shared: &Shared, alias: &str, state: &mut AttemptState, req: ProcessingRequest) -> ProcessingResponse {
+/// `alias/first` → (alias, first target).
+pub fn parse_variant(value: &str) -> Option<(String, usize)> {
+    let (alias, first) = value.rsplit_once('/')?;
+    Some((alias.to_string(), first.parse().ok()?))
+}
+
+/// The attempt stream ended: an attempt that never got an answer (reset,
+/// refused connection, timeout) counts against its target's latency.
+pub fn finish(shared: &Shared, variant: &(String, usize), state: &AttemptState) {
+    if let AttemptState::Sent { target, started, .. } = state {
+        shared.latencies.record(&variant.0, *target, started.elapsed().max(FAILURE_PENALTY));
+    }
+}
+
+pub fn handle(
+    shared: &Shared,
+    variant: &(String, usize),
+    state: &mut AttemptState,
+    req: ProcessingRequest,
+) -> ProcessingResponse {
     use processing_request::Request as R;
     use processing_response::Response as P;
     match req.request {
@@ -54,11 +85,11 @@ pub fn handle(shared: &Shared, alias: &str, state: &mut AttemptState, req: Proce
             }
             reply(P::RequestHeaders(HeadersResponse::default()))
         }
-        Some(R::RequestBody(b)) => on_body(shared, alias, state, &b),
-        Some(R::ResponseHeaders(h)) => on_response_headers(state, &h),
+        Some(R::RequestBody(b)) => on_body(shared, variant, state, &b),
+        Some(R::ResponseHeaders(h)) => on_response_headers(shared, &variant.0, state, &h),
         Some(R::ResponseBody(b)) => {
             let mut common = CommonResponse::default();
-            if let AttemptState::Sent { translation: Some(t), .. } = state {
+            if let AttemptState::Answered { translation: Some(t), .. } = state {
                 let out = t.chunk(&b.body, b.end_of_stream);
                 let mutation = if out.is_empty() {
                     body_mutation::Mutation::ClearBody(true)
@@ -75,13 +106,20 @@ pub fn handle(shared: &Shared, alias: &str, state: &mut AttemptState, req: Proce
     }
 }
 
-fn on_body(shared: &Shared, alias: &str, state: &mut AttemptState, b: &HttpBody) -> ProcessingResponse {
-    let AttemptState::Headers { api, path, index } = std::mem::take(state) else {
+fn on_body(shared: &Shared, variant: &(String, usize), state: &mut AttemptState, b: &HttpBody) -> ProcessingResponse {
+    let alias = variant.0.as_str();
+    let AttemptState::Headers { api, path, index: attempt } = std::mem::take(state) else {
         *state = AttemptState::Done;
         return reply(processing_response::Response::RequestBody(BodyResponse::default()));
     };
     let policy = &shared.policy;
-    let Some(t) = policy.models.get(alias).and_then(|r| r.targets.get(index)) else {
+    let Some(route) = policy.models.get(alias) else {
+        return immediate(api, "", &Error::UnknownModel(alias.to_string()), &[]);
+    };
+    // Attempt N takes the N-th target of this variant's order.
+    let order = route.attempt_order(variant.1.min(route.targets.len().saturating_sub(1)), &shared.prices);
+    let index = order.get(attempt).or(order.last()).copied().unwrap_or(0);
+    let Some(t) = route.targets.get(index) else {
         return immediate(api, "", &Error::UnknownModel(alias.to_string()), &[]);
     };
     let json: serde_json::Value = match serde_json::from_slice(&b.body) {
@@ -123,11 +161,13 @@ fn on_body(shared: &Shared, alias: &str, state: &mut AttemptState, b: &HttpBody)
         }
         None => {}
     }
-    tracing::info!(alias, attempt = index + 1, provider = t.provider, model = t.model, "attempt");
+    tracing::info!(alias, attempt = attempt + 1, provider = t.provider, model = t.model, "attempt");
     *state = AttemptState::Sent {
         provider: t.provider.clone(),
         model: t.model.clone(),
         translation: direction.map(|dir| Translation::new(dir, &client_model)),
+        target: index,
+        started: Instant::now(),
     };
     let common = CommonResponse {
         header_mutation: Some(mutation),
@@ -137,16 +177,19 @@ fn on_body(shared: &Shared, alias: &str, state: &mut AttemptState, b: &HttpBody)
     reply(processing_response::Response::RequestBody(BodyResponse { response: Some(common) }))
 }
 
-fn on_response_headers(state: &mut AttemptState, h: &HttpHeaders) -> ProcessingResponse {
+fn on_response_headers(shared: &Shared, alias: &str, state: &mut AttemptState, h: &HttpHeaders) -> ProcessingResponse {
     let mut common = CommonResponse::default();
     let mut mode = None;
-    if let AttemptState::Sent { provider, model, translation } = state {
+    if let AttemptState::Sent { provider, model, translation, target, started } = state {
+        let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let failed = status == 429 || status >= 500;
+        let took = if failed { started.elapsed().max(FAILURE_PENALTY) } else { started.elapsed() };
+        shared.latencies.record(alias, *target, took);
         let mut mutation = HeaderMutation {
             set_headers: vec![set_header(BACKEND_HEADER, provider), set_header(MODEL_HEADER, model)],
             ..Default::default()
         };
         if let Some(t) = translation.as_mut() {
-            let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
             let sse = header(h, "content-type").is_some_and(|c| c.contains("text/event-stream"));
             t.start(status, sse);
             mutation.remove_headers.push("content-length".into());
@@ -161,6 +204,12 @@ fn on_response_headers(state: &mut AttemptState, h: &HttpHeaders) -> ProcessingR
             }
         }
         common.header_mutation = Some(mutation);
+    }
+    if let AttemptState::Sent { .. } = state {
+        // Answered: not counted again when the stream ends.
+        if let AttemptState::Sent { provider, model, translation, .. } = std::mem::take(state) {
+            *state = AttemptState::Answered { provider, model, translation };
+        }
     }
     let mut resp = reply(processing_response::Response::ResponseHeaders(HeadersResponse { response: Some(common) }));
     resp.mode_override = mode;
@@ -189,6 +238,9 @@ mod tests {
 
     #[test]
     fn authorities() {
+        assert_eq!(parse_variant("smart/1"), Some(("smart".into(), 1)));
+        assert_eq!(parse_variant("a/b/0"), Some(("a/b".into(), 0)));
+        assert_eq!(parse_variant("smart"), None);
         let url = |s| BaseUrl::parse(s).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(authority(&url("https://api.openai.com")), "api.openai.com");
         assert_eq!(authority(&url("http://127.0.0.1:8080/x")), "127.0.0.1:8080");

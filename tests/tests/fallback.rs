@@ -146,3 +146,65 @@ async fn a_stream_that_started_is_never_retried() {
     assert_eq!(gw.stat("cluster.target_smart_0.upstream_rq_total").await, Some(1));
     assert_eq!(gw.stat("cluster.target_smart_1.upstream_rq_total").await.unwrap_or(0), 0, "no second attempt");
 }
+
+/// A gateway whose aliases use each strategy, all on the one mock.
+async fn strategies() -> Gateway {
+    Gateway::start(Options {
+        policy_extra: "
+models:
+  split: {strategy: weighted, targets: [{provider: mock, model: gpt-4o, weight: 3}, {provider: mock, model: gpt-4o-mini}]}
+  quick: {strategy: least-latency, targets: [{provider: mock, model: gpt-4o}, {provider: mock, model: gpt-4o-mini}]}
+  cheap: {strategy: cost, targets: [{provider: mock, model: gpt-4o}, {provider: mock, model: gpt-4o-mini, contextTokens: 200}]}
+  patient: {attemptTimeoutMs: 400, targets: [{provider: mock, model: gpt-4o}, {provider: mock, model: gpt-4o-mini}]}
+"
+        .into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn answered_by(gw: &Gateway, alias: &str, prompt: &str, headers: &[(&str, &str)]) -> String {
+    let body = json!({"model": alias, "max_tokens": 50, "messages": [{"role": "user", "content": prompt}]});
+    let resp = gw.post_with("/v1/chat/completions", &body, headers).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    v["model"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn strategies_pick_the_first_target() {
+    let gw = strategies().await;
+    // Weighted 3:1 over many requests, within a tolerance.
+    let mut heavy = 0;
+    for _ in 0..120 {
+        if answered_by(&gw, "split", "hi", &[]).await == "gpt-4o" {
+            heavy += 1;
+        }
+    }
+    assert!((75..=105).contains(&heavy), "weighted 3:1 gave {heavy}/120 to the heavy target");
+
+    // Least latency: both are tried, then the fast one is preferred.
+    let slow = [("x-mock-fail-model", "gpt-4o=delay300")];
+    let first = answered_by(&gw, "quick", "hi", &slow).await;
+    let second = answered_by(&gw, "quick", "hi", &slow).await;
+    assert_eq!((first.as_str(), second.as_str()), ("gpt-4o", "gpt-4o-mini"), "untried targets go first");
+    for _ in 0..3 {
+        assert_eq!(answered_by(&gw, "quick", "hi", &slow).await, "gpt-4o-mini");
+    }
+
+    // Cost: the cheapest target whose context (200 tokens) fits the prompt
+    // plus max_tokens; a long prompt skips it.
+    assert_eq!(answered_by(&gw, "cheap", "hi", &[]).await, "gpt-4o-mini");
+    let long = "many words ".repeat(200);
+    assert_eq!(answered_by(&gw, "cheap", &long, &[]).await, "gpt-4o");
+}
+
+#[tokio::test]
+async fn a_slow_target_times_out_into_the_next() {
+    let gw = strategies().await;
+    let slow = [("x-mock-fail-model", "gpt-4o=delay3000")];
+    let started = std::time::Instant::now();
+    assert_eq!(answered_by(&gw, "patient", "hi", &slow).await, "gpt-4o-mini");
+    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+}

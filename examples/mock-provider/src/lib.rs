@@ -58,9 +58,9 @@ pub mod headers {
     pub const RESET: &str = "x-mock-reset";
     /// Text appended to the model's answer.
     pub const APPEND: &str = "x-mock-append";
-    /// Request: fail only requests for some models, `model=status` or
-    /// `model=reset`, comma-separated (fallback tests route one request to
-    /// several models on one mock).
+    /// Request: fail or slow only requests for some models: `model=status`,
+    /// `model=reset` or `model=delay<ms>`, comma-separated (fallback tests
+    /// route one request to several models on one mock).
     pub const FAIL_MODEL: &str = "x-mock-fail-model";
     /// Echoed back when present.
     pub const REQUEST_ID: &str = "x-request-id";
@@ -347,7 +347,11 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
         match rule.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
             Some(status) => return errors::status_error(api, status),
             None if rule == "reset" => return reset_connection(parts.extensions.get::<Arc<ConnReset>>()).await,
-            None => {}
+            None => {
+                if let Some(ms) = rule.strip_prefix("delay").and_then(|ms| ms.parse::<u64>().ok()) {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+            }
         }
     }
     if let Some(code) = header_str(&parts.headers, headers::STATUS).and_then(|v| v.parse::<u16>().ok()) {

@@ -1,0 +1,314 @@
+//! The official Python SDKs as real clients of the gateway's translation: the
+//! OpenAI SDK asking for a `claude-*` model (served over the Anthropic
+//! Messages API) and the Anthropic SDK asking for a `gpt-*` model (served by
+//! the OpenAI chat API), JSON and streamed, tool calls, usage and errors.
+//!
+//! The scripts in `tests/sdk/` run with the Tollgate venv's Python
+//! (`$TOLLGATE_HOME/venv`, default `~/.tollgate/venv`), where
+//! `scripts/install.sh` installs the SDKs from `scripts/requirements-sdk.txt`.
+//! A missing venv or SDK fails the test; it is never skipped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tollgate_e2e::{Gateway, Options};
+
+/// The venv's Python, or a panic that says how to get it.
+fn venv_python() -> PathBuf {
+    let home = match std::env::var_os("TOLLGATE_HOME") {
+        Some(h) => PathBuf::from(h),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".tollgate"),
+    };
+    let python = home.join("venv").join("bin").join("python");
+    assert!(
+        python.is_file(),
+        "no Python at {}: run scripts/install.sh (it installs the SDKs from scripts/requirements-sdk.txt)",
+        python.display()
+    );
+    python
+}
+
+/// Run `tests/sdk/SCRIPT BASE_URL` and parse the JSON it prints.
+async fn run_script(python: &Path, gw: &Gateway, script: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk").join(script);
+    let run = tokio::process::Command::new(python)
+        .arg(&path)
+        .arg(&gw.url)
+        // Loopback only: no proxy, no provider settings from the environment.
+        .env("NO_PROXY", "*")
+        .env("no_proxy", "*")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish in 120 s"))
+        .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", python.display(), path.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let hint = if stderr.contains("ModuleNotFoundError") {
+            "\nthe SDKs are not installed in the venv: run scripts/install.sh"
+        } else {
+            ""
+        };
+        panic!(
+            "{script} failed ({}){hint}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- mock received\n{}\n--- gateway log\n{}",
+            out.status,
+            serde_json::to_string_pretty(&gw.mock_requests().await).unwrap(),
+            gw.log_text()
+        );
+    }
+    eprintln!("{script} printed:\n{stdout}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+/// OpenAI usage: both parts counted and adding up to the total.
+fn assert_openai_usage(usage: &Value) {
+    let (input, output, total) =
+        (num(usage, "prompt_tokens"), num(usage, "completion_tokens"), num(usage, "total_tokens"));
+    assert!(input > 0 && output > 0, "{usage}");
+    assert_eq!(input + output, total, "{usage}");
+}
+
+fn assert_anthropic_usage(usage: &Value) {
+    assert!(num(usage, "input_tokens") > 0 && num(usage, "output_tokens") > 0, "{usage}");
+}
+
+/// The requests the mock received, with their JSON bodies parsed.
+async fn received(gw: &Gateway) -> Vec<(Value, Value)> {
+    gw.mock_requests()
+        .await
+        .into_iter()
+        .map(|req| {
+            let body = req["body"].as_str().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+            (req, body)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn openai_sdk_is_served_by_an_anthropic_model() {
+    let python = venv_python();
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let out = run_script(&python, &gw, "openai_client.py").await;
+
+    // Non-streamed text.
+    let chat = &out["chat"];
+    assert_eq!(chat["object"], "chat.completion", "{chat}");
+    assert_eq!(chat["model"], "claude-haiku-4-5", "{chat}");
+    assert_eq!(chat["role"], "assistant", "{chat}");
+    let content = text(chat, "content");
+    assert!(content.contains("Mock reply to:") && content.contains("Say hello to Ada"), "{chat}");
+    assert_eq!(chat["finish_reason"], "stop", "{chat}");
+    assert_eq!(chat["tool_calls"], serde_json::json!([]), "{chat}");
+    assert_openai_usage(&chat["usage"]);
+
+    // Streamed text with `stream_options.include_usage`: one usage chunk.
+    let stream = &out["stream"];
+    assert_eq!(stream["objects"], serde_json::json!(["chat.completion.chunk"]), "{stream}");
+    assert_eq!(stream["ids"], 1, "one id across the chunks: {stream}");
+    let content = text(stream, "content");
+    assert!(content.contains("Mock reply to:") && content.contains("Say hello to Babbage"), "{stream}");
+    assert_eq!(stream["finish_reason"], "stop", "{stream}");
+    assert_eq!(stream["usage_chunks"], 1, "{stream}");
+    assert_openai_usage(&stream["usage"]);
+
+    // Streamed without asking for usage: none reaches the client.
+    let plain = &out["stream_no_usage"];
+    assert!(text(plain, "content").contains("Say hello to Lovelace"), "{plain}");
+    assert_eq!(plain["finish_reason"], "stop", "{plain}");
+    assert_eq!(plain["usage_chunks"], 0, "{plain}");
+
+    // Tool call, JSON.
+    let tool = &out["tool"];
+    assert_eq!(tool["finish_reason"], "tool_calls", "{tool}");
+    let calls = tool["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{tool}");
+    assert_eq!(calls[0]["type"], "function", "{tool}");
+    assert_eq!(calls[0]["name"], "lookup", "{tool}");
+    assert!(text(&calls[0]["arguments"], "query").contains("find Ada"), "{tool}");
+    assert!(!text(&calls[0], "id").is_empty(), "{tool}");
+    assert_openai_usage(&tool["usage"]);
+
+    // The tool's result sent back: a text answer.
+    let answer = &out["tool_result"];
+    assert_eq!(answer["finish_reason"], "stop", "{answer}");
+    assert!(text(answer, "content").contains("Mock reply to:"), "{answer}");
+    assert_openai_usage(&answer["usage"]);
+
+    // Tool call, streamed (name and argument fragments joined by index).
+    let tool = &out["tool_stream"];
+    assert_eq!(tool["finish_reason"], "tool_calls", "{tool}");
+    let calls = tool["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{tool}");
+    assert_eq!(calls[0]["name"], "lookup", "{tool}");
+    assert!(text(&calls[0]["arguments"], "query").contains("find Grace"), "{tool}");
+    assert!(!text(&calls[0], "id").is_empty(), "{tool}");
+    assert_openai_usage(&tool["usage"]);
+
+    // The SDK's strict stream accumulator builds a complete answer.
+    let helper = &out["stream_helper"];
+    assert!(text(helper, "content").contains("Mock reply to:"), "{helper}");
+    assert!(text(helper, "content").contains("Say hello to Turing"), "{helper}");
+    assert_eq!(helper["finish_reason"], "stop", "{helper}");
+    assert_openai_usage(&helper["usage"]);
+
+    // The provider's 429 is the SDK's RateLimitError, streamed or not.
+    for case in ["error", "error_stream"] {
+        let err = &out[case];
+        assert_eq!(err["class"], "RateLimitError", "{case}: {err}");
+        assert_eq!(err["status"], 429, "{case}: {err}");
+    }
+
+    // Every request reached the provider as an Anthropic Messages request.
+    let seen = received(&gw).await;
+    assert_eq!(seen.len(), 9, "{seen:?}");
+    for (req, body) in &seen {
+        assert_eq!(req["path"], "/v1/messages", "{req}");
+        assert_eq!(body["model"], "claude-haiku-4-5", "{body}");
+        assert!(body["max_tokens"].as_u64().is_some(), "{body}");
+        assert!(body.get("stream_options").is_none() && body.get("tool_choice") != Some(&"required".into()), "{body}");
+    }
+    let (_, first) = &seen[0];
+    let system = first["system"].as_str().map(str::to_string).unwrap_or_else(|| first["system"].to_string());
+    assert!(system.contains("Be brief."), "{first}");
+    let streamed = seen.iter().filter(|(_, b)| b["stream"] == true).count();
+    assert_eq!(streamed, 5, "{seen:?}");
+    let tools: Vec<&Value> = seen.iter().map(|(_, b)| b).filter(|b| b.get("tool_choice").is_some()).collect();
+    assert_eq!(tools.len(), 2, "{seen:?}");
+    for body in tools {
+        assert_eq!(body["tool_choice"]["type"], "any", "{body}");
+        assert_eq!(body["tools"][0]["name"], "lookup", "{body}");
+        assert!(body["tools"][0]["input_schema"]["properties"]["query"].is_object(), "{body}");
+    }
+    // The tool round trip as Anthropic blocks: the assistant's `tool_use`, then
+    // the user's `tool_result` for the same id.
+    let call_id = text(&out["tool_result"], "call_id");
+    let (_, round) = seen.iter().find(|(_, b)| b["messages"].as_array().is_some_and(|m| m.len() == 3)).unwrap();
+    let messages = round["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["role"], "assistant", "{round}");
+    let tool_use = messages[1]["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap();
+    assert_eq!(tool_use["id"], call_id, "{round}");
+    assert_eq!(tool_use["name"], "lookup", "{round}");
+    assert_eq!(tool_use["input"]["query"], "find Ada", "{round}");
+    assert_eq!(messages[2]["role"], "user", "{round}");
+    let result = &messages[2]["content"][0];
+    assert_eq!(result["type"], "tool_result", "{round}");
+    assert_eq!(result["tool_use_id"], call_id, "{round}");
+    assert!(result["content"].to_string().contains("Ada Lovelace, 1815"), "{round}");
+}
+
+#[tokio::test]
+async fn anthropic_sdk_is_served_by_an_openai_model() {
+    let python = venv_python();
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let out = run_script(&python, &gw, "anthropic_client.py").await;
+
+    // Non-streamed text.
+    let msg = &out["message"];
+    assert_eq!(msg["type"], "message", "{msg}");
+    assert_eq!(msg["role"], "assistant", "{msg}");
+    assert_eq!(msg["model"], "gpt-4o-mini", "{msg}");
+    let t = text(msg, "text");
+    assert!(t.contains("Mock reply to:") && t.contains("Say hello to Grace"), "{msg}");
+    assert_eq!(msg["blocks"], serde_json::json!(["text"]), "{msg}");
+    assert_eq!(msg["stop_reason"], "end_turn", "{msg}");
+    assert_anthropic_usage(&msg["usage"]);
+
+    // `messages.stream(...)`: the text stream and the accumulated message agree.
+    let stream = &out["stream"];
+    let t = text(stream, "streamed_text");
+    assert!(t.contains("Mock reply to:") && t.contains("Say hello to Hopper"), "{stream}");
+    assert_eq!(stream["text"], stream["streamed_text"], "{stream}");
+    assert_eq!(stream["stop_reason"], "end_turn", "{stream}");
+    assert_anthropic_usage(&stream["usage"]);
+
+    // The raw event sequence.
+    let names: Vec<&str> = out["stream_events"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+    for name in ["content_block_start", "content_block_delta", "content_block_stop", "message_delta"] {
+        assert!(names.contains(&name), "{name} missing: {names:?}");
+    }
+
+    // Tool use, JSON and streamed (`input_json_delta` joined by the SDK).
+    for (case, prompt) in [("tool", "find Grace"), ("tool_stream", "find Ada")] {
+        let tool = &out[case];
+        assert_eq!(tool["stop_reason"], "tool_use", "{case}: {tool}");
+        let uses = tool["tool_uses"].as_array().unwrap();
+        assert_eq!(uses.len(), 1, "{case}: {tool}");
+        assert_eq!(uses[0]["name"], "lookup", "{case}: {tool}");
+        assert!(text(&uses[0]["input"], "query").contains(prompt), "{case}: {tool}");
+        assert!(!text(&uses[0], "id").is_empty(), "{case}: {tool}");
+        assert_anthropic_usage(&tool["usage"]);
+    }
+
+    // The tool's result sent back: a text answer.
+    let answer = &out["tool_result"];
+    assert_eq!(answer["stop_reason"], "end_turn", "{answer}");
+    assert!(text(answer, "text").contains("Mock reply to:"), "{answer}");
+    assert_anthropic_usage(&answer["usage"]);
+
+    // The provider's 429 is the SDK's RateLimitError, streamed or not.
+    for case in ["error", "error_stream"] {
+        let err = &out[case];
+        assert_eq!(err["class"], "RateLimitError", "{case}: {err}");
+        assert_eq!(err["status"], 429, "{case}: {err}");
+    }
+
+    // Every request reached the provider as an OpenAI chat request.
+    let seen = received(&gw).await;
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    for (req, body) in &seen {
+        assert_eq!(req["path"], "/v1/chat/completions", "{req}");
+        assert!(req["headers"].get("anthropic-version").is_none(), "{req}");
+        assert_eq!(body["model"], "gpt-4o-mini", "{body}");
+        assert!(body["messages"].is_array() && body.get("system").is_none(), "{body}");
+    }
+    let (_, first) = &seen[0];
+    assert_eq!(first["messages"][0]["role"], "system", "{first}");
+    assert_eq!(first["messages"][0]["content"], "Be brief.", "{first}");
+    let streamed: Vec<&Value> = seen.iter().map(|(_, b)| b).filter(|b| b["stream"] == true).collect();
+    assert_eq!(streamed.len(), 4, "{seen:?}");
+    for body in streamed {
+        assert_eq!(body["stream_options"]["include_usage"], true, "{body}");
+    }
+    let tools: Vec<&Value> = seen.iter().map(|(_, b)| b).filter(|b| b.get("tool_choice").is_some()).collect();
+    assert_eq!(tools.len(), 2, "{seen:?}");
+    for body in tools {
+        assert_eq!(body["tool_choice"], "required", "{body}");
+        assert_eq!(body["tools"][0]["type"], "function", "{body}");
+        assert_eq!(body["tools"][0]["function"]["name"], "lookup", "{body}");
+    }
+    // The tool round trip as OpenAI messages: the assistant's `tool_calls`,
+    // then a `tool` message for the same id.
+    let use_id = text(&out["tool_result"], "use_id");
+    let (_, round) = seen.iter().find(|(_, b)| b["messages"].as_array().is_some_and(|m| m.len() == 3)).unwrap();
+    let messages = round["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["role"], "assistant", "{round}");
+    let call = &messages[1]["tool_calls"][0];
+    assert_eq!(call["id"], use_id, "{round}");
+    assert_eq!(call["type"], "function", "{round}");
+    assert_eq!(call["function"]["name"], "lookup", "{round}");
+    let args: Value = serde_json::from_str(text(&call["function"], "arguments")).unwrap();
+    assert_eq!(args["query"], "find Grace", "{round}");
+    assert_eq!(messages[2]["role"], "tool", "{round}");
+    assert_eq!(messages[2]["tool_call_id"], use_id, "{round}");
+    assert!(messages[2]["content"].to_string().contains("Grace Hopper, 1906"), "{round}");
+}
