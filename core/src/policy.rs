@@ -424,6 +424,14 @@ impl Policy {
             }
         }
         for (alias, route) in &self.models {
+            let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+            if route.targets.len() > 1 && !alias.chars().all(safe) {
+                // The alias names Envoy clusters and a routing header value.
+                return err(
+                    format!("models.{alias}"),
+                    "an alias with several targets uses letters, digits, '-', '_', '.' and ':' only".into(),
+                );
+            }
             if route.targets.is_empty() {
                 return err(format!("models.{alias}.targets"), "at least one target is required".into());
             }
@@ -660,6 +668,14 @@ models:
                 "models.m.targets[0].provider",
             ),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\nmodels:\n  m: {targets: []}\n", "models.m.targets"),
+            (
+                "providers:\n  x: {kind: openai, baseUrl: 'http://x'}\nmodels:\n  a/b: {targets: [{provider: x, model: a}, {provider: x, model: b}]}\n",
+                "models.a/b",
+            ),
+            (
+                "providers:\n  x: {kind: openai, baseUrl: 'http://x'}\nmodels:\n  m: {targets: [{provider: x, model: a, weight: 0}]}\n",
+                "models.m.targets[0].weight",
+            ),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {maxBodyBytes: 0}\n", "inspection.maxBodyBytes"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\nlisten: {port: 9901}\n", "listen.adminPort"),
             ("providers:\n  'a b': {kind: openai, baseUrl: 'http://x'}\n", "providers.a b"),

@@ -184,6 +184,18 @@ mod tests {
         assert!(!policy.inspection.pii.custom.is_empty());
     }
 
+    /// The routing example in the README stays valid.
+    #[test]
+    fn readme_routing_example_validates() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let section = readme.split("## Routing, translation and fallback").nth(1).unwrap();
+        let yaml = section.split("```yaml").nth(1).unwrap().split("```").next().unwrap();
+        let providers = "providers:\n  openai: {kind: openai, baseUrl: 'http://x'}\n  anthropic: {kind: anthropic, baseUrl: 'http://y'}\n  local: {kind: openai-compatible, baseUrl: 'http://z'}\n";
+        let policy = parse_policy(&format!("{providers}{yaml}")).unwrap();
+        assert_eq!(policy.models["thrifty"].strategy, tollgate_core::policy::Strategy::Cost);
+        assert_eq!(policy.models["split"].targets[0].weight, 3);
+    }
+
     /// The identity and limits example in the README stays valid.
     #[test]
     fn readme_access_example_validates() {
