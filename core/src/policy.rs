@@ -110,6 +110,8 @@ pub enum ProviderKind {
     Openai,
     Anthropic,
     OpenaiCompatible,
+    /// Azure OpenAI: deployment paths, `api-version`, the `api-key` header.
+    AzureOpenai,
     /// The bundled mock provider: speaks both APIs.
     Mock,
 }
@@ -120,7 +122,9 @@ impl ProviderKind {
         match self {
             ProviderKind::Mock => true,
             ProviderKind::Anthropic => family == ApiFamily::Anthropic,
-            ProviderKind::Openai | ProviderKind::OpenaiCompatible => family == ApiFamily::OpenAi,
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => {
+                family == ApiFamily::OpenAi
+            }
         }
     }
 }
@@ -136,6 +140,37 @@ pub struct Provider {
     /// File holding the provider key (read by the sidecar).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<String>,
+    /// Azure OpenAI: the `api-version` query parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Azure OpenAI: deployment name per model (default: the model's name).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deployments: BTreeMap<String, String>,
+}
+
+/// Azure OpenAI's default `api-version`.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
+impl Provider {
+    /// The request path (before the base URL's own prefix) for a request of
+    /// API `api` for `model`: the API's own path, or for Azure OpenAI the
+    /// deployment's path with `api-version`.
+    pub fn request_path(&self, api: ApiKind, model: &str) -> String {
+        if self.kind != ProviderKind::AzureOpenai {
+            return api.path().to_string();
+        }
+        let version = self.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
+        let deployment = self.deployments.get(model).map_or(model, String::as_str);
+        let deployment: String =
+            deployment.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
+        match api {
+            ApiKind::OpenAiResponses => format!("/openai/responses?api-version={version}"),
+            _ => {
+                let suffix = api.path().trim_start_matches("/v1/");
+                format!("/openai/deployments/{deployment}/{suffix}?api-version={version}")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -133,6 +133,7 @@ pub fn load_credentials(policy: &Policy) -> Result<HashMap<String, Credential>, 
         if let Some(secret) = secret {
             let cred = match provider.kind {
                 ProviderKind::Anthropic => Credential { header: "x-api-key", value: secret },
+                ProviderKind::AzureOpenai => Credential { header: "api-key", value: secret },
                 _ => Credential { header: "authorization", value: format!("Bearer {secret}") },
             };
             out.insert(name.clone(), cred);

@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use tollgate_core::policy::Policy;
+use tollgate_core::policy::ProviderKind;
 use tollgate_core::pricing::usd;
 use tollgate_core::request::{parse_request_json, ParsedRequest};
 use tollgate_core::usage::Usage;
@@ -27,7 +28,7 @@ use crate::keys::LiveKeys;
 use crate::meter::Meter;
 use crate::strategy::{first_target, Latencies};
 use crate::tokens;
-use crate::translation::{provider_path, Translation};
+use crate::translation::Translation;
 use crate::upstream::MODEL_HEADER;
 use tollgate_core::pricing::PriceTable;
 
@@ -249,8 +250,12 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
     }
     let mut common = CommonResponse { clear_route_cache: true, ..Default::default() };
+    let provider = shared.policy.providers.get(route.provider);
+    if !fallback && (direction.is_some() || provider.is_some_and(|p| p.kind == ProviderKind::AzureOpenai)) {
+        let path = provider.map_or_else(|| route.api.path().to_string(), |p| p.request_path(route.api, route.model));
+        mutation.set_headers.push(set_header(":path", &path));
+    }
     if let Some(dir) = direction {
-        mutation.set_headers.push(set_header(":path", provider_path(dir.provider())));
         match dir.provider() {
             ApiFamily::Anthropic => mutation.set_headers.push(set_header("anthropic-version", ANTHROPIC_VERSION)),
             ApiFamily::OpenAi => mutation.remove_headers.extend(["anthropic-version".into(), "anthropic-beta".into()]),

@@ -6,7 +6,7 @@
 use serde_json::Value;
 use tollgate_core::policy::DEFAULT_MAX_SSE_EVENT_BYTES;
 use tollgate_core::translate::{Direction, StreamTranslation};
-use tollgate_core::{ApiFamily, SseEvent, SseParser};
+use tollgate_core::{SseEvent, SseParser};
 
 /// Largest JSON answer translated; a larger one is answered with an error.
 const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
@@ -36,14 +36,6 @@ struct Stream {
     translator: StreamTranslation,
     events: Vec<SseEvent>,
     broken: bool,
-}
-
-/// The request path of the provider's chat API.
-pub fn provider_path(family: ApiFamily) -> &'static str {
-    match family {
-        ApiFamily::OpenAi => "/v1/chat/completions",
-        ApiFamily::Anthropic => "/v1/messages",
-    }
 }
 
 impl Translation {

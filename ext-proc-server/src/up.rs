@@ -114,6 +114,8 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
                 base_url: format!("http://127.0.0.1:{mock_port}"),
                 key_env: None,
                 key_file: None,
+                api_version: None,
+                deployments: Default::default(),
             },
         )]
         .into_iter()

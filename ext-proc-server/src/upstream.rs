@@ -12,12 +12,12 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use std::time::Instant;
 
-use tollgate_core::policy::BaseUrl;
+use tollgate_core::policy::{BaseUrl, ProviderKind};
 use tollgate_core::{ApiFamily, ApiKind, Error};
 
 use crate::processor::{header, immediate, set_header, with_model, Shared, ANTHROPIC_VERSION, BACKEND_HEADER};
 use crate::strategy::FAILURE_PENALTY;
-use crate::translation::{provider_path, Translation};
+use crate::translation::Translation;
 
 /// gRPC metadata naming the alias an attempt stream is for.
 pub const TARGET_METADATA: &str = "x-tollgate-target";
@@ -130,17 +130,25 @@ fn on_body(shared: &Shared, variant: &(String, usize), state: &mut AttemptState,
         let err = Error::InvalidRequest(format!("provider `{}` cannot serve {} requests", t.provider, api.as_str()));
         return immediate(api, "", &err, &[]);
     };
-    let Some(url) = policy.providers.get(&t.provider).and_then(|p| BaseUrl::parse(&p.base_url).ok()) else {
+    let Some((provider, url)) =
+        policy.providers.get(&t.provider).and_then(|p| Some((p, BaseUrl::parse(&p.base_url).ok()?)))
+    else {
         return immediate(api, "", &Error::UnknownModel(t.model.clone()), &[]);
     };
     let direction = tollgate_core::translate::Direction::for_pair(api.family(), upstream_api.family());
     let client_model = json.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
-    let (body, upstream_path) = match direction {
+    let body = match direction {
         Some(dir) => match dir.request(&json, &t.model) {
-            Ok(v) => (serde_json::to_vec(&v).unwrap_or_default(), provider_path(dir.provider()).to_string()),
+            Ok(v) => serde_json::to_vec(&v).unwrap_or_default(),
             Err(err) => return immediate(api, "", &err, &[]),
         },
-        None => (with_model(json, &t.model), path),
+        None => with_model(json, &t.model),
+    };
+    // The client's own path when nothing changes it (keeps any query).
+    let upstream_path = if direction.is_none() && provider.kind != ProviderKind::AzureOpenai {
+        path
+    } else {
+        provider.request_path(upstream_api, &t.model)
     };
     let mut mutation = HeaderMutation {
         set_headers: vec![

@@ -103,7 +103,8 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// The policy text for a gateway on the given ports (`{dir}` in the extra
-/// policy stands for the gateway's scratch directory).
+/// policy stands for the gateway's scratch directory, `{mock}` for the mock
+/// provider's address).
 fn policy_text(ports: &Ports, opts: &Options, dir: &Path) -> String {
     let text = format!(
         "listen: {{port: {}, adminPort: {}}}\nsidecar: {{grpcPort: {}, adminPort: {}}}\nproviders:\n  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{}'{}}}\n{}{}",
@@ -116,7 +117,7 @@ fn policy_text(ports: &Ports, opts: &Options, dir: &Path) -> String {
         if opts.providers_extra.is_empty() { String::new() } else { format!("{}\n", opts.providers_extra.trim_end()) },
         opts.policy_extra
     );
-    text.replace("{dir}", &dir.display().to_string())
+    text.replace("{dir}", &dir.display().to_string()).replace("{mock}", &format!("127.0.0.1:{}", ports.mock))
 }
 
 struct Ports {
@@ -128,7 +129,23 @@ struct Ports {
 }
 
 impl Gateway {
+    /// Start a gateway. Ports are picked free at run time; another test can
+    /// take one in between, so a start that fails on a port is tried again
+    /// on fresh ports (any other failure is reported at once).
     pub async fn start(opts: Options) -> anyhow::Result<Gateway> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Gateway::start_once(opts.clone()).await {
+                Err(err) if tries < 3 && format!("{err:#}").to_lowercase().contains("address already in use") => {
+                    eprintln!("gateway start hit a taken port, retrying: {err:#}");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(opts: Options) -> anyhow::Result<Gateway> {
         let paths = paths()?;
         let dir = scratch_dir()?;
         let ports = Ports {

@@ -131,3 +131,34 @@ async fn provider_errors_come_back_in_the_clients_shape() {
     let v: Value = resp.json().await.unwrap();
     assert!(v["error"]["message"].as_str().unwrap().contains('n'), "{v}");
 }
+
+#[tokio::test]
+async fn azure_openai_deployments_api_version_and_api_key() {
+    let gw = Gateway::start(Options {
+        providers_extra: "  azure: {kind: azure-openai, baseUrl: 'http://{mock}', keyEnv: TOLLGATE_E2E_AZURE_KEY, apiVersion: '2024-12-01-preview', deployments: {gpt-4o-mini: prod-mini}}".into(),
+        policy_extra: "models:\n  corp: {targets: [{provider: azure, model: gpt-4o-mini}]}\n".into(),
+        sidecar_env: vec![("TOLLGATE_E2E_AZURE_KEY".into(), "azure-secret-1".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let body = json!({"model": "corp", "messages": [{"role": "user", "content": "Hello!"}]});
+    let resp = gw.post_with("/v1/chat/completions", &body, &[("authorization", "Bearer client-key")]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-tollgate-backend"], "azure");
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["choices"][0]["message"]["content"].as_str().unwrap().contains("Hello!"), "{v}");
+    let (req, sent) = last_body(&gw).await;
+    assert_eq!(req["path"], "/openai/deployments/prod-mini/chat/completions?api-version=2024-12-01-preview");
+    assert_eq!(req["headers"]["api-key"], "azure-secret-1");
+    assert!(req["headers"].get("authorization").is_none(), "the client's key is stripped: {req}");
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    // An Anthropic client reaches the Azure deployment through translation.
+    let body = json!({"model": "corp", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello!"}]});
+    let resp = gw.post("/v1/messages", &body).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "message", "{v}");
+    let (req, _) = last_body(&gw).await;
+    assert!(req["path"].as_str().unwrap().starts_with("/openai/deployments/prod-mini/chat/completions?"), "{req}");
+}

@@ -97,6 +97,7 @@ impl Default for MockConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct RecordedRequest {
     pub method: String,
+    /// Path and query.
     pub path: String,
     /// Lower-case names; repeated headers joined with `", "`.
     pub headers: BTreeMap<String, String>,
@@ -154,6 +155,10 @@ pub fn router(config: MockConfig) -> Router {
     let state: Shared = Arc::new(AppState::new(config));
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
+        // Azure OpenAI's deployment paths (`?api-version=` is recorded, not checked).
+        .route("/openai/deployments/{deployment}/chat/completions", post(openai::chat_completions))
+        .route("/openai/deployments/{deployment}/completions", post(openai::completions))
+        .route("/openai/deployments/{deployment}/embeddings", post(openai::embeddings))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/responses", post(responses::create))
@@ -327,7 +332,7 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
     };
     state.record(RecordedRequest {
         method: parts.method.to_string(),
-        path: path.to_owned(),
+        path: parts.uri.path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
         headers: headers_map(&parts.headers),
         body: String::from_utf8_lossy(&bytes).into_owned(),
     });

@@ -174,7 +174,7 @@ async fn recording_keeps_the_last_hundred_requests() {
     let seen: Vec<Value> = client().get(server.url("/mock/requests")).send().await.unwrap().json().await.unwrap();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[0]["method"], "POST");
-    assert_eq!(seen[0]["path"], "/v1/chat/completions");
+    assert_eq!(seen[0]["path"], "/v1/chat/completions?trace=1", "the query is recorded too");
     assert_eq!(seen[0]["body"], raw);
     assert_eq!(seen[0]["headers"]["x-request-id"], "rid-1");
     assert_eq!(seen[0]["headers"]["x-custom"], "a, b");
