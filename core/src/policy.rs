@@ -54,6 +54,55 @@ pub struct Policy {
     /// USD per 1M tokens, merged over the built-in table.
     #[serde(default)]
     pub pricing: BTreeMap<String, Price>,
+    /// The audit log: one hash-chained record per request.
+    #[serde(default)]
+    pub audit: Audit,
+}
+
+/// Where audit records go and what they keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Audit {
+    /// Off only when `false`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Directory of the JSONL segments (default: `audit/` beside the policy file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Prompt and answer text in records: `none`, `masked` (default: the text
+    /// as it left the gateway, PII masked by the filter) or `full`.
+    #[serde(default)]
+    pub text: AuditText,
+    /// `every` (default: fsync before a response completes), an interval
+    /// such as `100ms`, or `never`.
+    #[serde(default = "every")]
+    pub fsync: String,
+    /// When a record cannot be written: `closed` (default: the answer is
+    /// cut off, so nothing is served unaudited) or `open` (counted, logged).
+    #[serde(default = "closed")]
+    pub fail_mode: FailMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditText {
+    None,
+    #[default]
+    Masked,
+    Full,
+}
+
+fn yes() -> bool {
+    true
+}
+fn every() -> String {
+    "every".into()
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit { enabled: true, dir: None, text: AuditText::Masked, fsync: every(), fail_mode: FailMode::Closed }
+    }
 }
 
 /// Where Envoy listens.

@@ -7,6 +7,10 @@ use std::time::Duration;
 use tollgate_core::access::StoreKind;
 use tollgate_core::policy::{Policy, ProviderKind};
 
+use std::sync::Arc;
+
+use crate::audit::{AuditOptions, AuditWriter, FsyncPolicy};
+use crate::auditing::AuditSink;
 use crate::budget::Budget;
 use crate::keys::LiveKeys;
 use crate::limits::embedded::EmbeddedStore;
@@ -59,9 +63,28 @@ pub async fn build_shared(policy: Policy, policy_path: &Path) -> anyhow::Result<
     // Load the token encodings before serving: the first request must not
     // wait for them (past Envoy's message timeout, it would fail open).
     tokio::task::spawn_blocking(crate::tokens::warm_up).await?;
+    let audit = if policy.audit.enabled {
+        let dir = match policy.audit.dir.as_deref() {
+            Some(dir) => PathBuf::from(dir),
+            None => policy_relative(policy_path, "audit"),
+        };
+        let fsync: FsyncPolicy =
+            policy.audit.fsync.parse().map_err(|e| anyhow::anyhow!("audit.fsync `{}`: {e}", policy.audit.fsync))?;
+        let writer = AuditWriter::open(&dir, AuditOptions { fsync, ..Default::default() })?;
+        tracing::info!(dir = %dir.display(), "audit log");
+        Some(Arc::new(AuditSink {
+            writer,
+            text: policy.audit.text,
+            fail_mode: policy.audit.fail_mode,
+            errors: Default::default(),
+        }))
+    } else {
+        None
+    };
     let mut shared = Shared::new(policy, credentials);
     shared.keys = keys;
     shared.budget = Some(budget);
+    shared.audit = audit;
     Ok(shared)
 }
 
@@ -88,6 +111,9 @@ pub fn resolve_paths(policy: &mut Policy, policy_path: &Path) {
         fix(&mut jwt.jwks_file);
     }
     if let Some(p) = policy.limits.dir.as_mut() {
+        fix(p);
+    }
+    if let Some(p) = policy.audit.dir.as_mut() {
         fix(p);
     }
     for provider in policy.providers.values_mut() {

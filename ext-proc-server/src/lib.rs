@@ -6,6 +6,7 @@
 //! - [`launch`]: finds, installs and starts the components (`tollgate up`, tests).
 
 pub mod audit;
+pub mod auditing;
 pub mod budget;
 pub mod config;
 pub mod envoy;

@@ -57,6 +57,11 @@ enum Cmd {
         #[command(subcommand)]
         what: KeysCmd,
     },
+    /// Check, read and search the audit log (default directory: the one `tollgate up` writes).
+    Audit {
+        #[command(subcommand)]
+        what: AuditCmd,
+    },
     /// Spend per team, consumer and model, from the running sidecar.
     Usage {
         /// The policy of the running gateway (finds the sidecar's admin port).
@@ -78,6 +83,36 @@ enum Cmd {
     Render {
         #[command(subcommand)]
         what: RenderCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain; reports the first broken or missing record.
+    Verify { dir: Option<PathBuf> },
+    /// The last N records (JSON lines).
+    Tail {
+        dir: Option<PathBuf>,
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+    },
+    /// Records matching every filter given (JSON lines).
+    Query {
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        consumer: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// RFC 3339 time, or a span back from now such as `1h`.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Text the decisions must contain (e.g. `refused`, `stream_cut`).
+        #[arg(long)]
+        decision: Option<String>,
     },
 }
 
@@ -199,6 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Keys { what } => keys_command(what),
+        Cmd::Audit { what } => audit_command(what),
         Cmd::Usage { policy, admin, team, since, json } => usage_command(policy, admin, team, since, json).await,
         Cmd::Render { what } => match what {
             RenderCmd::Envoy { policy, wasm, access_log, out } => {
@@ -346,5 +382,47 @@ async fn usage_command(
         );
     }
     println!("total: ${:.6} over {} rows", tollgate_core::pricing::usd(total), rows.len());
+    Ok(())
+}
+
+/// A time given as RFC 3339 or as a span back from now (`1h`).
+fn parse_when(s: &str) -> anyhow::Result<std::time::SystemTime> {
+    if let Ok(span) = humantime::parse_duration(s) {
+        return Ok(std::time::SystemTime::now() - span);
+    }
+    humantime::parse_rfc3339_weak(s).with_context(|| format!("`{s}` is neither a time nor a span such as 1h"))
+}
+
+fn audit_command(what: AuditCmd) -> anyhow::Result<()> {
+    use tollgate_ext_proc::audit;
+    let default_dir = || tollgate_ext_proc::launch::tollgate_home().join("audit");
+    match what {
+        AuditCmd::Verify { dir } => {
+            let dir = dir.unwrap_or_else(default_dir);
+            let report = audit::verify(&dir)?;
+            println!("{}: {report}", dir.display());
+            if !report.is_ok() {
+                anyhow::bail!("the audit log in {} is broken", dir.display());
+            }
+        }
+        AuditCmd::Tail { dir, n } => {
+            for rec in audit::tail(dir.unwrap_or_else(default_dir), n)? {
+                println!("{}", serde_json::to_string(&rec)?);
+            }
+        }
+        AuditCmd::Query { dir, consumer, team, model, since, until, decision } => {
+            let filter = audit::Filter {
+                consumer,
+                team,
+                model,
+                since: since.as_deref().map(parse_when).transpose()?,
+                until: until.as_deref().map(parse_when).transpose()?,
+                decision_contains: decision,
+            };
+            for rec in audit::query(dir.unwrap_or_else(default_dir), &filter)? {
+                println!("{}", serde_json::to_string(&rec)?);
+            }
+        }
+    }
     Ok(())
 }

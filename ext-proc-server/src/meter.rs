@@ -15,6 +15,20 @@ pub struct Meter {
     model: String,
     kind: Body,
     output_tokens: u64,
+    /// The streamed text, kept up to `TEXT_CAP` bytes for the audit record.
+    text: String,
+}
+
+/// Most answer text kept for the audit record.
+pub const TEXT_CAP: usize = 16 * 1024;
+
+fn push_capped(out: &mut String, s: &str) {
+    if out.len() >= TEXT_CAP {
+        return;
+    }
+    let room = TEXT_CAP - out.len();
+    let end = (0..=room.min(s.len())).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    out.push_str(&s[..end]);
 }
 
 #[derive(Debug)]
@@ -45,7 +59,7 @@ impl Meter {
         } else {
             Body::Json { bytes: Vec::new(), overflow: false }
         };
-        Meter { api, model: model.to_string(), kind, output_tokens: 0 }
+        Meter { api, model: model.to_string(), kind, output_tokens: 0, text: String::new() }
     }
 
     pub fn is_stream(&self) -> bool {
@@ -71,6 +85,7 @@ impl Meter {
                     let text = generated_text(&event);
                     if !text.is_empty() {
                         self.output_tokens += tokens::count(&self.model, &text);
+                        push_capped(&mut self.text, &text);
                     }
                 }
             }
@@ -82,6 +97,21 @@ impl Meter {
                     bytes.extend_from_slice(chunk);
                 }
             }
+        }
+    }
+
+    /// The answer's text (capped at `TEXT_CAP` bytes).
+    pub fn text(&self) -> String {
+        match &self.kind {
+            Body::Stream(_) => self.text.clone(),
+            Body::Json { bytes, overflow: false } => {
+                let mut out = String::new();
+                if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+                    answer_text(&v, &mut out, 0);
+                }
+                out
+            }
+            Body::Json { .. } => String::new(),
         }
     }
 
@@ -132,6 +162,27 @@ fn collect(v: &Value, out: &mut String, depth: usize) {
             }
         }
         Value::Array(items) => items.iter().for_each(|v| collect(v, out, depth + 1)),
+        _ => {}
+    }
+}
+
+/// The text of a whole (non-streamed) answer: message contents, output
+/// text and tool-call arguments, in document order.
+fn answer_text(v: &Value, out: &mut String, depth: usize) {
+    if depth > 8 {
+        return;
+    }
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("content" | "text" | "arguments" | "refusal", Value::String(s)) => push_capped(out, s),
+                    ("usage", _) => {}
+                    _ => answer_text(v, out, depth + 1),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| answer_text(v, out, depth + 1)),
         _ => {}
     }
 }
@@ -189,5 +240,6 @@ mod tests {
         m.feed(br#""output_tokens":2}}"#);
         let u = m.usage(99);
         assert_eq!((u.input_tokens, u.output_tokens), (5, 2));
+        assert_eq!(m.text(), "hi");
     }
 }

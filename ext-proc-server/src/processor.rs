@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption, Metadata};
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{processing_mode, ProcessingMode};
@@ -15,12 +15,13 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use tollgate_core::policy::Policy;
-use tollgate_core::policy::ProviderKind;
+use tollgate_core::policy::{AuditText, ProviderKind};
 use tollgate_core::pricing::usd;
 use tollgate_core::request::{parse_request_json, ParsedRequest};
 use tollgate_core::usage::Usage;
 use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent};
 
+use crate::auditing::{AuditSink, Draft, Outcome};
 use crate::budget::{admitted_headers, Budget, Held};
 use crate::config::Credential;
 use crate::identity::{check_model, identify, Identity};
@@ -56,6 +57,8 @@ pub struct Shared {
     pub prices: Arc<PriceTable>,
     /// Recent latency of alias targets, for the least-latency strategy.
     pub latencies: Arc<Latencies>,
+    /// The audit log (absent when the policy turns it off, and in handler tests).
+    pub audit: Option<Arc<AuditSink>>,
 }
 
 impl Shared {
@@ -68,6 +71,7 @@ impl Shared {
             keys: LiveKeys::default(),
             budget: None,
             latencies: Arc::default(),
+            audit: None,
         }
     }
 }
@@ -80,7 +84,7 @@ pub enum StreamState {
     /// Not AI traffic: every later phase is skipped.
     Passthrough,
     /// AI request headers seen; waiting for the buffered body.
-    AwaitingBody { api: ApiKind, request_id: String, identity: Option<Identity> },
+    AwaitingBody { api: ApiKind, request_id: String, identity: Option<Identity>, draft: Draft },
     /// Routed upstream.
     Routed(Box<Routed>),
     /// Answered by the sidecar itself.
@@ -91,6 +95,14 @@ pub enum StreamState {
 #[derive(Debug)]
 pub struct Routed {
     pub api: ApiKind,
+    /// The audit record being built.
+    pub draft: Draft,
+    pub requested_model: String,
+    /// The prompt text as it left the gateway (for the audit record).
+    pub prompt: Option<String>,
+    pub status: u16,
+    pub attempts: u32,
+    pub first_byte: Option<Duration>,
     /// Envoy tries the alias's targets; the upstream phase names the one that answered.
     pub fallback: bool,
     /// The API the provider is called with (differs from `api` when translated).
@@ -114,7 +126,7 @@ pub struct Routed {
 pub async fn handle(shared: &Shared, state: &mut StreamState, req: ProcessingRequest) -> ProcessingResponse {
     match req.request {
         Some(processing_request::Request::RequestHeaders(h)) => {
-            on_request_headers(shared, state, &h, req.metadata_context.as_ref())
+            on_request_headers(shared, state, &h, req.metadata_context.as_ref()).await
         }
         Some(processing_request::Request::RequestBody(b)) => on_request_body(shared, state, &b).await,
         Some(processing_request::Request::ResponseHeaders(h)) => on_response_headers(shared, state, &h).await,
@@ -149,7 +161,7 @@ pub fn header(headers: &HttpHeaders, name: &str) -> Option<String> {
     })
 }
 
-fn on_request_headers(
+async fn on_request_headers(
     shared: &Shared,
     state: &mut StreamState,
     h: &HttpHeaders,
@@ -168,37 +180,32 @@ fn on_request_headers(
     let request_id = header(h, "x-tollgate-request-id").or_else(|| header(h, "x-request-id")).unwrap_or_default();
     let identity = match identify(&shared.policy, &shared.keys.current(), h, metadata, SystemTime::now()) {
         Ok(identity) => identity,
-        Err(err) => {
-            *state = StreamState::Answered;
-            return immediate(api, &request_id, &err, &[]);
-        }
+        Err(err) => return refuse(shared, state, &Draft::new(api, &request_id, None), "", &err, &[]).await,
     };
+    let draft = Draft::new(api, &request_id, identity.as_ref());
     if h.end_of_stream {
-        *state = StreamState::Answered;
-        return immediate(api, &request_id, &Error::InvalidRequest("a JSON request body is required".into()), &[]);
+        let err = Error::InvalidRequest("a JSON request body is required".into());
+        return refuse(shared, state, &draft, "", &err, &[]).await;
     }
-    *state = StreamState::AwaitingBody { api, request_id, identity };
+    *state = StreamState::AwaitingBody { api, request_id, identity, draft };
     reply(processing_response::Response::RequestHeaders(HeadersResponse::default()))
 }
 
 async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) -> ProcessingResponse {
-    let StreamState::AwaitingBody { api, request_id, identity } = std::mem::take(state) else {
+    let StreamState::AwaitingBody { api, request_id, identity, draft } = std::mem::take(state) else {
         return reply(processing_response::Response::RequestBody(BodyResponse::default()));
-    };
-    let fail = |state: &mut StreamState, err: &Error, headers: &[(String, String)]| {
-        *state = StreamState::Answered;
-        immediate(api, &request_id, err, headers)
     };
     let ParsedRequest { json, request: parsed, .. } = match parse_request_json(api, &body.body) {
         Ok(parsed) => parsed,
-        Err(err) => return fail(state, &err, &[]),
+        Err(err) => return refuse(shared, state, &draft, "", &err, &[]).await,
     };
+    let model = parsed.model.clone();
     if let Err(err) = check_model(&shared.policy, identity.as_ref(), &parsed.model) {
-        return fail(state, &err, &[]);
+        return refuse(shared, state, &draft, &model, &err, &[]).await;
     }
     let route = match shared.policy.route(api, &parsed.model) {
         Ok(route) => route,
-        Err(err) => return fail(state, &err, &[]),
+        Err(err) => return refuse(shared, state, &draft, &model, &err, &[]).await,
     };
     // An alias with several targets: Envoy walks them (each attempt shaped
     // by the sidecar as an upstream filter), so nothing changes here.
@@ -208,7 +215,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     let new_body = match direction {
         Some(dir) => match dir.request(&json, route.model) {
             Ok(v) => Some(serde_json::to_vec(&v).unwrap_or_default()),
-            Err(err) => return fail(state, &err, &[]),
+            Err(err) => return refuse(shared, state, &draft, &model, &err, &[]).await,
         },
         None if route.model != parsed.model && !fallback => Some(with_model(json, route.model)),
         None => None,
@@ -222,7 +229,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
                 .await
             {
                 Ok(held) => Some(held),
-                Err(refused) => return fail(state, &refused.error, &refused.headers),
+                Err(refused) => return refuse(shared, state, &draft, &model, &refused.error, &refused.headers).await,
             }
         }
         None => None,
@@ -292,8 +299,16 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         fields.push(("auth", str_value(i.via.as_str())));
     }
     resp.dynamic_metadata = Some(metadata(fields));
+    let prompt = (shared.audit.as_ref().is_some_and(|a| a.text != AuditText::None))
+        .then(|| parsed.texts.iter().map(|t| format!("{}: {}", t.role, t.text)).collect::<Vec<_>>().join("\n"));
     *state = StreamState::Routed(Box::new(Routed {
         api,
+        draft,
+        requested_model: parsed.model.clone(),
+        prompt,
+        status: 0,
+        attempts: 1,
+        first_byte: None,
         fallback,
         upstream_api: if fallback { api } else { route.api },
         translation: direction.map(|dir| Translation::new(dir, &parsed.model)),
@@ -333,6 +348,8 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
             mutation.set_headers.extend(admitted_headers(reservation).iter().map(|(k, v)| set_header(k, v)));
         }
         let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        r.status = status;
+        r.attempts = header(h, "x-envoy-attempt-count").and_then(|v| v.parse().ok()).unwrap_or(1);
         let sse = header(h, "content-type").is_some_and(|c| c.contains("text/event-stream"));
         let meter = (200..300).contains(&status) && shared.budget.is_some() && !h.end_of_stream;
         if let Some(t) = r.translation.as_mut() {
@@ -344,7 +361,9 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
             r.meter = Some(Meter::new(r.upstream_api, &r.model, sse));
         } else {
             // Nothing to count: an error answer or no body. Release the reservation now.
-            settle(shared, r).await;
+            if settle(shared, r).await.is_none() {
+                return immediate(r.api, &r.request_id.clone(), &audit_unavailable(), &[]);
+            }
         }
         if (meter || r.translation.is_some()) && !h.end_of_stream {
             // See the answer as it passes, chunk by chunk.
@@ -375,6 +394,9 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
     let mut meta = None;
     if let StreamState::Routed(r) = state {
         let was_cut = r.cut;
+        if r.first_byte.is_none() {
+            r.first_byte = Some(r.draft.clock.elapsed());
+        }
         if let Some(meter) = r.meter.as_mut() {
             meter.feed(&b.body);
         }
@@ -409,7 +431,10 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
             common.body_mutation = Some(BodyMutation { mutation: Some(mutation) });
         }
         if b.end_of_stream && r.meter.is_some() {
-            let (usage, cost) = settle(shared, r).await;
+            // The record is written before the answer's last bytes are let go.
+            let Some((usage, cost)) = settle(shared, r).await else {
+                return immediate(r.api, &r.request_id.clone(), &audit_unavailable(), &[]);
+            };
             meta = Some(usage_metadata(&usage, cost));
         }
     }
@@ -418,19 +443,78 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
     resp
 }
 
-/// Reconcile the reservation with the usage seen (once per request).
-async fn settle(shared: &Shared, r: &mut Routed) -> (Usage, u64) {
+/// Reconcile the reservation with the usage seen and write the audit record
+/// (once per request). `None`: the record could not be written and the audit
+/// fail mode is closed, so the answer must not complete.
+async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
     let usage = match (&r.meter, &r.held) {
         (Some(meter), Some(held)) => meter.usage(held.input_tokens),
         _ => Usage::default(),
     };
     if r.settled {
-        return (usage, 0);
+        return Some((usage, 0));
     }
     r.settled = true;
-    let (Some(budget), Some(held)) = (&shared.budget, &r.held) else { return (usage, 0) };
-    let cost = budget.settle(held, &usage, SystemTime::now()).await;
-    (usage, cost)
+    let cost = match (&shared.budget, &r.held) {
+        (Some(budget), Some(held)) => budget.settle(held, &usage, SystemTime::now()).await,
+        _ => 0,
+    };
+    if let Some(audit) = &shared.audit {
+        let mut decisions = serde_json::Map::new();
+        if let Some(i) = &r.identity {
+            decisions.insert("auth".into(), serde_json::json!(i.via.as_str()));
+        }
+        if let Some(held) = &r.held {
+            decisions.insert("reserved_tokens".into(), serde_json::json!(held.tokens_reserved));
+        }
+        if let Some(t) = &r.translation {
+            decisions.insert("translated".into(), serde_json::json!(format!("{:?}", t.dir)));
+        }
+        if r.fallback {
+            decisions.insert("fallback".into(), serde_json::json!(true));
+        }
+        if r.cut {
+            decisions.insert("stream_cut".into(), serde_json::json!("budget"));
+        }
+        let outcome = Outcome {
+            requested_model: &r.requested_model,
+            model: &r.model,
+            provider: &r.provider,
+            attempts: r.attempts,
+            status: if r.status == 0 { 499 } else { r.status },
+            ttft: r.first_byte,
+            usage,
+            cost_usd: usd(cost),
+            decisions: serde_json::Value::Object(decisions),
+            prompt: r.prompt.take(),
+            response: r.meter.as_ref().map(Meter::text),
+        };
+        if audit.answered(&r.draft, outcome).await.is_err() {
+            return None;
+        }
+    }
+    Some((usage, cost))
+}
+
+/// The gateway could not write an audit record (fail mode closed).
+fn audit_unavailable() -> Error {
+    Error::Unavailable("the gateway cannot write its audit log right now".into())
+}
+
+/// Answer a request the gateway refuses, and record the refusal.
+async fn refuse(
+    shared: &Shared,
+    state: &mut StreamState,
+    draft: &Draft,
+    model: &str,
+    err: &Error,
+    headers: &[(String, String)],
+) -> ProcessingResponse {
+    *state = StreamState::Answered;
+    if let Some(audit) = &shared.audit {
+        audit.refused(draft, model, err).await;
+    }
+    immediate(draft.api, &draft.request_id, err, headers)
 }
 
 /// The event that ends a stream with an error, in the client API's stream shape.

@@ -153,6 +153,13 @@ fn admin_router(shared: Shared) -> axum::Router {
     async fn metrics(State(shared): State<Shared>) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
+        if let Some(a) = &shared.audit {
+            let name = "tollgate_audit_errors_total";
+            let v = a.errors.load(Relaxed);
+            out.push_str(&format!(
+                "# HELP {name} Audit records that could not be written.\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
         if let Some(b) = &shared.budget {
             let s = &b.stats;
             for (name, help, v) in [

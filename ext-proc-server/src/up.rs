@@ -127,6 +127,7 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
         consumers: Default::default(),
         limits: Default::default(),
         pricing: Default::default(),
+        audit: Default::default(),
     })
 }
 
@@ -142,6 +143,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             policy
         }
     };
+    if policy.audit.dir.is_none() {
+        policy.audit.dir = Some(home.join("audit").display().to_string());
+    }
     if let Some(port) = opts.port {
         policy.listen.port = port;
     }
@@ -194,6 +198,12 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     println!("  providers: {}", policy.providers.keys().cloned().collect::<Vec<_>>().join(", "));
     println!("  envoy admin: http://127.0.0.1:{}/stats?filter=tollgate", policy.listen.admin_port);
     println!("  logs: {}   access log: {}", log.display(), access_log.display());
+    if policy.audit.enabled {
+        println!(
+            "  audit log: {} (check it with `tollgate audit verify`)",
+            policy.audit.dir.as_deref().unwrap_or_default()
+        );
+    }
     let serves_openai = policy.providers.values().any(|p| p.kind != ProviderKind::Anthropic);
     let auth = match &demo_key {
         Some(key) => {

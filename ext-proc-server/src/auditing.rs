@@ -1,0 +1,123 @@
+//! One audit record per AI request, written before the request's answer
+//! completes (so an answered request always has its record), from what the
+//! sidecar saw: who, which model and provider, how it went, what it cost,
+//! and the policy decisions taken on the way.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+use tollgate_core::policy::{AuditText, FailMode};
+use tollgate_core::usage::Usage;
+use tollgate_core::{ApiKind, Error};
+
+use crate::audit::{rfc3339_millis, AuditError, AuditRecord, AuditWriter};
+use crate::identity::Identity;
+
+/// The audit log the sidecar writes to.
+#[derive(Debug)]
+pub struct AuditSink {
+    pub writer: AuditWriter,
+    pub text: AuditText,
+    pub fail_mode: FailMode,
+    /// Records that could not be written.
+    pub errors: AtomicU64,
+}
+
+/// What is known about a request from its first message on.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub started: SystemTime,
+    pub clock: Instant,
+    pub request_id: String,
+    pub api: ApiKind,
+    pub consumer: String,
+    pub team: String,
+}
+
+impl Draft {
+    pub fn new(api: ApiKind, request_id: &str, identity: Option<&Identity>) -> Draft {
+        Draft {
+            started: SystemTime::now(),
+            clock: Instant::now(),
+            request_id: request_id.to_string(),
+            api,
+            consumer: identity.map(|i| i.consumer.clone()).unwrap_or_default(),
+            team: identity.map(|i| i.team.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn record(&self, requested_model: &str) -> AuditRecord {
+        AuditRecord {
+            time: rfc3339_millis(self.started),
+            request_id: self.request_id.clone(),
+            consumer: self.consumer.clone(),
+            team: self.team.clone(),
+            api: self.api.as_str().to_string(),
+            requested_model: requested_model.to_string(),
+            latency_ms: self.clock.elapsed().as_millis() as u64,
+            ..Default::default()
+        }
+    }
+}
+
+/// How a routed request ended, for its record.
+#[derive(Debug, Default)]
+pub struct Outcome<'a> {
+    pub requested_model: &'a str,
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub attempts: u32,
+    pub status: u16,
+    pub ttft: Option<Duration>,
+    pub usage: Usage,
+    pub cost_usd: f64,
+    pub decisions: Value,
+    pub prompt: Option<String>,
+    pub response: Option<String>,
+}
+
+impl AuditSink {
+    /// Record a request the gateway refused itself.
+    pub async fn refused(&self, draft: &Draft, requested_model: &str, err: &Error) {
+        let mut rec = draft.record(requested_model);
+        rec.status = err.status();
+        rec.decisions = json!({"refused": {"code": err.code(), "message": err.to_string()}});
+        let _ = self.write(rec).await;
+    }
+
+    /// Record a routed request. `Err` means the record was not written and
+    /// the fail mode is closed: the caller must not complete the answer.
+    pub async fn answered(&self, draft: &Draft, o: Outcome<'_>) -> Result<(), AuditError> {
+        let mut rec = draft.record(o.requested_model);
+        rec.model = o.model.to_string();
+        rec.provider = o.provider.to_string();
+        rec.attempts = o.attempts.max(1);
+        rec.status = o.status;
+        rec.ttft_ms = o.ttft.map(|d| d.as_millis() as u64);
+        rec.input_tokens = o.usage.input_tokens;
+        rec.output_tokens = o.usage.output_tokens;
+        rec.cached_tokens = o.usage.cached_tokens;
+        rec.cost_usd = o.cost_usd;
+        rec.decisions = o.decisions;
+        if self.text != AuditText::None {
+            rec.prompt = o.prompt;
+            rec.response = o.response;
+        }
+        self.write(rec).await
+    }
+
+    async fn write(&self, rec: AuditRecord) -> Result<(), AuditError> {
+        match self.writer.append(rec).await {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %err, "audit record not written");
+                match self.fail_mode {
+                    FailMode::Open => Ok(()),
+                    FailMode::Closed => Err(err),
+                }
+            }
+        }
+    }
+}
