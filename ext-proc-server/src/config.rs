@@ -223,6 +223,17 @@ mod tests {
         assert_eq!(policy.models["split"].targets[0].weight, 3);
     }
 
+    /// The audit example in the README stays valid.
+    #[test]
+    fn readme_audit_example_validates() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let section = readme.split("## Audit log and metrics").nth(1).unwrap();
+        let yaml = section.split("```yaml").nth(1).unwrap().split("```").next().unwrap();
+        let policy = parse_policy(&format!("providers:\n  o: {{kind: openai, baseUrl: 'http://x'}}\n{yaml}")).unwrap();
+        assert_eq!(policy.audit.text, tollgate_core::policy::AuditText::Masked);
+        assert_eq!(policy.audit.fsync, "every");
+    }
+
     /// The identity and limits example in the README stays valid.
     #[test]
     fn readme_access_example_validates() {
