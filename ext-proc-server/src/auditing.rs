@@ -86,6 +86,15 @@ impl AuditSink {
         let _ = self.write(rec).await;
     }
 
+    /// Record a request the filter or Envoy answered before it was routed
+    /// (`rule`: the filter's `x-tollgate-blocked-by`).
+    pub async fn answered_by_proxy(&self, draft: &Draft, status: u16, rule: Option<&str>) {
+        let mut rec = draft.record("");
+        rec.status = status;
+        rec.decisions = json!({"refused": {"by": "filter", "code": if rule.is_some() { "blocked_by_policy" } else { "answered_by_proxy" }, "rule": rule}});
+        let _ = self.write(rec).await;
+    }
+
     /// Record a routed request. `Err` means the record was not written and
     /// the fail mode is closed: the caller must not complete the answer.
     pub async fn answered(&self, draft: &Draft, o: Outcome<'_>) -> Result<(), AuditError> {

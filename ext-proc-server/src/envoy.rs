@@ -208,6 +208,12 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
     });
     Ok(json!({
         "admin": {"address": socket(&policy.listen.host, policy.listen.admin_port)},
+        // The filter's per-type and per-rule counters carry their label as the
+        // last name segment; these turn it into a Prometheus label.
+        "stats_config": {"stats_tags": [
+            {"tag_name": "pii_type", "regex": "^wasmcustom\\.tollgate_pii_found_by_type_total(\\.([A-Za-z0-9_-]+))$"},
+            {"tag_name": "rule", "regex": "^wasmcustom\\.tollgate_firewall_blocked_by_rule_total(\\.([A-Za-z0-9_-]+))$"},
+        ]},
         "static_resources": {
             "listeners": [{
                 "name": "tollgate",

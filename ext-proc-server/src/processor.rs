@@ -27,6 +27,7 @@ use crate::config::Credential;
 use crate::identity::{check_model, identify, Identity};
 use crate::keys::LiveKeys;
 use crate::meter::Meter;
+use crate::metrics::Metrics;
 use crate::strategy::{first_target, Latencies};
 use crate::tokens;
 use crate::translation::Translation;
@@ -59,6 +60,7 @@ pub struct Shared {
     pub latencies: Arc<Latencies>,
     /// The audit log (absent when the policy turns it off, and in handler tests).
     pub audit: Option<Arc<AuditSink>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -72,6 +74,7 @@ impl Shared {
             budget: None,
             latencies: Arc::default(),
             audit: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -327,6 +330,18 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
 async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpHeaders) -> ProcessingResponse {
     let mut common = CommonResponse::default();
     let mut mode = None;
+    if let StreamState::AwaitingBody { draft, .. } = state {
+        // Answered before the sidecar saw the body: the filter (or Envoy)
+        // refused the request, e.g. the prompt firewall. Record it too.
+        let draft = draft.clone();
+        *state = StreamState::Answered;
+        let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let rule = header(h, "x-tollgate-blocked-by");
+        shared.metrics.refusal(if rule.is_some() { "blocked_by_policy" } else { "answered_by_proxy" });
+        if let Some(audit) = &shared.audit {
+            audit.answered_by_proxy(&draft, status, rule.as_deref()).await;
+        }
+    }
     if let StreamState::Routed(r) = state {
         let mut mutation = HeaderMutation::default();
         if r.fallback {
@@ -459,6 +474,18 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
         (Some(budget), Some(held)) => budget.settle(held, &usage, SystemTime::now()).await,
         _ => 0,
     };
+    shared.metrics.observe(
+        &r.model,
+        &r.provider,
+        r.identity.as_ref().map_or("", |i| i.team.as_str()),
+        if r.status == 0 { 499 } else { r.status },
+        r.draft.clock.elapsed(),
+        r.first_byte,
+        usage.input_tokens,
+        usage.output_tokens,
+        usd(cost),
+        r.attempts,
+    );
     if let Some(audit) = &shared.audit {
         let mut decisions = serde_json::Map::new();
         if let Some(i) = &r.identity {
@@ -511,6 +538,7 @@ async fn refuse(
     headers: &[(String, String)],
 ) -> ProcessingResponse {
     *state = StreamState::Answered;
+    shared.metrics.refusal(err.code());
     if let Some(audit) = &shared.audit {
         audit.refused(draft, model, err).await;
     }

@@ -130,6 +130,12 @@ struct UsageQuery {
     team: Option<String>,
 }
 
+/// One counter in OpenMetrics text (the family is named without `_total`).
+fn counter_text(sample: &str, help: &str, value: u64) -> String {
+    let family = sample.strip_suffix("_total").unwrap_or(sample);
+    format!("# HELP {family} {help}\n# TYPE {family} counter\n{sample} {value}\n")
+}
+
 /// The admin HTTP endpoints: health, spend report, metrics.
 fn admin_router(shared: Shared) -> axum::Router {
     use axum::extract::{Query, State};
@@ -150,8 +156,25 @@ fn admin_router(shared: Shared) -> axum::Router {
         }
     }
 
-    async fn metrics(State(shared): State<Shared>) -> String {
+    async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
         use std::sync::atomic::Ordering::Relaxed;
+        // Daily budget left per team with a daily budget.
+        if let Some(b) = &shared.budget {
+            let now = std::time::SystemTime::now();
+            for (team, t) in &shared.policy.teams {
+                if let Some(limit) = t.limits.cost_per_day {
+                    let key = b.store.key_at(&format!("team:{team}:cost"), crate::limits::Window::Day, now);
+                    if let Ok(used) = b.store.get(&key).await {
+                        let left = (limit - tollgate_core::pricing::usd(used)).max(0.0);
+                        shared
+                            .metrics
+                            .budget_remaining
+                            .get_or_create(&crate::metrics::TeamLabels { team: team.clone() })
+                            .set(left);
+                    }
+                }
+            }
+        }
         let mut out = String::new();
         if let Some(a) = &shared.audit {
             let name = "tollgate_audit_errors_total";
@@ -185,13 +208,48 @@ fn admin_router(shared: Shared) -> axum::Router {
                     s.store_errors.load(Relaxed),
                 ),
             ] {
-                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+                out.push_str(&counter_text(name, help, v));
             }
         }
-        out
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            shared.metrics.encode(&out),
+        )
+    }
+
+    /// Recent refusals and cut streams from the audit log, newest first, without text.
+    async fn recent(State(shared): State<Shared>) -> axum::response::Response {
+        let Some(audit) = &shared.audit else { return axum::Json(Vec::<()>::new()).into_response() };
+        let dir = audit.writer.dir().to_path_buf();
+        let found = tokio::task::spawn_blocking(move || crate::audit::tail(&dir, 500)).await;
+        match found {
+            Ok(Ok(records)) => {
+                let mut picked: Vec<_> = records
+                    .into_iter()
+                    .filter(|r| r.decisions.get("refused").is_some() || r.decisions.get("stream_cut").is_some())
+                    .map(|mut r| {
+                        r.prompt = None;
+                        r.response = None;
+                        r
+                    })
+                    .collect();
+                picked.reverse();
+                picked.truncate(50);
+                axum::Json(picked).into_response()
+            }
+            Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        }
     }
 
     axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async {
+                ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("dashboard.html"))
+            }),
+        )
+        .route("/api/recent", axum::routing::get(recent))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(|| async { "ok\n" }))
         .route("/usage", axum::routing::get(usage))

@@ -10,7 +10,12 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use tollgate_core::filter_config::FilterConfig;
 
 use crate::filter::{Filter, Inspector, Verdict};
-use crate::host::{Host, Metric};
+use crate::host::{Host, Metric, TaggedMetric};
+
+thread_local! {
+    /// Metric ids of the tagged counters defined so far (a wasm VM is single-threaded).
+    static TAGGED: std::cell::RefCell<HashMap<String, u32>> = std::cell::RefCell::new(HashMap::new());
+}
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -181,6 +186,30 @@ impl Host for ProxyHost {
         if let Some(id) = self.metrics.get(&metric) {
             let by = i64::try_from(by).unwrap_or(i64::MAX);
             logged("increment metric", hostcalls::increment_metric(*id, by));
+        }
+    }
+
+    fn increment_tagged(&mut self, family: TaggedMetric, tag: &str, by: u64) {
+        let name = family.counter(tag);
+        // Defining a metric hands out a new id each time: define each name once per VM.
+        let id = TAGGED.with(|ids| {
+            let mut ids = ids.borrow_mut();
+            if let Some(id) = ids.get(&name) {
+                return Some(*id);
+            }
+            match hostcalls::define_metric(MetricType::Counter, &name) {
+                Ok(id) => {
+                    ids.insert(name.clone(), id);
+                    Some(id)
+                }
+                Err(status) => {
+                    log::warn!("cannot define metric {name}: {status:?}");
+                    None
+                }
+            }
+        });
+        if let Some(id) = id {
+            logged("increment metric", hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX)));
         }
     }
 

@@ -12,7 +12,7 @@ use tollgate_core::restore::{restore_json, SseRestorer};
 use tollgate_core::usage::{is_usage_only_chunk, request_stream_usage};
 use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent, SseParser, StreamUsage, Usage};
 
-use crate::host::{Host, Metric};
+use crate::host::{Host, Metric, TaggedMetric};
 
 /// What the adapter tells Envoy after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +208,7 @@ impl Filter {
             FirewallAction::Block => {
                 host.increment(Metric::FirewallBlocked, 1);
                 let rule = verdict.rules.first().cloned().unwrap_or_default();
+                host.increment_tagged(TaggedMetric::BlockedByRule, &rule, 1);
                 let err = verdict.error().unwrap_or(Error::Blocked { rule: rule.clone(), message: "blocked".into() });
                 return self.reject(host, api.family(), &request_id, &err, Some(&rule));
             }
@@ -223,6 +224,9 @@ impl Filter {
             Ok(findings) => {
                 if !findings.is_empty() {
                     host.increment(Metric::PiiFound, findings.len() as u64);
+                    for f in &findings {
+                        host.increment_tagged(TaggedMetric::PiiByType, f.entity.as_str(), 1);
+                    }
                     let mut types: Vec<&str> = findings.iter().map(|f| f.entity.as_str()).collect();
                     types.sort_unstable();
                     types.dedup();
@@ -520,6 +524,7 @@ mod tests {
         sent: Option<Sent>,
         properties: HashMap<String, String>,
         metrics: HashMap<Metric, u64>,
+        tagged: HashMap<String, u64>,
         fail_body: bool,
         /// Every response body replacement, in order.
         written: Vec<Vec<u8>>,
@@ -565,6 +570,9 @@ mod tests {
         }
         fn increment(&mut self, metric: Metric, by: u64) {
             *self.metrics.entry(metric).or_default() += by;
+        }
+        fn increment_tagged(&mut self, family: TaggedMetric, tag: &str, by: u64) {
+            *self.tagged.entry(family.counter(tag)).or_default() += by;
         }
         fn new_request_id(&mut self) -> String {
             "generated-id".into()
@@ -767,6 +775,8 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         assert!(sent.contains("<EMAIL_ADDRESS_1>"), "{sent}");
         assert!(!h.request_headers.contains_key("content-length"), "length is re-framed");
         assert_eq!(h.metrics[&Metric::PiiFound], 1);
+        assert_eq!(h.tagged.len(), 1, "{:?}", h.tagged);
+        assert!(h.tagged.keys().all(|k| k.starts_with("tollgate_pii_found_by_type_total.")), "{:?}", h.tagged);
         assert_eq!(h.properties[PII_PROPERTY], "EMAIL_ADDRESS");
 
         h.response_headers.insert("content-type".into(), "application/json".into());
@@ -842,6 +852,11 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
                 assert_eq!(v["error"]["code"], "blocked_by_policy");
             }
             assert_eq!(h.metrics[&Metric::FirewallBlocked], 1);
+            assert!(
+                h.tagged.keys().any(|k| k.starts_with("tollgate_firewall_blocked_by_rule_total.")),
+                "{:?}",
+                h.tagged
+            );
         }
     }
 

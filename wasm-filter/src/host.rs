@@ -1,6 +1,30 @@
 //! What the filter needs from its host, as a trait: the proxy-wasm adapter
 //! implements it with host calls, tests implement it with a recording mock.
 
+/// Counters with one label, named `family.tag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaggedMetric {
+    /// Values found, by PII type.
+    PiiByType,
+    /// Requests blocked, by firewall rule.
+    BlockedByRule,
+}
+
+impl TaggedMetric {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaggedMetric::PiiByType => "tollgate_pii_found_by_type_total",
+            TaggedMetric::BlockedByRule => "tollgate_firewall_blocked_by_rule_total",
+        }
+    }
+
+    /// The full counter name; the tag is kept to `[A-Za-z0-9_-]` so it stays one name segment.
+    pub fn counter(self, tag: &str) -> String {
+        let tag: String = tag.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        format!("{}.{tag}", self.name())
+    }
+}
+
 /// Counters the filter publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
@@ -85,6 +109,9 @@ pub trait Host {
     /// Publish a value to Envoy's filter state (`wasm.<name>`).
     fn set_property(&mut self, name: &str, value: &[u8]);
     fn increment(&mut self, metric: Metric, by: u64);
+    /// Add to the counter `family.tag`; Envoy's stats tags (rendered in the
+    /// bootstrap) turn the tag into a label (`pii_type`, `rule`).
+    fn increment_tagged(&mut self, family: TaggedMetric, tag: &str, by: u64);
     /// A fresh identifier when the request carries no `x-request-id`.
     fn new_request_id(&mut self) -> String;
 }

@@ -263,6 +263,14 @@ impl Store {
         }
     }
 
+    /// The stored key of a scope key in the window holding `now`, for this backend.
+    pub fn key_at(&self, key: &str, window: Window, now: SystemTime) -> String {
+        match self {
+            Store::Embedded(_) => stored_key("", key, window, now),
+            Store::Redis(s) => stored_key(s.prefix(), key, window, now),
+        }
+    }
+
     /// The current value of a stored key (0 if missing or expired).
     pub async fn get(&self, stored_key: &str) -> Result<u64, StoreError> {
         match self {

@@ -92,6 +92,11 @@ struct Item {
 }
 
 impl RedisStore {
+    /// The prefix of every key this store writes.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Connects to `url` (`redis://host:port/db`) and checks the server answers.
     /// Every key this store writes starts with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {

@@ -1,0 +1,178 @@
+//! The sidecar's Prometheus metrics (OpenMetrics text on the admin port's
+//! `/metrics`). Names follow the OpenTelemetry GenAI semantic conventions
+//! where one exists (`gen_ai_client_token_usage`,
+//! `gen_ai_server_request_duration`, `gen_ai_server_time_to_first_token`);
+//! the rest are `tollgate_*`.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub model: String,
+    pub token_type: &'static str,
+    pub team: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub model: String,
+    pub provider: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CostLabels {
+    pub model: String,
+    pub team: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TeamLabels {
+    pub team: String,
+}
+
+/// Token-count buckets of the GenAI conventions (powers of 4).
+fn token_buckets() -> impl Iterator<Item = f64> {
+    (0..14).map(|i| 4f64.powi(i))
+}
+
+/// Duration buckets (seconds) of the GenAI conventions.
+const DURATION_BUCKETS: [f64; 14] =
+    [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92];
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub tokens: Family<TokenLabels, Histogram>,
+    pub duration: Family<RequestLabels, Histogram>,
+    pub ttft: Family<ModelLabels, Histogram>,
+    pub cost: Family<CostLabels, Counter<f64, AtomicU64>>,
+    pub refused: Family<RefusalLabels, Counter>,
+    pub fallbacks: Counter,
+    pub budget_remaining: Family<TeamLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let tokens = Family::<TokenLabels, Histogram>::new_with_constructor(|| Histogram::new(token_buckets()));
+        let duration = Family::<RequestLabels, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        let ttft = Family::<ModelLabels, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        let cost = Family::<CostLabels, Counter<f64, AtomicU64>>::default();
+        let refused = Family::<RefusalLabels, Counter>::default();
+        let fallbacks = Counter::default();
+        let budget_remaining = Family::<TeamLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "gen_ai_client_token_usage",
+            "Tokens per request, by model, token type and team",
+            tokens.clone(),
+        );
+        registry.register(
+            "gen_ai_server_request_duration_seconds",
+            "Time from the request to the end of the answer",
+            duration.clone(),
+        );
+        registry.register("gen_ai_server_time_to_first_token_seconds", "Time to the answer's first byte", ttft.clone());
+        registry.register("tollgate_cost_usd", "Spend in USD by model and team", cost.clone());
+        registry.register("tollgate_refused", "Requests the gateway refused, by reason", refused.clone());
+        registry.register("tollgate_fallbacks", "Requests answered after more than one attempt", fallbacks.clone());
+        registry.register("tollgate_budget_remaining_usd", "Daily budget left per team", budget_remaining.clone());
+        Metrics { registry, tokens, duration, ttft, cost, refused, fallbacks, budget_remaining }
+    }
+
+    /// One finished request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe(
+        &self,
+        model: &str,
+        provider: &str,
+        team: &str,
+        status: u16,
+        took: Duration,
+        ttft: Option<Duration>,
+        input: u64,
+        output: u64,
+        cost_usd: f64,
+        attempts: u32,
+    ) {
+        let team = if team.is_empty() { "-" } else { team };
+        for (token_type, n) in [("input", input), ("output", output)] {
+            self.tokens
+                .get_or_create(&TokenLabels { model: model.into(), token_type, team: team.into() })
+                .observe(n as f64);
+        }
+        let labels = RequestLabels { model: model.into(), provider: provider.into(), status: status.to_string() };
+        self.duration.get_or_create(&labels).observe(took.as_secs_f64());
+        if let Some(t) = ttft {
+            self.ttft.get_or_create(&ModelLabels { model: model.into() }).observe(t.as_secs_f64());
+        }
+        if cost_usd > 0.0 {
+            self.cost.get_or_create(&CostLabels { model: model.into(), team: team.into() }).inc_by(cost_usd);
+        }
+        if attempts > 1 {
+            self.fallbacks.inc();
+        }
+    }
+
+    pub fn refusal(&self, reason: &str) {
+        self.refused.get_or_create(&RefusalLabels { reason: reason.into() }).inc();
+    }
+
+    /// OpenMetrics text, with `extra` (other counters, already in text form) before the end marker.
+    pub fn encode(&self, extra: &str) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            return extra.to_string();
+        }
+        match out.strip_suffix("# EOF\n") {
+            Some(body) => format!("{body}{extra}# EOF\n"),
+            None => format!("{out}{extra}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_genai_names_with_labels() {
+        let m = Metrics::new();
+        m.observe("gpt-4o", "openai", "research", 200, Duration::from_millis(300), None, 10, 20, 0.5, 2);
+        m.refusal("rate_limit_exceeded");
+        let text = m.encode("tollgate_extra_total 1\n");
+        assert!(
+            text.contains(r#"gen_ai_client_token_usage_count{model="gpt-4o",token_type="output",team="research"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("gen_ai_server_request_duration_seconds_bucket"), "{text}");
+        assert!(text.contains(r#"tollgate_cost_usd_total{model="gpt-4o",team="research"} 0.5"#), "{text}");
+        assert!(text.contains(r#"tollgate_refused_total{reason="rate_limit_exceeded"} 1"#), "{text}");
+        assert!(text.contains("tollgate_fallbacks_total 1"), "{text}");
+        assert!(text.ends_with("tollgate_extra_total 1\n# EOF\n"), "{text}");
+    }
+}
