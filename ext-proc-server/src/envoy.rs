@@ -167,14 +167,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
                 "forwarding_namespaces": {"untyped": if policy.access.jwt.is_some() { vec![JWT_NAMESPACE] } else { vec![] }},
             },
             "message_timeout": timeout,
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                "response_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "response_body_mode": "NONE",
-                "request_trailer_mode": "SKIP",
-                "response_trailer_mode": "SKIP",
-            },
+            "processing_mode": processing_mode(),
         },
     });
     let hcm = json!({
@@ -224,6 +217,20 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             "clusters": clusters,
         },
     }))
+}
+
+/// What the sidecar is sent by default: headers both ways and the whole
+/// request body; it asks for the answer's body itself (mode override) when
+/// it counts or translates it.
+fn processing_mode() -> Value {
+    json!({
+        "request_header_mode": "SEND",
+        "response_header_mode": "SEND",
+        "request_body_mode": "BUFFERED",
+        "response_body_mode": "NONE",
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
+    })
 }
 
 /// Envoy's `jwt_authn` filter when the policy takes identity from JWTs. A
@@ -344,14 +351,7 @@ fn attempt_filters(policy: &Policy, variant: &str) -> Value {
             // The sidecar sets the target's host and path.
             "mutation_rules": {"allow_all_routing": true},
             "message_timeout": timeout,
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                "response_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "response_body_mode": "NONE",
-                "request_trailer_mode": "SKIP",
-                "response_trailer_mode": "SKIP",
-            },
+            "processing_mode": processing_mode(),
         },
     });
     json!({

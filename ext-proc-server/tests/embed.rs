@@ -226,38 +226,3 @@ fn load_errors_name_the_missing_file() {
     let err = Embedder::load(dir.path()).unwrap_err();
     assert!(err.to_string().contains("config.json"), "{err}");
 }
-
-#[test]
-fn zz_temporary_timings() {
-    let e = embedder();
-    let _ = e.embed(&["warm up"]).unwrap();
-    let one = "How do I reset my password?";
-    let mut best = std::time::Duration::MAX;
-    for _ in 0..20 {
-        let t = Instant::now();
-        let _ = e.embed(&[one]).unwrap();
-        best = best.min(t.elapsed());
-    }
-    let t = Instant::now();
-    for _ in 0..20 {
-        let _ = e.embed(&[one]).unwrap();
-    }
-    eprintln!("TIMING one short sentence: best {best:?}, mean {:?}", t.elapsed() / 20);
-    let sentences: Vec<String> = (0..32).map(|i| format!("Question number {i}: how can I change the password of my account?")).collect();
-    let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let mixed: Vec<String> = (0..32).map(|i| "word ".repeat(3 + (i * 7) % 60)).collect();
-    let mixed: Vec<&str> = mixed.iter().map(String::as_str).collect();
-    for (name, batch) in [("32 short (~16 pieces)", &texts), ("32 mixed 5-65 pieces", &mixed)] {
-        let mut best = std::time::Duration::MAX;
-        let t = Instant::now();
-        for _ in 0..5 {
-            let s = Instant::now();
-            let _ = e.embed(batch).unwrap();
-            best = best.min(s.elapsed());
-        }
-        eprintln!("TIMING batch {name}: best {best:?}, mean {:?}", t.elapsed() / 5);
-    }
-    let t = Instant::now();
-    let _ = Embedder::load(&model_dir()).unwrap();
-    eprintln!("TIMING load {:?}", t.elapsed());
-}
