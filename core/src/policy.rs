@@ -255,9 +255,14 @@ pub enum Strategy {
 pub struct Target {
     pub provider: String,
     pub model: String,
-    /// Share of first attempts under the `weighted` strategy (default 1).
+    /// Share of first attempts under the `weighted` strategy (default 1),
+    /// among the targets of the same `priority`.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub weight: u32,
+    /// Priority level under the `weighted` strategy: the lowest level takes
+    /// the traffic, the next levels are fallback (default 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
     /// The model's context window, for the `cost` strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_tokens: Option<u64>,
@@ -268,6 +273,9 @@ fn one() -> u32 {
 }
 fn is_one(w: &u32) -> bool {
     *w == 1
+}
+fn is_zero(p: &u32) -> bool {
+    *p == 0
 }
 
 impl ModelRoute {
@@ -285,6 +293,12 @@ impl ModelRoute {
     pub fn attempt_order(&self, first: usize, prices: &crate::pricing::PriceTable) -> Vec<usize> {
         let base = match self.strategy {
             Strategy::Cost => self.cost_order(prices),
+            Strategy::Weighted => {
+                // Priority levels in order; listed order within a level.
+                let mut order: Vec<usize> = (0..self.targets.len()).collect();
+                order.sort_by_key(|&i| self.targets[i].priority);
+                order
+            }
             _ => (0..self.targets.len()).collect(),
         };
         std::iter::once(first).chain(base.into_iter().filter(|&i| i != first)).collect()

@@ -45,9 +45,12 @@ pub fn first_target(alias: &str, route: &ModelRoute, prices: &PriceTable, latenc
     match route.strategy {
         Strategy::Priority => 0,
         Strategy::Weighted => {
-            let total: u64 = route.targets.iter().map(|t| u64::from(t.weight)).sum();
+            // Drawn by weight among the targets of the first priority level.
+            let level = route.targets.iter().map(|t| t.priority).min().unwrap_or(0);
+            let eligible = || route.targets.iter().enumerate().filter(move |(_, t)| t.priority == level);
+            let total: u64 = eligible().map(|(_, t)| u64::from(t.weight)).sum();
             let mut pick = random_below(total.max(1));
-            for (i, t) in route.targets.iter().enumerate() {
+            for (i, t) in eligible() {
                 let w = u64::from(t.weight);
                 if pick < w {
                     return i;
@@ -102,6 +105,21 @@ mod tests {
         let firsts: Vec<usize> = (0..4000).map(|_| first_target("s", &r, &prices, &l, 0)).collect();
         let share = firsts.iter().filter(|&&i| i == 0).count() as f64 / 4000.0;
         assert!((0.70..0.80).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn weights_apply_within_the_first_priority_level() {
+        let r = route(
+            "{strategy: weighted, targets: [{provider: c, model: z, priority: 1, weight: 100}, {provider: a, model: x, weight: 3}, {provider: b, model: y}]}",
+        );
+        let prices = PriceTable::new(&Default::default());
+        let l = Latencies::default();
+        let firsts: Vec<usize> = (0..2000).map(|_| first_target("s", &r, &prices, &l, 0)).collect();
+        assert!(!firsts.contains(&0), "the fallback level takes no first attempts");
+        let share = firsts.iter().filter(|&&i| i == 1).count() as f64 / 2000.0;
+        assert!((0.68..0.82).contains(&share), "{share}");
+        // Fallback: the rest of the level, then the next level.
+        assert_eq!(r.attempt_order(2, &prices), vec![2, 1, 0]);
     }
 
     #[test]
