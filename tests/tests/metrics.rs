@@ -77,6 +77,25 @@ async fn dashboard_queries_only_exported_metrics() {
 }
 
 #[tokio::test]
+async fn token_metrics_equal_what_the_provider_reported() {
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let (mut input, mut output) = (0u64, 0u64);
+    for content in ["one", "a somewhat longer question about the weather in Lisbon", "three"] {
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]});
+        let v: Value = gw.post("/v1/chat/completions", &body).await.json().await.unwrap();
+        input += v["usage"]["prompt_tokens"].as_u64().unwrap();
+        output += v["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    let (_, text) = http_get(&gw.sidecar_admin, "/metrics").await.unwrap();
+    let sum = |kind: &str| -> f64 {
+        let prefix = format!(r#"gen_ai_client_token_usage_sum{{model="gpt-4o",token_type="{kind}",team="-"}} "#);
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())?.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+    };
+    assert_eq!(sum("input"), input as f64);
+    assert_eq!(sum("output"), output as f64);
+}
+
+#[tokio::test]
 async fn the_admin_page_shows_spend_and_recent_refusals_without_external_assets() {
     let gw = Gateway::start(Options::default()).await.unwrap();
     let ok = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
