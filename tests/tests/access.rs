@@ -201,7 +201,7 @@ consumers:
 #[tokio::test]
 async fn limits_trip_at_the_right_request_under_concurrent_load() {
     let gw = Gateway::start(Options { policy_extra: LIMITED_POLICY.into(), ..Default::default() }).await.unwrap();
-    let slow = ("x-mock-latency-ms".to_string(), "700".to_string());
+    let slow = ("x-mock-latency-ms".to_string(), "1500".to_string());
     for (consumer, stream) in [("alice", false), ("carol", true)] {
         let key = gw.create_key(consumer).await;
         tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -360,14 +360,22 @@ consumers:
     let key = a.create_key("dave").await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let auth = vec![("authorization".to_string(), bearer(&key))];
-    fresh_minute(Duration::from_secs(5)).await;
+    fresh_minute(Duration::from_secs(8)).await;
+    // Replica a spends 4 of the 10 requests first ...
+    let (first, _) = burst(&a, 4, chat("gpt-4o-mini", false), auth.clone()).await;
+    assert_eq!(count(&first, 200), 4, "{first:?}");
+    // ... then both replicas race for the rest: together they admit exactly
+    // the 6 left (each alone would admit 10 if the budget were per replica).
     let (sa, sb) = tokio::join!(
         burst(&a, 12, chat("gpt-4o-mini", true), auth.clone()),
         burst(&b, 12, chat("gpt-4o-mini", false), auth.clone())
     );
     let ok = count(&sa.0, 200) + count(&sb.0, 200);
-    assert_eq!(ok, 10, "replica a: {:?}, replica b: {:?}", sa.0, sb.0);
-    assert!(count(&sa.0, 200) > 0 && count(&sb.0, 200) > 0);
+    assert_eq!(ok, 6, "replica a: {:?}, replica b: {:?}", sa.0, sb.0);
+    // Replica b refuses now, whichever replica spent the budget.
+    let resp =
+        b.post_with("/v1/chat/completions", &chat("gpt-4o-mini", false), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(resp.status().as_u16(), 429);
 
     // Redis down: the default fail mode (open) lets requests through, and says so.
     drop(redis);
