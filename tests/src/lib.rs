@@ -137,7 +137,7 @@ impl Gateway {
         loop {
             tries += 1;
             match Gateway::start_once(opts.clone()).await {
-                Err(err) if tries < 3 && format!("{err:#}").to_lowercase().contains("address already in use") => {
+                Err(err) if tries < 3 && is_port_clash(&err) => {
                     eprintln!("gateway start hit a taken port, retrying: {err:#}");
                 }
                 other => return other,
@@ -203,6 +203,21 @@ impl Gateway {
         let r = wait_ready(&mut envoy, &admin, "/ready", ready).await;
         gw.procs.push(envoy);
         r.with_context(|| gw.log_text())?;
+        // Envoy reports ready even when a listener failed to bind (its port
+        // taken meanwhile by another test): check the listener answers.
+        let listen = ("127.0.0.1", ports.listen);
+        let mut bound = false;
+        for _ in 0..40 {
+            if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                bound = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !bound {
+            return Err(anyhow!("Envoy's listener on port {} is not accepting connections", ports.listen))
+                .with_context(|| gw.log_text());
+        }
         Ok(gw)
     }
 
@@ -381,6 +396,12 @@ impl Gateway {
         let (_, body) = launch::http_get(&self.sidecar_admin, "/metrics").await.ok()?;
         body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
+}
+
+/// Whether a failed start lost a port to another process.
+fn is_port_clash(err: &anyhow::Error) -> bool {
+    let text = format!("{err:#}").to_lowercase();
+    text.contains("address already in use") || text.contains("not accepting connections")
 }
 
 /// A `redis-server` on a free loopback port, stopped on drop.
