@@ -18,6 +18,7 @@ use tollgate_core::policy::Policy;
 use tollgate_core::policy::{AuditText, ProviderKind};
 use tollgate_core::pricing::usd;
 use tollgate_core::request::{parse_request_json, ParsedRequest};
+use tollgate_core::translate::Direction;
 use tollgate_core::usage::Usage;
 use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent};
 
@@ -35,7 +36,7 @@ use crate::upstream::MODEL_HEADER;
 use tollgate_core::pricing::PriceTable;
 
 /// The Messages API version sent to Anthropic on translated requests.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Header the sidecar sets so Envoy's route table picks the provider cluster.
 pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
@@ -247,29 +248,14 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     };
     let mut mutation =
         HeaderMutation { set_headers: vec![set_header(PROVIDER_HEADER, &provider_value)], ..Default::default() };
-    if fallback {
-        if identity.is_some() {
-            mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
-        }
-    } else if let Some(cred) = shared.credentials.get(route.provider) {
-        // The client's own key never reaches the provider.
-        mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
-        mutation.set_headers.push(set_header(cred.header, &cred.value));
-    } else if identity.is_some() {
-        // A gateway credential is for the gateway only.
-        mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
-    }
+    // With fallback, each attempt gets its target's key upstream.
+    let credential = if fallback { None } else { shared.credentials.get(route.provider) };
+    provider_headers(&mut mutation, credential, identity.is_some(), direction);
     let mut common = CommonResponse { clear_route_cache: true, ..Default::default() };
     let provider = shared.policy.providers.get(route.provider);
     if !fallback && (direction.is_some() || provider.is_some_and(|p| p.kind == ProviderKind::AzureOpenai)) {
         let path = provider.map_or_else(|| route.api.path().to_string(), |p| p.request_path(route.api, route.model));
         mutation.set_headers.push(set_header(":path", &path));
-    }
-    if let Some(dir) = direction {
-        match dir.provider() {
-            ApiFamily::Anthropic => mutation.set_headers.push(set_header("anthropic-version", ANTHROPIC_VERSION)),
-            ApiFamily::OpenAi => mutation.remove_headers.extend(["anthropic-version".into(), "anthropic-beta".into()]),
-        }
     }
     if let Some(new_body) = new_body {
         mutation.set_headers.push(set_header("content-length", &new_body.len().to_string()));
@@ -599,6 +585,32 @@ pub fn set_header(key: &str, value: &str) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue { key: key.to_string(), raw_value: value.as_bytes().to_vec(), ..Default::default() }),
         ..Default::default()
+    }
+}
+
+/// Headers every provider request needs: the provider's key in place of the
+/// client's (a gateway credential, when `authenticated`, is removed even
+/// without a provider key), and for a translated request the other API's
+/// version headers.
+pub fn provider_headers(
+    mutation: &mut HeaderMutation,
+    credential: Option<&Credential>,
+    authenticated: bool,
+    direction: Option<Direction>,
+) {
+    if credential.is_some() || authenticated {
+        // The client's own key never reaches the provider.
+        mutation.remove_headers.extend(["authorization".into(), "x-api-key".into()]);
+    }
+    if let Some(cred) = credential {
+        mutation.set_headers.push(set_header(cred.header, &cred.value));
+    }
+    match direction.map(Direction::provider) {
+        Some(ApiFamily::Anthropic) => mutation.set_headers.push(set_header("anthropic-version", ANTHROPIC_VERSION)),
+        Some(ApiFamily::OpenAi) => {
+            mutation.remove_headers.extend(["anthropic-version".into(), "anthropic-beta".into()])
+        }
+        None => {}
     }
 }
 

@@ -13,9 +13,9 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use std::time::Instant;
 
 use tollgate_core::policy::{BaseUrl, ProviderKind};
-use tollgate_core::{ApiFamily, ApiKind, Error};
+use tollgate_core::{ApiKind, Error};
 
-use crate::processor::{header, immediate, set_header, with_model, Shared, ANTHROPIC_VERSION, BACKEND_HEADER};
+use crate::processor::{header, immediate, provider_headers, set_header, with_model, Shared, BACKEND_HEADER};
 use crate::strategy::FAILURE_PENALTY;
 use crate::translation::Translation;
 
@@ -158,17 +158,8 @@ fn on_body(shared: &Shared, variant: &(String, usize), state: &mut AttemptState,
         ],
         ..Default::default()
     };
-    if let Some(cred) = shared.credentials.get(&t.provider) {
-        mutation.remove_headers = vec!["authorization".into(), "x-api-key".into()];
-        mutation.set_headers.push(set_header(cred.header, &cred.value));
-    }
-    match direction.map(|d| d.provider()) {
-        Some(ApiFamily::Anthropic) => mutation.set_headers.push(set_header("anthropic-version", ANTHROPIC_VERSION)),
-        Some(ApiFamily::OpenAi) => {
-            mutation.remove_headers.extend(["anthropic-version".into(), "anthropic-beta".into()])
-        }
-        None => {}
-    }
+    // The client's gateway credential was removed in the downstream phase.
+    provider_headers(&mut mutation, shared.credentials.get(&t.provider), false, direction);
     tracing::info!(alias, attempt = attempt + 1, provider = t.provider, model = t.model, "attempt");
     *state = AttemptState::Sent {
         provider: t.provider.clone(),
