@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context as _};
 use tokio::process::Command;
 use tollgate_ext_proc::config::parse_policy;
 use tollgate_ext_proc::envoy::{render_yaml, RenderOptions};
-use tollgate_ext_proc::launch::{self, envoy_command, free_port, wait_ready, Proc};
+use tollgate_ext_proc::launch::{self, envoy_command, wait_ready, Proc};
 
 /// The binaries and the filter under test.
 #[derive(Debug, Clone)]
@@ -149,11 +149,11 @@ impl Gateway {
         let paths = paths()?;
         let dir = scratch_dir()?;
         let ports = Ports {
-            listen: free_port()?,
-            admin: free_port()?,
-            grpc: free_port()?,
-            sidecar_admin: free_port()?,
-            mock: free_port()?,
+            listen: test_port()?,
+            admin: test_port()?,
+            grpc: test_port()?,
+            sidecar_admin: test_port()?,
+            mock: test_port()?,
         };
         let text = policy_text(&ports, &opts, &dir);
         let policy = parse_policy(&text).map_err(|e| anyhow!("test policy: {e}"))?;
@@ -327,11 +327,11 @@ pub async fn run_envoy_expecting_exit(opts: Options, timeout: Duration) -> anyho
     let paths = paths()?;
     let dir = scratch_dir()?;
     let ports = Ports {
-        listen: free_port()?,
-        admin: free_port()?,
-        grpc: free_port()?,
-        sidecar_admin: free_port()?,
-        mock: free_port()?,
+        listen: test_port()?,
+        admin: test_port()?,
+        grpc: test_port()?,
+        sidecar_admin: test_port()?,
+        mock: test_port()?,
     };
     let policy = parse_policy(&policy_text(&ports, &opts, &dir)).map_err(|e| anyhow!("test policy: {e}"))?;
     let envoy_yaml = render_yaml(
@@ -398,6 +398,42 @@ impl Gateway {
     }
 }
 
+/// First port of the range the tests hand out: below Linux's ephemeral
+/// range (32768-60999), so neither `bind(0)` nor an outgoing connection of
+/// any process on the machine is ever given one of these ports.
+const TEST_PORTS: std::ops::Range<u32> = 20000..32000;
+
+/// A loopback port no other test holds: tests run as separate processes, so
+/// the next port comes from a counter in a locked file shared by all of
+/// them, and is checked free before it is handed out. (Ports from
+/// `bind(0)` are not enough: the kernel hands the same one to the next
+/// caller as soon as it is released, e.g. to another test's sidecar,
+/// which then answers this test's readiness probe.)
+pub fn test_port() -> anyhow::Result<u16> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::{Read as _, Seek as _, Write as _};
+
+    let path = std::env::temp_dir().join("tollgate-e2e-ports");
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let mut file =
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| anyhow!("lock {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let mut next: u32 = text.trim().parse().unwrap_or(std::process::id() % span);
+    for _ in 0..span {
+        let port = u16::try_from(TEST_PORTS.start + next % span)?;
+        next = (next + 1) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            file.set_len(0)?;
+            file.rewind()?;
+            write!(file, "{next}")?;
+            return Ok(port);
+        }
+    }
+    Err(anyhow!("no free port in {TEST_PORTS:?}"))
+}
+
 /// Whether a failed start lost a port to another process.
 fn is_port_clash(err: &anyhow::Error) -> bool {
     let text = format!("{err:#}").to_lowercase();
@@ -412,7 +448,7 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> anyhow::Result<Redis> {
-        let port = free_port()?;
+        let port = test_port()?;
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())

@@ -9,11 +9,10 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tollgate_e2e::{sse_events, Gateway, Options};
-use tollgate_ext_proc::launch::free_port;
+use tollgate_e2e::{sse_events, test_port, Gateway, Options};
 
 async fn gateway() -> Gateway {
-    let dead = free_port().unwrap();
+    let dead = test_port().unwrap();
     Gateway::start(Options {
         providers_extra: format!("  dead: {{kind: openai, baseUrl: 'http://127.0.0.1:{dead}'}}"),
         policy_extra: "

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tollgate_e2e::paths;
-use tollgate_ext_proc::launch::{free_port, http_get, Signal};
+use tollgate_e2e::{paths, test_port};
+use tollgate_ext_proc::launch::{http_get, Signal};
 
 /// Run `tollgate up ARGS` with its home in `home`; returns the child and its
 /// banner once it says it is up.
@@ -60,7 +60,7 @@ async fn quickstart_requires_its_demo_key_and_reports_demo_spend() {
     let home = std::env::temp_dir().join(format!("tollgate-quickstart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).unwrap();
-    let ports: Vec<String> = (0..5).map(|_| free_port().unwrap().to_string()).collect();
+    let ports: Vec<String> = (0..5).map(|_| test_port().unwrap().to_string()).collect();
     let args = [
         "--port",
         &ports[0],
@@ -114,7 +114,7 @@ async fn up_serves_a_streamed_answer_and_stops_cleanly_on_ctrl_c() {
     let home = std::env::temp_dir().join(format!("tollgate-up-{}", std::process::id()));
     std::fs::create_dir_all(&home).unwrap();
     let (listen, admin, grpc, sadmin, mock) =
-        (free_port().unwrap(), free_port().unwrap(), free_port().unwrap(), free_port().unwrap(), free_port().unwrap());
+        (test_port().unwrap(), test_port().unwrap(), test_port().unwrap(), test_port().unwrap(), test_port().unwrap());
     let policy = home.join("policy.yaml");
     std::fs::write(
         &policy,
