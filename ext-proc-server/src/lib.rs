@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod auditing;
 pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod embed;
 pub mod envoy;

@@ -1,0 +1,1 @@
+//! Cache quality evaluation (being written).
