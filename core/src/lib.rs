@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cache;
 pub mod error;
 pub mod filter_config;
 pub mod firewall;

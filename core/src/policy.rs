@@ -57,6 +57,9 @@ pub struct Policy {
     /// The audit log: one hash-chained record per request.
     #[serde(default)]
     pub audit: Audit,
+    /// The response cache (off unless enabled).
+    #[serde(default)]
+    pub cache: crate::cache::CachePolicy,
 }
 
 /// Where audit records go and what they keep.
@@ -222,7 +225,7 @@ impl Provider {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ModelRoute {
     pub targets: Vec<Target>,
@@ -232,6 +235,9 @@ pub struct ModelRoute {
     /// Give up on a target after this long without an answer and try the next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_timeout_ms: Option<u64>,
+    /// This alias's cache settings (over `cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 /// How an alias picks the first target of a request.
@@ -548,6 +554,12 @@ impl Policy {
                 }
             }
         }
+        for (alias, route) in &self.models {
+            if let Some(cache) = &route.cache {
+                cache.validate_at(&format!("models.{alias}.cache"))?;
+            }
+        }
+        self.cache.validate()?;
         self.inspection.validate()?;
         crate::access::validate(&self.access, &self.teams, &self.consumers, &self.limits)?;
         for name in self.teams.keys().chain(self.consumers.keys()) {

@@ -81,11 +81,71 @@ pub async fn build_shared(policy: Policy, policy_path: &Path) -> anyhow::Result<
     } else {
         None
     };
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let cache = open_cache(&policy, policy_path, &metrics).await;
     let mut shared = Shared::new(policy, credentials);
+    shared.metrics = metrics;
+    shared.cache = cache;
     shared.keys = keys;
     shared.budget = Some(budget);
     shared.audit = audit;
     Ok(shared)
+}
+
+/// The response cache, when the policy enables it. A cache that cannot be
+/// opened is logged and left off: the gateway serves without it.
+async fn open_cache(
+    policy: &Policy,
+    policy_path: &Path,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Option<Arc<crate::cache::Cache>> {
+    let c = &policy.cache;
+    if !c.enabled {
+        return None;
+    }
+    let embedder = if c.semantic.enabled {
+        let dir = c.semantic.model_dir.as_ref().map(PathBuf::from).or_else(crate::embed::default_model_dir);
+        match dir {
+            None => {
+                tracing::warn!("semantic cache tier off: no embedding model found (run scripts/install.sh or set cache.semantic.modelDir)");
+                None
+            }
+            Some(dir) => {
+                let shown = dir.display().to_string();
+                match tokio::task::spawn_blocking(move || crate::embed::Embedder::load(&dir)).await {
+                    Ok(Ok(e)) => {
+                        tracing::info!(model = shown, threshold = c.semantic.threshold, "semantic cache tier on");
+                        Some(Arc::new(e))
+                    }
+                    Ok(Err(err)) => {
+                        tracing::warn!(model = shown, error = %err, "semantic cache tier off: the embedding model does not load");
+                        None
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "semantic cache tier off");
+                        None
+                    }
+                }
+            }
+        }
+    } else {
+        None
+    };
+    let dir = c.dir.as_ref().map_or_else(|| policy_relative(policy_path, "cache"), PathBuf::from);
+    let redis = match c.store {
+        StoreKind::Redis => Some(c.redis.clone().or_else(|| policy.limits.redis.clone()).unwrap_or_default()),
+        StoreKind::Embedded => None,
+    };
+    match crate::cache::Cache::open(c, &dir, redis.as_deref(), embedder, Arc::clone(metrics)).await {
+        Ok(cache) => {
+            tracing::info!(store = ?c.store, scope = ?c.scope, "response cache on");
+            Some(Arc::new(cache))
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "response cache off: its store cannot be opened");
+            None
+        }
+    }
 }
 
 /// Parse a policy from YAML (or JSON, a subset of YAML) text.
@@ -114,6 +174,12 @@ pub fn resolve_paths(policy: &mut Policy, policy_path: &Path) {
         fix(p);
     }
     if let Some(p) = policy.audit.dir.as_mut() {
+        fix(p);
+    }
+    if let Some(p) = policy.cache.dir.as_mut() {
+        fix(p);
+    }
+    if let Some(p) = policy.cache.semantic.model_dir.as_mut() {
         fix(p);
     }
     for provider in policy.providers.values_mut() {
@@ -232,6 +298,20 @@ mod tests {
         let policy = parse_policy(&format!("providers:\n  o: {{kind: openai, baseUrl: 'http://x'}}\n{yaml}")).unwrap();
         assert_eq!(policy.audit.text, tollgate_core::policy::AuditText::Masked);
         assert_eq!(policy.audit.fsync, "every");
+    }
+
+    /// The cache example in the README stays valid.
+    #[test]
+    fn readme_cache_example_validates() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let section = readme.split("## Response cache").nth(1).unwrap();
+        let yaml = section.split("```yaml").nth(1).unwrap().split("```").next().unwrap();
+        let policy =
+            parse_policy(&format!("providers:\n  openai: {{kind: openai, baseUrl: 'http://x'}}\n{yaml}")).unwrap();
+        policy.validate().unwrap();
+        assert!(policy.cache.enabled);
+        assert_eq!(policy.cache.read_only_tools, ["search_docs"]);
+        assert_eq!(policy.models["support-bot"].cache.as_ref().unwrap().threshold, Some(0.9));
     }
 
     /// The identity and limits example in the README stays valid.

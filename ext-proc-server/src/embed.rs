@@ -197,6 +197,18 @@ impl Embedder {
         self.max_seq_length
     }
 
+    /// Embeds one text when the model sees all of it; `None` when it is
+    /// longer than [`max_seq_length`](Self::max_seq_length) (the truncated
+    /// vector would ignore its end, so two texts differing only there would
+    /// look alike).
+    pub fn embed_whole(&self, text: &str) -> Result<Option<Vec<f32>>, EmbedError> {
+        let encoding = self.tokenizer.encode_fast(text, true).map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        if !encoding.get_overflowing().is_empty() {
+            return Ok(None);
+        }
+        Ok(self.embed(&[text])?.into_iter().next())
+    }
+
     /// Embeds a batch of texts: one L2-normalized vector of [`dims`](Self::dims) per text, in
     /// order. Texts are padded to the longest in the batch; the padding does not change the
     /// result (mean pooling and attention both ignore it).

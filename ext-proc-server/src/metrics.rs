@@ -49,6 +49,17 @@ pub struct TeamLabels {
     pub team: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `hit`, `miss` or `skip`.
+    pub result: &'static str,
+    /// `exact` or `semantic` for hits; the skip reason for skips; `-` for misses.
+    pub tier: &'static str,
+}
+
+/// Buckets (seconds) for the cache's own work: lookups and embeddings.
+const FAST_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5];
+
 /// Token-count buckets of the GenAI conventions (powers of 4).
 fn token_buckets() -> impl Iterator<Item = f64> {
     (0..14).map(|i| 4f64.powi(i))
@@ -68,6 +79,11 @@ pub struct Metrics {
     pub refused: Family<RefusalLabels, Counter>,
     pub fallbacks: Counter,
     pub budget_remaining: Family<TeamLabels, Gauge<f64, AtomicU64>>,
+    pub cache: Family<CacheLabels, Counter>,
+    pub cache_lookup: Histogram,
+    pub cache_embedding: Histogram,
+    pub cache_tokens_saved: Counter,
+    pub cache_cost_saved: Counter<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -101,7 +117,51 @@ impl Metrics {
         registry.register("tollgate_refused", "Requests the gateway refused, by reason", refused.clone());
         registry.register("tollgate_fallbacks", "Requests answered after more than one attempt", fallbacks.clone());
         registry.register("tollgate_budget_remaining_usd", "Daily budget left per team", budget_remaining.clone());
-        Metrics { registry, tokens, duration, ttft, cost, refused, fallbacks, budget_remaining }
+        let cache = Family::<CacheLabels, Counter>::default();
+        let cache_lookup = Histogram::new(FAST_BUCKETS);
+        let cache_embedding = Histogram::new(FAST_BUCKETS);
+        let cache_tokens_saved = Counter::default();
+        let cache_cost_saved = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "tollgate_cache_requests",
+            "Cache decisions by result and tier (or skip reason)",
+            cache.clone(),
+        );
+        registry.register(
+            "tollgate_cache_lookup_seconds",
+            "Time to look a request up in the cache (embedding included)",
+            cache_lookup.clone(),
+        );
+        registry.register(
+            "tollgate_cache_embedding_seconds",
+            "Time to embed one prompt for the semantic tier",
+            cache_embedding.clone(),
+        );
+        registry.register(
+            "tollgate_cache_tokens_saved",
+            "Input and output tokens answered from the cache",
+            cache_tokens_saved.clone(),
+        );
+        registry.register(
+            "tollgate_cache_cost_saved_usd",
+            "USD the answers served from the cache would have cost",
+            cache_cost_saved.clone(),
+        );
+        Metrics {
+            registry,
+            tokens,
+            duration,
+            ttft,
+            cost,
+            refused,
+            fallbacks,
+            budget_remaining,
+            cache,
+            cache_lookup,
+            cache_embedding,
+            cache_tokens_saved,
+            cache_cost_saved,
+        }
     }
 
     /// One finished request.
@@ -136,6 +196,10 @@ impl Metrics {
         if attempts > 1 {
             self.fallbacks.inc();
         }
+    }
+
+    pub fn cache_result(&self, result: &'static str, tier: &'static str) {
+        self.cache.get_or_create(&CacheLabels { result, tier }).inc();
     }
 
     pub fn refusal(&self, reason: &str) {

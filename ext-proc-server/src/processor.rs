@@ -24,6 +24,13 @@ use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent};
 
 use crate::auditing::{AuditSink, Draft, Outcome};
 use crate::budget::{admitted_headers, Budget, Held};
+use crate::cache::answer::Replay;
+use crate::cache::key::{self, Tenant};
+use crate::cache::store::Tier;
+use crate::cache::{
+    self, Answer, Cache, Control, Decision, Pending, Recorder, Skip, NAMESPACE_HEADER, SIMILARITY_HEADER,
+    STATUS_HEADER, TIER_HEADER,
+};
 use crate::config::Credential;
 use crate::identity::{check_model, identify, Identity};
 use crate::keys::LiveKeys;
@@ -62,6 +69,8 @@ pub struct Shared {
     /// The audit log (absent when the policy turns it off, and in handler tests).
     pub audit: Option<Arc<AuditSink>>,
     pub metrics: Arc<Metrics>,
+    /// The response cache (absent unless the policy enables it).
+    pub cache: Option<Arc<Cache>>,
 }
 
 impl Shared {
@@ -76,11 +85,14 @@ impl Shared {
             latencies: Arc::default(),
             audit: None,
             metrics: Arc::default(),
+            cache: None,
         }
     }
 }
 
-/// Where one HTTP stream is in its life.
+/// Where one HTTP stream is in its life (one per stream, held by its task:
+/// the variants' sizes matter little).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Default)]
 pub enum StreamState {
     #[default]
@@ -88,11 +100,27 @@ pub enum StreamState {
     /// Not AI traffic: every later phase is skipped.
     Passthrough,
     /// AI request headers seen; waiting for the buffered body.
-    AwaitingBody { api: ApiKind, request_id: String, identity: Option<Identity>, draft: Draft },
+    AwaitingBody { api: ApiKind, request_id: String, identity: Option<Identity>, draft: Draft, hints: CacheHints },
     /// Routed upstream.
     Routed(Box<Routed>),
     /// Answered by the sidecar itself.
     Answered,
+}
+
+/// What the client asked of the cache in its request headers.
+#[derive(Debug, Default)]
+pub struct CacheHints {
+    pub control: Control,
+    pub namespace: Option<String>,
+}
+
+/// The cache's part of a routed request.
+#[derive(Debug)]
+pub struct CacheSlot {
+    /// `miss` or `skip` (the response header's value).
+    pub status: &'static str,
+    /// Keeps the answer when it is fit (absent for skips and `no-store`).
+    pub pending: Option<Box<Pending>>,
 }
 
 /// A request on its way to (or back from) a provider.
@@ -124,6 +152,7 @@ pub struct Routed {
     /// The stream crossed a budget and was ended for the client.
     pub cut: bool,
     pub settled: bool,
+    pub cache: Option<CacheSlot>,
 }
 
 /// Handle one message of a stream.
@@ -191,12 +220,16 @@ async fn on_request_headers(
         let err = Error::InvalidRequest("a JSON request body is required".into());
         return refuse(shared, state, &draft, "", &err, &[]).await;
     }
-    *state = StreamState::AwaitingBody { api, request_id, identity, draft };
+    let hints = CacheHints {
+        control: Control::parse(header(h, "cache-control").as_deref()),
+        namespace: header(h, NAMESPACE_HEADER),
+    };
+    *state = StreamState::AwaitingBody { api, request_id, identity, draft, hints };
     reply(processing_response::Response::RequestHeaders(HeadersResponse::default()))
 }
 
 async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) -> ProcessingResponse {
-    let StreamState::AwaitingBody { api, request_id, identity, draft } = std::mem::take(state) else {
+    let StreamState::AwaitingBody { api, request_id, identity, draft, hints } = std::mem::take(state) else {
         return reply(processing_response::Response::RequestBody(BodyResponse::default()));
     };
     let ParsedRequest { json, request: parsed, .. } = match parse_request_json(api, &body.body) {
@@ -210,6 +243,20 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     let route = match shared.policy.route(api, &parsed.model) {
         Ok(route) => route,
         Err(err) => return refuse(shared, state, &draft, &model, &err, &[]).await,
+    };
+    let cache = match &shared.cache {
+        Some(cache) => {
+            let route_name = format!("{}/{}", route.provider, route.model);
+            match look_up(cache, &shared.policy, api, &json, &parsed, &route_name, identity.as_ref(), &hints).await {
+                Decision::Hit { answer, tier, similarity } => {
+                    *state = StreamState::Answered;
+                    return answer_from_cache(shared, &draft, &parsed, &answer, tier, similarity).await;
+                }
+                Decision::Miss(pending) => Some(CacheSlot { status: "miss", pending }),
+                Decision::Skip(_, pending) => Some(CacheSlot { status: "skip", pending }),
+            }
+        }
+        None => None,
     };
     // An alias with several targets: Envoy walks them (each attempt shaped
     // by the sidecar as an upstream filter), so nothing changes here.
@@ -288,8 +335,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         fields.push(("auth", str_value(i.via.as_str())));
     }
     resp.dynamic_metadata = Some(metadata(fields));
-    let prompt = (shared.audit.as_ref().is_some_and(|a| a.text != AuditText::None))
-        .then(|| parsed.texts.iter().map(|t| format!("{}: {}", t.role, t.text)).collect::<Vec<_>>().join("\n"));
+    let prompt = (shared.audit.as_ref().is_some_and(|a| a.text != AuditText::None)).then(|| prompt_text(&parsed));
     *state = StreamState::Routed(Box::new(Routed {
         api,
         draft,
@@ -309,6 +355,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         meter: None,
         cut: false,
         settled: false,
+        cache,
     }));
     resp
 }
@@ -352,6 +399,17 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
         r.status = status;
         r.attempts = header(h, "x-envoy-attempt-count").and_then(|v| v.parse().ok()).unwrap_or(1);
         let sse = header(h, "content-type").is_some_and(|c| c.contains("text/event-stream"));
+        let mut record = false;
+        if let Some(slot) = r.cache.as_mut() {
+            mutation.set_headers.push(set_header(STATUS_HEADER, slot.status));
+            match slot.pending.as_mut() {
+                Some(p) if status == 200 && !h.end_of_stream => {
+                    p.recorder = Some(Recorder::new(r.api, sse));
+                    record = true;
+                }
+                _ => slot.pending = None,
+            }
+        }
         let meter = (200..300).contains(&status) && shared.budget.is_some() && !h.end_of_stream;
         if let Some(t) = r.translation.as_mut() {
             t.start(status, sse);
@@ -366,7 +424,7 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
                 return immediate(r.api, &r.request_id.clone(), &audit_unavailable(), &[]);
             }
         }
-        if (meter || r.translation.is_some()) && !h.end_of_stream {
+        if (meter || record || r.translation.is_some()) && !h.end_of_stream {
             // See the answer as it passes, chunk by chunk.
             mode = Some(ProcessingMode {
                 request_header_mode: processing_mode::HeaderSendMode::Skip as i32,
@@ -423,6 +481,16 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
                 }
             }
         }
+        if let Some(slot) = r.cache.as_mut() {
+            if r.cut {
+                slot.pending = None;
+            } else if let Some(recorder) = slot.pending.as_mut().and_then(|p| p.recorder.as_mut()) {
+                recorder.feed(out.as_deref().unwrap_or(&b.body));
+            }
+            if b.end_of_stream {
+                keep_answer(shared, slot).await;
+            }
+        }
         if let Some(body) = out {
             let mutation = if body.is_empty() {
                 body_mutation::Mutation::ClearBody(true)
@@ -442,6 +510,128 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
     let mut resp = reply(processing_response::Response::ResponseBody(BodyResponse { response: Some(common) }));
     resp.dynamic_metadata = meta;
     resp
+}
+
+/// Look a request up in the cache (a request the cache may not serve is a skip).
+#[allow(clippy::too_many_arguments)]
+async fn look_up(
+    cache: &Cache,
+    policy: &Policy,
+    api: ApiKind,
+    json: &serde_json::Value,
+    parsed: &tollgate_core::LlmRequest,
+    route: &str,
+    identity: Option<&Identity>,
+    hints: &CacheHints,
+) -> Decision {
+    let alias = policy.models.get(&parsed.model).and_then(|m| m.cache.as_ref());
+    if alias.and_then(|c| c.enabled) == Some(false) {
+        cache.metrics_skip(Skip::Route);
+        return Decision::Skip(Skip::Route.as_str(), None);
+    }
+    let tenant = Tenant {
+        consumer: identity.map(|i| i.consumer.as_str()),
+        team: identity.map(|i| i.team.as_str()),
+        namespace: hints.namespace.as_deref(),
+    };
+    let scope = key::scope(&cache.policy, &tenant);
+    match key::keys(&cache.policy, api, json, parsed, route, &scope) {
+        Ok(keys) => {
+            let threshold = alias.and_then(|c| c.threshold).unwrap_or(cache.policy.semantic.threshold);
+            cache.lookup(keys, threshold, hints.control).await
+        }
+        Err(skip) => {
+            cache.metrics_skip(skip);
+            Decision::Skip(skip.as_str(), None)
+        }
+    }
+}
+
+/// Serve a cached answer in the client's API (a stream when it asked for one).
+async fn answer_from_cache(
+    shared: &Shared,
+    draft: &Draft,
+    parsed: &tollgate_core::LlmRequest,
+    answer: &Answer,
+    tier: Tier,
+    similarity: f32,
+) -> ProcessingResponse {
+    let created = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let id = if draft.request_id.is_empty() { "cached" } else { draft.request_id.as_str() };
+    let replay = Replay { api: draft.api, stream: parsed.stream, include_usage: parsed.include_usage, id, created };
+    let body = cache::answer::render(answer, &replay);
+    let saved = Usage {
+        input_tokens: answer.input_tokens,
+        output_tokens: answer.output_tokens,
+        total_tokens: answer.input_tokens + answer.output_tokens,
+        ..Default::default()
+    };
+    let saved_usd = usd(shared.prices.cost_micros(&answer.model, &saved));
+    shared.metrics.cache_tokens_saved.inc_by(saved.total_tokens);
+    shared.metrics.cache_cost_saved.inc_by(saved_usd);
+    let team = draft.team.as_str();
+    shared.metrics.observe(&answer.model, "cache", team, 200, draft.clock.elapsed(), None, 0, 0, 0.0, 1);
+    let tier_name = cache::tier_name(tier);
+    tracing::info!(request_id = draft.request_id, model = parsed.model, tier = tier_name, similarity, "cache hit");
+    if let Some(audit) = &shared.audit {
+        let outcome = Outcome {
+            requested_model: &parsed.model,
+            model: &answer.model,
+            provider: "cache",
+            attempts: 0,
+            status: 200,
+            ttft: None,
+            usage: Usage::default(),
+            cost_usd: 0.0,
+            decisions: serde_json::json!({"cache": {"result": "hit", "tier": tier_name, "similarity": similarity,
+                "tokens_saved": saved.total_tokens, "cost_saved_usd": saved_usd}}),
+            prompt: (audit.text != AuditText::None).then(|| prompt_text(parsed)),
+            response: Some(answer.text.clone()),
+        };
+        if audit.answered(draft, outcome).await.is_err() {
+            return immediate(draft.api, &draft.request_id, &audit_unavailable(), &[]);
+        }
+    }
+    let content_type = if parsed.stream { "text/event-stream" } else { "application/json" };
+    let mut headers = vec![
+        set_header("content-type", content_type),
+        set_header(STATUS_HEADER, "hit"),
+        set_header(TIER_HEADER, tier_name),
+        set_header(SIMILARITY_HEADER, &format!("{similarity:.4}")),
+        set_header(BACKEND_HEADER, "cache"),
+    ];
+    if !draft.request_id.is_empty() {
+        headers.push(set_header("x-tollgate-request-id", &draft.request_id));
+    }
+    let mut resp = reply(processing_response::Response::ImmediateResponse(ImmediateResponse {
+        status: Some(HttpStatus { code: 200 }),
+        headers: Some(HeaderMutation { set_headers: headers, ..Default::default() }),
+        body,
+        details: "tollgate_cache_hit".into(),
+        ..Default::default()
+    }));
+    resp.dynamic_metadata = Some(metadata(vec![
+        ("api", str_value(draft.api.as_str())),
+        ("model", str_value(&parsed.model)),
+        ("provider", str_value("cache")),
+        ("cache", str_value("hit")),
+    ]));
+    resp
+}
+
+/// The prompt as the audit record shows it: one `role: text` line per part.
+fn prompt_text(parsed: &tollgate_core::LlmRequest) -> String {
+    parsed.texts.iter().map(|t| format!("{}: {}", t.role, t.text)).collect::<Vec<_>>().join("\n")
+}
+
+/// The answer has ended: keep it when it is fit.
+async fn keep_answer(shared: &Shared, slot: &mut CacheSlot) {
+    let (Some(cache), Some(mut pending)) = (&shared.cache, slot.pending.take()) else {
+        return;
+    };
+    if let Some(answer) = pending.recorder.take().and_then(Recorder::finish) {
+        cache.store(*pending, &answer).await;
+    }
 }
 
 /// Reconcile the reservation with the usage seen and write the audit record

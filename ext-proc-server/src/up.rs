@@ -128,6 +128,7 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
         limits: Default::default(),
         pricing: Default::default(),
         audit: Default::default(),
+        cache: Default::default(),
     })
 }
 
@@ -145,6 +146,12 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     };
     if policy.audit.dir.is_none() {
         policy.audit.dir = Some(home.join("audit").display().to_string());
+    }
+    if opts.policy.is_none() {
+        // Both tiers at the default threshold: a repeated or paraphrased
+        // temperature-0 prompt is answered from the cache out of the box.
+        policy.cache.enabled = true;
+        policy.cache.dir = Some(home.join("cache").display().to_string());
     }
     if let Some(port) = opts.port {
         policy.listen.port = port;
@@ -222,6 +229,12 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         println!("\nTry a streamed answer:\n  curl -N {url}/v1/chat/completions -H 'content-type: application/json'{auth} \\\n    -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
     } else {
         println!("\nTry a streamed answer:\n  curl -N {url}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01'{auth} \\\n    -d '{{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
+    }
+    if policy.cache.enabled {
+        println!(
+            "\nResponse cache on (exact + semantic at {}): send the same request twice and look for `x-tollgate-cache: hit` (curl -i).",
+            policy.cache.semantic.threshold
+        );
     }
     println!("\nSpend so far: tollgate usage --admin {}:{}", policy.sidecar.host, policy.sidecar.admin_port);
     println!("\nCtrl-C stops everything.");

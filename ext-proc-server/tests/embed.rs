@@ -165,6 +165,15 @@ fn long_texts_are_truncated_to_256_word_pieces() {
 }
 
 #[test]
+fn embed_whole_refuses_texts_the_model_would_cut() {
+    let e = embedder();
+    let long = format!("{}the answer is yes", "password ".repeat(300));
+    assert_eq!(e.embed_whole(&long).unwrap(), None);
+    let short = "What is the capital of France?";
+    assert_eq!(e.embed_whole(short).unwrap(), Some(embed_one(short)));
+}
+
+#[test]
 fn cosine_of_plain_vectors() {
     assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
     assert!(cosine(&[1.0, 0.0], &[0.0, 2.0]).abs() < 1e-6);

@@ -312,3 +312,23 @@ async fn anthropic_sdk_is_served_by_an_openai_model() {
     assert_eq!(messages[2]["tool_call_id"], use_id, "{round}");
     assert!(messages[2]["content"].to_string().contains("Grace Hopper, 1906"), "{round}");
 }
+
+#[tokio::test]
+async fn openai_sdk_reads_streamed_and_json_answers_from_the_cache() {
+    let python = venv_python();
+    let gw = Gateway::start(Options { policy_extra: "cache: {enabled: true}\n".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let out = run_script(&python, &gw, "openai_cache.py").await;
+    let (first, second, third) = (&out["first"], &out["second"], &out["third"]);
+    assert_eq!(text(first, "cache"), "miss");
+    assert!(text(first, "text").contains("colour of the sky"), "{first}");
+    for hit in [second, third] {
+        assert_eq!(text(hit, "cache"), "hit", "{out}");
+        assert_eq!(text(hit, "text"), text(first, "text"));
+        assert_eq!(text(hit, "finish"), "stop");
+        assert!(num(&hit["usage"], "completion") > 0, "{hit}");
+    }
+    assert!(num(second, "chunks") > 3, "a replay streams in pieces: {second}");
+    assert_eq!(gw.mock_requests().await.len(), 1, "only the first call reached the provider");
+}

@@ -89,6 +89,26 @@ async fn quickstart_requires_its_demo_key_and_reports_demo_spend() {
     let resp = client.post(&url).bearer_auth(&key).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains("data: [DONE]"));
+    // The cache is on with nothing configured: the same prompt and a
+    // paraphrase of it are answered from the cache.
+    let ask = |content: &str| {
+        let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]});
+        client.post(&url).bearer_auth(&key).json(&body).send()
+    };
+    let cache_header =
+        |r: &reqwest::Response| r.headers().get("x-tollgate-cache").map(|v| v.to_str().unwrap().to_string());
+    let first = ask("How do I reset my password?").await.unwrap();
+    assert_eq!(cache_header(&first).as_deref(), Some("miss"));
+    let first = first.text().await.unwrap();
+    for (content, tier) in [("How do I reset my password?", "exact"), ("How can I reset my password?", "semantic")] {
+        let hit = ask(content).await.unwrap();
+        assert_eq!(cache_header(&hit).as_deref(), Some("hit"), "{content}");
+        assert_eq!(hit.headers()["x-tollgate-cache-tier"], tier);
+        let text = hit.text().await.unwrap();
+        let answer =
+            |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap()["choices"][0]["message"]["content"].clone();
+        assert_eq!(answer(&text), answer(&first));
+    }
     // The demo team's spend shows in `tollgate usage`.
     let p = paths().unwrap();
     let out = Command::new(&p.tollgate)

@@ -1,0 +1,419 @@
+//! Which requests are cacheable, and their keys.
+//!
+//! The **partition** holds everything that changes an answer except the
+//! last message: the tenant scope (consumer, team or shared, plus the
+//! client's namespace), the API, the resolved provider and model, the
+//! system prompt, the earlier turns, tool definitions and every sampling
+//! parameter. Only requests of one partition are ever compared. The
+//! **exact** key adds the normalized last message; the **semantic** tier
+//! embeds the last user message and compares it within the partition.
+//!
+//! Parameters are taken by exclusion: every top-level field except the
+//! conversation itself and a short list that cannot change the answer
+//! (streaming, user ids, metadata) is part of the partition, so a field the
+//! gateway does not know yet splits the cache rather than leaking answers.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tollgate_core::cache::{CachePolicy, CacheScope};
+use tollgate_core::{ApiKind, LlmRequest};
+
+use super::store::Key;
+
+/// Top-level fields that never change the answer.
+const NOT_PARAMETERS: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "safety_identifier",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+];
+
+/// A cacheable request's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheKeys {
+    pub partition: Key,
+    pub exact: Key,
+    /// The last user message, when the semantic tier may compare it.
+    pub semantic_text: Option<String>,
+}
+
+/// Why a request is not looked up (the `x-tollgate-cache: skip` reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Only chat completions and messages are cached.
+    Api,
+    /// `temperature` above `cache.maxTemperature`.
+    Temperature,
+    /// More than one choice asked for.
+    Choices,
+    /// A tool with side effects is offered.
+    Tools,
+    /// The alias turns the cache off.
+    Route,
+    /// `Cache-Control: no-cache` and `no-store` both.
+    Client,
+}
+
+impl Skip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Api => "api",
+            Skip::Temperature => "temperature",
+            Skip::Choices => "choices",
+            Skip::Tools => "tools",
+            Skip::Route => "route",
+            Skip::Client => "client",
+        }
+    }
+}
+
+/// Who is asking, for the tenant part of the partition.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tenant<'a> {
+    pub consumer: Option<&'a str>,
+    pub team: Option<&'a str>,
+    /// `x-tollgate-cache-namespace`.
+    pub namespace: Option<&'a str>,
+}
+
+/// The tenant scope string: answers are only ever shared within it.
+pub fn scope(policy: &CachePolicy, tenant: &Tenant<'_>) -> String {
+    let base = match policy.scope {
+        CacheScope::Consumer => format!("consumer:{}", tenant.consumer.unwrap_or("")),
+        CacheScope::Team => match tenant.team {
+            Some(team) => format!("team:{team}"),
+            // Without a team there is nobody to share with.
+            None => format!("consumer:{}", tenant.consumer.unwrap_or("")),
+        },
+        CacheScope::Shared => "shared".into(),
+    };
+    match tenant.namespace {
+        Some(ns) => format!("{base}\u{0}ns:{ns}"),
+        None => base,
+    }
+}
+
+/// Whether `request` may be cached, and its keys. `route` is the resolved
+/// `provider/model`; `max_turns` bounds the semantic tier.
+pub fn keys(
+    policy: &CachePolicy,
+    api: ApiKind,
+    json: &Value,
+    request: &LlmRequest,
+    route: &str,
+    scope: &str,
+) -> Result<CacheKeys, Skip> {
+    if !matches!(api, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) {
+        return Err(Skip::Api);
+    }
+    let obj = json.as_object().ok_or(Skip::Api)?;
+    let temperature = obj.get("temperature").and_then(Value::as_f64).unwrap_or(0.0);
+    if temperature > policy.max_temperature {
+        return Err(Skip::Temperature);
+    }
+    if obj.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        return Err(Skip::Choices);
+    }
+    if request.tools.iter().any(|t| !policy.read_only_tools.contains(&t.name)) {
+        return Err(Skip::Tools);
+    }
+    let messages: &[Value] = obj.get("messages").and_then(Value::as_array).map_or(&[], Vec::as_slice);
+    let mut system = Vec::new();
+    let mut turns = Vec::new();
+    if let Some(s) = obj.get("system") {
+        system.push(normalize_content(s));
+    }
+    for m in messages {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if matches!(role, "system" | "developer") {
+            system.push(normalize_message(m));
+        } else {
+            turns.push(m);
+        }
+    }
+    let params: Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| !NOT_PARAMETERS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let (last, earlier) = match turns.split_last() {
+        Some((last, earlier)) => (Some(*last), earlier),
+        None => (None, &[][..]),
+    };
+    let mut h = Sha256::new();
+    for part in [
+        "tollgate-cache-v1",
+        scope,
+        api.as_str(),
+        route,
+        &canonical(&Value::Array(system)),
+        &canonical(&Value::Array(earlier.iter().map(|m| normalize_message(m)).collect())),
+        &canonical(&Value::Object(params)),
+    ] {
+        field(&mut h, part);
+    }
+    let partition: Key = h.finalize().into();
+    let last_norm = last.map(normalize_message).unwrap_or(Value::Null);
+    let mut h = Sha256::new();
+    h.update(partition);
+    field(&mut h, &canonical(&last_norm));
+    let exact: Key = h.finalize().into();
+
+    let semantic_text = (policy.semantic.enabled
+        && turns.len() <= policy.semantic.max_turns
+        && !turns.iter().any(|m| has_tool_state(m)))
+    .then(|| last.filter(|m| m.get("role").and_then(Value::as_str) == Some("user")))
+    .flatten()
+    .and_then(|m| match normalize_content(m.get("content").unwrap_or(&Value::Null)) {
+        Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    });
+    Ok(CacheKeys { partition, exact, semantic_text })
+}
+
+/// A length-prefixed field, so no two field lists hash alike.
+fn field(h: &mut Sha256, s: &str) {
+    h.update((s.len() as u64).to_le_bytes());
+    h.update(s.as_bytes());
+}
+
+/// Tool calls and tool results carry an agent's state: such conversations
+/// are only ever matched exactly.
+fn has_tool_state(m: &Value) -> bool {
+    if m.get("role").and_then(Value::as_str) == Some("tool") || m.get("tool_calls").is_some() {
+        return true;
+    }
+    m.get("content").and_then(Value::as_array).is_some_and(|parts| {
+        parts.iter().any(|p| matches!(p.get("type").and_then(Value::as_str), Some("tool_use" | "tool_result")))
+    })
+}
+
+fn normalize_message(m: &Value) -> Value {
+    match m.as_object() {
+        Some(obj) => Value::Object(
+            obj.iter()
+                .map(|(k, v)| (k.clone(), if k == "content" { normalize_content(v) } else { v.clone() }))
+                .collect(),
+        ),
+        None => m.clone(),
+    }
+}
+
+/// Content as one whitespace-normalized string when it is only text (a
+/// string, or text parts/blocks); other content as it is.
+fn normalize_content(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(squeeze(s)),
+        Value::Array(parts) => {
+            let texts: Option<Vec<&str>> = parts
+                .iter()
+                .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(t)) if p.as_object().is_some_and(|o| o.len() == 2) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            match texts {
+                Some(texts) => Value::String(squeeze(&texts.join("\n"))),
+                None => v.clone(),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+/// Runs of whitespace as one space, none at the ends.
+fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// JSON with object keys sorted, whatever the map's own order.
+fn canonical(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(obj) => {
+            let mut keys: Vec<&String> = obj.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&obj[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tollgate_core::request::request_from_json;
+
+    fn policy() -> CachePolicy {
+        CachePolicy { enabled: true, read_only_tools: vec!["lookup".into()], ..Default::default() }
+    }
+
+    fn keys_of(api: ApiKind, body: Value, scope: &str) -> Result<CacheKeys, Skip> {
+        let request = request_from_json(api, &body).unwrap();
+        keys(&policy(), api, &body, &request, "mock/gpt-4o-mini", scope)
+    }
+
+    fn chat(extra: Value) -> Value {
+        let mut body = json!({"model": "gpt-4o-mini", "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "What is the capital of France?"}
+        ]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    }
+
+    #[test]
+    fn formatting_and_streaming_do_not_change_the_keys() {
+        let a = keys_of(ApiKind::OpenAiChat, chat(json!({})), "consumer:alice").unwrap();
+        let b = keys_of(
+            ApiKind::OpenAiChat,
+            json!({"stream": true, "stream_options": {"include_usage": true}, "user": "u1", "messages": [
+                {"content": "You are terse.", "role": "system"},
+                {"role": "user", "content": [{"type": "text", "text": "  What is the capital\n of France? "}]}
+            ], "model": "gpt-4o-mini"}),
+            "consumer:alice",
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.semantic_text.as_deref(), Some("What is the capital of France?"));
+    }
+
+    #[test]
+    fn everything_that_changes_an_answer_changes_the_partition() {
+        let base = keys_of(ApiKind::OpenAiChat, chat(json!({})), "consumer:alice").unwrap();
+        let variants = [
+            keys_of(ApiKind::OpenAiChat, chat(json!({})), "consumer:bob").unwrap(),
+            keys_of(ApiKind::OpenAiChat, chat(json!({"max_tokens": 5})), "consumer:alice").unwrap(),
+            keys_of(ApiKind::OpenAiChat, chat(json!({"seed": 7})), "consumer:alice").unwrap(),
+            keys_of(ApiKind::OpenAiChat, chat(json!({"response_format": {"type": "json_object"}})), "consumer:alice")
+                .unwrap(),
+            keys_of(ApiKind::OpenAiChat, chat(json!({"some_future_knob": 1})), "consumer:alice").unwrap(),
+            keys_of(
+                ApiKind::OpenAiChat,
+                chat(json!({"messages": [{"role": "system", "content": "You are verbose."},
+                    {"role": "user", "content": "What is the capital of France?"}]})),
+                "consumer:alice",
+            )
+            .unwrap(),
+            keys_of(
+                ApiKind::OpenAiChat,
+                chat(json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                    {"role": "system", "content": "You are terse."},
+                    {"role": "user", "content": "What is the capital of France?"}]})),
+                "consumer:alice",
+            )
+            .unwrap(),
+        ];
+        for v in &variants {
+            assert_ne!(v.partition, base.partition);
+            assert_ne!(v.exact, base.exact);
+        }
+        let other_model = {
+            let body = chat(json!({}));
+            let request = request_from_json(ApiKind::OpenAiChat, &body).unwrap();
+            keys(&policy(), ApiKind::OpenAiChat, &body, &request, "mock/gpt-4o", "consumer:alice").unwrap()
+        };
+        assert_ne!(other_model.partition, base.partition);
+        // A different last message: same partition, another exact key.
+        let para = keys_of(
+            ApiKind::OpenAiChat,
+            chat(json!({"messages": [{"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Which city is the capital of France?"}]})),
+            "consumer:alice",
+        )
+        .unwrap();
+        assert_eq!(para.partition, base.partition);
+        assert_ne!(para.exact, base.exact);
+    }
+
+    #[test]
+    fn uncacheable_requests_say_why() {
+        assert_eq!(keys_of(ApiKind::OpenAiChat, chat(json!({"temperature": 0.7})), "s"), Err(Skip::Temperature));
+        assert!(keys_of(ApiKind::OpenAiChat, chat(json!({"temperature": 0})), "s").is_ok());
+        assert_eq!(keys_of(ApiKind::OpenAiChat, chat(json!({"n": 2})), "s"), Err(Skip::Choices));
+        let tool = |name: &str| json!({"tools": [{"type": "function", "function": {"name": name, "parameters": {}}}]});
+        assert_eq!(keys_of(ApiKind::OpenAiChat, chat(tool("send_email")), "s"), Err(Skip::Tools));
+        assert!(keys_of(ApiKind::OpenAiChat, chat(tool("lookup")), "s").is_ok());
+        let emb = json!({"model": "text-embedding-3-small", "input": "hi"});
+        assert_eq!(keys_of(ApiKind::OpenAiEmbeddings, emb, "s"), Err(Skip::Api));
+    }
+
+    #[test]
+    fn agent_turns_and_long_conversations_are_only_matched_exactly() {
+        let with_tool_result = json!({"model": "m", "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            {"role": "user", "content": "and tomorrow?"}
+        ]});
+        assert_eq!(keys_of(ApiKind::OpenAiChat, with_tool_result, "s").unwrap().semantic_text, None);
+        let long: Vec<Value> = (0..6)
+            .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("turn {i}")}))
+            .collect();
+        let k = keys_of(ApiKind::OpenAiChat, json!({"model": "m", "messages": long}), "s").unwrap();
+        assert_eq!(k.semantic_text, None, "6 turns > maxTurns 4");
+        let prefill = json!({"model": "m", "max_tokens": 10, "messages": [
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hel"}]});
+        assert_eq!(keys_of(ApiKind::AnthropicMessages, prefill, "s").unwrap().semantic_text, None);
+    }
+
+    #[test]
+    fn anthropic_system_blocks_and_strings_are_one_partition() {
+        let a = json!({"model": "claude-haiku-4-5", "max_tokens": 50, "system": "Be brief.",
+            "messages": [{"role": "user", "content": "Name a prime."}]});
+        let b = json!({"model": "claude-haiku-4-5", "max_tokens": 50, "system": [{"type": "text", "text": "Be brief."}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Name a prime."}]}]});
+        assert_eq!(
+            keys_of(ApiKind::AnthropicMessages, a, "s").unwrap(),
+            keys_of(ApiKind::AnthropicMessages, b, "s").unwrap()
+        );
+    }
+
+    #[test]
+    fn scope_follows_policy_and_namespace() {
+        let mut p = policy();
+        let t = Tenant { consumer: Some("alice"), team: Some("research"), namespace: None };
+        assert_eq!(scope(&p, &t), "consumer:alice");
+        p.scope = CacheScope::Team;
+        assert_eq!(scope(&p, &t), "team:research");
+        assert_ne!(scope(&p, &Tenant { namespace: Some("v2"), ..t }), scope(&p, &t));
+        p.scope = CacheScope::Shared;
+        assert_eq!(scope(&p, &Tenant::default()), "shared");
+    }
+}
