@@ -254,6 +254,10 @@ pub fn request_stream_usage(api: ApiKind, json: &mut Value) -> bool {
         return false;
     }
     let options = obj.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
+    if options.is_null() {
+        // `stream_options: null` (what SDKs send for "not set").
+        *options = Value::Object(Default::default());
+    }
     let Some(options) = options.as_object_mut() else { return false };
     if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
         return false;

@@ -15,6 +15,10 @@ fn adds_include_usage_only_where_missing() {
     let mut v = json!({"model": "m", "stream": true, "stream_options": {"include_usage": false, "x": 1}});
     assert!(request_stream_usage(ApiKind::OpenAiCompletions, &mut v));
     assert_eq!(v["stream_options"], json!({"include_usage": true, "x": 1}));
+    // `stream_options: null` is what SDKs send for "not set".
+    let mut v = json!({"model": "m", "stream": true, "stream_options": null, "messages": []});
+    assert!(request_stream_usage(ApiKind::OpenAiChat, &mut v));
+    assert_eq!(v["stream_options"], json!({"include_usage": true}));
     // Not streamed, or not an API that needs it.
     let mut v = json!({"model": "m", "messages": []});
     assert!(!request_stream_usage(ApiKind::OpenAiChat, &mut v));

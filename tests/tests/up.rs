@@ -22,6 +22,11 @@ async fn start_up(args: &[&str], home: &std::path::Path) -> (tokio::process::Chi
         .env("TOLLGATE_HOME", home)
         .env("TOLLGATE_ENVOY", &p.envoy)
         .env("TOLLGATE_WASM", &p.wasm)
+        // The embedding model stays where scripts/install.sh put it.
+        .env(
+            "TOLLGATE_EMBED_MODEL",
+            tollgate_ext_proc::embed::default_model_dir().expect("no embedding model: run scripts/install.sh"),
+        )
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
         .stdout(Stdio::piped())
