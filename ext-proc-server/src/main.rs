@@ -79,6 +79,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the semantic cache on labelled pairs (JSONL `{"a","b","paraphrase"}` per line):
+    /// hit and false-hit rates per similarity threshold, and the recommended threshold.
+    CacheQuality {
+        #[arg(long)]
+        pairs: PathBuf,
+        /// Embedding model directory (default: the one `scripts/install.sh` installs).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Render configuration from a policy.
     Render {
         #[command(subcommand)]
@@ -236,6 +248,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Keys { what } => keys_command(what),
         Cmd::Audit { what } => audit_command(what),
         Cmd::Usage { policy, admin, team, since, json } => usage_command(policy, admin, team, since, json).await,
+        Cmd::CacheQuality { pairs, model, json } => {
+            use tollgate_ext_proc::{cache::quality, embed};
+            let file = std::fs::File::open(&pairs).with_context(|| format!("opening {}", pairs.display()))?;
+            let labelled =
+                quality::read_pairs(std::io::BufReader::new(file)).with_context(|| format!("{}", pairs.display()))?;
+            let dir = model.or_else(embed::default_model_dir).ok_or_else(|| {
+                anyhow::anyhow!("no embedding model found: run scripts/install.sh or pass --model DIR")
+            })?;
+            let embedder = embed::Embedder::load(&dir)?;
+            let report =
+                tokio::task::block_in_place(|| quality::evaluate(&embedder, &labelled, quality::DEFAULT_BATCH))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", quality::render(&report));
+            }
+            Ok(())
+        }
         Cmd::Render { what } => match what {
             RenderCmd::Envoy { policy, wasm, access_log, out } => {
                 let policy = load_policy(&policy)?;

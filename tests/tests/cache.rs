@@ -146,10 +146,16 @@ async fn identical_and_paraphrased_prompts_are_answered_from_the_cache() {
     assert!(gw.sidecar_metric("tollgate_cache_tokens_saved_total").await.unwrap() > 0);
 }
 
+/// Per-alias cache settings: one alias never cached, one with a strict threshold.
+const ALIASES: &str = "models:
+  fresh: {targets: [{provider: mock, model: gpt-4o-mini}], cache: {enabled: false}}
+  strict: {targets: [{provider: mock, model: gpt-4o-mini}], cache: {threshold: 0.999}}
+";
+
 #[tokio::test]
 async fn another_tenant_model_system_prompt_or_temperature_misses() {
     let policy = format!(
-        "{CACHE}access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}\nteams:\n  t: {{}}\nconsumers:\n  alice: {{team: t}}\n  bob: {{team: t}}\n"
+        "{CACHE}access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}\nteams:\n  t: {{}}\nconsumers:\n  alice: {{team: t}}\n  bob: {{team: t}}\n{ALIASES}"
     );
     let gw = Gateway::start(Options { policy_extra: policy, ..Default::default() }).await.unwrap();
     let alice = format!("Bearer {}", gw.create_key("alice").await);
@@ -175,6 +181,16 @@ async fn another_tenant_model_system_prompt_or_temperature_misses() {
     let tools = json!([{"type": "function", "function": {"name": "send_email", "parameters": {"type": "object"}}}]);
     assert_eq!(ask(&gw, &with(q.clone(), "tools", tools), &a).await.cache, "skip");
     assert_eq!(provider_calls(&gw).await, 8);
+
+    // An alias with the cache off; an alias whose threshold only exact repeats pass.
+    let fresh = with(q.clone(), "model", json!("fresh"));
+    assert_eq!(ask(&gw, &fresh, &a).await.cache, "skip");
+    assert_eq!(ask(&gw, &fresh, &a).await.cache, "skip");
+    let strict = |content: &str| with(chat(content), "model", json!("strict"));
+    assert_eq!(ask(&gw, &strict("How do I reset my password?"), &a).await.cache, "miss");
+    assert_eq!(ask(&gw, &strict("How can I reset my password?"), &a).await.cache, "miss", "0.99 < 0.999");
+    assert_eq!(ask(&gw, &strict("How do I reset my password?"), &a).await.cache, "hit");
+    assert_eq!(provider_calls(&gw).await, 12);
 }
 
 #[tokio::test]
