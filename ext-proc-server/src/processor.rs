@@ -687,6 +687,9 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
         if r.cut {
             decisions.insert("stream_cut".into(), serde_json::json!("budget"));
         }
+        if let Some(slot) = &r.cache {
+            decisions.insert("cache".into(), serde_json::json!({"result": slot.status}));
+        }
         let outcome = Outcome {
             requested_model: &r.requested_model,
             model: &r.model,

@@ -293,6 +293,20 @@ impl Gateway {
         records
     }
 
+    /// The audit records in the default directory (`audit/` beside the policy), in order.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut files: Vec<_> =
+            std::fs::read_dir(self.dir.join("audit")).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
+                out.extend(serde_json::from_str::<serde_json::Value>(line).ok());
+            }
+        }
+        out
+    }
+
     /// What the mock provider received.
     pub async fn mock_requests(&self) -> Vec<serde_json::Value> {
         let (_, body) = launch::http_get(&self.mock, "/mock/requests").await.unwrap_or_default();

@@ -11,15 +11,7 @@ use serde_json::{json, Value};
 use tollgate_e2e::{Gateway, Options};
 
 fn records(gw: &Gateway) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(gw.dir.join("audit")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    for f in files {
-        for line in std::fs::read_to_string(f).unwrap().lines() {
-            out.push(serde_json::from_str(line).unwrap());
-        }
-    }
-    out
+    gw.audit_records()
 }
 
 #[tokio::test]

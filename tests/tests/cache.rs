@@ -144,6 +144,16 @@ async fn identical_and_paraphrased_prompts_are_answered_from_the_cache() {
     let semantic = gw.sidecar_metric(r#"tollgate_cache_requests_total{result="hit",tier="semantic"}"#).await;
     assert_eq!(semantic, Some(1));
     assert!(gw.sidecar_metric("tollgate_cache_tokens_saved_total").await.unwrap() > 0);
+
+    // Every request has its audit record, with the cache's decision.
+    let records = gw.audit_records();
+    let result = |r: &Value| r["decisions"]["cache"]["result"].as_str().unwrap_or("").to_string();
+    let results: Vec<String> = records.iter().map(result).collect();
+    assert_eq!(results, ["miss", "hit", "hit", "miss", "miss", "hit"], "{records:?}");
+    let semantic = &records[2];
+    assert_eq!((semantic["provider"].as_str(), semantic["status"].as_u64()), (Some("cache"), Some(200)));
+    assert_eq!(semantic["decisions"]["cache"]["tier"], "semantic");
+    assert!(semantic["decisions"]["cache"]["tokens_saved"].as_u64().unwrap() > 0, "{semantic}");
 }
 
 /// Per-alias cache settings: one alias never cached, one with a strict threshold.
