@@ -1,0 +1,1 @@
+//! Kubernetes manifests for Istio and Envoy Gateway (being written).

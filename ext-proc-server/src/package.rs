@@ -1,0 +1,1 @@
+//! OCI packaging of the filter (being written).
