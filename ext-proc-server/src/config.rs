@@ -148,6 +148,96 @@ async fn open_cache(
     }
 }
 
+/// The configuration new streams start from. A policy reload swaps it
+/// whole; streams already running keep the one they started with.
+#[derive(Clone)]
+pub struct LiveShared(Arc<std::sync::RwLock<Shared>>);
+
+impl LiveShared {
+    pub fn new(shared: Shared) -> LiveShared {
+        LiveShared(Arc::new(std::sync::RwLock::new(shared)))
+    }
+
+    /// A snapshot (cheap: the parts are shared).
+    pub fn current(&self) -> Shared {
+        match self.0.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace(&self, shared: Shared) {
+        match self.0.write() {
+            Ok(mut s) => *s = shared,
+            Err(poisoned) => *poisoned.into_inner() = shared,
+        }
+    }
+}
+
+/// The serving configuration under a new policy: provider keys, routes,
+/// grants, limits, prices and the cache follow the policy; the limit store,
+/// the audit log, the virtual keys and the metrics are kept (changing where
+/// those live, or the ports, takes a restart and is logged as such).
+pub async fn reload_shared(current: &Shared, policy: Policy, policy_path: &Path) -> anyhow::Result<Shared> {
+    policy.validate()?;
+    let credentials = load_credentials(&policy)?;
+    let old = &current.policy;
+    for (what, changed) in [
+        ("limits.store", old.limits.store != policy.limits.store || old.limits.redis != policy.limits.redis),
+        ("audit", old.audit != policy.audit),
+        ("access.keyStore", old.access.key_store != policy.access.key_store),
+        ("listen / sidecar ports", old.listen != policy.listen || old.sidecar != policy.sidecar),
+    ] {
+        if changed {
+            tracing::warn!(setting = what, "policy reload: this setting changes only on restart");
+        }
+    }
+    let mut next = current.clone();
+    next.credentials = Arc::new(credentials);
+    next.prices = Arc::new(tollgate_core::pricing::PriceTable::new(&policy.pricing));
+    next.budget = current.budget.as_ref().map(|b| b.with_policy(&policy));
+    if old.cache != policy.cache {
+        next.cache = open_cache(&policy, policy_path, &current.metrics).await;
+    }
+    next.policy = Arc::new(policy);
+    Ok(next)
+}
+
+/// Watch the policy file and apply each valid change to `live`; a change
+/// that does not load or validate is refused (logged, counted in
+/// `tollgate_policy_reloads_total{result="rejected"}`) and the last good
+/// policy stays.
+pub fn watch_policy(live: LiveShared, policy_path: PathBuf, every: Duration) {
+    tokio::spawn(async move {
+        let mut seen = std::fs::read(&policy_path).ok();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let Ok(text) = tokio::fs::read(&policy_path).await else { continue };
+            if seen.as_deref() == Some(text.as_slice()) {
+                continue;
+            }
+            seen = Some(text);
+            let current = live.current();
+            let result = match load_policy(&policy_path) {
+                Ok(policy) => reload_shared(&current, policy, &policy_path).await,
+                Err(err) => Err(err.into()),
+            };
+            match result {
+                Ok(next) => {
+                    live.replace(next);
+                    current.metrics.reloads.get_or_create(&crate::metrics::ReloadLabels { result: "ok" }).inc();
+                    tracing::info!(policy = %policy_path.display(), "policy reloaded");
+                }
+                Err(err) => {
+                    current.metrics.reloads.get_or_create(&crate::metrics::ReloadLabels { result: "rejected" }).inc();
+                    tracing::error!(policy = %policy_path.display(), error = %format!("{err:#}"), "policy change rejected; the last good policy stays");
+                }
+            }
+        }
+    });
+}
+
 /// Parse a policy from YAML (or JSON, a subset of YAML) text.
 pub fn parse_policy(text: &str) -> Result<Policy, tollgate_core::Error> {
     Policy::deserialize(serde_yaml_ng::Deserializer::from_str(text))

@@ -59,7 +59,7 @@ fn access_log_format() -> Value {
 pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value> {
     let plugin_config = match &opts.plugin_config {
         Some(raw) => raw.clone(),
-        None => FilterConfig::from_policy(policy).to_json(),
+        None => plugin_config(policy),
     };
     // Envoy's own buffer must be larger than the filter's cap so that the
     // filter, not Envoy, answers an oversize body (in the provider's shape).
@@ -152,24 +152,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             },
         },
     });
-    let timeout = format!("{}s", policy.sidecar.timeout_ms as f64 / 1000.0);
-    let ext_proc = json!({
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {"envoy_grpc": {"cluster_name": "tollgate_sidecar"}, "timeout": timeout},
-            "failure_mode_allow": policy.fail_mode.sidecar == FailMode::Open,
-            "allow_mode_override": true,
-            // Accept the sidecar's dynamic metadata in our namespace only;
-            // send it the verified JWT payload when identity comes from JWTs.
-            "metadata_options": {
-                "receiving_namespaces": {"untyped": [METADATA_NAMESPACE]},
-                "forwarding_namespaces": {"untyped": if policy.access.jwt.is_some() { vec![JWT_NAMESPACE] } else { vec![] }},
-            },
-            "message_timeout": timeout,
-            "processing_mode": processing_mode(),
-        },
-    });
+    let ext_proc = ext_proc_filter(policy, "tollgate_sidecar");
     let hcm = json!({
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -219,10 +202,39 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
     }))
 }
 
+/// The filter's plugin configuration (JSON text) rendered from the policy;
+/// the same text goes to plain Envoy, Istio and Envoy Gateway.
+pub fn plugin_config(policy: &Policy) -> String {
+    FilterConfig::from_policy(policy).to_json()
+}
+
+/// The downstream `envoy.filters.http.ext_proc` filter that calls the
+/// sidecar through `cluster` (plain Envoy and Istio share it).
+pub fn ext_proc_filter(policy: &Policy, cluster: &str) -> Value {
+    let timeout = format!("{}s", policy.sidecar.timeout_ms as f64 / 1000.0);
+    json!({
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": timeout},
+            "failure_mode_allow": policy.fail_mode.sidecar == FailMode::Open,
+            "allow_mode_override": true,
+            // Accept the sidecar's dynamic metadata in our namespace only;
+            // send it the verified JWT payload when identity comes from JWTs.
+            "metadata_options": {
+                "receiving_namespaces": {"untyped": [METADATA_NAMESPACE]},
+                "forwarding_namespaces": {"untyped": if policy.access.jwt.is_some() { vec![JWT_NAMESPACE] } else { vec![] }},
+            },
+            "message_timeout": timeout,
+            "processing_mode": processing_mode(),
+        },
+    })
+}
+
 /// What the sidecar is sent by default: headers both ways and the whole
 /// request body; it asks for the answer's body itself (mode override) when
 /// it counts or translates it.
-fn processing_mode() -> Value {
+pub fn processing_mode() -> Value {
     json!({
         "request_header_mode": "SEND",
         "response_header_mode": "SEND",
@@ -262,6 +274,65 @@ pub fn render_yaml(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<
     let value = render(policy, opts)?;
     let body = serde_yaml_ng::to_string(&value)?;
     Ok(format!("# Rendered by `tollgate render envoy` from the policy. Do not edit by hand.\n{body}"))
+}
+
+/// File names of the listener and cluster resources in a dynamic setup.
+pub const LDS_FILE: &str = "lds.yaml";
+pub const CDS_FILE: &str = "cds.yaml";
+
+/// The same gateway as [`render`], with the listener and the clusters served
+/// from files in `xds_dir` (file-based xDS): the bootstrap, and the LDS and
+/// CDS documents. Envoy watches the directory, so writing new documents
+/// there ([`write_xds`]) reconfigures the running Envoy: the filter's
+/// settings, routes and provider clusters change without a restart, and
+/// requests in flight finish on the configuration they started with.
+pub fn render_dynamic(policy: &Policy, opts: &RenderOptions<'_>, xds_dir: &Path) -> anyhow::Result<[Value; 3]> {
+    let mut bootstrap = render(policy, opts)?;
+    let statics = bootstrap
+        .as_object_mut()
+        .and_then(|b| b.remove("static_resources"))
+        .ok_or_else(|| anyhow::anyhow!("rendered bootstrap has no static resources"))?;
+    let typed = |items: &Value, ty: &str| -> Vec<Value> {
+        items
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|item| {
+                        let mut item = item.clone();
+                        item["@type"] = json!(format!("type.googleapis.com/envoy.config.{ty}"));
+                        item
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let lds = json!({"resources": typed(&statics["listeners"], "listener.v3.Listener")});
+    let cds = json!({"resources": typed(&statics["clusters"], "cluster.v3.Cluster")});
+    let source = |file: &str| {
+        json!({
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": xds_dir.join(file).display().to_string(),
+                "watched_directory": {"path": xds_dir.display().to_string()},
+            },
+        })
+    };
+    bootstrap["node"] = json!({"id": "tollgate", "cluster": "tollgate"});
+    bootstrap["dynamic_resources"] = json!({"lds_config": source(LDS_FILE), "cds_config": source(CDS_FILE)});
+    Ok([bootstrap, lds, cds])
+}
+
+/// Write the LDS and CDS documents into `xds_dir`, each by an atomic rename
+/// (what Envoy's directory watch picks up). Clusters go first, so a listener
+/// never routes to a cluster Envoy does not know yet.
+pub fn write_xds(xds_dir: &Path, lds: &Value, cds: &Value) -> anyhow::Result<()> {
+    std::fs::create_dir_all(xds_dir)?;
+    for (file, doc) in [(CDS_FILE, cds), (LDS_FILE, lds)] {
+        let tmp = xds_dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, serde_yaml_ng::to_string(doc)?)?;
+        std::fs::rename(&tmp, xds_dir.join(file))?;
+    }
+    Ok(())
 }
 
 fn socket(host: &str, port: u16) -> Value {

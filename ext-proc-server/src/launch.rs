@@ -226,6 +226,11 @@ pub fn envoy_command(envoy: &Path, config: &Path, log_level: &str) -> Command {
         .arg(config)
         .args(["--log-level", log_level, "--disable-hot-restart", "--concurrency", "2"])
         // Access-log lines reach the file within a second (Envoy's default is 10 s).
-        .args(["--file-flush-interval-msec", "1000"]);
+        .args(["--file-flush-interval-msec", "1000"])
+        // A listener changed by a policy reload asks each of its open
+        // connections to close after its current response (the next request
+        // opens a connection on the new configuration); streams still open
+        // after a minute are closed.
+        .args(["--drain-strategy", "immediate", "--drain-time-s", "60"]);
     cmd
 }

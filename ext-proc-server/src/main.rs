@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tollgate_core::filter_config::FilterConfig;
-use tollgate_ext_proc::config::{build_shared, load_policy};
+use tollgate_ext_proc::config::{build_shared, load_policy, watch_policy, LiveShared};
 use tollgate_ext_proc::envoy::{render_yaml, RenderOptions};
 use tollgate_ext_proc::{scan, server, up};
 
@@ -95,6 +95,26 @@ enum Cmd {
     Render {
         #[command(subcommand)]
         what: RenderCmd,
+    },
+    /// Package the filter for a registry.
+    Package {
+        #[command(subcommand)]
+        what: PackageCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PackageCmd {
+    /// Write the filter as an OCI image layout (one layer holding `plugin.wasm`, the format
+    /// Istio's WasmPlugin and Envoy Gateway pull); push it with skopeo, crane or oras.
+    Wasm {
+        #[arg(long)]
+        out: PathBuf,
+        /// The built filter (default: the checkout's wasm-release build).
+        #[arg(long, env = "TOLLGATE_WASM")]
+        wasm: Option<PathBuf>,
+        #[arg(long, default_value = "latest")]
+        tag: String,
     },
 }
 
@@ -212,7 +232,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shared = build_shared(policy, &policy_path).await?;
             let grpc = server::bind(grpc).await?;
             let admin = server::bind(admin).await?;
-            server::run(shared, grpc, admin, server::shutdown_signal()).await
+            let live = LiveShared::new(shared);
+            watch_policy(live.clone(), policy_path, std::time::Duration::from_millis(250));
+            server::run(live, grpc, admin, server::shutdown_signal()).await
         }
         Cmd::Up(opts) => up::up(opts).await,
         Cmd::Mock { listen, config } => {
@@ -264,6 +286,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", quality::render(&report));
             }
+            Ok(())
+        }
+        Cmd::Package { what: PackageCmd::Wasm { out, wasm, tag } } => {
+            let wasm = wasm
+                .or_else(tollgate_ext_proc::launch::find_wasm)
+                .ok_or_else(|| anyhow::anyhow!("no built filter: run scripts/test.sh or pass --wasm"))?;
+            let opts = tollgate_ext_proc::package::PackageOptions { tag, ..Default::default() };
+            let report = tollgate_ext_proc::package::write_oci_layout(&wasm, &out, &opts)?;
+            println!("{report}");
             Ok(())
         }
         Cmd::Render { what } => match what {

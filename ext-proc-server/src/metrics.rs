@@ -84,6 +84,13 @@ pub struct Metrics {
     pub cache_embedding: Histogram,
     pub cache_tokens_saved: Counter,
     pub cache_cost_saved: Counter<f64, AtomicU64>,
+    /// Policy file changes applied (`ok`) or refused (`rejected`).
+    pub reloads: Family<ReloadLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
 }
 
 impl Default for Metrics {
@@ -147,7 +154,10 @@ impl Metrics {
             "USD the answers served from the cache would have cost",
             cache_cost_saved.clone(),
         );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("tollgate_policy_reloads", "Policy file changes applied or rejected", reloads.clone());
         Metrics {
+            reloads,
             registry,
             tokens,
             duration,

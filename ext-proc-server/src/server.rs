@@ -15,17 +15,20 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::processor::{finish, handle, Shared, StreamState};
+use crate::config::LiveShared;
+use crate::processor::{finish, handle, StreamState};
 
 /// The tonic service: one task per HTTP stream, state kept in the task.
+/// Each stream keeps the configuration it started with, so a policy reload
+/// never changes a request half way.
 #[derive(Clone)]
 pub struct Service {
-    shared: Shared,
+    live: LiveShared,
 }
 
 impl Service {
-    pub fn new(shared: Shared) -> Service {
-        Service { shared }
+    pub fn new(live: LiveShared) -> Service {
+        Service { live }
     }
 }
 
@@ -47,7 +50,7 @@ impl ExternalProcessor for Service {
             .and_then(crate::upstream::parse_variant);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
-        let shared = self.shared.clone();
+        let shared = self.live.current();
         if let Some(target) = target {
             tokio::spawn(async move {
                 let mut state = crate::upstream::AttemptState::default();
@@ -84,7 +87,7 @@ impl ExternalProcessor for Service {
 /// Run the gRPC server and the admin HTTP server until `shutdown` resolves,
 /// then drain in-flight streams.
 pub async fn run(
-    shared: Shared,
+    live: LiveShared,
     grpc: TcpListener,
     admin: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -96,10 +99,10 @@ pub async fn run(
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
-    let admin_routes = admin_router(shared.clone());
+    let admin_routes = admin_router(live.clone());
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(ExternalProcessorServer::new(Service::new(shared)))
+        .add_service(ExternalProcessorServer::new(Service::new(live)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
         });
@@ -137,12 +140,13 @@ fn counter_text(sample: &str, help: &str, value: u64) -> String {
 }
 
 /// The admin HTTP endpoints: health, spend report, metrics.
-fn admin_router(shared: Shared) -> axum::Router {
+fn admin_router(live: LiveShared) -> axum::Router {
     use axum::extract::{Query, State};
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
 
-    async fn usage(State(shared): State<Shared>, Query(q): Query<UsageQuery>) -> axum::response::Response {
+    async fn usage(State(live): State<LiveShared>, Query(q): Query<UsageQuery>) -> axum::response::Response {
+        let shared = live.current();
         let Some(budget) = &shared.budget else {
             return (StatusCode::NOT_FOUND, "no limiter configured\n").into_response();
         };
@@ -156,7 +160,8 @@ fn admin_router(shared: Shared) -> axum::Router {
         }
     }
 
-    async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    async fn metrics(State(live): State<LiveShared>) -> impl IntoResponse {
+        let shared = live.current();
         use std::sync::atomic::Ordering::Relaxed;
         // Daily budget left per team with a daily budget.
         if let Some(b) = &shared.budget {
@@ -218,7 +223,8 @@ fn admin_router(shared: Shared) -> axum::Router {
     }
 
     /// Recent refusals and cut streams from the audit log, newest first, without text.
-    async fn recent(State(shared): State<Shared>) -> axum::response::Response {
+    async fn recent(State(live): State<LiveShared>) -> axum::response::Response {
+        let shared = live.current();
         let Some(audit) = &shared.audit else { return axum::Json(Vec::<()>::new()).into_response() };
         let dir = audit.writer.dir().to_path_buf();
         let found = tokio::task::spawn_blocking(move || crate::audit::tail(&dir, 500)).await;
@@ -254,7 +260,7 @@ fn admin_router(shared: Shared) -> axum::Router {
         .route("/readyz", axum::routing::get(|| async { "ok\n" }))
         .route("/usage", axum::routing::get(usage))
         .route("/metrics", axum::routing::get(metrics))
-        .with_state(shared)
+        .with_state(live)
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is

@@ -10,7 +10,7 @@ use tollgate_core::access::{Access, Consumer, Limits, Require, Team};
 use tollgate_core::policy::{Policy, Provider, ProviderKind};
 
 use crate::config::{load_credentials, load_policy, parse_policy};
-use crate::envoy::{render_yaml, RenderOptions};
+use crate::envoy::{render_dynamic, write_xds, RenderOptions};
 use crate::keys::{KeyFile, KeyIndex};
 use crate::launch::{build_wasm, envoy_command, find_envoy, find_wasm, install_envoy, tollgate_home, wait_ready, Proc};
 
@@ -132,18 +132,10 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
     })
 }
 
-pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
-    let home = tollgate_home();
-    let mut demo_key = None;
-    let mut policy = match &opts.policy {
-        Some(path) => load_policy(path)?,
-        None => {
-            let mut policy = quickstart_policy(opts.mock_port);
-            std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
-            demo_key = Some(demo_access(&mut policy, &home)?);
-            policy
-        }
-    };
+/// What `up` changes in any policy it runs: default audit and cache
+/// directories under the home, the quickstart's cache, and the ports given
+/// on the command line.
+fn settle_policy(policy: &mut Policy, opts: &UpOptions, home: &std::path::Path) {
     if policy.audit.dir.is_none() {
         policy.audit.dir = Some(home.join("audit").display().to_string());
     }
@@ -165,6 +157,21 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     if let Some(port) = opts.sidecar_admin_port {
         policy.sidecar.admin_port = port;
     }
+}
+
+pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
+    let home = tollgate_home();
+    let mut demo_key = None;
+    let mut policy = match &opts.policy {
+        Some(path) => load_policy(path)?,
+        None => {
+            let mut policy = quickstart_policy(opts.mock_port);
+            std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+            demo_key = Some(demo_access(&mut policy, &home)?);
+            policy
+        }
+    };
+    settle_policy(&mut policy, &opts, &home);
     policy.validate()?;
     load_credentials(&policy)?; // fail now, not on the first request
 
@@ -186,9 +193,14 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let access_log = run_dir.join("access.log");
     let envoy_config = run_dir.join("envoy.yaml");
     let access_log_str = access_log.display().to_string();
-    let rendered =
-        render_yaml(&policy, &RenderOptions { wasm_path: &wasm, access_log: &access_log_str, plugin_config: None })?;
-    std::fs::write(&envoy_config, rendered)?;
+    let render_opts = RenderOptions { wasm_path: &wasm, access_log: &access_log_str, plugin_config: None };
+    // Listener and clusters come from files Envoy watches, so a policy change
+    // reaches the running Envoy (see `follow_policy`).
+    let xds_dir = run_dir.join("xds");
+    let [bootstrap, lds, cds] = render_dynamic(&policy, &render_opts, &xds_dir)?;
+    write_xds(&xds_dir, &lds, &cds)?;
+    let header = "# Rendered by `tollgate up` from the policy. Do not edit by hand.\n";
+    std::fs::write(&envoy_config, format!("{header}{}", serde_yaml_ng::to_string(&bootstrap)?))?;
 
     let exe = std::env::current_exe()?;
     let mut procs: Vec<Proc> = Vec::new();
@@ -239,13 +251,61 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     println!("\nSpend so far: tollgate usage --admin {}:{}", policy.sidecar.host, policy.sidecar.admin_port);
     println!("\nCtrl-C stops everything.");
 
+    if let Some(source) = &opts.policy {
+        println!("Edits to {} apply live (an invalid policy is refused; the last good one stays).", source.display());
+    }
+    let follow = async {
+        match &opts.policy {
+            Some(source) => follow_policy(source, &opts, &home, &policy_path, &render_opts, &xds_dir).await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         () = stop => Ok(()),
         name = watch_exit(&mut procs) => Err(anyhow::anyhow!("{name} exited unexpectedly; see {}", log.display())),
+        () = follow => Ok(()),
     };
     println!("tollgate: stopping");
     stop_all(&mut procs).await;
     outcome
+}
+
+/// Apply every valid change of the policy file: the sidecar's copy (which
+/// it reloads itself) and Envoy's listener and clusters. A change that does
+/// not load, validate or render is refused with its reason, and nothing
+/// changes. Never returns.
+async fn follow_policy(
+    source: &std::path::Path,
+    opts: &UpOptions,
+    home: &std::path::Path,
+    sidecar_policy: &std::path::Path,
+    render_opts: &RenderOptions<'_>,
+    xds_dir: &std::path::Path,
+) {
+    let mut seen = std::fs::read(source).ok();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Ok(text) = std::fs::read(source) else { continue };
+        if seen.as_deref() == Some(text.as_slice()) {
+            continue;
+        }
+        seen = Some(text);
+        let applied = (|| -> anyhow::Result<()> {
+            let mut policy = load_policy(source)?;
+            settle_policy(&mut policy, opts, home);
+            policy.validate()?;
+            load_credentials(&policy)?;
+            let [_, lds, cds] = render_dynamic(&policy, render_opts, xds_dir)?;
+            let tmp = sidecar_policy.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&policy)?)?;
+            std::fs::rename(&tmp, sidecar_policy)?;
+            write_xds(xds_dir, &lds, &cds)
+        })();
+        match applied {
+            Ok(()) => println!("tollgate: policy {} applied", source.display()),
+            Err(err) => eprintln!("tollgate: policy change refused, the last good policy stays: {err:#}"),
+        }
+    }
 }
 
 async fn start_all(

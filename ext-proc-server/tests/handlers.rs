@@ -170,9 +170,14 @@ async fn through_an_in_process_tonic_server() {
     let grpc_addr = grpc.local_addr().unwrap();
     let admin_addr = admin.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tollgate_ext_proc::server::run(shared(), grpc, admin, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(tollgate_ext_proc::server::run(
+        tollgate_ext_proc::config::LiveShared::new(shared()),
+        grpc,
+        admin,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let (status, body) = tollgate_ext_proc::launch::http_get(&admin_addr.to_string(), "/healthz").await.unwrap();
     assert_eq!((status, body.trim()), (200, "ok"));
