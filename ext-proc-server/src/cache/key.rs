@@ -4,7 +4,8 @@
 //! last message: the tenant scope (consumer, team or shared, plus the
 //! client's namespace), the API, the resolved provider and model, the
 //! system prompt, the earlier turns, tool definitions and every sampling
-//! parameter. Only requests of one partition are ever compared. The
+//! parameter, and the numbers of the last message (embeddings hardly see a
+//! changed date or amount). Only requests of one partition are ever compared. The
 //! **exact** key adds the normalized last message; the **semantic** tier
 //! embeds the last user message and compares it within the partition.
 //!
@@ -148,6 +149,7 @@ pub fn keys(
         Some((last, earlier)) => (Some(*last), earlier),
         None => (None, &[][..]),
     };
+    let last_norm = last.map(normalize_message).unwrap_or(Value::Null);
     let mut h = Sha256::new();
     for part in [
         "tollgate-cache-v1",
@@ -157,11 +159,11 @@ pub fn keys(
         &canonical(&Value::Array(system)),
         &canonical(&Value::Array(earlier.iter().map(|m| normalize_message(m)).collect())),
         &canonical(&Value::Object(params)),
+        &numbers(&canonical(&last_norm)),
     ] {
         field(&mut h, part);
     }
     let partition: Key = h.finalize().into();
-    let last_norm = last.map(normalize_message).unwrap_or(Value::Null);
     let mut h = Sha256::new();
     h.update(partition);
     field(&mut h, &canonical(&last_norm));
@@ -177,6 +179,26 @@ pub fn keys(
         _ => None,
     });
     Ok(CacheKeys { partition, exact, semantic_text })
+}
+
+/// The digit runs of a text, in order (`"12 May, 3.5%"` → `12|3|5`). Embeddings barely move when a number, date or amount
+/// changes, so prompts that differ in them are kept apart: "the weather on
+/// 12 May" is never answered with the answer for 13 May.
+pub fn numbers(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_run = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !in_run && !out.is_empty() {
+                out.push('|');
+            }
+            out.push(c);
+            in_run = true;
+        } else {
+            in_run = false;
+        }
+    }
+    out
 }
 
 /// A length-prefixed field, so no two field lists hash alike.
@@ -360,6 +382,19 @@ mod tests {
         .unwrap();
         assert_eq!(para.partition, base.partition);
         assert_ne!(para.exact, base.exact);
+    }
+
+    #[test]
+    fn prompts_that_differ_in_numbers_are_never_compared() {
+        let ask =
+            |q: &str| keys_of(ApiKind::OpenAiChat, chat(json!({"messages": [{"role": "user", "content": q}]})), "s");
+        let may12 = ask("What was the weather in Paris on 12 May 2024?").unwrap();
+        let may13 = ask("What was the weather in Paris on 13 May 2024?").unwrap();
+        let reworded = ask("How was the weather in Paris on 12 May 2024?").unwrap();
+        assert_ne!(may12.partition, may13.partition);
+        assert_eq!(may12.partition, reworded.partition, "a paraphrase with the same numbers is compared");
+        assert_eq!(numbers("from 10 to 20, 3.5%"), "10|20|3|5");
+        assert_ne!(numbers("from 10 to 20"), numbers("from 20 to 10"));
     }
 
     #[test]
