@@ -85,9 +85,19 @@ pub struct Report {
     /// `None` when no threshold of the curve meets the bound.
     pub recommended: Option<CurvePoint>,
     pub throughput: Option<Throughput>,
+    /// Pairs the cache never compares because their numbers differ (see
+    /// `cache::key::numbers`), by label; they count as misses in the curve.
+    pub kept_apart: KeptApart,
     /// The similarity of each pair, in input order (for analysis by label subgroups).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub similarities: Vec<f32>,
+}
+
+/// Pairs kept apart by the numbers guard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KeptApart {
+    pub paraphrases: usize,
+    pub non_paraphrases: usize,
 }
 
 /// Why a measurement failed.
@@ -205,6 +215,7 @@ pub fn report_from_scores(scored: &[(f32, bool)], throughput: Option<Throughput>
         curve,
         recommended,
         throughput,
+        kept_apart: KeptApart::default(),
         similarities: scored.iter().map(|(s, _)| *s).collect(),
     }
 }
@@ -256,8 +267,28 @@ pub fn evaluate(embedder: &Embedder, pairs: &[Pair], batch: usize) -> Result<Rep
         return Err(QualityError::Empty);
     }
     let (sims, throughput) = similarities(embedder, pairs, batch)?;
-    let scored: Vec<(f32, bool)> = sims.into_iter().zip(pairs.iter().map(|p| p.paraphrase)).collect();
-    Ok(report_from_scores(&scored, Some(throughput)))
+    // As the cache sees them: prompts whose numbers differ are in different
+    // partitions, so never a hit whatever their similarity.
+    let mut kept_apart = KeptApart::default();
+    let scored: Vec<(f32, bool)> = sims
+        .into_iter()
+        .zip(pairs)
+        .map(|(sim, p)| {
+            if super::key::numbers(&p.a) != super::key::numbers(&p.b) {
+                if p.paraphrase {
+                    kept_apart.paraphrases += 1;
+                } else {
+                    kept_apart.non_paraphrases += 1;
+                }
+                (-1.0, p.paraphrase)
+            } else {
+                (sim, p.paraphrase)
+            }
+        })
+        .collect();
+    let mut report = report_from_scores(&scored, Some(throughput));
+    report.kept_apart = kept_apart;
+    Ok(report)
 }
 
 /// The report as a table for people.
@@ -276,6 +307,12 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+    let k = report.kept_apart;
+    let _ = writeln!(
+        out,
+        "kept apart by their numbers (never compared, counted as misses): {} paraphrases, {} non-paraphrases",
+        k.paraphrases, k.non_paraphrases
+    );
     if let Some(t) = &report.throughput {
         let _ = writeln!(
             out,
