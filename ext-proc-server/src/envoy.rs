@@ -234,7 +234,7 @@ pub fn ext_proc_filter(policy: &Policy, cluster: &str) -> Value {
 /// What the sidecar is sent by default: headers both ways and the whole
 /// request body; it asks for the answer's body itself (mode override) when
 /// it counts or translates it.
-pub fn processing_mode() -> Value {
+fn processing_mode() -> Value {
     json!({
         "request_header_mode": "SEND",
         "response_header_mode": "SEND",

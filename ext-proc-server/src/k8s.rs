@@ -1,1 +1,876 @@
-//! Kubernetes manifests for Istio and Envoy Gateway (being written).
+//! Kubernetes manifests for Istio and Envoy Gateway, rendered from the one
+//! policy file (`tollgate render istio|envoy-gateway`).
+//!
+//! Both flavours get the same filter configuration and ext_proc settings as
+//! plain Envoy ([`crate::envoy::plugin_config`], [`crate::envoy::ext_proc_filter`]):
+//!
+//! - **Istio**: a `WasmPlugin` loading the filter from an OCI image onto the
+//!   ingress gateway (by selector), an `EnvoyFilter` inserting ext_proc right
+//!   after it on that gateway only, and the routes to the providers
+//!   (`ServiceEntry`, `DestinationRule` for TLS, a `VirtualService` on the
+//!   gateway keyed by the sidecar's `x-tollgate-provider` header);
+//! - **Envoy Gateway**: an `EnvoyExtensionPolicy` (wasm + extProc) attached to
+//!   an `HTTPRoute` or a `Gateway`, an `EnvoyProxy` that orders the wasm
+//!   filter before ext_proc, a `Backend` per provider and the `HTTPRoute`;
+//! - both: the sidecar's `Namespace`, `ConfigMap` (the policy), `Deployment`
+//!   and `Service`; provider keys come from a `Secret` the operator creates
+//!   (its name and keys are in the Deployment and in the file's header).
+//!
+//! Output: `(file name, YAML)` pairs sorted by name; the names carry a
+//! numeric prefix so `kubectl apply -f DIR/` creates the namespace first.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use tollgate_core::policy::{BaseUrl, FailMode, Policy};
+
+use crate::envoy::{ext_proc_filter, plugin_config};
+use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
+
+/// Where the sidecar mounts the policy (from the ConfigMap).
+pub const POLICY_DIR: &str = "/etc/tollgate/policy";
+/// The policy file's name inside the ConfigMap and the mount.
+pub const POLICY_FILE: &str = "policy.json";
+/// Where provider key files are mounted (from the Secret).
+pub const KEYS_DIR: &str = "/etc/tollgate/keys";
+/// Where the virtual-key store is mounted (from its own Secret).
+pub const ACCESS_DIR: &str = "/etc/tollgate/access";
+/// Writable state of the sidecar (audit log, embedded stores).
+pub const DATA_DIR: &str = "/var/lib/tollgate";
+
+/// What `kind` an Envoy Gateway policy attaches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// Every route of the Gateway.
+    Gateway,
+    /// One HTTPRoute (by default the one rendered here, so only AI traffic
+    /// pays for the filter and the sidecar).
+    HttpRoute,
+}
+
+impl TargetKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Gateway => "Gateway",
+            TargetKind::HttpRoute => "HTTPRoute",
+        }
+    }
+}
+
+/// Inputs besides the policy.
+#[derive(Debug, Clone)]
+pub struct K8sOptions {
+    /// Prefix of every resource name and the sidecar's app label.
+    pub name: String,
+    /// Namespace of the sidecar (Deployment, Service, ConfigMap, Secret).
+    pub namespace: String,
+    /// Namespace of the gateway-attached resources. Istio: the ingress
+    /// gateway's namespace (default `istio-system`); Envoy Gateway: the
+    /// Gateway's and the HTTPRoute's (default `default`).
+    pub gateway_namespace: Option<String>,
+    /// OCI image of the filter (`oci://REGISTRY/tollgate-filter:VERSION`).
+    pub image: String,
+    /// Container image of the sidecar (`tollgate serve`).
+    pub sidecar_image: String,
+    /// Istio: labels selecting the ingress gateway's pods.
+    pub gateway_selector: BTreeMap<String, String>,
+    /// Istio: the `networking.istio.io` Gateway (`namespace/name`) the
+    /// provider routes bind to; `None` renders one named after [`Self::name`].
+    pub istio_gateway: Option<String>,
+    /// Hosts the routes answer (Istio Gateway/VirtualService, HTTPRoute hostnames).
+    pub hosts: Vec<String>,
+    /// Envoy Gateway: the Gateway the HTTPRoute attaches to.
+    pub gateway_name: String,
+    /// Envoy Gateway: what the EnvoyExtensionPolicy targets, and its name
+    /// (`None`: the Gateway, or the HTTPRoute rendered here).
+    pub target_kind: TargetKind,
+    pub target_name: Option<String>,
+    /// Sidecar replicas (`None`: 1 with embedded stores, 2 with Redis).
+    pub replicas: Option<u32>,
+    /// Secret holding the provider keys (created by the operator).
+    pub keys_secret: String,
+}
+
+impl Default for K8sOptions {
+    fn default() -> Self {
+        let version = env!("CARGO_PKG_VERSION");
+        K8sOptions {
+            name: "tollgate".into(),
+            namespace: "tollgate".into(),
+            gateway_namespace: None,
+            image: format!("oci://REGISTRY/tollgate-filter:{version}"),
+            sidecar_image: format!("REGISTRY/tollgate:{version}"),
+            gateway_selector: [("istio".to_string(), "ingressgateway".to_string())].into_iter().collect(),
+            istio_gateway: None,
+            hosts: vec!["*".into()],
+            gateway_name: "eg".into(),
+            target_kind: TargetKind::HttpRoute,
+            target_name: None,
+            replicas: None,
+            keys_secret: "tollgate-provider-keys".into(),
+        }
+    }
+}
+
+type Files = Vec<(String, String)>;
+
+/// The manifests for an Istio ingress gateway.
+pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files> {
+    check_renderable(policy, "istio")?;
+    let gw_ns = opts.gateway_namespace.clone().unwrap_or_else(|| "istio-system".into());
+    let selector = json!({"matchLabels": opts.gateway_selector});
+    let wasm_plugin = json!({
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": meta(&opts.name, &gw_ns),
+        "spec": {
+            "selector": selector,
+            "url": opts.image,
+            "imagePullPolicy": "IfNotPresent",
+            // After Istio's authentication (a verified JWT is there), before
+            // its authorization filters.
+            "phase": "AUTHZ",
+            "failStrategy": match policy.fail_mode.filter { FailMode::Open => "FAIL_OPEN", FailMode::Closed => "FAIL_CLOSE" },
+            "pluginConfig": plugin_config_value(policy)?,
+            "match": [{"mode": "SERVER"}],
+        },
+    });
+    // Istio names a WasmPlugin's HTTP filter `<namespace>.<name>`.
+    let wasm_filter_name = format!("{gw_ns}.{}", opts.name);
+    let cluster = format!("outbound|{}||{}", policy.sidecar.grpc_port, sidecar_host(opts));
+    let envoy_filter = json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": meta(&format!("{}-ext-proc", opts.name), &gw_ns),
+        "spec": {
+            "workloadSelector": {"labels": opts.gateway_selector},
+            "configPatches": [{
+                "applyTo": "HTTP_FILTER",
+                "match": {
+                    "context": "GATEWAY",
+                    "listener": {"filterChain": {"filter": {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "subFilter": {"name": wasm_filter_name},
+                    }}},
+                },
+                "patch": {"operation": "INSERT_AFTER", "value": ext_proc_filter(policy, &cluster)},
+            }],
+        },
+    });
+
+    let gateway_ref = match &opts.istio_gateway {
+        Some(g) => g.clone(),
+        None => format!("{gw_ns}/{}", opts.name),
+    };
+    let mut routing = Vec::new();
+    if opts.istio_gateway.is_none() {
+        routing.push(json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Gateway",
+            "metadata": meta(&opts.name, &gw_ns),
+            "spec": {
+                "selector": opts.gateway_selector,
+                "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": opts.hosts}],
+            },
+        }));
+    }
+    let mut http_routes = Vec::new();
+    let default_provider = policy.default_provider().ok_or_else(|| anyhow::anyhow!("the policy has no provider"))?;
+    for (name, provider) in &policy.providers {
+        let url = base_url(name, &provider.base_url)?;
+        let host = istio_host(name, &url);
+        let mut entry = json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": meta(&format!("{}-provider-{name}", opts.name), &gw_ns),
+            "spec": {
+                "hosts": [host],
+                "location": "MESH_EXTERNAL",
+                // The gateway speaks plain HTTP to this port; a TLS provider's
+                // DestinationRule originates TLS.
+                "ports": [{"number": url.port, "name": "http", "protocol": "HTTP"}],
+                "resolution": "DNS",
+            },
+        });
+        if url.host.parse::<std::net::IpAddr>().is_ok() {
+            entry["spec"]["resolution"] = json!("STATIC");
+            entry["spec"]["endpoints"] = json!([{"address": url.host}]);
+        }
+        routing.push(entry);
+        if url.tls {
+            routing.push(json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": meta(&format!("{}-provider-{name}", opts.name), &gw_ns),
+                "spec": {
+                    "host": host,
+                    "trafficPolicy": {"portLevelSettings": [{
+                        "port": {"number": url.port},
+                        "tls": {"mode": "SIMPLE", "sni": url.host},
+                    }]},
+                },
+            }));
+        }
+        http_routes.push(istio_route(
+            Some(json!({"headers": {PROVIDER_HEADER: {"exact": name}}, "uri": {"prefix": "/"}})),
+            &host,
+            &url,
+        ));
+    }
+    // Everything the sidecar did not route goes to the default provider.
+    let url = base_url(default_provider, &policy.providers[default_provider].base_url)?;
+    http_routes.push(istio_route(Some(json!({"uri": {"prefix": "/"}})), &istio_host(default_provider, &url), &url));
+    routing.push(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": meta(&opts.name, &gw_ns),
+        "spec": {"hosts": opts.hosts, "gateways": [gateway_ref], "http": http_routes},
+    }));
+
+    let mut files = common_files(policy, opts, "istio")?;
+    files.push(("20-wasmplugin.yaml".into(), yaml_docs("The filter on the ingress gateway.", &[wasm_plugin])?));
+    files.push((
+        "30-envoyfilter.yaml".into(),
+        yaml_docs("ext_proc to the sidecar, right after the filter, on the ingress gateway only.", &[envoy_filter])?,
+    ));
+    files.push(("40-providers.yaml".into(), yaml_docs("Routes from the ingress gateway to the providers.", &routing)?));
+    files.sort();
+    Ok(files)
+}
+
+/// The manifests for Envoy Gateway.
+pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files> {
+    check_renderable(policy, "envoy-gateway")?;
+    let gw_ns = opts.gateway_namespace.clone().unwrap_or_else(|| "default".into());
+    let target_name = match (&opts.target_name, opts.target_kind) {
+        (Some(n), _) => n.clone(),
+        (None, TargetKind::Gateway) => opts.gateway_name.clone(),
+        (None, TargetKind::HttpRoute) => opts.name.clone(),
+    };
+    let timeout = duration(policy.sidecar.timeout_ms);
+    let image = opts.image.strip_prefix("oci://").unwrap_or(&opts.image);
+    let mut ext_proc = json!({
+        "backendRefs": [{
+            "group": "",
+            "kind": "Service",
+            "name": opts.name,
+            "namespace": opts.namespace,
+            "port": policy.sidecar.grpc_port,
+        }],
+        "failOpen": policy.fail_mode.sidecar == FailMode::Open,
+        "messageTimeout": timeout,
+        // The same phases as plain Envoy (crate::envoy::processing_mode):
+        // headers both ways, the buffered request body; the sidecar asks for
+        // the response body itself (mode override) when it needs it.
+        "processingMode": {"allowModeOverride": true, "request": {"body": "Buffered"}, "response": {}},
+        "metadata": {"writableNamespaces": [METADATA_NAMESPACE]},
+    });
+    if policy.access.jwt.is_some() {
+        ext_proc["metadata"]["accessibleNamespaces"] = json!([crate::identity::JWT_NAMESPACE]);
+    }
+    let extension_policy = json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyExtensionPolicy",
+        "metadata": meta(&opts.name, &gw_ns),
+        "spec": {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": opts.target_kind.as_str(), "name": target_name}],
+            "wasm": [{
+                "name": "tollgate",
+                "rootID": "tollgate",
+                "code": {"type": "Image", "image": {"url": image}, "pullPolicy": "IfNotPresent"},
+                "config": plugin_config_value(policy)?,
+                "failOpen": policy.fail_mode.filter == FailMode::Open,
+            }],
+            "extProc": [ext_proc],
+        },
+    });
+    // Envoy Gateway puts ext_proc before wasm by default; Tollgate needs the
+    // filter first (it masks PII before the sidecar sees the request).
+    let envoy_proxy = json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyProxy",
+        "metadata": meta(&opts.name, &gw_ns),
+        "spec": {"filterOrder": [{"name": "envoy.filters.http.wasm", "before": "envoy.filters.http.ext_proc"}]},
+    });
+
+    let default_provider = policy.default_provider().ok_or_else(|| anyhow::anyhow!("the policy has no provider"))?;
+    let mut backends = Vec::new();
+    let mut rules = Vec::new();
+    for (name, provider) in &policy.providers {
+        let url = base_url(name, &provider.base_url)?;
+        let backend_name = format!("{}-provider-{name}", opts.name);
+        let endpoint = if url.host.parse::<std::net::IpAddr>().is_ok() {
+            json!({"ip": {"address": url.host, "port": url.port}})
+        } else {
+            json!({"fqdn": {"hostname": url.host, "port": url.port}})
+        };
+        let mut backend = json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "Backend",
+            "metadata": meta(&backend_name, &gw_ns),
+            "spec": {"endpoints": [endpoint]},
+        });
+        if url.tls {
+            backend["spec"]["tls"] = json!({"wellKnownCACertificates": "System", "sni": url.host});
+        }
+        backends.push(backend);
+        rules.push(eg_rule(
+            Some(json!([{"headers": [{"type": "Exact", "name": PROVIDER_HEADER, "value": name}]}])),
+            &backend_name,
+            &url,
+        ));
+    }
+    let url = base_url(default_provider, &policy.providers[default_provider].base_url)?;
+    rules.push(eg_rule(None, &format!("{}-provider-{default_provider}", opts.name), &url));
+    let mut route_spec = json!({
+        "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": opts.gateway_name}],
+        "rules": rules,
+    });
+    let hostnames: Vec<&String> = opts.hosts.iter().filter(|h| h.as_str() != "*").collect();
+    if !hostnames.is_empty() {
+        route_spec["hostnames"] = json!(hostnames);
+    }
+    let route = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": meta(&opts.name, &gw_ns),
+        "spec": route_spec,
+    });
+
+    let mut files = common_files(policy, opts, "envoy-gateway")?;
+    files.push((
+        "20-envoyproxy.yaml".into(),
+        yaml_docs(
+            &format!(
+                "Filter order (wasm before ext_proc); reference it from the Gateway:\n#   spec.infrastructure.parametersRef: {{group: gateway.envoyproxy.io, kind: EnvoyProxy, name: {}}}",
+                opts.name
+            ),
+            &[envoy_proxy],
+        )?,
+    ));
+    files.push((
+        "30-envoyextensionpolicy.yaml".into(),
+        yaml_docs("The filter and ext_proc to the sidecar.", &[extension_policy])?,
+    ));
+    files.push((
+        "40-backends.yaml".into(),
+        yaml_docs("The providers (Envoy Gateway's `extensionApis.enableBackend` must be on).", &backends)?,
+    ));
+    files.push((
+        "50-httproute.yaml".into(),
+        yaml_docs("Routes to the providers, keyed by the sidecar's choice (x-tollgate-provider).", &[route])?,
+    ));
+    if gw_ns != opts.namespace {
+        let grant = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": meta(&format!("{}-ext-proc", opts.name), &opts.namespace),
+            "spec": {
+                "from": [{"group": "gateway.envoyproxy.io", "kind": "EnvoyExtensionPolicy", "namespace": gw_ns}],
+                "to": [{"group": "", "kind": "Service", "name": opts.name}],
+            },
+        });
+        files.push((
+            "60-referencegrant.yaml".into(),
+            yaml_docs("Lets the EnvoyExtensionPolicy reach the sidecar's Service in its namespace.", &[grant])?,
+        ));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Fallback across several targets needs per-attempt upstream filters and
+/// aggregate clusters, which only the plain Envoy bootstrap renders; better
+/// refuse than send such an alias to the default provider.
+fn check_renderable(policy: &Policy, flavour: &str) -> anyhow::Result<()> {
+    for alias in policy.models.keys() {
+        if policy.fallback(alias).is_some() {
+            anyhow::bail!(
+                "models.{alias}: fallback across several targets is rendered only for plain Envoy (`tollgate render envoy`), not for {flavour}; give the alias one target"
+            );
+        }
+    }
+    if policy.providers.is_empty() {
+        anyhow::bail!("the policy has no provider");
+    }
+    Ok(())
+}
+
+fn meta(name: &str, namespace: &str) -> Value {
+    json!({"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "tollgate"}})
+}
+
+fn base_url(name: &str, raw: &str) -> anyhow::Result<BaseUrl> {
+    BaseUrl::parse(raw).map_err(|m| anyhow::anyhow!("providers.{name}.baseUrl: {m}"))
+}
+
+fn plugin_config_value(policy: &Policy) -> anyhow::Result<Value> {
+    Ok(serde_json::from_str(&plugin_config(policy))?)
+}
+
+fn duration(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn sidecar_host(opts: &K8sOptions) -> String {
+    format!("{}.{}.svc.cluster.local", opts.name, opts.namespace)
+}
+
+/// A provider's host in Istio's registry: its DNS name, or a made-up name
+/// for an IP address (ServiceEntry hosts must be names).
+fn istio_host(provider: &str, url: &BaseUrl) -> String {
+    if url.host.parse::<std::net::IpAddr>().is_ok() {
+        format!("{provider}.tollgate.internal")
+    } else {
+        url.host.clone()
+    }
+}
+
+fn istio_route(matches: Option<Value>, host: &str, url: &BaseUrl) -> Value {
+    let mut route = json!({
+        "route": [{"destination": {"host": host, "port": {"number": url.port}}}],
+        "headers": {"request": {"remove": [PROVIDER_HEADER]}},
+        "timeout": "300s",
+    });
+    if let Some(m) = matches {
+        route["match"] = json!([m]);
+    }
+    let mut rewrite = serde_json::Map::new();
+    if url.tls {
+        rewrite.insert("authority".into(), json!(url.host));
+    }
+    if !url.path.is_empty() {
+        rewrite.insert("uri".into(), json!(format!("{}/", url.path)));
+    }
+    if !rewrite.is_empty() {
+        route["rewrite"] = Value::Object(rewrite);
+    }
+    route
+}
+
+fn eg_rule(matches: Option<Value>, backend: &str, url: &BaseUrl) -> Value {
+    let mut filters =
+        vec![json!({"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": [PROVIDER_HEADER]}})];
+    let mut rewrite = serde_json::Map::new();
+    if url.tls {
+        rewrite.insert("hostname".into(), json!(url.host));
+    }
+    if !url.path.is_empty() {
+        rewrite.insert("path".into(), json!({"type": "ReplacePrefixMatch", "replacePrefixMatch": url.path}));
+    }
+    if !rewrite.is_empty() {
+        filters.push(json!({"type": "URLRewrite", "urlRewrite": rewrite}));
+    }
+    let mut rule = json!({
+        "backendRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": backend, "port": url.port}],
+        "filters": filters,
+        "timeouts": {"request": "300s"},
+    });
+    if let Some(m) = matches {
+        rule["matches"] = m;
+    }
+    rule
+}
+
+/// The policy as the sidecar reads it in the pod: provider key files, the
+/// key store and writable directories moved to the pod's mounts.
+fn pod_policy(policy: &Policy) -> Policy {
+    let mut p = policy.clone();
+    for (name, provider) in p.providers.iter_mut() {
+        if provider.key_file.is_some() {
+            provider.key_file = Some(format!("{KEYS_DIR}/{name}"));
+        }
+    }
+    if let Some(store) = p.access.key_store.as_mut() {
+        *store = format!("{ACCESS_DIR}/{}", file_name(store));
+    }
+    if p.audit.enabled {
+        p.audit.dir = Some(format!("{DATA_DIR}/audit"));
+    }
+    p.limits.dir = Some(format!("{DATA_DIR}/state"));
+    if p.cache.enabled {
+        p.cache.dir = Some(format!("{DATA_DIR}/cache"));
+    }
+    p
+}
+
+fn file_name(path: &str) -> String {
+    std::path::Path::new(path).file_name().map_or_else(|| "keys".into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The Secret keys the operator must create: (secret key, what it holds).
+pub fn secret_keys(policy: &Policy) -> Vec<(String, String)> {
+    let mut keys = Vec::new();
+    for (name, provider) in &policy.providers {
+        if let Some(var) = &provider.key_env {
+            keys.push((var.clone(), format!("API key of provider `{name}` (environment {var})")));
+        } else if provider.key_file.is_some() {
+            keys.push((name.clone(), format!("API key of provider `{name}` (file {KEYS_DIR}/{name})")));
+        }
+    }
+    keys
+}
+
+/// Namespace, ConfigMap, Service and Deployment of the sidecar.
+fn common_files(policy: &Policy, opts: &K8sOptions, flavour: &str) -> anyhow::Result<Files> {
+    let ns = &opts.namespace;
+    let labels = json!({"app.kubernetes.io/name": opts.name, "app.kubernetes.io/part-of": "tollgate"});
+    let mut namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    if flavour == "istio" {
+        // The sidecar is reached from the gateway over plain gRPC; the mesh
+        // may add mTLS around it.
+        namespace["metadata"]["labels"] = json!({"istio-injection": "enabled"});
+    }
+    let config_map = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(&format!("{}-policy", opts.name), ns),
+        "data": {POLICY_FILE: serde_json::to_string_pretty(&pod_policy(policy))? + "\n"},
+    });
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(&opts.name, ns),
+        "spec": {
+            "selector": {"app.kubernetes.io/name": opts.name},
+            "ports": [
+                {"name": "grpc", "port": policy.sidecar.grpc_port, "targetPort": "grpc", "appProtocol": "grpc"},
+                {"name": "http-admin", "port": policy.sidecar.admin_port, "targetPort": "admin", "appProtocol": "http"},
+            ],
+        },
+    });
+
+    let mut env = vec![json!({"name": "RUST_LOG", "value": "info"})];
+    let mut volumes = vec![
+        json!({"name": "policy", "configMap": {"name": format!("{}-policy", opts.name)}}),
+        json!({"name": "data", "emptyDir": {}}),
+    ];
+    let mut mounts = vec![
+        json!({"name": "policy", "mountPath": POLICY_DIR, "readOnly": true}),
+        json!({"name": "data", "mountPath": DATA_DIR}),
+    ];
+    let mut file_items = Vec::new();
+    for (name, provider) in &policy.providers {
+        if let Some(var) = &provider.key_env {
+            env.push(json!({"name": var, "valueFrom": {"secretKeyRef": {"name": opts.keys_secret, "key": var}}}));
+        } else if provider.key_file.is_some() {
+            file_items.push(json!({"key": name, "path": name}));
+        }
+    }
+    if !file_items.is_empty() {
+        volumes.push(json!({"name": "keys", "secret": {"secretName": opts.keys_secret, "items": file_items}}));
+        mounts.push(json!({"name": "keys", "mountPath": KEYS_DIR, "readOnly": true}));
+    }
+    if let Some(store) = &policy.access.key_store {
+        let key = file_name(store);
+        volumes.push(json!({"name": "access", "secret": {"secretName": format!("{}-access", opts.name), "items": [{"key": key, "path": key}]}}));
+        mounts.push(json!({"name": "access", "mountPath": ACCESS_DIR, "readOnly": true}));
+    }
+    let redis = policy.limits.store == tollgate_core::access::StoreKind::Redis;
+    let replicas = opts.replicas.unwrap_or(if redis { 2 } else { 1 });
+    let probe = |path: &str| json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": 5});
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(&opts.name, ns),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": opts.name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [{
+                        "name": "tollgate",
+                        "image": opts.sidecar_image,
+                        "args": [
+                            "serve",
+                            "--policy", format!("{POLICY_DIR}/{POLICY_FILE}"),
+                            "--grpc", format!("0.0.0.0:{}", policy.sidecar.grpc_port),
+                            "--admin", format!("0.0.0.0:{}", policy.sidecar.admin_port),
+                        ],
+                        "env": env,
+                        "ports": [
+                            {"name": "grpc", "containerPort": policy.sidecar.grpc_port},
+                            {"name": "admin", "containerPort": policy.sidecar.admin_port},
+                        ],
+                        "readinessProbe": probe("/readyz"),
+                        "livenessProbe": probe("/healthz"),
+                        "volumeMounts": mounts,
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true,
+                            "runAsUser": 65532,
+                            "runAsGroup": 65532,
+                        },
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    });
+    let mut header = format!("The sidecar (`tollgate serve`), rendered for {flavour}.");
+    let keys = secret_keys(policy);
+    if !keys.is_empty() {
+        header.push_str(&format!(
+            "\n# Provider keys come from the Secret `{}` in namespace `{ns}` (create it first):\n#   kubectl -n {ns} create secret generic {} {}",
+            opts.keys_secret,
+            opts.keys_secret,
+            keys.iter().map(|(k, _)| format!("--from-literal={k}=...")).collect::<Vec<_>>().join(" ")
+        ));
+        for (k, what) in &keys {
+            header.push_str(&format!("\n#   {k}: {what}"));
+        }
+    }
+    if let Some(store) = &policy.access.key_store {
+        header.push_str(&format!(
+            "\n# Virtual keys come from the Secret `{}-access` (key `{}`):\n#   kubectl -n {ns} create secret generic {}-access --from-file={}={store}",
+            opts.name,
+            file_name(store),
+            opts.name,
+            file_name(store)
+        ));
+    }
+    if policy.access.jwt.is_some() {
+        header.push_str(
+            "\n# access.jwt: Envoy's jwt_authn filter is not rendered here; validate tokens with the platform's own\n# JWT policy and have it publish the payload under `envoy.filters.http.jwt_authn` / `tollgate_jwt`.",
+        );
+    }
+    Ok(vec![
+        ("00-namespace.yaml".into(), yaml_docs("The sidecar's namespace.", &[namespace])?),
+        ("10-sidecar.yaml".into(), yaml_docs(&header, &[config_map, service, deployment])?),
+    ])
+}
+
+/// YAML documents with a header comment.
+fn yaml_docs(what: &str, docs: &[Value]) -> anyhow::Result<String> {
+    let mut out = String::from("# Rendered by `tollgate render` from the policy. Do not edit by hand.\n");
+    for line in what.lines() {
+        if !line.starts_with('#') {
+            out.push_str("# ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml_ng::to_string(doc)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::config::parse_policy;
+
+    const POLICY: &str = "failMode: {filter: closed, sidecar: open}\nproviders:\n  openai: {kind: openai, baseUrl: 'https://api.openai.com', keyEnv: OPENAI_API_KEY}\n  anthropic: {kind: anthropic, baseUrl: 'https://api.anthropic.com/proxy', keyFile: /run/secrets/anthropic}\n  local: {kind: openai-compatible, baseUrl: 'http://10.0.0.7:8000'}\nmodels:\n  gpt-4o-mini: {targets: [{provider: openai, model: gpt-4o-mini}]}\n";
+
+    fn docs(files: &[(String, String)], file: &str) -> Vec<Value> {
+        let text = &files.iter().find(|(n, _)| n == file).unwrap_or_else(|| panic!("no {file}")).1;
+        text.split("\n---\n").map(|d| serde_yaml_ng::from_str::<Value>(d).unwrap()).collect()
+    }
+
+    fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+        docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"))
+    }
+
+    #[test]
+    fn istio_wasm_plugin_and_ext_proc_after_it_on_the_gateway() {
+        let policy = parse_policy(POLICY).unwrap();
+        let files = render_istio(&policy, &K8sOptions::default()).unwrap();
+        let names: Vec<_> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["00-namespace.yaml", "10-sidecar.yaml", "20-wasmplugin.yaml", "30-envoyfilter.yaml", "40-providers.yaml"]
+        );
+        let wasm = &docs(&files, "20-wasmplugin.yaml")[0];
+        assert_eq!(wasm["kind"], "WasmPlugin");
+        assert_eq!(wasm["metadata"]["namespace"], "istio-system");
+        assert_eq!(wasm["spec"]["selector"]["matchLabels"]["istio"], "ingressgateway");
+        assert_eq!(wasm["spec"]["failStrategy"], "FAIL_CLOSE");
+        assert!(wasm["spec"]["url"].as_str().unwrap().starts_with("oci://REGISTRY/tollgate-filter:"));
+        // The same plugin configuration as plain Envoy.
+        assert_eq!(wasm["spec"]["pluginConfig"], serde_json::from_str::<Value>(&plugin_config(&policy)).unwrap());
+
+        let ef = &docs(&files, "30-envoyfilter.yaml")[0];
+        assert_eq!(ef["spec"]["workloadSelector"]["labels"]["istio"], "ingressgateway");
+        let patch = &ef["spec"]["configPatches"][0];
+        assert_eq!(patch["applyTo"], "HTTP_FILTER");
+        assert_eq!(patch["match"]["context"], "GATEWAY");
+        assert_eq!(patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"], "istio-system.tollgate");
+        assert_eq!(patch["patch"]["operation"], "INSERT_AFTER");
+        let cluster = "outbound|10001||tollgate.tollgate.svc.cluster.local";
+        assert_eq!(patch["patch"]["value"], ext_proc_filter(&policy, cluster));
+        assert_eq!(patch["patch"]["value"]["typed_config"]["failure_mode_allow"], true);
+    }
+
+    #[test]
+    fn istio_fail_strategy_follows_the_policy() {
+        let policy = parse_policy(&POLICY.replace("filter: closed", "filter: open")).unwrap();
+        let files = render_istio(&policy, &K8sOptions::default()).unwrap();
+        assert_eq!(docs(&files, "20-wasmplugin.yaml")[0]["spec"]["failStrategy"], "FAIL_OPEN");
+        let files = render_envoy_gateway(&policy, &K8sOptions::default()).unwrap();
+        assert_eq!(docs(&files, "30-envoyextensionpolicy.yaml")[0]["spec"]["wasm"][0]["failOpen"], true);
+    }
+
+    #[test]
+    fn custom_selector_and_namespaces() {
+        let policy = parse_policy(POLICY).unwrap();
+        let opts = K8sOptions {
+            gateway_selector: [("app".to_string(), "ai-gw".to_string())].into_iter().collect(),
+            gateway_namespace: Some("edge".into()),
+            istio_gateway: Some("edge/public".into()),
+            ..Default::default()
+        };
+        let files = render_istio(&policy, &opts).unwrap();
+        let wasm = &docs(&files, "20-wasmplugin.yaml")[0];
+        assert_eq!(wasm["spec"]["selector"]["matchLabels"], json!({"app": "ai-gw"}));
+        let ef = &docs(&files, "30-envoyfilter.yaml")[0];
+        assert_eq!(ef["metadata"]["namespace"], "edge");
+        assert_eq!(ef["spec"]["workloadSelector"]["labels"], json!({"app": "ai-gw"}));
+        assert_eq!(
+            ef["spec"]["configPatches"][0]["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+            "edge.tollgate"
+        );
+        let providers = docs(&files, "40-providers.yaml");
+        assert!(providers.iter().all(|d| d["kind"] != "Gateway"), "uses the operator's Gateway");
+        assert_eq!(kind(&providers, "VirtualService")["spec"]["gateways"], json!(["edge/public"]));
+    }
+
+    #[test]
+    fn istio_routes_to_providers() {
+        let policy = parse_policy(POLICY).unwrap();
+        let files = render_istio(&policy, &K8sOptions::default()).unwrap();
+        let docs = docs(&files, "40-providers.yaml");
+        let entries: Vec<_> = docs.iter().filter(|d| d["kind"] == "ServiceEntry").collect();
+        assert_eq!(entries.len(), 3);
+        let local = entries.iter().find(|e| e["metadata"]["name"] == "tollgate-provider-local").unwrap();
+        assert_eq!(local["spec"]["resolution"], "STATIC");
+        assert_eq!(local["spec"]["endpoints"][0]["address"], "10.0.0.7");
+        let rules: Vec<_> = docs.iter().filter(|d| d["kind"] == "DestinationRule").collect();
+        assert_eq!(rules.len(), 2, "TLS origination for the two https providers");
+        let vs = kind(&docs, "VirtualService");
+        let http = vs["spec"]["http"].as_array().unwrap();
+        assert_eq!(http.len(), 4);
+        assert_eq!(http[0]["match"][0]["headers"][PROVIDER_HEADER]["exact"], "anthropic");
+        assert_eq!(http[0]["rewrite"], json!({"authority": "api.anthropic.com", "uri": "/proxy/"}));
+        assert!(http[3]["match"][0].get("headers").is_none(), "the default route comes last");
+    }
+
+    #[test]
+    fn sidecar_mounts_policy_and_keys() {
+        let policy = parse_policy(POLICY).unwrap();
+        let files = render_istio(&policy, &K8sOptions::default()).unwrap();
+        let docs = docs(&files, "10-sidecar.yaml");
+        let cm = kind(&docs, "ConfigMap");
+        let pod_policy = Policy::from_json(cm["data"][POLICY_FILE].as_str().unwrap().as_bytes()).unwrap();
+        pod_policy.validate().unwrap();
+        assert_eq!(pod_policy.providers["anthropic"].key_file.as_deref(), Some("/etc/tollgate/keys/anthropic"));
+        assert_eq!(pod_policy.providers["openai"].key_env.as_deref(), Some("OPENAI_API_KEY"));
+        let dep = kind(&docs, "Deployment");
+        let pod = &dep["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(c["args"][2], "/etc/tollgate/policy/policy.json");
+        let env = c["env"].as_array().unwrap();
+        let key = env.iter().find(|e| e["name"] == "OPENAI_API_KEY").unwrap();
+        assert_eq!(
+            key["valueFrom"]["secretKeyRef"],
+            json!({"name": "tollgate-provider-keys", "key": "OPENAI_API_KEY"})
+        );
+        let keys = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "keys").unwrap();
+        assert_eq!(keys["secret"]["items"], json!([{"key": "anthropic", "path": "anthropic"}]));
+        assert_eq!(
+            dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+            dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        );
+        let svc = kind(&docs, "Service");
+        assert_eq!(svc["spec"]["ports"][0]["appProtocol"], "grpc");
+        assert!(files[1].1.contains("--from-literal=OPENAI_API_KEY=..."));
+    }
+
+    #[test]
+    fn envoy_gateway_policy_backends_and_route() {
+        let policy = parse_policy(POLICY).unwrap();
+        let files = render_envoy_gateway(&policy, &K8sOptions::default()).unwrap();
+        let names: Vec<_> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "00-namespace.yaml",
+                "10-sidecar.yaml",
+                "20-envoyproxy.yaml",
+                "30-envoyextensionpolicy.yaml",
+                "40-backends.yaml",
+                "50-httproute.yaml",
+                "60-referencegrant.yaml"
+            ]
+        );
+        let eep = &docs(&files, "30-envoyextensionpolicy.yaml")[0];
+        assert_eq!(
+            eep["spec"]["targetRefs"][0],
+            json!({"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "tollgate"})
+        );
+        let wasm = &eep["spec"]["wasm"][0];
+        assert_eq!(wasm["code"]["type"], "Image");
+        assert!(wasm["code"]["image"]["url"].as_str().unwrap().starts_with("REGISTRY/tollgate-filter:"));
+        assert_eq!(wasm["config"], serde_json::from_str::<Value>(&plugin_config(&policy)).unwrap());
+        assert_eq!(wasm["failOpen"], false);
+        let ext = &eep["spec"]["extProc"][0];
+        assert_eq!(ext["failOpen"], true);
+        assert_eq!(ext["backendRefs"][0]["namespace"], "tollgate");
+        assert_eq!(ext["processingMode"]["request"]["body"], "Buffered");
+        let order = &docs(&files, "20-envoyproxy.yaml")[0]["spec"]["filterOrder"][0];
+        assert_eq!(order["before"], "envoy.filters.http.ext_proc");
+        let backends = docs(&files, "40-backends.yaml");
+        assert_eq!(backends.len(), 3);
+        assert_eq!(backends[1]["spec"]["endpoints"][0]["ip"]["address"], "10.0.0.7");
+        assert_eq!(backends[2]["spec"]["tls"]["sni"], "api.openai.com");
+        let route = &docs(&files, "50-httproute.yaml")[0];
+        let rules = route["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 4);
+        assert_eq!(route["spec"]["parentRefs"][0]["name"], "eg");
+        assert!(rules[3].get("matches").is_none());
+    }
+
+    #[test]
+    fn envoy_gateway_target_gateway_same_namespace() {
+        let policy = parse_policy(POLICY).unwrap();
+        let opts = K8sOptions {
+            target_kind: TargetKind::Gateway,
+            gateway_namespace: Some("tollgate".into()),
+            ..Default::default()
+        };
+        let files = render_envoy_gateway(&policy, &opts).unwrap();
+        assert!(files.iter().all(|(n, _)| n != "60-referencegrant.yaml"));
+        let eep = &docs(&files, "30-envoyextensionpolicy.yaml")[0];
+        assert_eq!(eep["spec"]["targetRefs"][0]["kind"], "Gateway");
+        assert_eq!(eep["spec"]["targetRefs"][0]["name"], "eg");
+    }
+
+    #[test]
+    fn fallback_aliases_are_refused_with_the_field() {
+        let policy = parse_policy(&format!(
+            "{POLICY}  smart: {{targets: [{{provider: openai, model: gpt-4o}}, {{provider: anthropic, model: claude-sonnet-4-5}}]}}\n"
+        ))
+        .unwrap();
+        let err = render_istio(&policy, &K8sOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("models.smart"), "{err}");
+        assert!(render_envoy_gateway(&policy, &K8sOptions::default()).is_err());
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        let policy = parse_policy(POLICY).unwrap();
+        let opts = K8sOptions::default();
+        assert_eq!(render_istio(&policy, &opts).unwrap(), render_istio(&policy, &opts).unwrap());
+        assert_eq!(render_envoy_gateway(&policy, &opts).unwrap(), render_envoy_gateway(&policy, &opts).unwrap());
+    }
+}

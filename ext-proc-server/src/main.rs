@@ -193,6 +193,102 @@ enum RenderCmd {
         #[arg(long)]
         policy: PathBuf,
     },
+    /// Kubernetes manifests for an Istio ingress gateway: WasmPlugin, EnvoyFilter (ext_proc),
+    /// the sidecar's Deployment/Service/ConfigMap and the providers.
+    Istio(K8sArgs),
+    /// Kubernetes manifests for Envoy Gateway: EnvoyExtensionPolicy (wasm + extProc),
+    /// Backends, HTTPRoute and the sidecar.
+    EnvoyGateway(K8sArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct K8sArgs {
+    #[arg(long)]
+    policy: PathBuf,
+    /// Write one file per manifest group into DIR (default: print them all, `---` separated).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// OCI image of the filter (`tollgate package wasm`, pushed).
+    #[arg(long)]
+    image: Option<String>,
+    /// Container image running `tollgate serve`.
+    #[arg(long)]
+    sidecar_image: Option<String>,
+    #[arg(long, default_value = "tollgate")]
+    namespace: String,
+    #[arg(long)]
+    gateway_namespace: Option<String>,
+    /// Istio: ingress gateway pod labels, KEY=VALUE, repeatable (default istio=ingressgateway).
+    #[arg(long = "selector", value_parser = parse_kv)]
+    selector: Vec<(String, String)>,
+    /// Istio: an existing networking.istio.io Gateway (ns/name) instead of rendering one.
+    #[arg(long)]
+    istio_gateway: Option<String>,
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// Envoy Gateway: the Gateway to attach to.
+    #[arg(long, default_value = "eg")]
+    gateway: String,
+    /// Envoy Gateway: attach the policy to the whole Gateway instead of the rendered HTTPRoute.
+    #[arg(long)]
+    target_gateway: bool,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.into(), v.into())).ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))
+}
+
+impl K8sArgs {
+    fn options(&self) -> tollgate_ext_proc::k8s::K8sOptions {
+        use tollgate_ext_proc::k8s::{K8sOptions, TargetKind};
+        let mut o = K8sOptions {
+            namespace: self.namespace.clone(),
+            gateway_namespace: self.gateway_namespace.clone(),
+            istio_gateway: self.istio_gateway.clone(),
+            gateway_name: self.gateway.clone(),
+            ..Default::default()
+        };
+        if let Some(i) = &self.image {
+            o.image = i.clone();
+        }
+        if let Some(i) = &self.sidecar_image {
+            o.sidecar_image = i.clone();
+        }
+        if !self.selector.is_empty() {
+            o.gateway_selector = self.selector.iter().cloned().collect();
+        }
+        if !self.hosts.is_empty() {
+            o.hosts = self.hosts.clone();
+        }
+        if self.target_gateway {
+            o.target_kind = TargetKind::Gateway;
+        }
+        o
+    }
+}
+
+/// Write rendered manifests into `out`, or print them as one `---` separated stream.
+fn write_manifests(files: Vec<(String, String)>, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            for (name, text) in &files {
+                let p = dir.join(name);
+                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+                println!("wrote {}", p.display());
+            }
+        }
+        None => {
+            for (i, (name, text)) in files.iter().enumerate() {
+                if i > 0 {
+                    println!("---");
+                }
+                println!("# {name}");
+                print!("{text}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -315,6 +411,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", FilterConfig::from_policy(&policy).to_json());
                 Ok(())
             }
+            RenderCmd::Istio(a) => write_manifests(
+                tollgate_ext_proc::k8s::render_istio(&load_policy(&a.policy)?, &a.options())?,
+                a.out.as_deref(),
+            ),
+            RenderCmd::EnvoyGateway(a) => write_manifests(
+                tollgate_ext_proc::k8s::render_envoy_gateway(&load_policy(&a.policy)?, &a.options())?,
+                a.out.as_deref(),
+            ),
         },
     }
 }

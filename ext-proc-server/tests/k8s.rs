@@ -1,0 +1,226 @@
+//! `tollgate render istio|envoy-gateway`: the rendered manifests of the
+//! quickstart policy are pinned by golden files, and every manifest validates
+//! against the published Istio, Envoy Gateway, Gateway API and Kubernetes
+//! schemas and typed models (npm `@kubernetes-models/*`, pinned in
+//! tests/k8s/package-lock.json, installed by scripts/install.sh).
+//!
+//! Update the golden files after an intended change:
+//!   TOLLGATE_UPDATE_GOLDEN=1 cargo test -p tollgate-ext-proc --test k8s
+//! and review the diff (`git diff ext-proc-server/tests/golden/`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tollgate_core::policy::Policy;
+use tollgate_ext_proc::config::{load_policy, parse_policy};
+use tollgate_ext_proc::k8s::{render_envoy_gateway, render_istio, K8sOptions};
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Images pinned so a version bump does not churn the golden files.
+fn golden_options() -> K8sOptions {
+    K8sOptions {
+        image: "oci://REGISTRY/tollgate-filter:0.1.0".into(),
+        sidecar_image: "REGISTRY/tollgate:0.1.0".into(),
+        ..Default::default()
+    }
+}
+
+fn quickstart() -> Policy {
+    load_policy(&golden_dir().join("quickstart-policy.yaml")).unwrap()
+}
+
+type Render = fn(&Policy, &K8sOptions) -> anyhow::Result<Vec<(String, String)>>;
+const FLAVOURS: [(&str, Render); 2] = [("istio", render_istio), ("envoy-gateway", render_envoy_gateway)];
+
+#[test]
+fn golden_manifests_of_the_quickstart_policy() {
+    let update = std::env::var("TOLLGATE_UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    let policy = quickstart();
+    let mut stale = Vec::new();
+    for (flavour, render) in FLAVOURS {
+        let dir = golden_dir().join(flavour);
+        let files = render(&policy, &golden_options()).unwrap();
+        if update {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in &files {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+            continue;
+        }
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        on_disk.sort();
+        let rendered: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        if on_disk != rendered {
+            stale.push(format!("{flavour}: files on disk {on_disk:?}, rendered {rendered:?}"));
+        }
+        for (name, text) in &files {
+            let path = dir.join(name);
+            let old = std::fs::read_to_string(&path).unwrap_or_default();
+            if &old != text {
+                stale.push(format!("{}:\n{}", path.display(), first_difference(&old, text)));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "rendered manifests differ from the golden files:\n{}\n\nIf the change is intended: TOLLGATE_UPDATE_GOLDEN=1 cargo test -p tollgate-ext-proc --test k8s, then review `git diff ext-proc-server/tests/golden/`",
+        stale.join("\n")
+    );
+}
+
+/// The first differing line, with a little context: enough to see what changed.
+fn first_difference(old: &str, new: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let i = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    let from = i.saturating_sub(2);
+    let show = |lines: &[&str], sign: char| {
+        lines.iter().skip(from).take(5).map(|l| format!("  {sign} {l}")).collect::<Vec<_>>().join("\n")
+    };
+    format!("  at line {}\n  golden:\n{}\n  rendered:\n{}", i + 1, show(&a, '-'), show(&b, '+'))
+}
+
+/// Where scripts/install.sh (install_k8s_validator) put the validator's packages.
+fn validator_modules() -> PathBuf {
+    if let Ok(dir) = std::env::var("TOLLGATE_K8S_VALIDATOR_MODULES") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var("TOLLGATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".tollgate"));
+    home.join("k8s-validate/node_modules")
+}
+
+/// Run tests/k8s/validate.mjs over `files`; (success, output).
+fn validate(files: &[PathBuf]) -> (bool, String) {
+    let modules = validator_modules();
+    assert!(
+        modules.join("@kubernetes-models/istio").is_dir() && modules.join("typescript").is_dir(),
+        "the Kubernetes schema validator is not installed at {}: run scripts/install.sh (install_k8s_validator)",
+        modules.display()
+    );
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/k8s/validate.mjs"))
+        .arg("--modules")
+        .arg(&modules)
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run node ({e}): run scripts/install.sh to install Node.js and the validator")
+        });
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn write_all(dir: &Path, files: &[(String, String)]) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    files
+        .iter()
+        .map(|(name, text)| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// Policies covering every branch of the renderers: keys from env and files,
+/// a key store, TLS and plain providers, IP and DNS hosts, a base path.
+fn policies() -> Vec<(&'static str, Policy)> {
+    let wide = parse_policy(
+        "failMode: {filter: open, sidecar: closed}\n\
+         access: {require: key, keyStore: keys.json}\n\
+         audit: {dir: ./audit}\n\
+         limits: {store: redis, redis: 'redis://redis:6379'}\n\
+         providers:\n\
+         \x20 openai: {kind: openai, baseUrl: 'https://api.openai.com', keyEnv: OPENAI_API_KEY}\n\
+         \x20 anthropic: {kind: anthropic, baseUrl: 'https://api.anthropic.com/proxy', keyFile: /run/secrets/anthropic}\n\
+         \x20 local: {kind: openai-compatible, baseUrl: 'http://10.0.0.7:8000'}\n\
+         \x20 vllm: {kind: openai-compatible, baseUrl: 'http://vllm.models.svc.cluster.local:8000/v1'}\n\
+         models:\n\
+         \x20 gpt-4o-mini: {targets: [{provider: openai, model: gpt-4o-mini}]}\n",
+    )
+    .unwrap();
+    vec![("quickstart", quickstart()), ("wide", wide)]
+}
+
+#[test]
+fn rendered_manifests_validate_against_the_published_schemas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for (label, policy) in policies() {
+        for (flavour, render) in FLAVOURS {
+            let variants = [
+                ("default", golden_options()),
+                (
+                    "custom",
+                    K8sOptions {
+                        gateway_namespace: Some("edge".into()),
+                        istio_gateway: Some("edge/public".into()),
+                        hosts: vec!["ai.example.com".into()],
+                        target_kind: tollgate_ext_proc::k8s::TargetKind::Gateway,
+                        replicas: Some(3),
+                        ..golden_options()
+                    },
+                ),
+            ];
+            for (variant, opts) in variants {
+                let files = render(&policy, &opts).unwrap();
+                paths.extend(write_all(&tmp.path().join(format!("{label}-{flavour}-{variant}")), &files));
+            }
+        }
+    }
+    let (ok, out) = validate(&paths);
+    assert!(ok, "rendered manifests do not validate:\n{out}");
+    for kind in [
+        "WasmPlugin",
+        "EnvoyFilter",
+        "ServiceEntry",
+        "DestinationRule",
+        "VirtualService",
+        "networking.istio.io/v1/Gateway",
+        "EnvoyExtensionPolicy",
+        "EnvoyProxy",
+        "Backend",
+        "HTTPRoute",
+        "ReferenceGrant",
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Namespace",
+    ] {
+        assert!(out.contains(&format!("/{kind} ")) || out.contains(&format!("{kind} ")), "{kind} not checked:\n{out}");
+    }
+}
+
+/// The validator is not a rubber stamp: a wrong enum value, an unknown field
+/// and an unmodelled kind each fail.
+#[test]
+fn the_validator_rejects_bad_manifests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = render_istio(&quickstart(), &golden_options()).unwrap();
+    let wasm = &files.iter().find(|(n, _)| n == "20-wasmplugin.yaml").unwrap().1;
+    let cases = [
+        ("bad-enum.yaml", wasm.replace("phase: AUTHZ", "phase: SOMEWHERE")),
+        ("unknown-field.yaml", wasm.replace("phase: AUTHZ", "phase: AUTHZ\n  phaze: AUTHZ")),
+        ("unknown-kind.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n".to_string()),
+    ];
+    for (name, text) in cases {
+        assert_ne!(&text, wasm);
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let (ok, out) = validate(&[path]);
+        assert!(!ok, "{name} passed validation:\n{out}");
+        assert!(out.contains("INVALID"), "{out}");
+    }
+}
