@@ -187,6 +187,11 @@ enum RenderCmd {
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Serve the listener and clusters as file-based xDS from this directory
+        /// (`lds.yaml`, `cds.yaml`; Envoy picks up later renders without a restart):
+        /// the bootstrap then only points there.
+        #[arg(long)]
+        xds_dir: Option<PathBuf>,
     },
     /// The wasm filter's plugin configuration (JSON).
     FilterConfig {
@@ -394,12 +399,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Render { what } => match what {
-            RenderCmd::Envoy { policy, wasm, access_log, out } => {
+            RenderCmd::Envoy { policy, wasm, access_log, out, xds_dir } => {
                 let policy = load_policy(&policy)?;
-                let yaml = render_yaml(
-                    &policy,
-                    &RenderOptions { wasm_path: &wasm, access_log: &access_log, plugin_config: None },
-                )?;
+                let opts = RenderOptions { wasm_path: &wasm, access_log: &access_log, plugin_config: None };
+                let yaml = match xds_dir {
+                    Some(dir) => {
+                        let dir = std::path::absolute(&dir)?;
+                        let [bootstrap, lds, cds] = tollgate_ext_proc::envoy::render_dynamic(&policy, &opts, &dir)?;
+                        tollgate_ext_proc::envoy::write_xds(&dir, &lds, &cds)?;
+                        format!(
+                            "# Rendered by `tollgate render envoy --xds-dir` from the policy. Do not edit by hand.\n{}",
+                            serde_yaml_ng::to_string(&bootstrap)?
+                        )
+                    }
+                    None => render_yaml(&policy, &opts)?,
+                };
                 match out {
                     Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
                     None => print!("{yaml}"),
