@@ -1,13 +1,12 @@
 //! The limits store (rate limits and budgets): shared behaviour checked on
 //! both backends, then what only the embedded journal or only Redis promises.
-//! The Redis tests start their own `redis-server` on a free loopback port.
+//! The Redis tests start their own `redis-server` on a Unix socket.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,60 +24,9 @@ fn at(secs: u64) -> SystemTime {
 
 // ---------------------------------------------------------------- fixtures
 
-/// A `redis-server` of our own on a free loopback port, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        match Command::new("redis-server").arg("--version").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => panic!("`redis-server --version` failed: {out:?}"),
-            Err(e) => panic!(
-                "redis-server is required by the Redis store tests but cannot be run ({e}); \
-                 install it with `apt-get install -y redis-server` (scripts/install.sh does)"
-            ),
-        }
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("redis-server on port {port} exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "redis-server on port {port} did not start in 10 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port, _dir: dir }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "common/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -531,7 +479,9 @@ async fn redis_counters_expire_after_their_window() {
     let now = at(T0);
     store.reserve(now, &[charge("k", Window::Minute, None, 1)]).await.unwrap().unwrap();
     let out = Command::new("redis-cli")
-        .args(["-p", &server.port.to_string(), "PTTL", &stored_key("tg:", "k", Window::Minute, now)])
+        .arg("-s")
+        .arg(server.socket())
+        .args(["PTTL", &stored_key("tg:", "k", Window::Minute, now)])
         .output()
         .expect("redis-cli (installed with redis-server) must be on PATH");
     let ttl: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
@@ -541,7 +491,8 @@ async fn redis_counters_expire_after_their_window() {
 
 #[tokio::test]
 async fn redis_not_listening_fails_fast() {
-    let url = format!("redis://127.0.0.1:{}/", free_port());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("redis://127.0.0.1:{port}/");
 
     let started = Instant::now();
     let err = RedisStore::connect(&url, "tg:").await.err().expect("nothing listens there");
@@ -562,10 +513,9 @@ async fn redis_not_listening_fails_fast() {
 async fn redis_going_down_fails_fast_and_recovers() {
     let server = RedisServer::start();
     let url = server.url();
-    let port = server.port;
     let store: Store = RedisStore::connect(&url, "tg:").await.unwrap().into();
     store.reserve(at(T0), &[charge("k", Window::Minute, None, 1)]).await.unwrap().unwrap();
-    drop(server);
+    let dir = server.stop();
 
     for _ in 0..3 {
         let started = Instant::now();
@@ -576,17 +526,8 @@ async fn redis_going_down_fails_fast_and_recovers() {
         assert!(res.is_err());
     }
 
-    // A new server on the same port: the store reconnects by itself.
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = RedisServer { child, port, _dir: dir };
+    // A new server on the same address: the store reconnects by itself.
+    let _server = RedisServer::start_in(dir);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if store.reserve(at(T0), &[charge("k", Window::Minute, None, 1)]).await.is_ok() {

@@ -49,7 +49,7 @@
 //! `HRANDFIELD` + `HDEL` when over); overall memory is Redis's own business
 //! (`maxmemory`), and `max_bytes` only bounds the size of one entry.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::RedisError;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
@@ -883,13 +883,7 @@ impl RedisCache {
     fn connect(url: &str, prefix: &str, limits: Limits) -> Result<Self, CacheError> {
         let addr = redact(url);
         let client = redis::Client::open(url).map_err(|source| CacheError::RedisUrl { url: addr.clone(), source })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_response_timeout(Some(IO_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = crate::limits::redis::lazy_manager(client)
             .map_err(|source| CacheError::RedisUnreachable { addr: addr.clone(), source })?;
         Ok(Self { conn, prefix: prefix.to_string(), addr, limits })
     }
@@ -1002,12 +996,17 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The tests' own `redis-server` (shared with the limit-store tests).
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#[path = "../../tests/common/redis_server.rs"]
+mod redis_server;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
+    use std::net::TcpListener;
     use std::time::Instant;
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -1381,60 +1380,7 @@ mod tests {
         assert!(store.get_similar(&key(100), &unit(8, 4, 0.0), 0.9).await.unwrap().is_none());
     }
 
-    /// A `redis-server` of our own on a free loopback port, killed on drop.
-    struct RedisServer {
-        child: Child,
-        port: u16,
-        _dir: tempfile::TempDir,
-    }
-
-    impl RedisServer {
-        fn start() -> Self {
-            match Command::new("redis-server").arg("--version").output() {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => panic!("`redis-server --version` failed: {}", out.status),
-                Err(e) => panic!(
-                    "redis-server is needed by this test and cannot be run ({e}); \
-                     install it with scripts/install.sh or `apt-get install -y redis-server`"
-                ),
-            }
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let dir = tempfile::tempdir().unwrap();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("redis-server on port {port} exited early: {status}");
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("redis-server on port {port} did not start in 10 s");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Self { child, port, _dir: dir }
-        }
-
-        fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/0", self.port)
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    use super::redis_server::RedisServer;
 
     #[tokio::test]
     async fn redis_store_is_shared_expires_and_caps_partitions() {

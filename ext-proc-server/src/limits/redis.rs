@@ -111,14 +111,8 @@ impl RedisStore {
     pub async fn connect_lazy(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let addr = redact(url);
         let client = redis::Client::open(url).map_err(|source| StoreError::RedisUrl { url: addr.clone(), source })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_response_timeout(Some(IO_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|source| StoreError::RedisUnreachable { addr: addr.clone(), source })?;
+        let conn =
+            lazy_manager(client).map_err(|source| StoreError::RedisUnreachable { addr: addr.clone(), source })?;
         Ok(Self {
             conn,
             prefix: prefix.to_string(),
@@ -338,4 +332,16 @@ fn redact(url: &str) -> String {
         (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
         _ => url.to_string(),
     }
+}
+
+/// A connection manager that connects on first use, with short timeouts and
+/// one quick retry (a Redis that is down fails a call fast, never hangs it).
+pub(crate) fn lazy_manager(client: redis::Client) -> Result<ConnectionManager, RedisError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(IO_TIMEOUT))
+        .set_response_timeout(Some(IO_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(200));
+    ConnectionManager::new_lazy_with_config(client, config)
 }
