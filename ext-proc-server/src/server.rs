@@ -103,7 +103,7 @@ pub async fn run(
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(ExternalProcessorServer::new(Service::new(live)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc).map(no_delay), async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
         });
 
@@ -290,6 +290,17 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Envoy's messages to the sidecar are small and each waits for an answer:
+/// with Nagle's algorithm on, a reply can sit behind the peer's delayed ACK
+/// (40 ms on Linux) on every phase of every request.
+fn no_delay(conn: std::io::Result<tokio::net::TcpStream>) -> std::io::Result<tokio::net::TcpStream> {
+    let conn = conn?;
+    if let Err(err) = conn.set_nodelay(true) {
+        tracing::warn!(error = %err, "cannot set TCP_NODELAY on an ext_proc connection");
+    }
+    Ok(conn)
 }
 
 /// Bind a listener, naming the address in the error.
