@@ -14,7 +14,7 @@ use tollgate_ext_proc::launch::{http_get, Signal};
 
 /// Run `tollgate up ARGS` with its home in `home`; returns the child and its
 /// banner once it says it is up.
-async fn start_up(args: &[&str], home: &std::path::Path) -> (tokio::process::Child, String) {
+async fn start_up(args: &[&str], home: &std::path::Path) -> (UpChild, String) {
     let p = paths().unwrap();
     let mut child = Command::new(&p.tollgate)
         .arg("up")
@@ -50,13 +50,31 @@ async fn start_up(args: &[&str], home: &std::path::Path) -> (tokio::process::Chi
     assert_eq!(up, Ok(true), "tollgate up did not come up:\n{banner}");
     // Keep draining its output so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, banner)
+    (UpChild(child), banner)
 }
 
-async fn interrupt(child: &mut tokio::process::Child) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+/// `tollgate up` as a child. If a test fails before stopping it, dropping it
+/// sends Ctrl-C (SIGINT) and waits, so `up` stops its own children too (a
+/// SIGKILL would leave Envoy, the sidecar and the mock running).
+struct UpChild(tokio::process::Child);
+
+impl Drop for UpChild {
+    fn drop(&mut self) {
+        let Some(id) = self.0.id() else { return };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(id as i32), Signal::SIGINT);
+        for _ in 0..200 {
+            if self.0.try_wait().is_ok_and(|s| s.is_some()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+async fn interrupt(child: &mut UpChild) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.0.id().unwrap()).unwrap());
     nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.0.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
 }
 
