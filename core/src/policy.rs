@@ -60,6 +60,118 @@ pub struct Policy {
     /// The response cache (off unless enabled).
     #[serde(default)]
     pub cache: crate::cache::CachePolicy,
+    /// Export to an OpenTelemetry collector (off when absent).
+    #[serde(default, skip_serializing_if = "Telemetry::is_off")]
+    pub telemetry: Telemetry,
+}
+
+/// Where the sidecar sends one OpenTelemetry span per AI request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Telemetry {
+    /// An OTLP collector (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<Otlp>,
+}
+
+impl Telemetry {
+    pub fn is_off(&self) -> bool {
+        self.otlp.is_none()
+    }
+}
+
+/// An OTLP trace exporter: spans follow the OpenTelemetry GenAI semantic conventions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Otlp {
+    /// The collector (default `http://127.0.0.1:4317`, OTLP/gRPC's port).
+    #[serde(default = "default_otlp_endpoint")]
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// The `service.name` resource attribute (default `tollgate`).
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Extra request headers (gRPC metadata), e.g. a vendor's API key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// How often the queued spans are sent (default 5000 ms).
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Spans queued at most; beyond it new spans are dropped, never waited for (default 2048).
+    #[serde(default = "default_max_queue_size")]
+    pub max_queue_size: usize,
+}
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC.
+    #[default]
+    Grpc,
+}
+
+fn default_otlp_endpoint() -> String {
+    "http://127.0.0.1:4317".into()
+}
+fn default_service_name() -> String {
+    "tollgate".into()
+}
+fn default_flush_interval_ms() -> u64 {
+    5000
+}
+fn default_max_queue_size() -> usize {
+    2048
+}
+
+impl Default for Otlp {
+    fn default() -> Self {
+        Otlp {
+            endpoint: default_otlp_endpoint(),
+            protocol: OtlpProtocol::Grpc,
+            service_name: default_service_name(),
+            headers: BTreeMap::new(),
+            flush_interval_ms: default_flush_interval_ms(),
+            max_queue_size: default_max_queue_size(),
+        }
+    }
+}
+
+impl Otlp {
+    /// Check the endpoint URL, the headers and the bounds.
+    pub fn validate_at(&self, at: &str) -> Result<(), Error> {
+        let err = |field: &str, message: String| Err(Error::Policy { path: format!("{at}.{field}"), message });
+        match BaseUrl::parse(&self.endpoint) {
+            Err(m) => return err("endpoint", m),
+            Ok(u) if !u.path.is_empty() => {
+                return err("endpoint", format!("`{}`: an OTLP/gRPC endpoint has no path", self.endpoint))
+            }
+            Ok(_) => {}
+        }
+        if self.service_name.trim().is_empty() {
+            return err("serviceName", "must not be empty".into());
+        }
+        for (name, value) in &self.headers {
+            let token = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if name.is_empty() || !name.chars().all(token) || name.starts_with(':') {
+                return err(&format!("headers.{name}"), "header names use letters, digits, '-', '_' and '.'".into());
+            }
+            if name.to_ascii_lowercase().ends_with("-bin") {
+                return err(&format!("headers.{name}"), "binary (`-bin`) headers are not supported".into());
+            }
+            if !value.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+                return err(&format!("headers.{name}"), "values are printable ASCII".into());
+            }
+        }
+        if self.flush_interval_ms == 0 || self.flush_interval_ms > 3_600_000 {
+            return err("flushIntervalMs", "must be between 1 and 3600000".into());
+        }
+        if self.max_queue_size == 0 || self.max_queue_size > 1_000_000 {
+            return err("maxQueueSize", "must be between 1 and 1000000".into());
+        }
+        Ok(())
+    }
 }
 
 /// Where audit records go and what they keep.
@@ -560,6 +672,9 @@ impl Policy {
             }
         }
         self.cache.validate()?;
+        if let Some(otlp) = &self.telemetry.otlp {
+            otlp.validate_at("telemetry.otlp")?;
+        }
         self.inspection.validate()?;
         crate::access::validate(&self.access, &self.teams, &self.consumers, &self.limits)?;
         for name in self.teams.keys().chain(self.consumers.keys()) {
@@ -793,6 +908,13 @@ models:
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {firewall: {block: 2}}\n", "inspection.firewall.block"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {output: {windowBytes: 1}}\n", "inspection.output.windowBytes"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {pii: {entities: {SECRET: hide}}}\n", "inspection.pii.entities.SECRET"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ntelemetry: {otlp: {endpoint: 'udp://x:4317'}}\n", "telemetry.otlp.endpoint"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ntelemetry: {otlp: {endpoint: 'http://x:4317/v1/traces'}}\n", "telemetry.otlp.endpoint"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ntelemetry: {otlp: {protocol: thrift}}\n", "telemetry.otlp.protocol"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ntelemetry: {otlp: {headers: {'a b': c}}}\n", "telemetry.otlp.headers.a b"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ntelemetry: {otlp: {serviceName: ''}}\n", "telemetry.otlp.serviceName"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ntelemetry: {otlp: {maxQueueSize: 0}}\n", "telemetry.otlp.maxQueueSize"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ntelemetry: {otlp: {endpoints: 'http://x'}}\n", "telemetry.otlp.endpoints"),
         ];
         for (src, want) in cases {
             match yaml(src) {
@@ -800,6 +922,25 @@ models:
                 other => panic!("{src}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_configured() {
+        let p = yaml(BASE).unwrap();
+        assert_eq!(p.telemetry.otlp, None);
+        // Absent, it is not written out either (rendered configs stay as they were).
+        assert!(!serde_json::to_string(&p).unwrap().contains("telemetry"));
+        let p = yaml(&format!("{BASE}telemetry: {{otlp: {{}}}}\n")).unwrap();
+        assert_eq!(p.telemetry.otlp, Some(Otlp::default()));
+        let src = format!(
+            "{BASE}telemetry: {{otlp: {{endpoint: 'https://otel.example.com:4317', protocol: grpc, serviceName: gw, headers: {{x-api-key: k}}}}}}\n"
+        );
+        let p = yaml(&src).unwrap();
+        let otlp = p.telemetry.otlp.as_ref().unwrap();
+        assert_eq!((otlp.endpoint.as_str(), otlp.service_name.as_str()), ("https://otel.example.com:4317", "gw"));
+        assert_eq!(otlp.headers["x-api-key"], "k");
+        let json = serde_json::to_vec(&p).unwrap();
+        assert_eq!(Policy::from_json(&json).unwrap(), p);
     }
 
     #[test]

@@ -83,12 +83,14 @@ pub async fn build_shared(policy: Policy, policy_path: &Path) -> anyhow::Result<
     };
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let cache = open_cache(&policy, policy_path, &metrics).await;
+    let telemetry = crate::otel::Telemetry::from_policy(&policy)?.map(Arc::new);
     let mut shared = Shared::new(policy, credentials);
     shared.metrics = metrics;
     shared.cache = cache;
     shared.keys = keys;
     shared.budget = Some(budget);
     shared.audit = audit;
+    shared.telemetry = telemetry;
     Ok(shared)
 }
 
@@ -185,6 +187,7 @@ pub async fn reload_shared(current: &Shared, policy: Policy, policy_path: &Path)
     for (what, changed) in [
         ("limits.store", old.limits.store != policy.limits.store || old.limits.redis != policy.limits.redis),
         ("audit", old.audit != policy.audit),
+        ("telemetry", old.telemetry != policy.telemetry),
         ("access.keyStore", old.access.key_store != policy.access.key_store),
         ("listen / sidecar ports", old.listen != policy.listen || old.sidecar != policy.sidecar),
     ] {

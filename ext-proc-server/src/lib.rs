@@ -19,6 +19,7 @@ pub mod launch;
 pub mod limits;
 pub mod meter;
 pub mod metrics;
+pub mod otel;
 pub mod package;
 pub mod processor;
 pub mod scan;

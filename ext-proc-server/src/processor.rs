@@ -71,6 +71,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The response cache (absent unless the policy enables it).
     pub cache: Option<Arc<Cache>>,
+    /// OTLP span export (absent unless the policy's `telemetry.otlp` is set).
+    pub telemetry: Option<Arc<crate::otel::Telemetry>>,
 }
 
 impl Shared {
@@ -86,6 +88,7 @@ impl Shared {
             audit: None,
             metrics: Arc::default(),
             cache: None,
+            telemetry: None,
         }
     }
 }
@@ -578,6 +581,17 @@ async fn answer_from_cache(
     shared.metrics.observe(&answer.model, "cache", team, 200, draft.clock.elapsed(), None, 0, 0, 0.0, 1);
     let tier_name = cache::tier_name(tier);
     tracing::info!(request_id = draft.request_id, model = parsed.model, tier = tier_name, similarity, "cache hit");
+    if let Some(t) = &shared.telemetry {
+        let (saved_tokens, model) = (saved.total_tokens, answer.model.as_str());
+        t.record(&crate::otel::RequestSpan::cache_hit(
+            draft,
+            &parsed.model,
+            model,
+            saved_tokens,
+            tier_name,
+            similarity,
+        ));
+    }
     if let Some(audit) = &shared.audit {
         let outcome = Outcome {
             requested_model: &parsed.model,
@@ -670,6 +684,9 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
         usd(cost),
         r.attempts,
     );
+    if let Some(t) = &shared.telemetry {
+        t.record(&crate::otel::RequestSpan::routed(&shared.policy, r, &usage, usd(cost)));
+    }
     if let Some(audit) = &shared.audit {
         let mut decisions = serde_json::Map::new();
         if let Some(i) = &r.identity {
@@ -726,6 +743,9 @@ async fn refuse(
 ) -> ProcessingResponse {
     *state = StreamState::Answered;
     shared.metrics.refusal(err.code());
+    if let Some(t) = &shared.telemetry {
+        t.record(&crate::otel::RequestSpan::refused(draft, model, err));
+    }
     if let Some(audit) = &shared.audit {
         audit.refused(draft, model, err).await;
     }

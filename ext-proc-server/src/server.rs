@@ -100,6 +100,7 @@ pub async fn run(
     let admin_addr = admin.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
     let admin_routes = admin_router(live.clone());
+    let telemetry = live.current().telemetry;
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(ExternalProcessorServer::new(Service::new(live)))
@@ -120,6 +121,10 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let (g, a) = tokio::join!(grpc_server, admin_server);
+    if let Some(t) = telemetry {
+        // The spans of the drained streams leave before the process does.
+        t.shutdown().await;
+    }
     g?;
     a?;
     tracing::info!("stopped");

@@ -129,6 +129,7 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
         pricing: Default::default(),
         audit: Default::default(),
         cache: Default::default(),
+        telemetry: Default::default(),
     })
 }
 
