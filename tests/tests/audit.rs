@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -97,17 +99,21 @@ async fn nothing_answered_is_lost_when_the_sidecar_is_killed() {
         .await
         .unwrap();
     let url = gw.url.clone();
+    // Load until told to stop; `done` counts complete answers as they come.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let (load_stop, load_done) = (stop.clone(), done.clone());
     let load = tokio::spawn(async move {
         let client = reqwest::Client::new();
         let mut answered = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let give_up = std::time::Instant::now() + Duration::from_secs(60);
         let mut tasks = Vec::new();
         for worker in 0..4 {
-            let (client, url) = (client.clone(), url.clone());
+            let (client, url, stop, done) = (client.clone(), url.clone(), load_stop.clone(), load_done.clone());
             tasks.push(tokio::spawn(async move {
                 let mut ids = Vec::new();
                 let mut i = 0;
-                while std::time::Instant::now() < deadline {
+                while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < give_up {
                     i += 1;
                     let body = json!({"model": "gpt-4o-mini", "stream": i % 2 == 0,
                         "messages": [{"role": "user", "content": format!("worker {worker} request {i}")}]});
@@ -121,6 +127,7 @@ async fn nothing_answered_is_lost_when_the_sidecar_is_killed() {
                         let text = String::from_utf8_lossy(&bytes);
                         if text.contains("[DONE]") || text.contains("chat.completion") {
                             ids.push(id);
+                            done.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -132,10 +139,25 @@ async fn nothing_answered_is_lost_when_the_sidecar_is_killed() {
         }
         answered
     });
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Kill the sidecar in the middle of the load (however slow the machine).
+    let wait_for = |n: usize| {
+        let done = done.clone();
+        async move {
+            for _ in 0..600 {
+                if done.load(Ordering::Relaxed) >= n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(8).await;
     gw.kill("sidecar").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     gw.start_sidecar(&[]).await.unwrap();
+    let before = done.load(Ordering::Relaxed);
+    wait_for(before + 8).await;
+    stop.store(true, Ordering::Relaxed);
     let answered = load.await.unwrap();
     assert!(answered.len() > 10, "the load ran: {}", answered.len());
     let recorded: HashSet<String> = records(&gw)
