@@ -193,6 +193,20 @@ fn admin_router(live: LiveShared) -> axum::Router {
                 "# HELP {name} Audit records that could not be written.\n# TYPE {name} counter\n{name} {v}\n"
             ));
         }
+        if let Some(t) = &shared.telemetry {
+            let s = t.stats();
+            for (name, help, v) in [
+                ("tollgate_otlp_spans_recorded_total", "Spans queued for OTLP export.", s.recorded.load(Relaxed)),
+                ("tollgate_otlp_spans_exported_total", "Spans the collector accepted.", s.exported.load(Relaxed)),
+                (
+                    "tollgate_otlp_spans_failed_total",
+                    "Spans in batches that could not be exported.",
+                    s.failed.load(Relaxed),
+                ),
+            ] {
+                out.push_str(&counter_text(name, help, v));
+            }
+        }
         if let Some(b) = &shared.budget {
             let s = &b.stats;
             for (name, help, v) in [

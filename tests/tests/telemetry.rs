@@ -228,4 +228,15 @@ async fn an_unreachable_collector_does_not_fail_requests() {
         assert!(!resp.bytes().await.unwrap().is_empty());
         assert!(started.elapsed() < Duration::from_secs(5));
     }
+    // The lost spans are counted on /metrics.
+    let mut failed = 0;
+    for _ in 0..100 {
+        failed = gw.sidecar_metric("tollgate_otlp_spans_failed_total").await.unwrap_or(0);
+        if failed >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failed >= 2, "failed exports counted: {failed}");
+    assert_eq!(gw.sidecar_metric("tollgate_otlp_spans_exported_total").await, Some(0));
 }
