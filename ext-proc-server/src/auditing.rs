@@ -130,3 +130,56 @@ impl AuditSink {
         }
     }
 }
+
+/// The PII the filter handled in a request, as the sidecar sees the body:
+/// masked values as placeholders (`<EMAIL_ADDRESS_2>`), redacted ones as
+/// `[REDACTED_SECRET]`. Per type: how many distinct values were masked and
+/// how many redactions there are. `None` when there are none. (Types the
+/// policy only logs leave no trace in the body; blocked requests never reach
+/// the sidecar and are recorded with the filter's rule.)
+pub fn pii_decisions<'a>(texts: impl IntoIterator<Item = &'a str>) -> Option<Value> {
+    static PATTERN: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"<([A-Z][A-Z0-9_]*?)_([0-9]+)>|\[REDACTED_([A-Z][A-Z0-9_]*)\]").ok()
+    });
+    let re = PATTERN.as_ref()?;
+    let mut masked: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut redacted: std::collections::BTreeMap<String, u64> = Default::default();
+    for text in texts {
+        for c in re.captures_iter(text) {
+            if let (Some(kind), Some(n)) = (c.get(1), c.get(2).and_then(|n| n.as_str().parse::<u64>().ok())) {
+                let e = masked.entry(kind.as_str().to_string()).or_default();
+                *e = (*e).max(n);
+            } else if let Some(kind) = c.get(3) {
+                *redacted.entry(kind.as_str().to_string()).or_default() += 1;
+            }
+        }
+    }
+    if masked.is_empty() && redacted.is_empty() {
+        return None;
+    }
+    let mut out = serde_json::Map::new();
+    for (kind, n) in masked {
+        out.insert(kind, json!({"masked": n}));
+    }
+    for (kind, n) in redacted {
+        let entry = out.entry(kind).or_insert_with(|| json!({}));
+        entry["redacted"] = json!(n);
+    }
+    Some(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pii_decisions_count_types_from_placeholders_and_redactions() {
+        let texts = [
+            "mail <EMAIL_ADDRESS_1> and <EMAIL_ADDRESS_2>, again <EMAIL_ADDRESS_1>",
+            "card <CREDIT_CARD_1>, key [REDACTED_SECRET] and [REDACTED_SECRET]",
+        ];
+        let v = pii_decisions(texts).unwrap_or_default();
+        assert_eq!(v, json!({"EMAIL_ADDRESS": {"masked": 2}, "CREDIT_CARD": {"masked": 1}, "SECRET": {"redacted": 2}}));
+        assert_eq!(pii_decisions(["plain <b>html</b> and <X_y>"]), None);
+    }
+}

@@ -22,7 +22,7 @@ use tollgate_core::translate::Direction;
 use tollgate_core::usage::Usage;
 use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent};
 
-use crate::auditing::{AuditSink, Draft, Outcome};
+use crate::auditing::{pii_decisions, AuditSink, Draft, Outcome};
 use crate::budget::{admitted_headers, Budget, Held};
 use crate::cache::answer::Replay;
 use crate::cache::key::{self, Tenant};
@@ -156,6 +156,8 @@ pub struct Routed {
     pub cut: bool,
     pub settled: bool,
     pub cache: Option<CacheSlot>,
+    /// PII the filter masked or redacted in the request (for the audit record).
+    pub pii: Option<serde_json::Value>,
 }
 
 /// Handle one message of a stream.
@@ -359,6 +361,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         cut: false,
         settled: false,
         cache,
+        pii: pii_decisions(parsed.texts.iter().map(|t| t.text.as_str())),
     }));
     resp
 }
@@ -602,8 +605,14 @@ async fn answer_from_cache(
             ttft: None,
             usage: Usage::default(),
             cost_usd: 0.0,
-            decisions: serde_json::json!({"cache": {"result": "hit", "tier": tier_name, "similarity": similarity,
-                "tokens_saved": saved.total_tokens, "cost_saved_usd": saved_usd}}),
+            decisions: {
+                let mut d = serde_json::json!({"cache": {"result": "hit", "tier": tier_name, "similarity": similarity,
+                    "tokens_saved": saved.total_tokens, "cost_saved_usd": saved_usd}});
+                if let Some(pii) = pii_decisions(parsed.texts.iter().map(|t| t.text.as_str())) {
+                    d["pii"] = pii;
+                }
+                d
+            },
             prompt: (audit.text != AuditText::None).then(|| prompt_text(parsed)),
             response: Some(answer.text.clone()),
         };
@@ -706,6 +715,9 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
         }
         if let Some(slot) = &r.cache {
             decisions.insert("cache".into(), serde_json::json!({"result": slot.status}));
+        }
+        if let Some(pii) = &r.pii {
+            decisions.insert("pii".into(), pii.clone());
         }
         let outcome = Outcome {
             requested_model: &r.requested_model,

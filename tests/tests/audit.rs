@@ -63,6 +63,8 @@ consumers: {alice: {team: research}}
         // Masked text by default: the prompt as it left the gateway, the PII replaced.
         let prompt = r["prompt"].as_str().unwrap();
         assert!(prompt.contains("<EMAIL_ADDRESS_1>") && !prompt.contains("bob@example.com"), "{prompt}");
+        // What the filter did to the PII, by type.
+        assert_eq!(r["decisions"]["pii"], json!({"EMAIL_ADDRESS": {"masked": 1}}), "{r}");
         assert!(r["response"].as_str().unwrap().contains("Mock reply to:"), "{r}");
     }
     let translated = ok.iter().find(|r| r["requestedModel"] == "claude-haiku-4-5").unwrap();
