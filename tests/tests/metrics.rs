@@ -136,8 +136,10 @@ async fn chromium(args: &[&str], url: &str) -> std::process::Output {
 
 #[tokio::test]
 async fn the_admin_page_renders_its_charts_in_a_browser() {
-    let gw = Gateway::start(Options::default()).await.unwrap();
-    for model in ["gpt-4o-mini", "claude-haiku-4-5"] {
+    let gw = Gateway::start(Options { policy_extra: "cache: {enabled: true}\n".into(), ..Default::default() })
+        .await
+        .unwrap();
+    for model in ["gpt-4o-mini", "claude-haiku-4-5", "gpt-4o-mini"] {
         let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
         assert_eq!(gw.post("/v1/chat/completions", &body).await.status(), 200);
     }
@@ -150,6 +152,8 @@ async fn the_admin_page_renders_its_charts_in_a_browser() {
     assert!(dom.matches("<rect").count() >= 2, "bars were drawn: {dom}");
     assert!(dom.contains("gpt-4o-mini") && dom.contains("claude-haiku-4-5"), "{dom}");
     assert!(dom.contains("blocked_by_policy"), "the blocked request and its rule are listed: {dom}");
+    // The repeated question was answered from the cache, and the page says so.
+    assert!(dom.contains("hits (exact / semantic)</td><td class=\"n\">1 (1 / 0)"), "cache savings shown: {dom}");
     let shot = gw.dir.join("dashboard.png");
     chromium(&["--window-size=1280,900", &format!("--screenshot={}", shot.display())], &url).await;
     let png = std::fs::read(&shot).unwrap();
