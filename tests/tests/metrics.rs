@@ -24,7 +24,7 @@ fn exported(text: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn dashboard_queries_only_exported_metrics() {
     let gw = Gateway::start(Options {
-        policy_extra: "teams: {research: {limits: {costPerDay: 5}}}\n".into(),
+        policy_extra: "teams: {research: {limits: {costPerDay: 5}}}\ncache: {enabled: true}\n".into(),
         ..Default::default()
     })
     .await
