@@ -184,8 +184,15 @@ pub async fn reload_shared(current: &Shared, policy: Policy, policy_path: &Path)
     policy.validate()?;
     let credentials = load_credentials(&policy)?;
     let old = &current.policy;
+    let (oc, nc) = (&old.cache, &policy.cache);
+    // Where the cache lives and how much it holds belong to its open store.
+    let cache_store_changed = (oc.store, &oc.dir, &oc.redis, oc.ttl_seconds, oc.max_entries, oc.max_bytes)
+        != (nc.store, &nc.dir, &nc.redis, nc.ttl_seconds, nc.max_entries, nc.max_bytes)
+        || oc.semantic.model_dir != nc.semantic.model_dir
+        || (nc.semantic.enabled && !oc.semantic.enabled);
     for (what, changed) in [
         ("limits.store", old.limits.store != policy.limits.store || old.limits.redis != policy.limits.redis),
+        ("cache store, limits or model", current.cache.is_some() && nc.enabled && cache_store_changed),
         ("audit", old.audit != policy.audit),
         ("telemetry", old.telemetry != policy.telemetry),
         ("access.keyStore", old.access.key_store != policy.access.key_store),
@@ -199,9 +206,13 @@ pub async fn reload_shared(current: &Shared, policy: Policy, policy_path: &Path)
     next.credentials = Arc::new(credentials);
     next.prices = Arc::new(tollgate_core::pricing::PriceTable::new(&policy.pricing));
     next.budget = current.budget.as_ref().map(|b| b.with_policy(&policy));
-    if old.cache != policy.cache {
-        next.cache = open_cache(&policy, policy_path, &current.metrics).await;
-    }
+    next.cache = match (&current.cache, nc.enabled) {
+        (_, false) => None,
+        // The open store (and model) serve the new settings: a second store
+        // on the same directory would write the same log.
+        (Some(cache), true) => Some(Arc::new(cache.with_policy(nc))),
+        (None, true) => open_cache(&policy, policy_path, &current.metrics).await,
+    };
     next.policy = Arc::new(policy);
     Ok(next)
 }

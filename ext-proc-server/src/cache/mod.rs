@@ -81,7 +81,7 @@ pub enum Decision {
     /// Looked up, not found; the answer is kept when `Some` (not with `no-store`).
     Miss(Option<Box<Pending>>),
     /// Not looked up; the answer is kept when `Some`.
-    Skip(&'static str, Option<Box<Pending>>),
+    Skip(Skip, Option<Box<Pending>>),
 }
 
 pub struct Cache {
@@ -118,6 +118,16 @@ impl Cache {
         Ok(Cache { policy: policy.clone(), store, embedder, metrics })
     }
 
+    /// The same store, model and metrics under new settings (a policy reload).
+    pub fn with_policy(&self, policy: &CachePolicy) -> Cache {
+        Cache {
+            policy: policy.clone(),
+            store: self.store.clone(),
+            embedder: self.embedder.clone(),
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+
     /// Whether the semantic tier runs (it needs the model).
     pub fn semantic(&self) -> bool {
         self.policy.semantic.enabled && self.embedder.is_some()
@@ -131,7 +141,7 @@ impl Cache {
         match &decision {
             Decision::Hit { tier, .. } => self.metrics.cache_result("hit", tier_name(*tier)),
             Decision::Miss(_) => self.metrics.cache_result("miss", "-"),
-            Decision::Skip(reason, _) => self.metrics.cache_result("skip", reason),
+            Decision::Skip(reason, _) => self.metrics.cache_result("skip", reason.as_str()),
         }
         decision
     }
@@ -142,8 +152,8 @@ impl Cache {
         }
         let pending = |keys, embedding| Box::new(Pending { keys, embedding, recorder: None });
         match (control.no_cache, control.no_store) {
-            (true, true) => return Decision::Skip(Skip::Client.as_str(), None),
-            (true, false) => return Decision::Skip(Skip::Client.as_str(), Some(pending(keys, None))),
+            (true, true) => return Decision::Skip(Skip::Client, None),
+            (true, false) => return Decision::Skip(Skip::Client, Some(pending(keys, None))),
             _ => {}
         }
         if self.policy.exact {
@@ -208,9 +218,10 @@ impl Cache {
         }
     }
 
-    /// Count a request the cache was not asked about.
-    pub fn metrics_skip(&self, skip: Skip) {
+    /// A request the cache may not serve (counted like every decision).
+    pub fn skipped(&self, skip: Skip) -> Decision {
         self.metrics.cache_result("skip", skip.as_str());
+        Decision::Skip(skip, None)
     }
 
     /// Entries and bytes held, when the store knows cheaply.
@@ -228,5 +239,37 @@ pub fn tier_name(tier: Tier) -> &'static str {
     match tier {
         Tier::Exact => "exact",
         Tier::Semantic => "semantic",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn keys(exact: u8) -> CacheKeys {
+        CacheKeys { partition: [1; 32], exact: [exact; 32], semantic_text: None }
+    }
+
+    #[tokio::test]
+    async fn new_settings_keep_the_open_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CachePolicy { enabled: true, ..Default::default() };
+        let cache = Cache::open(&policy, dir.path(), None, None, Arc::default()).await.unwrap();
+        let answer = Answer {
+            model: "m".into(),
+            text: "hello".into(),
+            finish: "stop".into(),
+            input_tokens: 1,
+            output_tokens: 1,
+        };
+        cache.store(Pending { keys: keys(7), embedding: None, recorder: None }, &answer).await;
+        let reloaded = cache.with_policy(&CachePolicy { max_temperature: 1.0, ..policy });
+        assert_eq!(reloaded.policy.max_temperature, 1.0);
+        match reloaded.lookup(keys(7), 0.9, Control::default()).await {
+            Decision::Hit { answer: found, .. } => assert_eq!(found, answer),
+            other => panic!("the reloaded cache lost its entries: {other:?}"),
+        }
+        assert_eq!(reloaded.stats(), cache.stats(), "one store, not two");
     }
 }
