@@ -361,7 +361,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         cut: false,
         settled: false,
         cache,
-        pii: pii_decisions(parsed.texts.iter().map(|t| t.text.as_str())),
+        pii: shared.audit.as_ref().and_then(|_| pii_decisions(parsed.texts.iter().map(|t| t.text.as_str()))),
     }));
     resp
 }
@@ -487,11 +487,6 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
                 }
             }
         }
-        // The meter's count, for answers that report no usage of their own.
-        let counted = match (&r.meter, &r.held) {
-            (Some(meter), Some(held)) if b.end_of_stream => Some(meter.usage(held.input_tokens)),
-            _ => None,
-        };
         if let Some(slot) = r.cache.as_mut() {
             if r.cut {
                 slot.pending = None;
@@ -499,6 +494,8 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
                 recorder.feed(out.as_deref().unwrap_or(&b.body));
             }
             if b.end_of_stream {
+                // The meter's count, for answers that report no usage of their own.
+                let counted = r.meter.as_ref().zip(r.held.as_ref()).map(|(m, h)| m.usage(h.input_tokens));
                 keep_answer(shared, slot, counted).await;
             }
         }
@@ -537,8 +534,7 @@ async fn look_up(
 ) -> Decision {
     let alias = policy.models.get(&parsed.model).and_then(|m| m.cache.as_ref());
     if alias.and_then(|c| c.enabled) == Some(false) {
-        cache.metrics_skip(Skip::Route);
-        return Decision::Skip(Skip::Route.as_str(), None);
+        return cache.skipped(Skip::Route);
     }
     let tenant = Tenant {
         consumer: identity.map(|i| i.consumer.as_str()),
@@ -551,10 +547,7 @@ async fn look_up(
             let threshold = alias.and_then(|c| c.threshold).unwrap_or(cache.policy.semantic.threshold);
             cache.lookup(keys, threshold, hints.control).await
         }
-        Err(skip) => {
-            cache.metrics_skip(skip);
-            Decision::Skip(skip.as_str(), None)
-        }
+        Err(skip) => cache.skipped(skip),
     }
 }
 
@@ -621,23 +614,13 @@ async fn answer_from_cache(
         }
     }
     let content_type = if parsed.stream { "text/event-stream" } else { "application/json" };
-    let mut headers = vec![
-        set_header("content-type", content_type),
+    let headers = vec![
         set_header(STATUS_HEADER, "hit"),
         set_header(TIER_HEADER, tier_name),
         set_header(SIMILARITY_HEADER, &format!("{similarity:.4}")),
         set_header(BACKEND_HEADER, "cache"),
     ];
-    if !draft.request_id.is_empty() {
-        headers.push(set_header("x-tollgate-request-id", &draft.request_id));
-    }
-    let mut resp = reply(processing_response::Response::ImmediateResponse(ImmediateResponse {
-        status: Some(HttpStatus { code: 200 }),
-        headers: Some(HeaderMutation { set_headers: headers, ..Default::default() }),
-        body,
-        details: "tollgate_cache_hit".into(),
-        ..Default::default()
-    }));
+    let mut resp = local_reply(200, content_type, &draft.request_id, headers, body, "tollgate_cache_hit".into());
     resp.dynamic_metadata = Some(metadata(vec![
         ("api", str_value(draft.api.as_str())),
         ("model", str_value(&parsed.model)),
@@ -850,16 +833,31 @@ pub fn provider_headers(
 /// An answer from the sidecar itself, in the client API's error shape.
 pub fn immediate(api: ApiKind, request_id: &str, err: &Error, extra: &[(String, String)]) -> ProcessingResponse {
     tracing::info!(request_id, error = %err, "answered by the sidecar");
-    let mut headers = vec![set_header("content-type", "application/json")];
+    let extra = extra.iter().map(|(k, v)| set_header(k, v)).collect();
+    let (status, details) = (err.status(), format!("tollgate_{}", err.code()));
+    local_reply(status, "application/json", request_id, extra, err.body(api.family()).into_bytes(), details)
+}
+
+/// A response the sidecar answers itself: `content-type`, the request id
+/// (when there is one) and `extra` headers.
+fn local_reply(
+    status: u16,
+    content_type: &str,
+    request_id: &str,
+    extra: Vec<HeaderValueOption>,
+    body: Vec<u8>,
+    details: String,
+) -> ProcessingResponse {
+    let mut headers = vec![set_header("content-type", content_type)];
     if !request_id.is_empty() {
         headers.push(set_header("x-tollgate-request-id", request_id));
     }
-    headers.extend(extra.iter().map(|(k, v)| set_header(k, v)));
+    headers.extend(extra);
     reply(processing_response::Response::ImmediateResponse(ImmediateResponse {
-        status: Some(HttpStatus { code: i32::from(err.status()) }),
+        status: Some(HttpStatus { code: i32::from(status) }),
         headers: Some(HeaderMutation { set_headers: headers, ..Default::default() }),
-        body: err.body(api.family()).into_bytes(),
-        details: format!("tollgate_{}", err.code()),
+        body,
+        details,
         ..Default::default()
     }))
 }

@@ -149,7 +149,7 @@ pub fn keys(
         Some((last, earlier)) => (Some(*last), earlier),
         None => (None, &[][..]),
     };
-    let last_norm = last.map(normalize_message).unwrap_or(Value::Null);
+    let last_norm = canonical(&last.map(normalize_message).unwrap_or(Value::Null));
     let mut h = Sha256::new();
     for part in [
         "tollgate-cache-v1",
@@ -159,14 +159,14 @@ pub fn keys(
         &canonical(&Value::Array(system)),
         &canonical(&Value::Array(earlier.iter().map(|m| normalize_message(m)).collect())),
         &canonical(&Value::Object(params)),
-        &numbers(&canonical(&last_norm)),
+        &numbers(&last_norm),
     ] {
         field(&mut h, part);
     }
     let partition: Key = h.finalize().into();
     let mut h = Sha256::new();
     h.update(partition);
-    field(&mut h, &canonical(&last_norm));
+    field(&mut h, &last_norm);
     let exact: Key = h.finalize().into();
 
     let semantic_text = (policy.semantic.enabled
