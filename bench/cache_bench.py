@@ -366,11 +366,7 @@ def main():
     ap.add_argument("--store-md", help="its markdown, appended to cache.md")
     args = ap.parse_args()
 
-    envoy = args.envoy or os.environ.get("TOLLGATE_ENVOY")
-    if not envoy:
-        home = Path(os.environ.get("TOLLGATE_HOME", Path.home() / ".tollgate"))
-        cand = home / "venv/bin/envoy"
-        envoy = str(cand) if cand.is_file() else shutil.which("envoy")
+    envoy = bench.find_envoy(args.envoy or os.environ.get("TOLLGATE_ENVOY"))
     for name, path in (("tollgate", args.tollgate), ("wasm filter", args.wasm), ("envoy", envoy)):
         if not path or not (Path(path).is_file() or shutil.which(path)):
             sys.exit(f"cache_bench: no {name} at {path!r}: run scripts/cache-bench.sh (it builds what is missing)")
