@@ -322,6 +322,18 @@ pub fn render_dynamic(policy: &Policy, opts: &RenderOptions<'_>, xds_dir: &Path)
     Ok([bootstrap, lds, cds])
 }
 
+/// [`render_dynamic`], with the LDS and CDS documents written into `xds_dir`
+/// ([`write_xds`]); returns the bootstrap as YAML text.
+pub fn write_dynamic(policy: &Policy, opts: &RenderOptions<'_>, xds_dir: &Path) -> anyhow::Result<String> {
+    let [bootstrap, lds, cds] = render_dynamic(policy, opts, xds_dir)?;
+    write_xds(xds_dir, &lds, &cds)?;
+    let body = serde_yaml_ng::to_string(&bootstrap)?;
+    Ok(format!(
+        "# Rendered by Tollgate from the policy; listener and clusters in {}. Do not edit by hand.\n{body}",
+        xds_dir.display()
+    ))
+}
+
 /// Write the LDS and CDS documents into `xds_dir`, each by an atomic rename
 /// (what Envoy's directory watch picks up). Clusters go first, so a listener
 /// never routes to a cluster Envoy does not know yet.

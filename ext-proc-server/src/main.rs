@@ -405,12 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let yaml = match xds_dir {
                     Some(dir) => {
                         let dir = std::path::absolute(&dir)?;
-                        let [bootstrap, lds, cds] = tollgate_ext_proc::envoy::render_dynamic(&policy, &opts, &dir)?;
-                        tollgate_ext_proc::envoy::write_xds(&dir, &lds, &cds)?;
-                        format!(
-                            "# Rendered by `tollgate render envoy --xds-dir` from the policy. Do not edit by hand.\n{}",
-                            serde_yaml_ng::to_string(&bootstrap)?
-                        )
+                        tollgate_ext_proc::envoy::write_dynamic(&policy, &opts, &dir)?
                     }
                     None => render_yaml(&policy, &opts)?,
                 };

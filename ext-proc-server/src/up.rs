@@ -10,7 +10,7 @@ use tollgate_core::access::{Access, Consumer, Limits, Require, Team};
 use tollgate_core::policy::{Policy, Provider, ProviderKind};
 
 use crate::config::{load_credentials, load_policy, parse_policy};
-use crate::envoy::{render_dynamic, write_xds, RenderOptions};
+use crate::envoy::{render_dynamic, write_dynamic, write_xds, RenderOptions};
 use crate::keys::{KeyFile, KeyIndex};
 use crate::launch::{build_wasm, envoy_command, find_envoy, find_wasm, install_envoy, tollgate_home, wait_ready, Proc};
 
@@ -198,10 +198,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     // Listener and clusters come from files Envoy watches, so a policy change
     // reaches the running Envoy (see `follow_policy`).
     let xds_dir = run_dir.join("xds");
-    let [bootstrap, lds, cds] = render_dynamic(&policy, &render_opts, &xds_dir)?;
-    write_xds(&xds_dir, &lds, &cds)?;
-    let header = "# Rendered by `tollgate up` from the policy. Do not edit by hand.\n";
-    std::fs::write(&envoy_config, format!("{header}{}", serde_yaml_ng::to_string(&bootstrap)?))?;
+    std::fs::write(&envoy_config, write_dynamic(&policy, &render_opts, &xds_dir)?)?;
 
     let exe = std::env::current_exe()?;
     let mut procs: Vec<Proc> = Vec::new();
