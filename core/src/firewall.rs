@@ -381,12 +381,15 @@ impl Firewall {
                 }
             }
         }
-        if let Some(r) = self.zero_width {
+        // Invisible, tag and Greek/Cyrillic characters are all outside ASCII:
+        // most prompts skip the three Unicode checks below in one fast pass.
+        let ascii = text.is_ascii();
+        if let Some(r) = self.zero_width.filter(|_| !ascii) {
             if !hits[r] && normalize::has_zero_width_in_word(text) {
                 hits[r] = true;
             }
         }
-        if let Some(r) = self.homoglyph {
+        if let Some(r) = self.homoglyph.filter(|_| !ascii) {
             if !hits[r] && normalize::has_homoglyph_mixing(text) {
                 hits[r] = true;
             }
@@ -394,7 +397,7 @@ impl Firewall {
         if depth >= MAX_DECODE_DEPTH {
             return;
         }
-        if let Some(hidden) = normalize::tag_payload(text) {
+        if let Some(hidden) = (!ascii).then(|| normalize::tag_payload(text)).flatten() {
             if let Some(r) = self.zero_width {
                 hits[r] = true;
             }

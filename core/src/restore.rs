@@ -14,6 +14,8 @@
 //! `input_json_delta.partial_json`) a placeholder sits inside a JSON string,
 //! so the original is inserted JSON-escaped (without quotes).
 
+mod fast;
+
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -316,6 +318,8 @@ pub struct SseRestorer {
     block_sent: bool,
     /// Entity types / rule ids redacted so far.
     hits: Vec<String>,
+    /// Whether plain text deltas take the splicing path ([`fast`]).
+    fast: bool,
 }
 
 impl SseRestorer {
@@ -329,7 +333,17 @@ impl SseRestorer {
             blocked: None,
             block_sent: false,
             hits: Vec::new(),
+            fast: true,
         }
+    }
+
+    /// Rewrite every event through the general path (parse, edit,
+    /// serialize), never by splicing text slots: for tests and benchmarks
+    /// that compare the two.
+    #[doc(hidden)]
+    pub fn general_path_only(mut self) -> Self {
+        self.fast = false;
+        self
     }
 
     /// Also run `guard` over every streamed text channel (after restore).
@@ -407,6 +421,9 @@ impl SseRestorer {
         }
         if self.guard.is_none() && self.held.is_empty() && !may_contain_placeholder(&event.data) {
             event.write_to(out);
+            return;
+        }
+        if self.fast_event(map, event, out) {
             return;
         }
         let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {

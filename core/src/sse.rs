@@ -135,7 +135,7 @@ impl SseParser {
                 }
             }
         }
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', rest) {
             let (line, after) = (&rest[..pos], &rest[pos + 1..]);
             if rest[pos] == b'\r' {
                 match after.first() {
@@ -211,7 +211,7 @@ impl SseParser {
         if line[0] == b':' {
             return;
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let (name, value) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let v = &line[i + 1..];
                 (&line[..i], v.strip_prefix(b" ").unwrap_or(v))

@@ -232,13 +232,7 @@ impl StreamUsage {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    match needle.split_first() {
-        None => true,
-        Some((first, _)) => haystack
-            .iter()
-            .enumerate()
-            .any(|(i, b)| b == first && haystack.get(i..).is_some_and(|h| h.starts_with(needle))),
-    }
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// Ask an OpenAI stream for its usage: when a streamed chat/completions
