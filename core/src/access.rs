@@ -74,6 +74,9 @@ pub struct Team {
     pub models: Vec<String>,
     #[serde(default)]
     pub limits: Limits,
+    /// The team's prompt-firewall thresholds (over the route's and the policy's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<crate::firewall::Thresholds>,
 }
 
 /// A consumer: a person or application, member of one team.
@@ -86,6 +89,9 @@ pub struct Consumer {
     pub models: Vec<String>,
     #[serde(default)]
     pub limits: Limits,
+    /// The consumer's prompt-firewall thresholds (over the team's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<crate::firewall::Thresholds>,
 }
 
 /// Limits for one consumer or team. Absent means unlimited.

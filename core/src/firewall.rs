@@ -93,6 +93,79 @@ fn default_log() -> f64 {
     0.3
 }
 
+/// A route's, team's or consumer's own firewall thresholds, over those of
+/// `inspection.firewall` (unset ones keep the value they override).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Thresholds {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<f64>,
+}
+
+/// The thresholds in force for one request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Levels {
+    pub block: f64,
+    pub flag: f64,
+    pub log: f64,
+}
+
+impl Levels {
+    /// These levels with `t`'s set values in their place.
+    pub fn over(self, t: Option<&Thresholds>) -> Levels {
+        let Some(t) = t else { return self };
+        Levels {
+            block: t.block.unwrap_or(self.block),
+            flag: t.flag.unwrap_or(self.flag),
+            log: t.log.unwrap_or(self.log),
+        }
+    }
+
+    /// The action for `score` (`matched`: whether any rule matched).
+    pub fn action(self, score: f64, matched: bool) -> FirewallAction {
+        if !matched {
+            FirewallAction::Allow
+        } else if score + EPS >= self.block {
+            FirewallAction::Block
+        } else if score + EPS >= self.flag {
+            FirewallAction::Flag
+        } else if score + EPS >= self.log {
+            FirewallAction::Log
+        } else {
+            FirewallAction::Allow
+        }
+    }
+
+    /// Check range and order (`log <= flag <= block`), naming `prefix.<field>`.
+    pub fn validate_at(self, prefix: &str) -> Result<(), Error> {
+        let path = |field: &str| if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
+        let err = |field: &str, message: String| Error::Policy { path: path(field), message };
+        for (name, v) in [("log", self.log), ("flag", self.flag), ("block", self.block)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(err(name, format!("must be between 0 and 1, got {v}")));
+            }
+        }
+        if self.flag < self.log {
+            return Err(err("flag", format!("must be at least log ({})", self.log)));
+        }
+        if self.block < self.flag {
+            return Err(err("block", format!("must be at least flag ({})", self.flag)));
+        }
+        Ok(())
+    }
+}
+
+impl FirewallPolicy {
+    /// The policy's own thresholds.
+    pub fn levels(&self) -> Levels {
+        Levels { block: self.block, flag: self.flag, log: self.log }
+    }
+}
+
 impl Default for FirewallPolicy {
     fn default() -> Self {
         FirewallPolicy {
@@ -130,17 +203,7 @@ impl FirewallPolicy {
     fn effective_rules(&self, prefix: &str) -> Result<Vec<Rule>, Error> {
         let path = |field: String| if prefix.is_empty() { field } else { format!("{prefix}.{field}") };
         let err = |field: String, message: String| Error::Policy { path: path(field), message };
-        for (name, v) in [("log", self.log), ("flag", self.flag), ("block", self.block)] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(err(name.into(), format!("must be between 0 and 1, got {v}")));
-            }
-        }
-        if self.flag < self.log {
-            return Err(err("flag".into(), format!("must be at least log ({})", self.log)));
-        }
-        if self.block < self.flag {
-            return Err(err("block".into(), format!("must be at least flag ({})", self.flag)));
-        }
+        self.levels().validate_at(prefix)?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, r) in self.rules.iter().enumerate() {
             let at = |f: &str| if f.is_empty() { format!("rules[{i}]") } else { format!("rules[{i}].{f}") };
@@ -233,6 +296,12 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// The same scan judged at other thresholds (a route's or an identity's).
+    pub fn at(mut self, levels: Levels) -> Verdict {
+        self.action = levels.action(self.score, !self.rules.is_empty());
+        self
+    }
+
     /// The error to return to the client when the action is `Block`.
     pub fn error(&self) -> Option<Error> {
         if self.action != FirewallAction::Block {
@@ -270,9 +339,7 @@ pub struct Firewall {
     base64: Option<usize>,
     zero_width: Option<usize>,
     homoglyph: Option<usize>,
-    block: f64,
-    flag: f64,
-    log: f64,
+    levels: Levels,
 }
 
 /// Tolerance for comparing scores with thresholds.
@@ -332,10 +399,14 @@ impl Firewall {
             base64,
             zero_width,
             homoglyph,
-            block: policy.block,
-            flag: policy.flag,
-            log: policy.log,
+            levels: policy.levels(),
         })
+    }
+
+    /// The policy's thresholds (a route's or an identity's may differ: see
+    /// [`Verdict::at`]).
+    pub fn levels(&self) -> Levels {
+        self.levels
     }
 
     /// Ids of the active rules, in evaluation order.
@@ -422,17 +493,7 @@ impl Firewall {
         matched.sort_by(|a, b| b.weight.total_cmp(&a.weight).then_with(|| a.id.cmp(&b.id)));
         let keep: f64 = matched.iter().map(|r| 1.0 - r.weight).product();
         let score = (1.0 - keep).clamp(0.0, 1.0);
-        let action = if matched.is_empty() {
-            FirewallAction::Allow
-        } else if score + EPS >= self.block {
-            FirewallAction::Block
-        } else if score + EPS >= self.flag {
-            FirewallAction::Flag
-        } else if score + EPS >= self.log {
-            FirewallAction::Log
-        } else {
-            FirewallAction::Allow
-        };
+        let action = self.levels.action(score, !matched.is_empty());
         Verdict { score, action, rules: matched.into_iter().map(|r| r.id.clone()).collect() }
     }
 }

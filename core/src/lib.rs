@@ -14,6 +14,7 @@ pub mod guard;
 pub mod pii;
 pub mod policy;
 pub mod pricing;
+pub mod report;
 pub mod request;
 pub mod restore;
 pub mod sse;

@@ -350,6 +350,9 @@ pub struct ModelRoute {
     /// This alias's cache settings (over `cache`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<crate::cache::RouteCache>,
+    /// This alias's prompt-firewall thresholds (over `inspection.firewall`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<crate::firewall::Thresholds>,
 }
 
 /// How an alias picks the first target of a request.
@@ -666,10 +669,21 @@ impl Policy {
                 }
             }
         }
+        let levels = self.inspection.firewall.levels();
         for (alias, route) in &self.models {
             if let Some(cache) = &route.cache {
                 cache.validate_at(&format!("models.{alias}.cache"))?;
             }
+            if let Some(t) = &route.firewall {
+                levels.over(Some(t)).validate_at(&format!("models.{alias}.firewall"))?;
+            }
+        }
+        for (name, team) in &self.teams {
+            levels.over(team.firewall.as_ref()).validate_at(&format!("teams.{name}.firewall"))?;
+        }
+        for (name, consumer) in &self.consumers {
+            let team = self.teams.get(&consumer.team).and_then(|t| t.firewall.as_ref());
+            levels.over(team).over(consumer.firewall.as_ref()).validate_at(&format!("consumers.{name}.firewall"))?;
         }
         self.cache.validate()?;
         if let Some(otlp) = &self.telemetry.otlp {

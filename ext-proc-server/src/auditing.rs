@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use tollgate_core::policy::{AuditText, FailMode};
+use tollgate_core::report::InspectionReport;
 use tollgate_core::usage::Usage;
 use tollgate_core::{ApiKind, Error};
 
@@ -33,6 +34,8 @@ pub struct Draft {
     pub api: ApiKind,
     pub consumer: String,
     pub team: String,
+    /// What the filter found (firewall verdict as judged for this caller, PII).
+    pub inspection: Option<InspectionReport>,
 }
 
 impl Draft {
@@ -44,7 +47,28 @@ impl Draft {
             api,
             consumer: identity.map(|i| i.consumer.clone()).unwrap_or_default(),
             team: identity.map(|i| i.team.clone()).unwrap_or_default(),
+            inspection: None,
         }
+    }
+
+    /// `decisions` with the review's findings added: the firewall verdict
+    /// and the PII types the policy only logs, next to the masked and
+    /// redacted ones the body shows.
+    fn decisions(&self, mut decisions: Value) -> Value {
+        if let (Some(report), Value::Object(map)) = (&self.inspection, &mut decisions) {
+            if let Some(firewall) = &report.firewall {
+                map.insert("firewall".into(), json!(firewall));
+            }
+            if !report.pii.is_empty() {
+                let pii = map.entry("pii").or_insert_with(|| json!({}));
+                for (kind, done) in &report.pii {
+                    for (what, n) in done {
+                        pii[kind.as_str()][what.as_str()] = json!(n);
+                    }
+                }
+            }
+        }
+        decisions
     }
 
     fn record(&self, requested_model: &str) -> AuditRecord {
@@ -82,7 +106,7 @@ impl AuditSink {
     pub async fn refused(&self, draft: &Draft, requested_model: &str, err: &Error) {
         let mut rec = draft.record(requested_model);
         rec.status = err.status();
-        rec.decisions = json!({"refused": {"code": err.code(), "message": err.to_string()}});
+        rec.decisions = draft.decisions(json!({"refused": {"code": err.code(), "message": err.to_string()}}));
         let _ = self.write(rec).await;
     }
 
@@ -108,7 +132,7 @@ impl AuditSink {
         rec.output_tokens = o.usage.output_tokens;
         rec.cached_tokens = o.usage.cached_tokens;
         rec.cost_usd = o.cost_usd;
-        rec.decisions = o.decisions;
+        rec.decisions = draft.decisions(o.decisions);
         if self.text != AuditText::None {
             rec.prompt = o.prompt;
             rec.response = o.response;

@@ -205,6 +205,7 @@ pub async fn reload_shared(current: &Shared, policy: Policy, policy_path: &Path)
     let mut next = current.clone();
     next.credentials = Arc::new(credentials);
     next.prices = Arc::new(tollgate_core::pricing::PriceTable::new(&policy.pricing));
+    next.review = Arc::new(crate::review::Review::new(&policy));
     next.budget = current.budget.as_ref().map(|b| b.with_policy(&policy));
     next.cache = match (&current.cache, nc.enabled) {
         (_, false) => None,

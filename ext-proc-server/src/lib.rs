@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod otel;
 pub mod package;
 pub mod processor;
+pub mod review;
 pub mod scan;
 pub mod server;
 pub mod strategy;

@@ -36,6 +36,7 @@ use crate::identity::{check_model, identify, Identity};
 use crate::keys::LiveKeys;
 use crate::meter::Meter;
 use crate::metrics::Metrics;
+use crate::review::Review;
 use crate::strategy::{first_target, Latencies};
 use crate::tokens;
 use crate::translation::Translation;
@@ -49,6 +50,8 @@ const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
 /// Response header naming the backend that answered.
 pub const BACKEND_HEADER: &str = "x-tollgate-backend";
+/// The firewall rule that blocked a request (the filter's header of the same name).
+pub const BLOCKED_BY_HEADER: &str = "x-tollgate-blocked-by";
 /// `PROVIDER_HEADER` value prefix selecting an alias's fallback route.
 pub const FALLBACK_PREFIX: &str = "@";
 /// Dynamic metadata namespace.
@@ -73,6 +76,8 @@ pub struct Shared {
     pub cache: Option<Arc<Cache>>,
     /// OTLP span export (absent unless the policy's `telemetry.otlp` is set).
     pub telemetry: Option<Arc<crate::otel::Telemetry>>,
+    /// The filter's prompt checks, run again for per-caller thresholds and the audit.
+    pub review: Arc<Review>,
 }
 
 impl Shared {
@@ -80,6 +85,7 @@ impl Shared {
     pub fn new(policy: Policy, credentials: HashMap<String, Credential>) -> Shared {
         Shared {
             prices: Arc::new(PriceTable::new(&policy.pricing)),
+            review: Arc::new(Review::new(&policy)),
             policy: Arc::new(policy),
             credentials: Arc::new(credentials),
             keys: LiveKeys::default(),
@@ -234,7 +240,7 @@ async fn on_request_headers(
 }
 
 async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) -> ProcessingResponse {
-    let StreamState::AwaitingBody { api, request_id, identity, draft, hints } = std::mem::take(state) else {
+    let StreamState::AwaitingBody { api, request_id, identity, mut draft, hints } = std::mem::take(state) else {
         return reply(processing_response::Response::RequestBody(BodyResponse::default()));
     };
     let ParsedRequest { json, request: parsed, .. } = match parse_request_json(api, &body.body) {
@@ -244,6 +250,11 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     let model = parsed.model.clone();
     if let Err(err) = check_model(&shared.policy, identity.as_ref(), &parsed.model) {
         return refuse(shared, state, &draft, &model, &err, &[]).await;
+    }
+    let findings = shared.review.review(&shared.policy, identity.as_ref(), &parsed, shared.audit.is_some());
+    draft.inspection = findings.report;
+    if let Some(err @ Error::Blocked { rule, .. }) = &findings.blocked {
+        return refuse(shared, state, &draft, &model, err, &[(BLOCKED_BY_HEADER.into(), rule.clone())]).await;
     }
     let route = match shared.policy.route(api, &parsed.model) {
         Ok(route) => route,
@@ -375,7 +386,7 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
         let draft = draft.clone();
         *state = StreamState::Answered;
         let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let rule = header(h, "x-tollgate-blocked-by");
+        let rule = header(h, BLOCKED_BY_HEADER);
         shared.metrics.refusal(if rule.is_some() { "blocked_by_policy" } else { "answered_by_proxy" });
         if let Some(audit) = &shared.audit {
             audit.answered_by_proxy(&draft, status, rule.as_deref()).await;

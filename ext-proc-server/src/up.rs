@@ -60,10 +60,11 @@ pub fn demo_access(policy: &mut Policy, home: &Path) -> anyhow::Result<String> {
         cost_per_day: Some(DEMO_COST_PER_DAY),
         ..Default::default()
     };
-    policy.teams.insert("demo".into(), Team { models: Vec::new(), limits });
-    policy
-        .consumers
-        .insert("demo".into(), Consumer { team: "demo".into(), models: Vec::new(), limits: Limits::default() });
+    policy.teams.insert("demo".into(), Team { models: Vec::new(), limits, firewall: None });
+    policy.consumers.insert(
+        "demo".into(),
+        Consumer { team: "demo".into(), models: Vec::new(), limits: Limits::default(), firewall: None },
+    );
 
     let key_path = home.join("demo-key");
     let mut file = KeyFile::load(&store)?;

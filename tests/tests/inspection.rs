@@ -144,3 +144,82 @@ async fn output_guard_redacts_a_secret_the_model_leaks() {
     }
     assert!(gw.wait_stat("tollgate_output_redacted_total", 4).await.unwrap() >= 4);
 }
+
+/// Firewall thresholds per alias (judged by the filter) and per team or
+/// consumer (judged by the sidecar, which knows the caller); audit records
+/// carry the verdict of requests that went through and the PII types the
+/// policy only logs.
+#[tokio::test]
+async fn firewall_thresholds_per_alias_team_and_consumer() {
+    let gw = Gateway::start(Options {
+        // "open sesame" scores 0.9 (over the policy's block at 0.8), "magic words" 0.4.
+        policy_extra: "
+access: {require: key, keyStore: '{dir}/keys.yaml'}
+models:
+  strict: {targets: [{provider: mock, model: gpt-4o-mini}], firewall: {block: 0.3, flag: 0.2, log: 0.1}}
+inspection:
+  pii: {entities: {EMAIL_ADDRESS: mask, PHONE_NUMBER: log}}
+  firewall:
+    rules:
+      - {id: test-strong, phrases: ['open sesame'], weight: 0.9}
+      - {id: test-mild, phrases: ['magic words'], weight: 0.4}
+teams:
+  research: {firewall: {block: 0.99, flag: 0.9}}
+  sales: {}
+consumers:
+  ann: {team: research}
+  bob: {team: sales}
+"
+        .into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ann = format!("Bearer {}", gw.create_key("ann").await);
+    let bob = format!("Bearer {}", gw.create_key("bob").await);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let chat = |model: &str, text: &str| json!({"model": model, "messages": [{"role": "user", "content": text}]});
+    let send = |body: Value, key: &str, request_id: &str| {
+        let (body, key, id) = (body, key.to_string(), request_id.to_string());
+        let gw = &gw;
+        async move { gw.post_with("/v1/chat/completions", &body, &[("authorization", &key), ("x-request-id", &id)]).await }
+    };
+
+    // The team's lenient thresholds let its member through (flagged) ...
+    let strong = "Open sesame, then call me on +1 (555) 010-9999.";
+    let resp = send(chat("gpt-4o-mini", strong), &ann, "fw-ann").await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    // ... while a caller without thresholds of its own is held to the policy's,
+    // by the sidecar, in the provider's error shape.
+    let resp = send(chat("gpt-4o-mini", strong), &bob, "fw-bob").await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-tollgate-blocked-by"], "test-strong");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "blocked_by_policy", "{body}");
+
+    // The alias's own thresholds block "magic words" there only (here by the
+    // sidecar: with callers' thresholds in the policy the filter leaves
+    // blocks below the most lenient of them to it).
+    let resp = send(chat("strict", "Say the magic words."), &bob, "fw-strict").await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-tollgate-blocked-by"], "test-mild");
+    let resp = send(chat("gpt-4o-mini", "Say the magic words."), &bob, "fw-mild").await;
+    assert_eq!(resp.status(), 200);
+
+    let records = gw.audit_records();
+    let find = |id: &str| records.iter().find(|r| r["requestId"] == id).cloned().unwrap_or(Value::Null);
+    let ann_rec = find("fw-ann");
+    assert_eq!(ann_rec["status"], 200, "{records:?}");
+    assert_eq!(ann_rec["decisions"]["firewall"]["action"], "flag", "{ann_rec}");
+    assert_eq!(ann_rec["decisions"]["firewall"]["rules"], json!(["test-strong"]));
+    assert_eq!(ann_rec["decisions"]["pii"]["PHONE_NUMBER"]["logged"], 1, "{ann_rec}");
+    let bob_rec = find("fw-bob");
+    assert_eq!(bob_rec["status"], 403);
+    assert_eq!(bob_rec["decisions"]["refused"]["code"], "blocked_by_policy");
+    assert_eq!(bob_rec["decisions"]["firewall"]["action"], "block", "{bob_rec}");
+    assert_eq!(find("fw-mild")["decisions"]["firewall"]["action"], "log");
+    // The provider never saw the blocked prompts.
+    let seen = gw.mock_requests().await;
+    assert_eq!(seen.iter().filter(|r| r["body"].as_str().unwrap_or("").contains("esame")).count(), 1);
+    assert_eq!(seen.iter().filter(|r| r["body"].as_str().unwrap_or("").contains("magic")).count(), 1);
+}

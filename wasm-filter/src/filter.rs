@@ -164,8 +164,9 @@ impl Filter {
             // length be framed anew.
             host.set_request_header("content-length", None);
         }
-        // Headers go on (Envoy only delivers the body to a filter that let
-        // its headers through); the body is held until it is complete.
+        // Headers go on (Envoy's wasm host holds the body of a filter that
+        // stops its headers until the filter resumes on its own); the body
+        // is held until it is complete.
         self.request = RequestState::Buffering { api, request_id };
         Verdict::Continue
     }
@@ -190,15 +191,20 @@ impl Filter {
             Err(err) => return self.reject(host, api.family(), &request_id, &err, None),
         };
 
-        // Prompt firewall, over what the caller wrote (not the operator's system prompt).
-        let verdict = self.inspector.firewall.scan_all(
-            parsed
-                .request
-                .texts
-                .iter()
-                .filter(|t| t.role != "system" && t.role != "developer")
-                .map(|t| t.text.as_str()),
-        );
+        // Prompt firewall, over what the caller wrote (not the operator's
+        // system prompt), at the thresholds of the model alias asked for.
+        let verdict = self
+            .inspector
+            .firewall
+            .scan_all(
+                parsed
+                    .request
+                    .texts
+                    .iter()
+                    .filter(|t| t.role != "system" && t.role != "developer")
+                    .map(|t| t.text.as_str()),
+            )
+            .at(self.config().firewall_levels(&parsed.request.model));
         if verdict.action >= FirewallAction::Flag || !verdict.rules.is_empty() {
             let value =
                 serde_json::json!({"score": verdict.score, "action": verdict.action.as_str(), "rules": verdict.rules});

@@ -1,0 +1,166 @@
+//! The filter's prompt checks, run again where the caller is known.
+//!
+//! The wasm filter runs before the sidecar and cannot tell who is calling,
+//! and it has no way to hand its findings on: Envoy's wasm host lets a
+//! filter change request headers only until they have gone on, and they go
+//! on before the body is read. So the sidecar repeats the two checks whose
+//! outcome it needs, with the same core code and the same policy:
+//!
+//! - the prompt firewall, when a team or consumer sets thresholds of its own
+//!   (the filter then blocks only what every caller's thresholds block, see
+//!   `FilterConfig::firewall_levels`) or when requests are audited (the
+//!   record carries the score and rules of requests that were let through);
+//! - PII of the types the policy only logs, for the audit record (masked and
+//!   redacted values already show in the body as placeholders).
+//!
+//! Both scan what the sidecar receives: the masked body. Placeholders carry
+//! no firewall phrases, so the score is the filter's.
+
+use tollgate_core::firewall::{Firewall, FirewallAction};
+use tollgate_core::pii::{PiiAction, PiiScanner};
+use tollgate_core::policy::Policy;
+use tollgate_core::report::InspectionReport;
+use tollgate_core::{Error, LlmRequest};
+
+use crate::identity::Identity;
+
+/// Compiled once per policy.
+#[derive(Debug)]
+pub struct Review {
+    firewall: Option<Firewall>,
+    /// Detectors of the types whose action is `log` (none: no such types).
+    logged: Option<PiiScanner>,
+    /// Whether any team or consumer sets its own firewall thresholds.
+    per_caller: bool,
+}
+
+/// What a review found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// The firewall blocks this caller's request.
+    pub blocked: Option<Error>,
+    /// For the audit record; `None` when there is nothing to say.
+    pub report: Option<InspectionReport>,
+}
+
+impl Review {
+    pub fn new(policy: &Policy) -> Review {
+        let per_caller = policy.teams.values().any(|t| t.firewall.is_some())
+            || policy.consumers.values().any(|c| c.firewall.is_some());
+        let mut logged = policy.inspection.pii.clone();
+        logged.entities.retain(|_, action| *action == PiiAction::Log);
+        logged.custom.retain(|c| c.action == PiiAction::Log);
+        let any_logged = !logged.entities.is_empty() || !logged.custom.is_empty();
+        Review {
+            // The policy was validated: these compile (a failure only turns the review off).
+            firewall: Firewall::new(&policy.inspection.firewall).ok(),
+            logged: any_logged.then(|| PiiScanner::new(&logged).ok()).flatten(),
+            per_caller,
+        }
+    }
+
+    /// Review `request` for `identity`; `audited`: a record will be written.
+    pub fn review(
+        &self,
+        policy: &Policy,
+        identity: Option<&Identity>,
+        request: &LlmRequest,
+        audited: bool,
+    ) -> Findings {
+        let Some(firewall) = self.firewall.as_ref().filter(|_| self.per_caller || audited) else {
+            return Findings::default();
+        };
+        let user_texts = request.texts.iter().filter(|t| t.role != "system" && t.role != "developer");
+        let team = identity.and_then(|i| policy.teams.get(&i.team)).and_then(|t| t.firewall.as_ref());
+        let consumer = identity.and_then(|i| policy.consumers.get(&i.consumer)).and_then(|c| c.firewall.as_ref());
+        let levels = firewall
+            .levels()
+            .over(policy.models.get(&request.model).and_then(|m| m.firewall.as_ref()))
+            .over(team)
+            .over(consumer);
+        let verdict = firewall.scan_all(user_texts.map(|t| t.text.as_str())).at(levels);
+        let blocked = (verdict.action == FirewallAction::Block).then(|| verdict.error()).flatten();
+        let logged = match (&self.logged, audited) {
+            (Some(scanner), true) => request.texts.iter().flat_map(|t| scanner.find(&t.text)).collect(),
+            _ => Vec::new(),
+        };
+        let report = InspectionReport::new(&verdict, &logged);
+        Findings { blocked, report: (audited && !report.is_empty()).then_some(report) }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::identity::Via;
+    use tollgate_core::{parse_request, ApiKind};
+
+    // Scores are set by the policy's own rules: a match of "open sesame"
+    // scores 0.9, of "magic words" 0.4.
+    const POLICY: &str = r#"
+providers:
+  openai: {kind: openai, baseUrl: 'https://api.openai.com'}
+models:
+  strict-model: {targets: [{provider: openai, model: gpt-4o-mini}], firewall: {block: 0.3, flag: 0.2, log: 0.1}}
+inspection:
+  pii: {entities: {EMAIL_ADDRESS: mask, PHONE_NUMBER: log}}
+  firewall:
+    pack: none
+    rules:
+      - {id: test-strong, phrases: ["open sesame"], weight: 0.9}
+      - {id: test-mild, phrases: ["magic words"], weight: 0.4}
+teams:
+  research: {firewall: {block: 0.99, flag: 0.9}}
+  sales: {}
+consumers:
+  ann: {team: research}
+  bob: {team: sales}
+  cat: {team: research, firewall: {block: 0.5, flag: 0.5}}
+"#;
+
+    fn who(consumer: &str, team: &str) -> Identity {
+        Identity { consumer: consumer.into(), team: team.into(), via: Via::Key }
+    }
+
+    fn request(model: &str, text: &str) -> LlmRequest {
+        let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]});
+        parse_request(ApiKind::OpenAiChat, body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_callers_thresholds_decide() {
+        let policy: Policy = serde_yaml_ng::from_str(POLICY).unwrap();
+        policy.validate().unwrap();
+        let review = Review::new(&policy);
+        let strong = request("gpt-4o", "Open sesame, and tell me everything.");
+        // research is lenient, its member cat is strict again, sales keeps the policy's 0.8.
+        let outcome = |c: &str, t: &str| review.review(&policy, Some(&who(c, t)), &strong, true);
+        assert!(outcome("ann", "research").blocked.is_none());
+        assert!(
+            matches!(outcome("cat", "research").blocked, Some(Error::Blocked { rule, .. }) if rule == "test-strong")
+        );
+        assert!(outcome("bob", "sales").blocked.is_some());
+        assert!(review.review(&policy, None, &strong, false).blocked.is_some(), "no identity: the policy's thresholds");
+        let ann = outcome("ann", "research").report.unwrap().firewall.unwrap();
+        assert_eq!((ann.action, ann.score, ann.rules), (FirewallAction::Flag, 0.9, vec!["test-strong".to_string()]));
+        // The alias's own threshold applies to callers without one.
+        let mild = |model: &str| request(model, "Say the magic words.");
+        assert!(review.review(&policy, Some(&who("bob", "sales")), &mild("strict-model"), false).blocked.is_some());
+        assert!(review.review(&policy, Some(&who("bob", "sales")), &mild("gpt-4o"), false).blocked.is_none());
+        let logged = review.review(&policy, Some(&who("bob", "sales")), &mild("gpt-4o"), true).report.unwrap();
+        assert_eq!(logged.firewall.unwrap().action, FirewallAction::Log);
+    }
+
+    #[test]
+    fn logged_pii_is_reported_only_when_audited() {
+        let policy: Policy = serde_yaml_ng::from_str(POLICY).unwrap();
+        let review = Review::new(&policy);
+        let req = request("gpt-4o", "Call me on +1 (555) 010-9999, mail <EMAIL_ADDRESS_1>.");
+        let report = review.review(&policy, None, &req, true).report.unwrap();
+        assert_eq!(report.pii["PHONE_NUMBER"]["logged"], 1);
+        assert!(!report.pii.contains_key("EMAIL_ADDRESS"), "masked types show as placeholders, not here");
+        assert!(report.firewall.is_none());
+        assert!(review.review(&policy, None, &req, false).report.is_none());
+    }
+}
