@@ -405,6 +405,22 @@ mod tests {
         assert_eq!(policy.audit.fsync, "every");
     }
 
+    /// The firewall thresholds example in the README stays valid, and its
+    /// filter defers to the most lenient team.
+    #[test]
+    fn readme_firewall_example_validates() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let section = readme.split("## Inspection").nth(1).unwrap();
+        let yaml = section.split("```yaml").nth(1).unwrap().split("```").next().unwrap();
+        let yaml: String = yaml.lines().map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l))).collect();
+        let policy =
+            parse_policy(&format!("providers:\n  openai: {{kind: openai, baseUrl: 'http://x'}}\n{yaml}")).unwrap();
+        policy.validate().unwrap();
+        let filter = tollgate_core::filter_config::FilterConfig::from_policy(&policy);
+        assert_eq!(filter.firewall_levels("support-bot").block, 0.99);
+        assert_eq!(filter.firewall_levels("support-bot").flag, 0.3);
+    }
+
     /// The cache example in the README stays valid.
     #[test]
     fn readme_cache_example_validates() {
