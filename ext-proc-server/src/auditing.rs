@@ -34,8 +34,10 @@ pub struct Draft {
     pub api: ApiKind,
     pub consumer: String,
     pub team: String,
-    /// What the filter found (firewall verdict as judged for this caller, PII).
+    /// What the review found (firewall verdict for this caller, logged PII).
     pub inspection: Option<InspectionReport>,
+    /// The caller's W3C trace context (`traceparent`, `tracestate`), if sent.
+    pub trace_context: Vec<(String, String)>,
 }
 
 impl Draft {
@@ -48,6 +50,7 @@ impl Draft {
             consumer: identity.map(|i| i.consumer.clone()).unwrap_or_default(),
             team: identity.map(|i| i.team.clone()).unwrap_or_default(),
             inspection: None,
+            trace_context: Vec::new(),
         }
     }
 

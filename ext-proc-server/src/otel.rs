@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData};
 use opentelemetry_sdk::Resource;
 use tollgate_core::policy::{BaseUrl, Otlp, Policy, ProviderKind};
@@ -80,6 +82,8 @@ pub struct RequestSpan<'a> {
     pub ttft: Option<Duration>,
     /// Extra attributes (`tollgate.*`).
     pub extra: Vec<KeyValue>,
+    /// The caller's W3C trace context: the span joins the caller's trace.
+    pub trace_context: &'a [(String, String)],
 }
 
 /// `gen_ai.operation.name` of a request API.
@@ -119,6 +123,7 @@ impl<'a> RequestSpan<'a> {
             team: &draft.team,
             started: Some(draft.started),
             duration: draft.clock.elapsed(),
+            trace_context: &draft.trace_context,
             ..Default::default()
         }
     }
@@ -194,6 +199,23 @@ impl<'a> RequestSpan<'a> {
             requested_model,
             status: err.status(),
             error: Some((err.code().to_string(), err.to_string())),
+            ..RequestSpan::from_draft(draft)
+        }
+    }
+
+    /// A request the filter (or Envoy) answered before it was routed;
+    /// `rule`: the filter's `x-tollgate-blocked-by`.
+    pub fn answered_by_proxy(draft: &'a Draft, status: u16, rule: Option<&str>) -> RequestSpan<'a> {
+        let error = match rule {
+            Some(rule) => Some(("blocked_by_policy".to_string(), format!("blocked by the filter (rule `{rule}`)"))),
+            None if status >= 400 => Some((status.to_string(), format!("answered {status} by the proxy"))),
+            None => None,
+        };
+        RequestSpan {
+            status,
+            error,
+            attempts: 0,
+            extra: rule.map(|r| vec![KeyValue::new("tollgate.blocked_by", r.to_string())]).unwrap_or_default(),
             ..RequestSpan::from_draft(draft)
         }
     }
@@ -326,7 +348,7 @@ impl Telemetry {
             .with_kind(SpanKind::Client)
             .with_start_time(start)
             .with_attributes(span.attributes())
-            .start_with_context(&self.tracer, &Context::new());
+            .start_with_context(&self.tracer, &parent(span.trace_context));
         if let Some((_, description)) = &span.error {
             s.set_status(Status::error(description.clone()));
         } else if span.status >= 400 {
@@ -366,6 +388,16 @@ impl Telemetry {
             "OTLP exporter stopped"
         );
     }
+}
+
+/// The caller's trace as the parent context (a new trace without one, or
+/// when `traceparent` does not parse).
+fn parent(trace_context: &[(String, String)]) -> Context {
+    if trace_context.is_empty() {
+        return Context::new();
+    }
+    let carrier: std::collections::HashMap<String, String> = trace_context.iter().cloned().collect();
+    TraceContextPropagator::new().extract_with_context(&Context::new(), &carrier)
 }
 
 /// The OTLP exporter, counting what it sends and what fails.

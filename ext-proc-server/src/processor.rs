@@ -226,7 +226,11 @@ async fn on_request_headers(
         Ok(identity) => identity,
         Err(err) => return refuse(shared, state, &Draft::new(api, &request_id, None), "", &err, &[]).await,
     };
-    let draft = Draft::new(api, &request_id, identity.as_ref());
+    let mut draft = Draft::new(api, &request_id, identity.as_ref());
+    draft.trace_context = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| header(h, name).map(|v| (name.to_string(), v)))
+        .collect();
     if h.end_of_stream {
         let err = Error::InvalidRequest("a JSON request body is required".into());
         return refuse(shared, state, &draft, "", &err, &[]).await;
@@ -388,6 +392,9 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
         let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let rule = header(h, BLOCKED_BY_HEADER);
         shared.metrics.refusal(if rule.is_some() { "blocked_by_policy" } else { "answered_by_proxy" });
+        if let Some(t) = &shared.telemetry {
+            t.record(&crate::otel::RequestSpan::answered_by_proxy(&draft, status, rule.as_deref()));
+        }
         if let Some(audit) = &shared.audit {
             audit.answered_by_proxy(&draft, status, rule.as_deref()).await;
         }
