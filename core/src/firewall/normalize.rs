@@ -13,6 +13,14 @@ use unicode_normalization::char::is_combining_mark;
 /// of 4+ single letters separated by one space, dot, dash or underscore
 /// (`i g n o r e` becomes `ignore`).
 pub fn normalize(text: &str) -> String {
+    if text.is_ascii() {
+        return collapse_spaced_letters(normalize_ascii(text.as_bytes()));
+    }
+    collapse_spaced_letters(normalize_chars(text))
+}
+
+/// The per-character pass of [`normalize`] (any text).
+fn normalize_chars(text: &str) -> String {
     let mut n = Normalizer { out: String::with_capacity(text.len()), pending_space: false };
     for c in text.chars() {
         if c.is_ascii() {
@@ -23,7 +31,27 @@ pub fn normalize(text: &str) -> String {
             decompose_compatible(c, |d| n.push_decomposed(d));
         }
     }
-    collapse_spaced_letters(n.out)
+    n.out
+}
+
+/// [`normalize`] of ASCII text, byte by byte (the same rules as
+/// `Normalizer::push_ascii`): most prompts take this path.
+fn normalize_ascii(text: &[u8]) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    let mut pending_space = false;
+    for &b in text {
+        if b.is_ascii_whitespace() {
+            pending_space = !out.is_empty();
+        } else if !(b.is_ascii_control() || matches!(b, b'*' | b'`' | b'~')) {
+            if pending_space {
+                out.push(b' ');
+                pending_space = false;
+            }
+            out.push(b.to_ascii_lowercase());
+        }
+    }
+    // Only ASCII bytes were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 struct Normalizer {
@@ -375,6 +403,30 @@ mod tests {
         assert_eq!(normalize("**ignore** that"), "ignore that");
         assert_eq!(normalize("caf\u{e9}"), "cafe");
         assert_eq!(normalize("don\u{2019}t"), "don't");
+    }
+
+    #[test]
+    fn ascii_pass_matches_the_general_one() {
+        // Every byte in every position class, and pseudo-random mixes.
+        let all: String = (0u8..128).map(char::from).collect();
+        let mut cases = vec![all.clone(), format!("  {all}  {all}\t\n"), String::new(), "   ".into()];
+        let mut x: u32 = 0x9e37_79b9;
+        for len in [1usize, 7, 64, 300] {
+            for _ in 0..50 {
+                let s: String = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        char::from((x % 128) as u8)
+                    })
+                    .collect();
+                cases.push(s);
+            }
+        }
+        for c in &cases {
+            assert_eq!(normalize_ascii(c.as_bytes()), normalize_chars(c), "{c:?}");
+        }
     }
 
     #[test]
