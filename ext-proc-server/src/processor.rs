@@ -720,6 +720,10 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
         if let Some(pii) = &r.pii {
             decisions.insert("pii".into(), pii.clone());
         }
+        let response = r.meter.as_ref().map(Meter::text);
+        if let Some(output) = response.as_deref().and_then(|text| shared.review.review_answer(text)) {
+            decisions.insert("output".into(), output);
+        }
         let outcome = Outcome {
             requested_model: &r.requested_model,
             model: &r.model,
@@ -731,7 +735,7 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
             cost_usd: usd(cost),
             decisions: serde_json::Value::Object(decisions),
             prompt: r.prompt.take(),
-            response: r.meter.as_ref().map(Meter::text),
+            response,
         };
         if audit.answered(&r.draft, outcome).await.is_err() {
             return None;

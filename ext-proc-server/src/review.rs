@@ -13,11 +13,19 @@
 //! - PII of the types the policy only logs, for the audit record (masked and
 //!   redacted values already show in the body as placeholders).
 //!
-//! Both scan what the sidecar receives: the masked body. Placeholders carry
-//! no firewall phrases, so the score is the filter's.
+//! - the output guard, over the answer, for the audit record (the filter
+//!   guards the answer after the sidecar has passed it on).
+//!
+//! All scan what the sidecar sees: the masked request and the answer before
+//! placeholders are restored. Placeholders carry no firewall phrases, so the
+//! score is the filter's, and values the request itself held stay
+//! placeholders in the answer, so the guard finds what the filter's guard
+//! finds (it allows the request's own values).
 
+use serde_json::{json, Value};
 use tollgate_core::firewall::{Firewall, FirewallAction};
-use tollgate_core::pii::{PiiAction, PiiScanner};
+use tollgate_core::guard::{GuardOutcome, OutputGuard};
+use tollgate_core::pii::{MaskMap, PiiAction, PiiScanner};
 use tollgate_core::policy::Policy;
 use tollgate_core::report::InspectionReport;
 use tollgate_core::{Error, LlmRequest};
@@ -32,6 +40,8 @@ pub struct Review {
     logged: Option<PiiScanner>,
     /// Whether any team or consumer sets its own firewall thresholds.
     per_caller: bool,
+    /// The output guard (none when the policy turns it off).
+    output: Option<OutputGuard>,
 }
 
 /// What a review found.
@@ -56,6 +66,17 @@ impl Review {
             firewall: Firewall::new(&policy.inspection.firewall).ok(),
             logged: any_logged.then(|| PiiScanner::new(&logged).ok()).flatten(),
             per_caller,
+            output: OutputGuard::new(&policy.inspection.output).ok().filter(OutputGuard::is_active),
+        }
+    }
+
+    /// What the output guard does to `answer` (the answer's text as the
+    /// sidecar saw it), for the audit record; `None` when nothing.
+    pub fn review_answer(&self, answer: &str) -> Option<Value> {
+        match self.output.as_ref()?.check(answer, &MaskMap::new(0)) {
+            GuardOutcome::Clean => None,
+            GuardOutcome::Redacted(_, labels) => Some(json!({"redacted": labels})),
+            GuardOutcome::Blocked(label) => Some(json!({"blocked": label})),
         }
     }
 
@@ -150,6 +171,15 @@ consumers:
         assert!(review.review(&policy, Some(&who("bob", "sales")), &mild("gpt-4o"), false).blocked.is_none());
         let logged = review.review(&policy, Some(&who("bob", "sales")), &mild("gpt-4o"), true).report.unwrap();
         assert_eq!(logged.firewall.unwrap().action, FirewallAction::Log);
+    }
+
+    #[test]
+    fn the_output_guard_verdict_of_an_answer() {
+        let policy: Policy = serde_yaml_ng::from_str(POLICY).unwrap();
+        let review = Review::new(&policy);
+        let leaked = review.review_answer("Sure: AKIAIOSFODNN7EXAMPLE is the key, and <EMAIL_ADDRESS_1> the mail.");
+        assert_eq!(leaked, Some(json!({"redacted": ["SECRET"]})));
+        assert_eq!(review.review_answer("Nothing to see, <EMAIL_ADDRESS_1>."), None);
     }
 
     #[test]

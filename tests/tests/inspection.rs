@@ -143,6 +143,12 @@ async fn output_guard_redacts_a_secret_the_model_leaks() {
         assert!(body.contains("what is the key?"), "the rest of the answer is intact: {body}");
     }
     assert!(gw.wait_stat("tollgate_output_redacted_total", 4).await.unwrap() >= 4);
+    // Each answer's audit record says what the guard did.
+    let records = gw.audit_records();
+    assert_eq!(records.len(), 4, "{records:?}");
+    for r in &records {
+        assert_eq!(r["decisions"]["output"], json!({"redacted": ["SECRET"]}), "{r}");
+    }
 }
 
 /// Firewall thresholds per alias (judged by the filter) and per team or
