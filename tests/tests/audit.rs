@@ -172,3 +172,57 @@ async fn nothing_answered_is_lost_when_the_sidecar_is_killed() {
     let dir = gw.dir.join("audit").display().to_string();
     gw.tollgate(&["audit", "verify", &dir]).await.unwrap();
 }
+
+/// Under concurrent load, streamed and not, with answers from the provider
+/// and from the cache: exactly one record per request, each under the id the
+/// client saw, cache hits recorded as such.
+#[tokio::test]
+async fn records_match_requests_one_to_one_under_load_cache_hits_included() {
+    let gw = Gateway::start(Options { policy_extra: "cache: {enabled: true}\n".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let (client, url) = (client.clone(), gw.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for i in 0..15 {
+                // Six prompts in all, each asked many times: most answers come from the cache.
+                let prompt = format!("Name a colour, number {}", (worker + i) % 6);
+                let body = json!({"model": "gpt-4o-mini", "stream": i % 2 == 1, "messages": [{"role": "user", "content": prompt}]});
+                let resp = client.post(format!("{url}/v1/chat/completions")).json(&body).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let id = resp.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
+                let cache = resp.headers().get("x-tollgate-cache").map(|v| v.to_str().unwrap().to_string());
+                let bytes = resp.bytes().await.unwrap();
+                assert!(!bytes.is_empty());
+                seen.push((id, cache.unwrap_or_default()));
+            }
+            seen
+        }));
+    }
+    let mut answered = Vec::new();
+    for t in tasks {
+        answered.extend(t.await.unwrap());
+    }
+    let recs = records(&gw);
+    let ids: Vec<String> = recs.iter().map(|r| r["requestId"].as_str().unwrap().to_string()).collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a request has two records");
+    let mut want: Vec<&String> = answered.iter().map(|(id, _)| id).collect();
+    let mut got: Vec<&String> = ids.iter().collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "records and requests differ");
+    let hits: HashSet<&String> = answered.iter().filter(|(_, c)| c == "hit").map(|(id, _)| id).collect();
+    assert!(hits.len() >= 30, "the cache answered most: {}", hits.len());
+    for r in &recs {
+        let hit = hits.contains(&r["requestId"].as_str().unwrap().to_string());
+        assert_eq!(r["provider"] == "cache", hit, "{r}");
+        assert_eq!(r["decisions"]["cache"]["result"] == "hit", hit, "{r}");
+    }
+    let dir = gw.dir.join("audit").display().to_string();
+    let out = gw.tollgate(&["audit", "verify", &dir]).await.unwrap();
+    assert!(out.contains("60"), "{out}");
+}
