@@ -45,86 +45,9 @@ const ENTRIES: usize = 10_000;
 const PARTITIONS: usize = 100;
 const ROUTE: &str = "openai/gpt-4o-mini";
 
-/// Neutral prose of about `bytes` bytes (same generator as the core bench).
-fn prose(bytes: usize, seed: u64) -> String {
-    const WORDS: &[&str] = &[
-        "the",
-        "garden",
-        "morning",
-        "light",
-        "slowly",
-        "river",
-        "bread",
-        "kitchen",
-        "window",
-        "quiet",
-        "walk",
-        "autumn",
-        "leaves",
-        "warm",
-        "tea",
-        "market",
-        "village",
-        "bicycle",
-        "path",
-        "along",
-        "under",
-        "old",
-        "bridge",
-        "children",
-        "library",
-        "book",
-        "chapter",
-        "story",
-        "afternoon",
-        "rain",
-        "cloud",
-        "soft",
-        "table",
-        "friends",
-        "dinner",
-        "recipe",
-        "onion",
-        "butter",
-        "flour",
-        "oven",
-        "simmer",
-        "gently",
-        "season",
-        "spring",
-        "blossom",
-        "orchard",
-        "apple",
-        "harvest",
-        "basket",
-        "evening",
-        "lamp",
-        "painting",
-        "colour",
-        "canvas",
-        "harbour",
-    ];
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
-    let mut next = move |n: usize| {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
-    };
-    let mut out = String::with_capacity(bytes + 128);
-    while out.len() < bytes {
-        let words = 8 + next(10);
-        for i in 0..words {
-            if i > 0 {
-                out.push(' ');
-            }
-            out.push_str(WORDS[next(WORDS.len())]);
-        }
-        out.push_str(". ");
-    }
-    out.truncate(out.trim_end().len());
-    out
-}
+#[path = "../../core/benches/common/prose.rs"]
+mod prose;
+use prose::prose;
 
 /// An OpenAI chat body of about `bytes`: a system prompt, then user and
 /// assistant turns, the last one from the user.
