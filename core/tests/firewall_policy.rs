@@ -205,7 +205,11 @@ fn pack_weights_are_sane() {
     for r in default_rules() {
         assert!((0.0..=1.0).contains(&r.weight), "{}", r.id);
         assert!(r.category.is_some(), "{}", r.id);
-        assert!(r.regex.is_some() != DETECTOR_IDS.contains(&r.id.as_str()), "{}", r.id);
+        // A detector has no matcher; every other pack rule has exactly one (regex or phrases).
+        let matchers = usize::from(r.regex.is_some()) + usize::from(!r.phrases.is_empty());
+        let expected = usize::from(!DETECTOR_IDS.contains(&r.id.as_str()));
+        assert_eq!(matchers, expected, "{}", r.id);
+        assert!(r.phrases.iter().all(|p| !normalize(p).is_empty() && p == p.trim()), "{}", r.id);
     }
     let strong = ["role_override.ignore_previous", "jailbreak.dan", "system_prompt.extraction"];
     for id in strong {
