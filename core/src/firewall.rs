@@ -17,6 +17,8 @@
 mod normalize;
 mod pack;
 
+use std::sync::{Arc, Mutex};
+
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
@@ -403,6 +405,22 @@ impl Firewall {
         })
     }
 
+    /// [`Firewall::new`], reusing the firewall last built from an equal
+    /// policy: the default pack compiles to automata over thousands of
+    /// phrases, and a policy reload that leaves the firewall alone (a new
+    /// alias, a PII pattern) should not wait for them again.
+    pub fn shared(policy: &FirewallPolicy) -> Result<Arc<Firewall>, Error> {
+        static LAST: Mutex<Option<(FirewallPolicy, Arc<Firewall>)>> = Mutex::new(None);
+        if let Some((_, firewall)) = LAST.lock().ok().as_deref().and_then(Option::as_ref).filter(|(p, _)| p == policy) {
+            return Ok(Arc::clone(firewall));
+        }
+        let firewall = Arc::new(Firewall::new(policy)?);
+        if let Ok(mut last) = LAST.lock() {
+            *last = Some((policy.clone(), Arc::clone(&firewall)));
+        }
+        Ok(firewall)
+    }
+
     /// The policy's thresholds (a route's or an identity's may differ: see
     /// [`Verdict::at`]).
     pub fn levels(&self) -> Levels {
@@ -510,6 +528,19 @@ fn starts_with_word_char(s: &str) -> bool {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_reuses_the_firewall_of_an_equal_policy_only() {
+        let default = FirewallPolicy::default();
+        let a = Firewall::shared(&default).unwrap();
+        let b = Firewall::shared(&default.clone()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let stricter = FirewallPolicy { block: 0.6, ..FirewallPolicy::default() };
+        let c = Firewall::shared(&stricter).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.levels().block, 0.6);
+        assert!(Firewall::shared(&FirewallPolicy { block: 2.0, ..FirewallPolicy::default() }).is_err());
+    }
 
     #[test]
     fn pack_compiles_and_ids_are_unique() {

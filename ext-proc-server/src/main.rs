@@ -334,7 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let grpc = server::bind(grpc).await?;
             let admin = server::bind(admin).await?;
             let live = LiveShared::new(shared);
-            watch_policy(live.clone(), policy_path, std::time::Duration::from_millis(250));
+            watch_policy(live.clone(), policy_path, std::time::Duration::from_millis(100));
             server::run(live, grpc, admin, server::shutdown_signal()).await
         }
         Cmd::Up(opts) => up::up(opts).await,

@@ -22,6 +22,8 @@
 //! placeholders in the answer, so the guard finds what the filter's guard
 //! finds (it allows the request's own values).
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 use tollgate_core::firewall::{Firewall, FirewallAction};
 use tollgate_core::guard::{GuardOutcome, OutputGuard};
@@ -35,7 +37,7 @@ use crate::identity::Identity;
 /// Compiled once per policy.
 #[derive(Debug)]
 pub struct Review {
-    firewall: Option<Firewall>,
+    firewall: Option<Arc<Firewall>>,
     /// Detectors of the types whose action is `log` (none: no such types).
     logged: Option<PiiScanner>,
     /// Whether any team or consumer sets its own firewall thresholds.
@@ -63,7 +65,7 @@ impl Review {
         let any_logged = !logged.entities.is_empty() || !logged.custom.is_empty();
         Review {
             // The policy was validated: these compile (a failure only turns the review off).
-            firewall: Firewall::new(&policy.inspection.firewall).ok(),
+            firewall: Firewall::shared(&policy.inspection.firewall).ok(),
             logged: any_logged.then(|| PiiScanner::new(&logged).ok()).flatten(),
             per_caller,
             output: OutputGuard::new(&policy.inspection.output).ok().filter(OutputGuard::is_active),

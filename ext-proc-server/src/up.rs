@@ -283,7 +283,7 @@ async fn follow_policy(
 ) {
     let mut seen = std::fs::read(source).ok();
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let Ok(text) = std::fs::read(source) else { continue };
         if seen.as_deref() == Some(text.as_slice()) {
             continue;

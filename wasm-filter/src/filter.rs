@@ -41,14 +41,14 @@ pub const OUTPUT_PROPERTY: &str = "io.tollgate.output";
 pub struct Inspector {
     pub config: FilterConfig,
     pii: PiiScanner,
-    firewall: Firewall,
+    firewall: Arc<Firewall>,
     output: Arc<OutputGuard>,
 }
 
 impl Inspector {
     pub fn new(config: FilterConfig) -> Result<Inspector, Error> {
         let pii = PiiScanner::new(&config.inspection.pii)?;
-        let firewall = Firewall::new(&config.inspection.firewall)?;
+        let firewall = Firewall::shared(&config.inspection.firewall)?;
         let output = Arc::new(OutputGuard::new(&config.inspection.output)?);
         Ok(Inspector { config, pii, firewall, output })
     }
