@@ -44,9 +44,9 @@ const CHUNK: usize = 64;
 // ---------------------------------------------------------------------------
 // Inputs
 
-#[path = "common/prose.rs"]
-mod prose;
-use prose::prose;
+#[path = "common/inputs.rs"]
+mod inputs;
+use inputs::{chat_messages, prose};
 
 /// About 0.7 KB: three customer records of seven values each (email, phone,
 /// card, SSN, IBAN, IPv4 address, API key; card, IBAN and key repeated), as a
@@ -73,17 +73,9 @@ fn injection() -> String {
     )
 }
 
-/// An OpenAI chat body of about `bytes`: a system prompt, then user and
-/// assistant turns of neutral prose, the last one from the user.
+/// An OpenAI chat body of about `bytes` (see [`chat_messages`]).
 fn openai_chat_body(bytes: usize) -> Vec<u8> {
-    let turns = (bytes / 4096).max(1) * 2 - 1;
-    let per_turn = bytes.saturating_sub(200) / turns;
-    let mut messages = vec![json!({"role": "system", "content": "You are a helpful assistant. Answer briefly."})];
-    for i in 0..turns {
-        let role = if i % 2 == 0 { "user" } else { "assistant" };
-        messages.push(json!({"role": role, "content": prose(per_turn, i as u64 + 1)}));
-    }
-    let body = json!({"model": "gpt-4o-mini", "messages": messages, "temperature": 0.2, "max_tokens": 512});
+    let body = json!({"model": "gpt-4o-mini", "messages": chat_messages(bytes), "temperature": 0.2, "max_tokens": 512});
     serde_json::to_vec(&body).unwrap()
 }
 

@@ -45,21 +45,13 @@ const ENTRIES: usize = 10_000;
 const PARTITIONS: usize = 100;
 const ROUTE: &str = "openai/gpt-4o-mini";
 
-#[path = "../../core/benches/common/prose.rs"]
-mod prose;
-use prose::prose;
+#[path = "../../core/benches/common/inputs.rs"]
+mod inputs;
+use inputs::{chat_messages, prose};
 
-/// An OpenAI chat body of about `bytes`: a system prompt, then user and
-/// assistant turns, the last one from the user.
+/// An OpenAI chat body of about `bytes` (see `chat_messages`), cacheable (temperature 0).
 fn chat_body(bytes: usize) -> Vec<u8> {
-    let turns = (bytes / 4096).max(1) * 2 - 1;
-    let per_turn = bytes.saturating_sub(200) / turns;
-    let mut messages = vec![json!({"role": "system", "content": "You are a helpful assistant. Answer briefly."})];
-    for i in 0..turns {
-        let role = if i % 2 == 0 { "user" } else { "assistant" };
-        messages.push(json!({"role": role, "content": prose(per_turn, i as u64 + 1)}));
-    }
-    serde_json::to_vec(&json!({"model": "gpt-4o-mini", "messages": messages, "temperature": 0.0})).unwrap()
+    serde_json::to_vec(&json!({"model": "gpt-4o-mini", "messages": chat_messages(bytes), "temperature": 0.0})).unwrap()
 }
 
 fn policy() -> CachePolicy {

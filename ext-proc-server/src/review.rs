@@ -25,7 +25,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tollgate_core::firewall::{Firewall, FirewallAction};
+use tollgate_core::firewall::Firewall;
 use tollgate_core::guard::{GuardOutcome, OutputGuard};
 use tollgate_core::pii::{MaskMap, PiiAction, PiiScanner};
 use tollgate_core::policy::Policy;
@@ -102,7 +102,7 @@ impl Review {
             .over(team)
             .over(consumer);
         let verdict = firewall.scan_all(user_texts.map(|t| t.text.as_str())).at(levels);
-        let blocked = (verdict.action == FirewallAction::Block).then(|| verdict.error()).flatten();
+        let blocked = verdict.error();
         let logged = match (&self.logged, audited) {
             (Some(scanner), true) => request.texts.iter().flat_map(|t| scanner.find(&t.text)).collect(),
             _ => Vec::new(),
@@ -117,6 +117,7 @@ impl Review {
 mod tests {
     use super::*;
     use crate::identity::Via;
+    use tollgate_core::firewall::FirewallAction;
     use tollgate_core::{parse_request, ApiKind};
 
     // Scores are set by the policy's own rules: a match of "open sesame"

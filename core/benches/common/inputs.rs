@@ -126,3 +126,18 @@ pub fn prose(bytes: usize, seed: u64) -> String {
     out.truncate(out.trim_end().len());
     out
 }
+
+/// The messages of an OpenAI chat body of about `bytes`: a system prompt,
+/// then user and assistant turns of neutral prose, the last one from the
+/// user. Each bench adds the parameters it needs.
+pub fn chat_messages(bytes: usize) -> Vec<serde_json::Value> {
+    let turns = (bytes / 4096).max(1) * 2 - 1;
+    let per_turn = bytes.saturating_sub(200) / turns;
+    let mut messages =
+        vec![serde_json::json!({"role": "system", "content": "You are a helpful assistant. Answer briefly."})];
+    for i in 0..turns {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        messages.push(serde_json::json!({"role": role, "content": prose(per_turn, i as u64 + 1)}));
+    }
+    messages
+}
