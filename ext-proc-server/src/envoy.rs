@@ -68,7 +68,6 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
 
     let mut routes = Vec::new();
     let mut clusters = vec![sidecar_cluster(policy)];
-    let prices = tollgate_core::pricing::PriceTable::new(&policy.pricing);
     for (name, provider) in &policy.providers {
         let url = BaseUrl::parse(&provider.base_url).map_err(|m| anyhow::anyhow!("providers.{name}.baseUrl: {m}"))?;
         routes.push(json!({
@@ -78,56 +77,14 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
         }));
         clusters.push(provider_cluster(name, &url));
     }
-    // Aliases with several targets: one cluster per target (an upstream
-    // ext_proc there shapes the request for that target), grouped in an
-    // aggregate cluster that Envoy's retries walk in order.
-    for (alias, route) in &policy.models {
-        if policy.fallback(alias).is_none() {
-            continue;
-        }
-        let mut members = Vec::new();
-        for (i, t) in route.targets.iter().enumerate() {
-            let provider = &policy.providers[&t.provider];
-            let url = BaseUrl::parse(&provider.base_url)
-                .map_err(|m| anyhow::anyhow!("providers.{}.baseUrl: {m}", t.provider))?;
-            let name = format!("target_{alias}_{i}");
-            let mut cluster = provider_cluster(&name, &url);
-            cluster["name"] = json!(name);
-            cluster["load_assignment"]["cluster_name"] = json!(name);
-            members.push(name);
-            clusters.push(cluster);
-        }
-        // One aggregate cluster per possible first target, each walking the
-        // rest in the strategy's order; the sidecar picks one per request.
-        for first in 0..route.targets.len() {
-            let order: Vec<&str> =
-                route.attempt_order(first, &prices).into_iter().map(|i| members[i].as_str()).collect();
-            let variant = format!("{alias}/{first}");
-            clusters.push(json!({
-                "name": alias_cluster(alias, first),
-                "connect_timeout": "5s",
-                "lb_policy": "CLUSTER_PROVIDED",
-                "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
-                    "clusters": order,
-                }},
-                "typed_extension_protocol_options": attempt_filters(policy, &variant),
-            }));
-            let mut action = json!({
-                "cluster": alias_cluster(alias, first),
-                "timeout": "300s",
-                "idle_timeout": "120s",
-                "retry_policy": fallback_retry_policy(route.targets.len()),
-            });
-            if let Some(ms) = route.attempt_timeout_ms {
-                action["retry_policy"]["per_try_timeout"] = json!(format!("{}s", ms as f64 / 1000.0));
-            }
-            routes.push(json!({
-                "match": {"prefix": "/", "headers": [{"name": PROVIDER_HEADER, "string_match": {"exact": format!("{FALLBACK_PREFIX}{variant}")}}]},
-                "route": action,
-                "request_headers_to_remove": [PROVIDER_HEADER],
-            }));
-        }
+    let fallback = fallback(policy, SIDECAR_CLUSTER)?;
+    clusters.extend(fallback.clusters);
+    for route in fallback.routes {
+        routes.push(json!({
+            "match": {"prefix": "/", "headers": [{"name": PROVIDER_HEADER, "string_match": {"exact": route.header_value}}]},
+            "route": route.action,
+            "request_headers_to_remove": [PROVIDER_HEADER],
+        }));
     }
     // Everything the sidecar did not route (non-AI paths, or the sidecar
     // failing open) goes to the default provider.
@@ -152,7 +109,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             },
         },
     });
-    let ext_proc = ext_proc_filter(policy, "tollgate_sidecar");
+    let ext_proc = ext_proc_filter(policy, SIDECAR_CLUSTER);
     let hcm = json!({
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -200,6 +157,91 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             "clusters": clusters,
         },
     }))
+}
+
+/// The cluster through which Envoy reaches the sidecar in the bootstrap.
+pub const SIDECAR_CLUSTER: &str = "tollgate_sidecar";
+
+/// What the aliases with several targets need in Envoy, whoever applies it
+/// (the bootstrap here, Istio's EnvoyFilter, Envoy Gateway's patch policy).
+#[derive(Debug, Clone, Default)]
+pub struct Fallback {
+    /// Per alias: one cluster per target, then one aggregate cluster per
+    /// possible first target.
+    pub clusters: Vec<Value>,
+    /// One route per alias and first target.
+    pub routes: Vec<FallbackRoute>,
+}
+
+/// The route of one alias variant: requests the sidecar marked with
+/// `x-tollgate-provider: header_value` go to the variant's aggregate cluster.
+#[derive(Debug, Clone)]
+pub struct FallbackRoute {
+    pub alias: String,
+    pub first: usize,
+    pub header_value: String,
+    /// Envoy's RouteAction: the aggregate cluster, timeouts, the retry policy.
+    pub action: Value,
+}
+
+/// Aliases with several targets: one cluster per target (an upstream
+/// ext_proc, the sidecar through `sidecar_cluster`, shapes each attempt for
+/// its target), grouped in aggregate clusters that Envoy's retries walk in
+/// order, one per possible first target (the sidecar picks one per request).
+pub fn fallback(policy: &Policy, sidecar_cluster: &str) -> anyhow::Result<Fallback> {
+    let prices = tollgate_core::pricing::PriceTable::new(&policy.pricing);
+    let mut out = Fallback::default();
+    for (alias, route) in &policy.models {
+        if policy.fallback(alias).is_none() {
+            continue;
+        }
+        let mut members = Vec::new();
+        for (i, t) in route.targets.iter().enumerate() {
+            let provider = policy
+                .providers
+                .get(&t.provider)
+                .ok_or_else(|| anyhow::anyhow!("models.{alias}: no provider `{}`", t.provider))?;
+            let url = BaseUrl::parse(&provider.base_url)
+                .map_err(|m| anyhow::anyhow!("providers.{}.baseUrl: {m}", t.provider))?;
+            let name = format!("target_{alias}_{i}");
+            let mut cluster = provider_cluster(&name, &url);
+            cluster["name"] = json!(name);
+            cluster["load_assignment"]["cluster_name"] = json!(name);
+            members.push(name);
+            out.clusters.push(cluster);
+        }
+        for first in 0..route.targets.len() {
+            let order: Vec<&str> =
+                route.attempt_order(first, &prices).into_iter().map(|i| members[i].as_str()).collect();
+            let variant = format!("{alias}/{first}");
+            out.clusters.push(json!({
+                "name": alias_cluster(alias, first),
+                "connect_timeout": "5s",
+                "lb_policy": "CLUSTER_PROVIDED",
+                "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+                    "clusters": order,
+                }},
+                "typed_extension_protocol_options": attempt_filters(policy, &variant, sidecar_cluster),
+            }));
+            let mut action = json!({
+                "cluster": alias_cluster(alias, first),
+                "timeout": "300s",
+                "idle_timeout": "120s",
+                "retry_policy": fallback_retry_policy(route.targets.len()),
+            });
+            if let Some(ms) = route.attempt_timeout_ms {
+                action["retry_policy"]["per_try_timeout"] = json!(format!("{}s", ms as f64 / 1000.0));
+            }
+            out.routes.push(FallbackRoute {
+                alias: alias.clone(),
+                first,
+                header_value: format!("{FALLBACK_PREFIX}{variant}"),
+                action,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The filter's plugin configuration (JSON text) rendered from the policy;
@@ -364,7 +406,7 @@ fn route_action(provider: &str, url: &BaseUrl) -> Value {
 
 fn sidecar_cluster(policy: &Policy) -> Value {
     json!({
-        "name": "tollgate_sidecar",
+        "name": SIDECAR_CLUSTER,
         "type": "STATIC",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
@@ -373,7 +415,7 @@ fn sidecar_cluster(policy: &Policy) -> Value {
                 "explicit_http_config": {"http2_protocol_options": {}},
             },
         },
-        "load_assignment": endpoints("tollgate_sidecar", &policy.sidecar.host, policy.sidecar.grpc_port),
+        "load_assignment": endpoints(SIDECAR_CLUSTER, &policy.sidecar.host, policy.sidecar.grpc_port),
     })
 }
 
@@ -393,7 +435,7 @@ pub fn alias_cluster(alias: &str, first: usize) -> String {
 /// refused connection, each attempt goes to the next priority (target).
 /// Envoy never retries once response headers went to the client, so a
 /// stream that has started is never spliced.
-fn fallback_retry_policy(targets: usize) -> Value {
+pub fn fallback_retry_policy(targets: usize) -> Value {
     json!({
         "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
         "retriable_status_codes": [429],
@@ -418,14 +460,14 @@ fn fallback_retry_policy(targets: usize) -> Value {
 /// upstream ext_proc, run once per attempt. The gRPC metadata names the
 /// alias and its first target (`alias/first`); the attempt's
 /// `x-envoy-attempt-count` says how far along the order it is.
-fn attempt_filters(policy: &Policy, variant: &str) -> Value {
+fn attempt_filters(policy: &Policy, variant: &str, sidecar_cluster: &str) -> Value {
     let timeout = format!("{}s", policy.sidecar.timeout_ms as f64 / 1000.0);
     let ext_proc = json!({
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {
-                "envoy_grpc": {"cluster_name": "tollgate_sidecar"},
+                "envoy_grpc": {"cluster_name": sidecar_cluster},
                 "timeout": timeout,
                 "initial_metadata": [{"key": TARGET_METADATA, "value": variant}],
             },

@@ -71,7 +71,7 @@ pub fn identify(
         return Ok(Some(Identity { consumer: consumer.to_string(), team: c.team.clone(), via: Via::Key }));
     }
     if let Some(jwt) = &policy.access.jwt {
-        if let Some(claims) = jwt_claims(metadata) {
+        if let Some(claims) = jwt_claims(metadata, &jwt.issuer) {
             let claim = |name: &str| {
                 claims.fields.get(name).and_then(|v| match &v.kind {
                     Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
@@ -113,12 +113,29 @@ pub fn identify(
     }
 }
 
-fn jwt_claims(metadata: Option<&Metadata>) -> Option<&envoy_types::pb::google::protobuf::Struct> {
+/// Where Istio's `RequestAuthentication` (1.21 and later) publishes every
+/// verified payload; earlier releases used the issuer.
+pub const ISTIO_PAYLOAD_KEY: &str = "payload";
+
+/// The verified payload of our issuer that Envoy's `jwt_authn` filter
+/// published: under [`JWT_PAYLOAD_KEY`] where Tollgate renders the filter
+/// (plain Envoy) or names the provider (Envoy Gateway), under `payload` or
+/// the issuer where Istio renders it. Only that filter writes this
+/// namespace, a client cannot; the `iss` check keeps out tokens the mesh
+/// verified for another issuer (Istio puts them all under one key).
+fn jwt_claims<'m>(
+    metadata: Option<&'m Metadata>,
+    issuer: &str,
+) -> Option<&'m envoy_types::pb::google::protobuf::Struct> {
     let ns = metadata?.filter_metadata.get(JWT_NAMESPACE)?;
-    match &ns.fields.get(JWT_PAYLOAD_KEY)?.kind {
-        Some(Kind::StructValue(s)) => Some(s),
+    [JWT_PAYLOAD_KEY, ISTIO_PAYLOAD_KEY, issuer].into_iter().find_map(|key| match &ns.fields.get(key)?.kind {
+        Some(Kind::StructValue(s))
+            if matches!(&s.fields.get("iss")?.kind, Some(Kind::StringValue(iss)) if iss == issuer) =>
+        {
+            Some(s)
+        }
         _ => None,
-    }
+    })
 }
 
 /// Whether the caller may use `model`: the team's grant and the consumer's
@@ -137,4 +154,51 @@ pub fn check_model(policy: &Policy, who: Option<&Identity>, model: &str) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use envoy_types::pb::google::protobuf::{Struct, Value};
+
+    use super::*;
+
+    fn string(s: &str) -> Value {
+        Value { kind: Some(Kind::StringValue(s.into())) }
+    }
+
+    /// Envoy's metadata with one verified payload under `key`.
+    fn metadata(key: &str, claims: &[(&str, &str)]) -> Metadata {
+        let payload = Struct { fields: claims.iter().map(|(k, v)| (k.to_string(), string(v))).collect() };
+        let ns = Struct { fields: [(key.to_string(), Value { kind: Some(Kind::StructValue(payload)) })].into() };
+        Metadata { filter_metadata: [(JWT_NAMESPACE.to_string(), ns)].into(), ..Default::default() }
+    }
+
+    fn who(policy: &Policy, md: &Metadata) -> Result<Option<Identity>, Error> {
+        identify(policy, &KeyIndex::default(), &HttpHeaders::default(), Some(md), SystemTime::now())
+    }
+
+    #[test]
+    fn jwt_payload_under_our_key_or_the_issuer_names_the_caller() {
+        let policy = crate::config::parse_policy(
+            "providers: {mock: {kind: mock, baseUrl: 'http://127.0.0.1:1'}}\naccess: {require: jwt, jwt: {issuer: 'https://idp.example', jwksFile: jwks.json}}\n",
+        )
+        .unwrap();
+        let expected = Some(Identity { consumer: "alice".into(), team: "ml".into(), via: Via::Jwt });
+        let claims = [("iss", "https://idp.example"), ("sub", "alice"), ("team", "ml")];
+        // Plain Envoy and Envoy Gateway: our key; Istio: `payload`, or the
+        // issuer before 1.21.
+        for key in [JWT_PAYLOAD_KEY, ISTIO_PAYLOAD_KEY, "https://idp.example"] {
+            assert_eq!(who(&policy, &metadata(key, &claims)).unwrap(), expected, "{key}");
+        }
+        // A payload the mesh verified for another issuer is not ours, under
+        // any key; nor is one without `iss`.
+        let foreign = [("iss", "https://other.example"), ("sub", "alice"), ("team", "ml")];
+        for (key, claims) in
+            [(ISTIO_PAYLOAD_KEY, &foreign[..]), (JWT_PAYLOAD_KEY, &foreign[..]), (ISTIO_PAYLOAD_KEY, &claims[1..])]
+        {
+            let other = who(&policy, &metadata(key, claims));
+            assert!(matches!(other, Err(Error::Unauthorized(_))), "{key} {claims:?}: {other:?}");
+        }
+    }
 }

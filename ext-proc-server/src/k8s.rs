@@ -24,7 +24,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use tollgate_core::policy::{BaseUrl, FailMode, Policy};
 
-use crate::envoy::{ext_proc_filter, plugin_config};
+use crate::envoy::{ext_proc_filter, fallback, plugin_config, Fallback, FallbackRoute};
+use crate::identity::JWT_PAYLOAD_KEY;
 use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
 
 /// Where the sidecar mounts the policy (from the ConfigMap).
@@ -81,6 +82,9 @@ pub struct K8sOptions {
     pub hosts: Vec<String>,
     /// Envoy Gateway: the Gateway the HTTPRoute attaches to.
     pub gateway_name: String,
+    /// Envoy Gateway: the Gateway's listener the HTTPRoute is served on
+    /// (its route configuration is patched for aliases with several targets).
+    pub listener: String,
     /// Envoy Gateway: what the EnvoyExtensionPolicy targets, and its name
     /// (`None`: the Gateway, or the HTTPRoute rendered here).
     pub target_kind: TargetKind,
@@ -104,6 +108,7 @@ impl Default for K8sOptions {
             istio_gateway: None,
             hosts: vec!["*".into()],
             gateway_name: "eg".into(),
+            listener: "http".into(),
             target_kind: TargetKind::HttpRoute,
             target_name: None,
             replicas: None,
@@ -116,7 +121,7 @@ type Files = Vec<(String, String)>;
 
 /// The manifests for an Istio ingress gateway.
 pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files> {
-    check_renderable(policy, "istio")?;
+    check_renderable(policy)?;
     let gw_ns = opts.gateway_namespace.clone().unwrap_or_else(|| "istio-system".into());
     let selector = json!({"matchLabels": opts.gateway_selector});
     let wasm_plugin = json!({
@@ -217,6 +222,10 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
             &url,
         ));
     }
+    let fallback = fallback(policy, &cluster)?;
+    for route in &fallback.routes {
+        http_routes.push(istio_fallback_route(policy, route)?);
+    }
     // Everything the sidecar did not route goes to the default provider.
     let url = base_url(default_provider, &policy.providers[default_provider].base_url)?;
     http_routes.push(istio_route(Some(json!({"uri": {"prefix": "/"}})), &istio_host(default_provider, &url), &url));
@@ -234,13 +243,128 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
         yaml_docs("ext_proc to the sidecar, right after the filter, on the ingress gateway only.", &[envoy_filter])?,
     ));
     files.push(("40-providers.yaml".into(), yaml_docs("Routes from the ingress gateway to the providers.", &routing)?));
+    if !fallback.routes.is_empty() {
+        files.push((
+            "50-fallback.yaml".into(),
+            yaml_docs(
+                "Aliases with several targets: a cluster per target and aggregate clusters whose upstream ext_proc\n(the sidecar) shapes each attempt; the VirtualService's fallback routes are pointed at them.\nEnvoy's retries walk the targets; `x-envoy-attempt-count` (added on this gateway) tells the sidecar which one.",
+                &[istio_fallback_filter(opts, &gw_ns, &fallback)],
+            )?,
+        ));
+    }
+    if let Some(jwt) = &policy.access.jwt {
+        let authn = json!({
+            "apiVersion": "security.istio.io/v1",
+            "kind": "RequestAuthentication",
+            "metadata": meta(&opts.name, &gw_ns),
+            "spec": {
+                "selector": {"matchLabels": opts.gateway_selector},
+                "jwtRules": [{
+                    "issuer": jwt.issuer,
+                    "audiences": jwt.audiences,
+                    "jwks": read_jwks(jwt)?,
+                    "forwardOriginalToken": false,
+                }],
+            },
+        });
+        files.push((
+            "60-jwt.yaml".into(),
+            yaml_docs(
+                "access.jwt: the gateway verifies bearer tokens (a request without one goes on to the sidecar,\nwhich asks for credentials as the policy says; a bad token gets Istio's 401). The verified payload\nreaches the sidecar in Envoy's `envoy.filters.http.jwt_authn` metadata.",
+                &[authn],
+            )?,
+        ));
+    }
     files.sort();
     Ok(files)
 }
 
+/// The route name Istio gives the Envoy route of an alias variant (a
+/// VirtualService route's `name` becomes its Envoy route's name).
+fn fallback_route_name(route: &FallbackRoute) -> String {
+    format!("tollgate-fallback-{}-{}", route.alias, route.first)
+}
+
+/// The VirtualService route of an alias variant: the sidecar's header
+/// match, Envoy's retries (one per further target), and a destination
+/// Istio requires but the EnvoyFilter replaces by the aggregate cluster.
+fn istio_fallback_route(policy: &Policy, route: &FallbackRoute) -> anyhow::Result<Value> {
+    let targets = &policy.models[&route.alias].targets;
+    let first = &targets[route.first].provider;
+    let url = base_url(first, &policy.providers[first].base_url)?;
+    let action = &route.action;
+    let mut retries = json!({
+        "attempts": action["retry_policy"]["num_retries"],
+        "retryOn": "5xx,reset,connect-failure,retriable-status-codes,429",
+    });
+    if let Some(t) = action["retry_policy"]["per_try_timeout"].as_str() {
+        retries["perTryTimeout"] = json!(t);
+    }
+    Ok(json!({
+        "name": fallback_route_name(route),
+        "match": [{"headers": {PROVIDER_HEADER: {"exact": route.header_value}}, "uri": {"prefix": "/"}}],
+        "route": [{"destination": {"host": istio_host(first, &url), "port": {"number": url.port}}}],
+        "headers": {"request": {"remove": [PROVIDER_HEADER]}},
+        "timeout": action["timeout"],
+        "retries": retries,
+    }))
+}
+
+/// The EnvoyFilter that adds the fallback clusters to the ingress gateway
+/// and points each variant's route at its aggregate cluster.
+fn istio_fallback_filter(opts: &K8sOptions, gw_ns: &str, fallback: &Fallback) -> Value {
+    let gateway = json!({"context": "GATEWAY"});
+    let mut patches: Vec<Value> = fallback
+        .clusters
+        .iter()
+        .map(|c| json!({"applyTo": "CLUSTER", "match": gateway, "patch": {"operation": "ADD", "value": c}}))
+        .collect();
+    // The sidecar tells the attempts apart by Envoy's attempt count.
+    patches.push(json!({
+        "applyTo": "VIRTUAL_HOST",
+        "match": gateway,
+        "patch": {"operation": "MERGE", "value": {"include_request_attempt_count": true, "include_attempt_count_in_response": true}},
+    }));
+    for route in &fallback.routes {
+        let r = &route.action;
+        patches.push(json!({
+            "applyTo": "HTTP_ROUTE",
+            "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": fallback_route_name(route)}}}},
+            // Istio's own retry policy (from the VirtualService) stays; this
+            // adds the walk over priorities and the short back-off.
+            "patch": {"operation": "MERGE", "value": {"route": {
+                "cluster": r["cluster"],
+                "idle_timeout": r["idle_timeout"],
+                "retry_policy": {
+                    "retry_priority": r["retry_policy"]["retry_priority"],
+                    "retry_back_off": r["retry_policy"]["retry_back_off"],
+                },
+            }}},
+        }));
+    }
+    json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": meta(&format!("{}-fallback", opts.name), gw_ns),
+        "spec": {"workloadSelector": {"labels": opts.gateway_selector}, "configPatches": patches},
+    })
+}
+
+/// The JWKS document of `access.jwt` (Istio and Envoy Gateway take it inline).
+fn read_jwks(jwt: &tollgate_core::access::JwtPolicy) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(&jwt.jwks_file)
+        .map_err(|e| anyhow::anyhow!("access.jwt.jwksFile {}: {e}", jwt.jwks_file))?;
+    let parsed: Value =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("access.jwt.jwksFile {}: {e}", jwt.jwks_file))?;
+    if !parsed["keys"].is_array() {
+        anyhow::bail!("access.jwt.jwksFile {}: not a JWKS document (no `keys` list)", jwt.jwks_file);
+    }
+    Ok(serde_json::to_string(&parsed)?)
+}
+
 /// The manifests for Envoy Gateway.
 pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files> {
-    check_renderable(policy, "envoy-gateway")?;
+    check_renderable(policy)?;
     let gw_ns = opts.gateway_namespace.clone().unwrap_or_else(|| "default".into());
     let target_name = match (&opts.target_name, opts.target_kind) {
         (Some(n), _) => n.clone(),
@@ -320,6 +444,22 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
             &url,
         ));
     }
+    let fallback = fallback(policy, EG_SIDECAR_CLUSTER)?;
+    let mut fallback_rules = Vec::new();
+    for route in &fallback.routes {
+        let first = &policy.models[&route.alias].targets[route.first].provider;
+        let url = base_url(first, &policy.providers[first].base_url)?;
+        fallback_rules.push((rules.len(), route));
+        // The backend is a placeholder Envoy Gateway requires; the patch
+        // policy points the route at the alias's aggregate cluster.
+        let mut rule = eg_rule(
+            Some(json!([{"headers": [{"type": "Exact", "name": PROVIDER_HEADER, "value": route.header_value}]}])),
+            &format!("{}-provider-{first}", opts.name),
+            &url,
+        );
+        rule["filters"] = json!([rule["filters"][0]]);
+        rules.push(rule);
+    }
     let url = base_url(default_provider, &policy.providers[default_provider].base_url)?;
     rules.push(eg_rule(None, &format!("{}-provider-{default_provider}", opts.name), &url));
     let mut route_spec = json!({
@@ -360,6 +500,44 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         "50-httproute.yaml".into(),
         yaml_docs("Routes to the providers, keyed by the sidecar's choice (x-tollgate-provider).", &[route])?,
     ));
+    if !fallback_rules.is_empty() {
+        files.push((
+            "70-fallback.yaml".into(),
+            yaml_docs(
+                "Aliases with several targets: a cluster per target and aggregate clusters whose upstream ext_proc\n(the sidecar) shapes each attempt, added to the Gateway's xDS; the HTTPRoute's fallback rules are pointed\nat them. Envoy Gateway's `extensionApis.enableEnvoyPatchPolicy` must be on.",
+                &[eg_fallback_patch(policy, opts, &gw_ns, &fallback, &fallback_rules)],
+            )?,
+        ));
+    }
+    if let Some(jwt) = &policy.access.jwt {
+        let security = json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "SecurityPolicy",
+            "metadata": meta(&opts.name, &gw_ns),
+            "spec": {
+                "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": opts.target_kind.as_str(), "name": target_name}],
+                "jwt": {
+                    // A request without a token goes on to the sidecar, which asks for
+                    // credentials as the policy says; a bad token gets a 401 here.
+                    "optional": true,
+                    "providers": [{
+                        // Envoy Gateway publishes the payload under the provider's name.
+                        "name": JWT_PAYLOAD_KEY,
+                        "issuer": jwt.issuer,
+                        "audiences": jwt.audiences,
+                        "localJWKS": {"type": "Inline", "inline": read_jwks(jwt)?},
+                    }],
+                },
+            },
+        });
+        files.push((
+            "80-jwt.yaml".into(),
+            yaml_docs(
+                "access.jwt: the gateway verifies bearer tokens (`localJWKS` needs Envoy Gateway 1.4 or later).",
+                &[security],
+            )?,
+        ));
+    }
     if gw_ns != opts.namespace {
         let grant = json!({
             "apiVersion": "gateway.networking.k8s.io/v1beta1",
@@ -379,17 +557,83 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
     Ok(files)
 }
 
-/// Fallback across several targets needs per-attempt upstream filters and
-/// aggregate clusters, which only the plain Envoy bootstrap renders; better
-/// refuse than send such an alias to the default provider.
-fn check_renderable(policy: &Policy, flavour: &str) -> anyhow::Result<()> {
-    for alias in policy.models.keys() {
-        if policy.fallback(alias).is_some() {
-            anyhow::bail!(
-                "models.{alias}: fallback across several targets is rendered only for plain Envoy (`tollgate render envoy`), not for {flavour}; give the alias one target"
-            );
+/// The cluster Envoy Gateway's upstream ext_proc reaches the sidecar through
+/// (added by the patch policy, next to the cluster Envoy Gateway makes for
+/// the EnvoyExtensionPolicy, whose name is its own business).
+const EG_SIDECAR_CLUSTER: &str = "tollgate_sidecar";
+
+/// Envoy Gateway's name for the Envoy route of an HTTPRoute rule's first
+/// match on one hostname.
+fn eg_route_name(namespace: &str, route: &str, rule: usize, hostname: &str) -> String {
+    format!("httproute/{namespace}/{route}/rule/{rule}/match/0/{}", hostname.replace('.', "_"))
+}
+
+/// The EnvoyPatchPolicy that adds the fallback clusters (and the sidecar's
+/// cluster for the upstream ext_proc) to the Gateway's xDS and replaces the
+/// action of each variant's route by the alias's.
+fn eg_fallback_patch(
+    policy: &Policy,
+    opts: &K8sOptions,
+    gw_ns: &str,
+    fallback: &Fallback,
+    rules: &[(usize, &FallbackRoute)],
+) -> Value {
+    const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    const ROUTES: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    let sidecar = json!({
+        "name": EG_SIDECAR_CLUSTER,
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+        "load_assignment": {"cluster_name": EG_SIDECAR_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "socket_address": {"address": sidecar_host(opts), "port_value": policy.sidecar.grpc_port},
+        }}}]}]},
+    });
+    let mut patches: Vec<Value> = std::iter::once(&sidecar)
+        .chain(&fallback.clusters)
+        .map(|c| json!({"type": CLUSTER, "name": c["name"], "operation": {"op": "add", "path": "", "value": c}}))
+        .collect();
+    let route_config = format!("{gw_ns}/{}/{}", opts.gateway_name, opts.listener);
+    // The sidecar tells the attempts apart by Envoy's attempt count.
+    for field in ["include_request_attempt_count", "include_attempt_count_in_response"] {
+        patches.push(json!({"type": ROUTES, "name": route_config, "operation": {
+            "op": "add", "jsonPath": "$.virtual_hosts[*]", "path": format!("/{field}"), "value": true,
+        }}));
+    }
+    let mut hostnames: Vec<&str> = opts.hosts.iter().map(String::as_str).filter(|h| *h != "*").collect();
+    if hostnames.is_empty() {
+        hostnames.push("*");
+    }
+    for (rule, route) in rules {
+        for host in &hostnames {
+            let name = eg_route_name(gw_ns, &opts.name, *rule, host);
+            patches.push(json!({"type": ROUTES, "name": route_config, "operation": {
+                "op": "replace",
+                "jsonPath": format!("$.virtual_hosts[*].routes[?(@.name=='{name}')]"),
+                "path": "/route",
+                "value": route.action,
+            }}));
         }
     }
+    json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyPatchPolicy",
+        "metadata": meta(&format!("{}-fallback", opts.name), gw_ns),
+        "spec": {
+            "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": opts.gateway_name},
+            "type": "JSONPatch",
+            "jsonPatches": patches,
+        },
+    })
+}
+
+/// A policy the manifests can carry.
+fn check_renderable(policy: &Policy) -> anyhow::Result<()> {
     if policy.providers.is_empty() {
         anyhow::bail!("the policy has no provider");
     }
@@ -635,11 +879,6 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: &str) -> anyhow::Re
             file_name(store)
         ));
     }
-    if policy.access.jwt.is_some() {
-        header.push_str(
-            "\n# access.jwt: Envoy's jwt_authn filter is not rendered here; validate tokens with the platform's own\n# JWT policy and have it publish the payload under `envoy.filters.http.jwt_authn` / `tollgate_jwt`.",
-        );
-    }
     Ok(vec![
         ("00-namespace.yaml".into(), yaml_docs("The sidecar's namespace.", &[namespace])?),
         ("10-sidecar.yaml".into(), yaml_docs(&header, &[config_map, service, deployment])?),
@@ -856,14 +1095,128 @@ mod tests {
     }
 
     #[test]
-    fn fallback_aliases_are_refused_with_the_field() {
+    fn istio_fallback_routes_point_at_the_aliases_aggregate_clusters() {
         let policy = parse_policy(&format!(
-            "{POLICY}  smart: {{targets: [{{provider: openai, model: gpt-4o}}, {{provider: anthropic, model: claude-sonnet-4-5}}]}}\n"
+            "{POLICY}  smart: {{attemptTimeoutMs: 1500, targets: [{{provider: openai, model: gpt-4o}}, {{provider: anthropic, model: claude-sonnet-4-5}}]}}\n"
         ))
         .unwrap();
-        let err = render_istio(&policy, &K8sOptions::default()).unwrap_err().to_string();
-        assert!(err.contains("models.smart"), "{err}");
-        assert!(render_envoy_gateway(&policy, &K8sOptions::default()).is_err());
+        let files = render_istio(&policy, &K8sOptions::default()).unwrap();
+        let sidecar = format!("outbound|{}||tollgate.tollgate.svc.cluster.local", policy.sidecar.grpc_port);
+        let expected = crate::envoy::fallback(&policy, &sidecar).unwrap();
+        assert_eq!(expected.routes.len(), 2, "one route per possible first target");
+        let vs = kind(&docs(&files, "40-providers.yaml"), "VirtualService").clone();
+        let filter = &docs(&files, "50-fallback.yaml")[0];
+        let patches = filter["spec"]["configPatches"].as_array().unwrap();
+        // Every cluster the plain Envoy bootstrap has for the alias, with the
+        // upstream ext_proc reaching the sidecar through Istio's cluster.
+        let added: Vec<&Value> =
+            patches.iter().filter(|p| p["applyTo"] == "CLUSTER").map(|p| &p["patch"]["value"]).collect();
+        assert_eq!(added, expected.clusters.iter().collect::<Vec<_>>());
+        let upstream = &added[2]["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"][0]["typed_config"]
+            ["grpc_service"]["envoy_grpc"]["cluster_name"];
+        assert_eq!(upstream, &json!(sidecar));
+        for route in &expected.routes {
+            let name = format!("tollgate-fallback-smart-{}", route.first);
+            let vs_route = vs["spec"]["http"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap();
+            assert_eq!(vs_route["match"][0]["headers"][PROVIDER_HEADER]["exact"], route.header_value);
+            assert_eq!(vs_route["retries"]["attempts"], 1);
+            assert_eq!(vs_route["retries"]["perTryTimeout"], "1.5s");
+            assert!(vs_route["retries"]["retryOn"].as_str().unwrap().contains("429"));
+            let merge = patches
+                .iter()
+                .find(|p| {
+                    p["applyTo"] == "HTTP_ROUTE" && p["match"]["routeConfiguration"]["vhost"]["route"]["name"] == name
+                })
+                .unwrap();
+            assert_eq!(merge["patch"]["operation"], "MERGE");
+            assert_eq!(merge["patch"]["value"]["route"]["cluster"], route.action["cluster"]);
+        }
+        assert!(patches
+            .iter()
+            .any(|p| p["applyTo"] == "VIRTUAL_HOST" && p["patch"]["value"]["include_request_attempt_count"] == true));
+    }
+
+    #[test]
+    fn envoy_gateway_fallback_patches_the_rules_routes() {
+        let policy = parse_policy(&format!(
+            "{POLICY}  smart: {{targets: [{{provider: openai, model: gpt-4o}}, {{provider: local, model: llama}}]}}\n"
+        ))
+        .unwrap();
+        let opts = K8sOptions { hosts: vec!["ai.example.com".into()], ..K8sOptions::default() };
+        let files = render_envoy_gateway(&policy, &opts).unwrap();
+        let expected = crate::envoy::fallback(&policy, "tollgate_sidecar").unwrap();
+        let route = &docs(&files, "50-httproute.yaml")[0];
+        let rules = route["spec"]["rules"].as_array().unwrap();
+        let patch = &docs(&files, "70-fallback.yaml")[0];
+        assert_eq!(patch["kind"], "EnvoyPatchPolicy");
+        assert_eq!(patch["spec"]["targetRef"]["name"], "eg");
+        let ops = patch["spec"]["jsonPatches"].as_array().unwrap();
+        let clusters: Vec<&Value> = ops
+            .iter()
+            .filter(|o| o["type"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster")
+            .map(|o| &o["operation"]["value"])
+            .collect();
+        assert_eq!(clusters[0]["name"], "tollgate_sidecar");
+        assert_eq!(
+            clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                ["address"],
+            "tollgate.tollgate.svc.cluster.local"
+        );
+        assert_eq!(clusters[1..], expected.clusters.iter().collect::<Vec<_>>()[..]);
+        for r in &expected.routes {
+            // The rule matching the variant's header, and the patch replacing
+            // its route's action by the alias's (rule index in the name).
+            let i = rules.iter().position(|rule| rule["matches"][0]["headers"][0]["value"] == r.header_value).unwrap();
+            let name = format!("httproute/default/tollgate/rule/{i}/match/0/ai_example_com");
+            let op =
+                ops.iter().find(|o| o["operation"]["jsonPath"].as_str().is_some_and(|p| p.contains(&name))).unwrap();
+            assert_eq!(op["name"], "default/eg/http");
+            assert_eq!(op["operation"]["op"], "replace");
+            assert_eq!(op["operation"]["path"], "/route");
+            assert_eq!(op["operation"]["value"], r.action);
+        }
+    }
+
+    #[test]
+    fn jwt_is_verified_by_the_platforms_own_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, r#"{"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]}"#).unwrap();
+        let policy = parse_policy(&format!(
+            "{POLICY}access: {{require: jwt, jwt: {{issuer: 'https://idp.example', audiences: [tollgate], jwksFile: '{}'}}}}\n",
+            jwks.display()
+        ))
+        .unwrap();
+        let istio = render_istio(&policy, &K8sOptions::default()).unwrap();
+        let authn = &docs(&istio, "60-jwt.yaml")[0];
+        assert_eq!(authn["kind"], "RequestAuthentication");
+        let rule = &authn["spec"]["jwtRules"][0];
+        assert_eq!(rule["issuer"], "https://idp.example");
+        assert_eq!(rule["audiences"], json!(["tollgate"]));
+        let keys: Value = serde_json::from_str(rule["jwks"].as_str().unwrap()).unwrap();
+        assert_eq!(keys["keys"][0]["kid"], "k1");
+        // ext_proc is sent the verified payload.
+        let filter = &docs(&istio, "30-envoyfilter.yaml")[0];
+        assert_eq!(
+            filter["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["metadata_options"]
+                ["forwarding_namespaces"]["untyped"],
+            json!([crate::identity::JWT_NAMESPACE])
+        );
+
+        let eg = render_envoy_gateway(&policy, &K8sOptions::default()).unwrap();
+        let security = &docs(&eg, "80-jwt.yaml")[0];
+        let provider = &security["spec"]["jwt"]["providers"][0];
+        assert_eq!(provider["name"], JWT_PAYLOAD_KEY, "the payload's metadata key");
+        assert_eq!(security["spec"]["jwt"]["optional"], true);
+        assert_eq!(provider["localJWKS"]["inline"], rule["jwks"]);
+
+        // A JWKS file that is missing or is not one is an error naming it.
+        for bad in ["", "{\"nokeys\": 1}"] {
+            std::fs::write(&jwks, bad).unwrap();
+            let err = render_istio(&policy, &K8sOptions::default()).unwrap_err().to_string();
+            assert!(err.contains("access.jwt.jwksFile"), "{err}");
+        }
     }
 
     #[test]

@@ -237,6 +237,10 @@ struct K8sArgs {
     /// Envoy Gateway: attach the policy to the whole Gateway instead of the rendered HTTPRoute.
     #[arg(long)]
     target_gateway: bool,
+    /// Envoy Gateway: the Gateway's listener serving the HTTPRoute (its routes are patched
+    /// for aliases with several targets).
+    #[arg(long, default_value = "http")]
+    listener: String,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -251,6 +255,7 @@ impl K8sArgs {
             gateway_namespace: self.gateway_namespace.clone(),
             istio_gateway: self.istio_gateway.clone(),
             gateway_name: self.gateway.clone(),
+            listener: self.listener.clone(),
             ..Default::default()
         };
         if let Some(i) = &self.image {

@@ -151,7 +151,23 @@ fn policies() -> Vec<(&'static str, Policy)> {
          \x20 gpt-4o-mini: {targets: [{provider: openai, model: gpt-4o-mini}]}\n",
     )
     .unwrap();
-    vec![("quickstart", quickstart()), ("wide", wide)]
+    // Fallback across providers and identity from JWTs, which both
+    // platforms render with resources of their own.
+    let jwks = std::env::temp_dir().join(format!("tollgate-k8s-jwks-{}.json", std::process::id()));
+    std::fs::write(&jwks, r#"{"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "n": "sXch", "e": "AQAB"}]}"#).unwrap();
+    let fallback = parse_policy(&format!(
+        "access: {{require: jwt, jwt: {{issuer: 'https://idp.example', audiences: [tollgate], jwksFile: '{}'}}}}\n\
+         providers:\n\
+         \x20 openai: {{kind: openai, baseUrl: 'https://api.openai.com', keyEnv: OPENAI_API_KEY}}\n\
+         \x20 anthropic: {{kind: anthropic, baseUrl: 'https://api.anthropic.com', keyEnv: ANTHROPIC_API_KEY}}\n\
+         \x20 local: {{kind: openai-compatible, baseUrl: 'http://10.0.0.7:8000'}}\n\
+         models:\n\
+         \x20 smart: {{attemptTimeoutMs: 2000, targets: [{{provider: openai, model: gpt-4o}}, {{provider: anthropic, model: claude-sonnet-4-5}}, {{provider: local, model: llama}}]}}\n\
+         \x20 cheap: {{strategy: weighted, targets: [{{provider: openai, model: gpt-4o-mini, weight: 3}}, {{provider: local, model: llama, weight: 1}}]}}\n",
+        jwks.display()
+    ))
+    .unwrap();
+    vec![("quickstart", quickstart()), ("wide", wide), ("fallback-jwt", fallback)]
 }
 
 #[test]
@@ -194,6 +210,9 @@ fn rendered_manifests_validate_against_the_published_schemas() {
         "Backend",
         "HTTPRoute",
         "ReferenceGrant",
+        "EnvoyPatchPolicy",
+        "SecurityPolicy",
+        "RequestAuthentication",
         "Deployment",
         "Service",
         "ConfigMap",
