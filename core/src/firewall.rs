@@ -441,6 +441,10 @@ impl Firewall {
     /// once however many texts it matched.
     pub fn scan_all<'a>(&self, texts: impl IntoIterator<Item = &'a str>) -> Verdict {
         let mut hits = vec![false; self.rules.len()];
+        if self.rules.is_empty() {
+            // No rule, no detector (`pack: none`): nothing to normalize for.
+            return self.verdict(&hits);
+        }
         for text in texts {
             self.scan_into(text, &mut hits, 0);
         }

@@ -372,3 +372,44 @@ async fn streamed_usage_is_counted_even_when_the_client_did_not_ask() {
     assert!(gw.wait_stat("tollgate_output_tokens_total", 1).await.unwrap() > 0);
     assert_eq!(gw.stat("tollgate_usage_missing_total").await.unwrap_or(0), 0);
 }
+
+/// Header values may carry bytes that are not UTF-8 (HTTP allows obs-text):
+/// the filter reads them without failing, and keeps serving.
+#[tokio::test]
+async fn header_values_that_are_not_utf8_do_not_break_the_filter() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    let body = br#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}"#;
+    // The request id, the response's content type and the refused encoding
+    // are all read by the filter.
+    for (header, expect) in [
+        (&b"x-request-id: caf\xe9-\xff\r\n"[..], "200 OK"),
+        (&b"content-encoding: gz\xe9ip\r\n"[..], "415 Unsupported Media Type"),
+    ] {
+        let mut raw = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(header);
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(body);
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(&raw).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with(&format!("HTTP/1.1 {expect}")), "{text}\n{}", gw.log_text());
+    }
+    // The filter's VM is still there: the next request is inspected as usual.
+    let resp = post(
+        &gw,
+        "/v1/chat/completions",
+        &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "again"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-tollgate-request-id"), "{}", gw.log_text());
+    assert!(!gw.log_text().contains("panicked"), "{}", gw.log_text());
+}

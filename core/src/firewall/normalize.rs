@@ -34,20 +34,43 @@ fn normalize_chars(text: &str) -> String {
     n.out
 }
 
-/// [`normalize`] of ASCII text, byte by byte (the same rules as
-/// `Normalizer::push_ascii`): most prompts take this path.
+/// What [`normalize_ascii`] does with each byte: drop it, treat it as
+/// whitespace, or write this (lowercased) byte.
+const DROP: u8 = 0;
+const SPACE: u8 = 1;
+const ASCII_RULES: [u8; 256] = {
+    let mut t = [DROP; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_whitespace() {
+            SPACE
+        } else if c.is_ascii_control() || c == b'*' || c == b'`' || c == b'~' {
+            DROP
+        } else {
+            c.to_ascii_lowercase()
+        };
+        b += 1;
+    }
+    t
+};
+
+/// [`normalize`] of ASCII text, byte by byte through a table (the same rules
+/// as `Normalizer::push_ascii`): most prompts take this path.
 fn normalize_ascii(text: &[u8]) -> String {
     let mut out = Vec::with_capacity(text.len());
     let mut pending_space = false;
     for &b in text {
-        if b.is_ascii_whitespace() {
-            pending_space = !out.is_empty();
-        } else if !(b.is_ascii_control() || matches!(b, b'*' | b'`' | b'~')) {
-            if pending_space {
-                out.push(b' ');
-                pending_space = false;
+        match ASCII_RULES[usize::from(b)] {
+            DROP => {}
+            SPACE => pending_space = !out.is_empty(),
+            c => {
+                if pending_space {
+                    out.push(b' ');
+                    pending_space = false;
+                }
+                out.push(c);
             }
-            out.push(b.to_ascii_lowercase());
         }
     }
     // Only ASCII bytes were written.
@@ -135,30 +158,62 @@ fn collapse_spaced_letters(s: String) -> String {
     out
 }
 
-/// Cheap pre-check: some single letter followed by a separator and another single letter.
-fn has_spaced_run(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut singles = 0;
-    let mut i = 0;
-    while i < b.len() {
-        let word_start = i == 0 || !b[i - 1].is_ascii_alphanumeric();
-        if b[i].is_ascii_alphabetic() && word_start && (i + 1 >= b.len() || !b[i + 1].is_ascii_alphanumeric()) {
-            singles += 1;
-            if singles >= 4 {
-                return true;
-            }
-            i += 2;
-            continue;
-        }
-        if !b[i].is_ascii() {
-            return true; // non-ASCII letters: let the full pass decide
-        }
-        if b[i].is_ascii_alphanumeric() {
-            singles = 0;
-        }
-        i += 1;
+/// Byte classes for [`has_spaced_run`].
+const OTHER: u8 = 0;
+const LETTER: u8 = 1;
+const DIGIT: u8 = 2;
+const NON_ASCII: u8 = 3;
+const CLASSES: [u8; 256] = {
+    let mut t = [NON_ASCII; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphabetic() {
+            LETTER
+        } else if c.is_ascii_digit() {
+            DIGIT
+        } else {
+            OTHER
+        };
+        b += 1;
     }
-    false
+    t
+};
+
+/// Cheap pre-check for [`collapse_spaced_letters`]: four single-letter words
+/// with no longer word between them (any non-ASCII text goes to the full
+/// pass). One table lookup per byte.
+fn has_spaced_run(s: &str) -> bool {
+    let (mut singles, mut prev_alnum, mut pending) = (0u32, false, false);
+    for &b in s.as_bytes() {
+        match CLASSES[usize::from(b)] {
+            NON_ASCII => return true,
+            OTHER => {
+                // A letter alone between non-alphanumerics: one more single.
+                if pending {
+                    singles += 1;
+                    if singles >= 4 {
+                        return true;
+                    }
+                    pending = false;
+                }
+                prev_alnum = false;
+            }
+            class => {
+                if pending {
+                    // The candidate was the start of a longer word.
+                    pending = false;
+                    singles = 0;
+                } else if !prev_alnum && class == LETTER {
+                    pending = true;
+                } else {
+                    singles = 0;
+                }
+                prev_alnum = true;
+            }
+        }
+    }
+    pending && singles >= 3
 }
 
 /// Zero-width, formatting and other invisible characters (tag characters
@@ -342,14 +397,30 @@ pub(crate) fn base64_payloads(text: &str) -> Vec<String> {
     out
 }
 
+/// Each byte's value in base64 (either alphabet), or `NOT_B64`.
+const NOT_B64: u8 = 0xFF;
+const B64_VALUES: [u8; 256] = {
+    let mut t = [NOT_B64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => NOT_B64,
+        };
+        b += 1;
+    }
+    t
+};
+
 fn b64_value(b: u8) -> Option<u32> {
-    match b {
-        b'A'..=b'Z' => Some(u32::from(b - b'A')),
-        b'a'..=b'z' => Some(u32::from(b - b'a') + 26),
-        b'0'..=b'9' => Some(u32::from(b - b'0') + 52),
-        b'+' | b'-' => Some(62),
-        b'/' | b'_' => Some(63),
-        _ => None,
+    match B64_VALUES[usize::from(b)] {
+        NOT_B64 => None,
+        v => Some(u32::from(v)),
     }
 }
 
@@ -426,6 +497,56 @@ mod tests {
         }
         for c in &cases {
             assert_eq!(normalize_ascii(c.as_bytes()), normalize_chars(c), "{c:?}");
+        }
+    }
+
+    /// The byte-at-a-time pre-check this one replaced, kept as the reference.
+    fn has_spaced_run_reference(s: &str) -> bool {
+        let b = s.as_bytes();
+        let mut singles = 0;
+        let mut i = 0;
+        while i < b.len() {
+            let word_start = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+            if b[i].is_ascii_alphabetic() && word_start && (i + 1 >= b.len() || !b[i + 1].is_ascii_alphanumeric()) {
+                singles += 1;
+                if singles >= 4 {
+                    return true;
+                }
+                i += 2;
+                continue;
+            }
+            if !b[i].is_ascii() {
+                return true;
+            }
+            if b[i].is_ascii_alphanumeric() {
+                singles = 0;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    #[test]
+    fn spaced_run_precheck_agrees_with_the_reference_and_the_full_pass() {
+        let alphabet = ["a", "b", "Q", "7", " ", ".", "-", "_", ",", "ab", "\u{e9}"];
+        let mut x: u32 = 0x2545_f491;
+        for len in [1usize, 2, 4, 7, 9, 16, 40] {
+            for _ in 0..2000 {
+                let s: String = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        alphabet[(x % alphabet.len() as u32) as usize]
+                    })
+                    .collect();
+                assert_eq!(has_spaced_run(&s), has_spaced_run_reference(&s), "{s:?}");
+                // Never a false negative: whatever the full pass would join, the pre-check lets through.
+                let ascii: String = s.chars().filter(char::is_ascii).collect();
+                if !has_spaced_run(&ascii) {
+                    assert_eq!(collapse_spaced_letters(ascii.clone()), ascii);
+                }
+            }
         }
     }
 
