@@ -830,12 +830,7 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: &str) -> anyhow::Re
                     "containers": [{
                         "name": "tollgate",
                         "image": opts.sidecar_image,
-                        "args": [
-                            "serve",
-                            "--policy", format!("{POLICY_DIR}/{POLICY_FILE}"),
-                            "--grpc", format!("0.0.0.0:{}", policy.sidecar.grpc_port),
-                            "--admin", format!("0.0.0.0:{}", policy.sidecar.admin_port),
-                        ],
+                        "args": serve_args(policy.sidecar.grpc_port, policy.sidecar.admin_port),
                         "env": env,
                         "ports": [
                             {"name": "grpc", "containerPort": policy.sidecar.grpc_port},
@@ -883,6 +878,20 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: &str) -> anyhow::Re
         ("00-namespace.yaml".into(), yaml_docs("The sidecar's namespace.", &[namespace])?),
         ("10-sidecar.yaml".into(), yaml_docs(&header, &[config_map, service, deployment])?),
     ])
+}
+
+/// `tollgate serve` in the pod (and as the sidecar image's default command):
+/// the policy from the ConfigMap mount, gRPC and admin on all interfaces.
+pub fn serve_args(grpc_port: u16, admin_port: u16) -> Vec<String> {
+    vec![
+        "serve".into(),
+        "--policy".into(),
+        format!("{POLICY_DIR}/{POLICY_FILE}"),
+        "--grpc".into(),
+        format!("0.0.0.0:{grpc_port}"),
+        "--admin".into(),
+        format!("0.0.0.0:{admin_port}"),
+    ]
 }
 
 /// YAML documents with a header comment.

@@ -96,7 +96,7 @@ enum Cmd {
         #[command(subcommand)]
         what: RenderCmd,
     },
-    /// Package the filter for a registry.
+    /// Package the filter or the sidecar as an OCI image layout, for a registry.
     Package {
         #[command(subcommand)]
         what: PackageCmd,
@@ -115,6 +115,23 @@ enum PackageCmd {
         wasm: Option<PathBuf>,
         #[arg(long, default_value = "latest")]
         tag: String,
+    },
+    /// Write the sidecar as a runnable Linux container image (OCI image layout, no container
+    /// engine needed): the binary, the shared libraries it loads, CA certificates and a
+    /// non-root user; it runs `tollgate serve` as the rendered Deployment does. Push it with
+    /// skopeo, crane or oras.
+    Sidecar {
+        #[arg(long)]
+        out: PathBuf,
+        /// The `tollgate` binary to package (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        #[arg(long, default_value = "latest")]
+        tag: String,
+        /// Embedding model directory for the semantic cache, shipped at
+        /// /usr/share/tollgate/model (TOLLGATE_EMBED_MODEL points there).
+        #[arg(long)]
+        embed_model: Option<PathBuf>,
     },
 }
 
@@ -400,6 +417,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("no built filter: run scripts/test.sh or pass --wasm"))?;
             let opts = tollgate_ext_proc::package::PackageOptions { tag, ..Default::default() };
             let report = tollgate_ext_proc::package::write_oci_layout(&wasm, &out, &opts)?;
+            println!("{report}");
+            Ok(())
+        }
+        Cmd::Package { what: PackageCmd::Sidecar { out, binary, tag, embed_model } } => {
+            use tollgate_ext_proc::package::{write_sidecar_layout, PackageOptions, SidecarOptions};
+            let binary = match binary {
+                Some(path) => path,
+                None => std::env::current_exe().context("finding the tollgate binary: pass --binary")?,
+            };
+            let opts = SidecarOptions { binary, embed_model, package: PackageOptions { tag, ..Default::default() } };
+            let report = tokio::task::block_in_place(|| write_sidecar_layout(&out, &opts))?;
             println!("{report}");
             Ok(())
         }

@@ -7,6 +7,8 @@
 //! know or a wrong type would fail there; the manifests themselves are
 //! checked against the platforms' schemas in `ext-proc-server/tests/k8s.rs`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 
 use serde_json::{json, Value};

@@ -7,6 +7,14 @@
 //!
 //! Needs `skopeo` (Debian package, installed by scripts/install.sh) and the built
 //! filter (`TOLLGATE_WASM`, else `target/wasm32-wasip1/wasm-release/tollgate_filter.wasm`).
+//!
+//! `tollgate package sidecar`: the container image written for the built binary is
+//! inspected and copied by skopeo, its layers are unpacked by GNU tar into an empty
+//! root file system, and the sidecar runs there (`chroot`, as the image's non-root
+//! user and with the image's environment) with the embedding model from the image:
+//! it answers its health endpoints, so the image holds everything it needs. Needs
+//! the built `tollgate` (`TOLLGATE_BIN`, else `target/debug/tollgate`), the embedding
+//! model (scripts/install.sh) and root, or user namespaces for `unshare`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,9 +24,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use tollgate_ext_proc::launch;
+use std::time::Duration;
+use tollgate_ext_proc::launch::{self, http_get, wait_ready, Proc};
 use tollgate_ext_proc::package::{
-    write_oci_layout, PackageOptions, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER, MEDIA_TYPE_MANIFEST, PLUGIN_FILE,
+    oci_architecture, write_oci_layout, PackageOptions, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER, MEDIA_TYPE_MANIFEST,
+    PLUGIN_FILE, SIDECAR_BINARY, SIDECAR_MODEL_DIR, SIDECAR_UID,
 };
 
 /// The built filter, found as `tollgate_e2e::paths()` finds it (without needing Envoy
@@ -102,7 +112,7 @@ fn skopeo_reads_back_the_layout_and_the_module_is_byte_identical() {
     let layout = scratch.0.join("layout");
     let report = write_oci_layout(&wasm_path, &layout, &PackageOptions::default()).unwrap();
     assert_eq!(report.tag, "latest");
-    assert_eq!(report.wasm_sha256, hex(&Sha256::digest(&wasm)));
+    assert_eq!(report.payload.sha256, hex(&Sha256::digest(&wasm)));
     let src = format!("oci:{}:latest", layout.display());
 
     // The manifest skopeo resolves from index.json by tag is ours, byte for byte.
@@ -119,7 +129,7 @@ fn skopeo_reads_back_the_layout_and_the_module_is_byte_identical() {
     assert_eq!(inspect["Digest"], report.manifest_digest.as_str());
     assert_eq!(inspect["Architecture"], "wasm");
     assert_eq!(inspect["Os"], "wasip1");
-    assert_eq!(inspect["Layers"], serde_json::json!([report.layer_digest]));
+    assert_eq!(inspect["Layers"], serde_json::json!([report.layers[0].digest]));
     assert_eq!(inspect["Created"], "1970-01-01T00:00:00Z", "no SOURCE_DATE_EPOCH: the epoch");
     let config = json(&skopeo(&["inspect", "--config", "--raw", &src]).stdout);
     assert_eq!(config["rootfs"]["type"], "layers");
@@ -130,10 +140,10 @@ fn skopeo_reads_back_the_layout_and_the_module_is_byte_identical() {
     skopeo(&["copy", &src, &format!("dir:{}", copied.display())]);
     let copied_manifest = std::fs::read(copied.join("manifest.json")).unwrap();
     assert_eq!(sha256_digest(&copied_manifest), report.manifest_digest);
-    let layer_file = copied.join(report.layer_digest.trim_start_matches("sha256:"));
+    let layer_file = copied.join(report.layers[0].digest.trim_start_matches("sha256:"));
     let layer = std::fs::read(&layer_file).unwrap();
-    assert_eq!(sha256_digest(&layer), report.layer_digest);
-    assert_eq!(layer.len() as u64, report.layer_size);
+    assert_eq!(sha256_digest(&layer), report.layers[0].digest);
+    assert_eq!(layer.len() as u64, report.layers[0].size);
 
     // GNU tar unpacks the copied layer: exactly plugin.wasm, identical to the build.
     let listing = run("tar", &["-tzf", layer_file.to_str().unwrap()]).stdout;
@@ -170,4 +180,232 @@ fn a_tagged_layout_is_reproducible_and_found_by_its_tag() {
         .output()
         .unwrap();
     assert!(!missing.status.success(), "skopeo found a `latest` tag that was never written");
+}
+
+/// The built `tollgate`, found as `tollgate_e2e::paths()` finds it (without needing
+/// Envoy or the filter, which this test does not run).
+fn built_tollgate() -> PathBuf {
+    if let Some(p) = std::env::var_os("TOLLGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = launch::target_dir(root);
+    ["debug", "release"]
+        .iter()
+        .map(|profile| target.join(profile).join("tollgate"))
+        .find(|p| p.is_file())
+        .expect("no tollgate binary: run `cargo build -p tollgate-ext-proc --bin tollgate` or set TOLLGATE_BIN")
+}
+
+/// How to run a program inside `rootfs`: `chroot` as root (as `user`), else in a user
+/// namespace that maps us to root. Neither working fails the test: the image must be
+/// shown to run, not assumed to.
+fn chroot_prefix(rootfs: &Path, user: &str) -> Vec<String> {
+    let root = rootfs.display().to_string();
+    // Absolute paths: the commands run with the image's environment, whose PATH has no sbin.
+    let which = |name: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("no `{name}` command: install it (Debian package coreutils / util-linux)"))
+            .display()
+            .to_string()
+    };
+    let chroot = which("chroot");
+    let probe = |prefix: &[String]| {
+        Command::new(&prefix[0])
+            .args(&prefix[1..])
+            .args([SIDECAR_BINARY, "--version"])
+            .env_clear()
+            .output()
+            .map(|o| (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned()))
+            .unwrap_or_else(|e| (false, e.to_string()))
+    };
+    let as_root: Vec<String> = vec![chroot.clone(), format!("--userspec={user}"), root.clone()];
+    let (ok, root_err) = probe(&as_root);
+    if ok {
+        return as_root;
+    }
+    let in_namespace: Vec<String> =
+        [&which("unshare"), "--user", "--map-root-user", &chroot, &root].iter().map(|s| s.to_string()).collect();
+    let (ok, ns_err) = probe(&in_namespace);
+    if ok {
+        return in_namespace;
+    }
+    panic!(
+        "cannot run the image's binary in {root}: `chroot` needs root ({}) and `unshare --user --map-root-user` needs \
+         unprivileged user namespaces ({}); run this test as root or enable user namespaces \
+         (sysctl kernel.unprivileged_userns_clone=1)",
+        root_err.trim(),
+        ns_err.trim()
+    );
+}
+
+/// Runs `prefix… tollgate ARGS` in the image with the image's environment only.
+fn in_image(prefix: &[String], env: &[(String, String)], args: &[&str]) -> Output {
+    let out = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg(SIDECAR_BINARY)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tollgate {} in the image failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sidecar_image_is_self_contained_and_serves_from_an_empty_root() {
+    let tollgate = built_tollgate();
+    let model = tollgate_ext_proc::embed::default_model_dir()
+        .filter(|d| d.is_dir())
+        .expect("no embedding model: run scripts/install.sh or set TOLLGATE_EMBED_MODEL");
+    let scratch = Scratch::new();
+    let layout = scratch.0.join("layout");
+
+    // Package with the CLI, which takes its own executable as the binary by default.
+    let printed = run(
+        tollgate.to_str().unwrap(),
+        &[
+            "package",
+            "sidecar",
+            "--out",
+            layout.to_str().unwrap(),
+            "--tag",
+            "e2e",
+            "--embed-model",
+            model.to_str().unwrap(),
+        ],
+    )
+    .stdout;
+    let printed = String::from_utf8(printed).unwrap();
+    let manifest_digest = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("manifest "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no manifest digest in:\n{printed}"))
+        .to_string();
+    assert!(
+        printed.contains(&format!("push: skopeo copy oci:{}:e2e docker://REGISTRY/tollgate:e2e", layout.display())),
+        "{printed}"
+    );
+    let src = format!("oci:{}:e2e", layout.display());
+
+    // skopeo finds the tag, parses the manifest and the config.
+    let raw = skopeo(&["inspect", "--raw", &src]).stdout;
+    assert_eq!(sha256_digest(&raw), manifest_digest);
+    let manifest = json(&raw);
+    assert_eq!(manifest["mediaType"], MEDIA_TYPE_MANIFEST);
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "runtime, model, binary");
+    assert!(layers.iter().all(|l| l["mediaType"] == MEDIA_TYPE_LAYER));
+    let inspect = json(&skopeo(&["inspect", &src]).stdout);
+    assert_eq!(inspect["Digest"], manifest_digest.as_str());
+    assert_eq!(inspect["Architecture"], oci_architecture(std::env::consts::ARCH).unwrap());
+    assert_eq!(inspect["Os"], "linux");
+    let config = json(&skopeo(&["inspect", "--config", "--raw", &src]).stdout);
+    let c = &config["config"];
+    assert_eq!(c["Entrypoint"], serde_json::json!([SIDECAR_BINARY]));
+    assert_eq!(c["Cmd"][0], "serve");
+    assert_eq!(c["User"], format!("{SIDECAR_UID}:{SIDECAR_UID}"));
+    assert_eq!(c["WorkingDir"], "/var/lib/tollgate");
+    assert!(c["ExposedPorts"].get("10001/tcp").is_some(), "{c}");
+    let env: Vec<(String, String)> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let (k, v) = e.as_str().unwrap().split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert!(env.contains(&("TOLLGATE_EMBED_MODEL".into(), SIDECAR_MODEL_DIR.into())), "{env:?}");
+
+    // skopeo copies it, checking every blob against its digest and size.
+    let copied = scratch.0.join("copied");
+    skopeo(&["copy", &src, &format!("dir:{}", copied.display())]);
+    assert_eq!(sha256_digest(&std::fs::read(copied.join("manifest.json")).unwrap()), manifest_digest);
+
+    // GNU tar unpacks the copied layers, bottom first, into an empty root; each
+    // uncompressed layer is its diff_id.
+    let rootfs = scratch.0.join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    for (layer, diff_id) in layers.iter().zip(config["rootfs"]["diff_ids"].as_array().unwrap()) {
+        let file = copied.join(layer["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+        let file = file.to_str().unwrap();
+        let sum = run("sh", &["-c", &format!("gzip -dc '{file}' | sha256sum")]).stdout;
+        let sum = String::from_utf8_lossy(&sum);
+        assert_eq!(format!("sha256:{}", sum.split_whitespace().next().unwrap()), diff_id.as_str().unwrap());
+        run("tar", &["-xzf", file, "-C", rootfs.to_str().unwrap()]);
+    }
+    let inside = rootfs.join(SIDECAR_BINARY.trim_start_matches('/'));
+    run("cmp", &[inside.to_str().unwrap(), tollgate.to_str().unwrap()]);
+
+    // The binary runs from the image alone, as the image's user and environment.
+    let prefix = chroot_prefix(&rootfs, &format!("{SIDECAR_UID}:{SIDECAR_UID}"));
+    let version = in_image(&prefix, &env, &["--version"]).stdout;
+    assert!(String::from_utf8_lossy(&version).starts_with("tollgate "), "{}", String::from_utf8_lossy(&version));
+
+    // A policy where the rendered Deployment puts it, with its state in the data
+    // directory, the semantic cache on (the model comes from the image).
+    let grpc = tollgate_e2e::test_port().unwrap();
+    let admin = tollgate_e2e::test_port().unwrap();
+    let policy = serde_json::json!({
+        "sidecar": {"grpcPort": grpc, "adminPort": admin},
+        "providers": {"mock": {"kind": "mock", "baseUrl": "http://127.0.0.1:9"}},
+        "cache": {"enabled": true, "dir": "/var/lib/tollgate/cache"},
+        "audit": {"dir": "/var/lib/tollgate/audit"},
+        "limits": {"dir": "/var/lib/tollgate/state"},
+    });
+    let policy_in_image = c["Cmd"][2].as_str().unwrap().to_string();
+    assert_eq!(policy_in_image, "/etc/tollgate/policy/policy.json");
+    std::fs::write(rootfs.join(policy_in_image.trim_start_matches('/')), serde_json::to_vec_pretty(&policy).unwrap())
+        .unwrap();
+    in_image(&prefix, &env, &["check", "--policy", &policy_in_image]);
+
+    // `tollgate serve` as the image's Cmd runs it, on loopback test ports.
+    let grpc_addr = format!("127.0.0.1:{grpc}");
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let log = scratch.0.join("sidecar.log");
+    let mut cmd = tokio::process::Command::new(&prefix[0]);
+    cmd.args(&prefix[1..])
+        .arg(SIDECAR_BINARY)
+        .args(["serve", "--policy", &policy_in_image, "--grpc", &grpc_addr, "--admin", &admin_addr])
+        .env_clear()
+        .envs(env.iter().cloned());
+    let mut sidecar = Proc::spawn("sidecar in the image", &mut cmd, &log).unwrap();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    if let Err(e) = wait_ready(&mut sidecar, &admin_addr, "/healthz", Duration::from_secs(120)).await {
+        panic!("{e:#}\n{}", log_text());
+    }
+    for path in ["/readyz", "/metrics"] {
+        let (status, _) = http_get(&admin_addr, path).await.unwrap();
+        assert_eq!(status, 200, "{path}\n{}", log_text());
+    }
+    tokio::net::TcpStream::connect(&grpc_addr).await.unwrap_or_else(|e| panic!("gRPC port: {e}\n{}", log_text()));
+    // The embedding model loads from the image (TOLLGATE_EMBED_MODEL).
+    let mut loaded = false;
+    for _ in 0..100 {
+        if log_text().contains("semantic cache tier on") {
+            loaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(loaded, "the semantic cache did not load the image's model:\n{}", log_text());
+    // Its state went to the data directory, writable by the image's user.
+    for dir in ["audit", "cache", "state"] {
+        assert!(rootfs.join("var/lib/tollgate").join(dir).is_dir(), "no /var/lib/tollgate/{dir}\n{}", log_text());
+    }
+    assert!(sidecar.exited().is_none(), "{}", log_text());
+    drop(sidecar);
 }
