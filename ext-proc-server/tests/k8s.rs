@@ -154,7 +154,8 @@ fn policies() -> Vec<(&'static str, Policy)> {
     // Fallback across providers and identity from JWTs, which both
     // platforms render with resources of their own.
     let jwks = std::env::temp_dir().join(format!("tollgate-k8s-jwks-{}.json", std::process::id()));
-    std::fs::write(&jwks, r#"{"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "n": "sXch", "e": "AQAB"}]}"#).unwrap();
+    std::fs::write(&jwks, r#"{"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "n": "sXch", "e": "AQAB"}]}"#)
+        .unwrap();
     let fallback = parse_policy(&format!(
         "access: {{require: jwt, jwt: {{issuer: 'https://idp.example', audiences: [tollgate], jwksFile: '{}'}}}}\n\
          providers:\n\
