@@ -77,7 +77,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
         }));
         clusters.push(provider_cluster(name, &url));
     }
-    let fallback = fallback(policy, SIDECAR_CLUSTER)?;
+    let fallback = fallback(policy, SidecarRef::cluster(SIDECAR_CLUSTER))?;
     clusters.extend(fallback.clusters);
     for route in fallback.routes {
         routes.push(json!({
@@ -109,7 +109,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             },
         },
     });
-    let ext_proc = ext_proc_filter(policy, SIDECAR_CLUSTER);
+    let ext_proc = ext_proc_filter(policy, SidecarRef::cluster(SIDECAR_CLUSTER));
     let hcm = json!({
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -185,10 +185,10 @@ pub struct FallbackRoute {
 }
 
 /// Aliases with several targets: one cluster per target (an upstream
-/// ext_proc, the sidecar through `sidecar_cluster`, shapes each attempt for
+/// ext_proc, the sidecar through `sidecar`, shapes each attempt for
 /// its target), grouped in aggregate clusters that Envoy's retries walk in
 /// order, one per possible first target (the sidecar picks one per request).
-pub fn fallback(policy: &Policy, sidecar_cluster: &str) -> anyhow::Result<Fallback> {
+pub fn fallback(policy: &Policy, sidecar: SidecarRef<'_>) -> anyhow::Result<Fallback> {
     let prices = tollgate_core::pricing::PriceTable::new(&policy.pricing);
     let mut out = Fallback::default();
     for (alias, route) in &policy.models {
@@ -222,7 +222,7 @@ pub fn fallback(policy: &Policy, sidecar_cluster: &str) -> anyhow::Result<Fallba
                     "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
                     "clusters": order,
                 }},
-                "typed_extension_protocol_options": attempt_filters(policy, &variant, sidecar_cluster),
+                "typed_extension_protocol_options": attempt_filters(policy, &variant, sidecar),
             }));
             let mut action = json!({
                 "cluster": alias_cluster(alias, first),
@@ -250,15 +250,40 @@ pub fn plugin_config(policy: &Policy) -> String {
     FilterConfig::from_policy(policy).to_json()
 }
 
+/// How Envoy reaches the sidecar over gRPC: a cluster, and the `:authority`
+/// to send when the cluster's name is not a valid one (Envoy sends the name
+/// by default, and Istio's `outbound|port||host` names are not: HTTP/2
+/// refuses them).
+#[derive(Debug, Clone, Copy)]
+pub struct SidecarRef<'a> {
+    pub cluster: &'a str,
+    pub authority: Option<&'a str>,
+}
+
+impl<'a> SidecarRef<'a> {
+    /// A cluster whose name is a valid authority.
+    pub fn cluster(cluster: &'a str) -> Self {
+        SidecarRef { cluster, authority: None }
+    }
+
+    fn envoy_grpc(self) -> Value {
+        let mut v = json!({"cluster_name": self.cluster});
+        if let Some(a) = self.authority {
+            v["authority"] = json!(a);
+        }
+        v
+    }
+}
+
 /// The downstream `envoy.filters.http.ext_proc` filter that calls the
-/// sidecar through `cluster` (plain Envoy and Istio share it).
-pub fn ext_proc_filter(policy: &Policy, cluster: &str) -> Value {
+/// sidecar (plain Envoy and Istio share it).
+pub fn ext_proc_filter(policy: &Policy, sidecar: SidecarRef<'_>) -> Value {
     let timeout = format!("{}s", policy.sidecar.timeout_ms as f64 / 1000.0);
     json!({
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": timeout},
+            "grpc_service": {"envoy_grpc": sidecar.envoy_grpc(), "timeout": timeout},
             "failure_mode_allow": policy.fail_mode.sidecar == FailMode::Open,
             "allow_mode_override": true,
             // Accept the sidecar's dynamic metadata in our namespace only;
@@ -460,14 +485,14 @@ pub fn fallback_retry_policy(targets: usize) -> Value {
 /// upstream ext_proc, run once per attempt. The gRPC metadata names the
 /// alias and its first target (`alias/first`); the attempt's
 /// `x-envoy-attempt-count` says how far along the order it is.
-fn attempt_filters(policy: &Policy, variant: &str, sidecar_cluster: &str) -> Value {
+fn attempt_filters(policy: &Policy, variant: &str, sidecar: SidecarRef<'_>) -> Value {
     let timeout = format!("{}s", policy.sidecar.timeout_ms as f64 / 1000.0);
     let ext_proc = json!({
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {
-                "envoy_grpc": {"cluster_name": sidecar_cluster},
+                "envoy_grpc": sidecar.envoy_grpc(),
                 "timeout": timeout,
                 "initial_metadata": [{"key": TARGET_METADATA, "value": variant}],
             },

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use tollgate_core::policy::{BaseUrl, FailMode, Policy};
 
-use crate::envoy::{ext_proc_filter, fallback, plugin_config, Fallback, FallbackRoute};
+use crate::envoy::{ext_proc_filter, fallback, plugin_config, Fallback, FallbackRoute, SidecarRef};
 use crate::identity::JWT_PAYLOAD_KEY;
 use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
 
@@ -142,7 +142,10 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
     });
     // Istio names a WasmPlugin's HTTP filter `<namespace>.<name>`.
     let wasm_filter_name = format!("{gw_ns}.{}", opts.name);
-    let cluster = format!("outbound|{}||{}", policy.sidecar.grpc_port, sidecar_host(opts));
+    // Istio's cluster for the sidecar's Service; its name is no authority.
+    let host = sidecar_host(opts);
+    let cluster = format!("outbound|{}||{host}", policy.sidecar.grpc_port);
+    let sidecar = SidecarRef { cluster: &cluster, authority: Some(&host) };
     let envoy_filter = json!({
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
@@ -158,7 +161,7 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
                         "subFilter": {"name": wasm_filter_name},
                     }}},
                 },
-                "patch": {"operation": "INSERT_AFTER", "value": ext_proc_filter(policy, &cluster)},
+                "patch": {"operation": "INSERT_AFTER", "value": ext_proc_filter(policy, sidecar)},
             }],
         },
     });
@@ -222,7 +225,7 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
             &url,
         ));
     }
-    let fallback = fallback(policy, &cluster)?;
+    let fallback = fallback(policy, sidecar)?;
     for route in &fallback.routes {
         http_routes.push(istio_fallback_route(policy, route)?);
     }
@@ -444,7 +447,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
             &url,
         ));
     }
-    let fallback = fallback(policy, EG_SIDECAR_CLUSTER)?;
+    let fallback = fallback(policy, SidecarRef::cluster(EG_SIDECAR_CLUSTER))?;
     let mut fallback_rules = Vec::new();
     for route in &fallback.routes {
         let first = &policy.models[&route.alias].targets[route.first].provider;
@@ -956,7 +959,8 @@ mod tests {
         assert_eq!(patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"], "istio-system.tollgate");
         assert_eq!(patch["patch"]["operation"], "INSERT_AFTER");
         let cluster = "outbound|10001||tollgate.tollgate.svc.cluster.local";
-        assert_eq!(patch["patch"]["value"], ext_proc_filter(&policy, cluster));
+        let sidecar = SidecarRef { cluster, authority: Some("tollgate.tollgate.svc.cluster.local") };
+        assert_eq!(patch["patch"]["value"], ext_proc_filter(&policy, sidecar));
         assert_eq!(patch["patch"]["value"]["typed_config"]["failure_mode_allow"], true);
     }
 
@@ -1111,7 +1115,11 @@ mod tests {
         .unwrap();
         let files = render_istio(&policy, &K8sOptions::default()).unwrap();
         let sidecar = format!("outbound|{}||tollgate.tollgate.svc.cluster.local", policy.sidecar.grpc_port);
-        let expected = crate::envoy::fallback(&policy, &sidecar).unwrap();
+        let expected = crate::envoy::fallback(
+            &policy,
+            SidecarRef { cluster: &sidecar, authority: Some("tollgate.tollgate.svc.cluster.local") },
+        )
+        .unwrap();
         assert_eq!(expected.routes.len(), 2, "one route per possible first target");
         let vs = kind(&docs(&files, "40-providers.yaml"), "VirtualService").clone();
         let filter = &docs(&files, "50-fallback.yaml")[0];
@@ -1154,7 +1162,7 @@ mod tests {
         .unwrap();
         let opts = K8sOptions { hosts: vec!["ai.example.com".into()], ..K8sOptions::default() };
         let files = render_envoy_gateway(&policy, &opts).unwrap();
-        let expected = crate::envoy::fallback(&policy, "tollgate_sidecar").unwrap();
+        let expected = crate::envoy::fallback(&policy, SidecarRef::cluster("tollgate_sidecar")).unwrap();
         let route = &docs(&files, "50-httproute.yaml")[0];
         let rules = route["spec"]["rules"].as_array().unwrap();
         let patch = &docs(&files, "70-fallback.yaml")[0];

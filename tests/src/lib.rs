@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use tokio::process::Command;
 use tollgate_ext_proc::config::parse_policy;
-use tollgate_ext_proc::envoy::{render_yaml, RenderOptions};
+use tollgate_ext_proc::envoy::{render, render_yaml, RenderOptions};
 use tollgate_ext_proc::launch::{self, envoy_command, wait_ready, Proc};
 
 /// The binaries and the filter under test.
@@ -61,6 +61,9 @@ pub struct Options {
     pub sidecar: bool,
     /// Replace the rendered plugin configuration.
     pub plugin_config: Option<String>,
+    /// Edit the rendered bootstrap before Envoy starts (e.g. swap in the
+    /// Envoy configuration a Kubernetes manifest carries).
+    pub envoy_edit: Option<fn(&tollgate_core::policy::Policy, serde_json::Value) -> serde_json::Value>,
     /// Extra environment for the sidecar.
     pub sidecar_env: Vec<(String, String)>,
 }
@@ -73,6 +76,7 @@ impl Default for Options {
             providers_extra: String::new(),
             sidecar: true,
             plugin_config: None,
+            envoy_edit: None,
             sidecar_env: Vec::new(),
         }
     }
@@ -161,14 +165,16 @@ impl Gateway {
         std::fs::write(&policy_path, &text)?;
         let access_log = dir.join("access.log");
         let log = dir.join("gateway.log");
-        let envoy_yaml = render_yaml(
-            &policy,
-            &RenderOptions {
-                wasm_path: &paths.wasm,
-                access_log: &access_log.display().to_string(),
-                plugin_config: opts.plugin_config.clone(),
-            },
-        )?;
+        let render_opts = RenderOptions {
+            wasm_path: &paths.wasm,
+            access_log: &access_log.display().to_string(),
+            plugin_config: opts.plugin_config.clone(),
+        };
+        let envoy_yaml = match opts.envoy_edit {
+            // JSON is YAML too.
+            Some(edit) => serde_json::to_string_pretty(&edit(&policy, render(&policy, &render_opts)?))?,
+            None => render_yaml(&policy, &render_opts)?,
+        };
         let envoy_config = dir.join("envoy.yaml");
         std::fs::write(&envoy_config, envoy_yaml)?;
 

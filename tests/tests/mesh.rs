@@ -1,19 +1,20 @@
 //! The raw Envoy configuration the Kubernetes manifests carry (Istio's
-//! EnvoyFilter patches, Envoy Gateway's patch policy) loads in the real
+//! EnvoyFilter patches, Envoy Gateway's patch policy) works in the real
 //! Envoy: the ext_proc filter, the clusters of aliases with several targets
 //! (aggregate clusters whose upstream ext_proc reaches the sidecar through
 //! the platform's cluster name) and the routes' actions. Istio and Envoy
-//! Gateway pass these values to Envoy as they are, so a field Envoy does not
-//! know or a wrong type would fail there; the manifests themselves are
-//! checked against the platforms' schemas in `ext-proc-server/tests/k8s.rs`.
+//! Gateway hand these values to Envoy as they are. Each flavour's fragments
+//! are swapped into the plain bootstrap, which Envoy validates, and which
+//! then serves fallback through the real sidecar and mock provider. The
+//! manifests themselves are checked against the platforms' schemas in
+//! `ext-proc-server/tests/k8s.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-
 use serde_json::{json, Value};
 use tokio::process::Command;
-use tollgate_e2e::paths;
+use tollgate_core::policy::Policy;
+use tollgate_e2e::{paths, test_port, Gateway, Options};
 use tollgate_ext_proc::config::parse_policy;
 use tollgate_ext_proc::envoy::{render, RenderOptions};
 use tollgate_ext_proc::k8s::{render_envoy_gateway, render_istio, K8sOptions};
@@ -26,8 +27,9 @@ fn docs(files: &[(String, String)], name: &str) -> Vec<Value> {
     text.split("\n---\n").map(|d| serde_yaml_ng::from_str(d).unwrap()).collect()
 }
 
-/// A static cluster named like the platform's own cluster to the sidecar.
-fn stub_sidecar(name: &str) -> Value {
+/// A cluster named like the platform's own cluster to the sidecar, reaching
+/// the policy's sidecar here.
+fn local_sidecar(policy: &Policy, name: &str) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
@@ -36,21 +38,18 @@ fn stub_sidecar(name: &str) -> Value {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http2_protocol_options": {}},
         }},
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 10001}}}}]}]},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+            "address": policy.sidecar.host, "port_value": policy.sidecar.grpc_port,
+        }}}}]}]},
     })
 }
 
-/// The plain bootstrap of [`POLICY`] with its listener's HTTP filters,
-/// routes and clusters taken from a platform's manifests instead.
-fn bootstrap_with(http_filter: Option<Value>, clusters: Vec<Value>, actions: &[(String, Value)]) -> Value {
-    let policy = parse_policy(POLICY).unwrap();
-    let mut v = render(
-        &policy,
-        &RenderOptions { wasm_path: &paths().unwrap().wasm, access_log: "/dev/null", plugin_config: None },
-    )
-    .unwrap();
-    let hcm = &mut v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
-    if let Some(f) = http_filter {
+/// `plain` with its ext_proc filter (when given), the fallback clusters and
+/// the fallback routes' actions (keyed by the sidecar's header value) taken
+/// from a platform's manifests instead.
+fn swap_in(mut plain: Value, ext_proc: Option<Value>, clusters: Vec<Value>, actions: &[(String, Value)]) -> Value {
+    let hcm = &mut plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    if let Some(f) = ext_proc {
         hcm["http_filters"][1] = f;
     }
     let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array_mut().unwrap();
@@ -58,44 +57,28 @@ fn bootstrap_with(http_filter: Option<Value>, clusters: Vec<Value>, actions: &[(
         let route = routes.iter_mut().find(|r| r["match"]["headers"][0]["string_match"]["exact"] == *header).unwrap();
         route["route"] = action.clone();
     }
-    let all = v["static_resources"]["clusters"].as_array_mut().unwrap();
-    // Keep the sidecar's and the providers' clusters; the fallback ones come from the manifests.
+    let all = plain["static_resources"]["clusters"].as_array_mut().unwrap();
     all.retain(|c| {
         let name = c["name"].as_str().unwrap();
         !name.starts_with("target_") && !name.starts_with("alias_")
     });
     all.extend(clusters);
-    v
+    plain
 }
 
-async fn validates(what: &str, config: &Value) {
-    let file = std::env::temp_dir().join(format!("tollgate-mesh-{what}-{}.json", std::process::id()));
-    std::fs::write(&file, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    let out = Command::new(&paths().unwrap().envoy)
-        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{what}: Envoy refused the manifests' configuration:\n{text}");
-    let _ = std::fs::remove_file(Path::new(&file));
-}
-
-#[tokio::test]
-async fn istio_envoy_filter_patches_load_in_envoy() {
-    let policy = parse_policy(POLICY).unwrap();
-    let files = render_istio(&policy, &K8sOptions::default()).unwrap();
+/// The plain bootstrap with Istio's fragments: the ext_proc filter of the
+/// EnvoyFilter, the clusters it adds, and each fallback route as Istio
+/// leaves it after the merge (the VirtualService route's timeout and
+/// retries, the patch's cluster and retry fields over them).
+fn with_istio_fragments(policy: &Policy, plain: Value) -> Value {
+    let files = render_istio(policy, &K8sOptions::default()).unwrap();
     let ext_proc = docs(&files, "30-envoyfilter.yaml")[0]["spec"]["configPatches"][0]["patch"]["value"].clone();
     let patches = docs(&files, "50-fallback.yaml")[0]["spec"]["configPatches"].as_array().unwrap().clone();
     let mut clusters: Vec<Value> =
         patches.iter().filter(|p| p["applyTo"] == "CLUSTER").map(|p| p["patch"]["value"].clone()).collect();
-    assert_eq!(clusters.len(), 6, "three targets and three aggregate clusters");
-    let sidecar = ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"].as_str().unwrap().to_string();
+    let sidecar = ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"].as_str().unwrap();
     assert!(sidecar.starts_with("outbound|"), "{sidecar}");
-    clusters.push(stub_sidecar(&sidecar));
-    // The routes as Istio leaves them after the merge: its own action
-    // (destination, timeout, retries) with the patch's fields over it.
+    clusters.push(local_sidecar(policy, sidecar));
     let vs = docs(&files, "40-providers.yaml").into_iter().find(|d| d["kind"] == "VirtualService").unwrap();
     let mut actions = Vec::new();
     for p in patches.iter().filter(|p| p["applyTo"] == "HTTP_ROUTE") {
@@ -111,19 +94,23 @@ async fn istio_envoy_filter_patches_load_in_envoy() {
             "retry_policy": merged["retry_policy"].clone(),
         });
         action["retry_policy"]["num_retries"] = retries["attempts"].clone();
+        // What Istio makes of `retryOn: 5xx,reset,connect-failure,retriable-status-codes,429`.
+        assert_eq!(retries["retryOn"], "5xx,reset,connect-failure,retriable-status-codes,429");
         action["retry_policy"]["retry_on"] = json!("5xx,reset,connect-failure,retriable-status-codes");
         action["retry_policy"]["retriable_status_codes"] = json!([429]);
-        action["retry_policy"]["per_try_timeout"] = retries["perTryTimeout"].clone();
+        if let Some(t) = retries.get("perTryTimeout") {
+            action["retry_policy"]["per_try_timeout"] = t.clone();
+        }
         actions.push((header, action));
     }
-    assert_eq!(actions.len(), 3);
-    validates("istio", &bootstrap_with(Some(ext_proc), clusters, &actions)).await;
+    swap_in(plain, Some(ext_proc), clusters, &actions)
 }
 
-#[tokio::test]
-async fn envoy_gateway_patch_policy_loads_in_envoy() {
-    let policy = parse_policy(POLICY).unwrap();
-    let files = render_envoy_gateway(&policy, &K8sOptions::default()).unwrap();
+/// The plain bootstrap with Envoy Gateway's fragments: the clusters the
+/// patch policy adds (its sidecar cluster pointed here) and the route
+/// actions it puts on the HTTPRoute's fallback rules.
+fn with_eg_fragments(policy: &Policy, plain: Value) -> Value {
+    let files = render_envoy_gateway(policy, &K8sOptions::default()).unwrap();
     let patch = &docs(&files, "70-fallback.yaml")[0];
     let ops = patch["spec"]["jsonPatches"].as_array().unwrap();
     let clusters: Vec<Value> = ops
@@ -131,15 +118,16 @@ async fn envoy_gateway_patch_policy_loads_in_envoy() {
         .filter(|o| o["type"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster")
         .map(|o| {
             let mut c = o["operation"]["value"].clone();
-            // The sidecar's Service name does not resolve here.
             if c["name"] == "tollgate_sidecar" {
-                c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-                    ["address"] = json!("localhost");
+                // The sidecar's Service name does not resolve here.
+                let addr = &mut c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                    ["socket_address"];
+                assert_eq!(addr["address"], "tollgate.tollgate.svc.cluster.local");
+                addr["address"] = json!(policy.sidecar.host);
             }
             c
         })
         .collect();
-    assert_eq!(clusters.len(), 7, "the sidecar, three targets and three aggregate clusters");
     let route = &docs(&files, "50-httproute.yaml")[0];
     let rules = route["spec"]["rules"].as_array().unwrap();
     let mut actions = Vec::new();
@@ -149,11 +137,86 @@ async fn envoy_gateway_patch_policy_loads_in_envoy() {
         let header = rules[rule]["matches"][0]["headers"][0]["value"].as_str().unwrap().to_string();
         actions.push((header, o["operation"]["value"].clone()));
     }
-    assert_eq!(actions.len(), 3);
-    // Envoy Gateway's sidecar cluster replaces the bootstrap's of the same name.
-    let mut config = bootstrap_with(None, clusters, &actions);
+    let mut config = swap_in(plain, None, clusters, &actions);
+    // Envoy Gateway's sidecar cluster stands in for the bootstrap's of the same name.
     let all = config["static_resources"]["clusters"].as_array_mut().unwrap();
     let first = all.iter().position(|c| c["name"] == "tollgate_sidecar").unwrap();
     all.remove(first);
-    validates("envoy-gateway", &config).await;
+    config
+}
+
+async fn validates(what: &str, config: &Value) {
+    let file = std::env::temp_dir().join(format!("tollgate-mesh-{what}-{}.json", std::process::id()));
+    std::fs::write(&file, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+    let out = Command::new(&paths().unwrap().envoy)
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what}: Envoy refused the manifests' configuration:\n{text}");
+    let _ = std::fs::remove_file(&file);
+}
+
+fn plain(policy: &Policy) -> Value {
+    render(policy, &RenderOptions { wasm_path: &paths().unwrap().wasm, access_log: "/dev/null", plugin_config: None })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn istio_envoy_filter_patches_validate_in_envoy() {
+    let policy = parse_policy(POLICY).unwrap();
+    let config = with_istio_fragments(&policy, plain(&policy));
+    let clusters = config["static_resources"]["clusters"].as_array().unwrap();
+    assert_eq!(clusters.iter().filter(|c| c["name"].as_str().unwrap().starts_with("alias_smart_")).count(), 3);
+    validates("istio", &config).await;
+}
+
+#[tokio::test]
+async fn envoy_gateway_patch_policy_validates_in_envoy() {
+    let policy = parse_policy(POLICY).unwrap();
+    validates("envoy-gateway", &with_eg_fragments(&policy, plain(&policy))).await;
+}
+
+/// A gateway whose Envoy runs a platform's fragments: `resilient` tries a
+/// provider that refuses connections first, `smart` an OpenAI target the
+/// test makes fail, then a Claude one (translated).
+async fn gateway(edit: fn(&Policy, Value) -> Value) -> Gateway {
+    let dead = test_port().unwrap();
+    Gateway::start(Options {
+        providers_extra: format!("  dead: {{kind: openai, baseUrl: 'http://127.0.0.1:{dead}'}}"),
+        policy_extra: "models:\n  smart: {targets: [{provider: mock, model: gpt-4o}, {provider: mock, model: claude-haiku-4-5}]}\n  resilient: {targets: [{provider: dead, model: gpt-4o}, {provider: mock, model: gpt-4o-mini}]}\n".into(),
+        envoy_edit: Some(edit),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn falls_back(gw: &Gateway) {
+    let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]});
+    let resp = gw.post("/v1/chat/completions", &chat("resilient")).await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    assert_eq!(resp.headers()["x-envoy-attempt-count"], "2");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["model"], "gpt-4o-mini");
+
+    let resp = gw.post_with("/v1/chat/completions", &chat("smart"), &[("x-mock-fail-model", "gpt-4o=429")]).await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    assert_eq!(resp.headers()["x-envoy-attempt-count"], "2");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion", "the Claude target's answer, in OpenAI's shape: {body}");
+    let paths: Vec<String> = gw.mock_requests().await.iter().map(|r| r["path"].as_str().unwrap().to_string()).collect();
+    assert!(paths.contains(&"/v1/messages".to_string()), "the second attempt went out as Anthropic: {paths:?}");
+}
+
+#[tokio::test]
+async fn istio_fragments_serve_fallback_through_the_sidecar() {
+    falls_back(&gateway(with_istio_fragments).await).await;
+}
+
+#[tokio::test]
+async fn envoy_gateway_fragments_serve_fallback_through_the_sidecar() {
+    falls_back(&gateway(with_eg_fragments).await).await;
 }
