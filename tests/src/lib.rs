@@ -342,6 +342,21 @@ impl Drop for Gateway {
     }
 }
 
+/// `envoy --mode validate` on a configuration text: whether Envoy accepts
+/// it, and what it printed.
+pub async fn validate_in_envoy(what: &str, config: &str) -> anyhow::Result<(bool, String)> {
+    let file = std::env::temp_dir().join(format!("tollgate-validate-{what}-{}.yaml", std::process::id()));
+    std::fs::write(&file, config)?;
+    let out = Command::new(&paths()?.envoy)
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&file)
+        .output()
+        .await?;
+    let _ = std::fs::remove_file(&file);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success() && text.contains("OK"), text))
+}
+
 /// Run Envoy on a config and return (exit status, output) — for configs that must be rejected.
 pub async fn run_envoy_expecting_exit(opts: Options, timeout: Duration) -> anyhow::Result<(Option<i32>, String)> {
     let paths = paths()?;

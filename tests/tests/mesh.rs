@@ -12,9 +12,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
-use tokio::process::Command;
 use tollgate_core::policy::Policy;
-use tollgate_e2e::{paths, test_port, Gateway, Options};
+use tollgate_e2e::{paths, test_port, validate_in_envoy, Gateway, Options};
 use tollgate_ext_proc::config::parse_policy;
 use tollgate_ext_proc::envoy::{render, RenderOptions};
 use tollgate_ext_proc::k8s::{render_envoy_gateway, render_istio, K8sOptions};
@@ -146,17 +145,8 @@ fn with_eg_fragments(policy: &Policy, plain: Value) -> Value {
 }
 
 async fn validates(what: &str, config: &Value) {
-    let file = std::env::temp_dir().join(format!("tollgate-mesh-{what}-{}.json", std::process::id()));
-    std::fs::write(&file, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    let out = Command::new(&paths().unwrap().envoy)
-        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{what}: Envoy refused the manifests' configuration:\n{text}");
-    let _ = std::fs::remove_file(&file);
+    let (ok, text) = validate_in_envoy(what, &serde_json::to_string_pretty(config).unwrap()).await.unwrap();
+    assert!(ok, "{what}: Envoy refused the manifests' configuration:\n{text}");
 }
 
 fn plain(policy: &Policy) -> Value {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tollgate_e2e::{paths, test_port};
+use tollgate_e2e::{paths, test_port, validate_in_envoy};
 use tollgate_ext_proc::launch::{http_get, Signal};
 
 /// Run `tollgate up ARGS` with its home in `home`; returns the child and its
@@ -200,18 +200,8 @@ async fn standalone_bootstrap_validates_in_envoy() {
     let config = std::fs::read_to_string(root.join("envoy/tollgate.yaml"))
         .unwrap()
         .replace("target/wasm32-wasip1/wasm-release/tollgate_filter.wasm", &p.wasm.display().to_string());
-    let file = std::env::temp_dir().join(format!("tollgate-standalone-{}.yaml", std::process::id()));
-    std::fs::write(&file, config).unwrap();
-    let out = Command::new(&p.envoy)
-        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("OK"), "{text}");
-    let _ = std::fs::remove_file(&file);
+    let (ok, text) = validate_in_envoy("standalone", &config).await.unwrap();
+    assert!(ok, "{text}");
 }
 
 /// One request of the reload test's load: any failure is reported, never retried.
