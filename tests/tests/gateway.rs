@@ -384,8 +384,11 @@ async fn header_values_that_are_not_utf8_do_not_break_the_filter() {
     // The request id, the response's content type and the refused encoding
     // are all read by the filter.
     for (header, expect) in [
-        (&b"x-request-id: caf\xe9-\xff\r\n"[..], "200 OK"),
-        (&b"content-encoding: gz\xe9ip\r\n"[..], "415 Unsupported Media Type"),
+        (&b"x-request-id: caf\xe9-\xff\r\n"[..], &["HTTP/1.1 200 OK"][..]),
+        (&b"content-encoding: gz\xe9ip\r\n"[..], &["HTTP/1.1 415 Unsupported Media Type"][..]),
+        // A name that is not UTF-8: Envoy's codec refuses it (closing the
+        // connection), never the filter's VM.
+        (&b"x-caf\xe9: 1\r\n"[..], &["", "HTTP/1.1 400 Bad Request"][..]),
     ] {
         let mut raw = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n",
@@ -400,7 +403,8 @@ async fn header_values_that_are_not_utf8_do_not_break_the_filter() {
         let mut answer = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await.unwrap().unwrap();
         let text = String::from_utf8_lossy(&answer);
-        assert!(text.starts_with(&format!("HTTP/1.1 {expect}")), "{text}\n{}", gw.log_text());
+        let answered = |e: &&str| if e.is_empty() { text.is_empty() } else { text.starts_with(e) };
+        assert!(expect.iter().any(answered), "{text}\n{}", gw.log_text());
     }
     // The filter's VM is still there: the next request is inspected as usual.
     let resp = post(
