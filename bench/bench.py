@@ -507,6 +507,13 @@ def analyse(results, args):
                 run = per_wl.get(wl, {}).get(mode)
                 if not run or "latency_ms" not in run:
                     continue
+                # CPU per request: steadier than tail latency on a shared machine.
+                if run.get("requests"):
+                    run["cpu_us_per_request"] = {
+                        name: round(res["cpu_s"] * 1e6 / run["requests"], 1)
+                        for name, res in (run.get("resources") or {}).items()
+                        if name in ("envoy", "sidecar") and res and res.get("cpu_s") is not None
+                    }
                 if base and "latency_ms" in base:
                     run["added_us"] = {
                         p: round((run["latency_ms"][p] - base["latency_ms"][p]) * 1000, 1)
@@ -590,17 +597,21 @@ def markdown(results):
         L.append(f"\n## {'Streamed' if streamed else 'Non-streamed'}, {size // 1024} KB prompt (`{wl}`)\n")
         L.append(
             "| configuration | fixed rate: req/s | p50 ms | +p50 µs | +p90 µs | +p99 µs | Envoy CPU | sidecar CPU "
+            "| Envoy CPU µs/req (+ vs baseline) | sidecar CPU µs/req "
             "| saturation: req/s | × baseline | p99 ms | Envoy CPU | sidecar CPU | Envoy RSS MiB | sidecar RSS MiB | errors |"
         )
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        base_envoy = (
+            (results["runs"].get("baseline", {}).get(wl, {}).get("rate") or {}).get("cpu_us_per_request") or {}
+        ).get("envoy")
         for c in CONFIGS:
             if not c.available:
-                L.append(f"| {c.title} | {c.note} |" + " |" * 15)
+                L.append(f"| {c.title} | {c.note} |" + " |" * 17)
                 continue
             runs = results["runs"].get(c.key, {}).get(wl)
             if not runs:
                 err = results.get("failures", {}).get(c.key, "not run")
-                L.append(f"| {c.title} | failed: {err} |" + " |" * 15)
+                L.append(f"| {c.title} | failed: {err} |" + " |" * 17)
                 continue
             r, sat = runs.get("rate") or {}, runs.get("saturation") or {}
             add = r.get("added_us") or {}
@@ -614,6 +625,11 @@ def markdown(results):
                 x = sr.get(name) or rr.get(name)
                 return fmt(x["rss_mib_after"], 1) if x else "–"
 
+            per_req = r.get("cpu_us_per_request") or {}
+            envoy_us = per_req.get("envoy")
+            envoy_cell = fmt(envoy_us, 0)
+            if envoy_us is not None and base_envoy is not None and c.key != "baseline":
+                envoy_cell += f" ({envoy_us - base_envoy:+.0f})"
             rate_cell = fmt(r.get("rps"), 0)
             if r and r.get("rps", 0) < 0.95 * r.get("target_rps", 0):
                 rate_cell += " (overloaded)"
@@ -621,7 +637,7 @@ def markdown(results):
             L.append(
                 f"| {c.title} | {rate_cell} | {fmt((r.get('latency_ms') or {}).get('50'), 2)} "
                 f"| {fmt(add.get('50'), 0, True)} | {fmt(add.get('90'), 0, True)} | {fmt(add.get('99'), 0, True)} "
-                f"| {cpu(rr, 'envoy')} | {cpu(rr, 'sidecar')} "
+                f"| {cpu(rr, 'envoy')} | {cpu(rr, 'sidecar')} | {envoy_cell} | {fmt(per_req.get('sidecar'), 0)} "
                 f"| {fmt(sat.get('rps'), 0)} | {fmt(sat.get('throughput_ratio'), 3)} "
                 f"| {fmt((sat.get('latency_ms') or {}).get('99'), 2)} | {cpu(sr, 'envoy')} | {cpu(sr, 'sidecar')} "
                 f"| {rss('envoy')} | {rss('sidecar')} | {errors} |"
