@@ -77,7 +77,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
         }));
         clusters.push(provider_cluster(name, &url));
     }
-    let fallback = fallback(policy, SidecarRef::cluster(SIDECAR_CLUSTER))?;
+    let fallback = fallback(policy, SidecarRef::cluster(SIDECAR_CLUSTER), "")?;
     clusters.extend(fallback.clusters);
     for route in fallback.routes {
         routes.push(json!({
@@ -188,7 +188,10 @@ pub struct FallbackRoute {
 /// ext_proc, the sidecar through `sidecar`, shapes each attempt for
 /// its target), grouped in aggregate clusters that Envoy's retries walk in
 /// order, one per possible first target (the sidecar picks one per request).
-pub fn fallback(policy: &Policy, sidecar: SidecarRef<'_>) -> anyhow::Result<Fallback> {
+///
+/// `prefix` goes in front of every cluster name, so that two renderings
+/// applied to one Envoy (two installs on one gateway) do not collide.
+pub fn fallback(policy: &Policy, sidecar: SidecarRef<'_>, prefix: &str) -> anyhow::Result<Fallback> {
     let prices = tollgate_core::pricing::PriceTable::new(&policy.pricing);
     let mut out = Fallback::default();
     for (alias, route) in &policy.models {
@@ -203,7 +206,7 @@ pub fn fallback(policy: &Policy, sidecar: SidecarRef<'_>) -> anyhow::Result<Fall
                 .ok_or_else(|| anyhow::anyhow!("models.{alias}: no provider `{}`", t.provider))?;
             let url = BaseUrl::parse(&provider.base_url)
                 .map_err(|m| anyhow::anyhow!("providers.{}.baseUrl: {m}", t.provider))?;
-            let name = format!("target_{alias}_{i}");
+            let name = format!("{prefix}target_{alias}_{i}");
             let mut cluster = provider_cluster(&name, &url);
             cluster["name"] = json!(name);
             cluster["load_assignment"]["cluster_name"] = json!(name);
@@ -215,7 +218,7 @@ pub fn fallback(policy: &Policy, sidecar: SidecarRef<'_>) -> anyhow::Result<Fall
                 route.attempt_order(first, &prices).into_iter().map(|i| members[i].as_str()).collect();
             let variant = format!("{alias}/{first}");
             out.clusters.push(json!({
-                "name": alias_cluster(alias, first),
+                "name": format!("{prefix}{}", alias_cluster(alias, first)),
                 "connect_timeout": "5s",
                 "lb_policy": "CLUSTER_PROVIDED",
                 "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
@@ -225,7 +228,7 @@ pub fn fallback(policy: &Policy, sidecar: SidecarRef<'_>) -> anyhow::Result<Fall
                 "typed_extension_protocol_options": attempt_filters(policy, &variant, sidecar),
             }));
             let mut action = json!({
-                "cluster": alias_cluster(alias, first),
+                "cluster": format!("{prefix}{}", alias_cluster(alias, first)),
                 "timeout": "300s",
                 "idle_timeout": "120s",
                 "retry_policy": fallback_retry_policy(route.targets.len()),

@@ -71,7 +71,7 @@ pub fn identify(
         return Ok(Some(Identity { consumer: consumer.to_string(), team: c.team.clone(), via: Via::Key }));
     }
     if let Some(jwt) = &policy.access.jwt {
-        if let Some(claims) = jwt_claims(metadata, &jwt.issuer) {
+        if let Some(claims) = jwt_claims(metadata, &jwt.issuer, &jwt.audiences) {
             let claim = |name: &str| {
                 claims.fields.get(name).and_then(|v| match &v.kind {
                     Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
@@ -121,19 +121,31 @@ pub const ISTIO_PAYLOAD_KEY: &str = "payload";
 /// published: under [`JWT_PAYLOAD_KEY`] where Tollgate renders the filter
 /// (plain Envoy) or names the provider (Envoy Gateway), under `payload` or
 /// the issuer where Istio renders it. Only that filter writes this
-/// namespace, a client cannot; the `iss` check keeps out tokens the mesh
-/// verified for another issuer (Istio puts them all under one key).
+/// namespace, a client cannot. The payload must name our issuer and, when
+/// the policy lists audiences, one of them: Istio puts every token the mesh
+/// verified under one key, and another `RequestAuthentication` reaching the
+/// gateway (a mesh-wide one, say) may accept tokens ours would not.
 fn jwt_claims<'m>(
     metadata: Option<&'m Metadata>,
     issuer: &str,
+    audiences: &[String],
 ) -> Option<&'m envoy_types::pb::google::protobuf::Struct> {
     let ns = metadata?.filter_metadata.get(JWT_NAMESPACE)?;
+    let ours = |s: &envoy_types::pb::google::protobuf::Struct| {
+        let iss =
+            matches!(&s.fields.get("iss").and_then(|v| v.kind.as_ref()), Some(Kind::StringValue(i)) if i == issuer);
+        let aud = audiences.is_empty()
+            || match s.fields.get("aud").and_then(|v| v.kind.as_ref()) {
+                Some(Kind::StringValue(a)) => audiences.contains(a),
+                Some(Kind::ListValue(list)) => {
+                    list.values.iter().any(|v| matches!(&v.kind, Some(Kind::StringValue(a)) if audiences.contains(a)))
+                }
+                _ => false,
+            };
+        iss && aud
+    };
     [JWT_PAYLOAD_KEY, ISTIO_PAYLOAD_KEY, issuer].into_iter().find_map(|key| match &ns.fields.get(key)?.kind {
-        Some(Kind::StructValue(s))
-            if matches!(&s.fields.get("iss")?.kind, Some(Kind::StringValue(iss)) if iss == issuer) =>
-        {
-            Some(s)
-        }
+        Some(Kind::StructValue(s)) if ours(s) => Some(s),
         _ => None,
     })
 }
@@ -193,6 +205,35 @@ mod tests {
         }
         // A payload the mesh verified for another issuer is not ours, under
         // any key; nor is one without `iss`.
+        // With audiences in the policy, the token must carry one of them.
+        let strict = crate::config::parse_policy(
+            "providers: {mock: {kind: mock, baseUrl: 'http://127.0.0.1:1'}}\naccess: {require: jwt, jwt: {issuer: 'https://idp.example', audiences: [tollgate], jwksFile: jwks.json}}\n",
+        )
+        .unwrap();
+        let with_aud = [("iss", "https://idp.example"), ("aud", "tollgate"), ("sub", "alice"), ("team", "ml")];
+        assert_eq!(who(&strict, &metadata(ISTIO_PAYLOAD_KEY, &with_aud)).unwrap(), expected);
+        let other_aud = [("iss", "https://idp.example"), ("aud", "billing"), ("sub", "alice"), ("team", "ml")];
+        for claims in [&other_aud[..], &claims[..]] {
+            let refused = who(&strict, &metadata(ISTIO_PAYLOAD_KEY, claims));
+            assert!(matches!(refused, Err(Error::Unauthorized(_))), "{claims:?}: {refused:?}");
+        }
+        // `aud` as a list, as most identity providers send it.
+        let mut listed = metadata(ISTIO_PAYLOAD_KEY, &with_aud[..1]);
+        if let Some(Kind::StructValue(payload)) = listed
+            .filter_metadata
+            .get_mut(JWT_NAMESPACE)
+            .and_then(|ns| ns.fields.get_mut(ISTIO_PAYLOAD_KEY))
+            .and_then(|v| v.kind.as_mut())
+        {
+            let list = ["billing", "tollgate"].map(string).to_vec();
+            payload.fields.insert(
+                "aud".into(),
+                Value { kind: Some(Kind::ListValue(envoy_types::pb::google::protobuf::ListValue { values: list })) },
+            );
+            payload.fields.insert("sub".into(), string("alice"));
+            payload.fields.insert("team".into(), string("ml"));
+        }
+        assert_eq!(who(&strict, &listed).unwrap(), expected);
         let foreign = [("iss", "https://other.example"), ("sub", "alice"), ("team", "ml")];
         for (key, claims) in
             [(ISTIO_PAYLOAD_KEY, &foreign[..]), (JWT_PAYLOAD_KEY, &foreign[..]), (ISTIO_PAYLOAD_KEY, &claims[1..])]

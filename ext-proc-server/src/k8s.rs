@@ -225,9 +225,9 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
             &url,
         ));
     }
-    let fallback = fallback(policy, sidecar)?;
+    let fallback = fallback(policy, sidecar, &cluster_prefix(opts))?;
     for route in &fallback.routes {
-        http_routes.push(istio_fallback_route(policy, route)?);
+        http_routes.push(istio_fallback_route(policy, opts, route)?);
     }
     // Everything the sidecar did not route goes to the default provider.
     let url = base_url(default_provider, &policy.providers[default_provider].base_url)?;
@@ -284,14 +284,14 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
 
 /// The route name Istio gives the Envoy route of an alias variant (a
 /// VirtualService route's `name` becomes its Envoy route's name).
-fn fallback_route_name(route: &FallbackRoute) -> String {
-    format!("tollgate-fallback-{}-{}", route.alias, route.first)
+fn fallback_route_name(opts: &K8sOptions, route: &FallbackRoute) -> String {
+    format!("{}-fallback-{}-{}", opts.name, route.alias, route.first)
 }
 
 /// The VirtualService route of an alias variant: the sidecar's header
 /// match, Envoy's retries (one per further target), and a destination
 /// Istio requires but the EnvoyFilter replaces by the aggregate cluster.
-fn istio_fallback_route(policy: &Policy, route: &FallbackRoute) -> anyhow::Result<Value> {
+fn istio_fallback_route(policy: &Policy, opts: &K8sOptions, route: &FallbackRoute) -> anyhow::Result<Value> {
     let targets = &policy.models[&route.alias].targets;
     let first = &targets[route.first].provider;
     let url = base_url(first, &policy.providers[first].base_url)?;
@@ -304,7 +304,7 @@ fn istio_fallback_route(policy: &Policy, route: &FallbackRoute) -> anyhow::Resul
         retries["perTryTimeout"] = json!(t);
     }
     Ok(json!({
-        "name": fallback_route_name(route),
+        "name": fallback_route_name(opts, route),
         "match": [{"headers": {PROVIDER_HEADER: {"exact": route.header_value}}, "uri": {"prefix": "/"}}],
         "route": [{"destination": {"host": istio_host(first, &url), "port": {"number": url.port}}}],
         "headers": {"request": {"remove": [PROVIDER_HEADER]}},
@@ -332,7 +332,7 @@ fn istio_fallback_filter(opts: &K8sOptions, gw_ns: &str, fallback: &Fallback) ->
         let r = &route.action;
         patches.push(json!({
             "applyTo": "HTTP_ROUTE",
-            "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": fallback_route_name(route)}}}},
+            "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": fallback_route_name(opts, route)}}}},
             // Istio's own retry policy (from the VirtualService) stays; this
             // adds the walk over priorities and the short back-off.
             "patch": {"operation": "MERGE", "value": {"route": {
@@ -447,7 +447,8 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
             &url,
         ));
     }
-    let fallback = fallback(policy, SidecarRef::cluster(EG_SIDECAR_CLUSTER))?;
+    let eg_sidecar = format!("{}sidecar", cluster_prefix(opts));
+    let fallback = fallback(policy, SidecarRef::cluster(&eg_sidecar), &cluster_prefix(opts))?;
     let mut fallback_rules = Vec::new();
     for route in &fallback.routes {
         let first = &policy.models[&route.alias].targets[route.first].provider;
@@ -465,10 +466,13 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
     }
     let url = base_url(default_provider, &policy.providers[default_provider].base_url)?;
     rules.push(eg_rule(None, &format!("{}-provider-{default_provider}", opts.name), &url));
-    let mut route_spec = json!({
-        "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": opts.gateway_name}],
-        "rules": rules,
-    });
+    let mut parent = json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": opts.gateway_name});
+    if !fallback_rules.is_empty() {
+        // The patch policy edits this listener's routes: attach to it alone,
+        // so no listener serves the fallback rules unpatched.
+        parent["sectionName"] = json!(opts.listener);
+    }
+    let mut route_spec = json!({"parentRefs": [parent], "rules": rules});
     let hostnames: Vec<&String> = opts.hosts.iter().filter(|h| h.as_str() != "*").collect();
     if !hostnames.is_empty() {
         route_spec["hostnames"] = json!(hostnames);
@@ -560,10 +564,14 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
     Ok(files)
 }
 
-/// The cluster Envoy Gateway's upstream ext_proc reaches the sidecar through
-/// (added by the patch policy, next to the cluster Envoy Gateway makes for
-/// the EnvoyExtensionPolicy, whose name is its own business).
-const EG_SIDECAR_CLUSTER: &str = "tollgate_sidecar";
+/// The prefix of the clusters the manifests add to the gateway's Envoy
+/// (per install, so two do not collide). On Envoy Gateway `<prefix>sidecar`
+/// is the cluster the upstream ext_proc reaches the sidecar through (next to
+/// the one Envoy Gateway makes for the EnvoyExtensionPolicy, whose name is
+/// its own business).
+fn cluster_prefix(opts: &K8sOptions) -> String {
+    format!("{}_", opts.name)
+}
 
 /// Envoy Gateway's name for the Envoy route of an HTTPRoute rule's first
 /// match on one hostname.
@@ -583,8 +591,9 @@ fn eg_fallback_patch(
 ) -> Value {
     const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     const ROUTES: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    let sidecar_cluster = format!("{}sidecar", cluster_prefix(opts));
     let sidecar = json!({
-        "name": EG_SIDECAR_CLUSTER,
+        "name": sidecar_cluster,
         "type": "STRICT_DNS",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
@@ -593,7 +602,7 @@ fn eg_fallback_patch(
                 "explicit_http_config": {"http2_protocol_options": {}},
             },
         },
-        "load_assignment": {"cluster_name": EG_SIDECAR_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+        "load_assignment": {"cluster_name": sidecar_cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
             "socket_address": {"address": sidecar_host(opts), "port_value": policy.sidecar.grpc_port},
         }}}]}]},
     });
@@ -1118,6 +1127,7 @@ mod tests {
         let expected = crate::envoy::fallback(
             &policy,
             SidecarRef { cluster: &sidecar, authority: Some("tollgate.tollgate.svc.cluster.local") },
+            "tollgate_",
         )
         .unwrap();
         assert_eq!(expected.routes.len(), 2, "one route per possible first target");
@@ -1135,6 +1145,7 @@ mod tests {
         assert_eq!(upstream, &json!(sidecar));
         for route in &expected.routes {
             let name = format!("tollgate-fallback-smart-{}", route.first);
+            assert!(route.action["cluster"].as_str().unwrap().starts_with("tollgate_alias_smart_"));
             let vs_route = vs["spec"]["http"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap();
             assert_eq!(vs_route["match"][0]["headers"][PROVIDER_HEADER]["exact"], route.header_value);
             assert_eq!(vs_route["retries"]["attempts"], 1);
@@ -1162,9 +1173,10 @@ mod tests {
         .unwrap();
         let opts = K8sOptions { hosts: vec!["ai.example.com".into()], ..K8sOptions::default() };
         let files = render_envoy_gateway(&policy, &opts).unwrap();
-        let expected = crate::envoy::fallback(&policy, SidecarRef::cluster("tollgate_sidecar")).unwrap();
+        let expected = crate::envoy::fallback(&policy, SidecarRef::cluster("tollgate_sidecar"), "tollgate_").unwrap();
         let route = &docs(&files, "50-httproute.yaml")[0];
         let rules = route["spec"]["rules"].as_array().unwrap();
+        assert_eq!(route["spec"]["parentRefs"][0]["sectionName"], "http", "attached to the patched listener only");
         let patch = &docs(&files, "70-fallback.yaml")[0];
         assert_eq!(patch["kind"], "EnvoyPatchPolicy");
         assert_eq!(patch["spec"]["targetRef"]["name"], "eg");

@@ -159,7 +159,7 @@ async fn istio_envoy_filter_patches_validate_in_envoy() {
     let policy = parse_policy(POLICY).unwrap();
     let config = with_istio_fragments(&policy, plain(&policy));
     let clusters = config["static_resources"]["clusters"].as_array().unwrap();
-    assert_eq!(clusters.iter().filter(|c| c["name"].as_str().unwrap().starts_with("alias_smart_")).count(), 3);
+    assert_eq!(clusters.iter().filter(|c| c["name"].as_str().unwrap().starts_with("tollgate_alias_smart_")).count(), 3);
     validates("istio", &config).await;
 }
 

@@ -70,7 +70,7 @@ impl RootContext for Root {
         // returned false); should it all the same, the filter stays out.
         Some(Box::new(Http {
             filter: self.inspector.clone().map(Filter::new),
-            host: ProxyHost { context_id, metrics: Arc::clone(&self.metrics), ids: 0, request_headers: None.into() },
+            host: ProxyHost { context_id, metrics: Arc::clone(&self.metrics), ids: 0 },
         }))
     }
 
@@ -96,8 +96,6 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        // Headers read in an earlier callback may have changed since (other filters).
-        self.host.request_headers.take();
         self.filter.as_mut().map_or(Action::Continue, |f| action(f.on_request_headers(&mut self.host, end_of_stream)))
     }
 
@@ -118,17 +116,10 @@ impl HttpContext for Http {
     }
 }
 
-/// Header names and raw values, as the host hands them over.
-type Headers = Vec<(String, Vec<u8>)>;
-
 struct ProxyHost {
     context_id: u32,
     metrics: Arc<HashMap<Metric, u32>>,
     ids: u32,
-    /// The request headers, read in one host call the first time a callback
-    /// asks for one (each host call is a crossing between Envoy and the VM),
-    /// kept in step with the filter's own changes.
-    request_headers: std::cell::RefCell<Option<Headers>>,
 }
 
 /// A header value as text. HTTP allows bytes that are not UTF-8 (obs-text);
@@ -149,21 +140,15 @@ fn logged<T>(what: &str, r: Result<T, proxy_wasm::types::Status>) -> Option<T> {
 
 impl Host for ProxyHost {
     fn request_header(&self, name: &str) -> Option<String> {
-        let mut cache = self.request_headers.borrow_mut();
-        let headers = cache.get_or_insert_with(|| {
-            logged("get request headers", hostcalls::get_map_bytes(MapType::HttpRequestHeaders)).unwrap_or_default()
-        });
-        headers.iter().find(|(k, _)| k == name).map(|(_, v)| header_text(v.clone()))
+        // Read as bytes, one header at a time: the SDK's string getters (and
+        // its whole-map getter, for names) unwrap UTF-8 and would panic the VM.
+        logged("get request header", hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name))
+            .flatten()
+            .map(header_text)
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         logged("set request header", hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value));
-        if let Some(headers) = self.request_headers.get_mut() {
-            headers.retain(|(k, _)| k != name);
-            if let Some(v) = value {
-                headers.push((name.to_string(), v.as_bytes().to_vec()));
-            }
-        }
     }
 
     fn set_response_header(&mut self, name: &str, value: &str) {
