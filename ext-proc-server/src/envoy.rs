@@ -207,18 +207,16 @@ pub fn fallback(policy: &Policy, sidecar: SidecarRef<'_>, prefix: &str) -> anyho
             let url = BaseUrl::parse(&provider.base_url)
                 .map_err(|m| anyhow::anyhow!("providers.{}.baseUrl: {m}", t.provider))?;
             let name = format!("{prefix}target_{alias}_{i}");
-            let mut cluster = provider_cluster(&name, &url);
-            cluster["name"] = json!(name);
-            cluster["load_assignment"]["cluster_name"] = json!(name);
+            out.clusters.push(upstream_cluster(&name, &url));
             members.push(name);
-            out.clusters.push(cluster);
         }
         for first in 0..route.targets.len() {
             let order: Vec<&str> =
                 route.attempt_order(first, &prices).into_iter().map(|i| members[i].as_str()).collect();
             let variant = format!("{alias}/{first}");
+            let aggregate = format!("{prefix}{}", alias_cluster(alias, first));
             out.clusters.push(json!({
-                "name": format!("{prefix}{}", alias_cluster(alias, first)),
+                "name": aggregate,
                 "connect_timeout": "5s",
                 "lb_policy": "CLUSTER_PROVIDED",
                 "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
@@ -228,7 +226,7 @@ pub fn fallback(policy: &Policy, sidecar: SidecarRef<'_>, prefix: &str) -> anyho
                 "typed_extension_protocol_options": attempt_filters(policy, &variant, sidecar),
             }));
             let mut action = json!({
-                "cluster": format!("{prefix}{}", alias_cluster(alias, first)),
+                "cluster": aggregate,
                 "timeout": "300s",
                 "idle_timeout": "120s",
                 "retry_policy": fallback_retry_policy(route.targets.len()),
@@ -433,9 +431,15 @@ fn route_action(provider: &str, url: &BaseUrl) -> Value {
 }
 
 fn sidecar_cluster(policy: &Policy) -> Value {
+    grpc_cluster(SIDECAR_CLUSTER, &policy.sidecar.host, policy.sidecar.grpc_port)
+}
+
+/// A cluster that speaks HTTP/2 (gRPC) to `host:port`: its address as it
+/// is, or resolved by DNS when it is a name (a Kubernetes Service).
+pub fn grpc_cluster(name: &str, host: &str, port: u16) -> Value {
     json!({
-        "name": SIDECAR_CLUSTER,
-        "type": "STATIC",
+        "name": name,
+        "type": if is_ip(host) { "STATIC" } else { "STRICT_DNS" },
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -443,8 +447,13 @@ fn sidecar_cluster(policy: &Policy) -> Value {
                 "explicit_http_config": {"http2_protocol_options": {}},
             },
         },
-        "load_assignment": endpoints(SIDECAR_CLUSTER, &policy.sidecar.host, policy.sidecar.grpc_port),
+        "load_assignment": endpoints(name, host, port),
     })
+}
+
+/// Whether `host` is an address rather than a name.
+pub(crate) fn is_ip(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
 }
 
 fn endpoints(cluster: &str, host: &str, port: u16) -> Value {
@@ -463,7 +472,7 @@ pub fn alias_cluster(alias: &str, first: usize) -> String {
 /// refused connection, each attempt goes to the next priority (target).
 /// Envoy never retries once response headers went to the client, so a
 /// stream that has started is never spliced.
-pub fn fallback_retry_policy(targets: usize) -> Value {
+fn fallback_retry_policy(targets: usize) -> Value {
     json!({
         "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
         "retriable_status_codes": [429],
@@ -520,14 +529,17 @@ fn attempt_filters(policy: &Policy, variant: &str, sidecar: SidecarRef<'_>) -> V
 }
 
 fn provider_cluster(name: &str, url: &BaseUrl) -> Value {
-    let cluster = cluster_name(name);
-    let is_ip = url.host.parse::<std::net::IpAddr>().is_ok();
+    upstream_cluster(&cluster_name(name), url)
+}
+
+/// The cluster `cluster` reaching a provider's base URL (TLS when it says so).
+fn upstream_cluster(cluster: &str, url: &BaseUrl) -> Value {
     let mut c = json!({
         "name": cluster,
-        "type": if is_ip { "STATIC" } else { "LOGICAL_DNS" },
+        "type": if is_ip(&url.host) { "STATIC" } else { "LOGICAL_DNS" },
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": "5s",
-        "load_assignment": endpoints(&cluster, &url.host, url.port),
+        "load_assignment": endpoints(cluster, &url.host, url.port),
     });
     if url.tls {
         c["transport_socket"] = json!({

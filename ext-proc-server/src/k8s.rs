@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use tollgate_core::policy::{BaseUrl, FailMode, Policy};
 
-use crate::envoy::{ext_proc_filter, fallback, plugin_config, Fallback, FallbackRoute, SidecarRef};
+use crate::envoy::{
+    ext_proc_filter, fallback, grpc_cluster, is_ip, plugin_config, Fallback, FallbackRoute, SidecarRef,
+};
 use crate::identity::JWT_PAYLOAD_KEY;
 use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
 
@@ -200,7 +202,7 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
                 "resolution": "DNS",
             },
         });
-        if url.host.parse::<std::net::IpAddr>().is_ok() {
+        if is_ip(&url.host) {
             entry["spec"]["resolution"] = json!("STATIC");
             entry["spec"]["endpoints"] = json!([{"address": url.host}]);
         }
@@ -426,7 +428,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
     for (name, provider) in &policy.providers {
         let url = base_url(name, &provider.base_url)?;
         let backend_name = format!("{}-provider-{name}", opts.name);
-        let endpoint = if url.host.parse::<std::net::IpAddr>().is_ok() {
+        let endpoint = if is_ip(&url.host) {
             json!({"ip": {"address": url.host, "port": url.port}})
         } else {
             json!({"fqdn": {"hostname": url.host, "port": url.port}})
@@ -473,7 +475,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         parent["sectionName"] = json!(opts.listener);
     }
     let mut route_spec = json!({"parentRefs": [parent], "rules": rules});
-    let hostnames: Vec<&String> = opts.hosts.iter().filter(|h| h.as_str() != "*").collect();
+    let hostnames = eg_hostnames(opts);
     if !hostnames.is_empty() {
         route_spec["hostnames"] = json!(hostnames);
     }
@@ -512,7 +514,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
             "70-fallback.yaml".into(),
             yaml_docs(
                 "Aliases with several targets: a cluster per target and aggregate clusters whose upstream ext_proc\n(the sidecar) shapes each attempt, added to the Gateway's xDS; the HTTPRoute's fallback rules are pointed\nat them. Envoy Gateway's `extensionApis.enableEnvoyPatchPolicy` must be on.",
-                &[eg_fallback_patch(policy, opts, &gw_ns, &fallback, &fallback_rules)],
+                &[eg_fallback_patch(policy, opts, &gw_ns, &eg_sidecar, &fallback, &fallback_rules)],
             )?,
         ));
     }
@@ -573,6 +575,11 @@ fn cluster_prefix(opts: &K8sOptions) -> String {
     format!("{}_", opts.name)
 }
 
+/// The HTTPRoute's hostnames (`*` is every host: none listed).
+fn eg_hostnames(opts: &K8sOptions) -> Vec<&str> {
+    opts.hosts.iter().map(String::as_str).filter(|h| *h != "*").collect()
+}
+
 /// Envoy Gateway's name for the Envoy route of an HTTPRoute rule's first
 /// match on one hostname.
 fn eg_route_name(namespace: &str, route: &str, rule: usize, hostname: &str) -> String {
@@ -586,26 +593,13 @@ fn eg_fallback_patch(
     policy: &Policy,
     opts: &K8sOptions,
     gw_ns: &str,
+    sidecar_cluster: &str,
     fallback: &Fallback,
     rules: &[(usize, &FallbackRoute)],
 ) -> Value {
     const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     const ROUTES: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-    let sidecar_cluster = format!("{}sidecar", cluster_prefix(opts));
-    let sidecar = json!({
-        "name": sidecar_cluster,
-        "type": "STRICT_DNS",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            },
-        },
-        "load_assignment": {"cluster_name": sidecar_cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-            "socket_address": {"address": sidecar_host(opts), "port_value": policy.sidecar.grpc_port},
-        }}}]}]},
-    });
+    let sidecar = grpc_cluster(sidecar_cluster, &sidecar_host(opts), policy.sidecar.grpc_port);
     let mut patches: Vec<Value> = std::iter::once(&sidecar)
         .chain(&fallback.clusters)
         .map(|c| json!({"type": CLUSTER, "name": c["name"], "operation": {"op": "add", "path": "", "value": c}}))
@@ -617,7 +611,8 @@ fn eg_fallback_patch(
             "op": "add", "jsonPath": "$.virtual_hosts[*]", "path": format!("/{field}"), "value": true,
         }}));
     }
-    let mut hostnames: Vec<&str> = opts.hosts.iter().map(String::as_str).filter(|h| *h != "*").collect();
+    // Envoy Gateway names a route without hostnames by `*`.
+    let mut hostnames = eg_hostnames(opts);
     if hostnames.is_empty() {
         hostnames.push("*");
     }
@@ -679,7 +674,7 @@ fn sidecar_host(opts: &K8sOptions) -> String {
 /// A provider's host in Istio's registry: its DNS name, or a made-up name
 /// for an IP address (ServiceEntry hosts must be names).
 fn istio_host(provider: &str, url: &BaseUrl) -> String {
-    if url.host.parse::<std::net::IpAddr>().is_ok() {
+    if is_ip(&url.host) {
         format!("{provider}.tollgate.internal")
     } else {
         url.host.clone()

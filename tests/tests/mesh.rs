@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tollgate_core::policy::Policy;
 use tollgate_e2e::{paths, test_port, validate_in_envoy, Gateway, Options};
 use tollgate_ext_proc::config::parse_policy;
-use tollgate_ext_proc::envoy::{render, RenderOptions};
+use tollgate_ext_proc::envoy::{grpc_cluster, render, RenderOptions};
 use tollgate_ext_proc::k8s::{render_envoy_gateway, render_istio, K8sOptions};
 
 const POLICY: &str = "providers:\n  openai: {kind: openai, baseUrl: 'https://api.openai.com'}\n  anthropic: {kind: anthropic, baseUrl: 'https://api.anthropic.com'}\n  local: {kind: openai-compatible, baseUrl: 'http://127.0.0.1:8000'}\nmodels:\n  smart: {attemptTimeoutMs: 2000, targets: [{provider: openai, model: gpt-4o}, {provider: anthropic, model: claude-sonnet-4-5}, {provider: local, model: llama}]}\n";
@@ -29,18 +29,7 @@ fn docs(files: &[(String, String)], name: &str) -> Vec<Value> {
 /// A cluster named like the platform's own cluster to the sidecar, reaching
 /// the policy's sidecar here.
 fn local_sidecar(policy: &Policy, name: &str) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}},
-        }},
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-            "address": policy.sidecar.host, "port_value": policy.sidecar.grpc_port,
-        }}}}]}]},
-    })
+    grpc_cluster(name, &policy.sidecar.host, policy.sidecar.grpc_port)
 }
 
 /// `plain` with its ext_proc filter (when given), the fallback clusters and
