@@ -11,6 +11,7 @@ pub mod error;
 pub mod filter_config;
 pub mod firewall;
 pub mod guard;
+pub mod headers;
 pub mod pii;
 pub mod policy;
 pub mod pricing;

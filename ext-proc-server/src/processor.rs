@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     HeadersResponse, HttpBody, HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse,
 };
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
+use tollgate_core::headers::{BLOCKED_BY, REQUEST_ID};
 use tollgate_core::policy::Policy;
 use tollgate_core::policy::{AuditText, ProviderKind};
 use tollgate_core::pricing::usd;
@@ -50,8 +51,6 @@ const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
 /// Response header naming the backend that answered.
 pub const BACKEND_HEADER: &str = "x-tollgate-backend";
-/// The firewall rule that blocked a request (the filter's header of the same name).
-pub const BLOCKED_BY_HEADER: &str = "x-tollgate-blocked-by";
 /// `PROVIDER_HEADER` value prefix selecting an alias's fallback route.
 pub const FALLBACK_PREFIX: &str = "@";
 /// Dynamic metadata namespace.
@@ -221,7 +220,7 @@ async fn on_request_headers(
         resp.mode_override = Some(skip_everything());
         return resp;
     };
-    let request_id = header(h, "x-tollgate-request-id").or_else(|| header(h, "x-request-id")).unwrap_or_default();
+    let request_id = header(h, REQUEST_ID).or_else(|| header(h, "x-request-id")).unwrap_or_default();
     let identity = match identify(&shared.policy, &shared.keys.current(), h, metadata, SystemTime::now()) {
         Ok(identity) => identity,
         Err(err) => return refuse(shared, state, &Draft::new(api, &request_id, None), "", &err, &[]).await,
@@ -258,7 +257,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     let findings = shared.review.review(&shared.policy, identity.as_ref(), &parsed, shared.audit.is_some());
     draft.inspection = findings.report;
     if let Some(err @ Error::Blocked { rule, .. }) = &findings.blocked {
-        return refuse(shared, state, &draft, &model, err, &[(BLOCKED_BY_HEADER.into(), rule.clone())]).await;
+        return refuse(shared, state, &draft, &model, err, &[(BLOCKED_BY.into(), rule.clone())]).await;
     }
     let route = match shared.policy.route(api, &parsed.model) {
         Ok(route) => route,
@@ -390,7 +389,7 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
         let draft = draft.clone();
         *state = StreamState::Answered;
         let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let rule = header(h, BLOCKED_BY_HEADER);
+        let rule = header(h, BLOCKED_BY);
         shared.metrics.refusal(if rule.is_some() { "blocked_by_policy" } else { "answered_by_proxy" });
         if let Some(t) = &shared.telemetry {
             t.record(&crate::otel::RequestSpan::answered_by_proxy(&draft, status, rule.as_deref()));
@@ -872,7 +871,7 @@ fn local_reply(
 ) -> ProcessingResponse {
     let mut headers = vec![set_header("content-type", content_type)];
     if !request_id.is_empty() {
-        headers.push(set_header("x-tollgate-request-id", request_id));
+        headers.push(set_header(REQUEST_ID, request_id));
     }
     headers.extend(extra);
     reply(processing_response::Response::ImmediateResponse(ImmediateResponse {

@@ -23,8 +23,7 @@ pub enum Verdict {
 }
 
 /// Header names on the wire.
-pub const REQUEST_ID: &str = "x-tollgate-request-id";
-pub const BLOCKED_BY: &str = "x-tollgate-blocked-by";
+pub use tollgate_core::headers::{BLOCKED_BY, REQUEST_ID};
 /// Filter-state keys the filter publishes (Envoy shows them as `wasm.<key>`;
 /// the proxy-wasm ABI cannot write dynamic metadata, so the sidecar mirrors
 /// model and API into the `io.tollgate` dynamic-metadata namespace).
