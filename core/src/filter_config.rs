@@ -21,9 +21,9 @@ pub struct FilterConfig {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub firewall_routes: BTreeMap<String, Thresholds>,
     /// The most lenient block threshold a team or consumer sets. The filter
-    /// cannot tell who is calling, so it blocks only above this, forwards the
-    /// score (`x-tollgate-inspection`) and the sidecar, which knows the
-    /// caller, blocks what that caller's thresholds say.
+    /// cannot tell who is calling, so it blocks only above this; the sidecar,
+    /// which knows the caller, scans again and blocks what that caller's
+    /// thresholds say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall_identity_block: Option<f64>,
 }
