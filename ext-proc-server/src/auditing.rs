@@ -118,7 +118,9 @@ impl AuditSink {
     pub async fn answered_by_proxy(&self, draft: &Draft, status: u16, rule: Option<&str>) {
         let mut rec = draft.record("");
         rec.status = status;
-        rec.decisions = json!({"refused": {"by": "filter", "code": if rule.is_some() { "blocked_by_policy" } else { "answered_by_proxy" }, "rule": rule}});
+        rec.decisions = draft.decisions(
+            json!({"refused": {"by": "filter", "code": if rule.is_some() { "blocked_by_policy" } else { "answered_by_proxy" }, "rule": rule}}),
+        );
         let _ = self.write(rec).await;
     }
 

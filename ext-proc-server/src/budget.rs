@@ -98,6 +98,12 @@ impl Budget {
         )
     }
 
+    /// Whether a request of `who` is charged on any limit (and so needs its
+    /// prompt counted before it goes).
+    pub fn limits(&self, policy: &Policy, who: Option<&Identity>) -> bool {
+        !charges(policy, who, 0, 0).is_empty()
+    }
+
     /// Reserve the estimate for a request of `who` on `model`.
     pub async fn reserve(
         &self,

@@ -5,10 +5,11 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use tollgate_core::filter_config::FilterConfig;
+use tollgate_core::headers::{INSPECTING_STATE, INSPECTION_STATE};
 use tollgate_core::policy::{BaseUrl, FailMode, Policy};
 
 use crate::identity::{JWT_NAMESPACE, JWT_PAYLOAD_KEY};
-use crate::processor::{FALLBACK_PREFIX, METADATA_NAMESPACE, PROVIDER_HEADER};
+use crate::processor::{filter_state_attribute, FALLBACK_PREFIX, METADATA_NAMESPACE, PROVIDER_HEADER};
 use crate::upstream::TARGET_METADATA;
 
 /// Inputs besides the policy.
@@ -295,6 +296,10 @@ pub fn ext_proc_filter(policy: &Policy, sidecar: SidecarRef<'_>) -> Value {
             },
             "message_timeout": timeout,
             "processing_mode": processing_mode(),
+            // The filter's inspection, which clients cannot forge (filter
+            // state): whether it inspects the request, and its report.
+            "request_attributes": [filter_state_attribute(INSPECTING_STATE)],
+            "response_attributes": [filter_state_attribute(INSPECTION_STATE)],
         },
     })
 }

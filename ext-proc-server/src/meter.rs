@@ -14,10 +14,20 @@ pub struct Meter {
     api: ApiKind,
     model: String,
     kind: Body,
+    /// Count the output as it streams (a budget is enforced mid-stream);
+    /// otherwise the text is counted in batches, or not at all when the
+    /// provider reports its usage.
+    live: bool,
     output_tokens: u64,
+    /// Streamed text not counted yet.
+    uncounted: String,
     /// The streamed text, kept up to `TEXT_CAP` bytes for the audit record.
     text: String,
 }
+
+/// Streamed text counted together when the count is not needed live:
+/// one tokenizer pass per batch instead of one per delta.
+const COUNT_BATCH: usize = 4096;
 
 /// Most answer text kept for the audit record.
 pub const TEXT_CAP: usize = 16 * 1024;
@@ -49,7 +59,8 @@ enum Body {
 }
 
 impl Meter {
-    pub fn new(api: ApiKind, model: &str, sse: bool) -> Meter {
+    /// `live`: keep [`Meter::output_tokens`] current after every chunk.
+    pub fn new(api: ApiKind, model: &str, sse: bool, live: bool) -> Meter {
         let kind = if sse {
             Body::Stream(Box::new(StreamBody {
                 parser: SseParser::new(DEFAULT_MAX_SSE_EVENT_BYTES),
@@ -59,16 +70,32 @@ impl Meter {
         } else {
             Body::Json { bytes: Vec::new(), overflow: false }
         };
-        Meter { api, model: model.to_string(), kind, output_tokens: 0, text: String::new() }
+        Meter {
+            api,
+            model: model.to_string(),
+            kind,
+            live,
+            output_tokens: 0,
+            uncounted: String::new(),
+            text: String::new(),
+        }
     }
 
     pub fn is_stream(&self) -> bool {
         matches!(self.kind, Body::Stream(_))
     }
 
-    /// Output tokens counted from the streamed text so far.
+    /// Output tokens counted from the streamed text so far (all of it when
+    /// live; up to the last batch otherwise).
     pub fn output_tokens(&self) -> u64 {
         self.output_tokens
+    }
+
+    fn count_uncounted(&mut self) {
+        if !self.uncounted.is_empty() {
+            self.output_tokens += tokens::count(&self.model, &self.uncounted);
+            self.uncounted.clear();
+        }
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
@@ -84,9 +111,12 @@ impl Meter {
                     usage.observe(&event);
                     let text = generated_text(&event);
                     if !text.is_empty() {
-                        self.output_tokens += tokens::count(&self.model, &text);
                         push_capped(&mut self.text, &text);
+                        self.uncounted.push_str(&text);
                     }
+                }
+                if self.live || self.uncounted.len() >= COUNT_BATCH {
+                    self.count_uncounted();
                 }
             }
             Body::Json { bytes, overflow } => {
@@ -118,17 +148,23 @@ impl Meter {
     /// The provider's usage if it reported one; otherwise the estimate
     /// (`input_tokens` as reserved plus the output counted).
     pub fn usage(&self, input_tokens: u64) -> Usage {
-        let reported = match &self.kind {
+        self.reported().unwrap_or_else(|| self.estimate(input_tokens))
+    }
+
+    /// The usage the provider reported, if it did.
+    pub fn reported(&self) -> Option<Usage> {
+        match &self.kind {
             Body::Stream(body) => body.usage.usage(),
             Body::Json { bytes, overflow: false } => usage_from_json(self.api, bytes).ok().flatten(),
             Body::Json { .. } => None,
-        };
-        reported.unwrap_or(Usage {
-            input_tokens,
-            output_tokens: self.output_tokens,
-            cached_tokens: 0,
-            total_tokens: input_tokens + self.output_tokens,
-        })
+        }
+    }
+
+    /// `input_tokens` and the output counted from the streamed text.
+    pub fn estimate(&self, input_tokens: u64) -> Usage {
+        let rest = if self.uncounted.is_empty() { 0 } else { tokens::count(&self.model, &self.uncounted) };
+        let output_tokens = self.output_tokens + rest;
+        Usage { input_tokens, output_tokens, cached_tokens: 0, total_tokens: input_tokens + output_tokens }
     }
 }
 
@@ -221,7 +257,7 @@ mod tests {
 
     #[test]
     fn stream_meter_counts_and_prefers_reported_usage() {
-        let mut m = Meter::new(ApiKind::OpenAiChat, "gpt-4o", true);
+        let mut m = Meter::new(ApiKind::OpenAiChat, "gpt-4o", true, true);
         m.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"hello wor");
         m.feed(b"ld\"}}]}\n\n");
         assert_eq!(m.output_tokens(), 2);
@@ -234,8 +270,33 @@ mod tests {
     }
 
     #[test]
+    fn a_meter_not_live_counts_in_batches_and_the_rest_at_the_end() {
+        let delta = |t: &str| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{t}\"}}}}]}}\n\n");
+        let mut live = Meter::new(ApiKind::OpenAiChat, "gpt-4o", true, true);
+        let mut batched = Meter::new(ApiKind::OpenAiChat, "gpt-4o", true, false);
+        for m in [&mut live, &mut batched] {
+            m.feed(delta("hello").as_bytes());
+            m.feed(delta(" world").as_bytes());
+        }
+        assert_eq!(live.output_tokens(), 2);
+        assert_eq!(batched.output_tokens(), 0, "not counted yet");
+        assert_eq!(batched.usage(5).output_tokens, 2);
+        assert_eq!(batched.usage(5).input_tokens, 5);
+        // A long stream is counted as it goes, one batch at a time.
+        let word = " harbour";
+        for _ in 0..(COUNT_BATCH / word.len() + 1) {
+            batched.feed(delta(word).as_bytes());
+        }
+        assert!(batched.output_tokens() > 500, "{}", batched.output_tokens());
+        let total = batched.usage(0).output_tokens;
+        let exact = tokens::count("gpt-4o", &format!("hello world{}", word.repeat(COUNT_BATCH / word.len() + 1)));
+        assert!(total.abs_diff(exact) <= 2, "{total} vs {exact}");
+        assert_eq!(batched.reported(), None);
+    }
+
+    #[test]
     fn json_meter_reads_usage_at_the_end() {
-        let mut m = Meter::new(ApiKind::AnthropicMessages, "claude-haiku-4-5", false);
+        let mut m = Meter::new(ApiKind::AnthropicMessages, "claude-haiku-4-5", false, false);
         m.feed(br#"{"type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":5,"#);
         m.feed(br#""output_tokens":2}}"#);
         let u = m.usage(99);

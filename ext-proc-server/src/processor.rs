@@ -14,10 +14,11 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     HeadersResponse, HttpBody, HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse,
 };
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
-use tollgate_core::headers::{BLOCKED_BY, REQUEST_ID};
+use tollgate_core::headers::{BLOCKED_BY, INSPECTING_STATE, INSPECTION_STATE, REQUEST_ID};
 use tollgate_core::policy::Policy;
 use tollgate_core::policy::{AuditText, ProviderKind};
 use tollgate_core::pricing::usd;
+use tollgate_core::report::InspectionReport;
 use tollgate_core::request::{parse_request_json, ParsedRequest};
 use tollgate_core::translate::Direction;
 use tollgate_core::usage::Usage;
@@ -75,7 +76,8 @@ pub struct Shared {
     pub cache: Option<Arc<Cache>>,
     /// OTLP span export (absent unless the policy's `telemetry.otlp` is set).
     pub telemetry: Option<Arc<crate::otel::Telemetry>>,
-    /// The filter's prompt checks, run again for per-caller thresholds and the audit.
+    /// The filter's prompt checks, run again for per-caller thresholds (and
+    /// the audit, when no filter inspected the request).
     pub review: Arc<Review>,
 }
 
@@ -108,7 +110,15 @@ pub enum StreamState {
     /// Not AI traffic: every later phase is skipped.
     Passthrough,
     /// AI request headers seen; waiting for the buffered body.
-    AwaitingBody { api: ApiKind, request_id: String, identity: Option<Identity>, draft: Draft, hints: CacheHints },
+    AwaitingBody {
+        api: ApiKind,
+        request_id: String,
+        identity: Option<Identity>,
+        draft: Draft,
+        hints: CacheHints,
+        /// The filter inspects the request and reports with the response.
+        inspected: bool,
+    },
     /// Routed upstream.
     Routed(Box<Routed>),
     /// Answered by the sidecar itself.
@@ -140,6 +150,9 @@ pub struct Routed {
     pub requested_model: String,
     /// The prompt text as it left the gateway (for the audit record).
     pub prompt: Option<String>,
+    /// The request, kept when its prompt was not counted before it went:
+    /// counted only if the provider reports no usage.
+    pub uncounted: Option<Box<tollgate_core::LlmRequest>>,
     pub status: u16,
     pub attempts: u32,
     pub first_byte: Option<Duration>,
@@ -169,10 +182,18 @@ pub struct Routed {
 pub async fn handle(shared: &Shared, state: &mut StreamState, req: ProcessingRequest) -> ProcessingResponse {
     match req.request {
         Some(processing_request::Request::RequestHeaders(h)) => {
-            on_request_headers(shared, state, &h, req.metadata_context.as_ref()).await
+            let inspected = filter_state(&req.attributes, INSPECTING_STATE).is_some();
+            on_request_headers(shared, state, &h, req.metadata_context.as_ref(), inspected).await
         }
         Some(processing_request::Request::RequestBody(b)) => on_request_body(shared, state, &b).await,
-        Some(processing_request::Request::ResponseHeaders(h)) => on_response_headers(shared, state, &h).await,
+        Some(processing_request::Request::ResponseHeaders(h)) => {
+            let report = filter_state(&req.attributes, INSPECTION_STATE).and_then(|json| {
+                serde_json::from_str::<InspectionReport>(json)
+                    .inspect_err(|e| tracing::warn!("the filter's inspection report is unreadable: {e}"))
+                    .ok()
+            });
+            on_response_headers(shared, state, &h, report).await
+        }
         Some(processing_request::Request::ResponseBody(b)) => on_response_body(shared, state, &b).await,
         Some(processing_request::Request::RequestTrailers(_)) => {
             reply(processing_response::Response::RequestTrailers(Default::default()))
@@ -189,6 +210,25 @@ pub async fn handle(shared: &Shared, state: &mut StreamState, req: ProcessingReq
 pub async fn finish(shared: &Shared, state: &mut StreamState) {
     if let StreamState::Routed(r) = state {
         settle(shared, r).await;
+    }
+}
+
+/// The key under which Envoy's ext_proc filter sends the values of its
+/// `request_attributes` and `response_attributes`.
+const ATTRIBUTES_KEY: &str = "envoy.filters.http.ext_proc";
+
+/// The ext_proc attribute (a CEL expression) reading the filter state the
+/// filter set under `name`.
+pub fn filter_state_attribute(name: &str) -> String {
+    format!("filter_state['wasm.{name}']")
+}
+
+/// The filter state `name` as sent in a message's attributes.
+fn filter_state<'a>(attributes: &'a HashMap<String, Struct>, name: &str) -> Option<&'a str> {
+    let value = attributes.get(ATTRIBUTES_KEY)?.fields.get(&filter_state_attribute(name))?;
+    match value.kind.as_ref()? {
+        value::Kind::StringValue(s) => Some(s),
+        _ => None,
     }
 }
 
@@ -209,6 +249,7 @@ async fn on_request_headers(
     state: &mut StreamState,
     h: &HttpHeaders,
     metadata: Option<&Metadata>,
+    inspected: bool,
 ) -> ProcessingResponse {
     let api = match (header(h, ":method").as_deref(), header(h, ":path")) {
         (Some("POST"), Some(path)) => ApiKind::from_path(&path),
@@ -238,12 +279,13 @@ async fn on_request_headers(
         control: Control::parse(header(h, "cache-control").as_deref()),
         namespace: header(h, NAMESPACE_HEADER),
     };
-    *state = StreamState::AwaitingBody { api, request_id, identity, draft, hints };
+    *state = StreamState::AwaitingBody { api, request_id, identity, draft, hints, inspected };
     reply(processing_response::Response::RequestHeaders(HeadersResponse::default()))
 }
 
 async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) -> ProcessingResponse {
-    let StreamState::AwaitingBody { api, request_id, identity, mut draft, hints } = std::mem::take(state) else {
+    let StreamState::AwaitingBody { api, request_id, identity, mut draft, hints, inspected } = std::mem::take(state)
+    else {
         return reply(processing_response::Response::RequestBody(BodyResponse::default()));
     };
     let ParsedRequest { json, request: parsed, .. } = match parse_request_json(api, &body.body) {
@@ -254,7 +296,11 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     if let Err(err) = check_model(&shared.policy, identity.as_ref(), &parsed.model) {
         return refuse(shared, state, &draft, &model, &err, &[]).await;
     }
-    let findings = shared.review.review(&shared.policy, identity.as_ref(), &parsed, shared.audit.is_some());
+    // The audit record's inspection report: the filter's, sent with the
+    // response, when the filter inspected the request; the sidecar's own
+    // when it scans anyway (thresholds per caller) or the filter did not.
+    let report_here = shared.audit.is_some() && (!inspected || shared.review.per_caller());
+    let findings = shared.review.review(&shared.policy, identity.as_ref(), &parsed, report_here);
     draft.inspection = findings.report;
     if let Some(err @ Error::Blocked { rule, .. }) = &findings.blocked {
         return refuse(shared, state, &draft, &model, err, &[(BLOCKED_BY.into(), rule.clone())]).await;
@@ -290,9 +336,13 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         None if route.model != parsed.model && !fallback => Some(with_model(json, route.model)),
         None => None,
     };
+    // The prompt is counted now only where the count is used before the
+    // answer: a limit to reserve against, or an alias's context windows.
+    // Otherwise only if the provider reports no usage (`input_estimate`).
+    let count_now = fallback || shared.budget.as_ref().is_some_and(|b| b.limits(&shared.policy, identity.as_ref()));
     let held = match &shared.budget {
         Some(budget) => {
-            let input = tokens::prompt_tokens(route.model, &parsed);
+            let input = if count_now { tokens::prompt_tokens(route.model, &parsed) } else { 0 };
             let max_output = if api == ApiKind::OpenAiEmbeddings { Some(0) } else { parsed.max_tokens };
             match budget
                 .reserve(&shared.policy, identity.as_ref(), route.model, input, max_output, SystemTime::now())
@@ -355,11 +405,14 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     }
     resp.dynamic_metadata = Some(metadata(fields));
     let prompt = (shared.audit.as_ref().is_some_and(|a| a.text != AuditText::None)).then(|| prompt_text(&parsed));
-    *state = StreamState::Routed(Box::new(Routed {
+    let pii = shared.audit.as_ref().and_then(|_| pii_decisions(parsed.texts.iter().map(|t| t.text.as_str())));
+    let requested_model = parsed.model.clone();
+    let mut routed = Box::new(Routed {
         api,
         draft,
-        requested_model: parsed.model.clone(),
+        requested_model,
         prompt,
+        uncounted: None,
         status: 0,
         attempts: 1,
         first_byte: None,
@@ -375,18 +428,28 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         cut: false,
         settled: false,
         cache,
-        pii: shared.audit.as_ref().and_then(|_| pii_decisions(parsed.texts.iter().map(|t| t.text.as_str()))),
-    }));
+        pii,
+    });
+    if !count_now && routed.held.is_some() {
+        routed.uncounted = Some(Box::new(parsed));
+    }
+    *state = StreamState::Routed(routed);
     resp
 }
 
-async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpHeaders) -> ProcessingResponse {
+async fn on_response_headers(
+    shared: &Shared,
+    state: &mut StreamState,
+    h: &HttpHeaders,
+    mut report: Option<InspectionReport>,
+) -> ProcessingResponse {
     let mut common = CommonResponse::default();
     let mut mode = None;
     if let StreamState::AwaitingBody { draft, .. } = state {
         // Answered before the sidecar saw the body: the filter (or Envoy)
         // refused the request, e.g. the prompt firewall. Record it too.
-        let draft = draft.clone();
+        let mut draft = draft.clone();
+        draft.inspection = report.take().filter(|r| !r.is_empty());
         *state = StreamState::Answered;
         let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let rule = header(h, BLOCKED_BY);
@@ -399,6 +462,9 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
         }
     }
     if let StreamState::Routed(r) = state {
+        if r.draft.inspection.is_none() {
+            r.draft.inspection = report.filter(|r| !r.is_empty());
+        }
         let mut mutation = HeaderMutation::default();
         if r.fallback {
             // The target that answered, as the upstream phase reported it.
@@ -440,7 +506,9 @@ async fn on_response_headers(shared: &Shared, state: &mut StreamState, h: &HttpH
             mutation.remove_headers.push("content-length".into());
         }
         if meter {
-            r.meter = Some(Meter::new(r.upstream_api, &r.model, sse));
+            // Counted live only where a budget can end the stream.
+            let live = r.held.as_ref().is_some_and(|h| h.reservation.is_some());
+            r.meter = Some(Meter::new(r.upstream_api, &r.model, sse, live));
         } else {
             // Nothing to count: an error answer or no body. Release the reservation now.
             if settle(shared, r).await.is_none() {
@@ -510,9 +578,11 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
             } else if let Some(recorder) = slot.pending.as_mut().and_then(|p| p.recorder.as_mut()) {
                 recorder.feed(out.as_deref().unwrap_or(&b.body));
             }
-            if b.end_of_stream {
-                // The meter's count, for answers that report no usage of their own.
-                let counted = r.meter.as_ref().zip(r.held.as_ref()).map(|(m, h)| m.usage(h.input_tokens));
+        }
+        if b.end_of_stream && r.cache.is_some() {
+            // The meter's count, for answers that report no usage of their own.
+            let counted = metered_usage(r);
+            if let Some(slot) = r.cache.as_mut() {
                 keep_answer(shared, slot, counted).await;
             }
         }
@@ -652,6 +722,19 @@ fn prompt_text(parsed: &tollgate_core::LlmRequest) -> String {
     parsed.texts.iter().map(|t| format!("{}: {}", t.role, t.text)).collect::<Vec<_>>().join("\n")
 }
 
+/// The answer's usage: as the provider reported it, or else estimated (the
+/// prompt counted now if it was not before the request went).
+fn metered_usage(r: &mut Routed) -> Option<Usage> {
+    let (meter, held) = (r.meter.as_ref()?, r.held.as_mut()?);
+    if let Some(reported) = meter.reported() {
+        return Some(reported);
+    }
+    if let Some(request) = r.uncounted.take() {
+        held.input_tokens = tokens::prompt_tokens(&held.model, &request);
+    }
+    Some(meter.estimate(held.input_tokens))
+}
+
 /// The answer has ended: keep it when it is fit.
 async fn keep_answer(shared: &Shared, slot: &mut CacheSlot, counted: Option<Usage>) {
     let (Some(cache), Some(mut pending)) = (&shared.cache, slot.pending.take()) else {
@@ -669,10 +752,7 @@ async fn keep_answer(shared: &Shared, slot: &mut CacheSlot, counted: Option<Usag
 /// (once per request). `None`: the record could not be written and the audit
 /// fail mode is closed, so the answer must not complete.
 async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
-    let usage = match (&r.meter, &r.held) {
-        (Some(meter), Some(held)) => meter.usage(held.input_tokens),
-        _ => Usage::default(),
-    };
+    let usage = metered_usage(r).unwrap_or_default();
     if r.settled {
         return Some((usage, 0));
     }
@@ -701,7 +781,7 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
         if let Some(i) = &r.identity {
             decisions.insert("auth".into(), serde_json::json!(i.via.as_str()));
         }
-        if let Some(held) = &r.held {
+        if let Some(held) = r.held.as_ref().filter(|h| h.reservation.is_some()) {
             decisions.insert("reserved_tokens".into(), serde_json::json!(held.tokens_reserved));
         }
         if let Some(t) = &r.translation {

@@ -1,16 +1,22 @@
 //! The filter's prompt checks, run again where the caller is known.
 //!
-//! The wasm filter runs before the sidecar and cannot tell who is calling,
-//! and it has no way to hand its findings on: Envoy's wasm host lets a
-//! filter change request headers only until they have gone on, and they go
-//! on before the body is read. So the sidecar repeats the two checks whose
-//! outcome it needs, with the same core code and the same policy:
+//! The wasm filter runs before the sidecar and cannot tell who is calling.
+//! It cannot hand its findings on with the request either: Envoy's wasm
+//! host lets a filter change request headers only until they have gone on,
+//! and they go on before the body is read. What it can do is leave them in
+//! Envoy's filter state, which the ext_proc filter sends the sidecar as
+//! attributes (a client cannot forge them): `io.tollgate.inspecting` with
+//! the request's headers (the filter inspects this request), and its
+//! report, `io.tollgate.inspection`, with the response's headers, in time
+//! for the audit record. So the sidecar repeats a check only where it needs
+//! the outcome before the request goes on, with the same core code and the
+//! same policy:
 //!
 //! - the prompt firewall, when a team or consumer sets thresholds of its own
 //!   (the filter then blocks only what every caller's thresholds block, see
-//!   `FilterConfig::firewall_levels`) or when requests are audited (the
-//!   record carries the score and rules of requests that were let through);
-//! - PII of the types the policy only logs, for the audit record (masked and
+//!   `FilterConfig::firewall_levels`);
+//! - the firewall and the PII of the types the policy only logs, for the
+//!   audit record, when no filter inspected the request (masked and
 //!   redacted values already show in the body as placeholders).
 //!
 //! - the output guard, over the answer, for the audit record (the filter
@@ -70,6 +76,12 @@ impl Review {
             per_caller,
             output: OutputGuard::new(&policy.inspection.output).ok().filter(OutputGuard::is_active),
         }
+    }
+
+    /// Whether a team or consumer sets firewall thresholds of its own (so
+    /// every request is scanned here, where the caller is known).
+    pub fn per_caller(&self) -> bool {
+        self.per_caller && self.firewall.is_some()
     }
 
     /// What the output guard does to `answer` (the answer's text as the

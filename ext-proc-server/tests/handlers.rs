@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     body_mutation, processing_request, processing_response, HttpBody, HttpHeaders, ProcessingRequest,
     ProcessingResponse,
 };
+use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use tollgate_ext_proc::config::{parse_policy, Credential};
 use tollgate_ext_proc::processor::{handle, request_headers, Shared, StreamState};
 
@@ -199,4 +200,125 @@ async fn through_an_in_process_tonic_server() {
 
     stop_tx.send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+}
+
+fn response_body_msg(body: &str) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(processing_request::Request::ResponseBody(HttpBody {
+            body: body.as_bytes().to_vec(),
+            end_of_stream: true,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// The usage the sidecar reports in its dynamic metadata at the answer's end.
+fn metadata_tokens(resp: &ProcessingResponse, key: &str) -> f64 {
+    let md = resp.dynamic_metadata.as_ref().expect("usage metadata");
+    let Some(value::Kind::StructValue(ns)) = &md.fields["io.tollgate"].kind else { panic!("{md:?}") };
+    let Some(value::Kind::NumberValue(n)) = ns.fields[key].kind else { panic!("{ns:?}") };
+    n
+}
+
+#[tokio::test]
+async fn the_prompt_is_counted_only_when_the_provider_reports_no_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = shared();
+    let store = tollgate_ext_proc::limits::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    s.budget = Some(tollgate_ext_proc::budget::Budget::new(store.into(), &s.policy));
+    let prompt = "The harbour town wakes slowly, with fishing boats returning before the bakeries open.";
+    let body = format!(r#"{{"model":"fast","messages":[{{"role":"user","content":"{prompt}"}}]}}"#);
+    let json_headers = || ProcessingRequest {
+        request: Some(processing_request::Request::ResponseHeaders(request_headers(
+            &[(":status", "200"), ("content-type", "application/json")],
+            false,
+        ))),
+        ..Default::default()
+    };
+    let answer = |usage: &str| {
+        format!(
+            r#"{{"id":"x","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}}}}]{usage}}}"#
+        )
+    };
+
+    // No limit applies: nothing is counted before the request goes.
+    let mut state = StreamState::default();
+    handle(&s, &mut state, headers_msg(post("/v1/chat/completions"))).await;
+    handle(&s, &mut state, body_msg(&body)).await;
+    let StreamState::Routed(r) = &state else { panic!("{state:?}") };
+    assert!(r.uncounted.is_some());
+    assert_eq!(r.held.as_ref().unwrap().input_tokens, 0);
+    handle(&s, &mut state, json_headers()).await;
+    // The provider reports usage: its numbers, no count.
+    let resp = handle(
+        &s,
+        &mut state,
+        response_body_msg(&answer(r#","usage":{"prompt_tokens":21,"completion_tokens":1,"total_tokens":22}"#)),
+    )
+    .await;
+    assert_eq!(metadata_tokens(&resp, "input_tokens"), 21.0);
+    let StreamState::Routed(r) = &state else { panic!("{state:?}") };
+    assert!(r.uncounted.is_some(), "not counted");
+
+    // It reports none: the prompt is counted at the end, as it would have been before.
+    let mut state = StreamState::default();
+    handle(&s, &mut state, headers_msg(post("/v1/chat/completions"))).await;
+    handle(&s, &mut state, body_msg(&body)).await;
+    handle(&s, &mut state, json_headers()).await;
+    let resp = handle(&s, &mut state, response_body_msg(&answer(""))).await;
+    let expected = tollgate_ext_proc::tokens::count("mock-small", prompt) + 4 + 3;
+    assert_eq!(metadata_tokens(&resp, "input_tokens"), expected as f64);
+}
+
+/// Without thresholds per caller, an audited request the filter inspected
+/// is not scanned again: its record carries the report the filter left in
+/// filter state (sent with the response); one the filter did not inspect is
+/// scanned here.
+#[tokio::test]
+async fn the_audit_takes_the_filters_report_when_the_filter_inspected() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = parse_policy(
+        "providers:\n  mock: {kind: mock, baseUrl: 'http://127.0.0.1:1'}\ninspection:\n  firewall:\n    rules:\n      - {id: test-mild, phrases: ['magic words'], weight: 0.4}\n",
+    )
+    .unwrap();
+    let mut s = Shared::new(policy, HashMap::new());
+    let writer = tollgate_ext_proc::audit::AuditWriter::open(dir.path(), Default::default()).unwrap();
+    s.audit = Some(std::sync::Arc::new(tollgate_ext_proc::auditing::AuditSink {
+        writer,
+        text: Default::default(),
+        fail_mode: tollgate_core::policy::FailMode::Closed,
+        errors: Default::default(),
+    }));
+    let attribute = |name: &str, v: &str| {
+        let fields =
+            [(format!("filter_state['wasm.{name}']"), Value { kind: Some(value::Kind::StringValue(v.into())) })];
+        HashMap::from([("envoy.filters.http.ext_proc".to_string(), Struct { fields: fields.into_iter().collect() })])
+    };
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say the magic words."}]}"#;
+    let filters_report = r#"{"firewall":{"score":0.5,"action":"flag","rules":["from-the-filter"]}}"#;
+    for (id, inspected) in [("inspected", true), ("not-inspected", false)] {
+        let mut state = StreamState::default();
+        let mut headers = headers_msg(request_headers(
+            &[(":method", "POST"), (":path", "/v1/chat/completions"), ("x-request-id", id)],
+            false,
+        ));
+        if inspected {
+            headers.attributes = attribute("io.tollgate.inspecting", "1");
+        }
+        handle(&s, &mut state, headers).await;
+        handle(&s, &mut state, body_msg(body)).await;
+        let mut response = response_headers_msg();
+        response.attributes = attribute("io.tollgate.inspection", filters_report);
+        // The answer has no body: the request is settled (and recorded) now.
+        if let Some(processing_request::Request::ResponseHeaders(h)) = response.request.as_mut() {
+            h.end_of_stream = true;
+        }
+        handle(&s, &mut state, response).await;
+    }
+    drop(s);
+    let records: Vec<_> = tollgate_ext_proc::audit::records(dir.path()).unwrap().map(|r| r.unwrap()).collect();
+    let find = |id: &str| records.iter().find(|r| r.request_id == id).unwrap().decisions.clone();
+    assert_eq!(find("inspected")["firewall"]["rules"], serde_json::json!(["from-the-filter"]));
+    assert_eq!(find("not-inspected")["firewall"]["rules"], serde_json::json!(["test-mild"]));
 }

@@ -229,3 +229,56 @@ consumers:
     assert_eq!(seen.iter().filter(|r| r["body"].as_str().unwrap_or("").contains("esame")).count(), 1);
     assert_eq!(seen.iter().filter(|r| r["body"].as_str().unwrap_or("").contains("magic")).count(), 1);
 }
+
+/// Without thresholds per caller the sidecar does not scan prompts again:
+/// the audit record carries the filter's own findings, which the filter
+/// leaves in Envoy's filter state and Envoy sends the sidecar with the
+/// response (a client cannot forge them). Requests the filter refused get
+/// them too.
+#[tokio::test]
+async fn the_audit_record_carries_the_filters_findings() {
+    let gw = Gateway::start(Options {
+        policy_extra: "
+inspection:
+  pii: {entities: {EMAIL_ADDRESS: mask, PHONE_NUMBER: log}}
+  firewall:
+    rules:
+      - {id: test-strong, phrases: ['open sesame'], weight: 0.9}
+      - {id: test-mild, phrases: ['magic words'], weight: 0.4}
+"
+        .into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let chat = |text: &str| json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]});
+    let resp = gw
+        .post_with(
+            "/v1/chat/completions",
+            &chat("Say the magic words, then call me on +1 (555) 010-9999 or mail ann@example.com."),
+            &[("x-request-id", "fs-mild")],
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    let resp = gw.post_with("/v1/chat/completions", &chat("Open sesame."), &[("x-request-id", "fs-strong")]).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-tollgate-blocked-by"], "test-strong");
+    let resp = gw.post_with("/v1/chat/completions", &chat("Nothing to see."), &[("x-request-id", "fs-clean")]).await;
+    assert_eq!(resp.status(), 200);
+
+    let records = gw.audit_records();
+    let find = |id: &str| records.iter().find(|r| r["requestId"] == id).cloned().unwrap_or(Value::Null);
+    let mild = find("fs-mild");
+    assert_eq!(mild["status"], 200, "{records:?}");
+    assert_eq!(mild["decisions"]["firewall"]["action"], "log", "{mild}");
+    assert_eq!(mild["decisions"]["firewall"]["rules"], json!(["test-mild"]));
+    assert_eq!(mild["decisions"]["pii"]["PHONE_NUMBER"]["logged"], 1, "{mild}");
+    assert_eq!(mild["decisions"]["pii"]["EMAIL_ADDRESS"]["masked"], 1, "{mild}");
+    let strong = find("fs-strong");
+    assert_eq!(strong["status"], 403, "{records:?}");
+    assert_eq!(strong["decisions"]["firewall"]["action"], "block", "{strong}");
+    assert_eq!(strong["decisions"]["firewall"]["rules"], json!(["test-strong"]));
+    let clean = find("fs-clean");
+    assert_eq!(clean["status"], 200, "{records:?}");
+    assert!(clean["decisions"].get("firewall").is_none(), "{clean}");
+}

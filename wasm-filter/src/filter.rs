@@ -5,8 +5,10 @@ use std::sync::Arc;
 use tollgate_core::filter_config::FilterConfig;
 use tollgate_core::firewall::{Firewall, FirewallAction};
 use tollgate_core::guard::{guard_json, JsonGuard, OutputGuard};
-use tollgate_core::pii::{needs_rewrite, MaskMap, PiiScanner};
+use tollgate_core::headers::{INSPECTING_STATE, INSPECTION_STATE};
+use tollgate_core::pii::{needs_rewrite, MaskMap, PiiAction, PiiScanner};
 use tollgate_core::policy::FailMode;
+use tollgate_core::report::InspectionReport;
 use tollgate_core::request::parse_request_json;
 use tollgate_core::restore::{restore_json, SseRestorer};
 use tollgate_core::usage::{is_usage_only_chunk, request_stream_usage};
@@ -166,6 +168,9 @@ impl Filter {
         // Headers go on (Envoy's wasm host holds the body of a filter that
         // stops its headers until the filter resumes on its own); the body
         // is held until it is complete.
+        // The sidecar takes this filter's findings for its audit record
+        // instead of scanning again (see `INSPECTION_STATE`).
+        host.set_property(INSPECTING_STATE, b"1");
         self.request = RequestState::Buffering { api, request_id };
         Verdict::Continue
     }
@@ -211,6 +216,7 @@ impl Filter {
         }
         match verdict.action {
             FirewallAction::Block => {
+                host.set_property(INSPECTION_STATE, report_json(&InspectionReport::new(&verdict, &[])).as_bytes());
                 host.increment(Metric::FirewallBlocked, 1);
                 let rule = verdict.rules.first().cloned().unwrap_or_default();
                 host.increment_tagged(TaggedMetric::BlockedByRule, &rule, 1);
@@ -236,6 +242,13 @@ impl Filter {
                     types.sort_unstable();
                     types.dedup();
                     host.set_property(PII_PROPERTY, types.join(",").as_bytes());
+                }
+                // What the audit record shows: the verdict and the values only logged
+                // (masked and redacted ones show as placeholders in the body).
+                let logged: Vec<_> = findings.iter().filter(|f| f.action == PiiAction::Log).cloned().collect();
+                let report = InspectionReport::new(&verdict, &logged);
+                if !report.is_empty() {
+                    host.set_property(INSPECTION_STATE, report_json(&report).as_bytes());
                 }
                 // Streamed usage is counted even when the client did not ask for it.
                 self.added_stream_usage = request_stream_usage(api, &mut parsed.json);
@@ -511,6 +524,11 @@ fn usage_from_json_body(api: ApiKind, body: &[u8]) -> Option<Usage> {
             None
         }
     }
+}
+
+/// The report as JSON (serializing it cannot fail: its maps have string keys).
+fn report_json(report: &InspectionReport) -> String {
+    serde_json::to_string(report).unwrap_or_default()
 }
 
 #[cfg(test)]
