@@ -29,6 +29,12 @@ enum Cmd {
         /// Health/admin HTTP address (default: sidecar.host:adminPort).
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// Threads serving ext_proc streams (default: half the CPUs this
+        /// process may use, at least one). Envoy's workers usually share
+        /// the machine, and fewer sidecar threads wake each other less:
+        /// see docs/benchmarks.md. Embeddings run on threads of their own.
+        #[arg(long, env = "TOLLGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+        workers: Option<u16>,
     },
     /// Start Envoy, the filter, the sidecar (and the mock provider without keys).
     Up(up::UpOptions),
@@ -320,7 +326,11 @@ fn write_manifests(files: Vec<(String, String)>, out: Option<&std::path::Path>) 
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Cmd::Serve { workers, .. } = &cli.command {
+        builder.worker_threads(workers.map_or_else(default_workers, usize::from));
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("tollgate: cannot start the runtime: {err}");
@@ -336,6 +346,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The sidecar's worker threads by default: half the CPUs, at least one.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -344,7 +359,7 @@ fn init_tracing() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Serve { policy, grpc, admin } => {
+        Cmd::Serve { policy, grpc, admin, .. } => {
             init_tracing();
             let policy_path = policy;
             let policy = load_policy(&policy_path)?;

@@ -113,8 +113,9 @@ pub async fn run(
         let _ = admin_stop.wait_for(|stop| *stop).await;
     });
 
-    tracing::info!(%grpc_addr, %admin_addr, "tollgate sidecar serving");
-    println!("tollgate sidecar: ext_proc on {grpc_addr}, health on http://{admin_addr}/healthz");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(%grpc_addr, %admin_addr, workers, "tollgate sidecar serving");
+    println!("tollgate sidecar: ext_proc on {grpc_addr} ({workers} workers), health on http://{admin_addr}/healthz");
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight streams");
