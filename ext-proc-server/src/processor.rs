@@ -21,7 +21,7 @@ use tollgate_core::pricing::usd;
 use tollgate_core::report::InspectionReport;
 use tollgate_core::request::{parse_request_json, ParsedRequest};
 use tollgate_core::translate::Direction;
-use tollgate_core::usage::Usage;
+use tollgate_core::usage::{request_stream_usage, Usage};
 use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent};
 
 use crate::auditing::{pii_decisions, AuditSink, Draft, Outcome};
@@ -40,6 +40,7 @@ use crate::meter::Meter;
 use crate::metrics::Metrics;
 use crate::review::Review;
 use crate::strategy::{first_target, Latencies};
+use crate::stream_usage::UsageChunkDrop;
 use crate::tokens;
 use crate::translation::Translation;
 use crate::upstream::MODEL_HEADER;
@@ -162,6 +163,10 @@ pub struct Routed {
     pub upstream_api: ApiKind,
     /// Present when the provider speaks the other API family.
     pub translation: Option<Translation>,
+    /// The sidecar asked the stream for its usage (no filter in front).
+    pub ask_usage: bool,
+    /// Drops the usage chunk the client did not ask for (a streamed 2xx).
+    pub usage_chunk: Option<UsageChunkDrop>,
     pub request_id: String,
     pub provider: String,
     pub model: String,
@@ -288,7 +293,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     else {
         return reply(processing_response::Response::RequestBody(BodyResponse::default()));
     };
-    let ParsedRequest { json, request: parsed, .. } = match parse_request_json(api, &body.body) {
+    let ParsedRequest { mut json, request: parsed, .. } = match parse_request_json(api, &body.body) {
         Ok(parsed) => parsed,
         Err(err) => return refuse(shared, state, &draft, "", &err, &[]).await,
     };
@@ -327,18 +332,23 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     // by the sidecar as an upstream filter), so nothing changes here.
     let fallback = shared.policy.fallback(&parsed.model).is_some();
     let direction = if fallback { None } else { route.translation(api) };
-    // The provider's request body when it changes: translated, or the model renamed.
+    // Without the filter in front nothing asks an OpenAI stream for its
+    // usage: ask, and drop the extra chunk for the client (`stream_usage`).
+    let ask_usage = !inspected && direction.is_none() && !fallback && request_stream_usage(api, &mut json);
+    // The provider's request body when it changes: translated, the model
+    // renamed, or the stream asked for its usage.
     let new_body = match direction {
         Some(dir) => match dir.request(&json, route.model) {
             Ok(v) => Some(serde_json::to_vec(&v).unwrap_or_default()),
             Err(err) => return refuse(shared, state, &draft, &model, &err, &[]).await,
         },
         None if route.model != parsed.model && !fallback => Some(with_model(json, route.model)),
+        None if ask_usage => Some(serde_json::to_vec(&json).unwrap_or_default()),
         None => None,
     };
     // The prompt is counted now only where the count is used before the
     // answer: a limit to reserve against, or an alias's context windows.
-    // Otherwise only if the provider reports no usage (`input_estimate`).
+    // Otherwise only if the provider reports no usage (`metered_usage`).
     let count_now = fallback || shared.budget.as_ref().is_some_and(|b| b.limits(&shared.policy, identity.as_ref()));
     let held = match &shared.budget {
         Some(budget) => {
@@ -419,6 +429,8 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         fallback,
         upstream_api: if fallback { api } else { route.api },
         translation: direction.map(|dir| Translation::new(dir, &parsed.model)),
+        ask_usage,
+        usage_chunk: None,
         request_id,
         provider: route.provider.to_string(),
         model: route.model.to_string(),
@@ -504,6 +516,9 @@ async fn on_response_headers(
             t.start(status, sse);
             // The translated body has another length.
             mutation.remove_headers.push("content-length".into());
+        } else if r.ask_usage && sse && (200..300).contains(&status) && !h.end_of_stream {
+            r.usage_chunk = Some(UsageChunkDrop::default());
+            mutation.remove_headers.push("content-length".into());
         }
         if meter {
             // Counted live only where a budget can end the stream.
@@ -515,7 +530,7 @@ async fn on_response_headers(
                 return immediate(r.api, &r.request_id.clone(), &audit_unavailable(), &[]);
             }
         }
-        if (meter || record || r.translation.is_some()) && !h.end_of_stream {
+        if (meter || record || r.translation.is_some() || r.usage_chunk.is_some()) && !h.end_of_stream {
             // See the answer as it passes, chunk by chunk.
             mode = Some(ProcessingMode {
                 request_header_mode: processing_mode::HeaderSendMode::Skip as i32,
@@ -551,7 +566,11 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
             meter.feed(&b.body);
         }
         // What the client gets for this chunk, when it differs from the provider's bytes.
-        let mut out = r.translation.as_mut().map(|t| t.chunk(&b.body, b.end_of_stream));
+        let mut out = match (r.translation.as_mut(), r.usage_chunk.as_mut()) {
+            (Some(t), _) => Some(t.chunk(&b.body, b.end_of_stream)),
+            (None, Some(drop)) => Some(drop.chunk(&b.body, b.end_of_stream)),
+            (None, None) => None,
+        };
         if was_cut && !b.end_of_stream {
             // The client already has its final event. Stop the provider too:
             // an immediate response now resets the stream, which closes the

@@ -322,3 +322,72 @@ async fn the_audit_takes_the_filters_report_when_the_filter_inspected() {
     assert_eq!(find("inspected")["firewall"]["rules"], serde_json::json!(["from-the-filter"]));
     assert_eq!(find("not-inspected")["firewall"]["rules"], serde_json::json!(["test-mild"]));
 }
+
+/// Without the filter in front, the sidecar asks an OpenAI stream for its
+/// usage (the provider's count, not an estimate) and drops the extra chunk
+/// for the client; behind the filter, which does that itself, it does not.
+#[tokio::test]
+async fn without_the_filter_a_stream_is_asked_for_its_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = shared();
+    let store = tollgate_ext_proc::limits::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    s.budget = Some(tollgate_ext_proc::budget::Budget::new(store.into(), &s.policy));
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let stream = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"}}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let sse_headers = || ProcessingRequest {
+        request: Some(processing_request::Request::ResponseHeaders(request_headers(
+            &[(":status", "200"), ("content-type", "text/event-stream")],
+            false,
+        ))),
+        ..Default::default()
+    };
+    let body_of = |resp: &ProcessingResponse| -> Option<Vec<u8>> {
+        let common = match resp.response.as_ref()? {
+            processing_response::Response::RequestBody(b) | processing_response::Response::ResponseBody(b) => {
+                b.response.clone()?
+            }
+            _ => return None,
+        };
+        match common.body_mutation?.mutation? {
+            body_mutation::Mutation::Body(b) => Some(b),
+            body_mutation::Mutation::ClearBody(_) => Some(Vec::new()),
+            _ => None,
+        }
+    };
+
+    let mut state = StreamState::default();
+    handle(&s, &mut state, headers_msg(post("/v1/chat/completions"))).await;
+    let resp = handle(&s, &mut state, body_msg(body)).await;
+    let sent: serde_json::Value = serde_json::from_slice(&body_of(&resp).expect("the body is rewritten")).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true, "{sent}");
+    assert_eq!(set_headers(&resp)["content-length"], serde_json::to_vec(&sent).unwrap().len().to_string());
+    let resp = handle(&s, &mut state, sse_headers()).await;
+    assert_eq!(resp.mode_override.unwrap().response_body_mode, 1, "STREAMED");
+    let resp = handle(&s, &mut state, response_body_msg(stream)).await;
+    let out = String::from_utf8(body_of(&resp).unwrap()).unwrap();
+    assert!(out.contains("Hello") && out.ends_with("data: [DONE]\n\n"), "{out}");
+    assert!(!out.contains("usage"), "{out}");
+    assert_eq!(metadata_tokens(&resp, "input_tokens"), 9.0, "the provider's count");
+
+    // Behind the filter: the body goes as the filter left it.
+    let mut state = StreamState::default();
+    let mut headers = headers_msg(post("/v1/chat/completions"));
+    headers.attributes = HashMap::from([(
+        "envoy.filters.http.ext_proc".to_string(),
+        Struct {
+            fields: [(
+                "filter_state['wasm.io.tollgate.inspecting']".to_string(),
+                Value { kind: Some(value::Kind::StringValue("1".into())) },
+            )]
+            .into_iter()
+            .collect(),
+        },
+    )]);
+    handle(&s, &mut state, headers).await;
+    let resp = handle(&s, &mut state, body_msg(body)).await;
+    assert!(body_of(&resp).is_none(), "{resp:?}");
+}

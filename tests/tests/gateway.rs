@@ -417,3 +417,46 @@ async fn header_values_that_are_not_utf8_do_not_break_the_filter() {
     assert!(resp.headers().contains_key("x-tollgate-request-id"), "{}", gw.log_text());
     assert!(!gw.log_text().contains("panicked"), "{}", gw.log_text());
 }
+
+/// The bootstrap without the wasm filter: an ext_proc-only gateway.
+fn without_the_filter(_: &tollgate_core::policy::Policy, mut bootstrap: Value) -> Value {
+    let hcm = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    if let Some(filters) = hcm["http_filters"].as_array_mut() {
+        filters.retain(|f| f["name"] != "tollgate.wasm");
+    }
+    bootstrap
+}
+
+/// Without the filter in front, the sidecar asks an OpenAI stream for its
+/// usage and drops the extra chunk: the client gets the stream it asked
+/// for, and the spend uses the provider's count.
+#[tokio::test]
+async fn without_the_filter_the_sidecar_asks_a_stream_for_its_usage() {
+    let gw = Gateway::start(Options { envoy_edit: Some(without_the_filter), ..Options::default() }).await.unwrap();
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "Count the harbour boats returning before dawn, please."}]});
+    let resp = post(&gw, "/v1/chat/completions", &body).await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    assert!(resp.headers().get("x-tollgate-request-id").is_none(), "no filter in front");
+    assert_eq!(resp.headers()["x-tollgate-backend"], "mock");
+    let text = resp.text().await.unwrap();
+    let events = sse_events(text.as_bytes());
+    assert!(!events.is_empty());
+    assert!(!events.iter().any(tollgate_core::usage::is_usage_only_chunk), "{text}");
+    assert_eq!(events.last().map(|e| e.data.as_str()), Some("[DONE]"), "{text}");
+    // The provider was asked for its usage, and its count is what was recorded.
+    let seen = gw.mock_requests().await;
+    let sent: Value = serde_json::from_str(seen.last().unwrap()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true, "{sent}");
+    let direct = client().post(format!("http://{}/v1/chat/completions", gw.mock)).json(&sent).send().await.unwrap();
+    let direct = direct.text().await.unwrap();
+    let usage: Value = sse_events(direct.as_bytes())
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .find(|v| v["usage"].is_object())
+        .expect("the mock reports usage when asked")["usage"]
+        .clone();
+    let log = gw.access_log(1).await;
+    assert_eq!(log[0]["input_tokens"], usage["prompt_tokens"], "{log:?}");
+    assert_eq!(log[0]["output_tokens"], usage["completion_tokens"], "{log:?}");
+}
