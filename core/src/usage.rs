@@ -187,8 +187,9 @@ impl StreamUsage {
 
     pub fn observe(&mut self, event: &SseEvent) {
         let data = event.data.as_bytes();
-        // Cheap filter: most events (content deltas) carry no usage at all.
-        if !starts_with_brace(data) || !contains(data, b"\"usage\"") {
+        // Cheap filter: most events (content deltas) carry no usage at all,
+        // or `"usage":null` (OpenAI, on every chunk of a stream asked for it).
+        if !starts_with_brace(data) || !has_usage_object(data) {
             return;
         }
         match self.api {
@@ -231,8 +232,14 @@ impl StreamUsage {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
+/// Whether the JSON text has a `"usage"` key whose value is an object: a
+/// byte search, so that the events without one are not parsed. (Inside a
+/// JSON string a quote is escaped, so `"usage"` followed by `:` is a key.)
+fn has_usage_object(data: &[u8]) -> bool {
+    memchr::memmem::find_iter(data, b"\"usage\"").any(|at| {
+        let mut rest = data[at + 7..].iter().copied().skip_while(u8::is_ascii_whitespace);
+        rest.next() == Some(b':') && rest.find(|b| !b.is_ascii_whitespace()) == Some(b'{')
+    })
 }
 
 /// Ask an OpenAI stream for its usage: when a streamed chat/completions
@@ -263,7 +270,7 @@ pub fn request_stream_usage(api: ApiKind, json: &mut Value) -> bool {
 /// The OpenAI chunk that only carries usage (`choices: []`, `usage: {...}`),
 /// sent last when `include_usage` is set.
 pub fn is_usage_only_chunk(event: &SseEvent) -> bool {
-    if !event.data.contains("\"usage\"") {
+    if !has_usage_object(event.data.as_bytes()) {
         return false;
     }
     serde_json::from_str::<Value>(&event.data)
@@ -281,6 +288,27 @@ mod tests {
 
     fn data(event: Option<&str>, data: &str) -> SseEvent {
         SseEvent { event: event.map(Into::into), data: data.into(), id: None }
+    }
+
+    #[test]
+    fn only_events_with_a_usage_object_are_parsed_for_it() {
+        assert!(has_usage_object(br#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
+        assert!(has_usage_object(br#"{"usage" :  {"prompt_tokens":1}}"#));
+        assert!(has_usage_object(br#"{"message":{"usage":{"input_tokens":3}}}"#));
+        assert!(has_usage_object(br#"{"a":"usage","usage":{}}"#));
+        assert!(!has_usage_object(br#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#));
+        assert!(!has_usage_object(br#"{"choices":[{"delta":{"content":"the \"usage\": {1}"}}]}"#));
+        assert!(!has_usage_object(br#"{"content":"usage"}"#));
+        assert!(!has_usage_object(br#"{"usage""#));
+        // A stream asked for its usage: `"usage":null` on every chunk, the numbers on the last.
+        let mut s = StreamUsage::new(ApiKind::OpenAiChat);
+        s.observe(&data(None, r#"{"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}"#));
+        assert_eq!(s.usage(), None);
+        assert!(!is_usage_only_chunk(&data(None, r#"{"choices":[],"usage":null}"#)));
+        let last = data(None, r#"{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":1,"total_tokens":5}}"#);
+        assert!(is_usage_only_chunk(&last));
+        s.observe(&last);
+        assert_eq!(s.usage(), Some(u(4, 1, 0, 5)));
     }
 
     #[test]
