@@ -310,9 +310,17 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     if let Some(err @ Error::Blocked { rule, .. }) = &findings.blocked {
         return refuse(shared, state, &draft, &model, err, &[(BLOCKED_BY.into(), rule.clone())]).await;
     }
+    // A request the sidecar answers itself (a refusal, a cache hit) is
+    // recorded before any response brings the filter's report: scan here.
+    let answered_here = |mut draft: Draft| {
+        if shared.audit.is_some() && !report_here {
+            draft.inspection = shared.review.review(&shared.policy, identity.as_ref(), &parsed, true).report;
+        }
+        draft
+    };
     let route = match shared.policy.route(api, &parsed.model) {
         Ok(route) => route,
-        Err(err) => return refuse(shared, state, &draft, &model, &err, &[]).await,
+        Err(err) => return refuse(shared, state, &answered_here(draft), &model, &err, &[]).await,
     };
     let cache = match &shared.cache {
         Some(cache) => {
@@ -320,6 +328,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
             match look_up(cache, &shared.policy, api, &json, &parsed, &route_name, identity.as_ref(), &hints).await {
                 Decision::Hit { answer, tier, similarity } => {
                     *state = StreamState::Answered;
+                    let draft = answered_here(draft);
                     return answer_from_cache(shared, &draft, &parsed, &answer, tier, similarity).await;
                 }
                 Decision::Miss(pending) => Some(CacheSlot { status: "miss", pending }),
@@ -340,7 +349,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     let new_body = match direction {
         Some(dir) => match dir.request(&json, route.model) {
             Ok(v) => Some(serde_json::to_vec(&v).unwrap_or_default()),
-            Err(err) => return refuse(shared, state, &draft, &model, &err, &[]).await,
+            Err(err) => return refuse(shared, state, &answered_here(draft), &model, &err, &[]).await,
         },
         None if route.model != parsed.model && !fallback => Some(with_model(json, route.model)),
         None if ask_usage => Some(serde_json::to_vec(&json).unwrap_or_default()),
@@ -359,7 +368,10 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
                 .await
             {
                 Ok(held) => Some(held),
-                Err(refused) => return refuse(shared, state, &draft, &model, &refused.error, &refused.headers).await,
+                Err(refused) => {
+                    let draft = answered_here(draft);
+                    return refuse(shared, state, &draft, &model, &refused.error, &refused.headers).await;
+                }
             }
         }
         None => None,

@@ -239,6 +239,7 @@ consumers:
 async fn the_audit_record_carries_the_filters_findings() {
     let gw = Gateway::start(Options {
         policy_extra: "
+cache: {enabled: true}
 inspection:
   pii: {entities: {EMAIL_ADDRESS: mask, PHONE_NUMBER: log}}
   firewall:
@@ -265,6 +266,13 @@ inspection:
     assert_eq!(resp.headers()["x-tollgate-blocked-by"], "test-strong");
     let resp = gw.post_with("/v1/chat/completions", &chat("Nothing to see."), &[("x-request-id", "fs-clean")]).await;
     assert_eq!(resp.status(), 200);
+    // Answered by the sidecar itself (a cache hit): recorded before any
+    // response could bring the filter's report, so the sidecar scans.
+    for id in ["fs-first", "fs-hit"] {
+        let resp =
+            gw.post_with("/v1/chat/completions", &chat("Say the magic words twice."), &[("x-request-id", id)]).await;
+        assert_eq!(resp.status(), 200);
+    }
 
     let records = gw.audit_records();
     let find = |id: &str| records.iter().find(|r| r["requestId"] == id).cloned().unwrap_or(Value::Null);
@@ -278,6 +286,10 @@ inspection:
     assert_eq!(strong["status"], 403, "{records:?}");
     assert_eq!(strong["decisions"]["firewall"]["action"], "block", "{strong}");
     assert_eq!(strong["decisions"]["firewall"]["rules"], json!(["test-strong"]));
+    let hit = find("fs-hit");
+    assert_eq!(hit["decisions"]["cache"]["result"], "hit", "{hit}");
+    assert_eq!(hit["decisions"]["firewall"]["rules"], json!(["test-mild"]), "{hit}");
+    assert_eq!(find("fs-first")["decisions"]["firewall"]["rules"], json!(["test-mild"]));
     let clean = find("fs-clean");
     assert_eq!(clean["status"], 200, "{records:?}");
     assert!(clean["decisions"].get("firewall").is_none(), "{clean}");
