@@ -795,7 +795,12 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: &str) -> anyhow::Re
         },
     });
 
-    let mut env = vec![json!({"name": "RUST_LOG", "value": "info"})];
+    let mut env = vec![
+        json!({"name": "RUST_LOG", "value": "info"}),
+        // In its own pod the sidecar shares no CPU with Envoy: one worker
+        // per CPU of its limit (the node's, without one; rounded up).
+        json!({"name": "TOLLGATE_WORKERS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}}),
+    ];
     let mut volumes = vec![
         json!({"name": "policy", "configMap": {"name": format!("{}-policy", opts.name)}}),
         json!({"name": "data", "emptyDir": {}}),
