@@ -145,14 +145,14 @@ impl Meter {
         }
     }
 
-    /// The provider's usage if it reported one; otherwise the estimate
-    /// (`input_tokens` as reserved plus the output counted).
-    pub fn usage(&self, input_tokens: u64) -> Usage {
-        self.reported().unwrap_or_else(|| self.estimate(input_tokens))
+    /// The provider's usage if it reported one; otherwise the estimate:
+    /// `input_tokens()` (asked only then) plus the output counted.
+    pub fn usage(&self, input_tokens: impl FnOnce() -> u64) -> Usage {
+        self.reported().unwrap_or_else(|| self.estimate(input_tokens()))
     }
 
     /// The usage the provider reported, if it did.
-    pub fn reported(&self) -> Option<Usage> {
+    fn reported(&self) -> Option<Usage> {
         match &self.kind {
             Body::Stream(body) => body.usage.usage(),
             Body::Json { bytes, overflow: false } => usage_from_json(self.api, bytes).ok().flatten(),
@@ -161,7 +161,7 @@ impl Meter {
     }
 
     /// `input_tokens` and the output counted from the streamed text.
-    pub fn estimate(&self, input_tokens: u64) -> Usage {
+    fn estimate(&self, input_tokens: u64) -> Usage {
         let rest = if self.uncounted.is_empty() { 0 } else { tokens::count(&self.model, &self.uncounted) };
         let output_tokens = self.output_tokens + rest;
         Usage { input_tokens, output_tokens, cached_tokens: 0, total_tokens: input_tokens + output_tokens }
@@ -261,11 +261,11 @@ mod tests {
         m.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"hello wor");
         m.feed(b"ld\"}}]}\n\n");
         assert_eq!(m.output_tokens(), 2);
-        assert_eq!(m.usage(10).output_tokens, 2);
+        assert_eq!(m.usage(|| 10).output_tokens, 2);
         m.feed(
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\n",
         );
-        let u = m.usage(10);
+        let u = m.usage(|| 10);
         assert_eq!((u.input_tokens, u.output_tokens), (7, 3));
     }
 
@@ -280,15 +280,15 @@ mod tests {
         }
         assert_eq!(live.output_tokens(), 2);
         assert_eq!(batched.output_tokens(), 0, "not counted yet");
-        assert_eq!(batched.usage(5).output_tokens, 2);
-        assert_eq!(batched.usage(5).input_tokens, 5);
+        assert_eq!(batched.usage(|| 5).output_tokens, 2);
+        assert_eq!(batched.usage(|| 5).input_tokens, 5);
         // A long stream is counted as it goes, one batch at a time.
         let word = " harbour";
         for _ in 0..(COUNT_BATCH / word.len() + 1) {
             batched.feed(delta(word).as_bytes());
         }
         assert!(batched.output_tokens() > 500, "{}", batched.output_tokens());
-        let total = batched.usage(0).output_tokens;
+        let total = batched.usage(|| 0).output_tokens;
         let exact = tokens::count("gpt-4o", &format!("hello world{}", word.repeat(COUNT_BATCH / word.len() + 1)));
         assert!(total.abs_diff(exact) <= 2, "{total} vs {exact}");
         assert_eq!(batched.reported(), None);
@@ -299,7 +299,7 @@ mod tests {
         let mut m = Meter::new(ApiKind::AnthropicMessages, "claude-haiku-4-5", false, false);
         m.feed(br#"{"type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":5,"#);
         m.feed(br#""output_tokens":2}}"#);
-        let u = m.usage(99);
+        let u = m.usage(|| 99);
         assert_eq!((u.input_tokens, u.output_tokens), (5, 2));
         assert_eq!(m.text(), "hi");
     }

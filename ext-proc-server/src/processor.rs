@@ -756,14 +756,13 @@ fn prompt_text(parsed: &tollgate_core::LlmRequest) -> String {
 /// The answer's usage: as the provider reported it, or else estimated (the
 /// prompt counted now if it was not before the request went).
 fn metered_usage(r: &mut Routed) -> Option<Usage> {
-    let (meter, held) = (r.meter.as_ref()?, r.held.as_mut()?);
-    if let Some(reported) = meter.reported() {
-        return Some(reported);
-    }
-    if let Some(request) = r.uncounted.take() {
-        held.input_tokens = tokens::prompt_tokens(&held.model, &request);
-    }
-    Some(meter.estimate(held.input_tokens))
+    let (meter, held, uncounted) = (r.meter.as_ref()?, r.held.as_mut()?, &mut r.uncounted);
+    Some(meter.usage(|| {
+        if let Some(request) = uncounted.take() {
+            held.input_tokens = tokens::prompt_tokens(&held.model, &request);
+        }
+        held.input_tokens
+    }))
 }
 
 /// The answer has ended: keep it when it is fit.
