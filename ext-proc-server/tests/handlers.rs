@@ -28,22 +28,42 @@ fn headers_msg(h: HttpHeaders) -> ProcessingRequest {
     ProcessingRequest { request: Some(processing_request::Request::RequestHeaders(h)), ..Default::default() }
 }
 
+/// A whole body in one message.
+fn whole_body(body: &str) -> HttpBody {
+    HttpBody { body: body.as_bytes().to_vec(), end_of_stream: true, ..Default::default() }
+}
+
 fn body_msg(body: &str) -> ProcessingRequest {
     ProcessingRequest {
-        request: Some(processing_request::Request::RequestBody(HttpBody {
-            body: body.as_bytes().to_vec(),
-            end_of_stream: true,
-            ..Default::default()
-        })),
+        request: Some(processing_request::Request::RequestBody(whole_body(body))),
+        ..Default::default()
+    }
+}
+
+fn response_body_msg(body: &str) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(processing_request::Request::ResponseBody(whole_body(body))),
+        ..Default::default()
+    }
+}
+
+/// Response headers (a body follows).
+fn response_headers_with(pairs: &[(&str, &str)]) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(processing_request::Request::ResponseHeaders(request_headers(pairs, false))),
         ..Default::default()
     }
 }
 
 fn response_headers_msg() -> ProcessingRequest {
-    ProcessingRequest {
-        request: Some(processing_request::Request::ResponseHeaders(request_headers(&[(":status", "200")], false))),
-        ..Default::default()
-    }
+    response_headers_with(&[(":status", "200")])
+}
+
+/// Attributes as Envoy's ext_proc filter sends the filter state `name`.
+fn filter_state(name: &str, value: &str) -> HashMap<String, Struct> {
+    let fields =
+        [(format!("filter_state['wasm.{name}']"), Value { kind: Some(value::Kind::StringValue(value.into())) })];
+    HashMap::from([("envoy.filters.http.ext_proc".to_string(), Struct { fields: fields.into_iter().collect() })])
 }
 
 fn set_headers(resp: &ProcessingResponse) -> HashMap<String, String> {
@@ -202,17 +222,6 @@ async fn through_an_in_process_tonic_server() {
     tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
 }
 
-fn response_body_msg(body: &str) -> ProcessingRequest {
-    ProcessingRequest {
-        request: Some(processing_request::Request::ResponseBody(HttpBody {
-            body: body.as_bytes().to_vec(),
-            end_of_stream: true,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-}
-
 /// The usage the sidecar reports in its dynamic metadata at the answer's end.
 fn metadata_tokens(resp: &ProcessingResponse, key: &str) -> f64 {
     let md = resp.dynamic_metadata.as_ref().expect("usage metadata");
@@ -229,13 +238,7 @@ async fn the_prompt_is_counted_only_when_the_provider_reports_no_usage() {
     s.budget = Some(tollgate_ext_proc::budget::Budget::new(store.into(), &s.policy));
     let prompt = "The harbour town wakes slowly, with fishing boats returning before the bakeries open.";
     let body = format!(r#"{{"model":"fast","messages":[{{"role":"user","content":"{prompt}"}}]}}"#);
-    let json_headers = || ProcessingRequest {
-        request: Some(processing_request::Request::ResponseHeaders(request_headers(
-            &[(":status", "200"), ("content-type", "application/json")],
-            false,
-        ))),
-        ..Default::default()
-    };
+    let json_headers = || response_headers_with(&[(":status", "200"), ("content-type", "application/json")]);
     let answer = |usage: &str| {
         format!(
             r#"{{"id":"x","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}}}}]{usage}}}"#
@@ -290,11 +293,6 @@ async fn the_audit_takes_the_filters_report_when_the_filter_inspected() {
         fail_mode: tollgate_core::policy::FailMode::Closed,
         errors: Default::default(),
     }));
-    let attribute = |name: &str, v: &str| {
-        let fields =
-            [(format!("filter_state['wasm.{name}']"), Value { kind: Some(value::Kind::StringValue(v.into())) })];
-        HashMap::from([("envoy.filters.http.ext_proc".to_string(), Struct { fields: fields.into_iter().collect() })])
-    };
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say the magic words."}]}"#;
     let filters_report = r#"{"firewall":{"score":0.5,"action":"flag","rules":["from-the-filter"]}}"#;
     for (id, inspected) in [("inspected", true), ("not-inspected", false)] {
@@ -304,12 +302,12 @@ async fn the_audit_takes_the_filters_report_when_the_filter_inspected() {
             false,
         ));
         if inspected {
-            headers.attributes = attribute("io.tollgate.inspecting", "1");
+            headers.attributes = filter_state("io.tollgate.inspecting", "1");
         }
         handle(&s, &mut state, headers).await;
         handle(&s, &mut state, body_msg(body)).await;
         let mut response = response_headers_msg();
-        response.attributes = attribute("io.tollgate.inspection", filters_report);
+        response.attributes = filter_state("io.tollgate.inspection", filters_report);
         // The answer has no body: the request is settled (and recorded) now.
         if let Some(processing_request::Request::ResponseHeaders(h)) = response.request.as_mut() {
             h.end_of_stream = true;
@@ -338,13 +336,7 @@ async fn without_the_filter_a_stream_is_asked_for_its_usage() {
         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
         "data: [DONE]\n\n",
     );
-    let sse_headers = || ProcessingRequest {
-        request: Some(processing_request::Request::ResponseHeaders(request_headers(
-            &[(":status", "200"), ("content-type", "text/event-stream")],
-            false,
-        ))),
-        ..Default::default()
-    };
+    let sse_headers = || response_headers_with(&[(":status", "200"), ("content-type", "text/event-stream")]);
     let body_of = |resp: &ProcessingResponse| -> Option<Vec<u8>> {
         let common = match resp.response.as_ref()? {
             processing_response::Response::RequestBody(b) | processing_response::Response::ResponseBody(b) => {
@@ -376,17 +368,7 @@ async fn without_the_filter_a_stream_is_asked_for_its_usage() {
     // Behind the filter: the body goes as the filter left it.
     let mut state = StreamState::default();
     let mut headers = headers_msg(post("/v1/chat/completions"));
-    headers.attributes = HashMap::from([(
-        "envoy.filters.http.ext_proc".to_string(),
-        Struct {
-            fields: [(
-                "filter_state['wasm.io.tollgate.inspecting']".to_string(),
-                Value { kind: Some(value::Kind::StringValue("1".into())) },
-            )]
-            .into_iter()
-            .collect(),
-        },
-    )]);
+    headers.attributes = filter_state("io.tollgate.inspecting", "1");
     handle(&s, &mut state, headers).await;
     let resp = handle(&s, &mut state, body_msg(body)).await;
     assert!(body_of(&resp).is_none(), "{resp:?}");

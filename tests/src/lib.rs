@@ -313,6 +313,11 @@ impl Gateway {
         out
     }
 
+    /// The audit record of the request with `x-request-id: id` (null if none).
+    pub fn audit_record(&self, id: &str) -> serde_json::Value {
+        self.audit_records().into_iter().find(|r| r["requestId"] == id).unwrap_or(serde_json::Value::Null)
+    }
+
     /// What the mock provider received.
     pub async fn mock_requests(&self) -> Vec<serde_json::Value> {
         let (_, body) = launch::http_get(&self.mock, "/mock/requests").await.unwrap_or_default();

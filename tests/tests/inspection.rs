@@ -212,10 +212,9 @@ consumers:
     let resp = send(chat("gpt-4o-mini", "Say the magic words."), &bob, "fw-mild").await;
     assert_eq!(resp.status(), 200);
 
-    let records = gw.audit_records();
-    let find = |id: &str| records.iter().find(|r| r["requestId"] == id).cloned().unwrap_or(Value::Null);
+    let find = |id: &str| gw.audit_record(id);
     let ann_rec = find("fw-ann");
-    assert_eq!(ann_rec["status"], 200, "{records:?}");
+    assert_eq!(ann_rec["status"], 200, "{:?}", gw.audit_records());
     assert_eq!(ann_rec["decisions"]["firewall"]["action"], "flag", "{ann_rec}");
     assert_eq!(ann_rec["decisions"]["firewall"]["rules"], json!(["test-strong"]));
     assert_eq!(ann_rec["decisions"]["pii"]["PHONE_NUMBER"]["logged"], 1, "{ann_rec}");
@@ -274,16 +273,15 @@ inspection:
         assert_eq!(resp.status(), 200);
     }
 
-    let records = gw.audit_records();
-    let find = |id: &str| records.iter().find(|r| r["requestId"] == id).cloned().unwrap_or(Value::Null);
+    let find = |id: &str| gw.audit_record(id);
     let mild = find("fs-mild");
-    assert_eq!(mild["status"], 200, "{records:?}");
+    assert_eq!(mild["status"], 200, "{:?}", gw.audit_records());
     assert_eq!(mild["decisions"]["firewall"]["action"], "log", "{mild}");
     assert_eq!(mild["decisions"]["firewall"]["rules"], json!(["test-mild"]));
     assert_eq!(mild["decisions"]["pii"]["PHONE_NUMBER"]["logged"], 1, "{mild}");
     assert_eq!(mild["decisions"]["pii"]["EMAIL_ADDRESS"]["masked"], 1, "{mild}");
     let strong = find("fs-strong");
-    assert_eq!(strong["status"], 403, "{records:?}");
+    assert_eq!(strong["status"], 403, "{:?}", gw.audit_records());
     assert_eq!(strong["decisions"]["firewall"]["action"], "block", "{strong}");
     assert_eq!(strong["decisions"]["firewall"]["rules"], json!(["test-strong"]));
     let hit = find("fs-hit");
@@ -291,6 +289,6 @@ inspection:
     assert_eq!(hit["decisions"]["firewall"]["rules"], json!(["test-mild"]), "{hit}");
     assert_eq!(find("fs-first")["decisions"]["firewall"]["rules"], json!(["test-mild"]));
     let clean = find("fs-clean");
-    assert_eq!(clean["status"], 200, "{records:?}");
+    assert_eq!(clean["status"], 200, "{:?}", gw.audit_records());
     assert!(clean["decisions"].get("firewall").is_none(), "{clean}");
 }
