@@ -348,8 +348,9 @@ impl SseRestorer {
 
     /// Also run `guard` over every streamed text channel (after restore).
     /// An inactive guard is ignored. Text is then released only once it is
-    /// more than the guard's window behind the newest byte of its channel
-    /// (or at the channel's end); see [`crate::guard`].
+    /// more than the guard's window behind the newest byte of its channel,
+    /// in steps of an eighth of the window (or at the channel's end); see
+    /// [`crate::guard`].
     pub fn with_guard(mut self, guard: Arc<OutputGuard>) -> Self {
         self.guard = guard.is_active().then_some(guard);
         self

@@ -21,8 +21,6 @@
 //! value leaves [`SseEvent::event`] as `None`, and [`SseParser::finish`]
 //! dispatches a final event that is not followed by a blank line.
 
-use std::borrow::Cow;
-
 use crate::error::Error;
 
 /// One dispatched event.
@@ -224,7 +222,7 @@ impl SseParser {
                     self.data.push('\n');
                 }
                 self.has_data = true;
-                self.data.push_str(&String::from_utf8_lossy(value));
+                push_lossy(&mut self.data, value);
             }
             b"event" => {
                 self.event = (!value.is_empty()).then(|| lossy(value));
@@ -247,9 +245,18 @@ impl SseParser {
 }
 
 fn lossy(bytes: &[u8]) -> String {
-    match String::from_utf8_lossy(bytes) {
-        Cow::Borrowed(s) => s.to_owned(),
-        Cow::Owned(s) => s,
+    let mut s = String::new();
+    push_lossy(&mut s, bytes);
+    s
+}
+
+/// Append `bytes` as text, invalid UTF-8 replaced. Valid text (the usual
+/// case) takes `str::from_utf8`, which checks ASCII a word at a time;
+/// `from_utf8_lossy` walks it byte by byte.
+fn push_lossy(into: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => into.push_str(text),
+        Err(_) => into.push_str(&String::from_utf8_lossy(bytes)),
     }
 }
 
@@ -276,6 +283,12 @@ mod tests {
     fn basic_fields_and_dispatch() {
         let got = parse_chunks(&[b"event: add\nid: 7\ndata: hello\n\ndata:world\n\n"]);
         assert_eq!(got, vec![ev(Some("add"), "hello", Some("7")), ev(None, "world", None)]);
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_replaced_and_utf8_kept() {
+        let got = parse_chunks(&[b"event: a\xffb\ndata: caf\xc3\xa9 \xe2\x82\ndata: \xf0\x9f\x98\x80\n\n"]);
+        assert_eq!(got, vec![ev(Some("a\u{FFFD}b"), "caf\u{e9} \u{FFFD}\n\u{1F600}", None)]);
     }
 
     #[test]

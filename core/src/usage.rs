@@ -17,6 +17,8 @@
 //! same thing for every provider, and `cached_tokens` is the part read from
 //! cache. Cache writes are counted in `input_tokens` and not reported apart.
 
+use std::sync::LazyLock;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -236,7 +238,9 @@ impl StreamUsage {
 /// byte search, so that the events without one are not parsed. (Inside a
 /// JSON string a quote is escaped, so `"usage"` followed by `:` is a key.)
 fn has_usage_object(data: &[u8]) -> bool {
-    memchr::memmem::find_iter(data, b"\"usage\"").any(|at| {
+    // Built once: building a searcher costs more than searching one event.
+    static KEY: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    KEY.find_iter(data).any(|at| {
         let mut rest = data[at + 7..].iter().copied().skip_while(u8::is_ascii_whitespace);
         rest.next() == Some(b':') && rest.find(|b| !b.is_ascii_whitespace()) == Some(b'{')
     })

@@ -365,3 +365,37 @@ fn no_guard_or_inactive_guard_is_byte_identical() {
     }
     assert!(seen > 3);
 }
+
+/// A stream of few-byte deltas is released in steps of an eighth of the
+/// window, never byte by byte (each release scans the whole window), and
+/// never with less than the window held back before the end.
+#[test]
+fn guarded_text_is_released_in_steps() {
+    let window = 64;
+    let words: Vec<String> = (0..120).map(|i| format!("w{:02} ", i % 100)).collect();
+    let pieces: Vec<&str> = words.iter().map(String::as_str).collect();
+    let events = openai_stream(&pieces, &[]);
+    let mut r = SseRestorer::new(ApiKind::OpenAiChat).with_guard(guard(window));
+    let map = MaskMap::new(1024);
+    let (mut sent, mut received, mut releases) = (0usize, 0usize, 0usize);
+    for e in &events[..events.len() - 2] {
+        let mut out = Vec::new();
+        r.on_event(&map, e, &mut out);
+        let mut wire = Vec::new();
+        e.write_to(&mut wire);
+        sent += texts(ApiKind::OpenAiChat, &wire).get("content").map_or(0, String::len);
+        let got = texts(ApiKind::OpenAiChat, &out).get("content").map_or(0, String::len);
+        if got > 0 {
+            releases += 1;
+            assert!(got >= window / 8, "released {got} bytes at once");
+        }
+        received += got;
+        assert!(sent - received >= window.min(sent), "only {} bytes held back", sent - received);
+        assert!(sent - received < window + window / 8 + 4, "{} bytes held back", sent - received);
+    }
+    let total = words.concat().len();
+    assert_eq!(sent, total);
+    assert!(releases > 10 && releases < total / (window / 8), "{releases} releases");
+    let rest = run(ApiKind::OpenAiChat, &mut r, &map, &events[events.len() - 2..]);
+    assert_eq!(received + texts(ApiKind::OpenAiChat, &rest)["content"].len(), total);
+}
