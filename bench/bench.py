@@ -9,6 +9,8 @@ run on one machine:
 
   1 baseline     plain Envoy -> mock (the rendered bootstrap without the wasm
                  and ext_proc filters)
+  1b wasm-floor  + a wasm filter that does nothing (bench/wasm-floor): what
+                 Envoy's wasm host costs per request before any filter code
   2 wasm-parse   + the wasm filter, PII, firewall and output guard turned off
                  (parsing, usage, metrics, filter state only)
   3 wasm-full    + the wasm filter with the default inspection (PII masking,
@@ -63,6 +65,8 @@ class Config:
 
 CONFIGS = [
     Config("baseline", "1. plain Envoy → mock (baseline)", wasm=None, ext_proc=False),
+    # Envoy's wasm host alone: an empty proxy-wasm filter in the same place.
+    Config("wasm-floor", "1b. + a wasm filter that does nothing", wasm="floor", ext_proc=False),
     Config("wasm-parse", "2. + wasm filter, parsing and usage only", wasm="off", ext_proc=False),
     Config("wasm-full", "3. + wasm filter, PII masking and firewall", wasm="default", ext_proc=False),
     Config("ext-proc", "4. + ext_proc sidecar only (no cache, audit off)", wasm=None, ext_proc=True, audit=False),
@@ -317,7 +321,7 @@ def run_tool(argv, what):
     return r.stdout
 
 
-def build_bootstraps(tollgate, wasm, ports, work):
+def build_bootstraps(tollgate, wasm, floor_wasm, ports, work):
     """Render the bootstrap once, derive one Envoy config (JSON) per configuration."""
     full_policy = work / "policy-full.yaml"
     full_policy.write_text(policy_text(ports, audit=True, inspection_off=False))
@@ -347,8 +351,12 @@ def build_bootstraps(tollgate, wasm, ports, work):
             if f["name"] == "tollgate.wasm":
                 if c.wasm is None:
                     continue
+                plugin = f["typed_config"]["config"]
                 if c.wasm == "off":
-                    f["typed_config"]["config"]["configuration"]["value"] = plugin_off
+                    plugin["configuration"]["value"] = plugin_off
+                elif c.wasm == "floor":
+                    plugin["vm_config"]["code"]["local"]["filename"] = str(floor_wasm)
+                    plugin["configuration"]["value"] = ""
             elif f["name"] == "envoy.filters.http.ext_proc" and not c.ext_proc:
                 continue
             filters.append(f)
@@ -450,8 +458,9 @@ def sanity(url, body, stream, cfg):
         problems.append("stream did not end with data: [DONE]")
     if not stream and b'"choices"' not in data:
         problems.append("no choices in the answer")
-    if (cfg.wasm is not None) != ("x-tollgate-request-id" in h):
-        problems.append(f"x-tollgate-request-id {'missing' if cfg.wasm else 'unexpected'}")
+    tollgate_wasm = cfg.wasm in ("off", "default")
+    if tollgate_wasm != ("x-tollgate-request-id" in h):
+        problems.append(f"x-tollgate-request-id {'missing' if tollgate_wasm else 'unexpected'}")
     if cfg.ext_proc != ("x-tollgate-backend" in h):
         problems.append(f"x-tollgate-backend {'missing' if cfg.ext_proc else 'unexpected'}")
     return {"status": status, "response_bytes": len(data), "problems": problems}
@@ -647,6 +656,14 @@ def markdown(results):
     L.append("|---|---|---|---:|---|")
     for t in results.get("targets", []):
         L.append(f"| {t['target']} | {t['config']} | `{t['workload']}` | {t['measured'] or '–'} | {verdict(t['met'])} |")
+    floor = floor_lines(results)
+    if floor:
+        L.append(
+            "\nWhat Envoy's wasm host costs before any filter code runs (configuration 1b, an empty proxy-wasm "
+            "filter), against Tollgate's filter with full inspection (3); Envoy CPU per request at the fixed rate "
+            "above the baseline, and throughput at saturation:\n"
+        )
+        L.extend(floor)
     L.append(
         "\nSemantic-tier hits (the prompt embedded first) and misses on a cached route: "
         "scripts/cache-bench.sh (docs/cache-benchmarks.md)."
@@ -690,6 +707,29 @@ def markdown(results):
     return "\n".join(L)
 
 
+def floor_lines(results):
+    """Configuration 1b against 3, per 1 KB workload measured with both."""
+    def run(key, wl, mode):
+        return results["runs"].get(key, {}).get(wl, {}).get(mode) or {}
+
+    def envoy_us(key, wl):
+        return (run(key, wl, "rate").get("cpu_us_per_request") or {}).get("envoy")
+
+    lines = []
+    for wl in ("json-1k", "sse-1k"):
+        base, floor, full = envoy_us("baseline", wl), envoy_us("wasm-floor", wl), envoy_us("wasm-full", wl)
+        if None in (base, floor, full):
+            continue
+        fr = run("wasm-floor", wl, "saturation").get("throughput_ratio")
+        ur = run("wasm-full", wl, "saturation").get("throughput_ratio")
+        lines.append(
+            f"- `{wl}`: the empty filter {floor - base:+.0f} µs, Tollgate's {full - base:+.0f} µs "
+            f"(its own code and host calls: {full - floor:+.0f} µs); saturation {fmt(fr, 3)}× and {fmt(ur, 3)}× "
+            "the baseline."
+        )
+    return lines
+
+
 def plot(results):
     panels = []
     for mode, label in (("rate", "fixed rate"), ("saturation", "saturation")):
@@ -731,6 +771,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short runs (about 4 minutes in all)")
     ap.add_argument("--tollgate", default=str(ROOT / "target/release/tollgate"))
     ap.add_argument("--wasm", default=str(ROOT / "target/wasm32-wasip1/wasm-release/tollgate_filter.wasm"))
+    ap.add_argument("--wasm-floor", default=str(ROOT / "target/wasm32-wasip1/wasm-release/tollgate_wasm_floor.wasm"),
+                    help="the empty filter of configuration 1b (bench/wasm-floor)")
     ap.add_argument("--envoy", default=None, help="default: $TOLLGATE_ENVOY, ~/.tollgate/venv/bin/envoy, PATH")
     ap.add_argument("--oha", default=str(ROOT / "target/bench/tools/bin/oha"))
     ap.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
@@ -751,7 +793,8 @@ def main():
     args.warmup = args.warmup or (1 if args.quick else 2)
 
     envoy = find_envoy(args.envoy or os.environ.get("TOLLGATE_ENVOY"))
-    for name, path in (("tollgate", args.tollgate), ("wasm filter", args.wasm), ("envoy", envoy),
+    for name, path in (("tollgate", args.tollgate), ("wasm filter", args.wasm), ("empty wasm filter", args.wasm_floor),
+                       ("envoy", envoy),
                        ("oha", args.oha), ("wrk", args.wrk)):
         if not path or not (Path(path).is_file() or shutil.which(path)):
             sys.exit(f"bench: no {name} at {path!r}: run scripts/bench.sh (it builds and installs what is missing)")
@@ -793,7 +836,7 @@ def main():
     }
     names = ["listen", "admin", "grpc", "sidecar_admin", "mock"]
     ports = dict(zip(names, free_ports(len(names))))
-    bootstraps, policies = build_bootstraps(args.tollgate, args.wasm, ports, work)
+    bootstraps, policies = build_bootstraps(args.tollgate, args.wasm, Path(args.wasm_floor).resolve(), ports, work)
     bodies = {}
     for wl, stream, size in workloads:
         p = work / f"body-{wl}.json"

@@ -27,8 +27,8 @@ if [ ! -x "$tools/bin/oha" ]; then
   cargo install --locked --quiet oha --version "$oha_version" --root "$tools"
 fi
 
-say "building the wasm filter (wasm-release)"
-cargo build --locked --quiet -p tollgate-filter --target wasm32-wasip1 --profile wasm-release
+say "building the wasm filter and the empty one of configuration 1b (wasm-release)"
+cargo build --locked --quiet -p tollgate-filter -p tollgate-wasm-floor --target wasm32-wasip1 --profile wasm-release
 say "building tollgate (release)"
 cargo build --locked --quiet --release -p tollgate-ext-proc --bin tollgate
 
@@ -36,4 +36,5 @@ say "running the benchmark"
 exec python3 bench/bench.py \
   --tollgate target/release/tollgate \
   --wasm target/wasm32-wasip1/wasm-release/tollgate_filter.wasm \
+  --wasm-floor target/wasm32-wasip1/wasm-release/tollgate_wasm_floor.wasm \
   --oha "$tools/bin/oha" "$@"
