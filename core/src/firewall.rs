@@ -453,7 +453,10 @@ impl Firewall {
 
     fn scan_into(&self, text: &str, hits: &mut [bool], depth: u8) {
         let norm = normalize(text);
-        if let Some(set) = &self.regexes {
+        // Most prompts match no rule at all: a search that can stop at the
+        // first match (and skip ahead on literals) rules that out several
+        // times faster than the overlapping search for every match.
+        if let Some(set) = self.regexes.as_ref().filter(|set| set.is_match(&norm)) {
             for m in set.matches(&norm).iter() {
                 if let Some(&r) = self.regex_rule.get(m) {
                     hits[r] = true;

@@ -461,7 +461,9 @@ impl PiiScanner {
     /// a `SECRET` wins, then the longer match, then the earlier one.
     pub fn find(&self, text: &str) -> Vec<Finding> {
         let mut cands: Vec<Cand> = Vec::new();
-        if let Some(set) = &self.set {
+        // Most texts hold no value at all: a search that stops at the first
+        // match rules that out several times faster than the overlapping one.
+        if let Some(set) = self.set.as_ref().filter(|set| set.is_match(text)) {
             let hits = set.matches(text);
             for i in hits.iter() {
                 let Some(d) = self.detectors.get(i) else { continue };
