@@ -11,7 +11,7 @@ connection, and the counters dumped. The mock provider answers at once and
 runs natively. Instructions include Envoy's own code, V8's compiled wasm
 (the filter) and libc; the kernel is not counted.
 
-Run through `scripts/bench-instructions.sh`. Results:
+Run through `scripts/bench.sh --instructions`. Results:
 target/bench/instructions.{md,json}. See docs/benchmarks.md.
 """
 
@@ -90,7 +90,7 @@ def main():
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if not shutil.which(tool):
-            sys.exit(f"instructions: {tool} not found: run scripts/bench-instructions.sh (it installs valgrind)")
+            sys.exit(f"instructions: {tool} not found: run scripts/bench.sh --instructions (it installs valgrind)")
     envoy = envoy_binary(bench.find_envoy(args.envoy or os.environ.get("TOLLGATE_ENVOY")))
     wanted = args.configs.split(",")
     workloads = [w for w in bench.WORKLOADS if w[0] in args.workloads.split(",")]

@@ -9,6 +9,11 @@
 #   scripts/bench.sh            # full run (about 12 minutes on 2 CPUs)
 #   scripts/bench.sh --quick    # short runs (about 4 minutes)
 #   scripts/bench.sh --help     # every option (rates, durations, connections ...)
+#
+#   scripts/bench.sh --instructions [--configs ..]   # instructions per request,
+#       counted with Envoy and the sidecar under callgrind (bench/instructions.py,
+#       about 4 minutes; installs valgrind from Debian if missing): steady where
+#       CPU time moves between runs. Writes target/bench/instructions.{md,json}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -20,9 +25,24 @@ if [ -z "${TOLLGATE_ENVOY:-}" ] && [ ! -x "$home/venv/bin/envoy" ] && ! command 
   TOLLGATE_SKIP_BUILD=1 scripts/install.sh
 fi
 
+mode=gateway
+if [ "${1:-}" = "--instructions" ]; then
+  mode=instructions
+  shift
+fi
+if [ $mode = instructions ] && ! command -v valgrind >/dev/null; then
+  if ! command -v apt-get >/dev/null; then
+    say "please install valgrind"; exit 1
+  fi
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing valgrind (Debian)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq valgrind >/dev/null
+fi
+
 oha_version=1.16.0
 tools=target/bench/tools
-if [ ! -x "$tools/bin/oha" ]; then
+if [ $mode = gateway ] && [ ! -x "$tools/bin/oha" ]; then
   say "installing oha $oha_version into $tools (once)"
   cargo install --locked --quiet oha --version "$oha_version" --root "$tools"
 fi
@@ -32,9 +52,12 @@ cargo build --locked --quiet -p tollgate-filter -p tollgate-wasm-floor --target 
 say "building tollgate (release)"
 cargo build --locked --quiet --release -p tollgate-ext-proc --bin tollgate
 
+args=(--tollgate target/release/tollgate
+      --wasm target/wasm32-wasip1/wasm-release/tollgate_filter.wasm
+      --wasm-floor target/wasm32-wasip1/wasm-release/tollgate_wasm_floor.wasm)
+if [ $mode = instructions ]; then
+  say "counting instructions per request"
+  exec python3 bench/instructions.py "${args[@]}" "$@"
+fi
 say "running the benchmark"
-exec python3 bench/bench.py \
-  --tollgate target/release/tollgate \
-  --wasm target/wasm32-wasip1/wasm-release/tollgate_filter.wasm \
-  --wasm-floor target/wasm32-wasip1/wasm-release/tollgate_wasm_floor.wasm \
-  --oha "$tools/bin/oha" "$@"
+exec python3 bench/bench.py "${args[@]}" --oha "$tools/bin/oha" "$@"

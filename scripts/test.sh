@@ -20,7 +20,7 @@ say "formatting (rustfmt.toml)"
 cargo fmt --all --check
 say "clippy (unwrap/expect/panic denied outside tests)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
-cargo clippy --locked -p tollgate-filter --target wasm32-wasip1 -- -D warnings
+cargo clippy --locked -p tollgate-filter -p tollgate-wasm-floor --target wasm32-wasip1 -- -D warnings
 say "building tollgate"
 cargo build --locked -p tollgate-ext-proc --bin tollgate
 
