@@ -26,6 +26,8 @@ use serde_json::Value;
 use crate::api::ApiKind;
 use crate::error::Error;
 use crate::pii::{check_builtin_names, policy_err, MaskMap, PiiAction, PiiPolicy, PiiScanner, SECRET};
+use crate::usage::usage_from_value;
+use crate::Usage;
 
 /// What to do with an output hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -404,21 +406,32 @@ pub enum JsonGuard {
 /// `api` (run after [`crate::restore::restore_json`]). Bodies that are not
 /// JSON, and embeddings, are `Unchanged`.
 pub fn guard_json(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, body: &[u8]) -> JsonGuard {
+    guard_json_usage(api, guard, masks, body).0
+}
+
+/// [`guard_json`], and the body's usage (as [`crate::usage_from_json`]
+/// reads it), from one parse of the body when the guard is active.
+pub fn guard_json_usage(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, body: &[u8]) -> (JsonGuard, Option<Usage>) {
     if !guard.is_active() || api == ApiKind::OpenAiEmbeddings {
-        return JsonGuard::Unchanged;
+        return (JsonGuard::Unchanged, crate::usage_from_json(api, body).ok().flatten());
     }
-    let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return JsonGuard::Unchanged };
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return (JsonGuard::Unchanged, None) };
+    let usage = usage_from_value(api, &v);
+    (guard_value(api, guard, masks, &mut v), usage)
+}
+
+fn guard_value(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, v: &mut Value) -> JsonGuard {
     let mut labels = Vec::new();
     let res = match api {
-        ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => guard_openai_body(guard, masks, &mut v, &mut labels),
-        ApiKind::OpenAiResponses => guard_responses_value(guard, masks, &mut v, &mut labels),
-        ApiKind::AnthropicMessages => guard_anthropic_body(guard, masks, &mut v, &mut labels),
+        ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => guard_openai_body(guard, masks, v, &mut labels),
+        ApiKind::OpenAiResponses => guard_responses_value(guard, masks, v, &mut labels),
+        ApiKind::AnthropicMessages => guard_anthropic_body(guard, masks, v, &mut labels),
         ApiKind::OpenAiEmbeddings => Ok(false),
     };
     match res {
         Err(label) => JsonGuard::Blocked(label),
         Ok(false) => JsonGuard::Unchanged,
-        Ok(true) => match serde_json::to_vec(&v) {
+        Ok(true) => match serde_json::to_vec(v) {
             Ok(out) => {
                 labels.sort();
                 JsonGuard::Rewritten(out, labels)

@@ -1,12 +1,16 @@
 //! OutputGuard: policy, check() on complete texts, guard_json on bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use tollgate_core::guard::{guard_json, GuardAction, GuardOutcome, JsonGuard, OutputGuard, OutputPolicy, PhraseRule};
+use tollgate_core::guard::{
+    guard_json, guard_json_usage, GuardAction, GuardOutcome, JsonGuard, OutputGuard, OutputPolicy, PhraseRule,
+};
 use tollgate_core::pii::MaskMap;
-use tollgate_core::{ApiKind, Error};
+use tollgate_core::{usage_from_json, ApiKind, Error};
 
 const OPENAI_KEY: &str = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z";
 const AWS_ID: &str = "AKIAIOSFODNN7EXAMPLQ";
@@ -217,4 +221,40 @@ fn json_anthropic_and_responses() {
     assert_eq!(v["output"][0]["content"][0]["text"], "k [REDACTED_SECRET]");
     assert_eq!(v["output"][1]["arguments"], "{\"x\":\"[REDACTED_SECRET]\"}");
     assert_eq!(v["instructions"], OPENAI_KEY, "request echo untouched");
+}
+
+/// The guard reads a JSON answer's usage from its own parse of the body: the
+/// same as `usage_from_json` on every recorded answer (OpenAI and
+/// Anthropic, success and error), with the guard active and without, and
+/// also when it redacts or blocks.
+#[test]
+fn guard_json_usage_matches_usage_from_json() {
+    let active = OutputGuard::new(&OutputPolicy::default()).unwrap();
+    let inactive = OutputGuard::new(&OutputPolicy { entities: Default::default(), ..OutputPolicy::default() }).unwrap();
+    let m = MaskMap::new(1024);
+    let mut bodies: Vec<(ApiKind, Vec<u8>)> = Vec::new();
+    for (_, c) in common::cassettes() {
+        for it in c.interactions {
+            if !it.response.is_sse() {
+                bodies.push((common::api_for_url(&it.request.url).unwrap(), it.response.body.into_bytes()));
+            }
+        }
+    }
+    for name in ["basic.json", "multiple_text_blocks.json", "thinking.json", "tool.json"] {
+        bodies.push((ApiKind::AnthropicMessages, common::anthropic(name)));
+    }
+    let with_usage = bodies.iter().filter(|(api, b)| usage_from_json(*api, b).unwrap().is_some()).count();
+    assert!(with_usage > 5, "{with_usage} recorded answers with usage");
+    for (api, body) in &bodies {
+        let expected = usage_from_json(*api, body).unwrap();
+        assert_eq!(guard_json_usage(*api, &active, &m, body).1, expected);
+        assert_eq!(guard_json_usage(*api, &inactive, &m, body).1, expected);
+    }
+    // A leaked key is redacted, and the usage still comes back.
+    let leak = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "key sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"}}],
+                      "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}});
+    let (verdict, usage) = guard_json_usage(ApiKind::OpenAiChat, &active, &m, leak.to_string().as_bytes());
+    assert!(matches!(verdict, JsonGuard::Rewritten(..)), "{verdict:?}");
+    assert_eq!(usage.map(|u| (u.input_tokens, u.output_tokens)), Some((7, 3)));
+    assert_eq!(guard_json_usage(ApiKind::OpenAiChat, &active, &m, b"not json"), (JsonGuard::Unchanged, None));
 }

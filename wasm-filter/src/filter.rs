@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tollgate_core::filter_config::FilterConfig;
 use tollgate_core::firewall::{Firewall, FirewallAction};
-use tollgate_core::guard::{guard_json, JsonGuard, OutputGuard};
+use tollgate_core::guard::{guard_json_usage, JsonGuard, OutputGuard};
 use tollgate_core::headers::{INSPECTING_STATE, INSPECTION_STATE};
 use tollgate_core::pii::{needs_rewrite, MaskMap, PiiAction, PiiScanner};
 use tollgate_core::policy::FailMode;
@@ -423,7 +423,8 @@ impl Filter {
                 let body = held.unwrap_or_default();
                 let restored = restore_json(api, &self.masks, body);
                 let answer = restored.as_deref().unwrap_or(body);
-                match guard_json(api, &self.inspector.output, &self.masks, answer) {
+                let (verdict, usage) = guard_json_usage(api, &self.inspector.output, &self.masks, answer);
+                match verdict {
                     JsonGuard::Unchanged => {
                         if let Some(restored) = &restored {
                             host.set_response_body(restored);
@@ -446,7 +447,7 @@ impl Filter {
                         host.set_response_body(err.as_bytes());
                     }
                 }
-                usage_from_json_body(api, body)
+                usage
             }
             ResponseState::Sse(sse) => {
                 let hits = sse.restorer.as_ref().map_or(0, |r| r.guard_hits().len());
