@@ -2,6 +2,9 @@
 //! usage when it reports one, and meanwhile an estimate of the output tokens
 //! streamed so far (so a budget holds during a stream, not only after it).
 
+use std::borrow::Cow;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use tollgate_core::policy::{DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_SSE_EVENT_BYTES};
 use tollgate_core::usage::{usage_from_json, StreamUsage, Usage};
@@ -171,34 +174,102 @@ impl Meter {
 /// The model-generated text in one stream event, from any supported API:
 /// OpenAI chat and completion deltas, tool-call argument fragments, Responses
 /// API deltas, and Anthropic text, thinking and tool-input deltas.
+///
+/// The event is walked as it is read (no JSON tree is built: this runs for
+/// every event of every metered stream), in document order.
 pub fn generated_text(event: &SseEvent) -> String {
     let mut out = String::new();
-    if let Ok(v) = serde_json::from_str::<Value>(&event.data) {
-        collect(&v, &mut out, 0);
+    let mut de = serde_json::Deserializer::from_str(&event.data);
+    let walked = Collect { out: &mut out, depth: 0, text: false }.deserialize(&mut de);
+    if walked.and_then(|()| de.end()).is_err() {
+        out.clear();
     }
     out
 }
 
-fn collect(v: &Value, out: &mut String, depth: usize) {
-    if depth > 8 {
-        return;
+/// Walks one JSON value, appending the strings of text fields to `out`.
+/// `text`: the value is a text field's (a string there is output). Objects
+/// and arrays nested deeper than 8 are skipped.
+struct Collect<'a> {
+    out: &'a mut String,
+    depth: usize,
+    text: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Collect<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
     }
-    match v {
-        Value::Object(map) => {
-            for (k, v) in map {
-                match (k.as_str(), v) {
-                    (
-                        "content" | "text" | "partial_json" | "arguments" | "thinking" | "refusal" | "delta",
-                        Value::String(s),
-                    ) => out.push_str(s),
-                    // Whole objects repeated at the end of a stream, not new output.
-                    ("response" | "message" | "usage" | "item" | "part", _) => {}
-                    _ => collect(v, out, depth + 1),
+}
+
+impl<'de> Visitor<'de> for Collect<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        if self.text {
+            self.out.push_str(s);
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth > 8 {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(());
+        }
+        let depth = self.depth + 1;
+        while seq.next_element_seed(Collect { out: &mut *self.out, depth, text: false })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.depth > 8 {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(());
+        }
+        let depth = self.depth + 1;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                // Whole objects repeated at the end of a stream, not new output.
+                "response" | "message" | "usage" | "item" | "part" => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                k => {
+                    let text = matches!(
+                        k,
+                        "content" | "text" | "partial_json" | "arguments" | "thinking" | "refusal" | "delta"
+                    );
+                    map.next_value_seed(Collect { out: &mut *self.out, depth, text })?;
                 }
             }
         }
-        Value::Array(items) => items.iter().for_each(|v| collect(v, out, depth + 1)),
-        _ => {}
+        Ok(())
     }
 }
 
@@ -253,6 +324,85 @@ mod tests {
         assert_eq!(generated_text(&ev(r#"{"type":"response.output_text.delta","delta":"x"}"#)), "x");
         assert_eq!(generated_text(&ev(r#"{"type":"message_start","message":{"content":[{"text":"no"}]}}"#)), "");
         assert_eq!(generated_text(&ev("[DONE]")), "");
+    }
+
+    /// The text of one event as a JSON tree gives it (object keys sorted):
+    /// what `generated_text` returned before it walked events as read.
+    fn tree_text(v: &Value, out: &mut String, depth: usize) {
+        if depth > 8 {
+            return;
+        }
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        (
+                            "content" | "text" | "partial_json" | "arguments" | "thinking" | "refusal" | "delta",
+                            Value::String(s),
+                        ) => out.push_str(s),
+                        ("response" | "message" | "usage" | "item" | "part", _) => {}
+                        _ => tree_text(v, out, depth + 1),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| tree_text(v, out, depth + 1)),
+            _ => {}
+        }
+    }
+
+    /// Every event of every recorded stream (OpenAI chat, completions and
+    /// Responses, Anthropic) gives the same text walked as read as from a tree.
+    #[test]
+    fn generated_text_matches_the_tree_on_recorded_streams() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures");
+        let mut streams: Vec<Vec<u8>> = Vec::new();
+        for dir in ["openai-recorded", "anthropic-responses"] {
+            for entry in std::fs::read_dir(fixtures.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                match path.extension().and_then(|e| e.to_str()) {
+                    Some("yaml") => {
+                        let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+                        for it in doc["interactions"].as_array().into_iter().flatten() {
+                            if let Some(body) = it["response"]["body"].as_str().filter(|b| b.contains("data:")) {
+                                streams.push(body.as_bytes().to_vec());
+                            }
+                        }
+                    }
+                    Some("json") if text.contains("data:") => streams.push(text.into_bytes()),
+                    _ => {}
+                }
+            }
+        }
+        let (mut events, mut with_text) = (0, 0);
+        for stream in &streams {
+            let mut parser = SseParser::new(1 << 20);
+            let mut parsed = Vec::new();
+            parser.feed(stream, &mut parsed).unwrap();
+            parser.finish(&mut parsed).unwrap();
+            for e in parsed {
+                let mut expected = String::new();
+                if let Ok(v) = serde_json::from_str::<Value>(&e.data) {
+                    tree_text(&v, &mut expected, 0);
+                }
+                assert_eq!(generated_text(&e), expected, "{}", e.data);
+                events += 1;
+                with_text += usize::from(!expected.is_empty());
+            }
+        }
+        assert!(
+            streams.len() >= 8 && with_text > 100,
+            "{} streams, {events} events, {with_text} with text",
+            streams.len()
+        );
+        // Not JSON, trailing bytes, nested deeper than the walk goes: no text.
+        for data in ["[DONE]", r#"{"delta":"a"} x"#, r#"{"delta":"a""#] {
+            assert_eq!(generated_text(&ev(data)), "", "{data}");
+        }
+        let deep = format!("{}{{\"text\":\"hidden\"}}{}", "[".repeat(9), "]".repeat(9));
+        assert_eq!(generated_text(&ev(&deep)), "");
+        let shallow = format!("{}{{\"text\":\"seen\"}}{}", "[".repeat(8), "]".repeat(8));
+        assert_eq!(generated_text(&ev(&shallow)), "seen");
     }
 
     #[test]
