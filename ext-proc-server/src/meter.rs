@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
 use tollgate_core::policy::{DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_SSE_EVENT_BYTES};
 use tollgate_core::usage::{usage_from_json, StreamUsage, Usage};
 use tollgate_core::{ApiKind, SseEvent, SseParser};
@@ -138,11 +137,9 @@ impl Meter {
         match &self.kind {
             Body::Stream(_) => self.text.clone(),
             Body::Json { bytes, overflow: false } => {
-                let mut out = String::new();
-                if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
-                    answer_text(&v, &mut out, 0);
-                }
-                out
+                let mut capped = String::new();
+                push_capped(&mut capped, &text_of(bytes, &WHOLE_ANSWER));
+                capped
             }
             Body::Json { .. } => String::new(),
         }
@@ -178,20 +175,44 @@ impl Meter {
 /// The event is walked as it is read (no JSON tree is built: this runs for
 /// every event of every metered stream), in document order.
 pub fn generated_text(event: &SseEvent) -> String {
+    text_of(event.data.as_bytes(), &STREAM_EVENT)
+}
+
+/// Which object keys hold text and which whole values to pass over.
+struct Fields {
+    text: &'static [&'static str],
+    skip: &'static [&'static str],
+}
+
+/// A stream event: deltas; whole objects repeated at the end of a stream
+/// are not new output.
+const STREAM_EVENT: Fields = Fields {
+    text: &["content", "text", "partial_json", "arguments", "thinking", "refusal", "delta"],
+    skip: &["response", "message", "usage", "item", "part"],
+};
+
+/// A whole answer: message contents, output text, tool-call arguments.
+const WHOLE_ANSWER: Fields = Fields { text: &["content", "text", "arguments", "refusal"], skip: &["usage"] };
+
+/// The strings of `fields.text` keys in the JSON `bytes`, in document order;
+/// empty when `bytes` is not one JSON value.
+fn text_of(bytes: &[u8], fields: &'static Fields) -> String {
     let mut out = String::new();
-    let mut de = serde_json::Deserializer::from_str(&event.data);
-    let walked = Collect { out: &mut out, depth: 0, text: false }.deserialize(&mut de);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let walked = Collect { out: &mut out, fields, depth: 0, text: false }.deserialize(&mut de);
     if walked.and_then(|()| de.end()).is_err() {
         out.clear();
     }
     out
 }
 
-/// Walks one JSON value, appending the strings of text fields to `out`.
-/// `text`: the value is a text field's (a string there is output). Objects
-/// and arrays nested deeper than 8 are skipped.
+/// Walks one JSON value as it is read (no tree is built), appending the
+/// strings of text fields to `out`. `text`: the value is a text field's (a
+/// string there is output). Objects and arrays nested deeper than 8 are
+/// passed over.
 struct Collect<'a> {
     out: &'a mut String,
+    fields: &'static Fields,
     depth: usize,
     text: bool,
 }
@@ -244,7 +265,8 @@ impl<'de> Visitor<'de> for Collect<'_> {
             return Ok(());
         }
         let depth = self.depth + 1;
-        while seq.next_element_seed(Collect { out: &mut *self.out, depth, text: false })?.is_some() {}
+        let fields = self.fields;
+        while seq.next_element_seed(Collect { out: &mut *self.out, fields, depth, text: false })?.is_some() {}
         Ok(())
     }
 
@@ -254,49 +276,24 @@ impl<'de> Visitor<'de> for Collect<'_> {
             return Ok(());
         }
         let depth = self.depth + 1;
+        let fields = self.fields;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
-                // Whole objects repeated at the end of a stream, not new output.
-                "response" | "message" | "usage" | "item" | "part" => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-                k => {
-                    let text = matches!(
-                        k,
-                        "content" | "text" | "partial_json" | "arguments" | "thinking" | "refusal" | "delta"
-                    );
-                    map.next_value_seed(Collect { out: &mut *self.out, depth, text })?;
-                }
+            if fields.skip.contains(&key.as_ref()) {
+                map.next_value::<IgnoredAny>()?;
+            } else {
+                let text = fields.text.contains(&key.as_ref());
+                map.next_value_seed(Collect { out: &mut *self.out, fields, depth, text })?;
             }
         }
         Ok(())
     }
 }
 
-/// The text of a whole (non-streamed) answer: message contents, output
-/// text and tool-call arguments, in document order.
-fn answer_text(v: &Value, out: &mut String, depth: usize) {
-    if depth > 8 {
-        return;
-    }
-    match v {
-        Value::Object(map) => {
-            for (k, v) in map {
-                match (k.as_str(), v) {
-                    ("content" | "text" | "arguments" | "refusal", Value::String(s)) => push_capped(out, s),
-                    ("usage", _) => {}
-                    _ => answer_text(v, out, depth + 1),
-                }
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|v| answer_text(v, out, depth + 1)),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     fn ev(data: &str) -> SseEvent {
@@ -326,36 +323,36 @@ mod tests {
         assert_eq!(generated_text(&ev("[DONE]")), "");
     }
 
-    /// The text of one event as a JSON tree gives it (object keys sorted):
-    /// what `generated_text` returned before it walked events as read.
-    fn tree_text(v: &Value, out: &mut String, depth: usize) {
+    /// The text a JSON tree gives (object keys sorted): what the meter read
+    /// before it walked JSON as it is parsed.
+    fn tree_text(v: &Value, fields: &Fields, out: &mut String, depth: usize) {
         if depth > 8 {
             return;
         }
         match v {
             Value::Object(map) => {
                 for (k, v) in map {
-                    match (k.as_str(), v) {
-                        (
-                            "content" | "text" | "partial_json" | "arguments" | "thinking" | "refusal" | "delta",
-                            Value::String(s),
-                        ) => out.push_str(s),
-                        ("response" | "message" | "usage" | "item" | "part", _) => {}
-                        _ => tree_text(v, out, depth + 1),
+                    if fields.skip.contains(&k.as_str()) {
+                        continue;
+                    }
+                    match v {
+                        Value::String(s) if fields.text.contains(&k.as_str()) => out.push_str(s),
+                        _ => tree_text(v, fields, out, depth + 1),
                     }
                 }
             }
-            Value::Array(items) => items.iter().for_each(|v| tree_text(v, out, depth + 1)),
+            Value::Array(items) => items.iter().for_each(|v| tree_text(v, fields, out, depth + 1)),
             _ => {}
         }
     }
 
     /// Every event of every recorded stream (OpenAI chat, completions and
-    /// Responses, Anthropic) gives the same text walked as read as from a tree.
+    /// Responses, Anthropic), and every recorded whole answer, gives the same
+    /// text walked as read as from a tree.
     #[test]
-    fn generated_text_matches_the_tree_on_recorded_streams() {
+    fn text_matches_the_tree_on_recorded_streams_and_answers() {
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures");
-        let mut streams: Vec<Vec<u8>> = Vec::new();
+        let (mut streams, mut answers): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
         for dir in ["openai-recorded", "anthropic-responses"] {
             for entry in std::fs::read_dir(fixtures.join(dir)).unwrap() {
                 let path = entry.unwrap().path();
@@ -364,12 +361,15 @@ mod tests {
                     Some("yaml") => {
                         let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
                         for it in doc["interactions"].as_array().into_iter().flatten() {
-                            if let Some(body) = it["response"]["body"].as_str().filter(|b| b.contains("data:")) {
-                                streams.push(body.as_bytes().to_vec());
+                            match it["response"]["body"].as_str() {
+                                Some(body) if body.contains("data:") => streams.push(body.as_bytes().to_vec()),
+                                Some(body) => answers.push(body.as_bytes().to_vec()),
+                                None => {}
                             }
                         }
                     }
                     Some("json") if text.contains("data:") => streams.push(text.into_bytes()),
+                    Some("json") => answers.push(text.into_bytes()),
                     _ => {}
                 }
             }
@@ -383,7 +383,7 @@ mod tests {
             for e in parsed {
                 let mut expected = String::new();
                 if let Ok(v) = serde_json::from_str::<Value>(&e.data) {
-                    tree_text(&v, &mut expected, 0);
+                    tree_text(&v, &STREAM_EVENT, &mut expected, 0);
                 }
                 assert_eq!(generated_text(&e), expected, "{}", e.data);
                 events += 1;
@@ -395,6 +395,17 @@ mod tests {
             "{} streams, {events} events, {with_text} with text",
             streams.len()
         );
+        // Whole answers, as the audit record takes their text.
+        let mut answered = 0;
+        for body in &answers {
+            let mut expected = String::new();
+            if let Ok(v) = serde_json::from_slice::<Value>(body) {
+                tree_text(&v, &WHOLE_ANSWER, &mut expected, 0);
+            }
+            assert_eq!(text_of(body, &WHOLE_ANSWER), expected, "{}", String::from_utf8_lossy(body));
+            answered += usize::from(!expected.is_empty());
+        }
+        assert!(answered >= 8, "{answered} answers with text");
         // Not JSON, trailing bytes, nested deeper than the walk goes: no text.
         for data in ["[DONE]", r#"{"delta":"a"} x"#, r#"{"delta":"a""#] {
             assert_eq!(generated_text(&ev(data)), "", "{data}");
