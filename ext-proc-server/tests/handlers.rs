@@ -24,6 +24,14 @@ fn shared() -> Shared {
     Shared::new(policy, creds)
 }
 
+/// [`shared`] with a budget kept in an embedded store under `dir`.
+fn shared_with_budget(dir: &std::path::Path) -> Shared {
+    let mut s = shared();
+    let store = tollgate_ext_proc::limits::embedded::EmbeddedStore::open(dir).unwrap();
+    s.budget = Some(tollgate_ext_proc::budget::Budget::new(store.into(), &s.policy));
+    s
+}
+
 fn headers_msg(h: HttpHeaders) -> ProcessingRequest {
     ProcessingRequest { request: Some(processing_request::Request::RequestHeaders(h)), ..Default::default() }
 }
@@ -233,9 +241,7 @@ fn metadata_tokens(resp: &ProcessingResponse, key: &str) -> f64 {
 #[tokio::test]
 async fn the_prompt_is_counted_only_when_the_provider_reports_no_usage() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = shared();
-    let store = tollgate_ext_proc::limits::embedded::EmbeddedStore::open(dir.path()).unwrap();
-    s.budget = Some(tollgate_ext_proc::budget::Budget::new(store.into(), &s.policy));
+    let s = shared_with_budget(dir.path());
     let prompt = "The harbour town wakes slowly, with fishing boats returning before the bakeries open.";
     let body = format!(r#"{{"model":"fast","messages":[{{"role":"user","content":"{prompt}"}}]}}"#);
     let json_headers = || response_headers_with(&[(":status", "200"), ("content-type", "application/json")]);
@@ -327,9 +333,7 @@ async fn the_audit_takes_the_filters_report_when_the_filter_inspected() {
 #[tokio::test]
 async fn without_the_filter_a_stream_is_asked_for_its_usage() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = shared();
-    let store = tollgate_ext_proc::limits::embedded::EmbeddedStore::open(dir.path()).unwrap();
-    s.budget = Some(tollgate_ext_proc::budget::Budget::new(store.into(), &s.policy));
+    let s = shared_with_budget(dir.path());
     let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let stream = concat!(
         "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"}}]}\n\n",
