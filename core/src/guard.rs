@@ -596,17 +596,25 @@ fn guard_leaves(guard: &OutputGuard, masks: &MaskMap, v: &mut Value, labels: &mu
 /// shape (OpenAI chat / completions add `data: [DONE]`).
 pub(crate) fn write_block_event(api: ApiKind, named: bool, label: &str, out: &mut Vec<u8>) {
     let message = format!("response blocked by output policy: {label}");
+    write_error_event(api, named, &message, "output_blocked", out);
+}
+
+/// Append the event that ends a stream of `api` with an error (`message`,
+/// machine-readable `code`), in that API's stream shape, followed by the
+/// stream's end marker where the API has one (OpenAI chat and completions:
+/// `data: [DONE]`; an Anthropic `error` event and a Responses `error` event
+/// end their streams themselves). `named`: whether the stream names its
+/// events (`event:` lines), for the Responses API.
+pub(crate) fn write_error_event(api: ApiKind, named: bool, message: &str, code: &str, out: &mut Vec<u8>) {
     let (event, data) = match api {
         ApiKind::AnthropicMessages => {
             (Some("error"), serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}}))
         }
         ApiKind::OpenAiResponses => (
             named.then_some("error"),
-            serde_json::json!({"type": "error", "code": "output_blocked", "message": message, "param": null}),
+            serde_json::json!({"type": "error", "code": code, "message": message, "param": null}),
         ),
-        _ => {
-            (None, serde_json::json!({"error": {"message": message, "type": "server_error", "code": "output_blocked"}}))
-        }
+        _ => (None, serde_json::json!({"error": {"message": message, "type": "server_error", "code": code}})),
     };
     if let Some(e) = event {
         out.extend_from_slice(b"event: ");

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::api::ApiKind;
-use crate::guard::{guard_responses_value, write_block_event, OutputGuard};
+use crate::guard::{guard_responses_value, write_block_event, write_error_event, OutputGuard};
 use crate::pii::{MaskMap, PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN};
 use crate::sse::SseEvent;
 
@@ -316,6 +316,8 @@ pub struct SseRestorer {
     blocked: Option<String>,
     /// Whether the block error event was written.
     block_sent: bool,
+    /// Set once [`SseRestorer::end_with_error`] ended the stream.
+    ended: bool,
     /// Entity types / rule ids redacted so far.
     hits: Vec<String>,
     /// Whether plain text deltas take the splicing path ([`fast`]).
@@ -332,6 +334,7 @@ impl SseRestorer {
             guard: None,
             blocked: None,
             block_sent: false,
+            ended: false,
             hits: Vec::new(),
             fast: true,
         }
@@ -360,6 +363,34 @@ impl SseRestorer {
     /// After that every event is swallowed (one error event was written).
     pub fn blocked(&self) -> Option<&str> {
         self.blocked.as_deref()
+    }
+
+    /// Whether the stream has had its last event: the guard blocked it or
+    /// [`SseRestorer::end_with_error`] ended it. Every later event is
+    /// swallowed, and the client must get nothing after what was written.
+    pub fn is_ended(&self) -> bool {
+        self.blocked.is_some() || self.ended
+    }
+
+    /// End the stream here, in place of the rest of the answer: text still
+    /// held is flushed first (still guarded: a `block` hit in it ends the
+    /// stream with the block event instead), then one error event
+    /// (`message`, machine-readable `code`) in the API's stream shape,
+    /// followed by its end marker (OpenAI chat and completions:
+    /// `data: [DONE]`). Nothing is written once the stream has ended.
+    pub fn end_with_error(&mut self, map: &MaskMap, message: &str, code: &str, out: &mut Vec<u8>) {
+        if self.is_ended() {
+            return;
+        }
+        let start = out.len();
+        self.flush_all(map, out);
+        if self.blocked.is_some() {
+            self.emit_block(out, start);
+            return;
+        }
+        write_error_event(self.api, self.named, message, code, out);
+        self.ended = true;
+        self.held.clear();
     }
 
     /// Entity types / rule ids the guard redacted so far (unique, in order
@@ -397,7 +428,7 @@ impl SseRestorer {
     /// Rewrite one event, appending it (preceded by any synthesized delta
     /// events) to `out` in wire form.
     pub fn on_event(&mut self, map: &MaskMap, event: &SseEvent, out: &mut Vec<u8>) {
-        if self.blocked.is_some() {
+        if self.is_ended() {
             return;
         }
         self.named = event.event.is_some();
@@ -451,7 +482,7 @@ impl SseRestorer {
 
     /// End of stream: flush every held channel as a final delta event.
     pub fn finish(&mut self, map: &MaskMap, out: &mut Vec<u8>) {
-        if self.blocked.is_some() {
+        if self.is_ended() {
             return;
         }
         let start = out.len();

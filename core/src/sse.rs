@@ -89,6 +89,9 @@ pub struct SseParser {
     id: Option<String>,
     /// Set once the limit was exceeded; the parser then refuses more input.
     failed: bool,
+    /// Keep what was held when the limit was exceeded (see [`SseParser::keep_unparsed`]).
+    keep: bool,
+    unparsed: Vec<u8>,
 }
 
 impl SseParser {
@@ -104,7 +107,26 @@ impl SseParser {
             event: None,
             id: None,
             failed: false,
+            keep: false,
+            unparsed: Vec::new(),
         }
+    }
+
+    /// When the limit is exceeded, keep the bytes not yet given back as
+    /// events (the held event, in wire form, and the rest of the chunk) for
+    /// [`SseParser::take_unparsed`], so a caller can pass the stream on
+    /// unparsed from there without losing any of it.
+    pub fn keep_unparsed(mut self) -> Self {
+        self.keep = true;
+        self
+    }
+
+    /// After [`SseParser::feed`] failed on a parser made with
+    /// [`SseParser::keep_unparsed`]: what it had not given back as events,
+    /// to be sent on before the rest of the stream. Empty otherwise, and
+    /// empty once taken.
+    pub fn take_unparsed(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.unparsed)
     }
 
     /// Bytes currently held for the event being assembled.
@@ -156,7 +178,12 @@ impl SseParser {
                 buf.clear();
                 self.line = buf;
             }
-            self.check()?;
+            if let Err(err) = self.check() {
+                if self.keep {
+                    self.unparsed.extend_from_slice(rest);
+                }
+                return Err(err);
+            }
         }
         self.line.extend_from_slice(rest);
         self.check()
@@ -187,6 +214,9 @@ impl SseParser {
     fn check(&mut self) -> Result<(), Error> {
         if self.pending_bytes() > self.max_event_bytes {
             self.failed = true;
+            if self.keep {
+                self.write_pending();
+            }
             self.line = Vec::new();
             self.data = String::new();
             self.event = None;
@@ -195,6 +225,29 @@ impl SseParser {
             return Err(self.too_large());
         }
         Ok(())
+    }
+
+    /// The held event's fields in wire form, then the unfinished line as it came.
+    fn write_pending(&mut self) {
+        let out = &mut self.unparsed;
+        if let Some(event) = &self.event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(event.as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(id) = &self.id {
+            out.extend_from_slice(b"id: ");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'\n');
+        }
+        if self.has_data {
+            for line in self.data.split('\n') {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            }
+        }
+        out.extend_from_slice(&self.line);
     }
 
     fn process_line(&mut self, mut line: &[u8], out: &mut Vec<SseEvent>) {

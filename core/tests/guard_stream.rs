@@ -399,3 +399,52 @@ fn guarded_text_is_released_in_steps() {
     let rest = run(ApiKind::OpenAiChat, &mut r, &map, &events[events.len() - 2..]);
     assert_eq!(received + texts(ApiKind::OpenAiChat, &rest)["content"].len(), total);
 }
+
+#[test]
+fn end_with_error_flushes_guarded_text_then_ends_the_stream() {
+    let map = MaskMap::new(4096);
+    // OpenAI: text still held in the guard's window comes out (redacted),
+    // then the error and `[DONE]`; nothing after.
+    let events = openai_stream(&["Hello there, the key is ", KEY, " and then more"], &[]);
+    let mut r = SseRestorer::new(ApiKind::OpenAiChat).with_guard(guard(64));
+    let mut out = Vec::new();
+    for e in &events[..3] {
+        r.on_event(&map, e, &mut out);
+    }
+    assert!(r.is_holding() && !r.is_ended());
+    r.end_with_error(&map, "the answer could not be inspected", "upstream_event_too_large", &mut out);
+    assert!(r.is_ended());
+    assert_eq!(r.blocked(), None);
+    let s = String::from_utf8(out.clone()).unwrap();
+    assert!(!s.contains(KEY) && s.contains("[REDACTED_SECRET]"), "held text is flushed, guarded: {s}");
+    let evs = parse(&out);
+    let n = evs.len();
+    assert!(evs[n - 1].is_done(), "{s}");
+    let v: Value = serde_json::from_str(&evs[n - 2].data).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_event_too_large", "{s}");
+    assert_eq!(v["error"]["message"], "the answer could not be inspected");
+    // Later events, finish and a second end write nothing.
+    let mut more = Vec::new();
+    for e in &events[3..] {
+        r.on_event(&map, e, &mut more);
+    }
+    r.finish(&map, &mut more);
+    r.end_with_error(&map, "again", "again", &mut more);
+    assert!(more.is_empty(), "{}", String::from_utf8_lossy(&more));
+
+    // A block hit in the held text ends the stream with the block event instead (one error only).
+    let events = anthropic_stream(&["Hi. ", "project night", "ingale"], &[]);
+    let mut r = SseRestorer::new(ApiKind::AnthropicMessages).with_guard(guard(64));
+    let mut out = Vec::new();
+    for e in &events[..5] {
+        r.on_event(&map, e, &mut out);
+    }
+    r.end_with_error(&map, "cut", "upstream_event_too_large", &mut out);
+    assert_eq!(r.blocked(), Some("internal"));
+    let evs = parse(&out);
+    assert_eq!(evs.iter().filter(|e| e.event.as_deref() == Some("error")).count(), 1);
+    let last = evs.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("error"));
+    assert!(last.data.contains("output policy"), "{}", last.data);
+    assert!(!String::from_utf8(out).unwrap().contains("ingale"));
+}

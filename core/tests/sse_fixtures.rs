@@ -221,3 +221,42 @@ proptest! {
         prop_assert_eq!(&whole, &common::parse_pieces(&bytewise));
     }
 }
+
+/// Over the limit, a parser made with `keep_unparsed` hands back every byte
+/// it had not given back as events: the events so far plus a fresh parse of
+/// those bytes and the rest of the stream are the stream's events.
+#[test]
+fn over_the_limit_nothing_is_lost_with_keep_unparsed() {
+    for s in streams() {
+        let need = most_bytes_held(&s.bytes);
+        for limit in [need / 4, need / 2, need - 1] {
+            for chunk in [1, 7, 64, s.bytes.len()] {
+                let mut p = SseParser::new(limit.max(1)).keep_unparsed();
+                let mut out = Vec::new();
+                let mut pieces = s.bytes.chunks(chunk);
+                let mut raw = Vec::new();
+                for piece in pieces.by_ref() {
+                    if p.feed(piece, &mut out).is_err() {
+                        raw = p.take_unparsed();
+                        break;
+                    }
+                }
+                if raw.is_empty() {
+                    // Larger chunks hold less at once: the limit may not be hit.
+                    assert!(chunk > 1, "{} limit {limit}: the limit was not hit", s.name);
+                    continue;
+                }
+                assert!(p.take_unparsed().is_empty(), "taken once");
+                for piece in pieces {
+                    raw.extend_from_slice(piece);
+                }
+                out.extend(common::parse_all(&raw));
+                assert_eq!(out, s.events, "{} limit {limit} chunk {chunk}", s.name);
+            }
+        }
+    }
+    // Without it nothing is kept.
+    let mut p = SseParser::new(4);
+    assert!(p.feed(b"data: 0123456789\n\n", &mut Vec::new()).is_err());
+    assert!(p.take_unparsed().is_empty());
+}
