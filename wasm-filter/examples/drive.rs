@@ -54,6 +54,9 @@ impl Host for Driver {
     fn send_response(&mut self, status: u16, _: &[(&str, &str)], body: &[u8]) {
         panic!("the filter answered {status}: {}", String::from_utf8_lossy(body));
     }
+    fn reset_stream(&mut self) {
+        panic!("the filter reset the stream");
+    }
     fn set_property(&mut self, _: &str, _: &[u8]) {}
     fn increment(&mut self, _: Metric, _: u64) {}
     fn increment_tagged(&mut self, _: TaggedMetric, _: &str, _: u64) {}

@@ -187,6 +187,10 @@ impl Host for ProxyHost {
         logged("send response", hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body)));
     }
 
+    fn reset_stream(&mut self) {
+        logged("reset stream", hostcalls::reset_http_response());
+    }
+
     fn set_property(&mut self, name: &str, value: &[u8]) {
         logged("set property", hostcalls::set_property(vec![name], Some(value)));
     }

@@ -85,6 +85,13 @@ enum ResponseState {
     Sse(Box<SseState>),
     /// Usage cannot be read any more (over the cap, bad stream); bytes pass on.
     Unreadable,
+    /// The client has had its last bytes (an error in place of the rest of
+    /// the answer): every later chunk is dropped. `reset`: a stream to reset
+    /// at the next chunk so the provider stops producing (a reset in the
+    /// callback that carries the error would drop that very chunk).
+    Ended {
+        reset: bool,
+    },
     Done,
 }
 
@@ -310,7 +317,7 @@ impl Filter {
         }
         self.response = if sse {
             ResponseState::Sse(Box::new(SseState {
-                parser: SseParser::new(self.config().inspection.max_sse_event_bytes),
+                parser: SseParser::new(self.config().inspection.max_sse_event_bytes).keep_unparsed(),
                 usage: StreamUsage::new(api),
                 restorer: restore.then(|| SseRestorer::new(api).with_guard(Arc::clone(&self.inspector.output))),
                 strip_usage: self.added_stream_usage,
@@ -331,12 +338,29 @@ impl Filter {
     pub fn on_response_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Verdict {
         match &self.response {
             ResponseState::Idle | ResponseState::Done => return Verdict::Continue,
+            ResponseState::Ended { reset } => {
+                let reset = *reset;
+                if body_size > 0 {
+                    host.set_response_body(&[]);
+                }
+                if end_of_stream {
+                    self.finish_response(host, None);
+                } else if reset {
+                    // The error and the end marker left with the previous
+                    // chunk; now stop the provider.
+                    log::info!("resetting the stream after its last event");
+                    host.reset_stream();
+                    self.response = ResponseState::Ended { reset: false };
+                }
+                return Verdict::Continue;
+            }
             ResponseState::JsonRestore => {
                 let cap = self.config().inspection.max_response_bytes;
                 if body_size > cap {
-                    log::warn!("response body exceeds {cap} bytes; masked values are not restored in it");
-                    host.increment(Metric::RestoreSkipped, 1);
-                    self.response = ResponseState::Unreadable;
+                    self.json_over_cap(host, cap);
+                    if end_of_stream {
+                        self.finish_response(host, None);
+                    }
                     return Verdict::Continue;
                 }
                 if !end_of_stream {
@@ -360,6 +384,7 @@ impl Filter {
 
     fn observe_chunk(&mut self, host: &mut dyn Host, chunk: &[u8], end_of_stream: bool) {
         let cap = self.config().inspection.max_response_bytes;
+        let fail_mode = self.config().fail_mode;
         match &mut self.response {
             ResponseState::Json(buf) => {
                 if buf.len() + chunk.len() > cap {
@@ -376,17 +401,14 @@ impl Filter {
                     parser
                         .feed(chunk, events)
                         .and_then(|()| if end_of_stream { parser.finish(events) } else { Ok(()) });
-                if let Err(err) = fed {
-                    log::warn!("stream no longer readable: {err}");
-                    if restorer.is_some() {
-                        host.increment(Metric::RestoreSkipped, 1);
-                    }
-                    self.response = ResponseState::Unreadable;
-                    return;
-                }
                 events.iter().for_each(|e| usage.observe(e));
                 if restorer.is_none() && !*strip_usage {
-                    return; // the chunk flows on untouched
+                    // The chunk flows on untouched.
+                    if let Err(err) = fed {
+                        log::warn!("stream no longer readable: {err}; its usage is not counted");
+                        self.response = ResponseState::Unreadable;
+                    }
+                    return;
                 }
                 out.clear();
                 for e in events.iter().filter(|e| !(*strip_usage && is_usage_only_chunk(e))) {
@@ -395,22 +417,97 @@ impl Filter {
                         None => e.write_to(out),
                     }
                 }
-                if let (Some(r), true) = (restorer.as_mut(), end_of_stream) {
-                    r.finish(&self.masks, out);
+                match (&fed, restorer.as_mut()) {
+                    (Ok(()), Some(r)) if end_of_stream => r.finish(&self.masks, out),
+                    (Ok(()), _) => {}
+                    (Err(err), Some(r)) if fail_mode == FailMode::Closed => {
+                        // Over the cap nothing more can be restored or
+                        // guarded: the stream ends here.
+                        log::warn!(
+                            "{err}: the rest of the answer cannot be inspected; ending the stream (fail closed)"
+                        );
+                        host.increment(Metric::RestoreSkipped, 1);
+                        let message = format!(
+                            "the rest of the answer was withheld: {err} (inspection.maxSseEventBytes) and cannot be inspected"
+                        );
+                        r.end_with_error(&self.masks, &message, err.code(), out);
+                        if r.blocked().is_none() {
+                            host.set_property(OUTPUT_PROPERTY, format!("withheld:{}", err.code()).as_bytes());
+                        }
+                    }
+                    (Err(err), Some(r)) => {
+                        log::warn!("{err}: the rest of the answer passes unrestored and unguarded (fail open)");
+                        host.increment(Metric::RestoreSkipped, 1);
+                        host.increment(Metric::FailOpen, 1);
+                        // What is held is still restored and guarded; then
+                        // the stream passes on as the provider sent it.
+                        r.finish(&self.masks, out);
+                        if !r.is_ended() {
+                            out.extend_from_slice(&parser.take_unparsed());
+                        }
+                    }
+                    (Err(err), None) => {
+                        log::warn!("stream no longer readable: {err}; its usage is not counted");
+                        out.extend_from_slice(&parser.take_unparsed());
+                    }
                 }
                 // Each host call costs a crossing between Envoy and the VM:
                 // a chunk that comes out as it went in is left where it is.
                 if out.as_slice() != chunk {
                     host.set_response_body(out);
                 }
+                let ended = restorer.as_ref().is_some_and(SseRestorer::is_ended);
                 if let Some(rule) = restorer.as_ref().and_then(SseRestorer::blocked) {
                     log::warn!("answer blocked by the output guard ({rule})");
                     host.increment(Metric::OutputBlocked, 1);
                     host.set_property(OUTPUT_PROPERTY, format!("blocked:{rule}").as_bytes());
+                }
+                if ended {
+                    // The error event and the end marker are the last bytes
+                    // the client gets.
+                    self.response = ResponseState::Ended { reset: !end_of_stream };
+                } else if fed.is_err() {
                     self.response = ResponseState::Unreadable;
                 }
             }
-            ResponseState::Idle | ResponseState::JsonRestore | ResponseState::Unreadable | ResponseState::Done => {}
+            ResponseState::Idle
+            | ResponseState::JsonRestore
+            | ResponseState::Unreadable
+            | ResponseState::Ended { .. }
+            | ResponseState::Done => {}
+        }
+    }
+
+    /// A JSON answer that must be restored or guarded outgrew
+    /// `maxResponseBytes` while held (everything so far is in Envoy's
+    /// buffer, none of it sent): closed, the held body becomes an error in
+    /// the client API's shape and the rest is dropped; open, it all passes
+    /// on as the provider sent it.
+    fn json_over_cap(&mut self, host: &mut dyn Host, cap: usize) {
+        let RequestState::Forwarded { api, request_id } = &self.request else { return };
+        match self.config().fail_mode {
+            FailMode::Open => {
+                log::warn!(
+                    "request {request_id}: the answer exceeds {cap} bytes; it passes unrestored and unguarded (fail open)"
+                );
+                host.increment(Metric::RestoreSkipped, 1);
+                host.increment(Metric::FailOpen, 1);
+                self.response = ResponseState::Unreadable;
+            }
+            FailMode::Closed => {
+                log::warn!("request {request_id}: the answer exceeds {cap} bytes; it is withheld (fail closed)");
+                host.increment(Metric::RestoreSkipped, 1);
+                host.increment(Metric::Rejected, 1);
+                host.set_property(OUTPUT_PROPERTY, b"withheld:response_too_large");
+                // The status line has left already: the body becomes the error.
+                let message = format!(
+                    "the answer was withheld: it exceeds the gateway's limit of {cap} bytes \
+                     (inspection.maxResponseBytes) and cannot be inspected"
+                );
+                let err = tollgate_core::error_body(api.family(), 502, &message, "response_too_large");
+                host.set_response_body(err.as_bytes());
+                self.response = ResponseState::Ended { reset: false };
+            }
         }
     }
 
@@ -459,7 +556,7 @@ impl Filter {
                 }
                 sse.usage.usage()
             }
-            ResponseState::Idle | ResponseState::Unreadable | ResponseState::Done => None,
+            ResponseState::Idle | ResponseState::Unreadable | ResponseState::Ended { .. } | ResponseState::Done => None,
         };
         match usage {
             Some(u) => {
@@ -556,6 +653,8 @@ mod tests {
         fail_body: bool,
         /// Every response body replacement, in order.
         written: Vec<Vec<u8>>,
+        /// Stream resets asked for.
+        resets: u32,
     }
 
     impl Host for MockHost {
@@ -592,6 +691,9 @@ mod tests {
         fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
             let headers = headers.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
             self.sent = Some((status, headers, String::from_utf8_lossy(body).into_owned()));
+        }
+        fn reset_stream(&mut self) {
+            self.resets += 1;
         }
         fn set_property(&mut self, name: &str, value: &[u8]) {
             self.properties.insert(name.into(), String::from_utf8_lossy(value).into_owned());
@@ -1014,5 +1116,228 @@ data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"t
         assert!(!out.contains(a) && !out.contains(b), "no part of the key leaks: {out}");
         assert!(!out.contains(key), "{out}");
         assert!(out.contains("[REDACTED_SECRET]") && out.ends_with("data: [DONE]\n\n"), "{out}");
+    }
+
+    /// Feed `chunks` as response body callbacks (the last one ends the
+    /// stream unless `reset` stops it) and return what the client receives:
+    /// each chunk as rewritten by the filter, or as it came.
+    fn deliver(f: &mut Filter, h: &mut MockHost, chunks: &[&str]) -> String {
+        let mut client = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            let eos = i + 1 == chunks.len();
+            let (writes, resets) = (h.written.len(), h.resets);
+            h.chunk = c.as_bytes().to_vec();
+            assert_eq!(f.on_response_body(h, c.len(), eos), Verdict::Continue);
+            match h.written.get(writes..).and_then(<[Vec<u8>]>::last) {
+                Some(w) => client.extend_from_slice(w),
+                None => client.extend_from_slice(c.as_bytes()),
+            }
+            if h.resets > resets {
+                // Envoy resets the stream after this callback: this
+                // chunk and everything after it never reach the client.
+                let end = client.len() - h.written.get(writes..).and_then(<[Vec<u8>]>::last).map_or(c.len(), Vec::len);
+                client.truncate(end);
+                break;
+            }
+        }
+        String::from_utf8(client).unwrap()
+    }
+
+    fn chat_event(text: &str) -> String {
+        format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{}}},\"finish_reason\":null}}]}}\n\n",
+            serde_json::Value::from(text)
+        )
+    }
+
+    fn anthropic_event(text: &str) -> String {
+        format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":{}}}}}\n\n",
+            serde_json::Value::from(text)
+        )
+    }
+
+    /// The guard blocks leaked secrets; a short window.
+    fn blocking() -> FilterConfig {
+        let mut cfg = FilterConfig::default();
+        cfg.inspection.output.entities.insert("SECRET".into(), tollgate_core::guard::GuardAction::Block);
+        cfg.inspection.output.window_bytes = 32;
+        cfg
+    }
+
+    fn streamed(f: &mut Filter, h: &mut MockHost, anthropic: bool) {
+        let (path, body) = if anthropic {
+            (
+                "/v1/messages",
+                r#"{"model":"claude","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"x"}]}"#,
+            )
+        } else {
+            ("/v1/chat/completions", r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
+        };
+        *h = host("POST", path);
+        send_request(f, h, body);
+        h.response_headers.insert("content-type".into(), "text/event-stream".into());
+        assert_eq!(f.on_response_headers(h, false), Verdict::Continue);
+    }
+
+    /// The last two events are the output guard's error and `[DONE]`.
+    fn assert_ends_with_blocked_and_done(client: &str) {
+        assert!(client.ends_with("\n\ndata: [DONE]\n\n"), "{client}");
+        let mut events: Vec<&str> = client.trim_end().split("\n\n").collect();
+        events.pop();
+        let err: serde_json::Value =
+            serde_json::from_str(events.pop().unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(err["error"]["code"], "output_blocked", "{client}");
+    }
+
+    const LEAK: &str = "sk-proj-Abc123Def456Ghi789Jkl012Mno345Pqr678";
+
+    #[test]
+    fn a_blocked_stream_ends_with_its_error_and_is_reset_at_the_next_chunk() {
+        for anthropic in [false, true] {
+            let ev = if anthropic { anthropic_event } else { chat_event };
+            let mut f = with_config(blocking());
+            let mut h = MockHost::default();
+            streamed(&mut f, &mut h, anthropic);
+            let first = format!("{}{}{}", ev("Sure, the key is "), ev(LEAK), ev(" and more text follows here"));
+            let later = [ev(" AFTER-ONE "), ev(" AFTER-TWO "), ev(" AFTER-THREE ")];
+            let chunks = [first.as_str(), later[0].as_str(), later[1].as_str(), later[2].as_str()];
+            let client = deliver(&mut f, &mut h, &chunks);
+            assert!(!client.contains("sk-proj") && !client.contains("AFTER"), "{client}");
+            if anthropic {
+                assert!(client.ends_with("\n\n") && client.contains("event: error\ndata: {"), "{client}");
+                let last = client.trim_end().rsplit("\n\n").next().unwrap();
+                assert!(last.starts_with("event: error\n"), "the error is the last event: {client}");
+            } else {
+                assert_ends_with_blocked_and_done(&client);
+            }
+            assert_eq!(h.resets, 1, "reset at the chunk after the block");
+            assert_eq!(h.metrics[&Metric::OutputBlocked], 1);
+            // Should Envoy call again all the same, every chunk is dropped and no second reset is asked.
+            h.chunk = later[2].as_bytes().to_vec();
+            let n = h.chunk.len();
+            f.on_response_body(&mut h, n, false);
+            assert_eq!(h.written.last().unwrap(), &Vec::<u8>::new());
+            h.chunk.clear();
+            f.on_response_body(&mut h, 0, true);
+            assert_eq!(h.resets, 1);
+        }
+    }
+
+    #[test]
+    fn a_block_in_the_last_chunk_ends_the_stream_without_a_reset() {
+        let mut f = with_config(blocking());
+        let mut h = MockHost::default();
+        streamed(&mut f, &mut h, false);
+        let last = format!("{}{}data: [DONE]\n\n", chat_event("the key is "), chat_event(LEAK));
+        let client = deliver(&mut f, &mut h, &[&chat_event("Hello. "), &last]);
+        assert_ends_with_blocked_and_done(&client);
+        assert_eq!(client.matches("[DONE]").count(), 1, "{client}");
+        assert_eq!(h.resets, 0, "the stream ended on its own");
+    }
+
+    #[test]
+    fn a_json_answer_over_the_cap_follows_the_fail_mode() {
+        let answer = format!(
+            r#"{{"choices":[{{"message":{{"content":"here is {LEAK} and a long tail of text to pass the cap"}}}}],"usage":{{"prompt_tokens":1,"completion_tokens":9,"total_tokens":10}}}}"#
+        );
+        for (anthropic, mode) in [(false, FailMode::Closed), (true, FailMode::Closed), (false, FailMode::Open)] {
+            let mut cfg = FilterConfig { fail_mode: mode, ..FilterConfig::default() };
+            cfg.inspection.max_response_bytes = 64;
+            let mut f = with_config(cfg);
+            let (path, body) = if anthropic {
+                ("/v1/messages", r#"{"model":"claude","max_tokens":9,"messages":[{"role":"user","content":"x"}]}"#)
+            } else {
+                ("/v1/chat/completions", CHAT)
+            };
+            let mut h = host("POST", path);
+            send_request(&mut f, &mut h, body);
+            h.response_headers.insert("content-type".into(), "application/json".into());
+            f.on_response_headers(&mut h, false);
+            // Held (Envoy buffers) until the cap is crossed.
+            h.chunk = answer.as_bytes().to_vec();
+            assert_eq!(f.on_response_body(&mut h, 40, false), Verdict::Pause);
+            assert!(h.written.is_empty());
+            assert_eq!(f.on_response_body(&mut h, 100, false), Verdict::Continue);
+            let tail = &answer.as_bytes()[100..];
+            h.chunk = tail.to_vec();
+            assert_eq!(f.on_response_body(&mut h, tail.len(), true), Verdict::Continue);
+            match mode {
+                FailMode::Closed => {
+                    // The held 100 bytes became the error; the tail is dropped.
+                    assert_eq!(h.written.len(), 2, "{:?}", h.written);
+                    let err: serde_json::Value = serde_json::from_slice(&h.written[0]).unwrap();
+                    if anthropic {
+                        assert_eq!(err["type"], "error");
+                        assert_eq!(err["error"]["type"], "api_error");
+                    } else {
+                        assert_eq!(err["error"]["code"], "response_too_large");
+                    }
+                    assert!(err.to_string().contains("maxResponseBytes"), "{err}");
+                    assert!(h.written[1].is_empty(), "the rest is dropped");
+                    assert_eq!(h.metrics[&Metric::Rejected], 1);
+                    assert!(!h.metrics.contains_key(&Metric::FailOpen));
+                    assert_eq!(h.resets, 0, "a JSON answer ends cleanly");
+                }
+                FailMode::Open => {
+                    assert!(h.written.is_empty(), "passes as sent");
+                    assert_eq!(h.metrics[&Metric::FailOpen], 1);
+                    assert_eq!(h.metrics[&Metric::RestoreSkipped], 1);
+                }
+            }
+            assert_eq!(h.metrics[&Metric::UsageMissing], 1);
+        }
+    }
+
+    #[test]
+    fn an_sse_event_over_the_cap_follows_the_fail_mode() {
+        let big = "x".repeat(600);
+        let stream = format!(
+            "{}{}{}{}data: [DONE]\n\n",
+            chat_event("Hello "),
+            chat_event("there, "),
+            chat_event(&big),
+            chat_event(" and the end.")
+        );
+        // The big event is cut across the first two chunks.
+        let cut = stream.find(&big).unwrap() + 400;
+        let chunks = [&stream[..cut], &stream[cut..cut + 300], &stream[cut + 300..]];
+        for mode in [FailMode::Closed, FailMode::Open] {
+            let mut cfg = FilterConfig { fail_mode: mode, ..FilterConfig::default() };
+            cfg.inspection.max_sse_event_bytes = 256;
+            let mut f = with_config(cfg);
+            let mut h = MockHost::default();
+            streamed(&mut f, &mut h, false);
+            let client = deliver(&mut f, &mut h, &chunks);
+            let mut parser = SseParser::new(1 << 16);
+            let mut evs = Vec::new();
+            parser.feed(client.as_bytes(), &mut evs).unwrap();
+            parser.finish(&mut evs).unwrap();
+            let text: String = evs
+                .iter()
+                .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+                .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+                .collect();
+            match mode {
+                FailMode::Closed => {
+                    assert!(!client.contains("xxxx") && !client.contains("the end"), "{client}");
+                    assert_eq!(text, "Hello there, ", "what came before is kept: {client}");
+                    let n = evs.len();
+                    assert!(evs[n - 1].is_done(), "{client}");
+                    let err: serde_json::Value = serde_json::from_str(&evs[n - 2].data).unwrap();
+                    assert_eq!(err["error"]["code"], "upstream_event_too_large", "{client}");
+                    assert_eq!(h.resets, 1);
+                    assert_eq!(h.properties[OUTPUT_PROPERTY], "withheld:upstream_event_too_large");
+                }
+                FailMode::Open => {
+                    // Nothing is lost: the held text and the oversized event pass on whole.
+                    assert_eq!(text, format!("Hello there, {big} and the end."), "{client}");
+                    assert!(evs.last().unwrap().is_done());
+                    assert_eq!(h.metrics[&Metric::FailOpen], 1);
+                    assert_eq!(h.resets, 0);
+                }
+            }
+            assert_eq!(h.metrics[&Metric::RestoreSkipped], 1);
+        }
     }
 }

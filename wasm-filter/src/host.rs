@@ -106,6 +106,12 @@ pub trait Host {
     fn response_body(&self, len: usize) -> Option<Vec<u8>>;
     /// Answer locally; the request goes no further.
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]);
+    /// Reset the HTTP stream, both ways: the upstream request is cancelled
+    /// (the provider stops) and the client's response ends where it is
+    /// (HTTP/1.1: the connection closes without the final chunk; HTTP/2: a
+    /// stream reset). Envoy acts after the callback returns, before the
+    /// chunk in hand moves on: that chunk never reaches the client.
+    fn reset_stream(&mut self);
     /// Publish a value to Envoy's filter state (`wasm.<name>`).
     fn set_property(&mut self, name: &str, value: &[u8]);
     fn increment(&mut self, metric: Metric, by: u64);
