@@ -51,7 +51,10 @@ pub struct Policy {
     /// Where limit counters live.
     #[serde(default)]
     pub limits: LimitStore,
-    /// USD per 1M tokens, merged over the built-in table.
+    /// USD per 1M tokens, merged over the built-in table. A key ending in
+    /// `*` prices every model starting with the rest; the key `default`
+    /// prices every model nothing else does (without it, such a model is
+    /// refused to callers under a cost limit). See `crate::pricing`.
     #[serde(default)]
     pub pricing: BTreeMap<String, Price>,
     /// The audit log: one hash-chained record per request.
@@ -699,6 +702,13 @@ impl Policy {
         for (model, price) in &self.pricing {
             if !price.validate() {
                 return err(format!("pricing.{model}"), "prices are non-negative USD per 1M tokens".into());
+            }
+            let stem = model.strip_suffix('*').unwrap_or(model);
+            if stem.is_empty() || stem.contains('*') {
+                return err(
+                    format!("pricing.{model}"),
+                    "a model name, a prefix ending in `*` (`llama3-*`), or `default`".into(),
+                );
             }
         }
         let ports = [

@@ -7,16 +7,30 @@
 //! reservation step by step; when a step is refused the stream is ended.
 //! When the answer ends, the reservation is reconciled with the provider's
 //! real usage and the spend is recorded for reports.
+//!
+//! What holds (the README's "Identity, limits and budgets" states it for
+//! operators):
+//! - a model without a price is refused to a caller under a cost limit
+//!   (unless `pricing.default` prices it), so nothing is spent uncounted;
+//! - a non-streamed answer cannot outgrow its reservation: a request that
+//!   sets no output cap gets one ([`Budget::output_cap`]), so the whole
+//!   estimate is reserved before the request goes;
+//! - so with N requests in flight, spend passes a limit by at most one
+//!   reservation each (see [`Budget::reserve`]);
+//! - a cache hit is one request on the request limits ([`Budget::count_hit`]);
+//! - every token and cost sum saturates (counts and `max_tokens` come from
+//!   clients and providers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
 use tollgate_core::access::Limits;
 use tollgate_core::policy::{FailMode, Policy};
-use tollgate_core::pricing::{micros, usd, PriceTable};
+use tollgate_core::pricing::{micros, usd, PriceTable, DEFAULT_KEY};
 use tollgate_core::usage::Usage;
-use tollgate_core::Error;
+use tollgate_core::{ApiKind, Error, LlmRequest};
 
 use crate::identity::Identity;
 use crate::limits::{Charge, Denied, Reservation, Store, StoreError, UsageRecord, Window};
@@ -94,8 +108,60 @@ impl Budget {
     fn cost(&self, model: &str, input: u64, output: u64) -> u64 {
         self.prices.cost_micros(
             model,
-            &Usage { input_tokens: input, output_tokens: output, cached_tokens: 0, total_tokens: input + output },
+            &Usage {
+                input_tokens: input,
+                output_tokens: output,
+                cached_tokens: 0,
+                total_tokens: input.saturating_add(output),
+            },
         )
+    }
+
+    /// The output cap a request must carry upstream so its answer cannot
+    /// outgrow its reservation: `Some(reserveOutputTokens)` for a
+    /// non-streamed request that sets none, from a caller under a token or
+    /// cost limit. A stream needs none (it is metered and cut live).
+    pub fn output_cap(&self, policy: &Policy, who: Option<&Identity>, request: &LlmRequest) -> Option<u64> {
+        let applies = charges(policy, who, 0, 0).iter().any(|c| kind(&c.key) != Kind::Requests);
+        let capped = request.stream || request.max_tokens.is_some() || request.api == ApiKind::OpenAiEmbeddings;
+        (applies && !capped).then_some(self.step)
+    }
+
+    /// Count a request answered from the cache: one request on the caller's
+    /// request limits (no tokens, no cost), recorded in the spend report.
+    /// `Err` when a request limit is reached (a 429 like any request's) or
+    /// the store is down under `failMode: closed`.
+    pub async fn count_hit(
+        &self,
+        policy: &Policy,
+        who: Option<&Identity>,
+        model: &str,
+        now: SystemTime,
+    ) -> Result<(), Refused> {
+        let charges: Vec<Charge> =
+            charges(policy, who, 0, 0).into_iter().filter(|c| kind(&c.key) == Kind::Requests).collect();
+        if !charges.is_empty() {
+            match self.store.reserve(now, &charges).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(denied)) => {
+                    self.stats.limited.fetch_add(1, Ordering::Relaxed);
+                    return Err(refusal(&denied));
+                }
+                Err(err) => return self.store_down(err),
+            }
+        }
+        let record = UsageRecord {
+            team: or_dash(who.map_or("", |w| w.team.as_str())),
+            consumer: or_dash(who.map_or("", |w| w.consumer.as_str())),
+            model: model.to_string(),
+            requests: 1,
+            ..UsageRecord::default()
+        };
+        if let Err(err) = self.store.record_usage(now, &record).await {
+            self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %err, "could not record a cache hit");
+        }
+        Ok(())
     }
 
     /// Whether a request of `who` is charged on any limit (and so needs its
@@ -104,7 +170,17 @@ impl Budget {
         !charges(policy, who, 0, 0).is_empty()
     }
 
-    /// Reserve the estimate for a request of `who` on `model`.
+    /// Reserve the estimate for a request of `who` on `model`: the prompt
+    /// plus `max_output` (else `reserveOutputTokens`), and its cost.
+    ///
+    /// The store admits a reservation only if it fits under every limit, so
+    /// reservations alone never pass one. Spend passes a limit only where a
+    /// request uses more than it reserved: a stream by at most the step it
+    /// was refused (it is cut), a non-streamed request by at most the error
+    /// of the prompt estimate (its output is capped by [`Budget::output_cap`]).
+    /// With N requests in flight that is at most one reservation each.
+    ///
+    /// A model with no price is refused when a cost limit applies to `who`.
     pub async fn reserve(
         &self,
         policy: &Policy,
@@ -121,13 +197,18 @@ impl Budget {
             model: model.to_string(),
             input_tokens,
             output_reserved: output,
-            tokens_reserved: input_tokens + output,
+            tokens_reserved: input_tokens.saturating_add(output),
             cost_reserved: self.cost(model, input_tokens, output),
             reservation: None,
         };
         let charges = charges(policy, who, held.tokens_reserved, held.cost_reserved);
         if charges.is_empty() {
             return Ok(held);
+        }
+        if self.prices.price(model).is_none() {
+            if let Some(c) = charges.iter().find(|c| kind(&c.key) == Kind::Cost) {
+                return Err(unpriced(model, &c.key));
+            }
         }
         match self.store.reserve(now, &charges).await {
             Ok(Ok(reservation)) => {
@@ -167,12 +248,12 @@ impl Budget {
         if output_so_far <= held.output_reserved {
             return Ok(());
         }
-        let steps = (output_so_far - held.output_reserved).div_ceil(self.step);
-        let tokens = steps * self.step;
+        let steps = (output_so_far - held.output_reserved).div_ceil(self.step.max(1));
+        let tokens = steps.saturating_mul(self.step);
         let cost = self.cost(&held.model, 0, tokens);
-        held.output_reserved += tokens;
-        held.tokens_reserved += tokens;
-        held.cost_reserved += cost;
+        held.output_reserved = held.output_reserved.saturating_add(tokens);
+        held.tokens_reserved = held.tokens_reserved.saturating_add(tokens);
+        held.cost_reserved = held.cost_reserved.saturating_add(cost);
         let Some(reservation) = &held.reservation else { return Ok(()) };
         let entries: Vec<(String, Option<u64>, u64, Window)> = reservation
             .entries
@@ -190,14 +271,14 @@ impl Budget {
             Ok(Ok(())) => Ok(()),
             Ok(Err(denied)) => {
                 // Nothing was charged for the refused step.
-                held.tokens_reserved -= tokens;
-                held.cost_reserved -= cost;
+                held.tokens_reserved = held.tokens_reserved.saturating_sub(tokens);
+                held.cost_reserved = held.cost_reserved.saturating_sub(cost);
                 self.stats.streams_cut.fetch_add(1, Ordering::Relaxed);
                 Err(refusal(&denied))
             }
             Err(err) => {
-                held.tokens_reserved -= tokens;
-                held.cost_reserved -= cost;
+                held.tokens_reserved = held.tokens_reserved.saturating_sub(tokens);
+                held.cost_reserved = held.cost_reserved.saturating_sub(cost);
                 self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
                 self.store_down(err)
             }
@@ -209,9 +290,9 @@ impl Budget {
     pub async fn settle(&self, held: &Held, usage: &Usage, now: SystemTime) -> u64 {
         let cost = self.prices.cost_micros(&held.model, usage);
         if let Some(reservation) = &held.reservation {
-            let d_tokens =
-                usage.total_tokens.max(usage.input_tokens + usage.output_tokens) as i64 - held.tokens_reserved as i64;
-            let d_cost = cost as i64 - held.cost_reserved as i64;
+            let used = usage.total_tokens.max(usage.input_tokens.saturating_add(usage.output_tokens));
+            let d_tokens = delta(used, held.tokens_reserved);
+            let d_cost = delta(cost, held.cost_reserved);
             let adjustments: Vec<(String, i64)> = reservation
                 .entries
                 .iter()
@@ -244,6 +325,50 @@ impl Budget {
         }
         cost
     }
+}
+
+/// `after - before` as a signed adjustment, saturating at `i64`'s ends.
+fn delta(after: u64, before: u64) -> i64 {
+    if after >= before {
+        i64::try_from(after - before).unwrap_or(i64::MAX)
+    } else {
+        i64::try_from(before - after).map_or(i64::MIN, |d| -d)
+    }
+}
+
+/// The refusal of a model without a price for a caller under the cost limit `key`.
+fn unpriced(model: &str, key: &str) -> Refused {
+    Refused {
+        error: Error::ModelNotAllowed {
+            model: model.to_string(),
+            who: format!(
+                "{} under a cost limit: the model has no price, so its cost cannot be counted \
+                 (set `pricing.{model}` or `pricing.{DEFAULT_KEY}` in the policy)",
+                scope_words(key)
+            ),
+        },
+        headers: Vec::new(),
+    }
+}
+
+/// Set the output cap `tokens` in a request body of `api` that has none
+/// (see [`Budget::output_cap`]). Returns whether the body changed.
+pub fn cap_output(api: ApiKind, json: &mut Value, tokens: u64) -> bool {
+    let field = match api {
+        ApiKind::OpenAiChat => "max_completion_tokens",
+        ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => "max_tokens",
+        ApiKind::OpenAiResponses => "max_output_tokens",
+        ApiKind::OpenAiEmbeddings => return false,
+    };
+    let Some(obj) = json.as_object_mut() else { return false };
+    let caps = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+    if caps.iter().any(|k| obj.get(*k).is_some_and(|v| !v.is_null())) {
+        return false;
+    }
+    // An explicit `null` is no cap (and some APIs refuse two cap fields).
+    obj.retain(|k, _| !caps.contains(&k.as_str()));
+    obj.insert(field.into(), Value::from(tokens));
+    true
 }
 
 fn or_dash(s: &str) -> String {
@@ -317,6 +442,76 @@ fn charges(policy: &Policy, who: Option<&Identity>, tokens: u64, cost: u64) -> V
         }
     }
     out
+}
+
+/// A model a caller under a cost limit may ask for that has no price (what
+/// `tollgate check` lists): such requests are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpriced {
+    /// The model the provider would bill (`*` for "any model a glob or an
+    /// empty grant allows that the price table does not know").
+    pub model: String,
+    /// How it is reached: `alias `smart`` or the grant entry.
+    pub via: String,
+    /// The scopes under a cost limit that may ask for it (`team `finance``).
+    pub scopes: Vec<String>,
+}
+
+/// The models callers under a cost limit may use and the price table
+/// cannot price (empty when `pricing.default` is set).
+pub fn unpriced_models(policy: &Policy) -> Vec<Unpriced> {
+    use tollgate_core::access::grants;
+    let prices = PriceTable::new(&policy.pricing);
+    if prices.default_price().is_some() {
+        return Vec::new();
+    }
+    let costly = |l: &Limits| l.cost_per_day.is_some() || l.cost_per_month.is_some();
+    // (scope words, the grant lists that apply there).
+    let mut scopes: Vec<(String, Vec<&[String]>)> = Vec::new();
+    for (name, team) in &policy.teams {
+        if costly(&team.limits) {
+            scopes.push((format!("team `{name}`"), vec![team.models.as_slice()]));
+        }
+    }
+    for (name, c) in &policy.consumers {
+        let team = policy.teams.get(&c.team);
+        if costly(&c.limits) || team.is_some_and(|t| costly(&t.limits)) {
+            let mut lists = vec![c.models.as_slice()];
+            lists.extend(team.map(|t| t.models.as_slice()));
+            scopes.push((format!("consumer `{name}`"), lists));
+        }
+    }
+    let mut found: Vec<Unpriced> = Vec::new();
+    let mut add =
+        |model: &str, via: String, scope: &str| match found.iter_mut().find(|u| u.model == model && u.via == via) {
+            Some(u) if !u.scopes.iter().any(|s| s == scope) => u.scopes.push(scope.to_string()),
+            Some(_) => {}
+            None => found.push(Unpriced { model: model.to_string(), via, scopes: vec![scope.to_string()] }),
+        };
+    for (scope, lists) in &scopes {
+        let allowed = |model: &str| lists.iter().all(|l| grants(l, model));
+        for (alias, route) in &policy.models {
+            if allowed(alias) {
+                for t in route.targets.iter().filter(|t| prices.price(&t.model).is_none()) {
+                    add(&t.model, format!("alias `{alias}`"), scope);
+                }
+            }
+        }
+        for list in lists {
+            for entry in list.iter().filter(|g| !policy.models.contains_key(*g)) {
+                let glob = entry.contains(['*', '?', '[']);
+                if glob {
+                    add("*", format!("grant `{entry}`"), scope);
+                } else if allowed(entry) && prices.price(entry).is_none() {
+                    add(entry, "grant".into(), scope);
+                }
+            }
+        }
+        if lists.iter().all(|l| l.is_empty()) {
+            add("*", "every model (no grant list)".into(), scope);
+        }
+    }
+    found
 }
 
 /// OpenAI-style reset duration: `1s`, `6m0s`, `3h2m1s`.

@@ -403,6 +403,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Check { policy } => {
             let p = load_policy(&policy)?;
             println!("{}: ok ({} providers, {} model aliases)", policy.display(), p.providers.len(), p.models.len());
+            print!("{}", unpriced_report(&tollgate_ext_proc::budget::unpriced_models(&p)));
             Ok(())
         }
         Cmd::Keys { what } => keys_command(what),
@@ -478,6 +479,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ),
         },
     }
+}
+
+/// `tollgate check`'s list of the models callers under a cost limit may use
+/// that have no price (requests for them are refused).
+fn unpriced_report(unpriced: &[tollgate_ext_proc::budget::Unpriced]) -> String {
+    if unpriced.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "models without a price: refused to callers under a cost limit (set `pricing.<model>` or `pricing.default`):\n",
+    );
+    for u in unpriced {
+        let model = if u.model == "*" { "any model not in the price table" } else { u.model.as_str() };
+        out.push_str(&format!("  {model} ({}) for {}\n", u.via, u.scopes.join(", ")));
+    }
+    out
 }
 
 fn key_store_of(policy_path: &std::path::Path) -> anyhow::Result<PathBuf> {

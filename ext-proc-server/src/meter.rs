@@ -95,7 +95,7 @@ impl Meter {
 
     fn count_uncounted(&mut self) {
         if !self.uncounted.is_empty() {
-            self.output_tokens += tokens::count(&self.model, &self.uncounted);
+            self.output_tokens = self.output_tokens.saturating_add(tokens::count(&self.model, &self.uncounted));
             self.uncounted.clear();
         }
     }
@@ -122,7 +122,7 @@ impl Meter {
                 }
             }
             Body::Json { bytes, overflow } => {
-                if bytes.len() + chunk.len() > DEFAULT_MAX_RESPONSE_BYTES {
+                if bytes.len().saturating_add(chunk.len()) > DEFAULT_MAX_RESPONSE_BYTES {
                     *overflow = true;
                     bytes.clear();
                 } else if !*overflow {
@@ -163,8 +163,13 @@ impl Meter {
     /// `input_tokens` and the output counted from the streamed text.
     fn estimate(&self, input_tokens: u64) -> Usage {
         let rest = if self.uncounted.is_empty() { 0 } else { tokens::count(&self.model, &self.uncounted) };
-        let output_tokens = self.output_tokens + rest;
-        Usage { input_tokens, output_tokens, cached_tokens: 0, total_tokens: input_tokens + output_tokens }
+        let output_tokens = self.output_tokens.saturating_add(rest);
+        Usage {
+            input_tokens,
+            output_tokens,
+            cached_tokens: 0,
+            total_tokens: input_tokens.saturating_add(output_tokens),
+        }
     }
 }
 

@@ -3,8 +3,19 @@
 //! where one exists (`gen_ai_client_token_usage`,
 //! `gen_ai_server_request_duration`, `gen_ai_server_time_to_first_token`);
 //! the rest are `tollgate_*`.
+//!
+//! **Bounded labels.** Every label value a client could choose is checked
+//! against the policy, so no request can add series: a `model` label is an
+//! alias, a model an alias targets, a model named in `pricing` (not the
+//! `*` patterns or `default`) or in a team's or consumer's grant (not the
+//! globs), or a model of the built-in price table; a `team` is a team of the
+//! policy (`-` for none); a `provider` is a provider of the policy (or
+//! `cache`); a `status` is an HTTP status (100-599). Anything else is
+//! [`OTHER`].
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,6 +24,78 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tollgate_core::policy::Policy;
+
+/// The label value of everything the policy does not name.
+pub const OTHER: &str = "other";
+
+/// The label values the policy allows (see the module docs).
+#[derive(Debug, Default)]
+pub struct KnownLabels {
+    models: HashSet<String>,
+    teams: HashSet<String>,
+    providers: HashSet<String>,
+}
+
+impl KnownLabels {
+    pub fn new(policy: &Policy) -> KnownLabels {
+        let exact = |m: &&String| !m.contains(['*', '?', '[']);
+        let mut models: HashSet<String> = tollgate_core::pricing::builtin_models().map(str::to_string).collect();
+        for (alias, route) in &policy.models {
+            models.insert(alias.clone());
+            models.extend(route.targets.iter().map(|t| t.model.clone()));
+        }
+        models.extend(
+            policy.pricing.keys().filter(|k| exact(k) && k.as_str() != tollgate_core::pricing::DEFAULT_KEY).cloned(),
+        );
+        let grants =
+            policy.teams.values().flat_map(|t| &t.models).chain(policy.consumers.values().flat_map(|c| &c.models));
+        models.extend(grants.filter(exact).cloned());
+        KnownLabels {
+            models,
+            teams: policy.teams.keys().cloned().collect(),
+            providers: policy.providers.keys().cloned().collect(),
+        }
+    }
+
+    /// The `model` label of `model`.
+    pub fn model<'a>(&self, model: &'a str) -> &'a str {
+        if self.models.contains(model) {
+            model
+        } else {
+            OTHER
+        }
+    }
+
+    /// The `team` label of `team` (`-` for none).
+    pub fn team<'a>(&self, team: &'a str) -> &'a str {
+        if team.is_empty() {
+            "-"
+        } else if self.teams.contains(team) {
+            team
+        } else {
+            OTHER
+        }
+    }
+
+    /// The `provider` label of `provider`.
+    pub fn provider<'a>(&self, provider: &'a str) -> &'a str {
+        if provider == "cache" || self.providers.contains(provider) {
+            provider
+        } else {
+            OTHER
+        }
+    }
+
+    /// The `status` label of `status`.
+    pub fn status(status: u16) -> String {
+        if (100..=599).contains(&status) {
+            status.to_string()
+        } else {
+            OTHER.to_string()
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
@@ -86,6 +169,8 @@ pub struct Metrics {
     pub cache_cost_saved: Counter<f64, AtomicU64>,
     /// Policy file changes applied (`ok`) or refused (`rejected`).
     pub reloads: Family<ReloadLabels, Counter>,
+    /// The label values of the policy last seen (built again when it changes).
+    known: RwLock<Option<(Arc<Policy>, Arc<KnownLabels>)>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,6 +242,7 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register("tollgate_policy_reloads", "Policy file changes applied or rejected", reloads.clone());
         Metrics {
+            known: RwLock::default(),
             reloads,
             registry,
             tokens,
@@ -174,10 +260,27 @@ impl Metrics {
         }
     }
 
-    /// One finished request.
+    /// The label values `policy` allows.
+    pub fn known(&self, policy: &Arc<Policy>) -> Arc<KnownLabels> {
+        if let Ok(guard) = self.known.read() {
+            if let Some((seen, known)) = guard.as_ref() {
+                if Arc::ptr_eq(seen, policy) {
+                    return Arc::clone(known);
+                }
+            }
+        }
+        let known = Arc::new(KnownLabels::new(policy));
+        if let Ok(mut guard) = self.known.write() {
+            *guard = Some((Arc::clone(policy), Arc::clone(&known)));
+        }
+        known
+    }
+
+    /// One finished request, under `policy` (which bounds the labels).
     #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &self,
+        policy: &Arc<Policy>,
         model: &str,
         provider: &str,
         team: &str,
@@ -189,13 +292,15 @@ impl Metrics {
         cost_usd: f64,
         attempts: u32,
     ) {
-        let team = if team.is_empty() { "-" } else { team };
+        let known = self.known(policy);
+        let (model, provider, team) = (known.model(model), known.provider(provider), known.team(team));
         for (token_type, n) in [("input", input), ("output", output)] {
             self.tokens
                 .get_or_create(&TokenLabels { model: model.into(), token_type, team: team.into() })
                 .observe(n as f64);
         }
-        let labels = RequestLabels { model: model.into(), provider: provider.into(), status: status.to_string() };
+        let labels =
+            RequestLabels { model: model.into(), provider: provider.into(), status: KnownLabels::status(status) };
         self.duration.get_or_create(&labels).observe(took.as_secs_f64());
         if let Some(t) = ttft {
             self.ttft.get_or_create(&ModelLabels { model: model.into() }).observe(t.as_secs_f64());
@@ -230,13 +335,24 @@ impl Metrics {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn policy() -> Arc<Policy> {
+        Arc::new(
+            crate::config::parse_policy(
+                "providers:\n  openai: {kind: openai, baseUrl: 'http://127.0.0.1:1'}\nteams:\n  research: {}\n",
+            )
+            .unwrap(),
+        )
+    }
 
     #[test]
     fn exports_genai_names_with_labels() {
         let m = Metrics::new();
-        m.observe("gpt-4o", "openai", "research", 200, Duration::from_millis(300), None, 10, 20, 0.5, 2);
+        let p = policy();
+        m.observe(&p, "gpt-4o", "openai", "research", 200, Duration::from_millis(300), None, 10, 20, 0.5, 2);
         m.refusal("rate_limit_exceeded");
         let text = m.encode("tollgate_extra_total 1\n");
         assert!(
@@ -248,5 +364,51 @@ mod tests {
         assert!(text.contains(r#"tollgate_refused_total{reason="rate_limit_exceeded"} 1"#), "{text}");
         assert!(text.contains("tollgate_fallbacks_total 1"), "{text}");
         assert!(text.ends_with("tollgate_extra_total 1\n# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn labels_a_client_chooses_are_bounded_by_the_policy() {
+        let m = Metrics::new();
+        let p = Arc::new(
+            crate::config::parse_policy(
+                "providers:\n  openai: {kind: openai, baseUrl: 'http://127.0.0.1:1'}\n\
+                 models:\n  smart: {targets: [{provider: openai, model: my-finetune}]}\n\
+                 pricing:\n  llama3: {input: 1}\n  'mistral-*': {input: 1}\n\
+                 teams:\n  research: {models: [granted-model, 'gpt-*']}\n",
+            )
+            .unwrap(),
+        );
+        let took = Duration::from_millis(5);
+        for i in 0..50 {
+            let model = format!("flood-{i}");
+            m.observe(&p, &model, "openai", &format!("team-{i}"), 200, took, Some(took), 1, 1, 0.1, 1);
+            m.observe(&p, "gpt-4o", &format!("evil-{i}"), "research", 1000 + i, took, None, 1, 1, 0.0, 1);
+        }
+        for model in ["smart", "my-finetune", "llama3", "granted-model", "gpt-4o-mini"] {
+            m.observe(&p, model, "cache", "", 200, took, None, 1, 1, 0.0, 1);
+        }
+        let text = m.encode("");
+        for leaked in ["flood-", "team-", "evil-", r#"status="1000""#, "mistral-*", "gpt-*"] {
+            assert!(!text.contains(leaked), "{leaked}: {text}");
+        }
+        for kept in [
+            r#"model="other",token_type="input",team="other""#,
+            r#"model="gpt-4o",provider="other",status="other""#,
+            r#"model="smart""#,
+            r#"model="my-finetune""#,
+            r#"model="llama3""#,
+            r#"model="granted-model""#,
+            r#"model="gpt-4o-mini",provider="cache""#,
+            r#"tollgate_cost_usd_total{model="other",team="other"}"#,
+        ] {
+            assert!(text.contains(kept), "{kept}: {text}");
+        }
+        // Under another policy the labels follow it.
+        let q = Arc::new(
+            crate::config::parse_policy("providers:\n  openai: {kind: openai, baseUrl: 'http://127.0.0.1:1'}\n")
+                .unwrap(),
+        );
+        assert_eq!(m.known(&q).model("llama3"), OTHER);
+        assert_eq!(m.known(&p).model("llama3"), "llama3");
     }
 }

@@ -327,8 +327,15 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
             let route_name = format!("{}/{}", route.provider, route.model);
             match look_up(cache, &shared.policy, api, &json, &parsed, &route_name, identity.as_ref(), &hints).await {
                 Decision::Hit { answer, tier, similarity } => {
-                    *state = StreamState::Answered;
                     let draft = answered_here(draft);
+                    // A hit is a request like any other on the request limits.
+                    if let Some(budget) = &shared.budget {
+                        let (who, now) = (identity.as_ref(), SystemTime::now());
+                        if let Err(refused) = budget.count_hit(&shared.policy, who, &answer.model, now).await {
+                            return refuse(shared, state, &draft, &model, &refused.error, &refused.headers).await;
+                        }
+                    }
+                    *state = StreamState::Answered;
                     return answer_from_cache(shared, &draft, &parsed, &answer, tier, similarity).await;
                 }
                 Decision::Miss(pending) => Some(CacheSlot { status: "miss", pending }),
@@ -344,15 +351,19 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     // Without the filter in front nothing asks an OpenAI stream for its
     // usage: ask, and drop the extra chunk for the client (`stream_usage`).
     let ask_usage = !inspected && direction.is_none() && !fallback && request_stream_usage(api, &mut json);
+    // Under a token or cost limit a non-streamed answer must not outgrow its
+    // reservation: a request without an output cap gets the reserved one.
+    let output_cap = shared.budget.as_ref().and_then(|b| b.output_cap(&shared.policy, identity.as_ref(), &parsed));
+    let capped = output_cap.is_some_and(|tokens| crate::budget::cap_output(api, &mut json, tokens));
     // The provider's request body when it changes: translated, the model
-    // renamed, or the stream asked for its usage.
+    // renamed, the stream asked for its usage, or the output capped.
     let new_body = match direction {
         Some(dir) => match dir.request(&json, route.model) {
             Ok(v) => Some(serde_json::to_vec(&v).unwrap_or_default()),
             Err(err) => return refuse(shared, state, &answered_here(draft), &model, &err, &[]).await,
         },
         None if route.model != parsed.model && !fallback => Some(with_model(json, route.model)),
-        None if ask_usage => Some(serde_json::to_vec(&json).unwrap_or_default()),
+        None if ask_usage || capped => Some(serde_json::to_vec(&json).unwrap_or_default()),
         None => None,
     };
     // The prompt is counted now only where the count is used before the
@@ -685,14 +696,14 @@ async fn answer_from_cache(
     let saved = Usage {
         input_tokens: answer.input_tokens,
         output_tokens: answer.output_tokens,
-        total_tokens: answer.input_tokens + answer.output_tokens,
+        total_tokens: answer.input_tokens.saturating_add(answer.output_tokens),
         ..Default::default()
     };
     let saved_usd = usd(shared.prices.cost_micros(&answer.model, &saved));
     shared.metrics.cache_tokens_saved.inc_by(saved.total_tokens);
     shared.metrics.cache_cost_saved.inc_by(saved_usd);
-    let team = draft.team.as_str();
-    shared.metrics.observe(&answer.model, "cache", team, 200, draft.clock.elapsed(), None, 0, 0, 0.0, 1);
+    let (team, took) = (draft.team.as_str(), draft.clock.elapsed());
+    shared.metrics.observe(&shared.policy, &answer.model, "cache", team, 200, took, None, 0, 0, 0.0, 1);
     let tier_name = cache::tier_name(tier);
     tracing::info!(request_id = draft.request_id, model = parsed.model, tier = tier_name, similarity, "cache hit");
     if let Some(t) = &shared.telemetry {
@@ -792,6 +803,7 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
         _ => 0,
     };
     shared.metrics.observe(
+        &shared.policy,
         &r.model,
         &r.provider,
         r.identity.as_ref().map_or("", |i| i.team.as_str()),

@@ -33,9 +33,12 @@ pub fn count(model: &str, text: &str) -> u64 {
 
 /// Prompt tokens of a request: its texts plus a small overhead per part.
 pub fn prompt_tokens(model: &str, request: &LlmRequest) -> u64 {
-    let tools: u64 = request.tools.iter().map(|t| count(model, &t.name) + PER_MESSAGE).sum();
-    let texts: u64 = request.texts.iter().map(|t| count(model, &t.text) + PER_MESSAGE).sum();
-    texts + tools + 3
+    // Saturating: the parts come from the client (bounded by the body cap,
+    // but a count never wraps whatever the cap).
+    let part = |text: &str| count(model, text).saturating_add(PER_MESSAGE);
+    let tools = request.tools.iter().fold(0u64, |n, t| n.saturating_add(part(&t.name)));
+    let texts = request.texts.iter().fold(0u64, |n, t| n.saturating_add(part(&t.text)));
+    texts.saturating_add(tools).saturating_add(3)
 }
 
 #[cfg(test)]

@@ -86,19 +86,54 @@ pub struct Tenant<'a> {
 }
 
 /// The tenant scope string: answers are only ever shared within it.
+///
+/// - `consumer`: the caller's own partition (`consumer:<name>`);
+/// - `team`: the team's (`team:<name>`); a caller with no team (an empty
+///   team, e.g. a token without a team claim) never shares: it falls back
+///   to its consumer's partition;
+/// - `shared`: one partition for everyone.
+///
+/// A caller without an identity (anonymous calls under `access.require:
+/// none`) has the `anonymous` partition under `consumer` and `team`: every
+/// anonymous caller is one tenant, apart from every identified one.
+///
+/// `x-tollgate-cache-namespace` only narrows: it is appended to the scope
+/// the policy gives the caller, so it picks a sub-partition of the caller's
+/// own and never reaches another tenant's. The parts are length-prefixed,
+/// so no choice of names (a team claim, a namespace) can spell another
+/// tenant's scope.
 pub fn scope(policy: &CachePolicy, tenant: &Tenant<'_>) -> String {
+    let consumer = || match named(tenant.consumer) {
+        Some(c) => part("consumer", c),
+        None => "anonymous".to_string(),
+    };
     let base = match policy.scope {
-        CacheScope::Consumer => format!("consumer:{}", tenant.consumer.unwrap_or("")),
-        CacheScope::Team => match tenant.team {
-            Some(team) => format!("team:{team}"),
+        CacheScope::Consumer => consumer(),
+        CacheScope::Team => match named(tenant.team) {
+            Some(team) => part("team", team),
             // Without a team there is nobody to share with.
-            None => format!("consumer:{}", tenant.consumer.unwrap_or("")),
+            None => consumer(),
         },
         CacheScope::Shared => "shared".into(),
     };
     match tenant.namespace {
-        Some(ns) => format!("{base}\u{0}ns:{ns}"),
+        Some(ns) => format!("{base}\u{0}{}", part("ns", ns)),
         None => base,
+    }
+}
+
+/// A name that is there and not empty.
+fn named<'a>(name: Option<&'a str>) -> Option<&'a str> {
+    name.filter(|s| !s.is_empty())
+}
+
+/// `kind:<name>`, with the name's length when it could be mistaken for
+/// more parts (anything but the letters, digits, `-` and `_` of policy names).
+fn part(kind: &str, name: &str) -> String {
+    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        format!("{kind}:{name}")
+    } else {
+        format!("{kind}#{}:{name}", name.len())
     }
 }
 
@@ -438,6 +473,43 @@ mod tests {
             keys_of(ApiKind::AnthropicMessages, a, "s").unwrap(),
             keys_of(ApiKind::AnthropicMessages, b, "s").unwrap()
         );
+    }
+
+    #[test]
+    fn callers_without_a_team_never_share_a_team_partition() {
+        let p = CachePolicy { scope: CacheScope::Team, ..policy() };
+        let no_team = |consumer| Tenant { consumer: Some(consumer), team: Some(""), namespace: None };
+        assert_ne!(scope(&p, &no_team("alice")), scope(&p, &no_team("mallory")));
+        assert_eq!(
+            scope(&p, &no_team("alice")),
+            scope(&CachePolicy { scope: CacheScope::Consumer, ..policy() }, &no_team("alice"))
+        );
+        let team_none = Tenant { consumer: Some("alice"), team: None, namespace: None };
+        assert_eq!(scope(&p, &team_none), scope(&p, &no_team("alice")));
+        // Anonymous callers are their own tenant, apart from every named one.
+        let anonymous = scope(&p, &Tenant::default());
+        assert_eq!(anonymous, "anonymous");
+        assert_eq!(scope(&p, &Tenant { consumer: Some(""), team: Some(""), namespace: None }), anonymous);
+        assert_ne!(scope(&p, &Tenant { consumer: Some("anonymous"), ..Tenant::default() }), anonymous);
+    }
+
+    #[test]
+    fn a_namespace_only_narrows_the_callers_own_partition() {
+        let p = CachePolicy { scope: CacheScope::Team, ..policy() };
+        let research = Tenant { consumer: Some("alice"), team: Some("research"), namespace: None };
+        let ops = Tenant { consumer: Some("bob"), team: Some("ops"), namespace: None };
+        // Whatever namespace alice picks, she never lands in ops' partition
+        // (with or without a namespace of its own).
+        for ns in ["", "v2", "ops", "team:ops", "\u{0}ns:x", "x\u{0}team:ops"] {
+            let mine = scope(&p, &Tenant { namespace: Some(ns), ..research });
+            assert!(mine.starts_with(&scope(&p, &research)), "{mine:?}");
+            for theirs in [None, Some(ns), Some("v2")] {
+                assert_ne!(mine, scope(&p, &Tenant { namespace: theirs, ..ops }), "{ns:?}");
+            }
+        }
+        // A team name (from a token's claim) cannot spell another's scope with a namespace.
+        let crafted = Tenant { consumer: Some("eve"), team: Some("ops\u{0}ns:v2"), namespace: None };
+        assert_ne!(scope(&p, &crafted), scope(&p, &Tenant { namespace: Some("v2"), ..ops }));
     }
 
     #[test]

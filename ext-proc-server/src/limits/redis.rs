@@ -186,8 +186,10 @@ impl RedisStore {
         let mut inv = self.charge.prepare_invoke();
         for item in &items {
             let ttl = item.window.reset_after(now) + EXPIRY_MARGIN;
-            let limit = item.limit.map_or_else(|| "-1".to_string(), |l| l.to_string());
-            inv.key(&item.stored_key).arg(limit).arg(item.amount).arg(ttl.as_millis().max(1) as u64);
+            // Redis counters are i64: a larger amount or limit (a client's
+            // `max_tokens` can be anything) is clamped, never sent to fail INCRBY.
+            let limit = item.limit.map_or_else(|| "-1".to_string(), |l| clamp_i64(l).to_string());
+            inv.key(&item.stored_key).arg(limit).arg(clamp_i64(item.amount)).arg(ttl.as_millis().max(1) as u64);
         }
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = self.call(inv.invoke_async(&mut conn)).await?;
@@ -324,6 +326,11 @@ impl RedisStore {
     fn days_key(&self) -> String {
         format!("{}usage:days", self.prefix)
     }
+}
+
+/// `n` as a Redis integer (Redis counters are signed 64-bit).
+fn clamp_i64(n: u64) -> u64 {
+    n.min(i64::MAX as u64)
 }
 
 /// The URL without its password, for messages and logs.
