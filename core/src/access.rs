@@ -25,6 +25,23 @@ pub struct Access {
     /// Identity from a JWT validated by Envoy's `jwt_authn` filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtPolicy>,
+    /// Paths outside the AI APIs the gateway forwards (to the default
+    /// provider, with its key), still only for callers that pass `require`:
+    /// exact paths or prefixes ending in `*`, e.g. `/v1/models*`. Any other
+    /// path is refused with 404.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passthrough: Vec<String>,
+}
+
+impl Access {
+    /// Whether `path` (query string ignored) is one the policy forwards as is.
+    pub fn passes_through(&self, path: &str) -> bool {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.passthrough.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == p,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -49,17 +49,22 @@ impl ApiKind {
     /// Recognise an API from a request path (`:path`), ignoring the query
     /// string and a trailing slash. Only the `/v1/...` paths are recognised;
     /// anything else is not AI traffic.
+    ///
+    /// [`ApiKind::ALL`] with [`ApiKind::path`] is the gateway's one table of
+    /// API paths: the filter, the sidecar and the rendered Envoy routes all
+    /// read it, and a path outside it (or outside the policy's
+    /// `access.passthrough`) is refused.
     pub fn from_path(path: &str) -> Option<ApiKind> {
         let path = path.split(['?', '#']).next().unwrap_or(path);
         let path = path.strip_suffix('/').unwrap_or(path);
-        match path {
-            "/v1/chat/completions" => Some(ApiKind::OpenAiChat),
-            "/v1/completions" => Some(ApiKind::OpenAiCompletions),
-            "/v1/embeddings" => Some(ApiKind::OpenAiEmbeddings),
-            "/v1/responses" => Some(ApiKind::OpenAiResponses),
-            "/v1/messages" => Some(ApiKind::AnthropicMessages),
-            _ => None,
-        }
+        ApiKind::ALL.into_iter().find(|k| k.path() == path)
+    }
+
+    /// An RE2 pattern (Envoy's `safe_regex`, matched against the path
+    /// without its query) for this API's path, as [`ApiKind::from_path`]
+    /// accepts it.
+    pub fn path_regex(self) -> String {
+        format!("^{}/?$", self.path().replace('.', "\\."))
     }
 
     /// Stable name used in metadata, metrics and logs.

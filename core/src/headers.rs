@@ -2,6 +2,11 @@
 
 /// The request's id, set by the filter on the request and on the answer.
 pub const REQUEST_ID: &str = "x-tollgate-request-id";
+/// The provider (or alias route) the sidecar picked; Envoy's route table
+/// reads it. Only the gateway sets it: a client's is removed before anything
+/// reads it (Envoy's first filter, the wasm filter and the sidecar each
+/// remove it).
+pub const PROVIDER: &str = "x-tollgate-provider";
 /// The rule that blocked a request, on the filter's (or sidecar's) refusal.
 pub const BLOCKED_BY: &str = "x-tollgate-blocked-by";
 

@@ -250,6 +250,45 @@ pub struct Sidecar {
     /// How long Envoy waits for the sidecar per message.
     #[serde(default = "default_sidecar_timeout_ms")]
     pub timeout_ms: u64,
+    /// How Envoy and the sidecar authenticate each other.
+    #[serde(default)]
+    pub tls: SidecarTls,
+}
+
+/// The channel between Envoy and the sidecar. Only the gateway's Envoy may
+/// talk to the sidecar: it decides identity and holds the provider keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SidecarTls {
+    #[serde(default)]
+    pub mode: SidecarTlsMode,
+    /// Directory of the certificates (`ca.pem`, `sidecar.pem`, `sidecar.key`,
+    /// `envoy.pem`, `envoy.key`); relative to the policy file. Made on first
+    /// start when absent (`tollgate certs`).
+    #[serde(default = "default_tls_dir")]
+    pub dir: String,
+}
+
+impl Default for SidecarTls {
+    fn default() -> Self {
+        SidecarTls { mode: SidecarTlsMode::default(), dir: default_tls_dir() }
+    }
+}
+
+fn default_tls_dir() -> String {
+    "tls".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SidecarTlsMode {
+    /// Mutual TLS with the gateway's own certificate authority (default):
+    /// the sidecar answers only a client holding Envoy's certificate.
+    #[default]
+    Mutual,
+    /// Plaintext: a service mesh authenticates Envoy to the sidecar (Istio's
+    /// mutual TLS with an AuthorizationPolicy, as `tollgate render istio` writes).
+    Mesh,
 }
 
 /// What each component does when it cannot do its job.
@@ -356,6 +395,22 @@ pub struct ModelRoute {
     /// This alias's prompt-firewall thresholds (over `inspection.firewall`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<crate::firewall::Thresholds>,
+    /// The operator's own system prompts for this alias, exact texts
+    /// compared after trimming: a `system` or `developer` text equal to one
+    /// of them is not run through the prompt firewall. Every other text,
+    /// whatever role the client gives it, is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "trusted_prompts")]
+    pub trusted_system_prompts: Vec<String>,
+}
+
+/// `trustedSystemPrompts`: non-empty texts (an empty one would trust every
+/// empty system message, which carries nothing to trust).
+fn trusted_prompts<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    let prompts = Vec::<String>::deserialize(de)?;
+    if prompts.iter().any(|p| p.trim().is_empty()) {
+        return Err(serde::de::Error::custom("trusted system prompts must not be empty"));
+    }
+    Ok(prompts)
 }
 
 /// How an alias picks the first target of a request.
@@ -503,6 +558,7 @@ impl Default for Sidecar {
             grpc_port: default_grpc_port(),
             admin_port: default_sidecar_admin_port(),
             timeout_ms: default_sidecar_timeout_ms(),
+            tls: SidecarTls::default(),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Draft {
     pub started: SystemTime,
     pub clock: Instant,
     pub request_id: String,
+    /// The client's own `x-request-id`, if it sent one.
+    pub client_request_id: Option<String>,
     pub api: ApiKind,
     pub consumer: String,
     pub team: String,
@@ -46,6 +48,7 @@ impl Draft {
             started: SystemTime::now(),
             clock: Instant::now(),
             request_id: request_id.to_string(),
+            client_request_id: None,
             api,
             consumer: identity.map(|i| i.consumer.clone()).unwrap_or_default(),
             team: identity.map(|i| i.team.clone()).unwrap_or_default(),
@@ -78,6 +81,7 @@ impl Draft {
         AuditRecord {
             time: rfc3339_millis(self.started),
             request_id: self.request_id.clone(),
+            client_request_id: self.client_request_id.clone(),
             consumer: self.consumer.clone(),
             team: self.team.clone(),
             api: self.api.as_str().to_string(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tollgate_core::access::StoreKind;
-use tollgate_core::policy::{Policy, ProviderKind};
+use tollgate_core::policy::{Policy, ProviderKind, SidecarTlsMode};
 
 use std::sync::Arc;
 
@@ -37,6 +37,21 @@ pub fn policy_relative(policy_path: &Path, path: &str) -> PathBuf {
         p.to_path_buf()
     } else {
         policy_path.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
+/// The sidecar's TLS settings from the policy (its certificates made on
+/// first start); `None` when a mesh authenticates Envoy instead.
+pub fn sidecar_tls(policy: &Policy) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    match policy.sidecar.tls.mode {
+        SidecarTlsMode::Mesh => Ok(None),
+        SidecarTlsMode::Mutual => {
+            let dir = Path::new(&policy.sidecar.tls.dir);
+            if crate::tls::ensure(dir, false)? {
+                tracing::info!(dir = %dir.display(), "made the gateway's certificates for Envoy and the sidecar");
+            }
+            Ok(Some(crate::tls::server_config(dir)?))
+        }
     }
 }
 
@@ -272,6 +287,7 @@ pub fn resolve_paths(policy: &mut Policy, policy_path: &Path) {
     if let Some(p) = policy.access.key_store.as_mut() {
         fix(p);
     }
+    fix(&mut policy.sidecar.tls.dir);
     if let Some(jwt) = policy.access.jwt.as_mut() {
         fix(&mut jwt.jwks_file);
     }

@@ -6,7 +6,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 use tollgate_core::filter_config::FilterConfig;
 use tollgate_core::headers::{INSPECTING_STATE, INSPECTION_STATE};
-use tollgate_core::policy::{BaseUrl, FailMode, Policy};
+use tollgate_core::policy::{BaseUrl, FailMode, Policy, SidecarTlsMode};
+use tollgate_core::{ApiFamily, ApiKind};
 
 use crate::identity::{JWT_NAMESPACE, JWT_PAYLOAD_KEY};
 use crate::processor::{filter_state_attribute, FALLBACK_PREFIX, METADATA_NAMESPACE, PROVIDER_HEADER};
@@ -87,11 +88,10 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             "request_headers_to_remove": [PROVIDER_HEADER],
         }));
     }
-    // Everything the sidecar did not route (non-AI paths, or the sidecar
-    // failing open) goes to the default provider.
+    // Requests the sidecar did not route: see `unrouted_routes`.
     let default_url = BaseUrl::parse(&policy.providers[default_provider].base_url)
         .map_err(|m| anyhow::anyhow!("providers.{default_provider}.baseUrl: {m}"))?;
-    routes.push(json!({"match": {"prefix": "/"}, "route": route_action(default_provider, &default_url)}));
+    routes.extend(unrouted_routes(policy, Some(route_action(default_provider, &default_url))));
 
     let wasm = json!({
         "name": "tollgate.wasm",
@@ -116,6 +116,14 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": "tollgate",
+            // One spelling of every path before any filter or route reads it
+            // (`/v1/x/../chat//completions` is `/v1/chat/completions`);
+            // escaped slashes are kept as sent, so model names and ARNs with
+            // `%2F` reach the provider unchanged, and an API path spelled
+            // with one matches no route but the refusal.
+            "normalize_path": true,
+            "merge_slashes": true,
+            "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
             "access_log": [{
                 "name": "envoy.access_loggers.file",
                 "typed_config": {
@@ -133,7 +141,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
                 "include_attempt_count_in_response": true,
                 "include_request_attempt_count": true,
             }]},
-            "http_filters": jwt_authn(policy).into_iter().chain([
+            "http_filters": std::iter::once(strip_gateway_headers()).chain(jwt_authn(policy)).chain([
                 wasm,
                 ext_proc,
                 json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
@@ -158,6 +166,73 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             "clusters": clusters,
         },
     }))
+}
+
+/// Request headers only the gateway may set: Envoy's own filter removes any
+/// a client sent before anything reads them (the wasm filter and the sidecar
+/// remove every other `x-tollgate-*` header too).
+pub const GATEWAY_REQUEST_HEADERS: [&str; 2] = [PROVIDER_HEADER, tollgate_core::headers::REQUEST_ID];
+
+/// Envoy's `header_mutation` filter, first in the chain: a client cannot
+/// pick a route or a request id by sending the gateway's own headers, even
+/// when the wasm filter or the sidecar is away.
+pub fn strip_gateway_headers() -> Value {
+    json!({
+        "name": "tollgate.strip_gateway_headers",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": GATEWAY_REQUEST_HEADERS.iter().map(|h| json!({"remove": h})).collect::<Vec<_>>()},
+        },
+    })
+}
+
+/// Whether a request the sidecar could not review may still go to a
+/// provider: only when the sidecar fails open and the policy requires no
+/// credential. When a key or a token is required, nobody but the sidecar can
+/// check it, so an unrouted request is refused whatever `failMode` says.
+pub fn unrouted_may_pass(policy: &Policy) -> bool {
+    policy.fail_mode.sidecar == FailMode::Open && policy.access.require == tollgate_core::access::Require::None
+}
+
+/// The routes after the ones the sidecar picks (by `x-tollgate-provider`):
+/// requests it did not route. An AI API path (the sidecar was away or
+/// failed) goes to the default provider (`open`, when
+/// [`unrouted_may_pass`]) or gets 503 in its API's error shape; any other
+/// path gets 404 (the sidecar routes the policy's `access.passthrough`
+/// paths itself, after checking the caller). `open` is the default
+/// provider's route action.
+pub fn unrouted_routes(policy: &Policy, open: Option<Value>) -> Vec<Value> {
+    let json_reply = |status: u16, family: ApiFamily, message: &str, code: &str| {
+        json!({
+            "direct_response": {"status": status, "body": {"inline_string": tollgate_core::error_body(family, status, message, code)}},
+            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        })
+    };
+    let mut routes = Vec::new();
+    for api in ApiKind::ALL {
+        let matcher = json!({
+            "safe_regex": {"regex": api.path_regex()},
+            "headers": [{"name": ":method", "string_match": {"exact": "POST"}}],
+        });
+        let mut route = match (&open, unrouted_may_pass(policy)) {
+            (Some(action), true) => json!({"route": action}),
+            _ => json_reply(
+                503,
+                api.family(),
+                "the gateway cannot check this request right now (its policy service is unavailable); retry later",
+                "gateway_unavailable",
+            ),
+        };
+        route["match"] = matcher;
+        routes.push(route);
+    }
+    let not_found = "no such API on this gateway";
+    let mut anthropic = json_reply(404, ApiFamily::Anthropic, not_found, "unknown_path");
+    anthropic["match"] = json!({"prefix": "/", "headers": [{"name": "anthropic-version", "present_match": true}]});
+    let mut openai = json_reply(404, ApiFamily::OpenAi, not_found, "unknown_path");
+    openai["match"] = json!({"prefix": "/"});
+    routes.extend([anthropic, openai]);
+    routes
 }
 
 /// The cluster through which Envoy reaches the sidecar in the bootstrap.
@@ -436,7 +511,11 @@ fn route_action(provider: &str, url: &BaseUrl) -> Value {
 }
 
 fn sidecar_cluster(policy: &Policy) -> Value {
-    grpc_cluster(SIDECAR_CLUSTER, &policy.sidecar.host, policy.sidecar.grpc_port)
+    let mut cluster = grpc_cluster(SIDECAR_CLUSTER, &policy.sidecar.host, policy.sidecar.grpc_port);
+    if policy.sidecar.tls.mode == SidecarTlsMode::Mutual {
+        cluster["transport_socket"] = crate::tls::envoy_transport_socket(Path::new(&policy.sidecar.tls.dir));
+    }
+    cluster
 }
 
 /// A cluster that speaks HTTP/2 (gRPC) to `host:port`: its address as it
@@ -581,22 +660,59 @@ mod tests {
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let filters = hcm["http_filters"].as_array().unwrap();
         let names: Vec<_> = filters.iter().map(|f| f["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["tollgate.wasm", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]);
-        assert_eq!(filters[0]["typed_config"]["config"]["failure_policy"], "FAIL_OPEN");
-        assert_eq!(filters[1]["typed_config"]["failure_mode_allow"], false);
+        assert_eq!(
+            names,
+            [
+                "tollgate.strip_gateway_headers",
+                "tollgate.wasm",
+                "envoy.filters.http.ext_proc",
+                "envoy.filters.http.router"
+            ]
+        );
+        assert_eq!(filters[1]["typed_config"]["config"]["failure_policy"], "FAIL_OPEN");
+        assert_eq!(filters[2]["typed_config"]["failure_mode_allow"], false);
         let plugin: FilterConfig =
-            serde_json::from_str(filters[0]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap())
+            serde_json::from_str(filters[1]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap())
                 .unwrap();
         assert_eq!(plugin.fail_mode, FailMode::Open);
+        assert_eq!(hcm["normalize_path"], true);
+        assert_eq!(hcm["merge_slashes"], true);
+        assert_eq!(hcm["path_with_escaped_slashes_action"], "KEEP_UNCHANGED");
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();
-        assert_eq!(routes.len(), 3);
+        // Two provider routes, one per API path for unrouted requests, two 404s.
+        assert_eq!(routes.len(), 2 + ApiKind::ALL.len() + 2);
         assert_eq!(routes[1]["route"]["host_rewrite_literal"], "api.openai.com");
         assert_eq!(routes[1]["route"]["prefix_rewrite"], "/v1proxy/");
-        assert_eq!(routes[2]["route"]["cluster"], "provider_mock");
+        // Failing closed: an unrouted API request is refused, in its API's shape.
+        assert_eq!(routes[2]["direct_response"]["status"], 503);
+        let last = routes.last().unwrap();
+        assert_eq!(last["direct_response"]["status"], 404);
+        assert!(last["direct_response"]["body"]["inline_string"].as_str().unwrap().contains("unknown_path"));
         let clusters = v["static_resources"]["clusters"].as_array().unwrap();
         assert_eq!(clusters[2]["type"], "LOGICAL_DNS");
         assert_eq!(clusters[2]["transport_socket"]["typed_config"]["sni"], "api.openai.com");
         assert_eq!(clusters[1]["type"], "STATIC");
+        // Envoy reaches the sidecar over mutual TLS.
+        let tls = &clusters[0]["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], crate::tls::SIDECAR_NAME);
+        assert_eq!(tls["common_tls_context"]["tls_certificates"][0]["private_key"]["filename"], "tls/envoy.key");
+    }
+
+    #[test]
+    fn unrouted_requests_reach_a_provider_only_when_open_and_anonymous() {
+        let providers = "providers:\n  mock: {kind: mock, baseUrl: 'http://127.0.0.1:18080'}\n";
+        for (extra, passes) in [
+            ("", true),
+            ("failMode: {sidecar: closed}\n", false),
+            ("access: {require: key, keyStore: k.yaml}\n", false),
+            ("access: {require: jwt, jwt: {issuer: i, jwksFile: j}}\n", false),
+        ] {
+            let policy = parse_policy(&format!("{providers}{extra}")).unwrap();
+            assert_eq!(unrouted_may_pass(&policy), passes, "{extra}");
+            let routes = unrouted_routes(&policy, Some(json!({"cluster": "provider_mock"})));
+            let api_routes = &routes[..ApiKind::ALL.len()];
+            assert!(api_routes.iter().all(|r| r.get("route").is_some() == passes), "{extra}: {api_routes:?}");
+        }
     }
 }
 
@@ -609,7 +725,10 @@ mod golden {
     #[test]
     fn checked_in_bootstrap_matches_its_policy() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let policy = crate::config::load_policy(&root.join("envoy/policy.yaml")).unwrap();
+        let mut policy = crate::config::load_policy(&root.join("envoy/policy.yaml")).unwrap();
+        // As the checked-in bootstrap names them: relative to the checkout,
+        // where Envoy starts (`envoy -c envoy/tollgate.yaml`).
+        policy.sidecar.tls.dir = "envoy/tls".into();
         let rendered = render_yaml(
             &policy,
             &RenderOptions {

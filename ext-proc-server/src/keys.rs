@@ -94,14 +94,9 @@ impl KeyFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text).map_err(|e| err(e.to_string()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(|e| err(e.to_string()))?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        // Owner-only from the moment the file exists, and never through a
+        // file or link someone else left at the temporary name.
+        crate::tls::write_private(path, text.as_bytes()).map_err(|e| err(format!("{e:#}")))
     }
 
     /// Add a key for `consumer`; returns the secret key (shown once) and its record.

@@ -187,8 +187,15 @@ impl Proc {
 
 /// `GET http://addr/path` over plain HTTP/1.1; returns status and body.
 pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    http_get_with(addr, path, None).await
+}
+
+/// [`http_get`] with `Authorization: Bearer <token>` when a token is given
+/// (the sidecar's admin endpoints when exposed, see `ADMIN_TOKEN_ENV`).
+pub async fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await?;

@@ -26,6 +26,7 @@ pub mod review;
 pub mod scan;
 pub mod server;
 pub mod strategy;
+pub mod tls;
 pub mod stream_usage;
 pub mod tokens;
 pub mod translation;

@@ -97,6 +97,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make the gateway's certificates for mutual TLS between Envoy and the
+    /// sidecar in the policy's `sidecar.tls.dir` (or `--dir`): a new private
+    /// authority signing one certificate for each. `tollgate serve`, `up` and
+    /// `render envoy` make them when absent; `--replace` rotates them (restart
+    /// Envoy and the sidecar after).
+    Certs {
+        #[arg(long, required_unless_present = "dir")]
+        policy: Option<PathBuf>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        replace: bool,
+    },
     /// Render configuration from a policy.
     Render {
         #[command(subcommand)]
@@ -264,6 +277,24 @@ struct K8sArgs {
     /// for aliases with several targets).
     #[arg(long, default_value = "http")]
     listener: String,
+    /// Istio: the ingress gateway's service account, the only identity the sidecar answers.
+    #[arg(long, default_value = "istio-ingressgateway")]
+    gateway_service_account: String,
+    /// Istio: the mesh's trust domain (of the gateway's identity).
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// NetworkPolicy: the namespace of the gateway's Envoy pods (default: Istio, the gateway
+    /// namespace; Envoy Gateway, envoy-gateway-system).
+    #[arg(long)]
+    gateway_pods_namespace: Option<String>,
+    /// NetworkPolicy: labels of the gateway's Envoy pods, KEY=VALUE, repeatable (default: Istio,
+    /// the --selector labels; Envoy Gateway, its owning-gateway labels of --gateway).
+    #[arg(long = "gateway-pods-selector", value_parser = parse_kv)]
+    gateway_pods_selector: Vec<(String, String)>,
+    /// Envoy Gateway: the certificates Envoy and the sidecar authenticate each other with
+    /// (default: the policy's sidecar.tls.dir); made when absent.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -279,8 +310,15 @@ impl K8sArgs {
             istio_gateway: self.istio_gateway.clone(),
             gateway_name: self.gateway.clone(),
             listener: self.listener.clone(),
+            gateway_service_account: self.gateway_service_account.clone(),
+            trust_domain: self.trust_domain.clone(),
+            gateway_pods_namespace: self.gateway_pods_namespace.clone(),
+            tls_dir: self.tls_dir.clone(),
             ..Default::default()
         };
+        if !self.gateway_pods_selector.is_empty() {
+            o.gateway_pods_selector = Some(self.gateway_pods_selector.iter().cloned().collect());
+        }
         if let Some(i) = &self.image {
             o.image = i.clone();
         }
@@ -301,13 +339,15 @@ impl K8sArgs {
 }
 
 /// Write rendered manifests into `out`, or print them as one `---` separated stream.
+/// The files are owner-only: some hold Secrets (Envoy Gateway's certificates).
 fn write_manifests(files: Vec<(String, String)>, out: Option<&std::path::Path>) -> anyhow::Result<()> {
     match out {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
             for (name, text) in &files {
                 let p = dir.join(name);
-                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+                tollgate_ext_proc::tls::write_private(&p, text.as_bytes())
+                    .with_context(|| format!("writing {}", p.display()))?;
                 println!("wrote {}", p.display());
             }
         }
@@ -367,12 +407,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 policy.sidecar.host.parse().with_context(|| format!("sidecar.host `{}`", policy.sidecar.host))?;
             let grpc = grpc.unwrap_or(SocketAddr::new(host, policy.sidecar.grpc_port));
             let admin = admin.unwrap_or(SocketAddr::new(host, policy.sidecar.admin_port));
+            let tls = tollgate_ext_proc::config::sidecar_tls(&policy)?;
             let shared = build_shared(policy, &policy_path).await?;
             let grpc = server::bind(grpc).await?;
             let admin = server::bind(admin).await?;
             let live = LiveShared::new(shared);
             watch_policy(live.clone(), policy_path, std::time::Duration::from_millis(100));
-            server::run(live, grpc, admin, server::shutdown_signal()).await
+            server::run(live, grpc, admin, tls, server::shutdown_signal()).await
         }
         Cmd::Up(opts) => up::up(opts).await,
         Cmd::Mock { listen, config } => {
@@ -447,9 +488,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
+        Cmd::Certs { policy, dir, replace } => {
+            let dir = match (dir, policy) {
+                (Some(dir), _) => dir,
+                (None, Some(policy)) => PathBuf::from(load_policy(&policy)?.sidecar.tls.dir),
+                (None, None) => anyhow::bail!("give --policy or --dir"),
+            };
+            if tollgate_ext_proc::tls::ensure(&dir, replace)? {
+                println!("wrote the gateway's certificates to {}", dir.display());
+            } else {
+                println!("{} already holds the gateway's certificates (--replace makes new ones)", dir.display());
+            }
+            Ok(())
+        }
         Cmd::Render { what } => match what {
             RenderCmd::Envoy { policy, wasm, access_log, out, xds_dir } => {
                 let policy = load_policy(&policy)?;
+                // Envoy loads the certificates it renders references to.
+                tollgate_ext_proc::config::sidecar_tls(&policy)?;
                 let opts = RenderOptions { wasm_path: &wasm, access_log: &access_log, plugin_config: None };
                 let yaml = match xds_dir {
                     Some(dir) => {
@@ -590,7 +646,8 @@ async fn usage_command(
         query.push(format!("team={team}"));
     }
     let path = format!("/usage?{}", query.join("&"));
-    let (status, body) = tollgate_ext_proc::launch::http_get(&admin, &path)
+    let token = std::env::var(tollgate_ext_proc::server::ADMIN_TOKEN_ENV).ok();
+    let (status, body) = tollgate_ext_proc::launch::http_get_with(&admin, &path, token.as_deref())
         .await
         .with_context(|| format!("cannot reach the sidecar at {admin} (is the gateway up?)"))?;
     if status != 200 {

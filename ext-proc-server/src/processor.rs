@@ -50,7 +50,7 @@ use tollgate_core::pricing::PriceTable;
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Header the sidecar sets so Envoy's route table picks the provider cluster.
-pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
+pub const PROVIDER_HEADER: &str = tollgate_core::headers::PROVIDER;
 /// Response header naming the backend that answered.
 pub const BACKEND_HEADER: &str = "x-tollgate-backend";
 /// `PROVIDER_HEADER` value prefix selecting an alias's fallback route.
@@ -256,22 +256,29 @@ async fn on_request_headers(
     metadata: Option<&Metadata>,
     inspected: bool,
 ) -> ProcessingResponse {
-    let api = match (header(h, ":method").as_deref(), header(h, ":path")) {
-        (Some("POST"), Some(path)) => ApiKind::from_path(&path),
+    let path = header(h, ":path");
+    let api = match (header(h, ":method").as_deref(), path.as_deref()) {
+        (Some("POST"), Some(path)) => ApiKind::from_path(path),
         _ => None,
     };
+    // The filter names the request (a client's `x-tollgate-request-id` never
+    // reaches it: Envoy removes it first); without a filter, the sidecar does.
+    let request_id = header(h, REQUEST_ID).filter(|id| inspected && !id.is_empty()).unwrap_or_else(new_request_id);
     let Some(api) = api else {
+        if let Some(path) = path.filter(|p| shared.policy.access.passes_through(p)) {
+            return pass_through(shared, state, h, metadata, &path, &request_id).await;
+        }
+        // Not an API path: Envoy's route table refuses it (404).
         *state = StreamState::Passthrough;
         let mut resp = reply(processing_response::Response::RequestHeaders(HeadersResponse::default()));
         resp.mode_override = Some(skip_everything());
         return resp;
     };
-    let request_id = header(h, REQUEST_ID).or_else(|| header(h, "x-request-id")).unwrap_or_default();
     let identity = match identify(&shared.policy, &shared.keys.current(), h, metadata, SystemTime::now()) {
         Ok(identity) => identity,
-        Err(err) => return refuse(shared, state, &Draft::new(api, &request_id, None), "", &err, &[]).await,
+        Err(err) => return refuse(shared, state, &client_draft(api, &request_id, None, h), "", &err, &[]).await,
     };
-    let mut draft = Draft::new(api, &request_id, identity.as_ref());
+    let mut draft = client_draft(api, &request_id, identity.as_ref(), h);
     draft.trace_context = ["traceparent", "tracestate"]
         .into_iter()
         .filter_map(|name| header(h, name).map(|v| (name.to_string(), v)))
@@ -285,7 +292,75 @@ async fn on_request_headers(
         namespace: header(h, NAMESPACE_HEADER),
     };
     *state = StreamState::AwaitingBody { api, request_id, identity, draft, hints, inspected };
-    reply(processing_response::Response::RequestHeaders(HeadersResponse::default()))
+    let common = CommonResponse { header_mutation: Some(strip_gateway_headers(h, inspected)), ..Default::default() };
+    reply(processing_response::Response::RequestHeaders(HeadersResponse { response: Some(common) }))
+}
+
+/// A new request id (the sidecar's own, when no filter named the request).
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..12]);
+    }
+    format!("tg-{}", hex::encode(bytes))
+}
+
+/// The audit draft of a request, with the client's own `x-request-id` kept
+/// apart from the gateway's id.
+fn client_draft(api: ApiKind, request_id: &str, identity: Option<&Identity>, h: &HttpHeaders) -> Draft {
+    let mut draft = Draft::new(api, request_id, identity);
+    draft.client_request_id = header(h, "x-request-id").filter(|id| !id.is_empty() && id != request_id);
+    draft
+}
+
+/// Remove every `x-tollgate-*` request header a client sent (but the cache
+/// namespace, which only narrows the caller's own cache partition): only
+/// the gateway sets them. Envoy's first filter already removed the ones the
+/// route reads; this covers every other name.
+/// `inspected`: the filter set the request id, which stays.
+fn strip_gateway_headers(h: &HttpHeaders, inspected: bool) -> HeaderMutation {
+    let remove_headers = h
+        .headers
+        .iter()
+        .flat_map(|m| m.headers.iter())
+        .map(|v| v.key.to_ascii_lowercase())
+        .filter(|k| k.starts_with("x-tollgate-") && k != NAMESPACE_HEADER && !(inspected && k == REQUEST_ID))
+        .collect();
+    HeaderMutation { remove_headers, ..Default::default() }
+}
+
+/// A path the policy forwards as is (`access.passthrough`): the caller must
+/// pass `access.require` like any API call; the request goes to the default
+/// provider with its key (the client's credential removed), neither
+/// inspected nor metered.
+async fn pass_through(
+    shared: &Shared,
+    state: &mut StreamState,
+    h: &HttpHeaders,
+    metadata: Option<&Metadata>,
+    path: &str,
+    request_id: &str,
+) -> ProcessingResponse {
+    // Refusals are shaped for the API family the client speaks.
+    let api = if header(h, "anthropic-version").is_some() { ApiKind::AnthropicMessages } else { ApiKind::OpenAiChat };
+    let identity = match identify(&shared.policy, &shared.keys.current(), h, metadata, SystemTime::now()) {
+        Ok(identity) => identity,
+        Err(err) => return refuse(shared, state, &client_draft(api, request_id, None, h), "", &err, &[]).await,
+    };
+    let Some(provider) = shared.policy.default_provider() else {
+        let err = Error::Unavailable("the gateway has no provider".into());
+        return refuse(shared, state, &client_draft(api, request_id, identity.as_ref(), h), "", &err, &[]).await;
+    };
+    tracing::info!(request_id, path, provider, "pass-through");
+    *state = StreamState::Passthrough;
+    let mut mutation = strip_gateway_headers(h, false);
+    mutation.set_headers.push(set_header(PROVIDER_HEADER, provider));
+    provider_headers(&mut mutation, shared.credentials.get(provider), identity.is_some(), None);
+    let common = CommonResponse { header_mutation: Some(mutation), clear_route_cache: true, ..Default::default() };
+    let mut resp = reply(processing_response::Response::RequestHeaders(HeadersResponse { response: Some(common) }));
+    resp.mode_override = Some(skip_everything());
+    resp
 }
 
 async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) -> ProcessingResponse {

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::{
     ExternalProcessor, ExternalProcessorServer,
@@ -89,11 +90,13 @@ const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 4 << 20;
 
 /// Run the gRPC server and the admin HTTP server until `shutdown` resolves,
-/// then drain in-flight streams.
+/// then drain in-flight streams. With `tls`, ext_proc is served only to
+/// clients holding a certificate of the gateway's authority (Envoy).
 pub async fn run(
     live: LiveShared,
     grpc: TcpListener,
     admin: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -103,13 +106,23 @@ pub async fn run(
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
-    let admin_routes = admin_router(live.clone());
+    let token = std::env::var(ADMIN_TOKEN_ENV).ok().filter(|t| !t.is_empty());
+    let access = AdminAccess { exposed: !admin_addr.ip().is_loopback(), token: token.map(Arc::from) };
+    if access.exposed && access.token.is_none() {
+        tracing::warn!(%admin_addr, "admin endpoints exposed without {ADMIN_TOKEN_ENV}: only /healthz and /readyz answer");
+    }
+    let admin_routes = admin_router(live.clone(), access);
     let telemetry = live.current().telemetry;
     // HTTP/2's default 64 KiB windows make Envoy and the sidecar trade a
     // WINDOW_UPDATE every few request bodies (more with large prompts);
     // larger ones cut Envoy's CPU per 32 KB request by ~10% (docs/benchmarks.md).
     // Envoy sends no more than a request's body per message either way.
-    let grpc_server = tonic::transport::Server::builder()
+    let secured = tls.is_some();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|e| anyhow::anyhow!("sidecar TLS: {e}"))?;
+    }
+    let grpc_server = builder
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .add_service(health_service)
@@ -124,8 +137,11 @@ pub async fn run(
     });
 
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    tracing::info!(%grpc_addr, %admin_addr, workers, "tollgate sidecar serving");
-    println!("tollgate sidecar: ext_proc on {grpc_addr} ({workers} workers), health on http://{admin_addr}/healthz");
+    let channel = if secured { "mutual TLS" } else { "plaintext, mesh-authenticated" };
+    tracing::info!(%grpc_addr, %admin_addr, workers, channel, "tollgate sidecar serving");
+    println!(
+        "tollgate sidecar: ext_proc on {grpc_addr} ({channel}, {workers} workers), health on http://{admin_addr}/healthz"
+    );
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight streams");
@@ -155,8 +171,38 @@ fn counter_text(sample: &str, help: &str, value: u64) -> String {
     format!("# HELP {family} {help}\n# TYPE {family} counter\n{sample} {value}\n")
 }
 
+/// The environment variable holding the token the admin endpoints require
+/// when they listen on an address other than loopback.
+pub const ADMIN_TOKEN_ENV: &str = "TOLLGATE_ADMIN_TOKEN";
+
+/// Who may read the admin endpoints (spend, metrics, recent refusals, the
+/// page): anyone who can reach a loopback listener, as for Envoy's own
+/// admin; on any other address only a request with `Authorization: Bearer
+/// <token>`, and nobody when no token is set. Health stays open for probes.
+#[derive(Clone)]
+struct AdminAccess {
+    exposed: bool,
+    token: Option<Arc<str>>,
+}
+
+impl AdminAccess {
+    fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
+        if !self.exposed {
+            return true;
+        }
+        let Some(token) = &self.token else { return false };
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        use subtle::ConstantTimeEq as _;
+        bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
+    }
+}
+
 /// The admin HTTP endpoints: health, spend report, metrics.
-fn admin_router(live: LiveShared) -> axum::Router {
+fn admin_router(live: LiveShared, access: AdminAccess) -> axum::Router {
     use axum::extract::{Query, State};
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
@@ -278,6 +324,25 @@ fn admin_router(live: LiveShared) -> axum::Router {
         }
     }
 
+    async fn guard(
+        axum::extract::State(access): axum::extract::State<AdminAccess>,
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        if access.allows(req.headers()) {
+            return next.run(req).await;
+        }
+        let message = if access.token.is_some() {
+            format!("send `Authorization: Bearer <{ADMIN_TOKEN_ENV}>`\n")
+        } else {
+            format!("the admin endpoints listen beyond loopback: set {ADMIN_TOKEN_ENV} to read them\n")
+        };
+        (StatusCode::UNAUTHORIZED, [(axum::http::header::WWW_AUTHENTICATE, "Bearer")], message).into_response()
+    }
+
+    let health = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(|| async { "ok\n" }));
     axum::Router::new()
         .route(
             "/",
@@ -286,11 +351,11 @@ fn admin_router(live: LiveShared) -> axum::Router {
             }),
         )
         .route("/api/recent", axum::routing::get(recent))
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route("/readyz", axum::routing::get(|| async { "ok\n" }))
         .route("/usage", axum::routing::get(usage))
         .route("/metrics", axum::routing::get(metrics))
         .with_state(live)
+        .layer(axum::middleware::from_fn_with_state(access, guard))
+        .merge(health)
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is

@@ -53,7 +53,7 @@ const DEMO_COST_PER_DAY: f64 = 5.0;
 /// `home/demo-key` so every `tollgate up` prints the same one).
 pub fn demo_access(policy: &mut Policy, home: &Path) -> anyhow::Result<String> {
     let store = home.join("keys.yaml");
-    policy.access = Access { require: Require::Key, key_store: Some(store.display().to_string()), jwt: None };
+    policy.access = Access { require: Require::Key, key_store: Some(store.display().to_string()), ..Access::default() };
     policy.limits.dir = Some(home.join("state").display().to_string());
     let limits = Limits {
         tokens_per_minute: Some(DEMO_TOKENS_PER_MINUTE),
@@ -138,6 +138,10 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
 /// directories under the home, the quickstart's cache, and the ports given
 /// on the command line.
 fn settle_policy(policy: &mut Policy, opts: &UpOptions, home: &std::path::Path) {
+    if std::path::Path::new(&policy.sidecar.tls.dir).is_relative() {
+        // The quickstart's: Envoy and the sidecar share the home's certificates.
+        policy.sidecar.tls.dir = home.join("tls").display().to_string();
+    }
     if policy.audit.dir.is_none() {
         policy.audit.dir = Some(home.join("audit").display().to_string());
     }
@@ -176,6 +180,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     settle_policy(&mut policy, &opts, &home);
     policy.validate()?;
     load_credentials(&policy)?; // fail now, not on the first request
+    crate::config::sidecar_tls(&policy)?; // Envoy loads the certificates it is rendered with
 
     let wasm = match opts.wasm.clone().or_else(find_wasm) {
         Some(p) => p,

@@ -203,6 +203,7 @@ async fn through_an_in_process_tonic_server() {
         tollgate_ext_proc::config::LiveShared::new(shared()),
         grpc,
         admin,
+        None,
         async {
             let _ = stop_rx.await;
         },

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use tokio::process::Command;
-use tollgate_ext_proc::config::parse_policy;
+use tollgate_ext_proc::config::{parse_policy, resolve_paths};
 use tollgate_ext_proc::envoy::{render, render_yaml, RenderOptions};
 use tollgate_ext_proc::launch::{self, envoy_command, wait_ready, Proc};
 
@@ -66,6 +66,12 @@ pub struct Options {
     pub envoy_edit: Option<fn(&tollgate_core::policy::Policy, serde_json::Value) -> serde_json::Value>,
     /// Extra environment for the sidecar.
     pub sidecar_env: Vec<(String, String)>,
+    /// Extra arguments for `tollgate serve`.
+    pub sidecar_args: Vec<String>,
+    /// Extra keys of the policy's `sidecar` map (e.g. `timeoutMs: 300`).
+    pub sidecar_extra: String,
+    /// Serve the sidecar's admin endpoints on every address, not loopback only.
+    pub expose_sidecar_admin: bool,
 }
 
 impl Default for Options {
@@ -78,6 +84,9 @@ impl Default for Options {
             plugin_config: None,
             envoy_edit: None,
             sidecar_env: Vec::new(),
+            sidecar_args: Vec::new(),
+            sidecar_extra: String::new(),
+            expose_sidecar_admin: false,
         }
     }
 }
@@ -89,6 +98,10 @@ pub struct Gateway {
     pub mock: String,
     /// The sidecar's admin address (health, usage, metrics).
     pub sidecar_admin: String,
+    /// The sidecar's gRPC (ext_proc) address.
+    pub sidecar_grpc: String,
+    /// The arguments `start_sidecar` adds to `tollgate serve`.
+    sidecar_args: Vec<String>,
     pub policy_path: PathBuf,
     pub dir: PathBuf,
     pub access_log: PathBuf,
@@ -111,11 +124,12 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
 /// provider's address).
 fn policy_text(ports: &Ports, opts: &Options, dir: &Path) -> String {
     let text = format!(
-        "listen: {{port: {}, adminPort: {}}}\nsidecar: {{grpcPort: {}, adminPort: {}}}\nproviders:\n  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{}'{}}}\n{}{}",
+        "listen: {{port: {}, adminPort: {}}}\nsidecar: {{grpcPort: {}, adminPort: {}{}}}\nproviders:\n  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{}'{}}}\n{}{}",
         ports.listen,
         ports.admin,
         ports.grpc,
         ports.sidecar_admin,
+        if opts.sidecar_extra.is_empty() { String::new() } else { format!(", {}", opts.sidecar_extra) },
         ports.mock,
         if opts.provider_extra.is_empty() { String::new() } else { format!(", {}", opts.provider_extra) },
         if opts.providers_extra.is_empty() { String::new() } else { format!("{}\n", opts.providers_extra.trim_end()) },
@@ -160,8 +174,12 @@ impl Gateway {
             mock: test_port()?,
         };
         let text = policy_text(&ports, &opts, &dir);
-        let policy = parse_policy(&text).map_err(|e| anyhow!("test policy: {e}"))?;
+        let mut policy = parse_policy(&text).map_err(|e| anyhow!("test policy: {e}"))?;
         let policy_path = dir.join("policy.yaml");
+        // Paths as the sidecar reads them (its certificates, beside the policy).
+        resolve_paths(&mut policy, &policy_path);
+        // Envoy loads them even when the test starts no sidecar.
+        tollgate_ext_proc::config::sidecar_tls(&policy)?;
         std::fs::write(&policy_path, &text)?;
         let access_log = dir.join("access.log");
         let log = dir.join("gateway.log");
@@ -184,6 +202,14 @@ impl Gateway {
             admin: format!("127.0.0.1:{}", ports.admin),
             mock: format!("127.0.0.1:{}", ports.mock),
             sidecar_admin: format!("127.0.0.1:{}", ports.sidecar_admin),
+            sidecar_grpc: format!("127.0.0.1:{}", ports.grpc),
+            sidecar_args: {
+                let mut args = opts.sidecar_args.clone();
+                if opts.expose_sidecar_admin {
+                    args.extend(["--admin".to_string(), format!("0.0.0.0:{}", ports.sidecar_admin)]);
+                }
+                args
+            },
             policy_path: policy_path.clone(),
             dir,
             access_log,
@@ -231,7 +257,7 @@ impl Gateway {
     pub async fn start_sidecar(&mut self, env: &[(String, String)]) -> anyhow::Result<()> {
         let paths = paths()?;
         let mut cmd = Command::new(&paths.tollgate);
-        cmd.arg("serve").arg("--policy").arg(&self.policy_path);
+        cmd.arg("serve").arg("--policy").arg(&self.policy_path).args(&self.sidecar_args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -313,15 +339,26 @@ impl Gateway {
         out
     }
 
-    /// The audit record of the request with `x-request-id: id` (null if none).
+    /// The audit record of the request with gateway id `id`, or sent with
+    /// `x-request-id: id` (null if none).
     pub fn audit_record(&self, id: &str) -> serde_json::Value {
-        self.audit_records().into_iter().find(|r| r["requestId"] == id).unwrap_or(serde_json::Value::Null)
+        self.audit_records()
+            .into_iter()
+            .find(|r| r["requestId"] == id || r["clientRequestId"] == id)
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// What the mock provider received.
     pub async fn mock_requests(&self) -> Vec<serde_json::Value> {
         let (_, body) = launch::http_get(&self.mock, "/mock/requests").await.unwrap_or_default();
         serde_json::from_str(&body).unwrap_or_default()
+    }
+
+    /// Send `sig` to one component by name (e.g. SIGSTOP to stall the sidecar).
+    pub fn signal(&self, name: &str, sig: launch::Signal) {
+        for p in self.procs.iter().filter(|p| p.name == name) {
+            p.signal(sig);
+        }
     }
 
     /// Stop one component by name (e.g. "sidecar") with SIGKILL.

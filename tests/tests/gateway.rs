@@ -136,13 +136,29 @@ async fn anthropic_messages_json_and_stream() {
 }
 
 #[tokio::test]
-async fn non_ai_traffic_passes_untouched() {
+async fn non_ai_traffic_passes_only_where_the_policy_says() {
+    // Refused by default: 404 in the provider's shape, nothing reaches it.
     let gw = Gateway::start(Options::default()).await.unwrap();
+    let resp = client().get(format!("{}/v1/models", gw.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unknown_path", "{v}");
+    let resp = client().post(format!("{}/upload", gw.url)).body("not json at all").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(gw.mock_requests().await.is_empty());
+    drop(gw);
+
+    // Listed as pass-through: forwarded as is, not inspected.
+    let gw = Gateway::start(Options {
+        policy_extra: "access: {passthrough: ['/v1/models', '/upload']}\n".into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
     let resp = client().get(format!("{}/v1/models", gw.url)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(!resp.headers().contains_key("x-tollgate-request-id"));
     assert!(!resp.headers().contains_key("x-tollgate-backend"));
-    // A non-JSON POST to a non-AI path is not inspected either.
     let resp = client().post(format!("{}/upload", gw.url)).body("not json at all").send().await.unwrap();
     assert!(!resp.headers().contains_key("x-tollgate-request-id"));
     let seen = gw.mock_requests().await;

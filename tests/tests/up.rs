@@ -196,12 +196,23 @@ async fn up_serves_a_streamed_answer_and_stops_cleanly_on_ctrl_c() {
 async fn standalone_bootstrap_validates_in_envoy() {
     let p = paths().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    // The bootstrap names the filter by its path relative to the checkout.
+    // The bootstrap names the filter and the certificates for Envoy and the
+    // sidecar by their paths relative to the checkout.
+    let tls = tempfile_dir("standalone-tls");
+    tollgate_ext_proc::tls::ensure(&tls, false).unwrap();
     let config = std::fs::read_to_string(root.join("envoy/tollgate.yaml"))
         .unwrap()
-        .replace("target/wasm32-wasip1/wasm-release/tollgate_filter.wasm", &p.wasm.display().to_string());
+        .replace("target/wasm32-wasip1/wasm-release/tollgate_filter.wasm", &p.wasm.display().to_string())
+        .replace("envoy/tls/", &format!("{}/", tls.display()));
     let (ok, text) = validate_in_envoy("standalone", &config).await.unwrap();
+    let _ = std::fs::remove_dir_all(&tls);
     assert!(ok, "{text}");
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// One request of the reload test's load: any failure is reported, never retried.

@@ -25,7 +25,7 @@ pub enum Verdict {
 }
 
 /// Header names on the wire.
-pub use tollgate_core::headers::{BLOCKED_BY, REQUEST_ID};
+pub use tollgate_core::headers::{BLOCKED_BY, PROVIDER, REQUEST_ID};
 /// Filter-state keys the filter publishes (Envoy shows them as `wasm.<key>`;
 /// the proxy-wasm ABI cannot write dynamic metadata, so the sidecar mirrors
 /// model and API into the `io.tollgate` dynamic-metadata namespace).
@@ -135,6 +135,11 @@ impl Filter {
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Verdict {
+        // Only the sidecar picks a route (Envoy's own first filter removes a
+        // client's choice too, where the gateway's bootstrap is rendered).
+        if host.request_header(PROVIDER).is_some() {
+            host.set_request_header(PROVIDER, None);
+        }
         let api = match (host.request_header(":method").as_deref(), host.request_header(":path")) {
             (Some("POST"), Some(path)) => ApiKind::from_path(&path),
             _ => None,
@@ -143,10 +148,10 @@ impl Filter {
             self.request = RequestState::Passthrough;
             return Verdict::Continue;
         };
-        let request_id = match host.request_header("x-request-id") {
-            Some(id) if !id.is_empty() => id,
-            _ => host.new_request_id(),
-        };
+        // The gateway names every request itself: a client's `x-request-id`
+        // cannot choose, spoof or repeat an audit id (the sidecar keeps the
+        // client's id in a field of its own).
+        let request_id = host.new_request_id();
         host.set_request_header(REQUEST_ID, Some(&request_id));
         let limit = self.config().inspection.max_body_bytes;
         let declared = host.request_header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
@@ -202,19 +207,13 @@ impl Filter {
             Err(err) => return self.reject(host, api.family(), &request_id, &err, None),
         };
 
-        // Prompt firewall, over what the caller wrote (not the operator's
-        // system prompt), at the thresholds of the model alias asked for.
+        // Prompt firewall, over every text whatever its role, but for the
+        // system prompts the policy trusts for the alias asked for, at that
+        // alias's thresholds.
         let verdict = self
             .inspector
             .firewall
-            .scan_all(
-                parsed
-                    .request
-                    .texts
-                    .iter()
-                    .filter(|t| t.role != "system" && t.role != "developer")
-                    .map(|t| t.text.as_str()),
-            )
+            .scan_all(self.config().trusted_system_prompts.firewall_texts(&parsed.request))
             .at(self.config().firewall_levels(&parsed.request.model));
         if verdict.action >= FirewallAction::Flag || !verdict.rules.is_empty() {
             let value =
@@ -764,16 +763,18 @@ mod tests {
     fn parses_tags_and_counts_a_json_response() {
         let mut f = unguarded();
         let mut h = host("POST", "/v1/chat/completions");
+        // A client's ids are not the gateway's.
         h.request_headers.insert("x-request-id".into(), "rid-1".into());
+        h.request_headers.insert(REQUEST_ID.into(), "spoofed".into());
         assert_eq!(send_request(&mut f, &mut h, CHAT), Verdict::Continue);
-        assert_eq!(h.request_headers[REQUEST_ID], "rid-1");
+        assert_eq!(h.request_headers[REQUEST_ID], "generated-id");
         assert_eq!(h.properties[MODEL_PROPERTY], "gpt-4o-mini");
         assert_eq!(h.properties[API_PROPERTY], "openai-chat");
         assert_eq!(h.metrics[&Metric::Requests], 1);
 
         h.response_headers.insert("content-type".into(), "application/json".into());
         assert_eq!(f.on_response_headers(&mut h, false), Verdict::Continue);
-        assert_eq!(h.response_headers[REQUEST_ID], "rid-1");
+        assert_eq!(h.response_headers[REQUEST_ID], "generated-id");
         let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#;
         // Delivered in two chunks.
         h.chunk = body[..20].to_vec();
@@ -882,6 +883,17 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         assert_eq!(f.on_response_body(&mut h, n, true), Verdict::Continue);
         assert_eq!(h.metrics[&Metric::UsageMissing], 1);
         assert!(!h.metrics.contains_key(&Metric::InputTokens));
+    }
+
+    #[test]
+    fn a_client_cannot_pick_the_route() {
+        for (method, path) in [("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("POST", "/upload")] {
+            let mut f = filter(1024);
+            let mut h = host(method, path);
+            h.request_headers.insert(PROVIDER.into(), "mock".into());
+            f.on_request_headers(&mut h, false);
+            assert!(!h.request_headers.contains_key(PROVIDER), "{method} {path}");
+        }
     }
 
     #[test]

@@ -80,8 +80,12 @@ pub struct AuditRecord {
     pub seq: u64,
     /// When the request started, RFC 3339 UTC with milliseconds (see [`rfc3339_millis`]).
     pub time: String,
-    /// `x-request-id`.
+    /// The request id the gateway gave the request (`x-tollgate-request-id`).
     pub request_id: String,
+    /// The id the client sent as `x-request-id`, kept apart: clients cannot
+    /// choose, spoof or repeat the gateway's ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
     /// The consumer (virtual key owner) the request was identified as.
     pub consumer: String,
     /// The consumer's team.
