@@ -16,16 +16,37 @@
 //!   and `Service`; provider keys come from a `Secret` the operator creates
 //!   (its name and keys are in the Deployment and in the file's header).
 //!
+//! Only the gateway's Envoy may talk to the sidecar (it decides identity and
+//! adds provider keys), and its admin endpoints are not open:
+//!
+//! - **Istio**: the sidecar runs in the mesh (`sidecar.tls.mode: mesh` in the
+//!   pod's policy); a `PeerAuthentication` makes its workload accept mutual
+//!   TLS only, and an `AuthorizationPolicy` lets only the ingress gateway's
+//!   identity (`<trust domain>/ns/<ns>/sa/<service account>`) reach its gRPC
+//!   port, and nobody reach its admin port but for `/healthz` and `/readyz`;
+//!   the gateway's Envoy strips client-sent `x-tollgate-*` routing headers
+//!   and normalises paths as plain Envoy does;
+//! - **Envoy Gateway**: the sidecar keeps its own mutual TLS: its certificate
+//!   and the authority in a `Secret`, Envoy's client certificate in another
+//!   (referenced by the `EnvoyProxy`), and a `BackendTLSPolicy` that makes
+//!   Envoy verify the sidecar's name; a `ClientTrafficPolicy` strips the
+//!   routing headers and keeps escaped slashes;
+//! - both: a `NetworkPolicy` admits the gRPC port from the gateway's pods
+//!   only and the admin port from the sidecar's namespace only; the admin
+//!   endpoints need the token of the optional `Secret` `<name>-admin`.
+//!
 //! Output: `(file name, YAML)` pairs sorted by name; the names carry a
 //! numeric prefix so `kubectl apply -f DIR/` creates the namespace first.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use tollgate_core::policy::{BaseUrl, FailMode, Policy};
+use tollgate_core::policy::{BaseUrl, FailMode, Policy, SidecarTlsMode};
 
 use crate::envoy::{
-    ext_proc_filter, fallback, grpc_cluster, is_ip, plugin_config, Fallback, FallbackRoute, SidecarRef,
+    ext_proc_filter, fallback, is_ip, plugin_config, strip_gateway_headers, Fallback, FallbackRoute, SidecarRef,
+    GATEWAY_REQUEST_HEADERS,
 };
 use crate::identity::JWT_PAYLOAD_KEY;
 use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
@@ -40,6 +61,13 @@ pub const KEYS_DIR: &str = "/etc/tollgate/keys";
 pub const ACCESS_DIR: &str = "/etc/tollgate/access";
 /// Writable state of the sidecar (audit log, embedded stores).
 pub const DATA_DIR: &str = "/var/lib/tollgate";
+/// Where the sidecar's certificate and the authority are mounted (Envoy
+/// Gateway; from the Secret `<name>-sidecar-tls`).
+pub const TLS_DIR: &str = "/etc/tollgate/tls";
+/// The key of the admin token in the optional Secret `<name>-admin`.
+pub const ADMIN_TOKEN_KEY: &str = "token";
+/// The sidecar's user and group in its pod.
+const SIDECAR_UID: u32 = 65532;
 
 /// What `kind` an Envoy Gateway policy attaches to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +123,25 @@ pub struct K8sOptions {
     pub replicas: Option<u32>,
     /// Secret holding the provider keys (created by the operator).
     pub keys_secret: String,
+    /// Istio: the ingress gateway's service account. With the gateway's
+    /// namespace and [`Self::trust_domain`] it names the only identity the
+    /// sidecar's gRPC port answers.
+    pub gateway_service_account: String,
+    /// Istio: the mesh's trust domain.
+    pub trust_domain: String,
+    /// NetworkPolicy: the namespace the gateway's Envoy pods run in (`None`:
+    /// Istio, the gateway namespace; Envoy Gateway, `envoy-gateway-system`,
+    /// where it runs the proxies of every Gateway).
+    pub gateway_pods_namespace: Option<String>,
+    /// NetworkPolicy: labels of the gateway's Envoy pods (`None`: Istio,
+    /// [`Self::gateway_selector`]; Envoy Gateway, its owning-gateway labels
+    /// of [`Self::gateway_name`]).
+    pub gateway_pods_selector: Option<BTreeMap<String, String>>,
+    /// Envoy Gateway: the directory of the certificates Envoy and the sidecar
+    /// authenticate each other with (`None`: the policy's `sidecar.tls.dir`);
+    /// made when absent, read when there, so rendering again gives the same
+    /// manifests.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for K8sOptions {
@@ -115,8 +162,233 @@ impl Default for K8sOptions {
             target_name: None,
             replicas: None,
             keys_secret: "tollgate-provider-keys".into(),
+            gateway_service_account: "istio-ingressgateway".into(),
+            trust_domain: "cluster.local".into(),
+            gateway_pods_namespace: None,
+            gateway_pods_selector: None,
+            tls_dir: None,
         }
     }
+}
+
+/// The Kubernetes flavour a rendering is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavour {
+    Istio,
+    EnvoyGateway,
+}
+
+impl Flavour {
+    fn as_str(self) -> &'static str {
+        match self {
+            Flavour::Istio => "istio",
+            Flavour::EnvoyGateway => "envoy-gateway",
+        }
+    }
+}
+
+/// Where the gateway's Envoy pods run and their labels (for the NetworkPolicy).
+struct GatewayPods {
+    namespace: String,
+    labels: BTreeMap<String, String>,
+}
+
+fn gateway_pods(opts: &K8sOptions, flavour: Flavour, gw_ns: &str) -> GatewayPods {
+    let namespace = opts.gateway_pods_namespace.clone().unwrap_or_else(|| match flavour {
+        Flavour::Istio => gw_ns.to_string(),
+        Flavour::EnvoyGateway => "envoy-gateway-system".into(),
+    });
+    let labels = opts.gateway_pods_selector.clone().unwrap_or_else(|| match flavour {
+        Flavour::Istio => opts.gateway_selector.clone(),
+        Flavour::EnvoyGateway => [
+            ("gateway.envoyproxy.io/owning-gateway-name".to_string(), opts.gateway_name.clone()),
+            ("gateway.envoyproxy.io/owning-gateway-namespace".to_string(), gw_ns.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+    });
+    GatewayPods { namespace, labels }
+}
+
+/// The labels of the sidecar's pods.
+fn sidecar_labels(opts: &K8sOptions) -> Value {
+    json!({"app.kubernetes.io/name": opts.name})
+}
+
+/// The NetworkPolicy of the sidecar's pods: gRPC from the gateway's Envoy
+/// pods only, the admin port from the sidecar's own namespace only (the
+/// kubelet's probes come from the node, which NetworkPolicy always admits).
+fn network_policy(policy: &Policy, opts: &K8sOptions, pods: &GatewayPods) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(&format!("{}-sidecar", opts.name), &opts.namespace),
+        "spec": {
+            "podSelector": {"matchLabels": sidecar_labels(opts)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pods.namespace}},
+                        "podSelector": {"matchLabels": pods.labels},
+                    }],
+                    "ports": [{"protocol": "TCP", "port": policy.sidecar.grpc_port}],
+                },
+                {
+                    "from": [{"podSelector": {}}],
+                    "ports": [{"protocol": "TCP", "port": policy.sidecar.admin_port}],
+                },
+            ],
+        },
+    })
+}
+
+/// The identity of the Istio ingress gateway (its SPIFFE principal).
+fn istio_gateway_principal(opts: &K8sOptions, gw_ns: &str) -> String {
+    format!("{}/ns/{gw_ns}/sa/{}", opts.trust_domain, opts.gateway_service_account)
+}
+
+/// Istio: the sidecar's workload takes mutual TLS only, its gRPC port
+/// answers the ingress gateway's identity only, and its admin port nobody
+/// but for the health paths (the kubelet's probes, which Istio sends
+/// through the pod's own agent; they carry no identity).
+fn istio_sidecar_security(policy: &Policy, opts: &K8sOptions, gw_ns: &str) -> Vec<Value> {
+    let selector = json!({"matchLabels": sidecar_labels(opts)});
+    let peer = json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": meta(&format!("{}-sidecar", opts.name), &opts.namespace),
+        "spec": {"selector": selector, "mtls": {"mode": "STRICT"}},
+    });
+    let authz = json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": meta(&format!("{}-sidecar", opts.name), &opts.namespace),
+        "spec": {
+            "selector": selector,
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "from": [{"source": {"principals": [istio_gateway_principal(opts, gw_ns)]}}],
+                    "to": [{"operation": {"ports": [policy.sidecar.grpc_port.to_string()]}}],
+                },
+                {
+                    "to": [{"operation": {
+                        "ports": [policy.sidecar.admin_port.to_string()],
+                        "methods": ["GET"],
+                        "paths": ["/healthz", "/readyz"],
+                    }}],
+                },
+            ],
+        },
+    });
+    vec![peer, authz]
+}
+
+/// The names of the TLS objects Envoy Gateway's flavour renders.
+fn sidecar_tls_secret(opts: &K8sOptions) -> String {
+    format!("{}-sidecar-tls", opts.name)
+}
+fn envoy_client_secret(opts: &K8sOptions) -> String {
+    format!("{}-envoy-client", opts.name)
+}
+fn sidecar_ca_config_map(opts: &K8sOptions) -> String {
+    format!("{}-sidecar-ca", opts.name)
+}
+
+/// The certificates of an Envoy Gateway rendering: read from the
+/// directory (made there first when it has none).
+fn read_certificates(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<crate::tls::Bundle> {
+    use anyhow::Context as _;
+    let dir = opts.tls_dir.clone().unwrap_or_else(|| PathBuf::from(&policy.sidecar.tls.dir));
+    crate::tls::ensure(&dir, false)?;
+    let read = |file: &str| {
+        let path = dir.join(file);
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    Ok(crate::tls::Bundle {
+        ca: read(crate::tls::CA_FILE)?,
+        sidecar_cert: read(crate::tls::SIDECAR_CERT)?,
+        sidecar_key: read(crate::tls::SIDECAR_KEY)?,
+        envoy_cert: read(crate::tls::ENVOY_CERT)?,
+        envoy_key: read(crate::tls::ENVOY_KEY)?,
+    })
+}
+
+/// Envoy Gateway: the sidecar's certificate and the authority (mounted at
+/// [`TLS_DIR`]), Envoy's client certificate (in the EnvoyProxy's namespace),
+/// the authority for Envoy and the BackendTLSPolicy that has Envoy speak TLS
+/// to the sidecar and check its name.
+fn eg_tls_objects(opts: &K8sOptions, gw_ns: &str, certs: &crate::tls::Bundle) -> Vec<Value> {
+    use crate::tls::{CA_FILE, SIDECAR_CERT, SIDECAR_KEY, SIDECAR_NAME};
+    let ns = &opts.namespace;
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta(&sidecar_tls_secret(opts), ns),
+            "type": "Opaque",
+            "stringData": {CA_FILE: certs.ca, SIDECAR_CERT: certs.sidecar_cert, SIDECAR_KEY: certs.sidecar_key},
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta(&envoy_client_secret(opts), gw_ns),
+            "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": certs.envoy_cert, "tls.key": certs.envoy_key},
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta(&sidecar_ca_config_map(opts), ns),
+            "data": {"ca.crt": certs.ca},
+        }),
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "BackendTLSPolicy",
+            "metadata": meta(&format!("{}-sidecar", opts.name), ns),
+            "spec": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": opts.name, "sectionName": "grpc"}],
+                "validation": {
+                    "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": sidecar_ca_config_map(opts)}],
+                    "hostname": SIDECAR_NAME,
+                },
+            },
+        }),
+    ]
+}
+
+/// Istio: the HCM settings and the header filter plain Envoy has
+/// ([`crate::envoy`]), patched into the ingress gateway: one spelling of
+/// every path, escaped slashes kept; the gateway's own request headers
+/// removed from clients before any filter reads them.
+fn istio_edge_patches() -> Vec<Value> {
+    let hcm = json!({"filter": {"name": "envoy.filters.network.http_connection_manager"}});
+    vec![
+        json!({
+            "applyTo": "NETWORK_FILTER",
+            "match": {"context": "GATEWAY", "listener": {"filterChain": hcm}},
+            "patch": {"operation": "MERGE", "value": {"typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "normalize_path": true,
+                "merge_slashes": true,
+                "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+            }}},
+        }),
+        json!({
+            "applyTo": "HTTP_FILTER",
+            "match": {"context": "GATEWAY", "listener": {"filterChain": hcm}},
+            "patch": {"operation": "INSERT_FIRST", "value": strip_gateway_headers()},
+        }),
+    ]
+}
+
+/// The cluster Envoy Gateway makes for the EnvoyExtensionPolicy's ext_proc
+/// (with the BackendTLSPolicy's TLS and the EnvoyProxy's client
+/// certificate): the upstream ext_proc of fallback reaches the sidecar
+/// through it too.
+pub fn eg_ext_proc_cluster(opts: &K8sOptions, gw_ns: &str) -> String {
+    format!("envoyextensionpolicy/{gw_ns}/{}/extproc/0", opts.name)
 }
 
 type Files = Vec<(String, String)>;
@@ -154,7 +426,7 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
         "metadata": meta(&format!("{}-ext-proc", opts.name), &gw_ns),
         "spec": {
             "workloadSelector": {"labels": opts.gateway_selector},
-            "configPatches": [{
+            "configPatches": std::iter::once(json!({
                 "applyTo": "HTTP_FILTER",
                 "match": {
                     "context": "GATEWAY",
@@ -164,7 +436,7 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
                     }}},
                 },
                 "patch": {"operation": "INSERT_AFTER", "value": ext_proc_filter(policy, sidecar)},
-            }],
+            })).chain(istio_edge_patches()).collect::<Vec<_>>(),
         },
     });
 
@@ -241,11 +513,17 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
         "spec": {"hosts": opts.hosts, "gateways": [gateway_ref], "http": http_routes},
     }));
 
-    let mut files = common_files(policy, opts, "istio")?;
+    let mut files = common_files(policy, opts, Flavour::Istio, &gw_ns)?;
     files.push(("20-wasmplugin.yaml".into(), yaml_docs("The filter on the ingress gateway.", &[wasm_plugin])?));
     files.push((
         "30-envoyfilter.yaml".into(),
-        yaml_docs("ext_proc to the sidecar, right after the filter, on the ingress gateway only.", &[envoy_filter])?,
+        yaml_docs(
+            &format!(
+                "ext_proc to the sidecar, right after the filter, on the ingress gateway only; the gateway's own request\nheaders ({}) removed from clients first; paths normalised (slashes merged,\nescaped slashes kept as sent).",
+                GATEWAY_REQUEST_HEADERS.join(", ")
+            ),
+            &[envoy_filter],
+        )?,
     ));
     files.push(("40-providers.yaml".into(), yaml_docs("Routes from the ingress gateway to the providers.", &routing)?));
     if !fallback.routes.is_empty() {
@@ -371,6 +649,7 @@ fn read_jwks(jwt: &tollgate_core::access::JwtPolicy) -> anyhow::Result<String> {
 pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files> {
     check_renderable(policy)?;
     let gw_ns = opts.gateway_namespace.clone().unwrap_or_else(|| "default".into());
+    let certs = read_certificates(policy, opts)?;
     let target_name = match (&opts.target_name, opts.target_kind) {
         (Some(n), _) => n.clone(),
         (None, TargetKind::Gateway) => opts.gateway_name.clone(),
@@ -414,12 +693,38 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         },
     });
     // Envoy Gateway puts ext_proc before wasm by default; Tollgate needs the
-    // filter first (it masks PII before the sidecar sees the request).
+    // filter first (it masks PII before the sidecar sees the request). Envoy
+    // presents its client certificate to the sidecar (and to any other
+    // backend it speaks TLS to, which may ignore it).
     let envoy_proxy = json!({
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
         "kind": "EnvoyProxy",
         "metadata": meta(&opts.name, &gw_ns),
-        "spec": {"filterOrder": [{"name": "envoy.filters.http.wasm", "before": "envoy.filters.http.ext_proc"}]},
+        "spec": {
+            "filterOrder": [{"name": "envoy.filters.http.wasm", "before": "envoy.filters.http.ext_proc"}],
+            "backendTLS": {"clientCertificateRef": {
+                "group": "",
+                "kind": "Secret",
+                "name": envoy_client_secret(opts),
+                "namespace": gw_ns,
+            }},
+        },
+    });
+    // Clients cannot set the gateway's own request headers (removed before
+    // routing and every filter), and paths keep escaped slashes (model names
+    // and ARNs with `%2F`); Envoy Gateway normalises paths and merges
+    // slashes by default.
+    // The whole Gateway: the HTTPRoute may be served on any of its listeners.
+    let client_target = json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": opts.gateway_name});
+    let client_traffic = json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "ClientTrafficPolicy",
+        "metadata": meta(&opts.name, &gw_ns),
+        "spec": {
+            "targetRefs": [client_target],
+            "headers": {"earlyRequestHeaders": {"remove": GATEWAY_REQUEST_HEADERS}},
+            "path": {"escapedSlashesAction": "KeepUnchanged", "disableMergeSlashes": false},
+        },
     });
 
     let default_provider = policy.default_provider().ok_or_else(|| anyhow::anyhow!("the policy has no provider"))?;
@@ -449,8 +754,13 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
             &url,
         ));
     }
-    let eg_sidecar = format!("{}sidecar", cluster_prefix(opts));
-    let fallback = fallback(policy, SidecarRef::cluster(&eg_sidecar), &cluster_prefix(opts))?;
+    let eg_sidecar = eg_ext_proc_cluster(opts, &gw_ns);
+    let sidecar_authority = sidecar_host(opts);
+    let fallback = fallback(
+        policy,
+        SidecarRef { cluster: &eg_sidecar, authority: Some(&sidecar_authority) },
+        &cluster_prefix(opts),
+    )?;
     let mut fallback_rules = Vec::new();
     for route in &fallback.routes {
         let first = &policy.models[&route.alias].targets[route.first].provider;
@@ -486,15 +796,28 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         "spec": route_spec,
     });
 
-    let mut files = common_files(policy, opts, "envoy-gateway")?;
+    let mut files = common_files(policy, opts, Flavour::EnvoyGateway, &gw_ns)?;
+    files.push((
+        "06-tls.yaml".into(),
+        yaml_docs(
+            &format!(
+                "Mutual TLS between the gateway's Envoy and the sidecar, from the certificates in the TLS directory\n(`tollgate certs`): the sidecar's certificate and the authority (Secret `{}`, mounted at {TLS_DIR}),\nEnvoy's client certificate (Secret `{}`, in the EnvoyProxy's namespace), and the BackendTLSPolicy that has\nEnvoy check the sidecar's name against the authority (ConfigMap `{}`). This file holds private keys: keep it\nprivate, or create the Secrets from the directory with `kubectl create secret` instead.",
+                sidecar_tls_secret(opts),
+                envoy_client_secret(opts),
+                sidecar_ca_config_map(opts)
+            ),
+            &eg_tls_objects(opts, &gw_ns, &certs),
+        )?,
+    ));
     files.push((
         "20-envoyproxy.yaml".into(),
         yaml_docs(
             &format!(
-                "Filter order (wasm before ext_proc); reference it from the Gateway:\n#   spec.infrastructure.parametersRef: {{group: gateway.envoyproxy.io, kind: EnvoyProxy, name: {}}}",
-                opts.name
+                "Filter order (wasm before ext_proc) and Envoy's client certificate to the sidecar; reference it from the Gateway:\n#   spec.infrastructure.parametersRef: {{group: gateway.envoyproxy.io, kind: EnvoyProxy, name: {}}}\nThe ClientTrafficPolicy removes the gateway's own request headers ({}) from clients and keeps\nescaped slashes in paths.",
+                opts.name,
+                GATEWAY_REQUEST_HEADERS.join(", ")
             ),
-            &[envoy_proxy],
+            &[envoy_proxy, client_traffic],
         )?,
     ));
     files.push((
@@ -514,7 +837,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
             "70-fallback.yaml".into(),
             yaml_docs(
                 "Aliases with several targets: a cluster per target and aggregate clusters whose upstream ext_proc\n(the sidecar) shapes each attempt, added to the Gateway's xDS; the HTTPRoute's fallback rules are pointed\nat them. Envoy Gateway's `extensionApis.enableEnvoyPatchPolicy` must be on.",
-                &[eg_fallback_patch(policy, opts, &gw_ns, &eg_sidecar, &fallback, &fallback_rules)],
+                &[eg_fallback_patch(opts, &gw_ns, &fallback, &fallback_rules)],
             )?,
         ));
     }
@@ -567,10 +890,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
 }
 
 /// The prefix of the clusters the manifests add to the gateway's Envoy
-/// (per install, so two do not collide). On Envoy Gateway `<prefix>sidecar`
-/// is the cluster the upstream ext_proc reaches the sidecar through (next to
-/// the one Envoy Gateway makes for the EnvoyExtensionPolicy, whose name is
-/// its own business).
+/// (per install, so two do not collide).
 fn cluster_prefix(opts: &K8sOptions) -> String {
     format!("{}_", opts.name)
 }
@@ -586,22 +906,17 @@ fn eg_route_name(namespace: &str, route: &str, rule: usize, hostname: &str) -> S
     format!("httproute/{namespace}/{route}/rule/{rule}/match/0/{}", hostname.replace('.', "_"))
 }
 
-/// The EnvoyPatchPolicy that adds the fallback clusters (and the sidecar's
-/// cluster for the upstream ext_proc) to the Gateway's xDS and replaces the
-/// action of each variant's route by the alias's.
-fn eg_fallback_patch(
-    policy: &Policy,
-    opts: &K8sOptions,
-    gw_ns: &str,
-    sidecar_cluster: &str,
-    fallback: &Fallback,
-    rules: &[(usize, &FallbackRoute)],
-) -> Value {
+/// The EnvoyPatchPolicy that adds the fallback clusters to the Gateway's
+/// xDS (their upstream ext_proc reaches the sidecar through Envoy Gateway's
+/// own cluster for the EnvoyExtensionPolicy, [`eg_ext_proc_cluster`], with
+/// its mutual TLS) and replaces the action of each variant's route by the
+/// alias's.
+fn eg_fallback_patch(opts: &K8sOptions, gw_ns: &str, fallback: &Fallback, rules: &[(usize, &FallbackRoute)]) -> Value {
     const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     const ROUTES: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-    let sidecar = grpc_cluster(sidecar_cluster, &sidecar_host(opts), policy.sidecar.grpc_port);
-    let mut patches: Vec<Value> = std::iter::once(&sidecar)
-        .chain(&fallback.clusters)
+    let mut patches: Vec<Value> = fallback
+        .clusters
+        .iter()
         .map(|c| json!({"type": CLUSTER, "name": c["name"], "operation": {"op": "add", "path": "", "value": c}}))
         .collect();
     let route_config = format!("{gw_ns}/{}/{}", opts.gateway_name, opts.listener);
@@ -728,9 +1043,17 @@ fn eg_rule(matches: Option<Value>, backend: &str, url: &BaseUrl) -> Value {
 }
 
 /// The policy as the sidecar reads it in the pod: provider key files, the
-/// key store and writable directories moved to the pod's mounts.
-fn pod_policy(policy: &Policy) -> Policy {
+/// key store and writable directories moved to the pod's mounts; Envoy
+/// authenticated by Istio's mesh, or by the sidecar's own mutual TLS from
+/// the mounted certificates (Envoy Gateway).
+fn pod_policy(policy: &Policy, flavour: Flavour) -> Policy {
     let mut p = policy.clone();
+    p.sidecar.tls.mode = match flavour {
+        Flavour::Istio => SidecarTlsMode::Mesh,
+        Flavour::EnvoyGateway => SidecarTlsMode::Mutual,
+    };
+    // The pod's path (a directory of the machine rendering means nothing there).
+    p.sidecar.tls.dir = TLS_DIR.into();
     for (name, provider) in p.providers.iter_mut() {
         if provider.key_file.is_some() {
             provider.key_file = Some(format!("{KEYS_DIR}/{name}"));
@@ -766,22 +1089,43 @@ pub fn secret_keys(policy: &Policy) -> Vec<(String, String)> {
     keys
 }
 
-/// Namespace, ConfigMap, Service and Deployment of the sidecar.
-fn common_files(policy: &Policy, opts: &K8sOptions, flavour: &str) -> anyhow::Result<Files> {
+/// Namespace, ConfigMap, Service and Deployment of the sidecar, and what
+/// guards it: the NetworkPolicy (both) and Istio's mutual TLS and
+/// authorization.
+fn common_files(policy: &Policy, opts: &K8sOptions, flavour: Flavour, gw_ns: &str) -> anyhow::Result<Files> {
     let ns = &opts.namespace;
     let labels = json!({"app.kubernetes.io/name": opts.name, "app.kubernetes.io/part-of": "tollgate"});
     let mut namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-    if flavour == "istio" {
-        // The sidecar is reached from the gateway over plain gRPC; the mesh
-        // may add mTLS around it.
+    if flavour == Flavour::Istio {
+        // The gateway reaches the sidecar over the mesh's mutual TLS; the
+        // PeerAuthentication and AuthorizationPolicy below admit nothing else.
         namespace["metadata"]["labels"] = json!({"istio-injection": "enabled"});
     }
     let config_map = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta(&format!("{}-policy", opts.name), ns),
-        "data": {POLICY_FILE: serde_json::to_string_pretty(&pod_policy(policy))? + "\n"},
+        "data": {POLICY_FILE: serde_json::to_string_pretty(&pod_policy(policy, flavour))? + "\n"},
     });
+    let pods = gateway_pods(opts, flavour, gw_ns);
+    let mut access = vec![network_policy(policy, opts, &pods)];
+    let mut access_header = format!(
+        "Who reaches the sidecar: its gRPC port (provider keys, identity decisions) only from the gateway's Envoy\npods (namespace `{}`, labels {}), its admin port only from namespace `{ns}` (the kubelet's probes come\nfrom the node, which NetworkPolicy always admits). Needs a CNI that enforces NetworkPolicy.",
+        pods.namespace,
+        pods.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    );
+    match flavour {
+        Flavour::Istio => {
+            access.extend(istio_sidecar_security(policy, opts, gw_ns));
+            access_header.push_str(&format!(
+                "\nIstio: the sidecar takes mutual TLS only, its gRPC port answers only the ingress gateway's identity\n({}), and its admin port answers only /healthz and /readyz (the probes).",
+                istio_gateway_principal(opts, gw_ns)
+            ));
+        }
+        Flavour::EnvoyGateway => access_header.push_str(
+            "\nEnvoy Gateway: the sidecar also takes only mutual TLS from Envoy's client certificate (06-tls.yaml).",
+        ),
+    }
     let service = json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -795,11 +1139,17 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: &str) -> anyhow::Re
         },
     });
 
+    let admin_secret = format!("{}-admin", opts.name);
     let mut env = vec![
         json!({"name": "RUST_LOG", "value": "info"}),
         // In its own pod the sidecar shares no CPU with Envoy: one worker
         // per CPU of its limit (the node's, without one; rounded up).
         json!({"name": "TOLLGATE_WORKERS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}}),
+        // The admin endpoints listen beyond loopback: without the token they
+        // answer nothing but the probes (401).
+        json!({"name": crate::server::ADMIN_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
+            "name": admin_secret, "key": ADMIN_TOKEN_KEY, "optional": true,
+        }}}),
     ];
     let mut volumes = vec![
         json!({"name": "policy", "configMap": {"name": format!("{}-policy", opts.name)}}),
@@ -820,6 +1170,15 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: &str) -> anyhow::Re
     if !file_items.is_empty() {
         volumes.push(json!({"name": "keys", "secret": {"secretName": opts.keys_secret, "items": file_items}}));
         mounts.push(json!({"name": "keys", "mountPath": KEYS_DIR, "readOnly": true}));
+    }
+    if flavour == Flavour::EnvoyGateway {
+        // Owner and group read only; the pod's fsGroup is the sidecar's group.
+        let items: Vec<Value> = [crate::tls::CA_FILE, crate::tls::SIDECAR_CERT, crate::tls::SIDECAR_KEY]
+            .iter()
+            .map(|f| json!({"key": f, "path": f}))
+            .collect();
+        volumes.push(json!({"name": "tls", "secret": {"secretName": sidecar_tls_secret(opts), "items": items, "defaultMode": 0o440}}));
+        mounts.push(json!({"name": "tls", "mountPath": TLS_DIR, "readOnly": true}));
     }
     if let Some(store) = &policy.access.key_store {
         let key = file_name(store);
@@ -855,16 +1214,20 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: &str) -> anyhow::Re
                             "allowPrivilegeEscalation": false,
                             "readOnlyRootFilesystem": true,
                             "runAsNonRoot": true,
-                            "runAsUser": 65532,
-                            "runAsGroup": 65532,
+                            "runAsUser": SIDECAR_UID,
+                            "runAsGroup": SIDECAR_UID,
                         },
                     }],
+                    "securityContext": {"fsGroup": SIDECAR_UID},
                     "volumes": volumes,
                 },
             },
         },
     });
-    let mut header = format!("The sidecar (`tollgate serve`), rendered for {flavour}.");
+    let mut header = format!(
+        "The sidecar (`tollgate serve`), rendered for {}.\n# Its admin endpoints (/usage, /metrics, /api/recent) need `Authorization: Bearer <token>` with the token of\n# the Secret `{admin_secret}` (optional; without it they answer 401, the probes still work):\n#   kubectl -n {ns} create secret generic {admin_secret} --from-literal={ADMIN_TOKEN_KEY}=$(openssl rand -hex 32)",
+        flavour.as_str()
+    );
     let keys = secret_keys(policy);
     if !keys.is_empty() {
         header.push_str(&format!(
@@ -888,6 +1251,7 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: &str) -> anyhow::Re
     }
     Ok(vec![
         ("00-namespace.yaml".into(), yaml_docs("The sidecar's namespace.", &[namespace])?),
+        ("05-access.yaml".into(), yaml_docs(&access_header, &access)?),
         ("10-sidecar.yaml".into(), yaml_docs(&header, &[config_map, service, deployment])?),
     ])
 }
@@ -942,6 +1306,19 @@ mod tests {
         docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"))
     }
 
+    /// A certificate directory of the tests' own, made once.
+    fn test_tls_dir() -> PathBuf {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().join("tls");
+        crate::tls::ensure(&dir, false).unwrap();
+        dir
+    }
+
+    /// Options for Envoy Gateway, reading the tests' certificates.
+    fn eg_opts() -> K8sOptions {
+        K8sOptions { tls_dir: Some(test_tls_dir()), ..Default::default() }
+    }
+
     #[test]
     fn istio_wasm_plugin_and_ext_proc_after_it_on_the_gateway() {
         let policy = parse_policy(POLICY).unwrap();
@@ -949,7 +1326,14 @@ mod tests {
         let names: Vec<_> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["00-namespace.yaml", "10-sidecar.yaml", "20-wasmplugin.yaml", "30-envoyfilter.yaml", "40-providers.yaml"]
+            [
+                "00-namespace.yaml",
+                "05-access.yaml",
+                "10-sidecar.yaml",
+                "20-wasmplugin.yaml",
+                "30-envoyfilter.yaml",
+                "40-providers.yaml"
+            ]
         );
         let wasm = &docs(&files, "20-wasmplugin.yaml")[0];
         assert_eq!(wasm["kind"], "WasmPlugin");
@@ -978,7 +1362,7 @@ mod tests {
         let policy = parse_policy(&POLICY.replace("filter: closed", "filter: open")).unwrap();
         let files = render_istio(&policy, &K8sOptions::default()).unwrap();
         assert_eq!(docs(&files, "20-wasmplugin.yaml")[0]["spec"]["failStrategy"], "FAIL_OPEN");
-        let files = render_envoy_gateway(&policy, &K8sOptions::default()).unwrap();
+        let files = render_envoy_gateway(&policy, &eg_opts()).unwrap();
         assert_eq!(docs(&files, "30-envoyextensionpolicy.yaml")[0]["spec"]["wasm"][0]["failOpen"], true);
     }
 
@@ -1054,18 +1438,21 @@ mod tests {
         );
         let svc = kind(&docs, "Service");
         assert_eq!(svc["spec"]["ports"][0]["appProtocol"], "grpc");
-        assert!(files[1].1.contains("--from-literal=OPENAI_API_KEY=..."));
+        let header = &files.iter().find(|(n, _)| n == "10-sidecar.yaml").unwrap().1;
+        assert!(header.contains("--from-literal=OPENAI_API_KEY=..."));
     }
 
     #[test]
     fn envoy_gateway_policy_backends_and_route() {
         let policy = parse_policy(POLICY).unwrap();
-        let files = render_envoy_gateway(&policy, &K8sOptions::default()).unwrap();
+        let files = render_envoy_gateway(&policy, &eg_opts()).unwrap();
         let names: Vec<_> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
             [
                 "00-namespace.yaml",
+                "05-access.yaml",
+                "06-tls.yaml",
                 "10-sidecar.yaml",
                 "20-envoyproxy.yaml",
                 "30-envoyextensionpolicy.yaml",
@@ -1104,11 +1491,8 @@ mod tests {
     #[test]
     fn envoy_gateway_target_gateway_same_namespace() {
         let policy = parse_policy(POLICY).unwrap();
-        let opts = K8sOptions {
-            target_kind: TargetKind::Gateway,
-            gateway_namespace: Some("tollgate".into()),
-            ..Default::default()
-        };
+        let opts =
+            K8sOptions { target_kind: TargetKind::Gateway, gateway_namespace: Some("tollgate".into()), ..eg_opts() };
         let files = render_envoy_gateway(&policy, &opts).unwrap();
         assert!(files.iter().all(|(n, _)| n != "60-referencegrant.yaml"));
         let eep = &docs(&files, "30-envoyextensionpolicy.yaml")[0];
@@ -1171,9 +1555,11 @@ mod tests {
             "{POLICY}  smart: {{targets: [{{provider: openai, model: gpt-4o}}, {{provider: local, model: llama}}]}}\n"
         ))
         .unwrap();
-        let opts = K8sOptions { hosts: vec!["ai.example.com".into()], ..K8sOptions::default() };
+        let opts = K8sOptions { hosts: vec!["ai.example.com".into()], ..eg_opts() };
         let files = render_envoy_gateway(&policy, &opts).unwrap();
-        let expected = crate::envoy::fallback(&policy, SidecarRef::cluster("tollgate_sidecar"), "tollgate_").unwrap();
+        let eg_cluster = "envoyextensionpolicy/default/tollgate/extproc/0";
+        let sidecar = SidecarRef { cluster: eg_cluster, authority: Some("tollgate.tollgate.svc.cluster.local") };
+        let expected = crate::envoy::fallback(&policy, sidecar, "tollgate_").unwrap();
         let route = &docs(&files, "50-httproute.yaml")[0];
         let rules = route["spec"]["rules"].as_array().unwrap();
         assert_eq!(route["spec"]["parentRefs"][0]["sectionName"], "http", "attached to the patched listener only");
@@ -1186,13 +1572,16 @@ mod tests {
             .filter(|o| o["type"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster")
             .map(|o| &o["operation"]["value"])
             .collect();
-        assert_eq!(clusters[0]["name"], "tollgate_sidecar");
-        assert_eq!(
-            clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-                ["address"],
-            "tollgate.tollgate.svc.cluster.local"
-        );
-        assert_eq!(clusters[1..], expected.clusters.iter().collect::<Vec<_>>()[..]);
+        // The upstream ext_proc reaches the sidecar through Envoy Gateway's own
+        // cluster for the EnvoyExtensionPolicy (with its mutual TLS): no
+        // cluster of the patch's own goes there in plaintext.
+        assert_eq!(clusters, expected.clusters.iter().collect::<Vec<_>>());
+        assert_eq!(eg_ext_proc_cluster(&opts, "default"), eg_cluster);
+        let upstream = &clusters[2]["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"][0]["typed_config"]
+            ["grpc_service"]["envoy_grpc"];
+        assert_eq!(upstream["cluster_name"], eg_cluster);
+        assert_eq!(upstream["authority"], "tollgate.tollgate.svc.cluster.local");
         for r in &expected.routes {
             // The rule matching the variant's header, and the patch replacing
             // its route's action by the alias's (rule index in the name).
@@ -1233,7 +1622,7 @@ mod tests {
             json!([crate::identity::JWT_NAMESPACE])
         );
 
-        let eg = render_envoy_gateway(&policy, &K8sOptions::default()).unwrap();
+        let eg = render_envoy_gateway(&policy, &eg_opts()).unwrap();
         let security = &docs(&eg, "80-jwt.yaml")[0];
         let provider = &security["spec"]["jwt"]["providers"][0];
         assert_eq!(provider["name"], JWT_PAYLOAD_KEY, "the payload's metadata key");
@@ -1248,10 +1637,268 @@ mod tests {
         }
     }
 
+    /// The NetworkPolicy of a rendering: the sidecar's pods, gRPC from the
+    /// gateway's pods only, admin from the sidecar's namespace only.
+    fn check_network_policy(files: &Files, pods_ns: &str, pods: Value) {
+        let access = docs(files, "05-access.yaml");
+        let np = kind(&access, "NetworkPolicy");
+        assert_eq!(np["metadata"]["namespace"], "tollgate");
+        assert_eq!(np["spec"]["podSelector"]["matchLabels"], json!({"app.kubernetes.io/name": "tollgate"}));
+        assert_eq!(np["spec"]["policyTypes"], json!(["Ingress"]));
+        let rules = np["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(rules.len(), 2, "nothing else is admitted");
+        assert_eq!(rules[0]["ports"], json!([{"protocol": "TCP", "port": 10001}]));
+        assert_eq!(
+            rules[0]["from"],
+            json!([{
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pods_ns}},
+                "podSelector": {"matchLabels": pods},
+            }]),
+            "one peer: pods with the gateway's labels in the gateway's namespace (both must match)"
+        );
+        assert_eq!(rules[1]["ports"], json!([{"protocol": "TCP", "port": 10003}]));
+        assert_eq!(rules[1]["from"], json!([{"podSelector": {}}]), "the sidecar's own namespace");
+        // The Deployment's pods are the ones selected.
+        let dep = kind(&docs(files, "10-sidecar.yaml"), "Deployment").clone();
+        assert_eq!(dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"], "tollgate");
+    }
+
+    /// The sidecar reads its admin token from an optional Secret.
+    fn check_admin_token(files: &Files) {
+        let dep = kind(&docs(files, "10-sidecar.yaml"), "Deployment").clone();
+        let env = dep["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().clone();
+        let token = env.iter().find(|e| e["name"] == crate::server::ADMIN_TOKEN_ENV).unwrap();
+        assert_eq!(
+            token["valueFrom"]["secretKeyRef"],
+            json!({"name": "tollgate-admin", "key": "token", "optional": true})
+        );
+        // The admin port listens beyond loopback (the probes reach it), so
+        // the sidecar asks for the token.
+        let args = dep["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap().clone();
+        assert_eq!(args[6], "0.0.0.0:10003");
+        let probe = &dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"];
+        assert_eq!(probe["path"], "/readyz");
+    }
+
+    fn pod_policy_of(files: &Files) -> Policy {
+        let cm = kind(&docs(files, "10-sidecar.yaml"), "ConfigMap").clone();
+        Policy::from_json(cm["data"][POLICY_FILE].as_str().unwrap().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn istio_admits_only_the_ingress_gateways_identity() {
+        let policy = parse_policy(POLICY).unwrap();
+        let files = render_istio(&policy, &K8sOptions::default()).unwrap();
+        // Plaintext gRPC in the pod: the mesh authenticates Envoy.
+        let pod = pod_policy_of(&files);
+        pod.validate().unwrap();
+        assert_eq!(pod.sidecar.tls.mode, SidecarTlsMode::Mesh);
+        assert_eq!(pod.sidecar.tls.dir, TLS_DIR, "no path of the rendering machine");
+        assert!(files.iter().all(|(n, _)| n != "06-tls.yaml"), "no certificates of Tollgate's own");
+        let access = docs(&files, "05-access.yaml");
+        let peer = kind(&access, "PeerAuthentication");
+        assert_eq!(peer["apiVersion"], "security.istio.io/v1");
+        assert_eq!(peer["metadata"]["namespace"], "tollgate");
+        assert_eq!(peer["spec"]["selector"]["matchLabels"], json!({"app.kubernetes.io/name": "tollgate"}));
+        assert_eq!(peer["spec"]["mtls"]["mode"], "STRICT");
+        let authz = kind(&access, "AuthorizationPolicy");
+        assert_eq!(authz["metadata"]["namespace"], "tollgate");
+        assert_eq!(authz["spec"]["selector"], peer["spec"]["selector"]);
+        assert_eq!(authz["spec"]["action"], "ALLOW");
+        let rules = authz["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[0],
+            json!({
+                "from": [{"source": {"principals": ["cluster.local/ns/istio-system/sa/istio-ingressgateway"]}}],
+                "to": [{"operation": {"ports": ["10001"]}}],
+            })
+        );
+        // The admin port: the probes' paths, from anyone (they carry no
+        // identity); nothing else.
+        assert!(rules[1].get("from").is_none());
+        assert_eq!(
+            rules[1]["to"],
+            json!([{"operation": {"ports": ["10003"], "methods": ["GET"], "paths": ["/healthz", "/readyz"]}}])
+        );
+        check_network_policy(&files, "istio-system", json!({"istio": "ingressgateway"}));
+        check_admin_token(&files);
+    }
+
+    #[test]
+    fn istio_identity_and_pods_follow_the_options() {
+        let policy = parse_policy(POLICY).unwrap();
+        let opts = K8sOptions {
+            gateway_namespace: Some("edge".into()),
+            gateway_selector: [("app".to_string(), "ai-gw".to_string())].into_iter().collect(),
+            gateway_service_account: "ai-gw".into(),
+            trust_domain: "corp.example".into(),
+            ..Default::default()
+        };
+        let files = render_istio(&policy, &opts).unwrap();
+        let access = docs(&files, "05-access.yaml");
+        let authz = kind(&access, "AuthorizationPolicy");
+        assert_eq!(
+            authz["spec"]["rules"][0]["from"][0]["source"]["principals"],
+            json!(["corp.example/ns/edge/sa/ai-gw"])
+        );
+        check_network_policy(&files, "edge", json!({"app": "ai-gw"}));
+        // Pods elsewhere than the gateway's config (a separately deployed gateway).
+        let opts = K8sOptions {
+            gateway_pods_namespace: Some("gateways".into()),
+            gateway_pods_selector: Some([("gw".to_string(), "ai".to_string())].into_iter().collect()),
+            ..opts
+        };
+        check_network_policy(&render_istio(&policy, &opts).unwrap(), "gateways", json!({"gw": "ai"}));
+    }
+
+    #[test]
+    fn istio_gateway_strips_gateway_headers_and_normalises_paths() {
+        let policy = parse_policy(POLICY).unwrap();
+        let files = render_istio(&policy, &K8sOptions::default()).unwrap();
+        let ef = &docs(&files, "30-envoyfilter.yaml")[0];
+        let patches = ef["spec"]["configPatches"].as_array().unwrap();
+        assert_eq!(patches.len(), 3);
+        let hcm = &patches[1];
+        assert_eq!(hcm["applyTo"], "NETWORK_FILTER");
+        assert_eq!(hcm["match"]["context"], "GATEWAY");
+        assert_eq!(
+            hcm["match"]["listener"]["filterChain"]["filter"]["name"],
+            "envoy.filters.network.http_connection_manager"
+        );
+        assert_eq!(hcm["patch"]["operation"], "MERGE");
+        let merged = &hcm["patch"]["value"]["typed_config"];
+        assert!(merged["@type"].as_str().unwrap().ends_with(".HttpConnectionManager"));
+        // The same settings as plain Envoy's listener.
+        let plain = crate::envoy::render(
+            &policy,
+            &crate::envoy::RenderOptions {
+                wasm_path: std::path::Path::new("/x.wasm"),
+                access_log: "/dev/null",
+                plugin_config: None,
+            },
+        )
+        .unwrap();
+        let plain_hcm = &plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        for field in ["normalize_path", "merge_slashes", "path_with_escaped_slashes_action"] {
+            assert_eq!(merged[field], plain_hcm[field], "{field}");
+        }
+        let strip = &patches[2];
+        assert_eq!(strip["applyTo"], "HTTP_FILTER");
+        assert_eq!(strip["patch"]["operation"], "INSERT_FIRST");
+        assert_eq!(strip["patch"]["value"], plain_hcm["http_filters"][0]);
+        assert_eq!(strip["patch"]["value"], strip_gateway_headers());
+    }
+
+    #[test]
+    fn envoy_gateway_keeps_mutual_tls_to_the_sidecar() {
+        let policy = parse_policy(POLICY).unwrap();
+        let files = render_envoy_gateway(&policy, &eg_opts()).unwrap();
+        let dir = test_tls_dir();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        // The sidecar serves mutual TLS from the mounted certificates.
+        let pod = pod_policy_of(&files);
+        pod.validate().unwrap();
+        assert_eq!(pod.sidecar.tls.mode, SidecarTlsMode::Mutual);
+        assert_eq!(pod.sidecar.tls.dir, TLS_DIR);
+        let tls = docs(&files, "06-tls.yaml");
+        let secrets: Vec<&Value> = tls.iter().filter(|d| d["kind"] == "Secret").collect();
+        assert_eq!(secrets.len(), 2);
+        let sidecar = secrets.iter().find(|s| s["metadata"]["name"] == "tollgate-sidecar-tls").unwrap();
+        assert_eq!(sidecar["metadata"]["namespace"], "tollgate");
+        assert_eq!(
+            sidecar["stringData"],
+            json!({"ca.pem": read("ca.pem"), "sidecar.pem": read("sidecar.pem"), "sidecar.key": read("sidecar.key")}),
+            "the sidecar gets its own key and the authority, not Envoy's key"
+        );
+        let client = secrets.iter().find(|s| s["metadata"]["name"] == "tollgate-envoy-client").unwrap();
+        assert_eq!(client["metadata"]["namespace"], "default", "beside the EnvoyProxy that references it");
+        assert_eq!(client["type"], "kubernetes.io/tls");
+        assert_eq!(client["stringData"], json!({"tls.crt": read("envoy.pem"), "tls.key": read("envoy.key")}));
+        let ca = kind(&tls, "ConfigMap");
+        assert_eq!(ca["metadata"]["namespace"], "tollgate");
+        assert_eq!(ca["data"]["ca.crt"], read("ca.pem"));
+        let btls = kind(&tls, "BackendTLSPolicy");
+        assert_eq!(btls["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(btls["metadata"]["namespace"], "tollgate", "beside the Service");
+        assert_eq!(
+            btls["spec"]["targetRefs"],
+            json!([{"group": "", "kind": "Service", "name": "tollgate", "sectionName": "grpc"}])
+        );
+        assert_eq!(btls["spec"]["validation"]["hostname"], crate::tls::SIDECAR_NAME);
+        assert_eq!(
+            btls["spec"]["validation"]["caCertificateRefs"],
+            json!([{"group": "", "kind": "ConfigMap", "name": "tollgate-sidecar-ca"}])
+        );
+        // The Service's port the policy names is the sidecar's gRPC port.
+        let svc = kind(&docs(&files, "10-sidecar.yaml"), "Service").clone();
+        assert_eq!(svc["spec"]["ports"][0]["name"], "grpc");
+        // Envoy presents its client certificate.
+        let proxy = &docs(&files, "20-envoyproxy.yaml")[0];
+        assert_eq!(
+            proxy["spec"]["backendTLS"]["clientCertificateRef"],
+            json!({"group": "", "kind": "Secret", "name": "tollgate-envoy-client", "namespace": "default"})
+        );
+        // The sidecar's pod mounts its certificate where the pod policy says,
+        // readable by its group only.
+        let dep = kind(&docs(&files, "10-sidecar.yaml"), "Deployment").clone();
+        let pod_spec = &dep["spec"]["template"]["spec"];
+        let volume = pod_spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "tls").unwrap();
+        assert_eq!(volume["secret"]["secretName"], "tollgate-sidecar-tls");
+        assert_eq!(volume["secret"]["defaultMode"], 0o440);
+        let mount =
+            pod_spec["containers"][0]["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "tls").unwrap();
+        assert_eq!(mount["mountPath"], TLS_DIR);
+        assert_eq!(mount["readOnly"], true);
+        assert_eq!(pod_spec["securityContext"]["fsGroup"], SIDECAR_UID);
+        // The sidecar's certificate is what the BackendTLSPolicy checks.
+        assert!(crate::tls::server_config(&dir).is_ok());
+        check_network_policy(
+            &files,
+            "envoy-gateway-system",
+            json!({"gateway.envoyproxy.io/owning-gateway-name": "eg", "gateway.envoyproxy.io/owning-gateway-namespace": "default"}),
+        );
+        check_admin_token(&files);
+        assert!(kind(&docs(&files, "05-access.yaml"), "NetworkPolicy").is_object());
+        assert!(docs(&files, "05-access.yaml").iter().all(|d| d["kind"] == "NetworkPolicy"));
+    }
+
+    #[test]
+    fn envoy_gateway_strips_gateway_headers_and_keeps_escaped_slashes() {
+        let policy = parse_policy(POLICY).unwrap();
+        let files = render_envoy_gateway(&policy, &eg_opts()).unwrap();
+        let ctp = kind(&docs(&files, "20-envoyproxy.yaml"), "ClientTrafficPolicy").clone();
+        assert_eq!(ctp["metadata"]["namespace"], "default");
+        assert_eq!(
+            ctp["spec"]["targetRefs"],
+            json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}])
+        );
+        assert_eq!(ctp["spec"]["headers"]["earlyRequestHeaders"]["remove"], json!(GATEWAY_REQUEST_HEADERS));
+        assert_eq!(ctp["spec"]["path"], json!({"escapedSlashesAction": "KeepUnchanged", "disableMergeSlashes": false}));
+    }
+
+    #[test]
+    fn envoy_gateway_certificates_are_made_once_and_read_from_the_directory() {
+        let policy = parse_policy(POLICY).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("certs");
+        let opts = K8sOptions { tls_dir: Some(dir.clone()), ..Default::default() };
+        let first = render_envoy_gateway(&policy, &opts).unwrap();
+        assert!(crate::tls::exists(&dir), "made when absent");
+        assert_eq!(render_envoy_gateway(&policy, &opts).unwrap(), first, "read, not made again");
+        // Without the option: the policy's own directory.
+        let mut policy = policy;
+        policy.sidecar.tls.dir = dir.display().to_string();
+        assert_eq!(render_envoy_gateway(&policy, &K8sOptions::default()).unwrap(), first);
+        // Other certificates, other manifests.
+        crate::tls::ensure(&dir, true).unwrap();
+        assert_ne!(render_envoy_gateway(&policy, &K8sOptions::default()).unwrap(), first);
+    }
+
     #[test]
     fn rendering_is_deterministic() {
         let policy = parse_policy(POLICY).unwrap();
-        let opts = K8sOptions::default();
+        let opts = eg_opts();
         assert_eq!(render_istio(&policy, &opts).unwrap(), render_istio(&policy, &opts).unwrap());
         assert_eq!(render_envoy_gateway(&policy, &opts).unwrap(), render_envoy_gateway(&policy, &opts).unwrap());
     }

@@ -24,13 +24,40 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Images pinned so a version bump does not churn the golden files.
-fn golden_options() -> K8sOptions {
+/// Images pinned so a version bump does not churn the golden files; the
+/// certificates (Envoy Gateway) from a directory of the test's own.
+fn golden_options(tls: &Path) -> K8sOptions {
     K8sOptions {
         image: "oci://REGISTRY/tollgate-filter:0.1.0".into(),
         sidecar_image: "REGISTRY/tollgate:0.1.0".into(),
+        tls_dir: Some(tls.to_path_buf()),
         ..Default::default()
     }
+}
+
+/// The body of every PEM block replaced by a placeholder: the golden files
+/// pin where certificates and keys go, not the ones a test run made.
+fn mask_pem(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("-----BEGIN ") {
+            inside = true;
+            out.push(line.to_string());
+            out.push(format!("{}<base64>", &line[..line.len() - t.len()]));
+        } else if t.starts_with("-----END ") {
+            inside = false;
+            out.push(line.to_string());
+        } else if !inside {
+            out.push(line.to_string());
+        }
+    }
+    let mut masked = out.join("\n");
+    if text.ends_with('\n') {
+        masked.push('\n');
+    }
+    masked
 }
 
 fn quickstart() -> Policy {
@@ -44,10 +71,15 @@ const FLAVOURS: [(&str, Render); 2] = [("istio", render_istio), ("envoy-gateway"
 fn golden_manifests_of_the_quickstart_policy() {
     let update = std::env::var("TOLLGATE_UPDATE_GOLDEN").is_ok_and(|v| v == "1");
     let policy = quickstart();
+    let tls = tempfile::tempdir().unwrap();
     let mut stale = Vec::new();
     for (flavour, render) in FLAVOURS {
         let dir = golden_dir().join(flavour);
-        let files = render(&policy, &golden_options()).unwrap();
+        let files: Vec<(String, String)> = render(&policy, &golden_options(tls.path()))
+            .unwrap()
+            .into_iter()
+            .map(|(name, text)| (name, mask_pem(&text)))
+            .collect();
         if update {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
@@ -174,11 +206,12 @@ fn policies() -> Vec<(&'static str, Policy)> {
 #[test]
 fn rendered_manifests_validate_against_the_published_schemas() {
     let tmp = tempfile::tempdir().unwrap();
+    let tls = tmp.path().join("tls");
     let mut paths = Vec::new();
     for (label, policy) in policies() {
         for (flavour, render) in FLAVOURS {
             let variants = [
-                ("default", golden_options()),
+                ("default", golden_options(&tls)),
                 (
                     "custom",
                     K8sOptions {
@@ -187,7 +220,11 @@ fn rendered_manifests_validate_against_the_published_schemas() {
                         hosts: vec!["ai.example.com".into()],
                         target_kind: tollgate_ext_proc::k8s::TargetKind::Gateway,
                         replicas: Some(3),
-                        ..golden_options()
+                        gateway_service_account: "edge-gateway".into(),
+                        trust_domain: "corp.example".into(),
+                        gateway_pods_namespace: Some("edge-pods".into()),
+                        gateway_pods_selector: Some([("app".to_string(), "edge".to_string())].into_iter().collect()),
+                        ..golden_options(&tls)
                     },
                 ),
             ];
@@ -214,6 +251,12 @@ fn rendered_manifests_validate_against_the_published_schemas() {
         "EnvoyPatchPolicy",
         "SecurityPolicy",
         "RequestAuthentication",
+        "PeerAuthentication",
+        "AuthorizationPolicy",
+        "ClientTrafficPolicy",
+        "BackendTLSPolicy",
+        "NetworkPolicy",
+        "Secret",
         "Deployment",
         "Service",
         "ConfigMap",
@@ -228,7 +271,7 @@ fn rendered_manifests_validate_against_the_published_schemas() {
 #[test]
 fn the_validator_rejects_bad_manifests() {
     let tmp = tempfile::tempdir().unwrap();
-    let files = render_istio(&quickstart(), &golden_options()).unwrap();
+    let files = render_istio(&quickstart(), &golden_options(&tmp.path().join("tls"))).unwrap();
     let wasm = &files.iter().find(|(n, _)| n == "20-wasmplugin.yaml").unwrap().1;
     let cases = [
         ("bad-enum.yaml", wasm.replace("phase: AUTHZ", "phase: SOMEWHERE")),
@@ -243,4 +286,46 @@ fn the_validator_rejects_bad_manifests() {
         assert!(!ok, "{name} passed validation:\n{out}");
         assert!(out.contains("INVALID"), "{out}");
     }
+}
+
+/// `tollgate render envoy-gateway --out DIR --tls-dir CERTS`: the files are
+/// owner-only (one holds private keys), the certificates are made once in
+/// CERTS and read from there, so a second rendering writes the same files.
+#[cfg(unix)]
+#[test]
+fn render_writes_private_files_and_reuses_the_certificates() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    let render = |out: &Path| {
+        let status = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["render", "envoy-gateway", "--policy"])
+            .arg(golden_dir().join("quickstart-policy.yaml"))
+            .arg("--out")
+            .arg(out)
+            .arg("--tls-dir")
+            .arg(&certs)
+            .args(["--gateway-pods-namespace", "gw-pods", "--gateway-pods-selector", "app=gw"])
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    render(&a);
+    assert!(tollgate_ext_proc::tls::exists(&certs));
+    render(&b);
+    let mut names: Vec<String> =
+        std::fs::read_dir(&a).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert!(names.contains(&"06-tls.yaml".to_string()), "{names:?}");
+    for name in &names {
+        let (x, y) = (a.join(name), b.join(name));
+        assert_eq!(std::fs::read_to_string(&x).unwrap(), std::fs::read_to_string(&y).unwrap(), "{name}");
+        assert_eq!(std::fs::metadata(&x).unwrap().permissions().mode() & 0o777, 0o600, "{name}");
+    }
+    let tls = std::fs::read_to_string(a.join("06-tls.yaml")).unwrap();
+    let key = std::fs::read_to_string(certs.join("sidecar.key")).unwrap();
+    assert!(tls.contains(key.lines().nth(1).unwrap()), "the sidecar's key from the directory");
+    let access = std::fs::read_to_string(a.join("05-access.yaml")).unwrap();
+    assert!(access.contains("kubernetes.io/metadata.name: gw-pods") && access.contains("app: gw"), "{access}");
 }

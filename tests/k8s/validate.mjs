@@ -51,6 +51,7 @@ function modelDir(apiVersion) {
   const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
   if (group === "") return `kubernetes-models/${version}`;
   if (group === "apps") return `kubernetes-models/apps/${version}`;
+  if (group === "networking.k8s.io") return `kubernetes-models/networking.k8s.io/${version}`;
   if (group.endsWith(".istio.io")) return `@kubernetes-models/istio/${group}/${version}`;
   if (group === "gateway.envoyproxy.io") return `@kubernetes-models/envoy-gateway/${group}/${version}`;
   if (group === "gateway.networking.k8s.io") return `@kubernetes-models/gateway-api/${group}/${version}`;

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use tollgate_core::policy::Policy;
 use tollgate_e2e::{paths, test_port, validate_in_envoy, Gateway, Options};
 use tollgate_ext_proc::config::parse_policy;
-use tollgate_ext_proc::envoy::{grpc_cluster, render, RenderOptions};
-use tollgate_ext_proc::k8s::{render_envoy_gateway, render_istio, K8sOptions};
+use tollgate_ext_proc::envoy::{render, RenderOptions, SIDECAR_CLUSTER};
+use tollgate_ext_proc::k8s::{eg_ext_proc_cluster, render_envoy_gateway, render_istio, K8sOptions};
 
 const POLICY: &str = "providers:\n  openai: {kind: openai, baseUrl: 'https://api.openai.com'}\n  anthropic: {kind: anthropic, baseUrl: 'https://api.anthropic.com'}\n  local: {kind: openai-compatible, baseUrl: 'http://127.0.0.1:8000'}\nmodels:\n  smart: {attemptTimeoutMs: 2000, targets: [{provider: openai, model: gpt-4o}, {provider: anthropic, model: claude-sonnet-4-5}, {provider: local, model: llama}]}\n";
 
@@ -27,19 +27,40 @@ fn docs(files: &[(String, String)], name: &str) -> Vec<Value> {
 }
 
 /// A cluster named like the platform's own cluster to the sidecar, reaching
-/// the policy's sidecar here.
-fn local_sidecar(policy: &Policy, name: &str) -> Value {
-    grpc_cluster(name, &policy.sidecar.host, policy.sidecar.grpc_port)
+/// the policy's sidecar here: the bootstrap's, with its mutual TLS (which
+/// stands in for the mesh's on Istio, and is Envoy Gateway's own, from the
+/// BackendTLSPolicy and the EnvoyProxy's client certificate).
+fn local_sidecar(plain: &Value, name: &str) -> Value {
+    let mut c = plain["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == SIDECAR_CLUSTER)
+        .unwrap()
+        .clone();
+    assert!(c["transport_socket"].is_object(), "the sidecar takes mutual TLS only");
+    c["name"] = json!(name);
+    c["load_assignment"]["cluster_name"] = json!(name);
+    c
+}
+
+/// The HTTP filters of the bootstrap's listener.
+fn http_filters(config: &mut Value) -> &mut Vec<Value> {
+    config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_array_mut()
+        .unwrap()
 }
 
 /// `plain` with its ext_proc filter (when given), the fallback clusters and
 /// the fallback routes' actions (keyed by the sidecar's header value) taken
 /// from a platform's manifests instead.
 fn swap_in(mut plain: Value, ext_proc: Option<Value>, clusters: Vec<Value>, actions: &[(String, Value)]) -> Value {
-    let hcm = &mut plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     if let Some(f) = ext_proc {
-        hcm["http_filters"][1] = f;
+        let filters = http_filters(&mut plain);
+        let i = filters.iter().position(|x| x["name"] == "envoy.filters.http.ext_proc").unwrap();
+        filters[i] = f;
     }
+    let hcm = &mut plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array_mut().unwrap();
     for (header, action) in actions {
         let route = routes.iter_mut().find(|r| r["match"]["headers"][0]["string_match"]["exact"] == *header).unwrap();
@@ -60,13 +81,15 @@ fn swap_in(mut plain: Value, ext_proc: Option<Value>, clusters: Vec<Value>, acti
 /// retries, the patch's cluster and retry fields over them).
 fn with_istio_fragments(policy: &Policy, plain: Value) -> Value {
     let files = render_istio(policy, &K8sOptions::default()).unwrap();
-    let ext_proc = docs(&files, "30-envoyfilter.yaml")[0]["spec"]["configPatches"][0]["patch"]["value"].clone();
+    let edge = docs(&files, "30-envoyfilter.yaml")[0]["spec"]["configPatches"].as_array().unwrap().clone();
+    let ext_proc = edge[0]["patch"]["value"].clone();
     let patches = docs(&files, "50-fallback.yaml")[0]["spec"]["configPatches"].as_array().unwrap().clone();
     let mut clusters: Vec<Value> =
         patches.iter().filter(|p| p["applyTo"] == "CLUSTER").map(|p| p["patch"]["value"].clone()).collect();
     let sidecar = ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"].as_str().unwrap();
     assert!(sidecar.starts_with("outbound|"), "{sidecar}");
-    clusters.push(local_sidecar(policy, sidecar));
+    clusters.push(local_sidecar(&plain, sidecar));
+    let plain = with_istio_edge(plain, &edge[1..]);
     let vs = docs(&files, "40-providers.yaml").into_iter().find(|d| d["kind"] == "VirtualService").unwrap();
     let mut actions = Vec::new();
     for p in patches.iter().filter(|p| p["applyTo"] == "HTTP_ROUTE") {
@@ -94,28 +117,41 @@ fn with_istio_fragments(policy: &Policy, plain: Value) -> Value {
     swap_in(plain, Some(ext_proc), clusters, &actions)
 }
 
+/// The Istio EnvoyFilter's edge patches applied as Istio does: the HCM
+/// settings merged into the listener's, the header filter inserted first
+/// (in place of the bootstrap's own, which they must equal).
+fn with_istio_edge(mut plain: Value, edge: &[Value]) -> Value {
+    assert_eq!(edge.len(), 2, "{edge:?}");
+    let (merge, strip) = (&edge[0], &edge[1]);
+    assert_eq!((&merge["applyTo"], &merge["patch"]["operation"]), (&json!("NETWORK_FILTER"), &json!("MERGE")));
+    assert_eq!((&strip["applyTo"], &strip["patch"]["operation"]), (&json!("HTTP_FILTER"), &json!("INSERT_FIRST")));
+    let hcm = &mut plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    for (k, v) in merge["patch"]["value"]["typed_config"].as_object().unwrap() {
+        assert_eq!(&hcm[k], v, "Istio's gateway gets plain Envoy's {k}");
+        hcm[k] = v.clone();
+    }
+    let filters = http_filters(&mut plain);
+    assert_eq!(filters[0], strip["patch"]["value"], "the same header filter as plain Envoy's");
+    filters[0] = strip["patch"]["value"].clone();
+    plain
+}
+
 /// The plain bootstrap with Envoy Gateway's fragments: the clusters the
-/// patch policy adds (its sidecar cluster pointed here) and the route
-/// actions it puts on the HTTPRoute's fallback rules.
+/// patch policy adds, Envoy Gateway's own cluster to the sidecar (which
+/// their upstream ext_proc reaches the sidecar through) pointed here, and
+/// the route actions it puts on the HTTPRoute's fallback rules.
 fn with_eg_fragments(policy: &Policy, plain: Value) -> Value {
     let files = render_envoy_gateway(policy, &K8sOptions::default()).unwrap();
     let patch = &docs(&files, "70-fallback.yaml")[0];
     let ops = patch["spec"]["jsonPatches"].as_array().unwrap();
-    let clusters: Vec<Value> = ops
+    let mut clusters: Vec<Value> = ops
         .iter()
         .filter(|o| o["type"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster")
-        .map(|o| {
-            let mut c = o["operation"]["value"].clone();
-            if c["name"] == "tollgate_sidecar" {
-                // The sidecar's Service name does not resolve here.
-                let addr = &mut c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-                    ["socket_address"];
-                assert_eq!(addr["address"], "tollgate.tollgate.svc.cluster.local");
-                addr["address"] = json!(policy.sidecar.host);
-            }
-            c
-        })
+        .map(|o| o["operation"]["value"].clone())
         .collect();
+    let eg_cluster = eg_ext_proc_cluster(&K8sOptions::default(), "default");
+    assert!(clusters.iter().all(|c| c["name"] != SIDECAR_CLUSTER && c["name"] != eg_cluster.as_str()));
+    clusters.push(local_sidecar(&plain, &eg_cluster));
     let route = &docs(&files, "50-httproute.yaml")[0];
     let rules = route["spec"]["rules"].as_array().unwrap();
     let mut actions = Vec::new();
@@ -125,12 +161,7 @@ fn with_eg_fragments(policy: &Policy, plain: Value) -> Value {
         let header = rules[rule]["matches"][0]["headers"][0]["value"].as_str().unwrap().to_string();
         actions.push((header, o["operation"]["value"].clone()));
     }
-    let mut config = swap_in(plain, None, clusters, &actions);
-    // Envoy Gateway's sidecar cluster stands in for the bootstrap's of the same name.
-    let all = config["static_resources"]["clusters"].as_array_mut().unwrap();
-    let first = all.iter().position(|c| c["name"] == "tollgate_sidecar").unwrap();
-    all.remove(first);
-    config
+    swap_in(plain, None, clusters, &actions)
 }
 
 async fn validates(what: &str, config: &Value) {
@@ -143,9 +174,20 @@ fn plain(policy: &Policy) -> Value {
         .unwrap()
 }
 
+/// The test policy, its certificates in a directory of the test's own
+/// (named by the test, so tests running at once do not share one).
+fn test_policy(name: &str) -> Policy {
+    let dir = std::env::temp_dir().join(format!("tollgate-mesh-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut policy = parse_policy(POLICY).unwrap();
+    policy.sidecar.tls.dir = dir.join("tls").display().to_string();
+    tollgate_ext_proc::tls::ensure(std::path::Path::new(&policy.sidecar.tls.dir), false).unwrap();
+    policy
+}
+
 #[tokio::test]
 async fn istio_envoy_filter_patches_validate_in_envoy() {
-    let policy = parse_policy(POLICY).unwrap();
+    let policy = test_policy("istio");
     let config = with_istio_fragments(&policy, plain(&policy));
     let clusters = config["static_resources"]["clusters"].as_array().unwrap();
     assert_eq!(clusters.iter().filter(|c| c["name"].as_str().unwrap().starts_with("tollgate_alias_smart_")).count(), 3);
@@ -154,7 +196,7 @@ async fn istio_envoy_filter_patches_validate_in_envoy() {
 
 #[tokio::test]
 async fn envoy_gateway_patch_policy_validates_in_envoy() {
-    let policy = parse_policy(POLICY).unwrap();
+    let policy = test_policy("envoy-gateway");
     validates("envoy-gateway", &with_eg_fragments(&policy, plain(&policy))).await;
 }
 
