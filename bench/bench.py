@@ -338,7 +338,8 @@ def build_bootstraps(tollgate, wasm, floor_wasm, ports, work):
     base = yamlsubset.loads(rendered.read_text())
     hcm = base["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
-    if names != ["tollgate.wasm", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]:
+    expected = ["tollgate.strip_gateway_headers", "tollgate.wasm", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    if names != expected:
         raise RuntimeError(f"unexpected filter chain in the rendered bootstrap: {names}")
     out = {}
     for c in CONFIGS:
@@ -348,6 +349,8 @@ def build_bootstraps(tollgate, wasm, floor_wasm, ports, work):
         h = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         filters = []
         for f in h["http_filters"]:
+            if f["name"] == "tollgate.strip_gateway_headers" and c.key == "baseline":
+                continue  # plain Envoy: the gateway's header stripping is part of its cost
             if f["name"] == "tollgate.wasm":
                 if c.wasm is None:
                     continue

@@ -174,7 +174,7 @@ def render(tollgate, wasm, ports, work, audit):
     base = yamlsubset.loads(rendered.read_text())
     hcm = base["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
-    if names != ["tollgate.wasm", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]:
+    if names != ["tollgate.strip_gateway_headers", "tollgate.wasm", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]:
         raise RuntimeError(f"unexpected filter chain in the rendered bootstrap: {names}")
     return policy, rendered
 

@@ -402,3 +402,25 @@ fn no_delay(conn: std::io::Result<tokio::net::TcpStream>) -> std::io::Result<tok
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposed_admin_needs_the_token_and_without_one_answers_nobody() {
+        let mut bearer = axum::http::HeaderMap::new();
+        bearer.insert(axum::http::header::AUTHORIZATION, axum::http::HeaderValue::from_static("Bearer s3cret"));
+        let mut wrong = axum::http::HeaderMap::new();
+        wrong.insert(axum::http::header::AUTHORIZATION, axum::http::HeaderValue::from_static("Bearer s3cre"));
+        let none = axum::http::HeaderMap::new();
+        let loopback = AdminAccess { exposed: false, token: None };
+        assert!(loopback.allows(&none));
+        let exposed = AdminAccess { exposed: true, token: Some(Arc::from("s3cret")) };
+        assert!(exposed.allows(&bearer));
+        assert!(!exposed.allows(&wrong));
+        assert!(!exposed.allows(&none));
+        let unset = AdminAccess { exposed: true, token: None };
+        assert!(!unset.allows(&bearer) && !unset.allows(&none));
+    }
+}
