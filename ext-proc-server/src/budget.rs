@@ -128,40 +128,24 @@ impl Budget {
     }
 
     /// Count a request answered from the cache: one request on the caller's
-    /// request limits (no tokens, no cost), recorded in the spend report.
-    /// `Err` when a request limit is reached (a 429 like any request's) or
-    /// the store is down under `failMode: closed`.
-    pub async fn count_hit(
-        &self,
-        policy: &Policy,
-        who: Option<&Identity>,
-        model: &str,
-        now: SystemTime,
-    ) -> Result<(), Refused> {
+    /// request limits (no tokens, no cost; the spend report, which counts
+    /// what providers were asked, leaves it out: the cache's own metrics
+    /// count hits). `Err` when a request limit is reached (a 429 like any
+    /// request's) or the store is down under `failMode: closed`.
+    pub async fn count_hit(&self, policy: &Policy, who: Option<&Identity>, now: SystemTime) -> Result<(), Refused> {
         let charges: Vec<Charge> =
             charges(policy, who, 0, 0).into_iter().filter(|c| kind(&c.key) == Kind::Requests).collect();
-        if !charges.is_empty() {
-            match self.store.reserve(now, &charges).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(denied)) => {
-                    self.stats.limited.fetch_add(1, Ordering::Relaxed);
-                    return Err(refusal(&denied));
-                }
-                Err(err) => return self.store_down(err),
+        if charges.is_empty() {
+            return Ok(());
+        }
+        match self.store.reserve(now, &charges).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(denied)) => {
+                self.stats.limited.fetch_add(1, Ordering::Relaxed);
+                Err(refusal(&denied))
             }
+            Err(err) => self.store_down(err),
         }
-        let record = UsageRecord {
-            team: or_dash(who.map_or("", |w| w.team.as_str())),
-            consumer: or_dash(who.map_or("", |w| w.consumer.as_str())),
-            model: model.to_string(),
-            requests: 1,
-            ..UsageRecord::default()
-        };
-        if let Err(err) = self.store.record_usage(now, &record).await {
-            self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %err, "could not record a cache hit");
-        }
-        Ok(())
     }
 
     /// Whether a request of `who` is charged on any limit (and so needs its

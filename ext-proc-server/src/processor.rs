@@ -406,7 +406,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
                     // A hit is a request like any other on the request limits.
                     if let Some(budget) = &shared.budget {
                         let (who, now) = (identity.as_ref(), SystemTime::now());
-                        if let Err(refused) = budget.count_hit(&shared.policy, who, &answer.model, now).await {
+                        if let Err(refused) = budget.count_hit(&shared.policy, who, now).await {
                             return refuse(shared, state, &draft, &model, &refused.error, &refused.headers).await;
                         }
                     }

@@ -129,10 +129,6 @@ consumers:
     assert_eq!(statuses[4].0, 429, "{seen:?}");
     assert_eq!(seen[3].2["error"]["type"], "rate_limit_error", "{seen:?}");
     assert_eq!(gw.mock_requests().await.len(), 1, "only the miss reached the provider");
-    // The hits are requests in the spend report (at no cost).
-    let rows = gw.usage_rows().await;
-    let requests: u64 = rows.iter().filter(|r| r["consumer"] == "dave").map(|r| r["requests"].as_u64().unwrap()).sum();
-    assert_eq!(requests, 3, "{rows:?}");
 }
 
 /// The price of the budget test's model: USD per 1M tokens, so 1000
