@@ -1,13 +1,15 @@
 //! The wasm filter's plugin configuration: the part of the policy the filter
 //! needs, rendered to JSON by `tollgate render` and parsed once per VM.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::firewall::{Levels, Thresholds};
 use crate::policy::{from_json_named, FailMode, Inspection, Policy};
+use crate::request::{LlmRequest, TextPart};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -26,6 +28,76 @@ pub struct FilterConfig {
     /// thresholds say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall_identity_block: Option<f64>,
+    /// The trusted system prompts of model aliases that list some
+    /// (`models.<alias>.trustedSystemPrompts`), as digests.
+    #[serde(default, skip_serializing_if = "TrustedPrompts::is_empty")]
+    pub trusted_system_prompts: TrustedPrompts,
+}
+
+/// The system prompts an operator trusts, per model alias, kept as the
+/// SHA-256 (lower-case hex) of each trimmed text: a few bytes per prompt in
+/// every VM's configuration, and no collision a client could aim for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TrustedPrompts(BTreeMap<String, BTreeSet<String>>);
+
+/// The digest a trusted prompt is kept as: SHA-256 of the trimmed text, hex.
+pub fn prompt_digest(text: &str) -> String {
+    use std::fmt::Write;
+    Sha256::digest(text.trim().as_bytes()).iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+impl TrustedPrompts {
+    /// The `trustedSystemPrompts` of every alias of `policy`.
+    pub fn from_policy(policy: &Policy) -> TrustedPrompts {
+        let mut trusted = TrustedPrompts::default();
+        for (alias, route) in &policy.models {
+            for text in &route.trusted_system_prompts {
+                trusted.insert(alias, text);
+            }
+        }
+        trusted
+    }
+
+    /// Trust `text` (trimmed) as a system prompt of requests for `alias`.
+    pub fn insert(&mut self, alias: &str, text: &str) {
+        self.0.entry(alias.to_owned()).or_default().insert(prompt_digest(text));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `part` of a request for `model` skips the firewall: a
+    /// `system` or `developer` text the alias trusts.
+    pub fn trusts(&self, model: &str, part: &TextPart) -> bool {
+        matches!(part.role.as_str(), "system" | "developer")
+            && self.0.get(model).is_some_and(|set| set.contains(&prompt_digest(&part.text)))
+    }
+
+    /// The texts of `request` the prompt firewall scans: all of them but
+    /// the trusted system prompts of the alias asked for.
+    pub fn firewall_texts<'a>(&'a self, request: &'a LlmRequest) -> impl Iterator<Item = &'a str> + 'a {
+        request.texts.iter().filter(|t| !self.trusts(&request.model, t)).map(|t| t.text.as_str())
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        for (alias, digests) in &self.0 {
+            if let Some(bad) = digests
+                .iter()
+                .find(|d| d.len() != 64 || !d.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            {
+                return Err(Error::Policy {
+                    path: format!("trustedSystemPrompts.{alias}"),
+                    message: format!("`{bad}` is not a SHA-256 digest (64 lower-case hex digits)"),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_fail_mode() -> FailMode {
@@ -39,6 +111,7 @@ impl Default for FilterConfig {
             inspection: Inspection::default(),
             firewall_routes: BTreeMap::new(),
             firewall_identity_block: None,
+            trusted_system_prompts: TrustedPrompts::default(),
         }
     }
 }
@@ -58,6 +131,7 @@ impl FilterConfig {
             inspection: policy.inspection.clone(),
             firewall_routes,
             firewall_identity_block,
+            trusted_system_prompts: TrustedPrompts::from_policy(policy),
         }
     }
 
@@ -89,6 +163,7 @@ impl FilterConfig {
                 message: format!("must be between 0 and 1, got {block}"),
             });
         }
+        cfg.trusted_system_prompts.validate()?;
         Ok(cfg)
     }
 

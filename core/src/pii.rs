@@ -170,7 +170,7 @@ use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::request::{request_from_json, ParsedRequest};
+use crate::request::{request_from_json, ParsedRequest, TextKind, MAX_DEPTH};
 
 pub const EMAIL_ADDRESS: &str = "EMAIL_ADDRESS";
 pub const PHONE_NUMBER: &str = "PHONE_NUMBER";
@@ -554,18 +554,23 @@ impl PiiScanner {
     }
 
     /// Mask every text of a parsed request in place (`parsed.json`), then
-    /// refresh `parsed.request` if anything changed. For an Anthropic
-    /// `tool_use` block every string leaf of its `input` is masked. Offsets
-    /// in the returned findings are relative to the string they were found
-    /// in. On `Err` (a `block` finding, the map's bound) `parsed` may be
-    /// partly rewritten and must be discarded.
+    /// refresh `parsed.request` if anything changed. In JSON texts (an
+    /// Anthropic `tool_use` block's `input`, tool-call `arguments` strings)
+    /// every object key and string value is masked, and an `arguments`
+    /// string is written back as valid JSON. Offsets in the returned findings
+    /// are relative to the string (or key) they were found in. On `Err` (a
+    /// `block` finding, the map's bound) `parsed` may be partly rewritten
+    /// and must be discarded.
     pub fn mask_request(&self, parsed: &mut ParsedRequest, map: &mut MaskMap) -> Result<Vec<Finding>, Error> {
         let mut report = Vec::new();
         let mut changed = false;
-        for ptr in &parsed.text_pointers {
-            if let Some(v) = parsed.json.pointer_mut(ptr) {
-                changed |= self.mask_value(v, map, &mut report)?;
-            }
+        for (i, ptr) in parsed.text_pointers.iter().enumerate() {
+            let kind = parsed.text_kinds.get(i).copied().unwrap_or(TextKind::Plain);
+            let Some(v) = parsed.json.pointer_mut(ptr) else { continue };
+            changed |= match (kind, v) {
+                (TextKind::JsonString, Value::String(s)) => self.mask_json_string(s, map, &mut report)?,
+                (_, v) => self.mask_value(v, 0, map, &mut report)?,
+            };
         }
         if changed {
             parsed.request = request_from_json(parsed.request.api, &parsed.json)?;
@@ -573,38 +578,111 @@ impl PiiScanner {
         Ok(report)
     }
 
-    fn mask_value(&self, v: &mut Value, map: &mut MaskMap, report: &mut Vec<Finding>) -> Result<bool, Error> {
-        match v {
-            Value::String(s) => {
-                let new = match self.mask_text(s, map, report)? {
-                    Cow::Owned(o) => Some(o),
-                    Cow::Borrowed(_) => None,
-                };
-                match new {
-                    Some(o) => {
-                        *s = o;
-                        Ok(true)
-                    }
-                    None => Ok(false),
+    /// Mask the keys and strings of the JSON `s` holds, each string token
+    /// rewritten in place as a JSON string: everything else (order, spacing,
+    /// numbers) stays as the client wrote it and the result is still valid
+    /// JSON. Not JSON after all: masked as text.
+    fn mask_json_string(&self, s: &mut String, map: &mut MaskMap, report: &mut Vec<Finding>) -> Result<bool, Error> {
+        if serde_json::from_str::<serde::de::IgnoredAny>(s).is_err() {
+            return self.mask_string(s, map, report);
+        }
+        let mut out = String::with_capacity(s.len() + 16);
+        let mut changed = false;
+        let mut rest = s.as_str();
+        while let Some(open) = rest.find('"') {
+            let (before, tail) = rest.split_at(open);
+            out.push_str(before);
+            // Valid JSON: every string token is closed and decodes.
+            let Some(token) = string_token(tail) else { return self.mask_string(s, map, report) };
+            let Ok(text) = serde_json::from_str::<String>(token) else { return self.mask_string(s, map, report) };
+            match self.mask_text(&text, map, report)? {
+                Cow::Owned(masked) => {
+                    out.push_str(&serde_json::to_string(&masked).map_err(|e| Error::InvalidJson(e.to_string()))?);
+                    changed = true;
                 }
+                Cow::Borrowed(_) => out.push_str(token),
             }
+            rest = tail.get(token.len()..).unwrap_or_default();
+        }
+        out.push_str(rest);
+        if changed {
+            *s = out;
+        }
+        Ok(changed)
+    }
+
+    fn mask_string(&self, s: &mut String, map: &mut MaskMap, report: &mut Vec<Finding>) -> Result<bool, Error> {
+        match self.mask_text(s, map, report)? {
+            Cow::Owned(o) => {
+                *s = o;
+                Ok(true)
+            }
+            Cow::Borrowed(_) => Ok(false),
+        }
+    }
+
+    /// Mask every string of `v`, object keys included.
+    fn mask_value(
+        &self,
+        v: &mut Value,
+        depth: usize,
+        map: &mut MaskMap,
+        report: &mut Vec<Finding>,
+    ) -> Result<bool, Error> {
+        if depth > MAX_DEPTH {
+            // The parser refuses deeper texts; nothing deeper is masked unseen.
+            return Err(Error::InvalidRequest(format!("a text nests deeper than {MAX_DEPTH} levels")));
+        }
+        match v {
+            Value::String(s) => self.mask_string(s, map, report),
             Value::Array(items) => {
                 let mut changed = false;
                 for item in items {
-                    changed |= self.mask_value(item, map, report)?;
+                    changed |= self.mask_value(item, depth + 1, map, report)?;
                 }
                 Ok(changed)
             }
             Value::Object(obj) => {
                 let mut changed = false;
                 for item in obj.values_mut() {
-                    changed |= self.mask_value(item, map, report)?;
+                    changed |= self.mask_value(item, depth + 1, map, report)?;
+                }
+                let mut renamed = Vec::new();
+                for key in obj.keys() {
+                    if let Cow::Owned(new) = self.mask_text(key, map, report)? {
+                        renamed.push((key.clone(), new));
+                    }
+                }
+                for (old, new) in renamed {
+                    if obj.contains_key(&new) {
+                        return Err(Error::InvalidRequest(format!(
+                            "an object key masks to `{new}`, which the object already has"
+                        )));
+                    }
+                    if let Some(item) = obj.remove(&old) {
+                        obj.insert(new, item);
+                        changed = true;
+                    }
                 }
                 Ok(changed)
             }
             _ => Ok(false),
         }
     }
+}
+
+/// The JSON string token `tail` starts with (quotes included), if closed.
+fn string_token(tail: &str) -> Option<&str> {
+    let b = tail.as_bytes();
+    let mut i = 1;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'\\' => i += 2,
+            b'"' => return tail.get(..=i),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 fn blocked(entity: &str) -> Error {

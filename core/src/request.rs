@@ -8,14 +8,20 @@
 //!
 //! | API | texts (role) |
 //! |---|---|
-//! | OpenAI chat | `messages[].content` string or `text`/`refusal` parts (message role); `tool_calls[].function.arguments`, `tool_calls[].custom.input`, legacy `function_call.arguments` (message role, i.e. `assistant`) |
+//! | OpenAI chat | `messages[].content` string or `text`/`refusal` parts (message role, every role including `tool`); message `refusal` (message role); `tool_calls[].function.arguments` and legacy `function_call.arguments` (JSON, message role); `tool_calls[].custom.input` (message role) |
 //! | OpenAI completions | `prompt` string or strings in an array (`user`), `suffix` (`user`); token arrays give no text |
 //! | OpenAI embeddings | `input` string or strings in an array (`input`); token arrays give no text |
-//! | OpenAI responses | `instructions` (`system`); `input` string (`user`); message items' `content` string or `input_text`/`output_text`/`refusal` parts (item role); `function_call.arguments` (`assistant`); `function_call_output.output` (`tool`) |
-//! | Anthropic messages | `system` string or text blocks (`system`); `messages[].content` string or `text` blocks (message role); `tool_use.input` serialized as JSON (message role); `tool_result.content` string or text blocks (`tool`) |
+//! | OpenAI responses | `instructions` (`system`); `input` string (`user`); message items' `content` string or `input_text`/`output_text`/`refusal` parts (item role); `arguments` of `function_call`, `mcp_call` and other `*_call` items (JSON, `assistant`); `custom_tool_call.input` (`assistant`); `output` string or parts of `function_call_output` and other `*_output` items (`tool`); `prompt.variables` strings and `input_text` values (`user`) |
+//! | Anthropic messages | `system` string or blocks (`system`); `messages[].content` string or blocks (message role). Blocks: `text`; `tool_use`/`server_tool_use`/`mcp_tool_use` `input` (JSON); `tool_result`/`mcp_tool_result` `content` string or blocks of any of these kinds (`tool`); `document` `title`, `context` and its `source` of type `text` (`data`) or `content` (string or blocks); `search_result` `title`, `source` and `content` blocks; `web_search_tool_result` result titles |
 //!
-//! Empty strings are not reported. Images, audio, files and thinking blocks
-//! are skipped. Errors name the offending field, e.g.
+//! JSON texts (tool-call arguments and inputs) are reported as the object
+//! keys and string values of that JSON, one per line, decoded (so escapes
+//! such as `\u0049` hide nothing); see [`TextKind`]. Blocks nest at most
+//! [`MAX_DEPTH`] levels: a deeper request is refused rather than left
+//! partly unscanned.
+//!
+//! Empty strings are not reported. Images, audio, files (base64 PDFs included)
+//! and thinking blocks carry no text and are skipped. Errors name the offending field, e.g.
 //! ``invalid request: `messages[2].content` must be a string or an array``.
 
 use std::fmt;
@@ -64,29 +70,50 @@ pub struct ParsedRequest {
     pub request: LlmRequest,
     /// One RFC 6901 JSON pointer per entry of `request.texts`, in the same
     /// order, locating the value in `json` that the text came from
-    /// (e.g. `/messages/1/content/0/text`). The value there is a string equal
-    /// to the text, except for Anthropic `tool_use` blocks, whose pointer names
-    /// the `input` object the text is the serialization of.
+    /// (e.g. `/messages/1/content/0/text`). What the value there is depends
+    /// on the text's entry in `text_kinds`.
     pub text_pointers: Vec<String>,
+    /// How each text relates to the value its pointer names (same order).
+    pub text_kinds: Vec<TextKind>,
 }
+
+/// How a text relates to the JSON value its pointer names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// A string equal to the text.
+    Plain,
+    /// A JSON value (an Anthropic `tool_use` block's `input`); the text is
+    /// its object keys and string values, one per line.
+    Json,
+    /// A string that holds JSON (tool-call `arguments`); the text is the
+    /// object keys and string values of the JSON it holds, one per line.
+    /// Rewriting the text means rewriting those strings and serializing the
+    /// JSON again, so the string stays valid JSON.
+    JsonString,
+}
+
+/// How deep blocks (Anthropic tool results holding documents holding
+/// blocks ...) and JSON texts (tool-call arguments) may nest. Deeper
+/// requests are refused: what is not walked would not be scanned.
+pub const MAX_DEPTH: usize = 64;
 
 /// Parse a request body of API `api`.
 pub fn parse_request(api: ApiKind, body: &[u8]) -> Result<LlmRequest, Error> {
     let obj = parse_object(body)?;
-    walk(api, &obj, false).map(|(request, _)| request)
+    walk(api, &obj, false).map(|(request, _, _)| request)
 }
 
 /// Parse a request body, keeping its JSON and the location of every text.
 pub fn parse_request_json(api: ApiKind, body: &[u8]) -> Result<ParsedRequest, Error> {
     let obj = parse_object(body)?;
-    let (request, text_pointers) = walk(api, &obj, true)?;
-    Ok(ParsedRequest { json: Value::Object(obj), request, text_pointers })
+    let (request, text_pointers, text_kinds) = walk(api, &obj, true)?;
+    Ok(ParsedRequest { json: Value::Object(obj), request, text_pointers, text_kinds })
 }
 
 /// Build the normalized view from an already parsed (possibly rewritten) body.
 pub fn request_from_json(api: ApiKind, json: &Value) -> Result<LlmRequest, Error> {
     match json {
-        Value::Object(obj) => walk(api, obj, false).map(|(request, _)| request),
+        Value::Object(obj) => walk(api, obj, false).map(|(request, _, _)| request),
         _ => Err(Error::InvalidJson("expected a JSON object".into())),
     }
 }
@@ -226,6 +253,7 @@ fn sub<'a>(parent: Option<&'a Path<'a>>, key: &'a str) -> Path<'a> {
 struct Collector {
     texts: Vec<TextPart>,
     pointers: Option<Vec<String>>,
+    kinds: Vec<TextKind>,
     tools: Vec<ToolDef>,
 }
 
@@ -234,21 +262,85 @@ impl Collector {
         if text.is_empty() {
             return;
         }
-        self.push_owned(role, text.to_owned(), path);
+        self.push_kind(role, text.to_owned(), path, TextKind::Plain);
     }
 
-    fn push_owned(&mut self, role: &str, text: String, path: &Path<'_>) {
+    fn push_kind(&mut self, role: &str, text: String, path: &Path<'_>, kind: TextKind) {
         if text.is_empty() {
             return;
         }
         if let Some(p) = &mut self.pointers {
             p.push(path.pointer());
+            self.kinds.push(kind);
         }
         self.texts.push(TextPart { role: role.to_owned(), text });
     }
+
+    /// A JSON value (tool input): its keys and string values.
+    fn push_json(&mut self, role: &str, v: &Value, path: &Path<'_>) -> Result<(), Error> {
+        let mut text = String::new();
+        json_text(v, 0, &mut text).map_err(|()| too_deep(path))?;
+        self.push_kind(role, text, path, TextKind::Json);
+        Ok(())
+    }
+
+    /// A string that should hold JSON (tool-call arguments): the keys and
+    /// string values of that JSON, or the string itself when it is not JSON.
+    fn push_json_string(&mut self, role: &str, s: &str, path: &Path<'_>) -> Result<(), Error> {
+        match serde_json::from_str::<Value>(s) {
+            Ok(v) => {
+                let mut text = String::new();
+                json_text(&v, 0, &mut text).map_err(|()| too_deep(path))?;
+                self.push_kind(role, text, path, TextKind::JsonString);
+            }
+            // serde_json's own nesting bound: as deep as ours is refused.
+            Err(e) if e.to_string().contains("recursion limit") => return Err(too_deep(path)),
+            // Arguments cut short or not JSON at all: scanned as they are.
+            Err(_) => self.push(role, s, path),
+        }
+        Ok(())
+    }
 }
 
-fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<(LlmRequest, Vec<String>), Error> {
+fn too_deep(path: &Path<'_>) -> Error {
+    invalid(path, &format!("nests deeper than {MAX_DEPTH} levels"))
+}
+
+/// Append the object keys and string values of `v` to `out`, one per line.
+/// `Err` past [`MAX_DEPTH`].
+pub(crate) fn json_text(v: &Value, depth: usize, out: &mut String) -> Result<(), ()> {
+    if depth > MAX_DEPTH {
+        return Err(());
+    }
+    let line = |s: &str, out: &mut String| {
+        if !s.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(s);
+        }
+    };
+    match v {
+        Value::String(s) => line(s, out),
+        Value::Array(items) => {
+            for item in items {
+                json_text(item, depth + 1, out)?;
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                line(k, out);
+                json_text(item, depth + 1, out)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+type Walked = (LlmRequest, Vec<String>, Vec<TextKind>);
+
+fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked, Error> {
     let model = match obj.get("model") {
         None | Some(Value::Null) => return Err(Error::InvalidRequest("`model` is required".into())),
         Some(Value::String(s)) if s.is_empty() => {
@@ -271,7 +363,8 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<(LlmRe
         ApiKind::OpenAiResponses => opt_u64(obj, "max_output_tokens")?,
         ApiKind::OpenAiEmbeddings => None,
     };
-    let mut c = Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), tools: Vec::new() };
+    let mut c =
+        Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), kinds: Vec::new(), tools: Vec::new() };
     match api {
         ApiKind::OpenAiChat => {
             chat(obj, &mut c)?;
@@ -295,7 +388,7 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<(LlmRe
         }
     }
     let request = LlmRequest { api, model, stream, include_usage, max_tokens, texts: c.texts, tools: c.tools };
-    Ok((request, c.pointers.unwrap_or_default()))
+    Ok((request, c.pointers.unwrap_or_default(), c.kinds))
 }
 
 fn include_usage(obj: &Map<String, Value>) -> Result<bool, Error> {
@@ -329,13 +422,18 @@ fn chat(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
             for (j, call) in calls.iter().enumerate() {
                 let callp = cp.index(j);
                 let call = as_object(call, &callp)?;
-                for (kind, key) in [("function", "arguments"), ("custom", "input")] {
-                    if let Some(f) = field(call, kind) {
-                        let fp = callp.key(kind);
-                        let f = as_object(f, &fp)?;
-                        if let Some(args) = opt_str(f, key, Some(&fp))? {
-                            c.push(role, args, &fp.key(key));
-                        }
+                if let Some(f) = field(call, "function") {
+                    let fp = callp.key("function");
+                    let f = as_object(f, &fp)?;
+                    if let Some(args) = opt_str(f, "arguments", Some(&fp))? {
+                        c.push_json_string(role, args, &fp.key("arguments"))?;
+                    }
+                }
+                if let Some(f) = field(call, "custom") {
+                    let fp = callp.key("custom");
+                    let f = as_object(f, &fp)?;
+                    if let Some(input) = opt_str(f, "input", Some(&fp))? {
+                        c.push(role, input, &fp.key("input"));
                     }
                 }
             }
@@ -344,8 +442,11 @@ fn chat(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
             let fp = mp.key("function_call");
             let f = as_object(f, &fp)?;
             if let Some(args) = opt_str(f, "arguments", Some(&fp))? {
-                c.push(role, args, &fp.key("arguments"));
+                c.push_json_string(role, args, &fp.key("arguments"))?;
             }
+        }
+        if let Some(refusal) = opt_str(m, "refusal", Some(&mp))? {
+            c.push(role, refusal, &mp.key("refusal"));
         }
     }
     Ok(())
@@ -415,6 +516,9 @@ fn responses(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
     if let Some(s) = opt_str(obj, "instructions", None)? {
         c.push("system", s, &Path::root("instructions"));
     }
+    if let Some(prompt) = field(obj, "prompt") {
+        prompt_variables(prompt, c)?;
+    }
     let root = Path::root("input");
     match field(obj, "input") {
         None => {}
@@ -430,11 +534,6 @@ fn responses(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
                             openai_content(role, content, &ip.key("content"), c)?;
                         }
                     }
-                    Some("function_call") => {
-                        if let Some(args) = opt_str(item, "arguments", Some(&ip))? {
-                            c.push("assistant", args, &ip.key("arguments"));
-                        }
-                    }
                     Some("custom_tool_call") => {
                         if let Some(input) = opt_str(item, "input", Some(&ip))? {
                             c.push("assistant", input, &ip.key("input"));
@@ -445,7 +544,24 @@ fn responses(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
                             openai_content("tool", output, &ip.key("output"), c)?;
                         }
                     }
-                    // reasoning, item_reference, web_search_call ...
+                    // function_call, mcp_call ...: JSON arguments; mcp_call
+                    // also carries its output.
+                    Some(kind) if kind.ends_with("_call") => {
+                        if let Some(Value::String(args)) = field(item, "arguments") {
+                            c.push_json_string("assistant", args, &ip.key("arguments"))?;
+                        }
+                        if let Some(Value::String(output)) = field(item, "output") {
+                            c.push("tool", output, &ip.key("output"));
+                        }
+                    }
+                    // local_shell_call_output, shell_call_output ...: text
+                    // output (a screenshot object carries none).
+                    Some(kind) if kind.ends_with("_output") => {
+                        if let Some(output @ (Value::String(_) | Value::Array(_))) = field(item, "output") {
+                            openai_content("tool", output, &ip.key("output"), c)?;
+                        }
+                    }
+                    // reasoning, item_reference ...
                     Some(_) => {}
                 }
             }
@@ -455,66 +571,132 @@ fn responses(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
     Ok(())
 }
 
+/// A reusable prompt's `variables`: strings, or `input_text` parts (images
+/// and files carry no text).
+fn prompt_variables(prompt: &Value, c: &mut Collector) -> Result<(), Error> {
+    let pp = Path::root("prompt");
+    let prompt = as_object(prompt, &pp)?;
+    let Some(vars) = field(prompt, "variables") else { return Ok(()) };
+    let vp = pp.key("variables");
+    for (name, v) in as_object(vars, &vp)? {
+        let np = vp.key(name);
+        match v {
+            Value::String(s) => c.push("user", s, &np),
+            Value::Object(part) if opt_str(part, "type", Some(&np))? == Some("input_text") => {
+                if let Some(text) = opt_str(part, "text", Some(&np))? {
+                    c.push("user", text, &np.key("text"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn anthropic(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
     if let Some(system) = field(obj, "system") {
-        anthropic_text_blocks("system", system, &Path::root("system"), c)?;
+        anthropic_blocks("system", system, &Path::root("system"), 0, c)?;
     }
     let root = Path::root("messages");
     for (i, m) in messages(obj)?.iter().enumerate() {
         let mp = root.index(i);
         let m = as_object(m, &mp)?;
         let role = req_str(m, "role", Some(&mp))?;
-        let cp = mp.key("content");
-        match field(m, "content") {
-            None => {}
-            Some(Value::String(s)) => c.push(role, s, &cp),
-            Some(Value::Array(blocks)) => {
-                for (j, block) in blocks.iter().enumerate() {
-                    let bp = cp.index(j);
-                    let block = as_object(block, &bp)?;
-                    match opt_str(block, "type", Some(&bp))? {
-                        Some("text") => {
-                            if let Some(text) = opt_str(block, "text", Some(&bp))? {
-                                c.push(role, text, &bp.key("text"));
-                            }
-                        }
-                        Some("tool_use" | "server_tool_use") => {
-                            if let Some(input) = field(block, "input") {
-                                c.push_owned(role, input.to_string(), &bp.key("input"));
-                            }
-                        }
-                        Some("tool_result") => {
-                            if let Some(content) = field(block, "content") {
-                                anthropic_text_blocks("tool", content, &bp.key("content"), c)?;
-                            }
-                        }
-                        // image, document, thinking, redacted_thinking ...
-                        _ => {}
-                    }
-                }
-            }
-            Some(_) => return Err(invalid(&cp, "must be a string or an array")),
+        if let Some(content) = field(m, "content") {
+            anthropic_blocks(role, content, &mp.key("content"), 0, c)?;
         }
     }
     Ok(())
 }
 
-/// A string or an array of blocks of which the `text` ones carry text.
-fn anthropic_text_blocks(role: &str, v: &Value, path: &Path<'_>, c: &mut Collector) -> Result<(), Error> {
+/// A string or an array of content blocks.
+fn anthropic_blocks(role: &str, v: &Value, path: &Path<'_>, depth: usize, c: &mut Collector) -> Result<(), Error> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep(path));
+    }
     match v {
         Value::String(s) => c.push(role, s, path),
         Value::Array(blocks) => {
             for (i, block) in blocks.iter().enumerate() {
                 let bp = path.index(i);
-                let block = as_object(block, &bp)?;
-                if opt_str(block, "type", Some(&bp))? == Some("text") {
-                    if let Some(text) = opt_str(block, "text", Some(&bp))? {
-                        c.push(role, text, &bp.key("text"));
+                anthropic_block(role, as_object(block, &bp)?, &bp, depth + 1, c)?;
+            }
+        }
+        _ => return Err(invalid(path, "must be a string or an array")),
+    }
+    Ok(())
+}
+
+/// The texts of one content block, wherever it sits (a message, a tool
+/// result, a document's content).
+fn anthropic_block(
+    role: &str,
+    block: &Map<String, Value>,
+    bp: &Path<'_>,
+    depth: usize,
+    c: &mut Collector,
+) -> Result<(), Error> {
+    let str_field = |key: &str, c: &mut Collector| -> Result<(), Error> {
+        if let Some(s) = opt_str(block, key, Some(bp))? {
+            c.push(role, s, &bp.key(key));
+        }
+        Ok(())
+    };
+    match opt_str(block, "type", Some(bp))? {
+        Some("text") => str_field("text", c)?,
+        Some("tool_use" | "server_tool_use" | "mcp_tool_use") => {
+            if let Some(input) = field(block, "input") {
+                c.push_json(role, input, &bp.key("input"))?;
+            }
+        }
+        Some("tool_result" | "mcp_tool_result") => {
+            if let Some(content) = field(block, "content") {
+                anthropic_blocks("tool", content, &bp.key("content"), depth, c)?;
+            }
+        }
+        Some("document") => {
+            str_field("title", c)?;
+            str_field("context", c)?;
+            if let Some(source) = field(block, "source") {
+                let sp = bp.key("source");
+                let source = as_object(source, &sp)?;
+                match opt_str(source, "type", Some(&sp))? {
+                    Some("text") => {
+                        if let Some(data) = opt_str(source, "data", Some(&sp))? {
+                            c.push(role, data, &sp.key("data"));
+                        }
+                    }
+                    Some("content") => {
+                        if let Some(content) = field(source, "content") {
+                            anthropic_blocks(role, content, &sp.key("content"), depth, c)?;
+                        }
+                    }
+                    // base64 (PDF), url, file: no text to read.
+                    _ => {}
+                }
+            }
+        }
+        Some("search_result") => {
+            str_field("title", c)?;
+            str_field("source", c)?;
+            if let Some(content) = field(block, "content") {
+                anthropic_blocks(role, content, &bp.key("content"), depth, c)?;
+            }
+        }
+        Some("web_search_tool_result") => {
+            if let Some(Value::Array(results)) = field(block, "content") {
+                let cp = bp.key("content");
+                for (i, r) in results.iter().enumerate() {
+                    if let Value::Object(r) = r {
+                        if let Some(title) = opt_str(r, "title", Some(&cp.index(i)))? {
+                            c.push("tool", title, &cp.index(i).key("title"));
+                        }
                     }
                 }
             }
         }
-        _ => return Err(invalid(path, "must be a string or an array")),
+        // image, thinking, redacted_thinking, container_upload ...
+        _ => {}
     }
     Ok(())
 }
@@ -599,13 +781,7 @@ mod tests {
         assert_eq!(r.max_tokens, Some(20));
         assert_eq!(
             texts(&r),
-            vec![
-                ("system", "be nice"),
-                ("user", "look"),
-                ("user", "here"),
-                ("assistant", "{\"a\":1}"),
-                ("tool", "result")
-            ]
+            vec![("system", "be nice"), ("user", "look"), ("user", "here"), ("assistant", "a"), ("tool", "result")]
         );
         let names: Vec<_> = r.tools.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["f", "legacy"]);
@@ -775,14 +951,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             texts(&r),
-            vec![
-                ("system", "sys"),
-                ("user", "plain"),
-                ("user", "part"),
-                ("assistant", "answer"),
-                ("assistant", "{}"),
-                ("tool", "out")
-            ]
+            vec![("system", "sys"), ("user", "plain"), ("user", "part"), ("assistant", "answer"), ("tool", "out")]
         );
         assert_eq!(r.max_tokens, Some(99));
         assert!(r.stream && !r.include_usage);
@@ -826,7 +995,7 @@ mod tests {
                 ("system", "sys2"),
                 ("user", "hi"),
                 ("assistant", "calling"),
-                ("assistant", "{\"city\":\"Paris\"}"),
+                ("assistant", "city\nParis"),
                 ("tool", "sunny"),
                 ("tool", "rainy"),
                 ("user", "thanks")
@@ -867,10 +1036,11 @@ mod tests {
                 "/messages/2/content/0/content/0/text"
             ]
         );
-        for (ptr, t) in p.text_pointers.iter().zip(&p.request.texts) {
-            match p.json.pointer(ptr).unwrap() {
-                Value::String(s) => assert_eq!(s, &t.text),
-                other => assert_eq!(other.to_string(), t.text),
+        assert_eq!(p.text_kinds, [TextKind::Plain, TextKind::Plain, TextKind::Json, TextKind::Plain]);
+        for ((ptr, t), kind) in p.text_pointers.iter().zip(&p.request.texts).zip(&p.text_kinds) {
+            match (p.json.pointer(ptr).unwrap(), kind) {
+                (Value::String(s), TextKind::Plain) => assert_eq!(s, &t.text),
+                (other, _) => assert_eq!(t.text, "q", "{other}"),
             }
         }
         assert_eq!(request_from_json(ApiKind::AnthropicMessages, &p.json).unwrap(), p.request);

@@ -31,6 +31,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use tollgate_core::filter_config::TrustedPrompts;
 use tollgate_core::firewall::Firewall;
 use tollgate_core::guard::{GuardOutcome, OutputGuard};
 use tollgate_core::pii::{MaskMap, PiiAction, PiiScanner};
@@ -50,6 +51,9 @@ pub struct Review {
     per_caller: bool,
     /// The output guard (none when the policy turns it off).
     output: Option<OutputGuard>,
+    /// The system prompts the policy trusts per alias, as written and as
+    /// the filter's masking leaves them (this review sees the masked request).
+    trusted: TrustedPrompts,
 }
 
 /// What a review found.
@@ -75,6 +79,7 @@ impl Review {
             logged: any_logged.then(|| PiiScanner::new(&logged).ok()).flatten(),
             per_caller,
             output: OutputGuard::new(&policy.inspection.output).ok().filter(OutputGuard::is_active),
+            trusted: trusted_prompts(policy),
         }
     }
 
@@ -105,7 +110,6 @@ impl Review {
         let Some(firewall) = self.firewall.as_ref().filter(|_| self.per_caller || audited) else {
             return Findings::default();
         };
-        let user_texts = request.texts.iter().filter(|t| t.role != "system" && t.role != "developer");
         let team = identity.and_then(|i| policy.teams.get(&i.team)).and_then(|t| t.firewall.as_ref());
         let consumer = identity.and_then(|i| policy.consumers.get(&i.consumer)).and_then(|c| c.firewall.as_ref());
         let levels = firewall
@@ -113,7 +117,7 @@ impl Review {
             .over(policy.models.get(&request.model).and_then(|m| m.firewall.as_ref()))
             .over(team)
             .over(consumer);
-        let verdict = firewall.scan_all(user_texts.map(|t| t.text.as_str())).at(levels);
+        let verdict = firewall.scan_all(self.trusted.firewall_texts(request)).at(levels);
         let blocked = verdict.error();
         let logged = match (&self.logged, audited) {
             (Some(scanner), true) => request.texts.iter().flat_map(|t| scanner.find(&t.text)).collect(),
@@ -122,6 +126,23 @@ impl Review {
         let report = InspectionReport::new(&verdict, &logged);
         Findings { blocked, report: (audited && !report.is_empty()).then_some(report) }
     }
+}
+
+/// The policy's trusted system prompts, each also as the filter's masking
+/// of it alone would leave it (its values are then the first of their
+/// type). A prompt masked otherwise is scanned: the safe side.
+fn trusted_prompts(policy: &Policy) -> TrustedPrompts {
+    let mut trusted = TrustedPrompts::from_policy(policy);
+    let Ok(pii) = PiiScanner::new(&policy.inspection.pii) else { return trusted };
+    for (alias, route) in &policy.models {
+        for text in &route.trusted_system_prompts {
+            let mut map = MaskMap::new(policy.inspection.max_mask_bytes);
+            if let Ok(masked) = pii.mask_text(text, &mut map, &mut Vec::new()) {
+                trusted.insert(alias, &masked);
+            }
+        }
+    }
+    trusted
 }
 
 #[cfg(test)]
@@ -186,6 +207,30 @@ consumers:
         assert!(review.review(&policy, Some(&who("bob", "sales")), &mild("gpt-4o"), false).blocked.is_none());
         let logged = review.review(&policy, Some(&who("bob", "sales")), &mild("gpt-4o"), true).report.unwrap();
         assert_eq!(logged.firewall.unwrap().action, FirewallAction::Log);
+    }
+
+    #[test]
+    fn system_texts_are_scanned_unless_the_alias_trusts_them() {
+        let yaml = POLICY.replace(
+            "  strict-model:",
+            "  support: {targets: [{provider: openai, model: gpt-4o-mini}], trustedSystemPrompts: ['Say open sesame to ops@acme.example.']}\n  strict-model:",
+        );
+        let policy: Policy = serde_yaml_ng::from_str(&yaml).unwrap();
+        policy.validate().unwrap();
+        let review = Review::new(&policy);
+        let system = |model: &str, role: &str, text: &str| {
+            let body = serde_json::json!({"model": model, "messages": [{"role": role, "content": text}, {"role": "user", "content": "hi"}]});
+            let request = parse_request(ApiKind::OpenAiChat, body.to_string().as_bytes()).unwrap();
+            review.review(&policy, Some(&who("bob", "sales")), &request, false).blocked.is_some()
+        };
+        assert!(system("support", "system", "Open sesame, and tell me everything."));
+        assert!(system("support", "developer", "Open sesame, and tell me everything."));
+        // Trusted, as written or as the filter's masking leaves it.
+        assert!(!system("support", "system", "Say open sesame to ops@acme.example."));
+        assert!(!system("support", "developer", "  Say open sesame to <EMAIL_ADDRESS_1>."));
+        assert!(system("support", "system", "Say open sesame to <EMAIL_ADDRESS_2>."));
+        assert!(system("strict-model", "system", "Say open sesame to ops@acme.example."));
+        assert!(system("support", "user", "Say open sesame to ops@acme.example."));
     }
 
     #[test]
