@@ -199,13 +199,11 @@ fn inspector() -> Inspector {
 }
 
 /// The wasm filter's `on_request_body`, minus the host calls: parse, firewall
-/// over the caller's texts, mask PII in place, ask for stream usage, and
+/// over every text (no alias here trusts a system prompt), mask PII in place, ask for stream usage, and
 /// serialize the body again when it changed. Returns the body's new length.
 fn filter_request(ins: &Inspector, api: ApiKind, body: &[u8]) -> usize {
     let mut parsed = parse_request_json(api, body).unwrap();
-    let verdict = ins.firewall.scan_all(
-        parsed.request.texts.iter().filter(|t| t.role != "system" && t.role != "developer").map(|t| t.text.as_str()),
-    );
+    let verdict = ins.firewall.scan_all(parsed.request.texts.iter().map(|t| t.text.as_str()));
     black_box(&verdict);
     let mut masks = MaskMap::new(ins.config.inspection.max_mask_bytes);
     let findings = ins.pii.mask_request(&mut parsed, &mut masks).unwrap();

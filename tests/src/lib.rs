@@ -410,7 +410,9 @@ pub async fn run_envoy_expecting_exit(opts: Options, timeout: Duration) -> anyho
         sidecar_admin: test_port()?,
         mock: test_port()?,
     };
-    let policy = parse_policy(&policy_text(&ports, &opts, &dir)).map_err(|e| anyhow!("test policy: {e}"))?;
+    let mut policy = parse_policy(&policy_text(&ports, &opts, &dir)).map_err(|e| anyhow!("test policy: {e}"))?;
+    resolve_paths(&mut policy, &dir.join("policy.yaml"));
+    tollgate_ext_proc::config::sidecar_tls(&policy)?;
     let envoy_yaml = render_yaml(
         &policy,
         &RenderOptions { wasm_path: &paths.wasm, access_log: "/dev/null", plugin_config: opts.plugin_config.clone() },

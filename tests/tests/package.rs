@@ -366,7 +366,9 @@ async fn the_sidecar_image_is_self_contained_and_serves_from_an_empty_root() {
     let grpc = tollgate_e2e::test_port().unwrap();
     let admin = tollgate_e2e::test_port().unwrap();
     let policy = serde_json::json!({
-        "sidecar": {"grpcPort": grpc, "adminPort": admin},
+        // Its certificates for Envoy made in the data directory (a mounted
+        // Secret in Kubernetes).
+        "sidecar": {"grpcPort": grpc, "adminPort": admin, "tls": {"dir": "/var/lib/tollgate/tls"}},
         "providers": {"mock": {"kind": "mock", "baseUrl": "http://127.0.0.1:9"}},
         "cache": {"enabled": true, "dir": "/var/lib/tollgate/cache"},
         "audit": {"dir": "/var/lib/tollgate/audit"},
@@ -409,7 +411,7 @@ async fn the_sidecar_image_is_self_contained_and_serves_from_an_empty_root() {
     }
     assert!(loaded, "the semantic cache did not load the image's model:\n{}", log_text());
     // Its state went to the data directory, writable by the image's user.
-    for dir in ["audit", "cache", "state"] {
+    for dir in ["audit", "cache", "state", "tls"] {
         assert!(rootfs.join("var/lib/tollgate").join(dir).is_dir(), "no /var/lib/tollgate/{dir}\n{}", log_text());
     }
     assert!(sidecar.exited().is_none(), "{}", log_text());
