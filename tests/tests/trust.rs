@@ -289,10 +289,7 @@ async fn the_gateway_names_every_request_itself() {
     // No `x-tollgate-*` header of the client's reaches the provider.
     for seen in gw.mock_requests().await {
         let headers = seen["headers"].as_object().unwrap();
-        assert!(
-            headers.keys().all(|k| !k.starts_with("x-tollgate-") || k == "x-tollgate-request-id"),
-            "{headers:?}"
-        );
+        assert!(headers.keys().all(|k| !k.starts_with("x-tollgate-") || k == "x-tollgate-request-id"), "{headers:?}");
         assert_ne!(headers.get("x-tollgate-request-id").and_then(|v| v.as_str()), Some("spoofed"));
     }
 }
