@@ -123,7 +123,7 @@ pub fn scope(policy: &CachePolicy, tenant: &Tenant<'_>) -> String {
 }
 
 /// A name that is there and not empty.
-fn named<'a>(name: Option<&'a str>) -> Option<&'a str> {
+fn named(name: Option<&str>) -> Option<&str> {
     name.filter(|s| !s.is_empty())
 }
 
