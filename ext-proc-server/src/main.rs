@@ -277,6 +277,13 @@ struct K8sArgs {
     /// for aliases with several targets).
     #[arg(long, default_value = "http")]
     listener: String,
+    #[command(flatten)]
+    access: Box<K8sAccessArgs>,
+}
+
+/// Who may reach the sidecar in Kubernetes.
+#[derive(Debug, clap::Args)]
+struct K8sAccessArgs {
     /// Istio: the ingress gateway's service account, the only identity the sidecar answers.
     #[arg(long, default_value = "istio-ingressgateway")]
     gateway_service_account: String,
@@ -310,14 +317,14 @@ impl K8sArgs {
             istio_gateway: self.istio_gateway.clone(),
             gateway_name: self.gateway.clone(),
             listener: self.listener.clone(),
-            gateway_service_account: self.gateway_service_account.clone(),
-            trust_domain: self.trust_domain.clone(),
-            gateway_pods_namespace: self.gateway_pods_namespace.clone(),
-            tls_dir: self.tls_dir.clone(),
+            gateway_service_account: self.access.gateway_service_account.clone(),
+            trust_domain: self.access.trust_domain.clone(),
+            gateway_pods_namespace: self.access.gateway_pods_namespace.clone(),
+            tls_dir: self.access.tls_dir.clone(),
             ..Default::default()
         };
-        if !self.gateway_pods_selector.is_empty() {
-            o.gateway_pods_selector = Some(self.gateway_pods_selector.iter().cloned().collect());
+        if !self.access.gateway_pods_selector.is_empty() {
+            o.gateway_pods_selector = Some(self.access.gateway_pods_selector.iter().cloned().collect());
         }
         if let Some(i) = &self.image {
             o.image = i.clone();
