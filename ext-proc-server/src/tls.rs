@@ -81,15 +81,20 @@ fn current_year() -> i32 {
     1970 + (secs / 31_556_952) as i32
 }
 
+const FILES: [&str; 5] = [CA_FILE, SIDECAR_CERT, SIDECAR_KEY, ENVOY_CERT, ENVOY_KEY];
+
 /// Whether `dir` holds a complete set of certificates.
 pub fn exists(dir: &Path) -> bool {
-    [CA_FILE, SIDECAR_CERT, SIDECAR_KEY, ENVOY_CERT, ENVOY_KEY].iter().all(|f| dir.join(f).is_file())
+    FILES.iter().all(|f| dir.join(f).is_file())
 }
 
-/// Make the certificates in `dir` unless they are there already (or always,
-/// with `replace`). Returns whether new ones were written.
+/// Make the certificates in `dir` when it holds none of them (or always,
+/// with `replace`). Returns whether new ones were written. A directory with
+/// some of them is used as it is: a Kubernetes Secret mounts only the
+/// sidecar's half (`ca.pem`, `sidecar.pem`, `sidecar.key`), and certificates
+/// made anew beside an existing authority would be trusted by nobody.
 pub fn ensure(dir: &Path, replace: bool) -> anyhow::Result<bool> {
-    if exists(dir) && !replace {
+    if !replace && FILES.iter().any(|f| dir.join(f).exists()) {
         return Ok(false);
     }
     write(dir, &generate()?)?;
@@ -208,6 +213,17 @@ mod tests {
         assert!(ensure(&d, true).unwrap());
         assert_ne!(std::fs::read(d.join(SIDECAR_KEY)).unwrap(), before);
         assert!(server_config(&d).is_ok());
+
+        // The sidecar's half alone (a mounted Secret) is used as it is.
+        let half = dir.path().join("half");
+        std::fs::create_dir_all(&half).unwrap();
+        for f in [CA_FILE, SIDECAR_CERT, SIDECAR_KEY] {
+            std::fs::copy(d.join(f), half.join(f)).unwrap();
+        }
+        assert!(!ensure(&half, false).unwrap());
+        assert!(!half.join(ENVOY_KEY).exists());
+        assert_eq!(std::fs::read(half.join(SIDECAR_KEY)).unwrap(), std::fs::read(d.join(SIDECAR_KEY)).unwrap());
+        assert!(server_config(&half).is_ok());
     }
 
     #[cfg(unix)]
