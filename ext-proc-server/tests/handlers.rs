@@ -323,7 +323,9 @@ async fn the_audit_takes_the_filters_report_when_the_filter_inspected() {
     }
     drop(s);
     let records: Vec<_> = tollgate_ext_proc::audit::records(dir.path()).unwrap().map(|r| r.unwrap()).collect();
-    let find = |id: &str| records.iter().find(|r| r.request_id == id).unwrap().decisions.clone();
+    // The client's `x-request-id` is kept apart from the gateway's id.
+    let find =
+        |id: &str| records.iter().find(|r| r.client_request_id.as_deref() == Some(id)).unwrap().decisions.clone();
     assert_eq!(find("inspected")["firewall"]["rules"], serde_json::json!(["from-the-filter"]));
     assert_eq!(find("not-inspected")["firewall"]["rules"], serde_json::json!(["test-mild"]));
 }
