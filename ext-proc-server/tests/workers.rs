@@ -35,7 +35,8 @@ fn workers_of(args: &[&str], env: &[(&str, &str)]) -> usize {
     child.wait().unwrap();
     let line = line.expect("the sidecar did not start");
     let (_, rest) = line.split_once(" (").unwrap();
-    rest.split_once(" workers)").unwrap().0.parse().unwrap()
+    // `(mutual TLS, N workers)`
+    rest.split_once(" workers)").unwrap().0.rsplit(", ").next().unwrap().parse().unwrap()
 }
 
 #[test]
