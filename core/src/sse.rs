@@ -45,16 +45,7 @@ impl SseEvent {
     /// gives back an equal event, provided `event` and `id` contain no line
     /// breaks (they cannot when they came from the parser).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        if let Some(event) = &self.event {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(event.as_bytes());
-            out.push(b'\n');
-        }
-        if let Some(id) = &self.id {
-            out.extend_from_slice(b"id: ");
-            out.extend_from_slice(id.as_bytes());
-            out.push(b'\n');
-        }
+        write_fields(out, self.event.as_deref(), self.id.as_deref());
         for line in self.data.split('\n') {
             out.extend_from_slice(b"data: ");
             out.extend_from_slice(line.as_bytes());
@@ -230,16 +221,7 @@ impl SseParser {
     /// The held event's fields in wire form, then the unfinished line as it came.
     fn write_pending(&mut self) {
         let out = &mut self.unparsed;
-        if let Some(event) = &self.event {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(event.as_bytes());
-            out.push(b'\n');
-        }
-        if let Some(id) = &self.id {
-            out.extend_from_slice(b"id: ");
-            out.extend_from_slice(id.as_bytes());
-            out.push(b'\n');
-        }
+        write_fields(out, self.event.as_deref(), self.id.as_deref());
         if self.has_data {
             for line in self.data.split('\n') {
                 out.extend_from_slice(b"data: ");
@@ -310,6 +292,17 @@ fn push_lossy(into: &mut String, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(text) => into.push_str(text),
         Err(_) => into.push_str(&String::from_utf8_lossy(bytes)),
+    }
+}
+
+/// An event's `event:` and `id:` lines in wire form.
+fn write_fields(out: &mut Vec<u8>, event: Option<&str>, id: Option<&str>) {
+    for (name, value) in [(&b"event: "[..], event), (&b"id: "[..], id)] {
+        if let Some(value) = value {
+            out.extend_from_slice(name);
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'\n');
+        }
     }
 }
 
