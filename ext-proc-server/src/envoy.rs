@@ -194,17 +194,46 @@ pub fn unrouted_may_pass(policy: &Policy) -> bool {
     policy.fail_mode.sidecar == FailMode::Open && policy.access.require == tollgate_core::access::Require::None
 }
 
+/// Envoy's answer to a request the sidecar did not route, when it refuses
+/// it: an AI API request (the sidecar was away or failed) gets 503
+/// `gateway_unavailable` in its API's error shape; a path outside the API
+/// table gets 404 `unknown_path` (`Unknown` carries the shape: Anthropic's
+/// for a request with an `anthropic-version` header, else OpenAI's).
+/// Every rendering (plain Envoy, Istio, Envoy Gateway) answers from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrouted {
+    Api(ApiKind),
+    Unknown(ApiFamily),
+}
+
+impl Unrouted {
+    /// The status and the JSON body of the refusal.
+    pub fn reply(self) -> (u16, String) {
+        let (status, family, message, code) = match self {
+            Unrouted::Api(api) => (
+                503,
+                api.family(),
+                "the gateway cannot check this request right now (its policy service is unavailable); retry later",
+                "gateway_unavailable",
+            ),
+            Unrouted::Unknown(family) => (404, family, "no such API on this gateway", "unknown_path"),
+        };
+        (status, tollgate_core::error_body(family, status, message, code))
+    }
+}
+
 /// The routes after the ones the sidecar picks (by `x-tollgate-provider`):
 /// requests it did not route. An AI API path (the sidecar was away or
 /// failed) goes to the default provider (`open`, when
 /// [`unrouted_may_pass`]) or gets 503 in its API's error shape; any other
 /// path gets 404 (the sidecar routes the policy's `access.passthrough`
 /// paths itself, after checking the caller). `open` is the default
-/// provider's route action.
+/// provider's route action. See [`Unrouted`].
 pub fn unrouted_routes(policy: &Policy, open: Option<Value>) -> Vec<Value> {
-    let json_reply = |status: u16, family: ApiFamily, message: &str, code: &str| {
+    let json_reply = |case: Unrouted| {
+        let (status, body) = case.reply();
         json!({
-            "direct_response": {"status": status, "body": {"inline_string": tollgate_core::error_body(family, status, message, code)}},
+            "direct_response": {"status": status, "body": {"inline_string": body}},
             "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
         })
     };
@@ -216,20 +245,14 @@ pub fn unrouted_routes(policy: &Policy, open: Option<Value>) -> Vec<Value> {
         });
         let mut route = match (&open, unrouted_may_pass(policy)) {
             (Some(action), true) => json!({"route": action}),
-            _ => json_reply(
-                503,
-                api.family(),
-                "the gateway cannot check this request right now (its policy service is unavailable); retry later",
-                "gateway_unavailable",
-            ),
+            _ => json_reply(Unrouted::Api(api)),
         };
         route["match"] = matcher;
         routes.push(route);
     }
-    let not_found = "no such API on this gateway";
-    let mut anthropic = json_reply(404, ApiFamily::Anthropic, not_found, "unknown_path");
+    let mut anthropic = json_reply(Unrouted::Unknown(ApiFamily::Anthropic));
     anthropic["match"] = json!({"prefix": "/", "headers": [{"name": "anthropic-version", "present_match": true}]});
-    let mut openai = json_reply(404, ApiFamily::OpenAi, not_found, "unknown_path");
+    let mut openai = json_reply(Unrouted::Unknown(ApiFamily::OpenAi));
     openai["match"] = json!({"prefix": "/"});
     routes.extend([anthropic, openai]);
     routes

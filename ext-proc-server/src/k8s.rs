@@ -43,10 +43,11 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use tollgate_core::policy::{BaseUrl, FailMode, Policy, SidecarTlsMode};
+use tollgate_core::{ApiFamily, ApiKind};
 
 use crate::envoy::{
-    ext_proc_filter, fallback, is_ip, plugin_config, strip_gateway_headers, Fallback, FallbackRoute, SidecarRef,
-    GATEWAY_REQUEST_HEADERS,
+    ext_proc_filter, fallback, is_ip, plugin_config, strip_gateway_headers, unrouted_may_pass, Fallback, FallbackRoute,
+    SidecarRef, Unrouted, GATEWAY_REQUEST_HEADERS,
 };
 use crate::identity::JWT_PAYLOAD_KEY;
 use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
@@ -503,9 +504,9 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
     for route in &fallback.routes {
         http_routes.push(istio_fallback_route(policy, opts, route)?);
     }
-    // Everything the sidecar did not route goes to the default provider.
+    // What the sidecar did not route: see `istio_unrouted_routes`.
     let url = base_url(default_provider, &policy.providers[default_provider].base_url)?;
-    http_routes.push(istio_route(Some(json!({"uri": {"prefix": "/"}})), &istio_host(default_provider, &url), &url));
+    http_routes.extend(istio_unrouted_routes(policy, &istio_host(default_provider, &url), &url));
     routing.push(json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
@@ -996,6 +997,55 @@ fn istio_host(provider: &str, url: &BaseUrl) -> String {
     }
 }
 
+/// The API paths as Istio matches them: POST to each path of the API table
+/// (of one family, or all).
+fn istio_api_matches(family: Option<ApiFamily>) -> Vec<Value> {
+    ApiKind::ALL
+        .iter()
+        .filter(|api| family.is_none_or(|f| api.family() == f))
+        .map(|api| json!({"uri": {"regex": api.path_regex()}, "method": {"exact": "POST"}}))
+        .collect()
+}
+
+/// A VirtualService route that answers itself (JSON, as plain Envoy's
+/// refusals do).
+fn istio_reply(case: Unrouted, matches: Option<Vec<Value>>) -> Value {
+    let (status, body) = case.reply();
+    let mut route = json!({
+        "directResponse": {"status": status, "body": {"string": body}},
+        "headers": {"response": {"set": {"content-type": "application/json"}}},
+    });
+    if let Some(m) = matches {
+        route["match"] = json!(m);
+    }
+    route
+}
+
+/// The VirtualService routes after the sidecar's, as plain Envoy's
+/// [`crate::envoy::unrouted_routes`]: an API request the sidecar did not
+/// route goes to the default provider only when [`unrouted_may_pass`],
+/// else 503 in its API's shape; any other path 404 (Anthropic's shape when
+/// the request has an `anthropic-version` header). Istio keeps the order.
+fn istio_unrouted_routes(policy: &Policy, default_host: &str, default_url: &BaseUrl) -> Vec<Value> {
+    let mut routes = Vec::new();
+    if unrouted_may_pass(policy) {
+        let mut route = istio_route(None, default_host, default_url);
+        route["match"] = json!(istio_api_matches(None));
+        routes.push(route);
+    } else {
+        for family in [ApiFamily::OpenAi, ApiFamily::Anthropic] {
+            let api = ApiKind::ALL.into_iter().find(|a| a.family() == family).unwrap_or(ApiKind::OpenAiChat);
+            routes.push(istio_reply(Unrouted::Api(api), Some(istio_api_matches(Some(family)))));
+        }
+    }
+    routes.push(istio_reply(
+        Unrouted::Unknown(ApiFamily::Anthropic),
+        Some(vec![json!({"headers": {"anthropic-version": {"regex": ".*"}}})]),
+    ));
+    routes.push(istio_reply(Unrouted::Unknown(ApiFamily::OpenAi), None));
+    routes
+}
+
 fn istio_route(matches: Option<Value>, host: &str, url: &BaseUrl) -> Value {
     let mut route = json!({
         "route": [{"destination": {"host": host, "port": {"number": url.port}}}],
@@ -1404,10 +1454,64 @@ mod tests {
         assert_eq!(rules.len(), 2, "TLS origination for the two https providers");
         let vs = kind(&docs, "VirtualService");
         let http = vs["spec"]["http"].as_array().unwrap();
-        assert_eq!(http.len(), 4);
+        // Three provider routes, the unrouted API requests, two 404s.
+        assert_eq!(http.len(), 3 + 1 + 2);
         assert_eq!(http[0]["match"][0]["headers"][PROVIDER_HEADER]["exact"], "anthropic");
         assert_eq!(http[0]["rewrite"], json!({"authority": "api.anthropic.com", "uri": "/proxy/"}));
-        assert!(http[3]["match"][0].get("headers").is_none(), "the default route comes last");
+        // Failing open without credentials: unrouted API requests (POST to an
+        // API path) reach the default provider; nothing else does.
+        assert_eq!(policy.default_provider(), Some("anthropic"));
+        assert_eq!(http[3]["route"][0]["destination"]["host"], "api.anthropic.com");
+        let api_matches = http[3]["match"].as_array().unwrap();
+        assert_eq!(api_matches.len(), ApiKind::ALL.len());
+        for (m, api) in api_matches.iter().zip(ApiKind::ALL) {
+            assert_eq!(m, &json!({"uri": {"regex": api.path_regex()}, "method": {"exact": "POST"}}));
+        }
+        check_istio_not_found(&http[4..]);
+    }
+
+    /// The last two VirtualService routes: 404 in Anthropic's shape for a
+    /// request with `anthropic-version`, else in OpenAI's.
+    fn check_istio_not_found(routes: &[Value]) {
+        assert_eq!(routes.len(), 2);
+        for (route, family) in routes.iter().zip([ApiFamily::Anthropic, ApiFamily::OpenAi]) {
+            let (status, body) = Unrouted::Unknown(family).reply();
+            assert_eq!(route["directResponse"], json!({"status": status, "body": {"string": body}}));
+            assert_eq!(route["headers"]["response"]["set"]["content-type"], "application/json");
+            assert!(route.get("route").is_none());
+        }
+        assert_eq!(routes[0]["match"], json!([{"headers": {"anthropic-version": {"regex": ".*"}}}]));
+        assert!(routes[1].get("match").is_none(), "the catch-all comes last");
+    }
+
+    #[test]
+    fn istio_refuses_unrouted_requests_unless_open_and_anonymous() {
+        for extra in [
+            "failMode: {sidecar: closed}\n",
+            "access: {require: key, keyStore: k.yaml}\n",
+            "access: {require: jwt, jwt: {issuer: i, jwksFile: j}}\n",
+        ] {
+            let policy = parse_policy(&format!(
+                "providers:\n  openai: {{kind: openai, baseUrl: 'https://api.openai.com'}}\n{extra}"
+            ))
+            .unwrap();
+            assert!(!unrouted_may_pass(&policy));
+            let vs =
+                istio_unrouted_routes(&policy, "api.openai.com", &BaseUrl::parse("https://api.openai.com").unwrap());
+            assert_eq!(vs.len(), 4, "{extra}");
+            assert!(vs.iter().all(|r| r.get("route").is_none()), "{extra}: no unrouted request reaches a provider");
+            for (route, family) in vs[..2].iter().zip([ApiFamily::OpenAi, ApiFamily::Anthropic]) {
+                let api = ApiKind::ALL.into_iter().find(|a| a.family() == family).unwrap();
+                let (status, body) = Unrouted::Api(api).reply();
+                assert_eq!(status, 503);
+                assert_eq!(route["directResponse"], json!({"status": status, "body": {"string": body}}));
+                assert!(body.contains("gateway_unavailable") || family == ApiFamily::Anthropic, "{body}");
+                assert_eq!(route["match"], json!(istio_api_matches(Some(family))));
+            }
+            let paths: usize = vs[..2].iter().map(|r| r["match"].as_array().unwrap().len()).sum();
+            assert_eq!(paths, ApiKind::ALL.len(), "every API path is refused");
+            check_istio_not_found(&vs[2..]);
+        }
     }
 
     #[test]
