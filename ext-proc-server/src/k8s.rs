@@ -731,6 +731,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
     let default_provider = policy.default_provider().ok_or_else(|| anyhow::anyhow!("the policy has no provider"))?;
     let mut backends = Vec::new();
     let mut rules = Vec::new();
+    let mut route_filters = Vec::new();
     for (name, provider) in &policy.providers {
         let url = base_url(name, &provider.base_url)?;
         let backend_name = format!("{}-provider-{name}", opts.name);
@@ -749,11 +750,10 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
             backend["spec"]["tls"] = json!({"wellKnownCACertificates": "System", "sni": url.host});
         }
         backends.push(backend);
-        rules.push(eg_rule(
-            Some(json!([{"headers": [{"type": "Exact", "name": PROVIDER_HEADER, "value": name}]}])),
-            &backend_name,
-            &url,
-        ));
+        if !url.path.is_empty() {
+            route_filters.push(eg_path_filter(&backend_name, &gw_ns, &url));
+        }
+        rules.push(eg_rule(Some(json!(eg_provider_matches(name))), &backend_name, &url));
     }
     let eg_sidecar = eg_ext_proc_cluster(opts, &gw_ns);
     let sidecar_authority = sidecar_host(opts);
@@ -770,7 +770,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         // The backend is a placeholder Envoy Gateway requires; the patch
         // policy points the route at the alias's aggregate cluster.
         let mut rule = eg_rule(
-            Some(json!([{"headers": [{"type": "Exact", "name": PROVIDER_HEADER, "value": route.header_value}]}])),
+            Some(json!(eg_provider_matches(&route.header_value))),
             &format!("{}-provider-{first}", opts.name),
             &url,
         );
@@ -778,7 +778,11 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         rules.push(rule);
     }
     let url = base_url(default_provider, &policy.providers[default_provider].base_url)?;
-    rules.push(eg_rule(None, &format!("{}-provider-{default_provider}", opts.name), &url));
+    // What the sidecar did not route: see `eg_unrouted_rules`.
+    let (unrouted, replies) =
+        eg_unrouted_rules(policy, opts, &gw_ns, &format!("{}-provider-{default_provider}", opts.name), &url);
+    rules.extend(unrouted);
+    route_filters.extend(replies);
     let mut parent = json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": opts.gateway_name});
     if !fallback_rules.is_empty() {
         // The patch policy edits this listener's routes: attach to it alone,
@@ -831,7 +835,10 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
     ));
     files.push((
         "50-httproute.yaml".into(),
-        yaml_docs("Routes to the providers, keyed by the sidecar's choice (x-tollgate-provider).", &[route])?,
+        yaml_docs(
+            "Routes to the providers, keyed by the sidecar's choice (x-tollgate-provider); what the sidecar did not route\nis refused (503 for an API request unless the policy fails open and needs no credential, 404 for any\nother path) by the HTTPRouteFilters' direct responses. Rules carry the API paths as regular expressions\nso that Envoy Gateway's ordering keeps the sidecar's routes first.",
+            &std::iter::once(route).chain(route_filters).collect::<Vec<_>>(),
+        )?,
     ));
     if !fallback_rules.is_empty() {
         files.push((
@@ -901,10 +908,115 @@ fn eg_hostnames(opts: &K8sOptions) -> Vec<&str> {
     opts.hosts.iter().map(String::as_str).filter(|h| *h != "*").collect()
 }
 
-/// Envoy Gateway's name for the Envoy route of an HTTPRoute rule's first
-/// match on one hostname.
-fn eg_route_name(namespace: &str, route: &str, rule: usize, hostname: &str) -> String {
-    format!("httproute/{namespace}/{route}/rule/{rule}/match/0/{}", hostname.replace('.', "_"))
+/// Envoy Gateway's name for the Envoy route of an HTTPRoute rule's match
+/// on one hostname.
+fn eg_route_name(namespace: &str, route: &str, rule: usize, matched: usize, hostname: &str) -> String {
+    format!("httproute/{namespace}/{route}/rule/{rule}/match/{matched}/{}", hostname.replace('.', "_"))
+}
+
+/// POST to each API path (of one family, or all), as an HTTPRoute matches
+/// it, with the sidecar's header when given.
+fn eg_api_matches(header: Option<&str>, family: Option<ApiFamily>) -> Vec<Value> {
+    ApiKind::ALL
+        .iter()
+        .filter(|api| family.is_none_or(|f| api.family() == f))
+        .map(|api| {
+            let mut m = json!({"path": {"type": "RegularExpression", "value": api.path_regex()}, "method": "POST"});
+            if let Some(value) = header {
+                m["headers"] = json!([{"type": "Exact", "name": PROVIDER_HEADER, "value": value}]);
+            }
+            m
+        })
+        .collect()
+}
+
+/// The matches of a rule the sidecar picks by its header: any path, and
+/// each API path again. Envoy Gateway orders routes by the Gateway API's
+/// precedence (a regular-expression path before a prefix, then more header
+/// and method matches first), not as listed: the API paths with the header
+/// come before the refusal of unrouted API requests (the same paths, no
+/// header), and the catch-all with the header before the 404s.
+fn eg_provider_matches(header: &str) -> Vec<Value> {
+    std::iter::once(json!({"headers": [{"type": "Exact", "name": PROVIDER_HEADER, "value": header}]}))
+        .chain(eg_api_matches(Some(header), None))
+        .collect()
+}
+
+/// The provider's base path put before the request's: an Envoy Gateway
+/// rewrite by regular expression (the Gateway API's `ReplacePrefixMatch`
+/// takes one path-prefix match only, and the rule has several).
+fn eg_path_filter(backend: &str, gw_ns: &str, url: &BaseUrl) -> Value {
+    json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "HTTPRouteFilter",
+        "metadata": meta(&format!("{backend}-path"), gw_ns),
+        "spec": {"urlRewrite": {"path": {
+            "type": "ReplaceRegexMatch",
+            "replaceRegexMatch": {"pattern": "^/", "substitution": format!("{}/", url.path)},
+        }}},
+    })
+}
+
+fn eg_extension_ref(name: &str) -> Value {
+    json!({"type": "ExtensionRef", "extensionRef": {"group": "gateway.envoyproxy.io", "kind": "HTTPRouteFilter", "name": name}})
+}
+
+/// The HTTPRoute rules after the sidecar's, as plain Envoy's
+/// [`crate::envoy::unrouted_routes`], and the HTTPRouteFilters whose
+/// direct responses they refer to: an API request the sidecar did not
+/// route goes to the default provider only when [`unrouted_may_pass`],
+/// else 503 in its API's shape; any other path 404 (Anthropic's shape when
+/// the request has an `anthropic-version` header).
+fn eg_unrouted_rules(
+    policy: &Policy,
+    opts: &K8sOptions,
+    gw_ns: &str,
+    default_backend: &str,
+    default_url: &BaseUrl,
+) -> (Vec<Value>, Vec<Value>) {
+    let mut rules = Vec::new();
+    let mut filters = Vec::new();
+    let mut reply = |name: String, case: Unrouted, matches: Option<Vec<Value>>| {
+        let (status, body) = case.reply();
+        filters.push(json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "HTTPRouteFilter",
+            "metadata": meta(&name, gw_ns),
+            "spec": {"directResponse": {
+                "contentType": "application/json",
+                "statusCode": status,
+                "body": {"type": "Inline", "inline": body},
+            }},
+        }));
+        let mut rule = json!({"filters": [eg_extension_ref(&name)]});
+        if let Some(m) = matches {
+            rule["matches"] = json!(m);
+        }
+        rule
+    };
+    let family_name = |f: ApiFamily| match f {
+        ApiFamily::OpenAi => "openai",
+        ApiFamily::Anthropic => "anthropic",
+    };
+    if unrouted_may_pass(policy) {
+        rules.push(eg_rule(Some(json!(eg_api_matches(None, None))), default_backend, default_url));
+    } else {
+        for family in [ApiFamily::OpenAi, ApiFamily::Anthropic] {
+            let api = ApiKind::ALL.into_iter().find(|a| a.family() == family).unwrap_or(ApiKind::OpenAiChat);
+            rules.push(reply(
+                format!("{}-unavailable-{}", opts.name, family_name(family)),
+                Unrouted::Api(api),
+                Some(eg_api_matches(None, Some(family))),
+            ));
+        }
+    }
+    rules.push(reply(
+        format!("{}-not-found-anthropic", opts.name),
+        Unrouted::Unknown(ApiFamily::Anthropic),
+        Some(vec![json!({"headers": [{"type": "RegularExpression", "name": "anthropic-version", "value": ".*"}]})]),
+    ));
+    rules.push(reply(format!("{}-not-found-openai", opts.name), Unrouted::Unknown(ApiFamily::OpenAi), None));
+    (rules, filters)
 }
 
 /// The EnvoyPatchPolicy that adds the fallback clusters to the Gateway's
@@ -934,13 +1046,16 @@ fn eg_fallback_patch(opts: &K8sOptions, gw_ns: &str, fallback: &Fallback, rules:
     }
     for (rule, route) in rules {
         for host in &hostnames {
-            let name = eg_route_name(gw_ns, &opts.name, *rule, host);
-            patches.push(json!({"type": ROUTES, "name": route_config, "operation": {
-                "op": "replace",
-                "jsonPath": format!("$.virtual_hosts[*].routes[?(@.name=='{name}')]"),
-                "path": "/route",
-                "value": route.action,
-            }}));
+            // Every match of the rule (`eg_provider_matches`) is a route of its own.
+            for m in 0..=ApiKind::ALL.len() {
+                let name = eg_route_name(gw_ns, &opts.name, *rule, m, host);
+                patches.push(json!({"type": ROUTES, "name": route_config, "operation": {
+                    "op": "replace",
+                    "jsonPath": format!("$.virtual_hosts[*].routes[?(@.name=='{name}')]"),
+                    "path": "/route",
+                    "value": route.action,
+                }}));
+            }
         }
     }
     json!({
@@ -1075,11 +1190,12 @@ fn eg_rule(matches: Option<Value>, backend: &str, url: &BaseUrl) -> Value {
     if url.tls {
         rewrite.insert("hostname".into(), json!(url.host));
     }
-    if !url.path.is_empty() {
-        rewrite.insert("path".into(), json!({"type": "ReplacePrefixMatch", "replacePrefixMatch": url.path}));
-    }
     if !rewrite.is_empty() {
         filters.push(json!({"type": "URLRewrite", "urlRewrite": rewrite}));
+    }
+    if !url.path.is_empty() {
+        // See `eg_path_filter`.
+        filters.push(eg_extension_ref(&format!("{backend}-path")));
     }
     let mut rule = json!({
         "backendRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": backend, "port": url.port}],
@@ -1587,9 +1703,116 @@ mod tests {
         assert_eq!(backends[2]["spec"]["tls"]["sni"], "api.openai.com");
         let route = &docs(&files, "50-httproute.yaml")[0];
         let rules = route["spec"]["rules"].as_array().unwrap();
-        assert_eq!(rules.len(), 4);
+        // Three provider rules, the unrouted API requests, two 404s.
+        assert_eq!(rules.len(), 3 + 1 + 2);
         assert_eq!(route["spec"]["parentRefs"][0]["name"], "eg");
-        assert!(rules[3].get("matches").is_none());
+        assert_eq!(rules[0]["matches"], json!(eg_provider_matches("anthropic")));
+        // The base path by Envoy Gateway's regex rewrite (several matches).
+        let filters = docs(&files, "50-httproute.yaml");
+        assert_eq!(
+            rules[0]["filters"].as_array().unwrap().last().unwrap(),
+            &eg_extension_ref("tollgate-provider-anthropic-path")
+        );
+        let path = filters.iter().find(|d| d["metadata"]["name"] == "tollgate-provider-anthropic-path").unwrap();
+        assert_eq!(
+            path["spec"]["urlRewrite"]["path"]["replaceRegexMatch"],
+            json!({"pattern": "^/", "substitution": "/proxy/"})
+        );
+        // Failing open without credentials: unrouted API requests reach the default provider.
+        assert_eq!(rules[3]["matches"], json!(eg_api_matches(None, None)));
+        assert_eq!(rules[3]["backendRefs"][0]["name"], "tollgate-provider-anthropic");
+        check_eg_not_found(&rules[4..], &filters);
+        check_eg_order(rules);
+    }
+
+    /// The last two rules: 404 in Anthropic's shape for a request with
+    /// `anthropic-version`, else in OpenAI's, by the HTTPRouteFilters.
+    fn check_eg_not_found(rules: &[Value], docs: &[Value]) {
+        assert_eq!(rules.len(), 2);
+        for (rule, family) in rules.iter().zip([ApiFamily::Anthropic, ApiFamily::OpenAi]) {
+            check_eg_reply(rule, docs, Unrouted::Unknown(family));
+        }
+        assert_eq!(
+            rules[0]["matches"],
+            json!([{"headers": [{"type": "RegularExpression", "name": "anthropic-version", "value": ".*"}]}])
+        );
+        assert!(rules[1].get("matches").is_none(), "the catch-all");
+    }
+
+    fn check_eg_reply(rule: &Value, docs: &[Value], case: Unrouted) {
+        assert!(rule.get("backendRefs").is_none());
+        let name = rule["filters"][0]["extensionRef"]["name"].as_str().unwrap();
+        let filter = docs.iter().find(|d| d["kind"] == "HTTPRouteFilter" && d["metadata"]["name"] == name).unwrap();
+        let (status, body) = case.reply();
+        assert_eq!(
+            filter["spec"]["directResponse"],
+            json!({"contentType": "application/json", "statusCode": status, "body": {"type": "Inline", "inline": body}})
+        );
+    }
+
+    /// Envoy Gateway's route order (its `internal/gatewayapi/sort.go`: exact
+    /// path, then regex, then prefix; longer paths; more header matches, the
+    /// method counting as one; more exact ones), applied to the rules'
+    /// matches: every match with the sidecar's header comes before every
+    /// one without, so no refusal shadows a routed request.
+    fn check_eg_order(rules: &[Value]) {
+        let key = |m: &Value| {
+            let path = &m["path"];
+            let kind = match path["type"].as_str() {
+                Some("Exact") => 2,
+                Some("RegularExpression") => 1,
+                _ => 0,
+            };
+            let len = match path["value"].as_str() {
+                None | Some("/") => 0,
+                Some(v) => v.len(),
+            };
+            let headers = m["headers"].as_array().map(Vec::len).unwrap_or(0) + usize::from(m.get("method").is_some());
+            let exact = m["headers"].as_array().map(|h| h.iter().filter(|h| h["type"] == "Exact").count()).unwrap_or(0)
+                + usize::from(m.get("method").is_some());
+            (kind, len, headers, exact)
+        };
+        let mut all: Vec<(Value, bool)> = Vec::new();
+        for rule in rules {
+            let matches = rule["matches"].as_array().cloned().unwrap_or_else(|| vec![json!({})]);
+            for m in matches {
+                let routed = m["headers"].as_array().is_some_and(|h| h.iter().any(|h| h["name"] == PROVIDER_HEADER));
+                all.push((m, routed));
+            }
+        }
+        all.sort_by_key(|(m, _)| std::cmp::Reverse(key(m)));
+        // A request the sidecar routed meets its own match before any
+        // refusal: on a refusal's path, with every header the sidecar sets.
+        let header = |m: &Value| m["headers"][0]["value"].clone();
+        let values: Vec<Value> = all.iter().filter(|(_, routed)| *routed).map(|(m, _)| header(m)).collect();
+        for (j, (refusal, _)) in all.iter().enumerate().filter(|(_, (_, routed))| !routed) {
+            for value in &values {
+                let first = all.iter().position(|(m, routed)| {
+                    *routed
+                        && header(m) == *value
+                        && (m.get("path").is_none()
+                            || (m["path"] == refusal["path"] && m["method"] == refusal["method"]))
+                });
+                assert!(first.unwrap() < j, "{value}'s requests are shadowed by {refusal}");
+            }
+        }
+    }
+
+    #[test]
+    fn envoy_gateway_refuses_unrouted_requests_unless_open_and_anonymous() {
+        let policy = parse_policy(&format!("{POLICY}access: {{require: key, keyStore: k.yaml}}\n")).unwrap();
+        let files = render_envoy_gateway(&policy, &eg_opts()).unwrap();
+        let docs = docs(&files, "50-httproute.yaml");
+        let rules = docs[0]["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 3 + 2 + 2);
+        assert!(rules[3..].iter().all(|r| r.get("backendRefs").is_none()), "no unrouted request reaches a provider");
+        for (rule, family) in rules[3..5].iter().zip([ApiFamily::OpenAi, ApiFamily::Anthropic]) {
+            let api = ApiKind::ALL.into_iter().find(|a| a.family() == family).unwrap();
+            check_eg_reply(rule, &docs, Unrouted::Api(api));
+            assert_eq!(rule["matches"], json!(eg_api_matches(None, Some(family))));
+        }
+        check_eg_not_found(&rules[5..], &docs);
+        check_eg_order(rules);
     }
 
     #[test]
