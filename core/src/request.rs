@@ -703,25 +703,42 @@ fn anthropic_block(
 
 /// Tool names: `name` (Anthropic, responses, legacy `functions`) or
 /// `function.name` / `custom.name` (chat). Tools without a name (built-in
-/// tools such as `web_search`) are skipped.
+/// tools such as `web_search`) are skipped. A tool's definition is text
+/// the model reads, written by the client: its `description` and its
+/// parameter schema's keys and strings are scanned too (role `tools`).
 fn tools(obj: &Map<String, Value>, key: &str, c: &mut Collector) -> Result<(), Error> {
     let Some(list) = opt_array(obj, key, None)? else { return Ok(()) };
     let root = Path::root(key);
     for (i, tool) in list.iter().enumerate() {
         let tp = root.index(i);
         let tool = as_object(tool, &tp)?;
+        tool_definition(tool, &tp, c)?;
         let mut name = opt_str(tool, "name", Some(&tp))?;
         for kind in ["function", "custom"] {
-            if name.is_some() {
-                break;
-            }
             if let Some(f) = field(tool, kind) {
                 let fp = tp.key(kind);
-                name = opt_str(as_object(f, &fp)?, "name", Some(&fp))?;
+                let f = as_object(f, &fp)?;
+                tool_definition(f, &fp, c)?;
+                if name.is_none() {
+                    name = opt_str(f, "name", Some(&fp))?;
+                }
             }
         }
         if let Some(name) = name {
             c.tools.push(ToolDef { name: name.to_owned() });
+        }
+    }
+    Ok(())
+}
+
+/// A tool definition's `description` and parameter schema.
+fn tool_definition(def: &Map<String, Value>, path: &Path<'_>, c: &mut Collector) -> Result<(), Error> {
+    if let Some(text) = opt_str(def, "description", Some(path))? {
+        c.push("tools", text, &path.key("description"));
+    }
+    for schema in ["parameters", "input_schema"] {
+        if let Some(v @ Value::Object(_)) = field(def, schema) {
+            c.push_json("tools", v, &path.key(schema))?;
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 mod common;
 
 use serde_json::Value;
-use tollgate_core::request::parse_request_json;
+use tollgate_core::request::{parse_request_json, TextKind};
 use tollgate_core::{parse_request, ApiKind, Error, LlmRequest};
 
 fn request(name: &str) -> (ApiKind, String) {
@@ -74,7 +74,16 @@ fn every_recorded_request_parses_consistently() {
             let mut strings = Vec::new();
             all_strings(&json, &mut strings);
             assert_eq!(parsed.text_pointers.len(), r.texts.len(), "{name}");
-            for (t, ptr) in r.texts.iter().zip(&parsed.text_pointers) {
+            for ((t, ptr), kind) in r.texts.iter().zip(&parsed.text_pointers).zip(&parsed.text_kinds) {
+                if *kind == TextKind::Json {
+                    // A tool's parameter schema: its keys and strings, found where the pointer says.
+                    let v = json.pointer(ptr).unwrap_or_else(|| panic!("{name}: {ptr}"));
+                    assert!(v.is_object(), "{name}: {ptr}");
+                    let mut inner = Vec::new();
+                    all_strings(v, &mut inner);
+                    assert!(inner.iter().all(|s| t.text.contains(s)), "{name}: {ptr}: {:?}", t.text);
+                    continue;
+                }
                 assert!(strings.contains(&t.text.as_str()), "{name}: {:?}", t.text);
                 assert_eq!(json.pointer(ptr).and_then(Value::as_str), Some(t.text.as_str()), "{name}: {ptr}");
             }
@@ -132,13 +141,19 @@ fn chat_streaming_options() {
 fn chat_tools() {
     let r = parse("chat-tools");
     assert_eq!(tools(&r), ["get_current_weather"]);
-    assert_eq!(texts(&r), vec![("user", "What is the weather like in Boston today?")]);
+    let (defs, said): (Vec<_>, Vec<_>) = texts(&r).into_iter().partition(|(role, _)| *role == "tools");
+    assert_eq!(said, vec![("user", "What is the weather like in Boston today?")]);
+    // The tool's definition is read too: its description and its schema.
+    assert!(defs.iter().any(|(_, t)| t.contains("Get the current weather")), "{defs:?}");
+    assert!(defs.iter().any(|(_, t)| t.contains("The city and state")), "{defs:?}");
     let r = parse("chat-parallel-tools");
     assert_eq!(tools(&r), ["get_current_weather"]);
     let r = parse("chat-text-to-image-tool");
     assert_eq!(tools(&r), ["generate_image"]);
     assert_eq!(r.max_tokens, Some(150));
-    assert_eq!(r.texts.len(), 2);
+    // Two messages, then the tool's definition.
+    assert_eq!(r.texts.len(), 4);
+    assert!(r.texts[2..].iter().all(|t| t.role == "tools"));
     assert_eq!(r.texts[0].role, "system");
     assert!(r.texts[0].text.starts_with("You are an AI assistant that generates simple, sketch-style images"));
     assert_eq!(r.texts[1].role, "user");

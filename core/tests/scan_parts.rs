@@ -47,6 +47,25 @@ fn responses(input: Value) -> Value {
 
 /// One request per part, `x` the only text of interest in it.
 const SHAPES: &[Shape] = &[
+    // Tool definitions, written by the client and read by the model.
+    ("chat tool description", ApiKind::OpenAiChat, |x| {
+        let f = json!({"name": "f", "description": x, "parameters": {"type": "object"}});
+        json!({"model": "m", "messages": [user("hi")], "tools": [{"type": "function", "function": f}]})
+    }),
+    ("chat tool parameter description", ApiKind::OpenAiChat, |x| {
+        let params = json!({"type": "object", "properties": {"q": {"type": "string", "description": x}}});
+        let f = json!({"name": "f", "parameters": params});
+        json!({"model": "m", "messages": [user("hi")], "tools": [{"type": "function", "function": f}]})
+    }),
+    ("anthropic tool description", ApiKind::AnthropicMessages, |x| {
+        let t = json!({"name": "f", "description": x, "input_schema": {"type": "object"}});
+        json!({"model": "m", "max_tokens": 9, "messages": [user("hi")], "tools": [t]})
+    }),
+    (
+        "responses tool description",
+        ApiKind::OpenAiResponses,
+        |x| json!({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f", "description": x, "parameters": {}}]}),
+    ),
     // Anthropic Messages.
     (
         "anthropic system string",

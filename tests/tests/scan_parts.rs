@@ -196,6 +196,20 @@ fn shapes(x: &str) -> Vec<(&'static str, &'static str, Value)> {
             json!({"model": "gpt-3.5-turbo-instruct", "prompt": ["Hi.", x]}),
         ),
         ("embeddings input", "/v1/embeddings", json!({"model": "text-embedding-3-small", "input": ["Hi.", x]})),
+        (
+            "chat tool definition",
+            CHAT,
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}],
+                   "tools": [{"type": "function", "function": {"name": "lookup", "description": x,
+                              "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]}),
+        ),
+        (
+            "anthropic tool schema",
+            MESSAGES,
+            json!({"model": "claude-haiku-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi."}],
+                   "tools": [{"name": "lookup", "input_schema": {"type": "object",
+                              "properties": {"q": {"type": "string", "description": x}}}}]}),
+        ),
     ]
 }
 
