@@ -164,6 +164,23 @@ impl Budget {
     /// of the prompt estimate (its output is capped by [`Budget::output_cap`]).
     /// With N requests in flight that is at most one reservation each.
     ///
+    /// Every model a request may reach (each target of an alias with
+    /// fallback) must have a price when a cost limit applies to `who`: an
+    /// attempt answered by an unpriced target would cost nothing.
+    pub fn check_prices<'m>(
+        &self,
+        policy: &Policy,
+        who: Option<&Identity>,
+        models: impl IntoIterator<Item = &'m str>,
+    ) -> Result<(), Refused> {
+        let charges = charges(policy, who, 0, 0);
+        let Some(cost) = charges.iter().find(|c| kind(&c.key) == Kind::Cost) else { return Ok(()) };
+        match models.into_iter().find(|m| self.prices.price(m).is_none()) {
+            Some(model) => Err(unpriced(model, &cost.key)),
+            None => Ok(()),
+        }
+    }
+
     /// A model with no price is refused when a cost limit applies to `who`.
     pub async fn reserve(
         &self,

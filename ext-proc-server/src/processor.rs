@@ -447,6 +447,13 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     let count_now = fallback || shared.budget.as_ref().is_some_and(|b| b.limits(&shared.policy, identity.as_ref()));
     let held = match &shared.budget {
         Some(budget) => {
+            if let Some(alias) = shared.policy.fallback(&parsed.model) {
+                let targets = alias.targets.iter().map(|t| t.model.as_str());
+                if let Err(refused) = budget.check_prices(&shared.policy, identity.as_ref(), targets) {
+                    let draft = answered_here(draft);
+                    return refuse(shared, state, &draft, &model, &refused.error, &refused.headers).await;
+                }
+            }
             let input = if count_now { tokens::prompt_tokens(route.model, &parsed) } else { 0 };
             let max_output = if api == ApiKind::OpenAiEmbeddings { Some(0) } else { parsed.max_tokens };
             match budget

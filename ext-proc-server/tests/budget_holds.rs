@@ -118,6 +118,25 @@ async fn an_unpriced_model_is_refused_under_a_cost_limit() {
 }
 
 #[tokio::test]
+async fn an_alias_with_an_unpriced_fallback_target_is_refused_under_a_cost_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "models:\n  smart: {targets: [{provider: mock, model: gpt-4o-mini}, {provider: mock, model: llama-local}]}\n  safe: {targets: [{provider: mock, model: gpt-4o-mini}, {provider: mock, model: gpt-4o}]}\nteams:\n  finance: {limits: {costPerDay: 5}}\n  free: {}\nconsumers:\n  fay: {team: finance}\n  bo: {team: free}\n";
+    let (s, keys) = gateway(dir.path(), policy, &["fay", "bo"]);
+    // The first target is priced; an attempt reaching the second would cost nothing.
+    let mut state = StreamState::default();
+    let resp = send(&s, &mut state, &keys[0], &chat("smart", "")).await;
+    let (status, body) = immediate(&resp).expect("refused");
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("llama-local"), "{body}");
+    // Every target priced, or no cost limit: routed.
+    for (key, model) in [(&keys[0], "safe"), (&keys[1], "smart")] {
+        let mut state = StreamState::default();
+        let resp = send(&s, &mut state, key, &chat(model, "")).await;
+        assert!(immediate(&resp).is_none(), "{model}: {resp:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_non_streamed_request_without_an_output_cap_gets_the_reserved_one() {
     let dir = tempfile::tempdir().unwrap();
     let policy = "limits: {reserveOutputTokens: 40}\nteams:\n  t: {limits: {tokensPerMinute: 100000}}\n  u: {limits: {requestsPerMinute: 100}}\nconsumers:\n  al: {team: t}\n  ru: {team: u}\n";
