@@ -298,9 +298,13 @@ def envoy_admin(admin):
 
 
 def policy_text(ports, audit, inspection_off, cache=False):
+    # TOLLGATE_BENCH_SIDECAR_TLS=mesh: Envoy and the sidecar in plaintext, to
+    # measure what their mutual TLS (the default) costs.
+    tls = os.environ.get("TOLLGATE_BENCH_SIDECAR_TLS")
+    tls = f", tls: {{mode: {tls}}}" if tls else ""
     text = (
         f"listen: {{port: {ports['listen']}, adminPort: {ports['admin']}}}\n"
-        f"sidecar: {{grpcPort: {ports['grpc']}, adminPort: {ports['sidecar_admin']}}}\n"
+        f"sidecar: {{grpcPort: {ports['grpc']}, adminPort: {ports['sidecar_admin']}{tls}}}\n"
         "providers:\n"
         f"  mock: {{kind: mock, baseUrl: 'http://127.0.0.1:{ports['mock']}'}}\n"
         f"audit: {{enabled: {'true' if audit else 'false'}"
