@@ -5,8 +5,11 @@
 //! the platform's cluster name) and the routes' actions. Istio and Envoy
 //! Gateway hand these values to Envoy as they are. Each flavour's fragments
 //! are swapped into the plain bootstrap, which Envoy validates, and which
-//! then serves fallback through the real sidecar and mock provider. The
-//! manifests themselves are checked against the platforms' schemas in
+//! then serves fallback through the real sidecar and mock provider, and
+//! (with the sidecar killed) the platforms' own refusals of what the sidecar
+//! did not route (Istio's `directResponse` routes, Envoy Gateway's
+//! HTTPRouteFilters, in place of the bootstrap's). The manifests
+//! themselves are checked against the platforms' schemas in
 //! `ext-proc-server/tests/k8s.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -54,7 +57,13 @@ fn http_filters(config: &mut Value) -> &mut Vec<Value> {
 /// `plain` with its ext_proc filter (when given), the fallback clusters and
 /// the fallback routes' actions (keyed by the sidecar's header value) taken
 /// from a platform's manifests instead.
-fn swap_in(mut plain: Value, ext_proc: Option<Value>, clusters: Vec<Value>, actions: &[(String, Value)]) -> Value {
+fn swap_in(
+    mut plain: Value,
+    ext_proc: Option<Value>,
+    clusters: Vec<Value>,
+    actions: &[(String, Value)],
+    unrouted: Vec<Value>,
+) -> Value {
     if let Some(f) = ext_proc {
         let filters = http_filters(&mut plain);
         let i = filters.iter().position(|x| x["name"] == "envoy.filters.http.ext_proc").unwrap();
@@ -66,6 +75,10 @@ fn swap_in(mut plain: Value, ext_proc: Option<Value>, clusters: Vec<Value>, acti
         let route = routes.iter_mut().find(|r| r["match"]["headers"][0]["string_match"]["exact"] == *header).unwrap();
         route["route"] = action.clone();
     }
+    // What the sidecar did not route: the platform's routes instead of the
+    // bootstrap's own.
+    routes.retain(is_sidecars);
+    routes.extend(unrouted);
     let all = plain["static_resources"]["clusters"].as_array_mut().unwrap();
     all.retain(|c| {
         let name = c["name"].as_str().unwrap();
@@ -73,6 +86,164 @@ fn swap_in(mut plain: Value, ext_proc: Option<Value>, clusters: Vec<Value>, acti
     });
     all.extend(clusters);
     plain
+}
+
+/// A route of the bootstrap's keyed by the sidecar's header (the others
+/// are what the sidecar did not route).
+fn is_sidecars(route: &Value) -> bool {
+    route["match"]["headers"].as_array().is_some_and(|h| h.iter().any(|h| h["name"] == "x-tollgate-provider"))
+}
+
+/// The action of the bootstrap's route that lets an unrouted API request on
+/// to the default provider (when the policy has one): what a platform's
+/// route to the default provider becomes here.
+fn open_action(plain: &Value) -> Value {
+    let routes = plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["route_config"]["virtual_hosts"][0]["routes"]
+        .as_array()
+        .unwrap();
+    let open = routes.iter().find(|r| !is_sidecars(r) && r["route"].is_object());
+    open.unwrap_or_else(|| panic!("the bootstrap lets no unrouted request pass")).clone()["route"].clone()
+}
+
+/// Envoy's `response_headers_to_add` that set each header.
+fn set_headers<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
+    headers
+        .map(|(k, v)| json!({"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}))
+        .collect()
+}
+
+/// Istio's VirtualService routes that the sidecar's header does not pick,
+/// as Istio hands them to Envoy: one Envoy route per match (in order), a
+/// `directResponse` (status, body string, response headers set) as Envoy's
+/// `direct_response`, a route to the default provider as the bootstrap's.
+fn istio_unrouted(vs: &Value, open: &dyn Fn() -> Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for r in vs["spec"]["http"].as_array().unwrap() {
+        let matches = r["match"].as_array().cloned().unwrap_or_else(|| vec![json!({})]);
+        if matches.iter().any(|m| m["headers"].get("x-tollgate-provider").is_some()) {
+            continue;
+        }
+        let mut action = if let Some(reply) = r.get("directResponse") {
+            let mut a = json!({"direct_response": {"status": reply["status"]}});
+            if let Some(body) = reply["body"]["string"].as_str() {
+                a["direct_response"]["body"] = json!({"inline_string": body});
+            }
+            a
+        } else {
+            assert!(r["route"].is_array(), "{r}");
+            json!({"route": open()})
+        };
+        for (k, v) in r["headers"].as_object().into_iter().flatten() {
+            assert_eq!(v.as_object().unwrap().len(), 1, "{r}");
+            match k.as_str() {
+                "request" => action["request_headers_to_remove"] = v["remove"].clone(),
+                "response" => {
+                    let set = v["set"].as_object().unwrap();
+                    action["response_headers_to_add"] =
+                        set_headers(set.iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())));
+                }
+                _ => panic!("{r}"),
+            }
+        }
+        for m in matches {
+            let mut headers = Vec::new();
+            if let Some(method) = m.get("method") {
+                headers.push(json!({"name": ":method", "string_match": {"exact": method["exact"]}}));
+            }
+            for (name, value) in m["headers"].as_object().into_iter().flatten() {
+                let string_match = match (value.get("exact"), value.get("regex")) {
+                    (Some(e), None) => json!({"exact": e}),
+                    (None, Some(re)) => json!({"safe_regex": {"regex": re}}),
+                    _ => panic!("{value}"),
+                };
+                headers.push(json!({"name": name, "string_match": string_match}));
+            }
+            let mut route_match = match (m["uri"].get("regex"), m["uri"].get("prefix")) {
+                (Some(re), None) => json!({"safe_regex": {"regex": re}}),
+                (None, Some(p)) => json!({"prefix": p}),
+                (None, None) => json!({"prefix": "/"}),
+                _ => panic!("{m}"),
+            };
+            if !headers.is_empty() {
+                route_match["headers"] = json!(headers);
+            }
+            let mut route = action.clone();
+            route["match"] = route_match;
+            out.push(route);
+        }
+    }
+    out
+}
+
+/// Envoy Gateway's HTTPRoute rules that the sidecar's header does not pick,
+/// as Envoy Gateway hands them to Envoy: one Envoy route per match, in the
+/// Gateway API's precedence (a regular-expression path before a prefix,
+/// then those with a method, then more headers first), an ExtensionRef to
+/// an HTTPRouteFilter's `directResponse` as Envoy's `direct_response` (its
+/// content type a response header), a rule to the default provider as the
+/// bootstrap's route.
+fn eg_unrouted(route: &Value, filters: &[Value], open: &dyn Fn() -> Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for rule in route["spec"]["rules"].as_array().unwrap() {
+        let matches = rule["matches"].as_array().cloned().unwrap_or_else(|| vec![json!({})]);
+        let sidecars =
+            |m: &Value| m["headers"].as_array().is_some_and(|h| h.iter().any(|h| h["name"] == "x-tollgate-provider"));
+        if matches.iter().any(sidecars) {
+            continue;
+        }
+        let reply = rule["filters"].as_array().into_iter().flatten().find_map(|f| {
+            let name = f["extensionRef"]["name"].as_str()?;
+            filters.iter().find(|d| d["metadata"]["name"] == name)?["spec"].get("directResponse").cloned()
+        });
+        let action = match reply {
+            Some(reply) => {
+                assert_eq!(reply["body"]["type"], "Inline", "{reply}");
+                let mut a = json!({"direct_response": {
+                    "status": reply["statusCode"],
+                    "body": {"inline_string": reply["body"]["inline"]},
+                }});
+                if let Some(ct) = reply["contentType"].as_str() {
+                    a["response_headers_to_add"] = set_headers(std::iter::once(("content-type", ct)));
+                }
+                a
+            }
+            None => {
+                assert!(rule["backendRefs"].is_array(), "{rule}");
+                json!({"route": open(), "request_headers_to_remove": ["x-tollgate-provider"]})
+            }
+        };
+        for m in matches {
+            let mut headers = Vec::new();
+            if let Some(method) = m.get("method") {
+                headers.push(json!({"name": ":method", "string_match": {"exact": method}}));
+            }
+            for h in m["headers"].as_array().into_iter().flatten() {
+                let string_match = match h["type"].as_str().unwrap_or("Exact") {
+                    "Exact" => json!({"exact": h["value"]}),
+                    "RegularExpression" => json!({"safe_regex": {"regex": h["value"]}}),
+                    t => panic!("{t}"),
+                };
+                headers.push(json!({"name": h["name"], "string_match": string_match}));
+            }
+            let (rank, mut route_match) = match (m["path"]["type"].as_str(), &m["path"]["value"]) {
+                (Some("Exact"), v) => (0, json!({"path": v})),
+                (Some("RegularExpression"), v) => (1, json!({"safe_regex": {"regex": v}})),
+                (Some("PathPrefix"), v) => (2, json!({"prefix": v})),
+                (None, _) => (2, json!({"prefix": "/"})),
+                (Some(t), _) => panic!("{t}"),
+            };
+            let key = (rank, m.get("method").is_none(), std::cmp::Reverse(headers.len()));
+            if !headers.is_empty() {
+                route_match["headers"] = json!(headers);
+            }
+            let mut r = action.clone();
+            r["match"] = route_match;
+            out.push((key, r));
+        }
+    }
+    out.sort_by_key(|(key, _)| *key);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The plain bootstrap with Istio's fragments: the ext_proc filter of the
@@ -114,7 +285,8 @@ fn with_istio_fragments(policy: &Policy, plain: Value) -> Value {
         }
         actions.push((header, action));
     }
-    swap_in(plain, Some(ext_proc), clusters, &actions)
+    let unrouted = istio_unrouted(&vs, &|| open_action(&plain));
+    swap_in(plain, Some(ext_proc), clusters, &actions, unrouted)
 }
 
 /// The Istio EnvoyFilter's edge patches applied as Istio does: the HCM
@@ -161,7 +333,10 @@ fn with_eg_fragments(policy: &Policy, plain: Value) -> Value {
         let header = rules[rule]["matches"][0]["headers"][0]["value"].as_str().unwrap().to_string();
         actions.push((header, o["operation"]["value"].clone()));
     }
-    swap_in(plain, None, clusters, &actions)
+    let filters: Vec<Value> =
+        docs(&files, "50-httproute.yaml").into_iter().filter(|d| d["kind"] == "HTTPRouteFilter").collect();
+    let unrouted = eg_unrouted(route, &filters, &|| open_action(&plain));
+    swap_in(plain, None, clusters, &actions, unrouted)
 }
 
 async fn validates(what: &str, config: &Value) {
@@ -240,4 +415,55 @@ async fn istio_fragments_serve_fallback_through_the_sidecar() {
 #[tokio::test]
 async fn envoy_gateway_fragments_serve_fallback_through_the_sidecar() {
     falls_back(&gateway(with_eg_fragments).await).await;
+}
+
+/// A gateway on a platform's fragments whose policy requires a key (so
+/// nothing the sidecar did not route may pass), with its sidecar killed.
+async fn keyed_gateway_without_sidecar(edit: fn(&Policy, Value) -> Value) -> Gateway {
+    let mut gw = Gateway::start(Options {
+        policy_extra: "access: {require: key, keyStore: '{dir}/keys.yaml'}\nteams: {t: {}}\nconsumers: {alice: {team: t}}\nmodels:\n  smart: {targets: [{provider: mock, model: a}, {provider: mock, model: b}]}\n".into(),
+        envoy_edit: Some(edit),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    gw.kill("sidecar").await;
+    gw
+}
+
+/// The platform's refusals of what the sidecar did not route, served by
+/// Envoy: an API request gets 503 `gateway_unavailable` in its API's shape,
+/// any other path 404 `unknown_path`; nothing reaches the provider.
+async fn refuses_unrouted(gw: &Gateway) {
+    let chat = json!({"model": "smart", "messages": [{"role": "user", "content": "Say hello"}]});
+    let resp = gw.post("/v1/chat/completions", &chat).await;
+    assert_eq!(resp.status(), 503, "{}", gw.log_text());
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "gateway_unavailable", "{body}");
+
+    let messages =
+        json!({"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = gw.post_with("/v1/messages", &messages, &[("anthropic-version", "2023-06-01")]).await;
+    assert_eq!(resp.status(), 503, "{}", gw.log_text());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error", "Anthropic's shape: {body}");
+
+    let resp = reqwest::Client::new().get(format!("{}/v1/models", gw.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 404, "{}", gw.log_text());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_path", "{body}");
+
+    let seen = gw.mock_requests().await;
+    assert!(seen.is_empty(), "a request reached the provider: {seen:?}");
+}
+
+#[tokio::test]
+async fn istio_refuses_what_the_sidecar_did_not_route() {
+    refuses_unrouted(&keyed_gateway_without_sidecar(with_istio_fragments).await).await;
+}
+
+#[tokio::test]
+async fn envoy_gateway_refuses_what_the_sidecar_did_not_route() {
+    refuses_unrouted(&keyed_gateway_without_sidecar(with_eg_fragments).await).await;
 }
