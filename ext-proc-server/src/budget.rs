@@ -173,7 +173,16 @@ impl Budget {
         who: Option<&Identity>,
         models: impl IntoIterator<Item = &'m str>,
     ) -> Result<(), Refused> {
-        let charges = charges(policy, who, 0, 0);
+        self.refuse_unpriced(&charges(policy, who, 0, 0), models)
+    }
+
+    /// `Err` for the first of `models` without a price when `charges`
+    /// include a cost limit.
+    fn refuse_unpriced<'m>(
+        &self,
+        charges: &[Charge],
+        models: impl IntoIterator<Item = &'m str>,
+    ) -> Result<(), Refused> {
         let Some(cost) = charges.iter().find(|c| kind(&c.key) == Kind::Cost) else { return Ok(()) };
         match models.into_iter().find(|m| self.prices.price(m).is_none()) {
             Some(model) => Err(unpriced(model, &cost.key)),
@@ -206,11 +215,7 @@ impl Budget {
         if charges.is_empty() {
             return Ok(held);
         }
-        if self.prices.price(model).is_none() {
-            if let Some(c) = charges.iter().find(|c| kind(&c.key) == Kind::Cost) {
-                return Err(unpriced(model, &c.key));
-            }
-        }
+        self.refuse_unpriced(&charges, [model])?;
         match self.store.reserve(now, &charges).await {
             Ok(Ok(reservation)) => {
                 held.reservation = Some(reservation);

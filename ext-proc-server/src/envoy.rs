@@ -91,7 +91,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
     // Requests the sidecar did not route: see `unrouted_routes`.
     let default_url = BaseUrl::parse(&policy.providers[default_provider].base_url)
         .map_err(|m| anyhow::anyhow!("providers.{default_provider}.baseUrl: {m}"))?;
-    routes.extend(unrouted_routes(policy, Some(route_action(default_provider, &default_url))));
+    routes.extend(unrouted_routes(policy, route_action(default_provider, &default_url)));
 
     let wasm = json!({
         "name": "tollgate.wasm",
@@ -229,7 +229,7 @@ impl Unrouted {
 /// path gets 404 (the sidecar routes the policy's `access.passthrough`
 /// paths itself, after checking the caller). `open` is the default
 /// provider's route action. See [`Unrouted`].
-pub fn unrouted_routes(policy: &Policy, open: Option<Value>) -> Vec<Value> {
+pub fn unrouted_routes(policy: &Policy, open: Value) -> Vec<Value> {
     let json_reply = |case: Unrouted| {
         let (status, body) = case.reply();
         json!({
@@ -243,10 +243,7 @@ pub fn unrouted_routes(policy: &Policy, open: Option<Value>) -> Vec<Value> {
             "safe_regex": {"regex": api.path_regex()},
             "headers": [{"name": ":method", "string_match": {"exact": "POST"}}],
         });
-        let mut route = match (&open, unrouted_may_pass(policy)) {
-            (Some(action), true) => json!({"route": action}),
-            _ => json_reply(Unrouted::Api(api)),
-        };
+        let mut route = if unrouted_may_pass(policy) { json!({"route": open}) } else { json_reply(Unrouted::Api(api)) };
         route["match"] = matcher;
         routes.push(route);
     }
@@ -732,7 +729,7 @@ mod tests {
         ] {
             let policy = parse_policy(&format!("{providers}{extra}")).unwrap();
             assert_eq!(unrouted_may_pass(&policy), passes, "{extra}");
-            let routes = unrouted_routes(&policy, Some(json!({"cluster": "provider_mock"})));
+            let routes = unrouted_routes(&policy, json!({"cluster": "provider_mock"}));
             let api_routes = &routes[..ApiKind::ALL.len()];
             assert!(api_routes.iter().all(|r| r.get("route").is_some() == passes), "{extra}: {api_routes:?}");
         }

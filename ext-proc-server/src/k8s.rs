@@ -300,20 +300,9 @@ fn sidecar_ca_config_map(opts: &K8sOptions) -> String {
 /// The certificates of an Envoy Gateway rendering: read from the
 /// directory (made there first when it has none).
 fn read_certificates(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<crate::tls::Bundle> {
-    use anyhow::Context as _;
     let dir = opts.tls_dir.clone().unwrap_or_else(|| PathBuf::from(&policy.sidecar.tls.dir));
     crate::tls::ensure(&dir, false)?;
-    let read = |file: &str| {
-        let path = dir.join(file);
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
-    };
-    Ok(crate::tls::Bundle {
-        ca: read(crate::tls::CA_FILE)?,
-        sidecar_cert: read(crate::tls::SIDECAR_CERT)?,
-        sidecar_key: read(crate::tls::SIDECAR_KEY)?,
-        envoy_cert: read(crate::tls::ENVOY_CERT)?,
-        envoy_key: read(crate::tls::ENVOY_KEY)?,
-    })
+    crate::tls::Bundle::read(&dir)
 }
 
 /// Envoy Gateway: the sidecar's certificate and the authority (mounted at

@@ -292,7 +292,8 @@ async fn on_request_headers(
         namespace: header(h, NAMESPACE_HEADER),
     };
     *state = StreamState::AwaitingBody { api, request_id, identity, draft, hints, inspected };
-    let common = CommonResponse { header_mutation: Some(strip_gateway_headers(h, inspected)), ..Default::default() };
+    let common =
+        CommonResponse { header_mutation: Some(remove_client_gateway_headers(h, inspected)), ..Default::default() };
     reply(processing_response::Response::RequestHeaders(HeadersResponse { response: Some(common) }))
 }
 
@@ -319,13 +320,16 @@ fn client_draft(api: ApiKind, request_id: &str, identity: Option<&Identity>, h: 
 /// the gateway sets them. Envoy's first filter already removed the ones the
 /// route reads; this covers every other name.
 /// `inspected`: the filter set the request id, which stays.
-fn strip_gateway_headers(h: &HttpHeaders, inspected: bool) -> HeaderMutation {
+fn remove_client_gateway_headers(h: &HttpHeaders, inspected: bool) -> HeaderMutation {
+    const PREFIX: &str = "x-tollgate-";
+    let ours = |k: &str| k.get(..PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PREFIX));
+    let kept = |k: &str| k.eq_ignore_ascii_case(NAMESPACE_HEADER) || (inspected && k.eq_ignore_ascii_case(REQUEST_ID));
     let remove_headers = h
         .headers
         .iter()
         .flat_map(|m| m.headers.iter())
+        .filter(|v| ours(&v.key) && !kept(&v.key))
         .map(|v| v.key.to_ascii_lowercase())
-        .filter(|k| k.starts_with("x-tollgate-") && k != NAMESPACE_HEADER && !(inspected && k == REQUEST_ID))
         .collect();
     HeaderMutation { remove_headers, ..Default::default() }
 }
@@ -354,7 +358,7 @@ async fn pass_through(
     };
     tracing::info!(request_id, path, provider, "pass-through");
     *state = StreamState::Passthrough;
-    let mut mutation = strip_gateway_headers(h, false);
+    let mut mutation = remove_client_gateway_headers(h, false);
     mutation.set_headers.push(set_header(PROVIDER_HEADER, provider));
     provider_headers(&mut mutation, shared.credentials.get(provider), identity.is_some(), None);
     let common = CommonResponse { header_mutation: Some(mutation), clear_route_cache: true, ..Default::default() };

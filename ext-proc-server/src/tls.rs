@@ -83,6 +83,36 @@ fn current_year() -> i32 {
 
 const FILES: [&str; 5] = [CA_FILE, SIDECAR_CERT, SIDECAR_KEY, ENVOY_CERT, ENVOY_KEY];
 
+impl Bundle {
+    /// The whole set, read from `dir`.
+    pub fn read(dir: &Path) -> anyhow::Result<Bundle> {
+        Ok(Bundle {
+            ca: read_pem(dir, CA_FILE)?,
+            sidecar_cert: read_pem(dir, SIDECAR_CERT)?,
+            sidecar_key: read_pem(dir, SIDECAR_KEY)?,
+            envoy_cert: read_pem(dir, ENVOY_CERT)?,
+            envoy_key: read_pem(dir, ENVOY_KEY)?,
+        })
+    }
+
+    /// Each file of the set with its text.
+    fn files(&self) -> [(&'static str, &str); 5] {
+        [
+            (CA_FILE, &self.ca),
+            (SIDECAR_CERT, &self.sidecar_cert),
+            (SIDECAR_KEY, &self.sidecar_key),
+            (ENVOY_CERT, &self.envoy_cert),
+            (ENVOY_KEY, &self.envoy_key),
+        ]
+    }
+}
+
+/// One file of a certificate directory, naming it on error.
+fn read_pem(dir: &Path, file: &str) -> anyhow::Result<String> {
+    let path = dir.join(file);
+    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+}
+
 /// Whether `dir` holds a complete set of certificates.
 pub fn exists(dir: &Path) -> bool {
     FILES.iter().all(|f| dir.join(f).is_file())
@@ -106,13 +136,7 @@ pub fn ensure(dir: &Path, replace: bool) -> anyhow::Result<bool> {
 pub fn write(dir: &Path, b: &Bundle) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     restrict_dir(dir)?;
-    for (file, text) in [
-        (CA_FILE, &b.ca),
-        (SIDECAR_CERT, &b.sidecar_cert),
-        (SIDECAR_KEY, &b.sidecar_key),
-        (ENVOY_CERT, &b.envoy_cert),
-        (ENVOY_KEY, &b.envoy_key),
-    ] {
+    for (file, text) in b.files() {
         write_private(&dir.join(file), text.as_bytes())?;
     }
     Ok(())
@@ -157,12 +181,9 @@ pub fn temporary_path(path: &Path) -> PathBuf {
 /// The sidecar's TLS settings: its own certificate, and client
 /// certificates required from the gateway's authority.
 pub fn server_config(dir: &Path) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-    let read = |file: &str| {
-        let path = dir.join(file);
-        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
-    };
-    let identity = tonic::transport::Identity::from_pem(read(SIDECAR_CERT)?, read(SIDECAR_KEY)?);
-    let ca = tonic::transport::Certificate::from_pem(read(CA_FILE)?);
+    // The sidecar's half only: a mounted Secret holds no more.
+    let identity = tonic::transport::Identity::from_pem(read_pem(dir, SIDECAR_CERT)?, read_pem(dir, SIDECAR_KEY)?);
+    let ca = tonic::transport::Certificate::from_pem(read_pem(dir, CA_FILE)?);
     Ok(tonic::transport::ServerTlsConfig::new().identity(identity).client_ca_root(ca))
 }
 

@@ -138,6 +138,16 @@ fn policy_text(ports: &Ports, opts: &Options, dir: &Path) -> String {
     text.replace("{dir}", &dir.display().to_string()).replace("{mock}", &format!("127.0.0.1:{}", ports.mock))
 }
 
+/// The policy as the sidecar will read it from `policy_path`: its paths
+/// resolved there, and the certificates for Envoy and the sidecar made
+/// beside it (Envoy loads them even when a test starts no sidecar).
+fn test_policy(text: &str, policy_path: &Path) -> anyhow::Result<tollgate_core::policy::Policy> {
+    let mut policy = parse_policy(text).map_err(|e| anyhow!("test policy: {e}"))?;
+    resolve_paths(&mut policy, policy_path);
+    tollgate_ext_proc::config::sidecar_tls(&policy)?;
+    Ok(policy)
+}
+
 struct Ports {
     listen: u16,
     admin: u16,
@@ -174,12 +184,8 @@ impl Gateway {
             mock: test_port()?,
         };
         let text = policy_text(&ports, &opts, &dir);
-        let mut policy = parse_policy(&text).map_err(|e| anyhow!("test policy: {e}"))?;
         let policy_path = dir.join("policy.yaml");
-        // Paths as the sidecar reads them (its certificates, beside the policy).
-        resolve_paths(&mut policy, &policy_path);
-        // Envoy loads them even when the test starts no sidecar.
-        tollgate_ext_proc::config::sidecar_tls(&policy)?;
+        let policy = test_policy(&text, &policy_path)?;
         std::fs::write(&policy_path, &text)?;
         let access_log = dir.join("access.log");
         let log = dir.join("gateway.log");
@@ -410,9 +416,7 @@ pub async fn run_envoy_expecting_exit(opts: Options, timeout: Duration) -> anyho
         sidecar_admin: test_port()?,
         mock: test_port()?,
     };
-    let mut policy = parse_policy(&policy_text(&ports, &opts, &dir)).map_err(|e| anyhow!("test policy: {e}"))?;
-    resolve_paths(&mut policy, &dir.join("policy.yaml"));
-    tollgate_ext_proc::config::sidecar_tls(&policy)?;
+    let policy = test_policy(&policy_text(&ports, &opts, &dir), &dir.join("policy.yaml"))?;
     let envoy_yaml = render_yaml(
         &policy,
         &RenderOptions { wasm_path: &paths.wasm, access_log: "/dev/null", plugin_config: opts.plugin_config.clone() },
