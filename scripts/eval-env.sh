@@ -1,6 +1,6 @@
 # Shared set-up of the quality measurements (sourced by scripts/*-quality.sh, from the
-# checkout's root): the venv with every corpus pinned in scripts/requirements-eval.txt
-# (installed with --no-deps --require-hashes when one is missing), and a `tollgate` binary
+# checkout's root): the venv with every corpus pinned in scripts/requirements-eval*.txt
+# (one file per measurement; installed with --no-deps --require-hashes when one is missing), and a `tollgate` binary
 # that has the given subcommand ($TOLLGATE_BIN, else the release build, else a debug build).
 # Sets $venv and $bin.
 eval_env() {
@@ -12,11 +12,14 @@ eval_env() {
   fi
   local installed
   installed="$("$venv/bin/pip" freeze 2>/dev/null || true)"
-  for pin in $(grep -oE '^[A-Za-z0-9._-]+==[^ ]+' scripts/requirements-eval.txt); do
-    if ! grep -qxF -e "$pin" <<<"$installed"; then
-      "$venv/bin/pip" install -q --no-deps --require-hashes -r scripts/requirements-eval.txt
-      break
-    fi
+  local req
+  for req in scripts/requirements-eval*.txt; do
+    for pin in $(grep -oE '^[A-Za-z0-9._-]+==[^ ]+' "$req"); do
+      if ! grep -qixF -e "$pin" <<<"$installed"; then
+        "$venv/bin/pip" install -q --no-deps --require-hashes -r "$req"
+        break
+      fi
+    done
   done
   if [ -n "${TOLLGATE_BIN:-}" ]; then
     bin="$TOLLGATE_BIN"
