@@ -9,6 +9,9 @@ use std::collections::HashMap;
 
 use crate::error::Error;
 
+mod card;
+mod phone;
+
 /// Placeholders look like `<TYPE_N>`: `<`, an upper-case type name
 /// (`A-Z`, `0-9`, `_`), `_`, a decimal counter, `>`.
 pub const PLACEHOLDER_OPEN: char = '<';
@@ -350,11 +353,7 @@ const BUILTIN_DETECTORS: &[(Kind, &str, &str)] = &[
     (Kind::Slack, SECRET, r"xox[bpars]-[A-Za-z0-9\-]{10,}"),
     (Kind::Google, SECRET, r"AIza[0-9A-Za-z_\-]{35}"),
     (Kind::Bearer, SECRET, r"(?i:bearer)\s+[A-Za-z0-9\-._~+/]{16,}=*"),
-    (
-        Kind::Card,
-        CREDIT_CARD,
-        r"[0-9]{13,19}|[0-9]{4}[ \-][0-9]{4}[ \-][0-9]{4}[ \-][0-9]{1,7}|[0-9]{4}[ \-][0-9]{6}[ \-][0-9]{4,5}",
-    ),
+    (Kind::Card, CREDIT_CARD, card::PATTERN),
     (Kind::Iban, IBAN_CODE, r"[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)"),
     (Kind::Ssn, US_SSN, r"[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4}"),
     (
@@ -364,16 +363,7 @@ const BUILTIN_DETECTORS: &[(Kind, &str, &str)] = &[
     ),
     (Kind::Ipv6, IP_ADDRESS, r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.[0-9]{1,3}){0,3}"),
     (Kind::Ipv4, IP_ADDRESS, r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"),
-    (
-        Kind::Phone,
-        PHONE_NUMBER,
-        concat!(
-            r"(?:\+|00)[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,5}\)?){1,6}",
-            r"|(?:1[ .\-]?)?(?:\([2-9][0-9]{2}\)[ .\-]?|[2-9][0-9]{2}[ .\-])[0-9]{3}[ .\-][0-9]{4}",
-            r"|\(0[1-9][0-9]{0,4}\)[ \-]?[0-9]{2,8}(?:[ \-][0-9]{2,8}){0,3}",
-            r"|0[1-9][0-9]{0,4}[ \-][0-9]{2,8}(?:[ \-][0-9]{2,8}){0,3}",
-        ),
-    ),
+    (Kind::Phone, PHONE_NUMBER, phone::PATTERN),
 ];
 
 struct Detector {
@@ -468,7 +458,12 @@ impl PiiScanner {
             for i in hits.iter() {
                 let Some(d) = self.detectors.get(i) else { continue };
                 for m in d.re.find_iter(text) {
-                    if let Some((s, e)) = validate(d.kind, text, m.start(), m.end()) {
+                    if d.kind == Kind::Phone {
+                        let (entity, action, rank) = (d.entity, d.action, d.kind as u8);
+                        phone::find(text, m.start(), m.end(), &mut |start, end| {
+                            cands.push(Cand { start, end, entity, action, rank });
+                        });
+                    } else if let Some((s, e)) = validate(d.kind, text, m.start(), m.end()) {
                         cands.push(Cand { start: s, end: e, entity: d.entity, action: d.action, rank: d.kind as u8 });
                     }
                 }
@@ -751,8 +746,9 @@ fn validate(kind: Kind, text: &str, s: usize, e: usize) -> Option<(usize, usize)
     let ok = |c: bool| if c { Some((s, e)) } else { None };
     match kind {
         Kind::Email => email(text, s, e),
-        Kind::Phone => phone(text, s, e),
-        Kind::Card => ok(number_bounded(text, s, e) && card(cand)),
+        // Phone candidates may hold several numbers: see `find`.
+        Kind::Phone => None,
+        Kind::Card => ok(number_bounded(text, s, e) && card::card(cand)),
         Kind::Ssn => ok(number_bounded(text, s, e) && ssn(cand)),
         Kind::Iban => iban(text, s, e),
         Kind::Ipv4 => ok(ipv4_bounded(text, s, e) && ipv4(cand)),
@@ -826,117 +822,6 @@ fn email(text: &str, s: usize, e: usize) -> Option<(usize, usize)> {
         return None;
     }
     Some((s, e))
-}
-
-fn phone(text: &str, s: usize, e: usize) -> Option<(usize, usize)> {
-    let cand = text.get(s..e)?;
-    let b = cand.as_bytes();
-    let international = b.first() == Some(&b'+') || cand.starts_with("00");
-    let mut end = e;
-    let mut digits = cand.bytes().filter(u8::is_ascii_digit).count();
-    if international {
-        // A run of groups may swallow a following number: drop trailing
-        // groups. North American numbers (+1) have exactly 11 digits.
-        let cc = cand.trim_start_matches('+').strip_prefix("00").unwrap_or(cand.trim_start_matches('+'));
-        let max = if cc.starts_with('1') && !cc[1..].starts_with(|c: char| c.is_ascii_digit()) { 11 } else { 15 };
-        while digits > max {
-            let cut = text[s..end].rfind([' ', '.', '-'])?;
-            end = s + cut;
-            digits = text[s..end].bytes().filter(u8::is_ascii_digit).count();
-        }
-        if cand.starts_with("00") && !text[s..end].contains([' ', '-', '.']) {
-            return None;
-        }
-    }
-    let span = &text[s..end];
-    // Drop an unbalanced trailing ')' the group pattern picked up.
-    let (span, end) = if span.ends_with(')') && span.matches('(').count() < span.matches(')').count() {
-        (&span[..span.len() - 1], end - 1)
-    } else {
-        (span, end)
-    };
-    if span.matches('(').count() != span.matches(')').count() {
-        return None;
-    }
-    let min = if international {
-        8
-    } else if span.starts_with('0') || span.starts_with("(0") {
-        9
-    } else {
-        10
-    };
-    if digits < min || digits > 15 {
-        return None;
-    }
-    // Separators must not mix '.' with others (1.2-3), and dotted
-    // candidates need the NANP 3-3-4 shape (keeps IPs and versions out).
-    if span.contains('.') && (span.contains('-') || span.contains(' ')) && !international {
-        return None;
-    }
-    if !number_bounded(text, s, end) {
-        return None;
-    }
-    if prev(text, s) == Some('+') || next(text, end) == Some('@') {
-        return None;
-    }
-    Some((s, end))
-}
-
-fn luhn(digits: &[u8]) -> bool {
-    let mut sum = 0u32;
-    for (i, d) in digits.iter().rev().enumerate() {
-        let mut v = u32::from(*d);
-        if i % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
-            }
-        }
-        sum += v;
-    }
-    sum.is_multiple_of(10)
-}
-
-fn card(cand: &str) -> bool {
-    let mut buf = [0u8; 19];
-    let mut n = 0;
-    let mut sep: Option<u8> = None;
-    for b in cand.bytes() {
-        if b.is_ascii_digit() {
-            if n == buf.len() {
-                return false;
-            }
-            buf[n] = b - b'0';
-            n += 1;
-        } else {
-            if sep.is_some_and(|s| s != b) {
-                return false;
-            }
-            sep = Some(b);
-        }
-    }
-    let d = &buf[..n];
-    if !(13..=19).contains(&n) || !luhn(d) {
-        return false;
-    }
-    let prefix = |k: usize| d.iter().take(k).fold(0u32, |acc, &x| acc * 10 + u32::from(x));
-    let (p1, p2, p3, p4) = (prefix(1), prefix(2), prefix(3), prefix(4));
-    match p1 {
-        4 => matches!(n, 13 | 16 | 19),
-        5 => ((51..=55).contains(&p2) && n == 16) || ((56..=59).contains(&p2) || p2 == 50) && n >= 13,
-        2 => (2221..=2720).contains(&p4) && n == 16,
-        3 => {
-            ((p2 == 34 || p2 == 37) && n == 15)
-                || ((300..=305).contains(&p3) || p2 == 36 || p2 == 38 || p2 == 39) && n >= 14
-                || (3528..=3589).contains(&p4) && n >= 16
-        }
-        6 => {
-            (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || p2 == 62) && n >= 16
-                || (p2 == 60 || p2 == 63 || p2 == 67 || p2 == 68 || p2 == 69 || p2 == 61 || p2 == 64 || p2 == 66)
-                    && n >= 13
-        }
-        _ => false,
-    }
 }
 
 fn ssn(cand: &str) -> bool {
