@@ -156,6 +156,55 @@ async fn identical_and_paraphrased_prompts_are_answered_from_the_cache() {
     assert!(semantic["decisions"]["cache"]["tokens_saved"].as_u64().unwrap() > 0, "{semantic}");
 }
 
+/// Questions whose meaning a word order, a negation or a name reverses. Their
+/// embeddings are as close as a paraphrase's (asserted below), so the
+/// threshold alone would serve one the other's answer.
+const REVERSED: &[(&str, &str)] = &[
+    ("How do I convert Celsius to Fahrenheit?", "How do I convert Fahrenheit to Celsius?"),
+    ("Cheapest flights from New York to Florida", "Cheapest flights from Florida to New York"),
+    (
+        "How do I move money from my savings account to my checking account?",
+        "How do I move money from my checking account to my savings account?",
+    ),
+    ("Why did Brutus betray Caesar?", "Why did Caesar betray Brutus?"),
+    ("Is a dolphin bigger than a shark?", "Is a shark bigger than a dolphin?"),
+    ("Which painkillers can I take with alcohol?", "Which painkillers can I not take with alcohol?"),
+];
+
+#[tokio::test]
+async fn a_reversed_question_is_answered_by_the_provider_not_the_cache() {
+    use tollgate_ext_proc::embed::{cosine, default_model_dir, Embedder};
+    let model = default_model_dir().expect("the embedding model (scripts/install.sh)");
+    let embedder = Embedder::load(&model).unwrap();
+    let threshold = tollgate_core::cache::DEFAULT_THRESHOLD;
+    let gw = Gateway::start(Options { policy_extra: CACHE.into(), ..Default::default() }).await.unwrap();
+
+    for (asked, reversed) in REVERSED {
+        let v = embedder.embed(&[asked, reversed]).unwrap();
+        let similarity = f64::from(cosine(&v[0], &v[1]));
+        assert!(similarity >= threshold, "{asked:?} / {reversed:?}: {similarity} is below the threshold, no test");
+
+        let first = ask(&gw, &chat(asked), &[]).await;
+        assert_eq!((first.status, first.cache.as_str()), (200, "miss"), "{}", gw.log_text());
+        let calls = provider_calls(&gw).await;
+        let other = ask(&gw, &chat(reversed), &[]).await;
+        assert_eq!((other.status, other.cache.as_str()), (200, "miss"), "{reversed:?} was served {:?}", other.text);
+        assert!(other.text.contains(reversed), "the provider answered the reversed question: {}", other.text);
+        assert_eq!(provider_calls(&gw).await, calls + 1);
+        // Each is now cached under its own prompt, and a repeat of each gets its own answer.
+        let again = ask(&gw, &chat(reversed), &[]).await;
+        assert_eq!((again.cache.as_str(), again.text.as_str()), ("hit", other.text.as_str()));
+    }
+
+    // A true paraphrase still gets the cached answer: the check refuses what differs, not what is reworded.
+    let para = ask(&gw, &chat("How can I convert Celsius to Fahrenheit?"), &[]).await;
+    assert_eq!((para.cache.as_str(), para.tier.as_str()), ("hit", "semantic"), "{}", gw.log_text());
+    assert!(para.text.contains("How do I convert Celsius to Fahrenheit?"), "{}", para.text);
+    let para = ask(&gw, &chat("Cheapest flights to Florida from New York"), &[]).await;
+    assert_eq!((para.cache.as_str(), para.tier.as_str()), ("hit", "semantic"), "{}", gw.log_text());
+    assert!(para.text.contains("Cheapest flights from New York to Florida"), "{}", para.text);
+}
+
 /// Per-alias cache settings: one alias never cached, one with a strict threshold.
 const ALIASES: &str = "models:
   fresh: {targets: [{provider: mock, model: gpt-4o-mini}], cache: {enabled: false}}

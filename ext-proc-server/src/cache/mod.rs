@@ -4,6 +4,8 @@
 //!
 //! - [`key`]: which requests are cacheable, and their partition and keys;
 //! - [`answer`]: recording an answer as the client got it, replaying it;
+//! - [`check`]: the second check a semantic candidate must pass (order,
+//!   negation, numbers, names) before it is served;
 //! - [`store`]: where entries live (embedded and persisted, or Redis);
 //! - [`quality`]: hit and false-hit rates on a labelled paraphrase corpus.
 //!
@@ -13,6 +15,7 @@
 //! model erroring) never fails a request: it counts as a miss and is logged.
 
 pub mod answer;
+pub mod check;
 pub mod key;
 pub mod quality;
 pub mod store;
@@ -169,9 +172,10 @@ impl Cache {
         }
         let mut embedding = None;
         if let Some(text) = keys.semantic_text.clone() {
-            embedding = self.embed(text).await;
+            embedding = self.embed(text.clone()).await;
             if let Some(v) = &embedding {
-                match self.store.get_similar(&keys.partition, v, threshold as f32).await {
+                let accept = |value: &[u8]| same_question(&text, value);
+                match self.store.get_similar_where(&keys.partition, v, threshold as f32, &accept).await {
                     Ok(Some(found)) => {
                         if let Some(hit) = hit(found) {
                             return hit;
@@ -212,7 +216,7 @@ impl Cache {
                 embedding = self.embed(text).await;
             }
         }
-        let value = answer.to_bytes();
+        let value = stored_value(answer, keys.semantic_text.as_deref());
         if let Err(err) = self.store.insert(&keys.partition, &keys.exact, embedding.as_deref(), &value).await {
             tracing::warn!(error = %err, "cache store failed");
         }
@@ -228,6 +232,37 @@ impl Cache {
     pub fn stats(&self) -> Option<(usize, usize)> {
         self.store.stats()
     }
+}
+
+/// What an entry holds: the answer, and the prompt it answers when the
+/// semantic tier may compare it (for the second check). Older entries have
+/// no prompt; [`Answer::from_bytes`] ignores the extra field.
+fn stored_value(answer: &Answer, prompt: Option<&str>) -> Vec<u8> {
+    let mut v = serde_json::to_value(answer).unwrap_or_default();
+    if let (Some(prompt), Some(map)) = (prompt, v.as_object_mut()) {
+        map.insert("prompt".into(), prompt.into());
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Whether the cached entry answers `text`: it must hold its prompt, and the
+/// two prompts must pass [`check::compare`]. An entry without its prompt
+/// cannot be checked, so it is not served semantically.
+fn same_question(text: &str, value: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Prompt {
+        prompt: Option<String>,
+    }
+    let Some(cached) = serde_json::from_slice::<Prompt>(value).ok().and_then(|p| p.prompt) else {
+        tracing::debug!("semantic candidate without its prompt; not served");
+        return false;
+    };
+    let differences = check::compare(text, &cached);
+    if let Some(reason) = differences.reason() {
+        tracing::debug!(reason, "semantic candidate differs from the question; not served");
+        return false;
+    }
+    true
 }
 
 fn hit(found: Found) -> Option<Decision> {
@@ -249,6 +284,24 @@ mod tests {
 
     fn keys(exact: u8) -> CacheKeys {
         CacheKeys { partition: [1; 32], exact: [exact; 32], semantic_text: None }
+    }
+
+    #[test]
+    fn a_semantic_candidate_is_served_only_for_the_same_question() {
+        let answer = Answer {
+            model: "m".into(),
+            text: "1 dollar is 0.92 euros".into(),
+            finish: "stop".into(),
+            input_tokens: 1,
+            output_tokens: 1,
+        };
+        let value = stored_value(&answer, Some("Convert dollars to euros"));
+        assert_eq!(Answer::from_bytes(&value), Some(answer.clone()), "the prompt does not change the answer");
+        assert!(same_question("Please convert dollars to euros", &value));
+        assert!(!same_question("Convert euros to dollars", &value));
+        // An entry kept without its prompt (before the check existed) cannot be checked.
+        assert!(!same_question("Convert dollars to euros", &answer.to_bytes()));
+        assert!(!same_question("Convert dollars to euros", &stored_value(&answer, None)));
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::check::{self, Differences};
 use crate::embed::{EmbedError, Embedder};
 
 /// The bound on the false-hit rate that [`recommend`] applies.
@@ -91,6 +92,25 @@ pub struct Report {
     /// The similarity of each pair, in input order (for analysis by label subgroups).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub similarities: Vec<f32>,
+    /// With the second check (`cache::check`) as the cache runs it: pairs it
+    /// finds different count as misses. `None` when not measured.
+    pub checked: Option<Checked>,
+    /// What the second check found for each pair, in input order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<Differences>,
+}
+
+/// The curve with the second check, and what the check costs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Checked {
+    pub curve: Vec<CurvePoint>,
+    pub recommended: Option<CurvePoint>,
+    /// Pairs the check finds different, by label.
+    pub refused: KeptApart,
+    /// Time of one comparison of two prompts, in microseconds.
+    pub micros_p50: f64,
+    pub micros_p99: f64,
+    pub micros_max: f64,
 }
 
 /// Pairs kept apart by the numbers guard.
@@ -217,7 +237,49 @@ pub fn report_from_scores(scored: &[(f32, bool)], throughput: Option<Throughput>
         throughput,
         kept_apart: KeptApart::default(),
         similarities: scored.iter().map(|(s, _)| *s).collect(),
+        checked: None,
+        differences: Vec::new(),
     }
+}
+
+/// Runs the second check on each pair, timing each comparison.
+pub fn check_pairs(pairs: &[Pair]) -> (Vec<Differences>, Vec<f64>) {
+    pairs
+        .iter()
+        .map(|p| {
+            let started = Instant::now();
+            let d = check::compare(&p.a, &p.b);
+            (d, started.elapsed().as_secs_f64() * 1e6)
+        })
+        .unzip()
+}
+
+/// The curve when pairs the check finds different are misses.
+pub fn checked(scored: &[(f32, bool)], differences: &[Differences], micros: &[f64]) -> Checked {
+    let mut refused = KeptApart::default();
+    let with_check: Vec<(f32, bool)> = scored
+        .iter()
+        .zip(differences)
+        .map(|(&(sim, para), d)| {
+            if d.any() {
+                if para {
+                    refused.paraphrases += 1;
+                } else {
+                    refused.non_paraphrases += 1;
+                }
+                (-1.0, para)
+            } else {
+                (sim, para)
+            }
+        })
+        .collect();
+    let curve = curve(&with_check, &thresholds());
+    let recommended = recommend(&curve, MAX_FALSE_HIT_RATE).cloned();
+    let mut sorted = micros.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at =
+        |q: f64| sorted.get(((sorted.len().saturating_sub(1)) as f64 * q).round() as usize).copied().unwrap_or(0.0);
+    Checked { curve, recommended, refused, micros_p50: at(0.5), micros_p99: at(0.99), micros_max: at(1.0) }
 }
 
 /// Cosine similarity of each pair with `embedder`. Each distinct text is embedded once, in
@@ -288,6 +350,9 @@ pub fn evaluate(embedder: &Embedder, pairs: &[Pair], batch: usize) -> Result<Rep
         .collect();
     let mut report = report_from_scores(&scored, Some(throughput));
     report.kept_apart = kept_apart;
+    let (differences, micros) = check_pairs(pairs);
+    report.checked = Some(checked(&scored, &differences, &micros));
+    report.differences = differences;
     Ok(report)
 }
 
@@ -336,6 +401,27 @@ pub fn render(report: &Report) -> String {
         );
     }
     let _ = writeln!(out);
+    if let Some(c) = &report.checked {
+        let _ = writeln!(
+            out,
+            "second check: refuses {} paraphrases and {} non-paraphrases; {:.1} µs per comparison (p50), {:.1} µs (p99)",
+            c.refused.paraphrases, c.refused.non_paraphrases, c.micros_p50, c.micros_p99
+        );
+        match &c.recommended {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "with the check: recommended threshold {:.2}: hit rate {:.1}%, false-hit rate {:.2}%",
+                    r.threshold,
+                    r.hit_rate * 100.0,
+                    r.false_hit_rate * 100.0
+                );
+            }
+            None => {
+                let _ = writeln!(out, "with the check: no threshold up to 0.98 meets the rule");
+            }
+        }
+    }
     match &report.recommended {
         Some(r) => {
             let _ = writeln!(

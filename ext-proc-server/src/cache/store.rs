@@ -90,6 +90,10 @@ pub struct Found {
     pub similarity: f32,
 }
 
+/// A semantic lookup that refuses candidates (see
+/// [`CacheStore::get_similar_where`]) looks at this many of the most similar.
+pub const MAX_CANDIDATES: usize = 8;
+
 /// Why the cache store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -162,12 +166,27 @@ impl CacheStore {
         embedding: &[f32],
         threshold: f32,
     ) -> Result<Option<Found>, CacheError> {
+        self.get_similar_where(partition, embedding, threshold, &|_| true).await
+    }
+
+    /// Like [`get_similar`](Self::get_similar), but only values that `accept`
+    /// takes are found: the most similar accepted one among the
+    /// [`MAX_CANDIDATES`] most similar entries at or above `threshold`.
+    pub async fn get_similar_where(
+        &self,
+        partition: &Key,
+        embedding: &[f32],
+        threshold: f32,
+        accept: &(dyn Fn(&[u8]) -> bool + Sync),
+    ) -> Result<Option<Found>, CacheError> {
         if embedding.is_empty() {
             return Ok(None);
         }
         match &self.backend {
-            Backend::Embedded(shared) => Ok(lock(shared)?.get_similar(partition, embedding, threshold, now_ms())),
-            Backend::Redis(r) => r.get_similar(partition, embedding, threshold).await,
+            Backend::Embedded(shared) => {
+                Ok(lock(shared)?.get_similar(partition, embedding, threshold, now_ms(), accept))
+            }
+            Backend::Redis(r) => r.get_similar(partition, embedding, threshold, accept).await,
         }
     }
 
@@ -695,20 +714,27 @@ impl State {
         Some(Found { value, tier: Tier::Exact, similarity: 1.0 })
     }
 
-    fn get_similar(&mut self, partition: &Key, query: &[f32], threshold: f32, now: u64) -> Option<Found> {
+    fn get_similar(
+        &mut self,
+        partition: &Key,
+        query: &[f32],
+        threshold: f32,
+        now: u64,
+        accept: &dyn Fn(&[u8]) -> bool,
+    ) -> Option<Found> {
         self.sweep(now);
         let p = self.partitions.get(partition)?;
         if p.dim != query.len() || p.dim == 0 {
             return None;
         }
-        let mut best: Option<(Key, f32)> = None;
+        let mut candidates: Vec<(f32, Key)> = Vec::new();
         let mut expired = Vec::new();
         for (row, v) in p.vectors.chunks_exact(p.dim).enumerate() {
             let s = dot(v, query);
-            if s >= threshold && best.is_none_or(|(_, b)| s > b) {
+            if s >= threshold {
                 let Some(&key) = p.keys.get(row) else { continue };
                 match self.entries.get(&key) {
-                    Some(e) if e.expires_ms > now => best = Some((key, s)),
+                    Some(e) if e.expires_ms > now => candidates.push((s, key)),
                     _ => expired.push(key),
                 }
             }
@@ -716,7 +742,12 @@ impl State {
         for key in &expired {
             self.remove(key);
         }
-        let (key, similarity) = best?;
+        // Most similar first; equal similarities keep their row order.
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let (key, similarity) = candidates
+            .into_iter()
+            .take(MAX_CANDIDATES)
+            .find_map(|(s, key)| self.entries.get(&key).filter(|e| accept(&e.value)).map(|_| (key, s)))?;
         let value = self.entries.get(&key)?.value.to_vec();
         self.touch(&key);
         Some(Found { value, tier: Tier::Semantic, similarity })
@@ -867,7 +898,8 @@ fn insert_embedded(
 const IO_TIMEOUT: Duration = Duration::from_millis(500);
 /// No call waits longer than this, reconnection attempts included.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
-/// A semantic lookup tries at most this many candidates whose entries expired.
+/// A semantic lookup tries at most this many candidates whose entries expired
+/// or were refused.
 const MAX_STALE_TRIES: usize = 8;
 
 #[derive(Clone)]
@@ -918,7 +950,13 @@ impl RedisCache {
         Ok(value.map(|value| Found { value, tier: Tier::Exact, similarity: 1.0 }))
     }
 
-    async fn get_similar(&self, partition: &Key, query: &[f32], threshold: f32) -> Result<Option<Found>, CacheError> {
+    async fn get_similar(
+        &self,
+        partition: &Key,
+        query: &[f32],
+        threshold: f32,
+        accept: &(dyn Fn(&[u8]) -> bool + Sync),
+    ) -> Result<Option<Found>, CacheError> {
         let mut conn = self.conn.clone();
         let pkey = self.partition_key(partition);
         let fields: HashMap<String, Vec<u8>> =
@@ -936,11 +974,12 @@ impl RedisCache {
             })
             .collect();
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (similarity, field) in candidates.into_iter().take(MAX_STALE_TRIES) {
+        for (similarity, field) in candidates.into_iter().take(MAX_STALE_TRIES.max(MAX_CANDIDATES)) {
             let value: Option<Vec<u8>> =
                 self.call(redis::cmd("GET").arg(self.entry_key(&field)).query_async(&mut conn)).await?;
             match value {
-                Some(value) => return Ok(Some(Found { value, tier: Tier::Semantic, similarity })),
+                Some(value) if accept(&value) => return Ok(Some(Found { value, tier: Tier::Semantic, similarity })),
+                Some(_) => {}
                 None => {
                     self.call(redis::cmd("HDEL").arg(&pkey).arg(&field).query_async::<i64>(&mut conn)).await?;
                 }
@@ -1070,6 +1109,24 @@ mod tests {
         // Without an embedding nothing is found semantically.
         assert!(store.get_similar(&key(100), &unit(4, 0, 0.0), 0.0).await.unwrap().is_none());
         assert!(matches!(store.insert(&key(100), &key(3), Some(&[]), b"x").await, Err(CacheError::EmptyEmbedding)));
+    }
+
+    #[tokio::test]
+    async fn a_refused_candidate_gives_way_to_the_next_most_similar() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CacheStore::embedded(dir.path(), big()).unwrap();
+        let p = key(100);
+        store.insert(&p, &key(1), Some(&unit(8, 0, 0.0)), b"closest").await.unwrap();
+        store.insert(&p, &key(2), Some(&unit(8, 0, 0.3)), b"next").await.unwrap();
+        store.insert(&p, &key(3), Some(&unit(8, 4, 0.0)), b"far").await.unwrap();
+        let q = unit(8, 0, 0.0);
+        let found = store.get_similar_where(&p, &q, 0.9, &|v| v != b"closest").await.unwrap().unwrap();
+        assert_eq!(found.value, b"next");
+        assert!(found.similarity < 1.0);
+        // Below the threshold stays below it, whatever is refused.
+        assert!(store.get_similar_where(&p, &q, 0.9, &|v| v == b"far").await.unwrap().is_none());
+        assert!(store.get_similar_where(&p, &q, 0.9, &|_| false).await.unwrap().is_none());
+        assert_eq!(store.get_similar(&p, &q, 0.9).await.unwrap().unwrap().value, b"closest");
     }
 
     #[tokio::test]
