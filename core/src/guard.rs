@@ -18,6 +18,7 @@
 //! JSON, so it blocks instead of being redacted.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,7 @@ use serde_json::Value;
 
 use crate::api::ApiKind;
 use crate::error::Error;
+use crate::moderation::{ModerationAction, Moderator};
 use crate::pii::{check_builtin_names, policy_err, MaskMap, PiiAction, PiiPolicy, PiiScanner, SECRET};
 use crate::usage::usage_from_value;
 use crate::Usage;
@@ -138,6 +140,8 @@ pub struct OutputGuard {
     phrases: Option<(AhoCorasick, Vec<usize>)>,
     rules: Vec<(String, GuardAction)>,
     window: usize,
+    /// Moderation of answers (`inspection.moderation`), when on.
+    moderation: Option<Arc<Moderator>>,
 }
 
 impl OutputGuard {
@@ -177,12 +181,93 @@ impl OutputGuard {
             phrases,
             rules: policy.phrases.iter().map(|r| (r.id.clone(), r.action)).collect(),
             window: policy.window_bytes,
+            moderation: None,
         })
+    }
+
+    /// Also judge answers with `moderator` (see [`crate::moderation`]): its
+    /// segments are kept within the window, so a stream releases only text
+    /// already judged. Findings are labelled `moderation:<category>`
+    /// (`moderation-log:<category>` for `log`); `redact` replaces the
+    /// segment by `[MODERATED:<category>]`.
+    pub fn with_moderation(mut self, moderator: Option<Moderator>) -> Self {
+        let window = self.window;
+        self.moderation = moderator.map(|m| {
+            let bytes = m.segment_bytes().min(window);
+            Arc::new(m.with_segment_bytes(bytes))
+        });
+        self
     }
 
     /// Whether the guard can find anything at all.
     pub fn is_active(&self) -> bool {
-        self.scanner.is_some() || self.phrases.is_some()
+        self.scanner.is_some() || self.phrases.is_some() || self.moderation.is_some()
+    }
+
+    /// Judge the segment `buf[at..at + len]`: `Err(label)` on a block;
+    /// otherwise the segment's new length and whether it was redacted. In
+    /// JSON source a redaction blocks instead (it could break the JSON).
+    fn moderate(
+        m: &Moderator,
+        buf: &mut String,
+        at: usize,
+        len: usize,
+        json: bool,
+        labels: &mut Vec<String>,
+    ) -> Result<(usize, bool), String> {
+        let Some(segment) = buf.get(at..at + len) else { return Ok((len, false)) };
+        let findings = m.judge(segment);
+        if findings.is_empty() {
+            return Ok((len, false));
+        }
+        if let Some(f) = findings
+            .iter()
+            .find(|f| f.action == ModerationAction::Block || (json && f.action == ModerationAction::Redact))
+        {
+            return Err(format!("moderation:{}", f.category.name()));
+        }
+        let mut redact = None;
+        for f in &findings {
+            let label = match f.action {
+                ModerationAction::Log => format!("moderation-log:{}", f.category.name()),
+                _ => format!("moderation:{}", f.category.name()),
+            };
+            if f.action == ModerationAction::Redact && redact.is_none() {
+                redact = Some(format!("[MODERATED:{}]", f.category.name()));
+            }
+            if !labels.contains(&label) {
+                labels.push(label);
+            }
+        }
+        match redact {
+            Some(marker) => {
+                // Keep the whitespace that ends the segment, so words do not run together.
+                let keep = segment.len() - segment.trim_end().len();
+                buf.replace_range(at..at + len - keep, &marker);
+                Ok((marker.len() + keep, true))
+            }
+            None => Ok((len, false)),
+        }
+    }
+
+    /// Judge the segments of `buf` after `judged` that are complete (all
+    /// of them when `last`), advancing `judged`.
+    fn moderate_stream(
+        &self,
+        buf: &mut String,
+        judged: &mut usize,
+        json: bool,
+        last: bool,
+        labels: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let Some(m) = &self.moderation else {
+            *judged = buf.len();
+            return Ok(());
+        };
+        while let Some(len) = buf.get(*judged..).and_then(|rest| m.next_segment(rest, last)) {
+            *judged += Self::moderate(m, buf, *judged, len, json, labels)?.0;
+        }
+        Ok(())
     }
 
     /// Bytes a stream holds back per channel.
@@ -262,9 +347,13 @@ impl OutputGuard {
     /// release scans the whole window again, and streamed deltas are a few
     /// bytes each, so releasing after every delta scanned each byte some
     /// sixty times. Nothing leaves unscanned either way.
+    ///
+    /// `judged`: how much of `buf` moderation has judged (see
+    /// [`OutputGuard::with_moderation`]); only judged text is released.
     pub(crate) fn release(
         &self,
         buf: &mut String,
+        judged: &mut usize,
         masks: &MaskMap,
         json: bool,
         last: bool,
@@ -273,6 +362,7 @@ impl OutputGuard {
         if !last && buf.len() < self.window + self.release_step() {
             return Ok(String::new());
         }
+        self.moderate_stream(buf, judged, json, last, labels)?;
         let hits = self.scan(buf, masks, json)?;
         let cut = if last {
             buf.len()
@@ -309,12 +399,14 @@ impl OutputGuard {
             }
             c
         };
+        let cut = floor_boundary(buf, cut.min(*judged));
         if cut == 0 {
             return Ok(String::new());
         }
         let head: Vec<Hit> = hits.into_iter().filter(|h| h.end <= cut).collect();
         let out = redact(&buf[..cut], &head, labels);
         buf.drain(..cut);
+        *judged -= cut;
         Ok(out)
     }
 
@@ -327,11 +419,20 @@ impl OutputGuard {
         labels: &mut Vec<String>,
     ) -> Result<bool, String> {
         let hits = self.scan(s, masks, json)?;
-        if hits.is_empty() {
-            return Ok(false);
+        let mut changed = false;
+        if !hits.is_empty() {
+            *s = redact(s, &hits, labels);
+            changed = true;
         }
-        *s = redact(s, &hits, labels);
-        Ok(true)
+        if let Some(m) = &self.moderation {
+            let mut at = 0;
+            while let Some(len) = s.get(at..).and_then(|rest| m.next_segment(rest, true)) {
+                let (new, redacted) = Self::moderate(m, s, at, len, json, labels)?;
+                changed |= redacted;
+                at += new;
+            }
+        }
+        Ok(changed)
     }
 }
 
@@ -398,6 +499,8 @@ pub enum JsonGuard {
     Unchanged,
     /// The rewritten body and the types / rule ids redacted.
     Rewritten(Vec<u8>, Vec<String>),
+    /// Unchanged, but moderation recorded findings (`flag` / `log`): their labels.
+    Flagged(Vec<String>),
     /// A block hit: the entity type or rule id.
     Blocked(String),
 }
@@ -430,7 +533,11 @@ fn guard_value(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, v: &mut Value
     };
     match res {
         Err(label) => JsonGuard::Blocked(label),
-        Ok(false) => JsonGuard::Unchanged,
+        Ok(false) if labels.is_empty() => JsonGuard::Unchanged,
+        Ok(false) => {
+            labels.sort();
+            JsonGuard::Flagged(labels)
+        }
         Ok(true) => match serde_json::to_vec(v) {
             Ok(out) => {
                 labels.sort();

@@ -13,6 +13,7 @@ use crate::api::{ApiFamily, ApiKind};
 use crate::error::Error;
 use crate::firewall::FirewallPolicy;
 use crate::guard::OutputPolicy;
+use crate::moderation::ModerationPolicy;
 use crate::pii::PiiPolicy;
 use crate::pricing::Price;
 
@@ -506,6 +507,9 @@ pub struct Inspection {
     /// Output guard on model answers (default: leaked secrets redacted).
     #[serde(default)]
     pub output: OutputPolicy,
+    /// Moderation of model answers (default: off).
+    #[serde(default, skip_serializing_if = "ModerationPolicy::is_default")]
+    pub moderation: ModerationPolicy,
 }
 
 fn default_host() -> String {
@@ -579,6 +583,7 @@ impl Default for Inspection {
             pii: PiiPolicy::default(),
             firewall: FirewallPolicy::default(),
             output: OutputPolicy::default(),
+            moderation: ModerationPolicy::default(),
         }
     }
 }
@@ -878,6 +883,10 @@ impl Inspection {
         self.firewall.validate_at("inspection.firewall")?;
         self.output.validate().map_err(|e| match e {
             Error::Policy { path, message } => Error::Policy { path: format!("inspection.output.{path}"), message },
+            other => other,
+        })?;
+        self.moderation.validate().map_err(|e| match e {
+            Error::Policy { path, message } => Error::Policy { path: format!("inspection.moderation.{path}"), message },
             other => other,
         })
     }

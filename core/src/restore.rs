@@ -297,6 +297,8 @@ struct Held {
     item_id: Option<String>,
     /// Output guard window: restored text not yet released.
     win: String,
+    /// How much of `win` moderation has judged.
+    judged: usize,
 }
 
 /// Restores placeholders in one streamed response of a given API.
@@ -506,13 +508,14 @@ impl SseRestorer {
                 restorer: if key.field.json() { TextRestorer::json_fragment() } else { TextRestorer::new() },
                 item_id: None,
                 win: String::new(),
+                judged: 0,
             },
         };
         let mut out = String::with_capacity(s.len());
         h.restorer.push(map, s, &mut out);
         if let Some(g) = &self.guard {
             h.win.push_str(&out);
-            match g.release(&mut h.win, map, key.field.json(), false, &mut self.hits) {
+            match g.release(&mut h.win, &mut h.judged, map, key.field.json(), false, &mut self.hits) {
                 Ok(released) => out = released,
                 Err(label) => {
                     self.blocked = Some(label);
@@ -545,7 +548,7 @@ impl SseRestorer {
                 h.restorer.flush(map, &mut s);
                 if let Some(g) = &self.guard {
                     h.win.push_str(&s);
-                    match g.release(&mut h.win, map, h.key.field.json(), true, &mut self.hits) {
+                    match g.release(&mut h.win, &mut h.judged, map, h.key.field.json(), true, &mut self.hits) {
                         Ok(released) => s = released,
                         Err(label) => {
                             self.blocked.get_or_insert(label);

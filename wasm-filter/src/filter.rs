@@ -6,6 +6,7 @@ use tollgate_core::filter_config::FilterConfig;
 use tollgate_core::firewall::{Firewall, FirewallAction};
 use tollgate_core::guard::{guard_json_usage, JsonGuard, OutputGuard};
 use tollgate_core::headers::{INSPECTING_STATE, INSPECTION_STATE};
+use tollgate_core::moderation::Moderator;
 use tollgate_core::pii::{needs_rewrite, MaskMap, PiiAction, PiiScanner};
 use tollgate_core::policy::FailMode;
 use tollgate_core::report::InspectionReport;
@@ -50,7 +51,10 @@ impl Inspector {
     pub fn new(config: FilterConfig) -> Result<Inspector, Error> {
         let pii = PiiScanner::new(&config.inspection.pii)?;
         let firewall = Firewall::shared(&config.inspection.firewall)?;
-        let output = Arc::new(OutputGuard::new(&config.inspection.output)?);
+        let output = Arc::new(
+            OutputGuard::new(&config.inspection.output)?
+                .with_moderation(Moderator::new(&config.inspection.moderation)?),
+        );
         Ok(Inspector { config, pii, firewall, output })
     }
 
@@ -458,6 +462,7 @@ impl Filter {
                 let ended = restorer.as_ref().is_some_and(SseRestorer::is_ended);
                 if let Some(rule) = restorer.as_ref().and_then(SseRestorer::blocked) {
                     log::warn!("answer blocked by the output guard ({rule})");
+                    count_moderation(host, std::slice::from_ref(&rule.to_owned()));
                     host.increment(Metric::OutputBlocked, 1);
                     host.set_property(OUTPUT_PROPERTY, format!("blocked:{rule}").as_bytes());
                 }
@@ -511,6 +516,10 @@ impl Filter {
     }
 
     /// End of the response: publish usage; `held` is a JSON body held for restoring.
+    ///
+    /// Output guard labels: entity types and phrase rule ids were redacted;
+    /// `moderation:<category>` was flagged (or redacted, its text then
+    /// `[MODERATED:<category>]`); `moderation-log:<category>` is only counted.
     fn finish_response(&mut self, host: &mut dyn Host, held: Option<&[u8]>) {
         let RequestState::Forwarded { api, .. } = self.request else { return };
         let usage = match std::mem::replace(&mut self.response, ResponseState::Done) {
@@ -527,15 +536,26 @@ impl Filter {
                         }
                     }
                     JsonGuard::Rewritten(guarded, hits) => {
-                        host.increment(Metric::OutputRedacted, hits.len() as u64);
-                        host.set_property(OUTPUT_PROPERTY, format!("redacted:{}", hits.join(",")).as_bytes());
+                        let redacted = count_moderation(host, &hits);
+                        host.increment(Metric::OutputRedacted, redacted);
+                        host.set_property(OUTPUT_PROPERTY, output_record(&hits).as_bytes());
                         host.set_response_body(&guarded);
+                    }
+                    JsonGuard::Flagged(hits) => {
+                        count_moderation(host, &hits);
+                        if let Some(record) = Some(output_record(&hits)).filter(|r| !r.is_empty()) {
+                            host.set_property(OUTPUT_PROPERTY, record.as_bytes());
+                        }
+                        if let Some(restored) = &restored {
+                            host.set_response_body(restored);
+                        }
                     }
                     JsonGuard::Blocked(rule) => {
                         // The status line has left already (proxy-wasm cannot
                         // hold response headers and read the body): the body
                         // becomes the error, in the client API's shape.
                         log::warn!("answer blocked by the output guard ({rule})");
+                        count_moderation(host, std::slice::from_ref(&rule));
                         host.increment(Metric::OutputBlocked, 1);
                         host.set_property(OUTPUT_PROPERTY, format!("blocked:{rule}").as_bytes());
                         let message = format!("the answer was withheld by the output guard (`{rule}`)");
@@ -546,11 +566,12 @@ impl Filter {
                 usage
             }
             ResponseState::Sse(sse) => {
-                let hits = sse.restorer.as_ref().map_or(0, |r| r.guard_hits().len());
-                if hits > 0 {
-                    host.increment(Metric::OutputRedacted, hits as u64);
-                    if let Some(r) = &sse.restorer {
-                        host.set_property(OUTPUT_PROPERTY, format!("redacted:{}", r.guard_hits().join(",")).as_bytes());
+                if let Some(r) = sse.restorer.as_ref().filter(|r| !r.guard_hits().is_empty()) {
+                    let redacted = count_moderation(host, r.guard_hits());
+                    host.increment(Metric::OutputRedacted, redacted);
+                    let record = output_record(r.guard_hits());
+                    if !record.is_empty() {
+                        host.set_property(OUTPUT_PROPERTY, record.as_bytes());
                     }
                 }
                 sse.usage.usage()
@@ -626,6 +647,33 @@ fn usage_from_json_body(api: ApiKind, body: &[u8]) -> Option<Usage> {
 /// The report as JSON (serializing it cannot fail: its maps have string keys).
 fn report_json(report: &InspectionReport) -> String {
     serde_json::to_string(report).unwrap_or_default()
+}
+
+/// Count the moderation findings among output guard labels (or a block's
+/// rule), per category; returns how many labels are not moderation's.
+fn count_moderation(host: &mut dyn Host, labels: &[String]) -> u64 {
+    let mut other = 0;
+    for l in labels {
+        match l.strip_prefix("moderation:").or_else(|| l.strip_prefix("moderation-log:")) {
+            Some(category) => host.increment_tagged(TaggedMetric::ModerationByCategory, category, 1),
+            None => other += 1,
+        }
+    }
+    other
+}
+
+/// The `io.tollgate.output` record of what the guard did to an answer:
+/// `redacted:<labels>` (redactions and flags), `flagged:<labels>` (flags
+/// only), empty when moderation only logged.
+fn output_record(labels: &[String]) -> String {
+    let shown: Vec<&str> = labels.iter().map(String::as_str).filter(|l| !l.starts_with("moderation-log:")).collect();
+    if shown.is_empty() {
+        String::new()
+    } else if shown.iter().all(|l| l.starts_with("moderation:")) {
+        format!("flagged:{}", shown.join(","))
+    } else {
+        format!("redacted:{}", shown.join(","))
+    }
 }
 
 #[cfg(test)]

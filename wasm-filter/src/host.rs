@@ -8,6 +8,8 @@ pub enum TaggedMetric {
     PiiByType,
     /// Requests blocked, by firewall rule.
     BlockedByRule,
+    /// Moderation findings in answers (any action), by category.
+    ModerationByCategory,
 }
 
 impl TaggedMetric {
@@ -15,6 +17,7 @@ impl TaggedMetric {
         match self {
             TaggedMetric::PiiByType => "tollgate_pii_found_by_type_total",
             TaggedMetric::BlockedByRule => "tollgate_firewall_blocked_by_rule_total",
+            TaggedMetric::ModerationByCategory => "tollgate_moderation_total",
         }
     }
 
