@@ -22,61 +22,67 @@
 //! Dates (`2024-01-15`, `01.02.2024`), dotted numbers other than NANP's
 //! `555.201.9999` and SSN-shaped `078-05-1120` are never phone numbers.
 //!
-//! Work per candidate is bounded: at most [`MAX_GROUPS`] groups, so at most
-//! `MAX_GROUPS²/2` runs of at most 25 digits each.
+//! Work per candidate is bounded: at most 42 bytes, so at most 21 groups,
+//! and only runs of 7–17 digits are read.
 
 use super::{is_aword, next, number_bounded, prev};
 
-/// Groups in one candidate (the pattern allows at most 25 digits).
-const MAX_GROUPS: usize = 25;
+/// Groups in one candidate (the pattern matches at most 42 bytes).
+const MAX_GROUPS: usize = 21;
 /// E.164: a number has at most 15 digits, its country code included.
 const E164_MAX: usize = 15;
 
 /// The candidate pattern (validated here, in code).
-pub(super) const PATTERN: &str = r"(?:\+|\(\+?)?[0-9](?:[ \-./()]{0,3}[0-9]){6,24}";
+pub(super) const PATTERN: &str = r"(?:\+|\(\+?)?[0-9][0-9 \-./()]{5,40}[0-9]";
 
 /// Words that make a phone-shaped digit run a phone number: the vCard
 /// telephone types (RFC 6350) and how English and German texts label or ask
-/// for a number. Matched ASCII-case-insensitively as whole words.
-const CONTEXT: &[&str] = &[
-    "phone",
-    "phones",
-    "telephone",
-    "tel",
-    "ph",
-    "mobile",
-    "mob",
-    "cell",
-    "cellphone",
-    "fax",
-    "pager",
-    "voice",
-    "call",
-    "calls",
-    "called",
-    "calling",
-    "dial",
-    "sms",
-    "text",
-    "whatsapp",
-    "reach",
-    "hotline",
-    "helpline",
-    "telefon",
-    "telefonnummer",
-    "rufnummer",
-    "handy",
-    "handynummer",
-    "mobil",
-    "mobilnummer",
-    "festnetz",
-    "telefax",
-    "anrufen",
-    "durchwahl",
-    "erreichbar",
-    "office",
-];
-/// How far before and after a number a context word may stand (bytes).
+/// for a number. `word` is lower-case ASCII; the match compiles to a switch
+/// on the length, then a comparison.
+fn context_word(word: &[u8]) -> bool {
+    matches!(
+        word,
+        b"phone"
+            | b"phones"
+            | b"telephone"
+            | b"tel"
+            | b"ph"
+            | b"mobile"
+            | b"mob"
+            | b"cell"
+            | b"cellphone"
+            | b"fax"
+            | b"pager"
+            | b"voice"
+            | b"call"
+            | b"calls"
+            | b"called"
+            | b"calling"
+            | b"dial"
+            | b"sms"
+            | b"text"
+            | b"whatsapp"
+            | b"reach"
+            | b"hotline"
+            | b"helpline"
+            | b"telefon"
+            | b"telefonnummer"
+            | b"rufnummer"
+            | b"handy"
+            | b"handynummer"
+            | b"mobil"
+            | b"mobilnummer"
+            | b"festnetz"
+            | b"telefax"
+            | b"anrufen"
+            | b"durchwahl"
+            | b"erreichbar"
+            | b"office"
+    )
+}
+/// The longest context word, and how far before and after a number one may
+/// stand (bytes).
+const CONTEXT_WORD_MAX: usize = 13;
 const CONTEXT_BEFORE: usize = 48;
 const CONTEXT_AFTER: usize = 24;
 
@@ -114,9 +120,30 @@ pub(super) fn find(text: &str, s: usize, e: usize, out: &mut impl FnMut(usize, u
         }
     }
     let groups = &groups[..n];
+    // Digits before each group, to skip runs of the wrong length unread.
+    let mut before = [0usize; MAX_GROUPS + 1];
+    for (k, (a, z)) in groups.iter().enumerate() {
+        before[k + 1] = before[k] + (z - a);
+    }
     // Two numbers in one candidate stand apart by a space (or ` / `); a run
     // never starts or ends inside a grouping like `(555) 201-9999`.
     let split = |k: usize| matches!(text.get(groups[k].1..groups[k + 1].0), Some(" " | " (" | " / " | " / ("));
+    // A run inside the candidate (not all of it) must fit a plan without
+    // context: start with a trunk `0` or an international `+`, or have the
+    // NANP's 3-3-4 grouping. Anything else is not read at all.
+    let plausible = |first: usize, last: usize| {
+        let (a, _) = groups[first];
+        let lead = text.as_bytes().get(a.saturating_sub(2)..a).unwrap_or_default();
+        let lens = |k: usize| groups.get(k).map_or(0, |(a, z)| z - a);
+        text.as_bytes().get(a) == Some(&b'0')
+            || lead.contains(&b'+')
+            || match last - first {
+                2 => (lens(first), lens(first + 1), lens(last)) == (3, 3, 4),
+                3 => (lens(first), lens(first + 1), lens(first + 2), lens(last)) == (1, 3, 3, 4),
+                1 => (lens(first), lens(last)) == (3, 7),
+                _ => false,
+            }
+    };
     let mut first = 0;
     while first < groups.len() {
         if first > 0 && !split(first - 1) {
@@ -125,10 +152,17 @@ pub(super) fn find(text: &str, s: usize, e: usize, out: &mut impl FnMut(usize, u
         }
         let mut taken = None;
         for last in (first..groups.len()).rev() {
-            if last + 1 < groups.len() && !split(last) {
+            let digits = before[last + 1] - before[first];
+            if digits > E164_MAX + 2 || (last + 1 < groups.len() && !split(last)) {
                 continue;
             }
+            if digits < 7 {
+                break;
+            }
             let whole = first == 0 && last + 1 == groups.len();
+            if !whole && !plausible(first, last) {
+                continue;
+            }
             if let Some(span) = read(text, s, groups, first, last, whole) {
                 taken = Some((last, span));
                 break;
@@ -217,11 +251,11 @@ impl Shape {
 }
 
 fn shape(text: &str, lead: &str, g: &[(usize, usize)]) -> Option<Shape> {
-    let plus = lead.contains('+');
-    let mut open = lead.contains('(');
-    if lead.len() > 2 || lead.matches('+').count() > 1 {
+    if !matches!(lead, "" | "+" | "(" | "(+" | "+(") {
         return None;
     }
+    let plus = lead.contains('+');
+    let mut open = lead.contains('(');
     let mut sh = Shape {
         digits: [0; E164_MAX + 2],
         len: 0,
@@ -238,13 +272,16 @@ fn shape(text: &str, lead: &str, g: &[(usize, usize)]) -> Option<Shape> {
         let group = text.get(a..z)?;
         if k > 0 {
             let sep = text.get(g[k - 1].1..a)?;
-            let closes = sep.starts_with(')');
-            let rest = sep.trim_start_matches(')');
-            let opens = rest.ends_with('(');
-            let mid = rest.trim_end_matches('(');
-            if sep.matches(')').count() > usize::from(closes) || rest.matches('(').count() > usize::from(opens) {
-                return None;
-            }
+            // One `)` may close the group before, one `(` open the next; no
+            // other parenthesis passes the check of `mid` below.
+            let (closes, rest) = match sep.strip_prefix(')') {
+                Some(rest) => (true, rest),
+                None => (false, sep),
+            };
+            let (opens, mid) = match rest.strip_suffix('(') {
+                Some(mid) => (true, mid),
+                None => (false, rest),
+            };
             if closes != open {
                 // `)` closes the group just read; any other `)` is stray, and
                 // an open `(` must close right after its group.
@@ -427,11 +464,27 @@ fn has_context(text: &str, s: usize, e: usize) -> bool {
     while !text.is_char_boundary(to) {
         to -= 1;
     }
-    let words = |t: &str| {
-        t.split(|c: char| !c.is_ascii_alphabetic())
-            .any(|w| !w.is_empty() && CONTEXT.iter().any(|k| w.eq_ignore_ascii_case(k)))
+    let words = |t: &[u8]| {
+        let mut word = [0u8; CONTEXT_WORD_MAX];
+        let mut n = 0;
+        // A space past the end closes the last word.
+        for &b in t.iter().chain(b" ") {
+            if b.is_ascii_alphabetic() {
+                if let Some(slot) = word.get_mut(n) {
+                    *slot = b.to_ascii_lowercase();
+                }
+                n += 1;
+            } else {
+                if (2..=CONTEXT_WORD_MAX).contains(&n) && context_word(&word[..n]) {
+                    return true;
+                }
+                n = 0;
+            }
+        }
+        false
     };
-    text.get(from..s).is_some_and(words) || text.get(e..to).is_some_and(words)
+    let bytes = text.as_bytes();
+    bytes.get(from..s).is_some_and(words) || bytes.get(e..to).is_some_and(words)
 }
 
 #[cfg(test)]
