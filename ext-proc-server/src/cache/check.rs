@@ -11,8 +11,11 @@
 //!   `n't`, `without`, …);
 //! - **numbers**: the same number words (`two`, `hundred`, `first`, …; digit
 //!   runs already keep prompts in different partitions, see `cache::key`);
-//! - **entities**: every name one prompt writes with a capital (not at the
-//!   start of a sentence) or in capitals (`USD`) appears in the other;
+//! - **entities**: no name is replaced by another: a name one prompt writes
+//!   with a capital (not at the start of a sentence) or in capitals (`USD`)
+//!   and the other lacks, while the other has a name the first lacks
+//!   (`France` / `Spain`). A name only added (`the National Mall` / `Washington's
+//!   National Mall`) is left to the threshold;
 //! - **order**: the content words both prompts share keep their roles. Each
 //!   shared word has a *marker*, the nearest direction word before it in its
 //!   clause (`from`, `to`, `into`, `than`, `by`, `vs`, …). Two prompts differ
@@ -332,7 +335,7 @@ pub fn compare(a: &str, b: &str) -> Differences {
     Differences {
         negation: wa.iter().filter(|w| w.negation).count() != wb.iter().filter(|w| w.negation).count(),
         numbers: number_words(&wa) != number_words(&wb),
-        entities: names_missing(&wa, &wb) || names_missing(&wb, &wa),
+        entities: names_missing(&wa, &wb) && names_missing(&wb, &wa),
         order: order_differs(&wa, &wb),
         substitution: substituted(&wa, &wb),
     }
@@ -377,6 +380,13 @@ mod tests {
         assert_eq!(differs("Name two prime numbers", "Name three prime numbers"), Some("numbers"));
         assert_eq!(differs("What is the capital of France?", "What is the capital of Spain?"), Some("entities"));
         assert_eq!(differs("Convert 5 USD", "Convert 5 EUR"), Some("entities"));
+        assert_eq!(
+            differs(
+                "Man sets himself on fire on the National Mall",
+                "Man sets himself on fire at Washington's National Mall"
+            ),
+            None
+        );
     }
 
     #[test]
