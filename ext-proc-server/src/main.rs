@@ -52,6 +52,9 @@ enum Cmd {
         policy: Option<PathBuf>,
         #[arg(long)]
         jsonl: bool,
+        /// With --jsonl: only the PII findings and the scanner's time per text.
+        #[arg(long, requires = "jsonl")]
+        pii: bool,
     },
     /// Validate a policy file.
     Check {
@@ -430,7 +433,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tollgate_mock::serve(listener, config, server::shutdown_signal()).await?;
             Ok(())
         }
-        Cmd::Scan { policy, jsonl } => {
+        Cmd::Scan { policy, jsonl, pii } => {
             let inspection = match policy {
                 Some(path) => load_policy(&path)?.inspection,
                 None => Default::default(),
@@ -439,7 +442,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let stdin = std::io::stdin().lock();
             if jsonl {
                 let stdout = std::io::BufWriter::new(std::io::stdout().lock());
-                let (ok, bad) = scan::scan_jsonl(&scanner, stdin, stdout)?;
+                let (ok, bad) = if pii {
+                    scan::scan_pii_jsonl(&scanner, stdin, stdout)?
+                } else {
+                    scan::scan_jsonl(&scanner, stdin, stdout)?
+                };
                 eprintln!("tollgate scan: {ok} scanned, {bad} unreadable");
             } else {
                 let mut text = String::new();
