@@ -7,13 +7,16 @@
 //! original text, decodes base64 runs and hidden tag characters and scans
 //! them too, and scores the matched rules: `score = 1 - Π(1 - weight)`.
 //!
-//! Three rule ids are built-in detectors rather than patterns:
+//! Four rule ids are built-in detectors rather than patterns:
 //! [`BASE64_PAYLOAD`] (a rule matched inside decoded base64),
 //! [`ZERO_WIDTH`] (invisible characters inside words, or text smuggled in
-//! tag characters) and [`HOMOGLYPH`] (a word mixing Latin with Cyrillic or
-//! Greek look-alikes). A policy rule with one of these ids and neither
-//! `regex` nor `phrases` enables (or re-weights) that detector.
+//! tag characters), [`HOMOGLYPH`] (a word mixing Latin with Cyrillic or
+//! Greek look-alikes) and [`CLASSIFIER`] (the learned classifier of
+//! [`model`]: its weight for a text is its judgment, capped by the rule's
+//! weight). A policy rule with one of these ids and neither `regex` nor
+//! `phrases` enables (or re-weights) that detector; `disable` turns it off.
 
+pub mod model;
 mod normalize;
 mod pack;
 
@@ -34,8 +37,10 @@ pub const BASE64_PAYLOAD: &str = "encoding.base64_payload";
 pub const ZERO_WIDTH: &str = "obfuscation.zero_width";
 /// Detector id: a word mixing Latin with Cyrillic/Greek look-alikes.
 pub const HOMOGLYPH: &str = "obfuscation.homoglyph";
+/// Detector id: the learned classifier ([`model`]).
+pub const CLASSIFIER: &str = model::RULE;
 /// All built-in detector ids.
-pub const DETECTOR_IDS: [&str; 3] = [BASE64_PAYLOAD, ZERO_WIDTH, HOMOGLYPH];
+pub const DETECTOR_IDS: [&str; 4] = [BASE64_PAYLOAD, ZERO_WIDTH, HOMOGLYPH, CLASSIFIER];
 
 /// How deep decoded content (base64, tag characters) is scanned again.
 const MAX_DECODE_DEPTH: u8 = 2;
@@ -341,6 +346,8 @@ pub struct Firewall {
     base64: Option<usize>,
     zero_width: Option<usize>,
     homoglyph: Option<usize>,
+    /// The learned classifier and its rule's index (its weight caps the judgment).
+    classifier: Option<(usize, Arc<model::Model>)>,
     levels: Levels,
 }
 
@@ -354,7 +361,7 @@ impl Firewall {
         let mut compiled = Vec::with_capacity(rules.len());
         let (mut patterns, mut regex_rule) = (Vec::new(), Vec::new());
         let (mut phrases, mut phrase_info) = (Vec::new(), Vec::new());
-        let (mut base64, mut zero_width, mut homoglyph) = (None, None, None);
+        let (mut base64, mut zero_width, mut homoglyph, mut classifier) = (None, None, None, None);
         for (i, r) in rules.iter().enumerate() {
             compiled.push(CompiledRule { id: r.id.clone(), weight: r.weight });
             if let Some(re) = &r.regex {
@@ -373,6 +380,7 @@ impl Firewall {
                     BASE64_PAYLOAD => base64 = Some(i),
                     ZERO_WIDTH => zero_width = Some(i),
                     HOMOGLYPH => homoglyph = Some(i),
+                    CLASSIFIER => classifier = Some(i),
                     _ => {}
                 }
             }
@@ -401,6 +409,16 @@ impl Firewall {
             base64,
             zero_width,
             homoglyph,
+            classifier: match classifier {
+                Some(i) => Some((
+                    i,
+                    shipped_model().ok_or_else(|| Error::Policy {
+                        path: "rules".into(),
+                        message: "the built-in classifier's model does not load".into(),
+                    })?,
+                )),
+                None => None,
+            },
             levels: policy.levels(),
         })
     }
@@ -443,16 +461,20 @@ impl Firewall {
         let mut hits = vec![false; self.rules.len()];
         if self.rules.is_empty() {
             // No rule, no detector (`pack: none`): nothing to normalize for.
-            return self.verdict(&hits);
+            return self.verdict(&hits, 0.0);
         }
+        let mut judged = Judged::default();
         for text in texts {
-            self.scan_into(text, &mut hits, 0);
+            self.scan_into(text, &mut hits, &mut judged, 0);
         }
-        self.verdict(&hits)
+        self.verdict(&hits, judged.weight)
     }
 
-    fn scan_into(&self, text: &str, hits: &mut [bool], depth: u8) {
+    fn scan_into(&self, text: &str, hits: &mut [bool], judged: &mut Judged, depth: u8) {
         let norm = normalize(text);
+        if let Some((_, model)) = &self.classifier {
+            judged.weight = judged.weight.max(model.text_weight(&norm, &mut judged.scratch));
+        }
         // Most prompts match no rule at all: a search that can stop at the
         // first match (and skip ahead on literals) rules that out several
         // times faster than the overlapping search for every match.
@@ -497,11 +519,11 @@ impl Firewall {
             if let Some(r) = self.zero_width {
                 hits[r] = true;
             }
-            self.scan_into(&hidden, hits, depth + 1);
+            self.scan_into(&hidden, hits, judged, depth + 1);
         }
         for decoded in normalize::base64_payloads(text) {
             let mut inner = vec![false; self.rules.len()];
-            self.scan_into(&decoded, &mut inner, depth + 1);
+            self.scan_into(&decoded, &mut inner, judged, depth + 1);
             if inner.iter().any(|&h| h) {
                 for (h, i) in hits.iter_mut().zip(&inner) {
                     *h |= *i;
@@ -513,14 +535,42 @@ impl Firewall {
         }
     }
 
-    fn verdict(&self, hits: &[bool]) -> Verdict {
-        let mut matched: Vec<&CompiledRule> = self.rules.iter().zip(hits).filter(|(_, &h)| h).map(|(r, _)| r).collect();
+    /// The verdict on the rules `hits` marks and the classifier's judgment (its highest weight
+    /// over the texts, counted when it reaches [`CLASSIFIER_FLOOR`]).
+    fn verdict(&self, hits: &[bool], judged: f64) -> Verdict {
+        let mut matched: Vec<CompiledRule> =
+            self.rules.iter().zip(hits).filter(|(_, &h)| h).map(|(r, _)| r.clone()).collect();
+        if let Some((i, _)) = &self.classifier {
+            let weight = judged * self.rules.get(*i).map_or(0.0, |r| r.weight);
+            if weight >= CLASSIFIER_FLOOR {
+                matched.retain(|r| r.id != CLASSIFIER);
+                matched.push(CompiledRule { id: CLASSIFIER.into(), weight });
+            }
+        }
         matched.sort_by(|a, b| b.weight.total_cmp(&a.weight).then_with(|| a.id.cmp(&b.id)));
         let keep: f64 = matched.iter().map(|r| 1.0 - r.weight).product();
         let score = (1.0 - keep).clamp(0.0, 1.0);
         let action = self.levels.action(score, !matched.is_empty());
-        Verdict { score, action, rules: matched.into_iter().map(|r| r.id.clone()).collect() }
+        Verdict { score, action, rules: matched.into_iter().map(|r| r.id).collect() }
     }
+}
+
+/// Below this weight (the default `log` level) the classifier's judgment is not counted: a
+/// faint judgment stacked on one weak rule would flag ordinary requests that happen to share
+/// a word with an attack.
+pub const CLASSIFIER_FLOOR: f64 = 0.3;
+
+/// The classifier's running judgment over a request's texts.
+#[derive(Default)]
+struct Judged {
+    weight: f64,
+    scratch: Vec<u32>,
+}
+
+/// The shipped classifier, parsed once per process.
+fn shipped_model() -> Option<Arc<model::Model>> {
+    static MODEL: std::sync::OnceLock<Option<Arc<model::Model>>> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| model::Model::shipped().map(Arc::new)).clone()
 }
 
 fn ends_with_word_char(s: &str) -> bool {

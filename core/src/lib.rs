@@ -12,6 +12,7 @@ pub mod filter_config;
 pub mod firewall;
 pub mod guard;
 pub mod headers;
+pub mod learn;
 pub mod moderation;
 pub mod pii;
 pub mod policy;

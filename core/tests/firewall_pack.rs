@@ -2,10 +2,12 @@
 //! and ordinary business prompts stay below `flag`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use tollgate_core::firewall::{Firewall, FirewallAction, FirewallPolicy, Verdict};
+use tollgate_core::firewall::{Firewall, FirewallAction, FirewallPolicy, Verdict, CLASSIFIER};
 
+/// The default pack without the learned classifier: these tests pin down what the rules do
+/// (tests/firewall_classifier.rs has the classifier's).
 fn fw() -> Firewall {
-    Firewall::new(&FirewallPolicy::default()).unwrap()
+    Firewall::new(&FirewallPolicy { disable: vec![CLASSIFIER.into()], ..FirewallPolicy::default() }).unwrap()
 }
 
 /// Base64 (standard alphabet, padded) written here so no fixture is hard-coded.

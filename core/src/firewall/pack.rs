@@ -5,7 +5,7 @@
 //! join whole words, so word gaps are written ` ?`). `\b` is rewritten to the
 //! ASCII word boundary `(?-u:\b)` so the regex set stays on its fast DFA path.
 
-use super::{Rule, BASE64_PAYLOAD, HOMOGLYPH, ZERO_WIDTH};
+use super::{Rule, BASE64_PAYLOAD, CLASSIFIER, HOMOGLYPH, ZERO_WIDTH};
 
 fn alt(parts: &[&str]) -> String {
     let joined: Vec<String> = parts.iter().map(|p| format!("(?:{p})")).collect();
@@ -373,6 +373,8 @@ pub fn default_rules() -> Vec<Rule> {
         detector(BASE64_PAYLOAD, 0.6),
         detector(ZERO_WIDTH, 0.45),
         detector(HOMOGLYPH, 0.45),
+        // The learned classifier: its weight caps what it adds (see `model`).
+        detector(CLASSIFIER, 1.0),
     ]
 }
 

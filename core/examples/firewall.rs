@@ -1,0 +1,109 @@
+//! Train the prompt firewall's classifier (`core/src/firewall/model.rs`).
+//!
+//! ```text
+//! cargo run --release -p tollgate-core --example firewall -- train \
+//!     --data train.jsonl --val val.jsonl --out core/models/firewall.bin [--bits 17] [--fpr 0.01]
+//! ```
+//!
+//! `--data` and `--val` hold JSONL lines `{"text": "...", "label": 0|1}` (1: an attack). The
+//! model is fit on `--data` only ([`tollgate_core::learn::fit`]: deterministic, the same data
+//! gives the same bytes). Its flag point is then set on `--val`: the logit that the benign
+//! validation texts reach at most a fraction `--fpr` of the time, so on data like the training
+//! corpora's the classifier alone flags about that share of benign texts. The weights are
+//! quantized to 8 bits, and the flag point is set on the quantized model.
+
+use std::io::BufRead;
+
+use serde_json::Value;
+use tollgate_core::firewall::model::{features, Model};
+use tollgate_core::firewall::normalize;
+use tollgate_core::learn::{self, Example};
+
+fn read(path: &str) -> Result<Vec<(String, bool)>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| format!("{path}: {e}"))?;
+        let text = v["text"].as_str().ok_or_else(|| format!("{path}: a line without text"))?;
+        out.push((normalize(text), v["label"].as_i64() == Some(1)));
+    }
+    Ok(out)
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn train(args: &[String]) -> Result<(), String> {
+    let data = arg(args, "--data").ok_or("train needs --data FILE")?;
+    let val = arg(args, "--val").ok_or("train needs --val FILE")?;
+    let out = arg(args, "--out").ok_or("train needs --out FILE")?;
+    let bits: u32 = arg(args, "--bits").and_then(|b| b.parse().ok()).unwrap_or(17);
+    let fpr: f64 = arg(args, "--fpr").and_then(|f| f.parse().ok()).unwrap_or(0.01);
+    let settings = learn::Settings {
+        epochs: arg(args, "--epochs").and_then(|e| e.parse().ok()).unwrap_or(12),
+        l2: arg(args, "--l2").and_then(|e| e.parse().ok()).unwrap_or(1e-5),
+        ..learn::Settings::default()
+    };
+    let mut scratch = Vec::new();
+    let mut vectorize = |text: &str| {
+        scratch.clear();
+        features(text, bits, &mut scratch);
+        learn::vectorize(&scratch)
+    };
+    let examples: Vec<Example> = read(&data)?.iter().map(|(text, y)| Example { x: vectorize(text), y: *y }).collect();
+    let positives = examples.iter().filter(|e| e.y).count();
+    eprintln!("training on {} texts ({positives} attacks)", examples.len());
+    let (weights, bias) = learn::fit(&examples, 1 << bits, settings);
+    let model = Model::quantize(bits, &weights, bias, 0.0);
+    // The flag point: the (1 - fpr) quantile of the benign validation texts' logits.
+    let mut benign: Vec<f32> = Vec::new();
+    let mut attacks: Vec<f32> = Vec::new();
+    for (text, y) in read(&val)? {
+        scratch.clear();
+        features(&text, bits, &mut scratch);
+        let z = model.logit(&scratch);
+        if y {
+            attacks.push(z);
+        } else {
+            benign.push(z);
+        }
+    }
+    benign.sort_by(f32::total_cmp);
+    let Some(&flag) = benign.get(((1.0 - fpr) * benign.len() as f64).floor() as usize).or(benign.last()) else {
+        return Err("the validation set has no benign text".into());
+    };
+    let caught = attacks.iter().filter(|&&z| z > flag).count();
+    eprintln!(
+        "flag logit {flag:.3}: validation attacks flagged {caught}/{} ({:.1} %), benign {:.1} %",
+        attacks.len(),
+        100.0 * caught as f64 / attacks.len().max(1) as f64,
+        100.0 * benign.iter().filter(|&&z| z > flag).count() as f64 / benign.len() as f64
+    );
+    let bytes = model.with_flag_logit(flag).to_bytes();
+    std::fs::write(&out, &bytes).map_err(|e| format!("{out}: {e}"))?;
+    eprintln!("wrote {out}: {} bytes", bytes.len());
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("train") => train(&args),
+        _ => {
+            Err("usage: firewall train --data FILE --val FILE --out FILE [--bits N] [--fpr X] [--epochs N] [--l2 X]"
+                .into())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("firewall: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The firewall's learned classifier: a logistic model over hashed word and character n-grams of
+//! the normalized text, small and cheap enough to run in the filter on every request.
+//!
+//! It judges every text the firewall scans, whatever its role: a separate head for tool output
+//! (data that should hold no instructions at all) was measured and is not shipped: on public
+//! business documents it flagged far more than this one (docs/firewall-quality.md).
+//!
+//! Features ([`features`]): each word (a run of letters, digits and `'`; any other character is
+//! a word of its own), each pair of neighbouring words, and each 4 bytes of the normalized text,
+//! hashed into `2^bits` buckets. A window's score is `bias + Σ w / √n` over its `n` features; a
+//! text's is its best window's ([`WINDOW`] features overlapping by half), so an attack at the
+//! end of a long document is not diluted by the rest.
+//!
+//! The weights ship in `core/models/firewall.bin` (see [`Model::from_bytes`] for the format),
+//! built by `scripts/train-firewall.sh` from public corpora (docs/firewall-quality.md). The
+//! model carries the logit at which it alone should flag, chosen on held-out data (the
+//! training corpora's validation split); the rule weight a text adds to the firewall's score
+//! is `σ(z − flag logit)`, so the classifier alone flags at 0.5 and blocks at the policy's
+//! `block` level, like any rule.
+
+/// Features per window.
+pub const WINDOW: usize = 512;
+
+/// Rule id of the classifier's judgment.
+pub const RULE: &str = "classifier.injection";
+
+const MAGIC: &[u8; 8] = b"TGFWM\x001\x00";
+
+/// Quantized weights (`w = q · scale`) over `2^bits` buckets, a bias and the flag point.
+#[derive(Clone, Debug)]
+pub struct Model {
+    bits: u32,
+    weights: Vec<i8>,
+    scale: f32,
+    bias: f32,
+    flag_logit: f32,
+}
+
+impl Model {
+    /// A model from float weights (the trainer's; `2^bits` of them): quantized to 8 bits.
+    pub fn quantize(bits: u32, weights: &[f32], bias: f32, flag_logit: f32) -> Model {
+        let max = weights.iter().fold(0f32, |m, w| m.max(w.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let weights = weights.iter().map(|w| (w / scale).round().clamp(-127.0, 127.0) as i8).collect();
+        Model { bits, weights, scale, bias, flag_logit }
+    }
+
+    /// Sets the logit at which the classifier alone flags.
+    pub fn with_flag_logit(mut self, flag_logit: f32) -> Model {
+        self.flag_logit = flag_logit;
+        self
+    }
+
+    pub fn flag_logit(&self) -> f32 {
+        self.flag_logit
+    }
+
+    /// The best window's logit over `features` (the bias alone when there are none).
+    pub fn logit(&self, features: &[u32]) -> f32 {
+        let mask = self.weights.len().saturating_sub(1);
+        let w = |f: &u32| f32::from(self.weights.get(*f as usize & mask).copied().unwrap_or(0));
+        if features.len() <= WINDOW {
+            let sum: f32 = features.iter().map(w).sum();
+            return self.bias + self.scale * sum / (features.len().max(1) as f32).sqrt();
+        }
+        let norm = self.scale / (WINDOW as f32).sqrt();
+        let mut best = f32::NEG_INFINITY;
+        let mut start = 0;
+        loop {
+            let end = (start + WINDOW).min(features.len());
+            let from = end.saturating_sub(WINDOW);
+            let sum: f32 = features[from..end].iter().map(w).sum();
+            best = best.max(self.bias + norm * sum);
+            if end == features.len() {
+                return best;
+            }
+            start += WINDOW / 2;
+        }
+    }
+
+    /// The weight this text adds to the firewall's score: `σ(z − flag logit)`.
+    pub fn rule_weight(&self, features: &[u32]) -> f64 {
+        sigmoid(f64::from(self.logit(features) - self.flag_logit))
+    }
+}
+
+/// The model shipped with the gateway.
+static SHIPPED: &[u8] = include_bytes!("../../models/firewall.bin");
+
+impl Model {
+    /// The model in `core/models/firewall.bin`.
+    pub fn shipped() -> Option<Model> {
+        Model::from_bytes(SHIPPED)
+    }
+
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// The weight `normalized` (a text as the firewall normalizes it) adds to the firewall's
+    /// score, with a scratch buffer for its features.
+    pub fn text_weight(&self, normalized: &str, scratch: &mut Vec<u32>) -> f64 {
+        scratch.clear();
+        features(normalized, self.bits, scratch);
+        self.rule_weight(scratch)
+    }
+
+    /// The file format, little-endian: the magic `TGFWM\0 1\0`, `bits` (u32, 8..=24), bias,
+    /// scale and flag logit (f32 each), then `2^bits` weights (i8). `None` when the bytes are
+    /// not such a file.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Model> {
+        let rest = bytes.strip_prefix(MAGIC.as_slice())?;
+        let (bits, rest) = take_u32(rest)?;
+        if !(8..=24).contains(&bits) {
+            return None;
+        }
+        let (bias, rest) = take_f32(rest)?;
+        let (scale, rest) = take_f32(rest)?;
+        let (flag_logit, rest) = take_f32(rest)?;
+        if rest.len() != 1 << bits || ![bias, scale, flag_logit].iter().all(|f| f.is_finite()) {
+            return None;
+        }
+        Some(Model { bits, weights: rest.iter().map(|&b| b as i8).collect(), scale, bias, flag_logit })
+    }
+
+    /// [`from_bytes`](Self::from_bytes)'s format.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&self.bits.to_le_bytes());
+        for f in [self.bias, self.scale, self.flag_logit] {
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        out.extend(self.weights.iter().map(|&w| w as u8));
+        out
+    }
+}
+
+fn take_u32(b: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, rest) = (b.get(..4)?, b.get(4..)?);
+    Some((u32::from_le_bytes(head.try_into().ok()?), rest))
+}
+
+fn take_f32(b: &[u8]) -> Option<(f32, &[u8])> {
+    let (v, rest) = take_u32(b)?;
+    Some((f32::from_bits(v), rest))
+}
+
+pub fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// Whether `b` continues a word: ASCII letters and digits, `'`, and any byte of a non-ASCII
+/// character (normalization leaves letters of other scripts there).
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'\'' || b >= 0x80
+}
+
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+const FNV_PRIME: u32 = 0x0100_0193;
+
+/// Mixes a hash into `bits` bits (Fibonacci hashing of a finalized value).
+fn bucket(h: u32, bits: u32) -> u32 {
+    let h = (h ^ (h >> 15)).wrapping_mul(0x2c1b_3c6d);
+    let h = (h ^ (h >> 12)).wrapping_mul(0x297a_2d39);
+    (h ^ (h >> 15)).wrapping_mul(0x9e37_79b1) >> (32 - bits)
+}
+
+/// Appends the hashed features of `normalized` (the firewall's normalized text) to `out`, in
+/// text order: for each word its unigram and its pair with the word before, and the 4-byte
+/// n-grams of the text with a space on each side.
+pub fn features(normalized: &str, bits: u32, out: &mut Vec<u32>) {
+    let bytes = normalized.as_bytes();
+    let mut prev: Option<u32> = None;
+    let mut i = 0;
+    // 4-grams over " text ": the window slides one byte at a time.
+    let mut gram: u32 = u32::from(b' ');
+    let mut filled = 1;
+    let mut push_byte = |b: u8, out: &mut Vec<u32>| {
+        gram = (gram << 8) | u32::from(b);
+        filled += 1;
+        if filled >= 4 {
+            out.push(bucket(gram ^ 0x5bd1_e995, bits));
+        }
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b' ' {
+            push_byte(b, out);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        if is_word_byte(b) {
+            while i < bytes.len() && is_word_byte(bytes[i]) {
+                i += 1;
+            }
+        } else {
+            i += 1;
+        }
+        let mut h = FNV_OFFSET;
+        for &c in &bytes[start..i] {
+            h = (h ^ u32::from(c)).wrapping_mul(FNV_PRIME);
+            push_byte(c, out);
+        }
+        out.push(bucket(h, bits));
+        if let Some(p) = prev {
+            out.push(bucket(p.wrapping_mul(0x9e37_79b9) ^ h.rotate_left(13) ^ 0x2545_f491, bits));
+        }
+        prev = Some(h);
+    }
+    push_byte(b' ', out);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_are_in_range_and_in_text_order() {
+        let mut f = Vec::new();
+        features("ignore all previous instructions", 12, &mut f);
+        assert!(f.iter().all(|&x| x < 1 << 12));
+        // 4 words: 4 unigrams, 3 pairs, and one 4-gram per byte of " text " past the third.
+        assert_eq!(f.len(), 4 + 3 + (32 + 2 - 3));
+        let mut g = Vec::new();
+        features("ignore all previous instructions and more", 12, &mut g);
+        assert_eq!(&g[..f.len() - 1], &f[..f.len() - 1]);
+    }
+
+    #[test]
+    fn the_best_window_counts_so_an_attack_at_the_end_is_not_diluted() {
+        let bits = 16;
+        let mut weights = vec![0f32; 1 << bits];
+        let mut attack = Vec::new();
+        features("zzqx", bits, &mut attack);
+        for &a in &attack {
+            weights[a as usize] = 1.0;
+        }
+        let head = Model::quantize(bits, &weights, -2.0, 0.0);
+        let mut short = Vec::new();
+        features("zzqx", bits, &mut short);
+        let long_text = format!("{} zzqx", "plain words here ".repeat(200));
+        let mut long = Vec::new();
+        features(&long_text, bits, &mut long);
+        assert!(long.len() > 2 * WINDOW);
+        // Diluted over the whole text it would score far less than alone; the last window
+        // (ending with the text) keeps most of it.
+        let whole = -2.0 + long.iter().map(|&f| weights[f as usize]).sum::<f32>() / (long.len() as f32).sqrt();
+        assert!(head.logit(&long) > whole + 0.1, "{} vs {whole}", head.logit(&long));
+    }
+
+    #[test]
+    fn the_file_format_round_trips_and_rejects_bad_files() {
+        let w: Vec<f32> = (0..256).map(|i| (i as f32 - 128.0) / 64.0).collect();
+        let m = Model::quantize(8, &w, 0.5, 1.5);
+        let bytes = m.to_bytes();
+        let back = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(back.to_bytes(), bytes);
+        assert_eq!(back.flag_logit(), 1.5);
+        assert!(Model::from_bytes(&bytes[..bytes.len() - 1]).is_none());
+        assert!(Model::from_bytes(b"not a model").is_none());
+    }
+
+    #[test]
+    fn the_shipped_model_loads() {
+        let m = Model::shipped().unwrap();
+        assert!(m.bits() >= 12);
+    }
+}
