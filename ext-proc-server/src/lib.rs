@@ -11,6 +11,7 @@ pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod embed;
+pub mod embed_jsonl;
 pub mod envoy;
 pub mod identity;
 pub mod k8s;

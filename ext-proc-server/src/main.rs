@@ -100,6 +100,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Embed every text of a JSONL stream (`{"id","text"}` per line) with the sidecar's sentence
+    /// model, one vector per window of a long text: for the quality measurements.
+    Embed {
+        /// Embedding model directory (default: the one `scripts/install.sh` installs).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
     /// Make the gateway's certificates for mutual TLS between Envoy and the
     /// sidecar in the policy's `sidecar.tls.dir` (or `--dir`): a new private
     /// authority signing one certificate for each. `tollgate serve`, `up` and
@@ -464,6 +471,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Keys { what } => keys_command(what),
         Cmd::Audit { what } => audit_command(what),
         Cmd::Usage { policy, admin, team, since, json } => usage_command(policy, admin, team, since, json).await,
+        Cmd::Embed { model } => {
+            use tollgate_ext_proc::{embed, embed_jsonl};
+            let dir = model.or_else(embed::default_model_dir).ok_or_else(|| {
+                anyhow::anyhow!("no embedding model found: run scripts/install.sh or pass --model DIR")
+            })?;
+            let embedder = embed::Embedder::load(&dir)?;
+            let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let (ok, bad) =
+                tokio::task::block_in_place(|| embed_jsonl::run(&embedder, std::io::stdin().lock(), stdout))?;
+            eprintln!("embedded {ok} texts, skipped {bad} lines");
+            Ok(())
+        }
         Cmd::CacheQuality { pairs, model, json } => {
             use tollgate_ext_proc::{cache::quality, embed};
             let file = std::fs::File::open(&pairs).with_context(|| format!("opening {}", pairs.display()))?;
