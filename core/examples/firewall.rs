@@ -11,6 +11,9 @@
 //! validation texts reach at most a fraction `--fpr` of the time, so on data like the training
 //! corpora's the classifier alone flags about that share of benign texts. The weights are
 //! quantized to 8 bits, and the flag point is set on the quantized model.
+//!
+//! `cost --text FILE --times N [--without-classifier]` scans a text N times, for counting
+//! instructions under callgrind (docs/firewall-quality.md, "Cost").
 
 use std::io::BufRead;
 
@@ -90,10 +93,32 @@ fn train(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `cost --text FILE --times N [--without-classifier]`: scans the file's text N times with the
+/// default firewall (for instruction counts under callgrind: the difference between two N
+/// over the difference in N is the cost of one scan).
+fn cost(args: &[String]) -> Result<(), String> {
+    use tollgate_core::firewall::{Firewall, FirewallPolicy, CLASSIFIER};
+    let path = arg(args, "--text").ok_or("cost needs --text FILE")?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    let times: usize = arg(args, "--times").and_then(|t| t.parse().ok()).unwrap_or(100);
+    let mut policy = FirewallPolicy::default();
+    if args.iter().any(|a| a == "--without-classifier") {
+        policy.disable.push(CLASSIFIER.into());
+    }
+    let fw = Firewall::new(&policy).map_err(|e| e.to_string())?;
+    let mut flagged = 0;
+    for _ in 0..times {
+        flagged += usize::from(fw.scan(std::hint::black_box(&text)).score > 0.5);
+    }
+    eprintln!("{times} scans, {flagged} over 0.5");
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("train") => train(&args),
+        Some("cost") => cost(&args),
         _ => {
             Err("usage: firewall train --data FILE --val FILE --out FILE [--bits N] [--fpr X] [--epochs N] [--l2 X]"
                 .into())

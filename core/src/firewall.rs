@@ -473,7 +473,7 @@ impl Firewall {
     fn scan_into(&self, text: &str, hits: &mut [bool], judged: &mut Judged, depth: u8) {
         let norm = normalize(text);
         if let Some((_, model)) = &self.classifier {
-            judged.weight = judged.weight.max(model.text_weight(&norm, &mut judged.scratch));
+            judged.weight = judged.weight.max(model.text_weight(&norm));
         }
         // Most prompts match no rule at all: a search that can stop at the
         // first match (and skip ahead on literals) rules that out several
@@ -564,7 +564,6 @@ pub const CLASSIFIER_FLOOR: f64 = 0.3;
 #[derive(Default)]
 struct Judged {
     weight: f64,
-    scratch: Vec<u32>,
 }
 
 /// The shipped classifier, parsed once per process.

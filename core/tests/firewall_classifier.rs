@@ -53,13 +53,20 @@ const ORDINARY: &[&str] = &[
     "Rewrite this paragraph in a more formal tone for a grant application.",
 ];
 
+/// A learned judgment errs sometimes (docs/firewall-quality.md measures how often on public
+/// benign sets): none of these is blocked, and at most one is flagged.
 #[test]
-fn ordinary_prompts_and_documents_are_not_flagged() {
+fn ordinary_prompts_and_documents_are_not_blocked_and_rarely_flagged() {
     let fw = full();
+    let mut flagged = Vec::new();
     for t in ORDINARY {
         let v = fw.scan(t);
-        assert!(v.action < FirewallAction::Flag, "{t:?} -> {v:?}");
+        assert!(v.action < FirewallAction::Block, "{t:?} -> {v:?}");
+        if v.action >= FirewallAction::Flag {
+            flagged.push(format!("{t:?} -> {v:?}"));
+        }
     }
+    assert!(flagged.len() <= 1, "flagged:\n{}", flagged.join("\n"));
 }
 
 #[test]

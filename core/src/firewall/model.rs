@@ -55,32 +55,71 @@ impl Model {
         self.flag_logit
     }
 
-    /// The best window's logit over `features` (the bias alone when there are none).
+    /// The best window's logit over `features` (the bias alone when there are none): windows
+    /// of [`WINDOW`] features starting every half window, the last one ending with the text.
     pub fn logit(&self, features: &[u32]) -> f32 {
-        let mask = self.weights.len().saturating_sub(1);
-        let w = |f: &u32| f32::from(self.weights.get(*f as usize & mask).copied().unwrap_or(0));
-        if features.len() <= WINDOW {
-            let sum: f32 = features.iter().map(w).sum();
-            return self.bias + self.scale * sum / (features.len().max(1) as f32).sqrt();
+        let mut windows = Windows::default();
+        for &f in features {
+            windows.add(self.weight(f));
         }
-        let norm = self.scale / (WINDOW as f32).sqrt();
-        let mut best = f32::NEG_INFINITY;
-        let mut start = 0;
-        loop {
-            let end = (start + WINDOW).min(features.len());
-            let from = end.saturating_sub(WINDOW);
-            let sum: f32 = features[from..end].iter().map(w).sum();
-            best = best.max(self.bias + norm * sum);
-            if end == features.len() {
-                return best;
-            }
-            start += WINDOW / 2;
+        windows.best(self.bias, self.scale)
+    }
+
+    /// [`logit`](Self::logit) of a normalized text, its features weighed as they are made.
+    pub fn text_logit(&self, normalized: &str) -> f32 {
+        let mut windows = Windows::default();
+        for_each_feature(normalized, self.bits, |f| windows.add(self.weight(f)));
+        windows.best(self.bias, self.scale)
+    }
+
+    fn weight(&self, feature: u32) -> i32 {
+        // `weights` has 2^bits entries and features are below 2^bits: the mask only spares
+        // the bounds check.
+        let i = feature as usize & (self.weights.len().wrapping_sub(1));
+        i32::from(self.weights.get(i).copied().unwrap_or(0))
+    }
+
+    /// The weight a normalized text adds to the firewall's score: `σ(z − flag logit)`.
+    pub fn text_weight(&self, normalized: &str) -> f64 {
+        sigmoid(f64::from(self.text_logit(normalized) - self.flag_logit))
+    }
+}
+
+/// Sums of a text's feature weights in blocks of half a window, kept as they come: a window is
+/// two neighbouring blocks, so no feature is kept and each is added once.
+#[derive(Default)]
+struct Windows {
+    /// Completed blocks' sums.
+    blocks: Vec<i32>,
+    /// The block being filled: its sum and count.
+    sum: i32,
+    count: usize,
+}
+
+impl Windows {
+    fn add(&mut self, w: i32) {
+        self.sum += w;
+        self.count += 1;
+        if self.count == WINDOW / 2 {
+            self.blocks.push(self.sum);
+            self.sum = 0;
+            self.count = 0;
         }
     }
 
-    /// The weight this text adds to the firewall's score: `σ(z − flag logit)`.
-    pub fn rule_weight(&self, features: &[u32]) -> f64 {
-        sigmoid(f64::from(self.logit(features) - self.flag_logit))
+    fn best(&self, bias: f32, scale: f32) -> f32 {
+        let logit = |sum: i32, n: usize| bias + scale * sum as f32 / (n.max(1) as f32).sqrt();
+        let half = WINDOW / 2;
+        match self.blocks.len() {
+            0 => logit(self.sum, self.count),
+            1 => logit(self.blocks[0] + self.sum, half + self.count),
+            _ => {
+                let full = self.blocks.windows(2).map(|p| logit(p[0] + p[1], WINDOW)).fold(f32::NEG_INFINITY, f32::max);
+                // The text's end: the last block with what follows it.
+                let last = self.blocks.last().copied().unwrap_or(0);
+                full.max(logit(last + self.sum, half + self.count))
+            }
+        }
     }
 }
 
@@ -95,14 +134,6 @@ impl Model {
 
     pub fn bits(&self) -> u32 {
         self.bits
-    }
-
-    /// The weight `normalized` (a text as the firewall normalizes it) adds to the firewall's
-    /// score, with a scratch buffer for its features.
-    pub fn text_weight(&self, normalized: &str, scratch: &mut Vec<u32>) -> f64 {
-        scratch.clear();
-        features(normalized, self.bits, scratch);
-        self.rule_weight(scratch)
     }
 
     /// The file format, little-endian: the magic `TGFWM\0 1\0`, `bits` (u32, 8..=24), bias,
@@ -152,40 +183,58 @@ pub fn sigmoid(z: f64) -> f64 {
 /// Whether `b` continues a word: ASCII letters and digits, `'`, and any byte of a non-ASCII
 /// character (normalization leaves letters of other scripts there).
 fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'\'' || b >= 0x80
+    WORD_BYTES[usize::from(b)]
 }
+
+const WORD_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'\'' || c >= 0x80;
+        b += 1;
+    }
+    t
+};
 
 const FNV_OFFSET: u32 = 0x811c_9dc5;
 const FNV_PRIME: u32 = 0x0100_0193;
 
-/// Mixes a hash into `bits` bits (Fibonacci hashing of a finalized value).
+/// The bucket of a 32-bit hash: its top `bits` bits after one multiply (Fibonacci hashing).
 fn bucket(h: u32, bits: u32) -> u32 {
-    let h = (h ^ (h >> 15)).wrapping_mul(0x2c1b_3c6d);
-    let h = (h ^ (h >> 12)).wrapping_mul(0x297a_2d39);
-    (h ^ (h >> 15)).wrapping_mul(0x9e37_79b1) >> (32 - bits)
+    h.wrapping_mul(0x9e37_79b1) >> (32 - bits)
 }
 
-/// Appends the hashed features of `normalized` (the firewall's normalized text) to `out`, in
-/// text order: for each word its unigram and its pair with the word before, and the 4-byte
-/// n-grams of the text with a space on each side.
+/// Appends the hashed features of `normalized` to `out` ([`for_each_feature`]).
 pub fn features(normalized: &str, bits: u32, out: &mut Vec<u32>) {
+    for_each_feature(normalized, bits, |f| out.push(f));
+}
+
+/// Calls `f` with each hashed feature of `normalized` (the firewall's normalized text), in text
+/// order: the 4-byte n-grams of the text with a space on each side, and for each word its
+/// unigram and its pair with the word before.
+pub fn for_each_feature(normalized: &str, bits: u32, mut f: impl FnMut(u32)) {
     let bytes = normalized.as_bytes();
     let mut prev: Option<u32> = None;
     let mut i = 0;
     // 4-grams over " text ": the window slides one byte at a time.
     let mut gram: u32 = u32::from(b' ');
     let mut filled = 1;
-    let mut push_byte = |b: u8, out: &mut Vec<u32>| {
-        gram = (gram << 8) | u32::from(b);
-        filled += 1;
-        if filled >= 4 {
-            out.push(bucket(gram ^ 0x5bd1_e995, bits));
-        }
-    };
+    macro_rules! push_byte {
+        ($b:expr) => {
+            gram = (gram << 8) | u32::from($b);
+            if filled < 4 {
+                filled += 1;
+            }
+            if filled == 4 {
+                f(bucket(gram ^ 0x5bd1_e995, bits));
+            }
+        };
+    }
     while i < bytes.len() {
         let b = bytes[i];
         if b == b' ' {
-            push_byte(b, out);
+            push_byte!(b);
             i += 1;
             continue;
         }
@@ -200,15 +249,15 @@ pub fn features(normalized: &str, bits: u32, out: &mut Vec<u32>) {
         let mut h = FNV_OFFSET;
         for &c in &bytes[start..i] {
             h = (h ^ u32::from(c)).wrapping_mul(FNV_PRIME);
-            push_byte(c, out);
+            push_byte!(c);
         }
-        out.push(bucket(h, bits));
+        f(bucket(h, bits));
         if let Some(p) = prev {
-            out.push(bucket(p.wrapping_mul(0x9e37_79b9) ^ h.rotate_left(13) ^ 0x2545_f491, bits));
+            f(bucket(p.rotate_left(7) ^ h ^ 0x2545_f491, bits));
         }
         prev = Some(h);
     }
-    push_byte(b' ', out);
+    push_byte!(b' ');
 }
 
 #[cfg(test)]
@@ -233,14 +282,14 @@ mod tests {
         let bits = 16;
         let mut weights = vec![0f32; 1 << bits];
         let mut attack = Vec::new();
-        features("zzqx", bits, &mut attack);
+        features("zzqx qqzx xqzz zxqq zqxq", bits, &mut attack);
         for &a in &attack {
             weights[a as usize] = 1.0;
         }
         let head = Model::quantize(bits, &weights, -2.0, 0.0);
         let mut short = Vec::new();
-        features("zzqx", bits, &mut short);
-        let long_text = format!("{} zzqx", "plain words here ".repeat(200));
+        features("zzqx qqzx xqzz zxqq zqxq", bits, &mut short);
+        let long_text = format!("{} zzqx qqzx xqzz zxqq zqxq", "plain words here ".repeat(200));
         let mut long = Vec::new();
         features(&long_text, bits, &mut long);
         assert!(long.len() > 2 * WINDOW);
