@@ -22,13 +22,10 @@ import json
 import random
 import re
 import statistics
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-from eval_common import pkg_dir, pkg_version
+from eval_common import pkg_dir, pkg_version, scan_jsonl
 
 LOCALES = ("en_US", "en_GB", "de_DE")
 TEMPLATES = Path("data_generator") / "raw_data" / "templates.txt"
@@ -157,30 +154,8 @@ def build_samples(seed: int, per_type: int, base_reps: int):
 
 
 def run_scan(tollgate: str, samples):
-    payload = "".join(json.dumps({"id": s["id"], "text": s["text"]}, ensure_ascii=False) + "\n" for s in samples).encode()
-    proc = subprocess.Popen([tollgate, "scan", "--pii", "--jsonl"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-
-    def feed():
-        proc.stdin.write(payload)
-        proc.stdin.close()
-
-    th = threading.Thread(target=feed)
-    t0 = time.perf_counter()
-    th.start()
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    proc.wait()
-    elapsed = time.perf_counter() - t0
-    th.join()
-    if proc.returncode != 0:
-        sys.exit(f"tollgate scan --pii failed ({proc.returncode}): {err.decode(errors='replace')}")
-    results = {}
-    for line in out.decode().split("\n"):
-        if line.strip():
-            r = json.loads(line)
-            results[r["id"]] = r
-    return results, elapsed, len(payload)
+    results, elapsed, nbytes, _ = scan_jsonl([tollgate, "scan", "--pii", "--jsonl"], samples)
+    return results, elapsed, nbytes
 
 
 def overlaps(a, b):
