@@ -24,13 +24,17 @@ pub const WINDOW: usize = 512;
 /// Rule id of the classifier's judgment.
 pub const RULE: &str = "classifier.injection";
 
+use std::borrow::Cow;
+
 const MAGIC: &[u8; 8] = b"TGFWM\x001\x00";
 
 /// Quantized weights (`w = q · scale`) over `2^bits` buckets, a bias and the flag point.
 #[derive(Clone, Debug)]
 pub struct Model {
     bits: u32,
-    weights: Vec<i8>,
+    /// Two's-complement bytes: the shipped model's borrow the filter's data segment (no copy
+    /// per VM); a trained one's are its own.
+    weights: Cow<'static, [u8]>,
     scale: f32,
     bias: f32,
     flag_logit: f32,
@@ -41,8 +45,8 @@ impl Model {
     pub fn quantize(bits: u32, weights: &[f32], bias: f32, flag_logit: f32) -> Model {
         let max = weights.iter().fold(0f32, |m, w| m.max(w.abs()));
         let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-        let weights = weights.iter().map(|w| (w / scale).round().clamp(-127.0, 127.0) as i8).collect();
-        Model { bits, weights, scale, bias, flag_logit }
+        let weights: Vec<u8> = weights.iter().map(|w| (w / scale).round().clamp(-127.0, 127.0) as i8 as u8).collect();
+        Model { bits, weights: Cow::Owned(weights), scale, bias, flag_logit }
     }
 
     /// Sets the logit at which the classifier alone flags.
@@ -76,7 +80,7 @@ impl Model {
         // `weights` has 2^bits entries and features are below 2^bits: the mask only spares
         // the bounds check.
         let i = feature as usize & (self.weights.len().wrapping_sub(1));
-        i32::from(self.weights.get(i).copied().unwrap_or(0))
+        i32::from(self.weights.get(i).copied().unwrap_or(0) as i8)
     }
 
     /// The weight a normalized text adds to the firewall's score: `σ(z − flag logit)`.
@@ -139,7 +143,7 @@ impl Model {
     /// The file format, little-endian: the magic `TGFWM\0 1\0`, `bits` (u32, 8..=24), bias,
     /// scale and flag logit (f32 each), then `2^bits` weights (i8). `None` when the bytes are
     /// not such a file.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Model> {
+    pub fn from_bytes(bytes: &'static [u8]) -> Option<Model> {
         let rest = bytes.strip_prefix(MAGIC.as_slice())?;
         let (bits, rest) = take_u32(rest)?;
         if !(8..=24).contains(&bits) {
@@ -151,7 +155,7 @@ impl Model {
         if rest.len() != 1 << bits || ![bias, scale, flag_logit].iter().all(|f| f.is_finite()) {
             return None;
         }
-        Some(Model { bits, weights: rest.iter().map(|&b| b as i8).collect(), scale, bias, flag_logit })
+        Some(Model { bits, weights: Cow::Borrowed(rest), scale, bias, flag_logit })
     }
 
     /// [`from_bytes`](Self::from_bytes)'s format.
@@ -161,7 +165,7 @@ impl Model {
         for f in [self.bias, self.scale, self.flag_logit] {
             out.extend_from_slice(&f.to_le_bytes());
         }
-        out.extend(self.weights.iter().map(|&w| w as u8));
+        out.extend_from_slice(&self.weights);
         out
     }
 }
@@ -303,8 +307,8 @@ mod tests {
     fn the_file_format_round_trips_and_rejects_bad_files() {
         let w: Vec<f32> = (0..256).map(|i| (i as f32 - 128.0) / 64.0).collect();
         let m = Model::quantize(8, &w, 0.5, 1.5);
-        let bytes = m.to_bytes();
-        let back = Model::from_bytes(&bytes).unwrap();
+        let bytes: &'static [u8] = m.to_bytes().leak();
+        let back = Model::from_bytes(bytes).unwrap();
         assert_eq!(back.to_bytes(), bytes);
         assert_eq!(back.flag_logit(), 1.5);
         assert!(Model::from_bytes(&bytes[..bytes.len() - 1]).is_none());
