@@ -13,6 +13,9 @@
 //! the scorer does, fit by AdaGrad with positives weighted up to balance
 //! the classes, then quantized to `i8`.
 //!
+//! `bench --repeat N < text` judges one text N times (for an instruction
+//! count under callgrind).
+//!
 //! `score` reads JSONL lines with a `text` and writes each line back with
 //! `scores` (the built-in model's, or `--model`'s: per category, the highest probability over the text's
 //! segments, as the output guard judges it) and `ns` (time to score it).
@@ -23,7 +26,7 @@ use std::io::{BufRead, Write};
 use serde_json::{json, Value};
 use tollgate_core::moderation::features::{features, BUCKETS};
 use tollgate_core::moderation::model::{self, Model};
-use tollgate_core::moderation::{segments, Category, CATEGORIES, MODEL, SEGMENT_BYTES};
+use tollgate_core::moderation::{next_segment, segments, Category, CATEGORIES, MODEL, SEGMENT_BYTES};
 
 struct Example {
     x: Vec<(u32, f32)>,
@@ -126,7 +129,11 @@ fn score(bytes: &[u8], input: impl BufRead, mut out: impl Write) -> Result<(), S
         let start = std::time::Instant::now();
         let mut best = [f32::NEG_INFINITY; CATEGORIES];
         for (a, b) in segments(&text, SEGMENT_BYTES) {
-            let z = m.logits(&text[a..b]);
+            // As the output guard: a segment without words is no evidence.
+            let (z, words) = m.judge(&text[a..b]);
+            if words == 0 {
+                continue;
+            }
             for c in 0..CATEGORIES {
                 best[c] = best[c].max(z[c]);
             }
@@ -173,6 +180,26 @@ fn main() -> std::process::ExitCode {
             };
             let bytes = file.as_deref().unwrap_or(MODEL);
             score(bytes, std::io::stdin().lock(), std::io::BufWriter::new(std::io::stdout().lock()))
+        })(),
+        Some("bench") => (|| {
+            // Judge stdin's text `--repeat` times as the output guard does
+            // (segments of SEGMENT_BYTES): run under callgrind with two
+            // repeat counts, the difference is the cost of the extra runs.
+            let repeat: usize = arg(&args, "--repeat").and_then(|r| r.parse().ok()).unwrap_or(1);
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| e.to_string())?;
+            let m = Model::parse(MODEL).ok_or("the built-in model is unreadable")?;
+            let mut total = 0f32;
+            for _ in 0..repeat {
+                // The output guard's loop: no list of segments is built.
+                let mut at = 0;
+                while let Some(len) = text.get(at..).and_then(|rest| next_segment(rest, SEGMENT_BYTES, true)) {
+                    total += m.judge(std::hint::black_box(&text[at..at + len])).0[0];
+                    at += len;
+                }
+            }
+            println!("{} bytes judged {repeat} times ({total})", text.len());
+            Ok(())
         })(),
         _ => Err("usage: moderation train --data FILE --out FILE [--epochs N] [--l2 X] | moderation score [--model FILE] < JSONL".into()),
     };

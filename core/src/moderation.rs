@@ -7,11 +7,12 @@
 //! - [`Moderator`]: the policy compiled over the built-in model; the output
 //!   guard ([`crate::guard`]) calls it on every segment of an answer.
 //!
-//! A text is judged in segments: whole sentences packed up to
-//! [`Moderator::segment_bytes`] bytes (a longer sentence is cut at a space).
-//! The segments of a streamed answer are the ones of the same answer sent
-//! whole, so streams and JSON bodies get the same verdicts, and each byte is
-//! scored once.
+//! A text is judged sentence by sentence (a sentence longer than
+//! [`Moderator::segment_bytes`] is cut at a space): a toxic sentence cannot
+//! hide among harmless ones (a score over several sentences is diluted by
+//! them, docs/moderation-quality.md). The segments of a streamed answer are
+//! the ones of the same answer sent whole, so streams and JSON bodies get
+//! the same verdicts, and each byte is scored once.
 //!
 //! The model is trained by `core/examples/moderation.rs`
 //! (`scripts/train-moderation.sh`) on public data; its quality is measured
@@ -175,8 +176,11 @@ impl Moderator {
 
     /// The categories `segment` is in, under the policy (none for most text).
     pub fn judge(&self, segment: &str) -> Vec<Finding> {
-        let z = self.model.logits(segment);
+        let (z, words) = self.model.judge(segment);
         let mut found = Vec::new();
+        if words == 0 {
+            return found;
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             if let (Some((action, t)), Some(&c)) = (rule, Category::ALL.get(i)) {
                 if z[i] >= *t {
@@ -200,28 +204,28 @@ pub fn next_segment(text: &str, cap: usize, last: bool) -> Option<usize> {
     if text.is_empty() {
         return None;
     }
+    // The first sentence end within the cap ends the segment: a line
+    // break, or `.`, `!`, `?` followed by whitespace.
+    let b = text.as_bytes();
+    let head = b.get(..cap).unwrap_or(b);
+    let line = memchr::memchr(b'\n', head);
+    let before = head.get(..line.unwrap_or(head.len())).unwrap_or(head);
+    let mut from = 0;
+    while let Some(off) = before.get(from..).and_then(|rest| memchr::memchr3(b'.', b'!', b'?', rest)) {
+        let i = from + off;
+        if b.get(i + 1).is_some_and(u8::is_ascii_whitespace) {
+            return Some(i + 1);
+        }
+        from = i + 1;
+    }
+    if let Some(i) = line {
+        return Some(i + 1);
+    }
     if text.len() <= cap {
         return last.then_some(text.len());
     }
-    let b = text.as_bytes();
-    let mut sentence = 0;
-    let mut space = 0;
-    for i in 0..cap {
-        let c = b[i];
-        if c.is_ascii_whitespace() {
-            space = i + 1;
-        }
-        if matches!(c, b'.' | b'!' | b'?' | b'\n') && b.get(i + 1).is_some_and(|n| n.is_ascii_whitespace()) {
-            sentence = i + 1;
-        }
-    }
-    let mut end = if sentence > 0 {
-        sentence
-    } else if space > 0 {
-        space
-    } else {
-        cap
-    };
+    // A sentence longer than the cap: cut at its last space, else at the cap.
+    let mut end = head.iter().rposition(u8::is_ascii_whitespace).map_or(cap, |i| i + 1);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -249,7 +253,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn segments_pack_sentences_and_cover_the_text() {
+    fn segments_are_sentences_and_cover_the_text() {
         let text = "First sentence here. Second one! Third? ".repeat(20);
         let segs = segments(&text, 64);
         assert_eq!(segs.first().map(|s| s.0), Some(0));

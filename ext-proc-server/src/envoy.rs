@@ -155,6 +155,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
         "stats_config": {"stats_tags": [
             {"tag_name": "pii_type", "regex": "^wasmcustom\\.tollgate_pii_found_by_type_total(\\.([A-Za-z0-9_-]+))$"},
             {"tag_name": "rule", "regex": "^wasmcustom\\.tollgate_firewall_blocked_by_rule_total(\\.([A-Za-z0-9_-]+))$"},
+            {"tag_name": "category", "regex": "^wasmcustom\\.tollgate_moderation_total(\\.([A-Za-z0-9_-]+))$"},
         ]},
         "static_resources": {
             "listeners": [{

@@ -57,6 +57,12 @@ impl<'a> Model<'a> {
 
     /// The logit of every category for `text` (order of [`Category::ALL`]).
     pub fn logits(&self, text: &str) -> [f32; CATEGORIES] {
+        self.judge(text).0
+    }
+
+    /// [`Model::logits`] and the number of features (words) in `text`: a
+    /// text without any is no evidence, whatever the biases say.
+    pub fn judge(&self, text: &str) -> ([f32; CATEGORIES], usize) {
         let mut sums = [0i32; CATEGORIES];
         let n = features(text, |b| {
             if let Some(row) = self.weights.get(b * CATEGORIES..b * CATEGORIES + CATEGORIES) {
@@ -70,7 +76,7 @@ impl<'a> Model<'a> {
         for c in 0..CATEGORIES {
             out[c] += self.scale[c] * sums[c] as f32 * norm;
         }
-        out
+        (out, n)
     }
 
     /// The probability of `category` for `text`.
