@@ -996,6 +996,8 @@ models:
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {pii: {entities: {EMAIL: mask}}}\n", "inspection.pii.entities.EMAIL"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {firewall: {block: 2}}\n", "inspection.firewall.block"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {output: {windowBytes: 1}}\n", "inspection.output.windowBytes"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {moderation: {threshold: 1.5}}\n", "inspection.moderation.threshold"),
+            ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {moderation: {output: {spam: block}}}\n", "inspection.moderation.output.?"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ninspection: {pii: {entities: {SECRET: hide}}}\n", "inspection.pii.entities.SECRET"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ntelemetry: {otlp: {endpoint: 'udp://x:4317'}}\n", "telemetry.otlp.endpoint"),
             ("providers:\n  x: {kind: openai, baseUrl: 'http://x'}\ntelemetry: {otlp: {endpoint: 'http://x:4317/v1/traces'}}\n", "telemetry.otlp.endpoint"),
