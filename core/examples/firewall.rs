@@ -18,7 +18,7 @@
 use std::io::BufRead;
 
 use serde_json::Value;
-use tollgate_core::firewall::model::{features, Model};
+use tollgate_core::firewall::model::{counted_features, features, Model};
 use tollgate_core::firewall::normalize;
 use tollgate_core::learn::{self, Example};
 
@@ -55,7 +55,7 @@ fn train(args: &[String]) -> Result<(), String> {
     let mut scratch = Vec::new();
     let mut vectorize = |text: &str| {
         scratch.clear();
-        features(text, bits, &mut scratch);
+        counted_features(text, bits, &mut scratch);
         learn::vectorize(&scratch)
     };
     let examples: Vec<Example> = read(&data)?.iter().map(|(text, y)| Example { x: vectorize(text), y: *y }).collect();

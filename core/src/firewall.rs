@@ -538,20 +538,28 @@ impl Firewall {
     /// The verdict on the rules `hits` marks and the classifier's judgment (its highest weight
     /// over the texts, counted when it reaches [`CLASSIFIER_FLOOR`]).
     fn verdict(&self, hits: &[bool], judged: f64) -> Verdict {
-        let mut matched: Vec<CompiledRule> =
-            self.rules.iter().zip(hits).filter(|(_, &h)| h).map(|(r, _)| r.clone()).collect();
+        let mut matched: Vec<&CompiledRule> =
+            self.rules.iter().zip(hits).filter(|(r, &h)| h && r.id != CLASSIFIER).map(|(r, _)| r).collect();
+        matched.sort_by(|a, b| b.weight.total_cmp(&a.weight).then_with(|| a.id.cmp(&b.id)));
+        let keep: f64 = matched.iter().map(|r| 1.0 - r.weight).product();
+        let by_rules = self.levels.action(1.0 - keep, !matched.is_empty());
+        let mut rules: Vec<String> = matched.into_iter().map(|r| r.id.clone()).collect();
+        let mut score = 1.0 - keep;
         if let Some((i, _)) = &self.classifier {
             let weight = judged * self.rules.get(*i).map_or(0.0, |r| r.weight);
             if weight >= CLASSIFIER_FLOOR {
-                matched.retain(|r| r.id != CLASSIFIER);
-                matched.push(CompiledRule { id: CLASSIFIER.into(), weight });
+                score = 1.0 - keep * (1.0 - weight);
+                // Named first (in `x-tollgate-blocked-by`) when it is what raised the action.
+                if self.levels.action(score, true) > by_rules {
+                    rules.insert(0, CLASSIFIER.into());
+                } else {
+                    rules.push(CLASSIFIER.into());
+                }
             }
         }
-        matched.sort_by(|a, b| b.weight.total_cmp(&a.weight).then_with(|| a.id.cmp(&b.id)));
-        let keep: f64 = matched.iter().map(|r| 1.0 - r.weight).product();
-        let score = (1.0 - keep).clamp(0.0, 1.0);
-        let action = self.levels.action(score, !matched.is_empty());
-        Verdict { score, action, rules: matched.into_iter().map(|r| r.id).collect() }
+        let score = score.clamp(0.0, 1.0);
+        let action = self.levels.action(score, !rules.is_empty());
+        Verdict { score, action, rules }
     }
 }
 

@@ -70,6 +70,16 @@ fn ordinary_prompts_and_documents_are_not_blocked_and_rarely_flagged() {
 }
 
 #[test]
+fn repetitive_text_is_not_flagged_for_its_length() {
+    let fw = full();
+    let table: String = (0..300).map(|i| format!("row {i}, status ok, region eu-west\n")).collect();
+    for t in ["many words ".repeat(200), "status ok\n".repeat(500), table] {
+        let v = fw.scan(&t);
+        assert!(v.action < FirewallAction::Flag, "{:?}… -> {v:?}", &t[..40]);
+    }
+}
+
+#[test]
 fn an_attack_at_the_end_of_a_long_document_is_seen() {
     let fw = full();
     let document = "The quarterly meeting covered the budget, the hiring plan and the office move. ".repeat(60);

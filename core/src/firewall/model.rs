@@ -60,11 +60,12 @@ impl Model {
     }
 
     /// The best window's logit over `features` (the bias alone when there are none): windows
-    /// of [`WINDOW`] features starting every half window, the last one ending with the text.
+    /// of [`WINDOW`] features starting every half window, the last one ending with the text,
+    /// each feature counted once per half window.
     pub fn logit(&self, features: &[u32]) -> f32 {
         let mut windows = Windows::default();
         for &f in features {
-            windows.add(self.weight(f));
+            windows.add(f, |f| self.weight(f));
         }
         windows.best(self.bias, self.scale)
     }
@@ -72,7 +73,7 @@ impl Model {
     /// [`logit`](Self::logit) of a normalized text, its features weighed as they are made.
     pub fn text_logit(&self, normalized: &str) -> f32 {
         let mut windows = Windows::default();
-        for_each_feature(normalized, self.bits, |f| windows.add(self.weight(f)));
+        for_each_feature(normalized, self.bits, |f| windows.add(f, |f| self.weight(f)));
         windows.best(self.bias, self.scale)
     }
 
@@ -89,42 +90,88 @@ impl Model {
     }
 }
 
-/// Sums of a text's feature weights in blocks of half a window, kept as they come: a window is
-/// two neighbouring blocks, so no feature is kept and each is added once.
+/// Sums of a text's feature weights in blocks of half a window (of raw features), kept as they
+/// come: a window is two neighbouring blocks, so no feature is kept and each is added once.
+/// Within a block a feature counts once ([`Seen`]): a phrase repeated a hundred times weighs
+/// what it weighs once, instead of growing with the square root of the repeats.
 #[derive(Default)]
 struct Windows {
-    /// Completed blocks' sums.
-    blocks: Vec<i32>,
-    /// The block being filled: its sum and count.
+    /// Completed blocks: the sum of their distinct features' weights and how many there were.
+    blocks: Vec<(i32, usize)>,
+    /// The block being filled: its sum, distinct features and raw features.
     sum: i32,
-    count: usize,
+    distinct: usize,
+    raw: usize,
+    seen: Seen,
 }
 
 impl Windows {
-    fn add(&mut self, w: i32) {
-        self.sum += w;
-        self.count += 1;
-        if self.count == WINDOW / 2 {
-            self.blocks.push(self.sum);
-            self.sum = 0;
-            self.count = 0;
+    fn add(&mut self, feature: u32, weight: impl FnOnce(u32) -> i32) {
+        if self.seen.insert(feature) {
+            self.sum += weight(feature);
+            self.distinct += 1;
+        }
+        self.raw += 1;
+        if self.raw == WINDOW / 2 {
+            self.blocks.push((self.sum, self.distinct));
+            (self.sum, self.distinct, self.raw) = (0, 0, 0);
+            self.seen = Seen::default();
         }
     }
 
     fn best(&self, bias: f32, scale: f32) -> f32 {
         let logit = |sum: i32, n: usize| bias + scale * sum as f32 / (n.max(1) as f32).sqrt();
-        let half = WINDOW / 2;
-        match self.blocks.len() {
-            0 => logit(self.sum, self.count),
-            1 => logit(self.blocks[0] + self.sum, half + self.count),
-            _ => {
-                let full = self.blocks.windows(2).map(|p| logit(p[0] + p[1], WINDOW)).fold(f32::NEG_INFINITY, f32::max);
+        match self.blocks.as_slice() {
+            [] => logit(self.sum, self.distinct),
+            [only] => logit(only.0 + self.sum, only.1 + self.distinct),
+            blocks => {
+                let full = blocks
+                    .windows(2)
+                    .map(|p| logit(p[0].0 + p[1].0, p[0].1 + p[1].1))
+                    .fold(f32::NEG_INFINITY, f32::max);
                 // The text's end: the last block with what follows it.
-                let last = self.blocks.last().copied().unwrap_or(0);
-                full.max(logit(last + self.sum, half + self.count))
+                let last = blocks.last().copied().unwrap_or_default();
+                full.max(logit(last.0 + self.sum, last.1 + self.distinct))
             }
         }
     }
+}
+
+/// Which features a block has had, in 4,096 bits: a feature whose bit is set counts as seen (a
+/// different feature sharing its bit is, rarely, skipped too; the trainer skips the same ones).
+struct Seen([u64; 64]);
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen([0; 64])
+    }
+}
+
+impl Seen {
+    /// Marks `feature`; whether it was new.
+    fn insert(&mut self, feature: u32) -> bool {
+        let bit = feature as usize & 4095;
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        let Some(w) = self.0.get_mut(word) else { return false };
+        let new = *w & mask == 0;
+        *w |= mask;
+        new
+    }
+}
+
+/// The features [`Model::logit`] counts for `normalized`, as the trainer should see them: each
+/// block's repeats left out ([`Windows`]).
+pub fn counted_features(normalized: &str, bits: u32, out: &mut Vec<u32>) {
+    let (mut seen, mut raw) = (Seen::default(), 0);
+    for_each_feature(normalized, bits, |f| {
+        if seen.insert(f) {
+            out.push(f);
+        }
+        raw += 1;
+        if raw == WINDOW / 2 {
+            (seen, raw) = (Seen::default(), 0);
+        }
+    });
 }
 
 /// The model shipped with the gateway.
@@ -301,6 +348,23 @@ mod tests {
         // (ending with the text) keeps most of it.
         let whole = -2.0 + long.iter().map(|&f| weights[f as usize]).sum::<f32>() / (long.len() as f32).sqrt();
         assert!(head.logit(&long) > whole + 0.1, "{} vs {whole}", head.logit(&long));
+    }
+
+    #[test]
+    fn a_repeated_phrase_weighs_about_what_it_weighs_once() {
+        let bits = 16;
+        let mut weights = vec![0f32; 1 << bits];
+        let mut phrase = Vec::new();
+        features("many words", bits, &mut phrase);
+        for &f in &phrase {
+            weights[f as usize] = 1.0;
+        }
+        let m = Model::quantize(bits, &weights, -3.0, 0.0);
+        let once = m.text_logit("many words");
+        let repeated = m.text_logit(&"many words ".repeat(200));
+        assert!(once > -3.0);
+        // Without counting repeats once per block it would be about √200 times further from the bias.
+        assert!(repeated + 3.0 <= 1.5 * (once + 3.0), "{repeated} vs {once}");
     }
 
     #[test]
