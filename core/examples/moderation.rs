@@ -62,17 +62,6 @@ fn read_examples(path: &str) -> Result<Vec<Example>, String> {
     Ok(out)
 }
 
-/// xorshift64*, for a deterministic shuffle.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 fn train(data: &[Example], epochs: usize, l2: f32) -> (Vec<f32>, [f32; CATEGORIES]) {
     let mut w = vec![0f32; BUCKETS * CATEGORIES];
     let mut g2 = vec![1e-6f32; BUCKETS * CATEGORIES];
@@ -89,10 +78,10 @@ fn train(data: &[Example], epochs: usize, l2: f32) -> (Vec<f32>, [f32; CATEGORIE
         eprintln!("{}: {pos} positive, {neg} negative", Category::ALL[c].name());
     }
     let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut rng = Rng(0x7011_6a7e_5eed_0001);
+    let mut rng = tollgate_core::learn::Rng(0x7011_6a7e_5eed_0001);
     for _ in 0..epochs {
         for i in (1..order.len()).rev() {
-            let j = (rng.next() % (i as u64 + 1)) as usize;
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
         }
         for &i in &order {

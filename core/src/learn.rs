@@ -44,11 +44,11 @@ impl Default for Settings {
     }
 }
 
-/// xorshift64*, for a deterministic shuffle.
-struct Rng(u64);
+/// xorshift64*, for a deterministic shuffle (seed it with a non-zero value).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -72,7 +72,7 @@ pub fn fit(data: &[Example], buckets: usize, s: Settings) -> (Vec<f32>, f32) {
     let mut rng = Rng(s.seed | 1);
     for _ in 0..s.epochs {
         for i in (1..order.len()).rev() {
-            let j = (rng.next() % (i as u64 + 1)) as usize;
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
         }
         for &i in &order {
