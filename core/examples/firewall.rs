@@ -46,6 +46,9 @@ fn train(args: &[String]) -> Result<(), String> {
     let val = arg(args, "--val").ok_or("train needs --val FILE")?;
     let out = arg(args, "--out").ok_or("train needs --out FILE")?;
     let bits: u32 = arg(args, "--bits").and_then(|b| b.parse().ok()).unwrap_or(17);
+    if !(8..=24).contains(&bits) {
+        return Err(format!("--bits {bits}: the model file holds 8 to 24"));
+    }
     let fpr: f64 = arg(args, "--fpr").and_then(|f| f.parse().ok()).unwrap_or(0.01);
     let settings = learn::Settings {
         epochs: arg(args, "--epochs").and_then(|e| e.parse().ok()).unwrap_or(12),
