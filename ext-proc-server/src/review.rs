@@ -34,6 +34,7 @@ use serde_json::{json, Value};
 use tollgate_core::filter_config::TrustedPrompts;
 use tollgate_core::firewall::Firewall;
 use tollgate_core::guard::{GuardOutcome, OutputGuard};
+use tollgate_core::moderation::{segments, ModerationAction, Moderator};
 use tollgate_core::pii::{MaskMap, PiiAction, PiiScanner};
 use tollgate_core::policy::Policy;
 use tollgate_core::report::InspectionReport;
@@ -51,6 +52,8 @@ pub struct Review {
     per_caller: bool,
     /// The output guard (none when the policy turns it off).
     output: Option<OutputGuard>,
+    /// Moderation of answers (none unless the policy turns it on).
+    moderation: Option<Moderator>,
     /// The system prompts the policy trusts per alias, as written and as
     /// the filter's masking leaves them (this review sees the masked request).
     trusted: TrustedPrompts,
@@ -79,6 +82,7 @@ impl Review {
             logged: any_logged.then(|| PiiScanner::new(&logged).ok()).flatten(),
             per_caller,
             output: OutputGuard::new(&policy.inspection.output).ok().filter(OutputGuard::is_active),
+            moderation: Moderator::new(&policy.inspection.moderation).ok().flatten(),
             trusted: trusted_prompts(policy),
         }
     }
@@ -92,11 +96,17 @@ impl Review {
     /// What the output guard does to `answer` (the answer's text as the
     /// sidecar saw it), for the audit record; `None` when nothing.
     pub fn review_answer(&self, answer: &str) -> Option<Value> {
-        match self.output.as_ref()?.check(answer, &MaskMap::new(0)) {
-            GuardOutcome::Clean => None,
-            GuardOutcome::Redacted(_, labels) => Some(json!({"redacted": labels})),
-            GuardOutcome::Blocked(label) => Some(json!({"blocked": label})),
+        let mut found = match self.output.as_ref().map(|g| g.check(answer, &MaskMap::new(0))) {
+            None | Some(GuardOutcome::Clean) => serde_json::Map::new(),
+            Some(GuardOutcome::Redacted(_, labels)) => {
+                json!({"redacted": labels}).as_object().cloned().unwrap_or_default()
+            }
+            Some(GuardOutcome::Blocked(label)) => json!({"blocked": label}).as_object().cloned().unwrap_or_default(),
+        };
+        if let Some(moderated) = self.moderation.as_ref().and_then(|m| moderate(m, answer)) {
+            found.insert("moderation".into(), moderated);
         }
+        (!found.is_empty()).then_some(Value::Object(found))
     }
 
     /// Review `request` for `identity`; `audited`: a record will be written.
@@ -126,6 +136,21 @@ impl Review {
         let report = InspectionReport::new(&verdict, &logged);
         Findings { blocked, report: (audited && !report.is_empty()).then_some(report) }
     }
+}
+
+/// The moderation categories `answer` is in, judged segment by segment as the filter judges
+/// it, each with the strongest action its segments drew (`{"hate": "block"}`); `None` when
+/// none.
+fn moderate(m: &Moderator, answer: &str) -> Option<Value> {
+    let mut found: std::collections::BTreeMap<&'static str, ModerationAction> = Default::default();
+    for (from, to) in segments(answer, m.segment_bytes()) {
+        let Some(segment) = answer.get(from..to) else { continue };
+        for f in m.judge(segment) {
+            let action = found.entry(f.category.name()).or_insert(f.action);
+            *action = (*action).max(f.action);
+        }
+    }
+    (!found.is_empty()).then(|| json!(found))
 }
 
 /// The policy's trusted system prompts, each also as the filter's masking
@@ -240,6 +265,25 @@ consumers:
         let leaked = review.review_answer("Sure: AKIAIOSFODNN7EXAMPLE is the key, and <EMAIL_ADDRESS_1> the mail.");
         assert_eq!(leaked, Some(json!({"redacted": ["SECRET"]})));
         assert_eq!(review.review_answer("Nothing to see, <EMAIL_ADDRESS_1>."), None);
+    }
+
+    #[test]
+    fn the_moderation_verdict_of_an_answer_goes_with_the_guards() {
+        let yaml = POLICY.replace("inspection:\n", "inspection:\n  moderation: {output: {harassment: flag}}\n");
+        let policy: Policy = serde_yaml_ng::from_str(&yaml).unwrap();
+        policy.validate().unwrap();
+        let review = Review::new(&policy);
+        let insult = "The forecast is mild. You are a worthless, pathetic idiot and a stupid piece of shit.";
+        assert_eq!(review.review_answer(insult), Some(json!({"moderation": {"harassment": "flag"}})));
+        let both = format!("{insult} The key is AKIAIOSFODNN7EXAMPLE.");
+        assert_eq!(
+            review.review_answer(&both),
+            Some(json!({"redacted": ["SECRET"], "moderation": {"harassment": "flag"}}))
+        );
+        assert_eq!(review.review_answer("The weather in Paris is mild in spring."), None);
+        // Off unless the policy turns it on.
+        let off = Review::new(&serde_yaml_ng::from_str::<Policy>(POLICY).unwrap());
+        assert_eq!(off.review_answer(insult), None);
     }
 
     #[test]
