@@ -463,17 +463,18 @@ impl Firewall {
             // No rule, no detector (`pack: none`): nothing to normalize for.
             return self.verdict(&hits, 0.0);
         }
-        let mut judged = Judged::default();
+        // The classifier's highest weight over the texts.
+        let mut judged = 0.0;
         for text in texts {
             self.scan_into(text, &mut hits, &mut judged, 0);
         }
-        self.verdict(&hits, judged.weight)
+        self.verdict(&hits, judged)
     }
 
-    fn scan_into(&self, text: &str, hits: &mut [bool], judged: &mut Judged, depth: u8) {
+    fn scan_into(&self, text: &str, hits: &mut [bool], judged: &mut f64, depth: u8) {
         let norm = normalize(text);
         if let Some((_, model)) = &self.classifier {
-            judged.weight = judged.weight.max(model.text_weight(&norm));
+            *judged = judged.max(model.text_weight(&norm));
         }
         // Most prompts match no rule at all: a search that can stop at the
         // first match (and skip ahead on literals) rules that out several
@@ -538,8 +539,8 @@ impl Firewall {
     /// The verdict on the rules `hits` marks and the classifier's judgment (its highest weight
     /// over the texts, counted when it reaches [`CLASSIFIER_FLOOR`]).
     fn verdict(&self, hits: &[bool], judged: f64) -> Verdict {
-        let mut matched: Vec<&CompiledRule> =
-            self.rules.iter().zip(hits).filter(|(r, &h)| h && r.id != CLASSIFIER).map(|(r, _)| r).collect();
+        // The classifier's rule is never among `hits`: it is a detector without patterns.
+        let mut matched: Vec<&CompiledRule> = self.rules.iter().zip(hits).filter(|(_, &h)| h).map(|(r, _)| r).collect();
         matched.sort_by(|a, b| b.weight.total_cmp(&a.weight).then_with(|| a.id.cmp(&b.id)));
         let keep: f64 = matched.iter().map(|r| 1.0 - r.weight).product();
         let by_rules = self.levels.action(1.0 - keep, !matched.is_empty());
@@ -567,12 +568,6 @@ impl Firewall {
 /// faint judgment stacked on one weak rule would flag ordinary requests that happen to share
 /// a word with an attack.
 pub const CLASSIFIER_FLOOR: f64 = 0.3;
-
-/// The classifier's running judgment over a request's texts.
-#[derive(Default)]
-struct Judged {
-    weight: f64,
-}
 
 /// The shipped classifier, parsed once per process.
 fn shipped_model() -> Option<Arc<model::Model>> {

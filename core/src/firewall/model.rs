@@ -28,6 +28,9 @@ use std::borrow::Cow;
 
 const MAGIC: &[u8; 8] = b"TGFWM\x001\x00";
 
+/// The model shipped with the gateway.
+static SHIPPED: &[u8] = include_bytes!("../../models/firewall.bin");
+
 /// Quantized weights (`w = q · scale`) over `2^bits` buckets, a bias and the flag point.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -78,106 +81,15 @@ impl Model {
     }
 
     fn weight(&self, feature: u32) -> i32 {
-        // `weights` has 2^bits entries and features are below 2^bits: the mask only spares
-        // the bounds check.
-        let i = feature as usize & (self.weights.len().wrapping_sub(1));
-        i32::from(self.weights.get(i).copied().unwrap_or(0) as i8)
+        // Features are below 2^bits, the number of weights.
+        self.weights.get(feature as usize).map_or(0, |&w| i32::from(w as i8))
     }
 
     /// The weight a normalized text adds to the firewall's score: `σ(z − flag logit)`.
     pub fn text_weight(&self, normalized: &str) -> f64 {
         sigmoid(f64::from(self.text_logit(normalized) - self.flag_logit))
     }
-}
 
-/// Sums of a text's feature weights in blocks of half a window (of raw features), kept as they
-/// come: a window is two neighbouring blocks, so no feature is kept and each is added once.
-/// Within a block a feature counts once ([`Seen`]): a phrase repeated a hundred times weighs
-/// what it weighs once, instead of growing with the square root of the repeats.
-#[derive(Default)]
-struct Windows {
-    /// Completed blocks: the sum of their distinct features' weights and how many there were.
-    blocks: Vec<(i32, usize)>,
-    /// The block being filled: its sum, distinct features and raw features.
-    sum: i32,
-    distinct: usize,
-    raw: usize,
-    seen: Seen,
-}
-
-impl Windows {
-    fn add(&mut self, feature: u32, weight: impl FnOnce(u32) -> i32) {
-        if self.seen.insert(feature) {
-            self.sum += weight(feature);
-            self.distinct += 1;
-        }
-        self.raw += 1;
-        if self.raw == WINDOW / 2 {
-            self.blocks.push((self.sum, self.distinct));
-            (self.sum, self.distinct, self.raw) = (0, 0, 0);
-            self.seen = Seen::default();
-        }
-    }
-
-    fn best(&self, bias: f32, scale: f32) -> f32 {
-        let logit = |sum: i32, n: usize| bias + scale * sum as f32 / (n.max(1) as f32).sqrt();
-        match self.blocks.as_slice() {
-            [] => logit(self.sum, self.distinct),
-            [only] => logit(only.0 + self.sum, only.1 + self.distinct),
-            blocks => {
-                let full = blocks
-                    .windows(2)
-                    .map(|p| logit(p[0].0 + p[1].0, p[0].1 + p[1].1))
-                    .fold(f32::NEG_INFINITY, f32::max);
-                // The text's end: the last block with what follows it.
-                let last = blocks.last().copied().unwrap_or_default();
-                full.max(logit(last.0 + self.sum, last.1 + self.distinct))
-            }
-        }
-    }
-}
-
-/// Which features a block has had, in 4,096 bits: a feature whose bit is set counts as seen (a
-/// different feature sharing its bit is, rarely, skipped too; the trainer skips the same ones).
-struct Seen([u64; 64]);
-
-impl Default for Seen {
-    fn default() -> Seen {
-        Seen([0; 64])
-    }
-}
-
-impl Seen {
-    /// Marks `feature`; whether it was new.
-    fn insert(&mut self, feature: u32) -> bool {
-        let bit = feature as usize & 4095;
-        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
-        let Some(w) = self.0.get_mut(word) else { return false };
-        let new = *w & mask == 0;
-        *w |= mask;
-        new
-    }
-}
-
-/// The features [`Model::logit`] counts for `normalized`, as the trainer should see them: each
-/// block's repeats left out ([`Windows`]).
-pub fn counted_features(normalized: &str, bits: u32, out: &mut Vec<u32>) {
-    let (mut seen, mut raw) = (Seen::default(), 0);
-    for_each_feature(normalized, bits, |f| {
-        if seen.insert(f) {
-            out.push(f);
-        }
-        raw += 1;
-        if raw == WINDOW / 2 {
-            (seen, raw) = (Seen::default(), 0);
-        }
-    });
-}
-
-/// The model shipped with the gateway.
-static SHIPPED: &[u8] = include_bytes!("../../models/firewall.bin");
-
-impl Model {
     /// The model in `core/models/firewall.bin`.
     pub fn shipped() -> Option<Model> {
         Model::from_bytes(SHIPPED)
@@ -215,6 +127,105 @@ impl Model {
         out.extend_from_slice(&self.weights);
         out
     }
+}
+
+/// Sums of a text's feature weights in blocks of half a window (of raw features), kept as they
+/// come: a window is two neighbouring blocks, so no feature is kept and each is added once.
+/// Within a block a feature counts once ([`Blocks`]): a phrase repeated a hundred times weighs
+/// what it weighs once, instead of growing with the square root of the repeats.
+#[derive(Default)]
+struct Windows {
+    /// Completed blocks: the sum of their distinct features' weights and how many there were.
+    blocks: Vec<(i32, usize)>,
+    /// The block being filled: its sum and distinct features.
+    sum: i32,
+    distinct: usize,
+    block: Blocks,
+}
+
+impl Windows {
+    fn add(&mut self, feature: u32, weight: impl FnOnce(u32) -> i32) {
+        let (new, closed) = self.block.add(feature);
+        if new {
+            self.sum += weight(feature);
+            self.distinct += 1;
+        }
+        if closed {
+            self.blocks.push((self.sum, self.distinct));
+            (self.sum, self.distinct) = (0, 0);
+        }
+    }
+
+    fn best(&self, bias: f32, scale: f32) -> f32 {
+        let logit = |sum: i32, n: usize| bias + scale * sum as f32 / (n.max(1) as f32).sqrt();
+        match self.blocks.as_slice() {
+            [] => logit(self.sum, self.distinct),
+            [only] => logit(only.0 + self.sum, only.1 + self.distinct),
+            blocks => {
+                let full = blocks
+                    .windows(2)
+                    .map(|p| logit(p[0].0 + p[1].0, p[0].1 + p[1].1))
+                    .fold(f32::NEG_INFINITY, f32::max);
+                // The text's end: the last block with what follows it.
+                let last = blocks.last().copied().unwrap_or_default();
+                full.max(logit(last.0 + self.sum, last.1 + self.distinct))
+            }
+        }
+    }
+}
+
+/// A text's raw features cut into blocks of half a window, each feature counted once per block.
+#[derive(Default)]
+struct Blocks {
+    seen: Seen,
+    raw: usize,
+}
+
+impl Blocks {
+    /// Takes the next raw feature: whether it is new in its block, and whether it closed the
+    /// block (the next one starts empty).
+    fn add(&mut self, feature: u32) -> (bool, bool) {
+        let new = self.seen.insert(feature);
+        self.raw += 1;
+        let closed = self.raw == WINDOW / 2;
+        if closed {
+            *self = Blocks::default();
+        }
+        (new, closed)
+    }
+}
+
+/// Which features a block has had, in 4,096 bits: a feature whose bit is set counts as seen (a
+/// different feature sharing its bit is, rarely, skipped too; the trainer skips the same ones).
+struct Seen([u64; 64]);
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen([0; 64])
+    }
+}
+
+impl Seen {
+    /// Marks `feature`; whether it was new.
+    fn insert(&mut self, feature: u32) -> bool {
+        let bit = feature as usize & 4095;
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        let Some(w) = self.0.get_mut(word) else { return false };
+        let new = *w & mask == 0;
+        *w |= mask;
+        new
+    }
+}
+
+/// The features [`Model::logit`] counts for `normalized`, as the trainer should see them: each
+/// block's repeats left out ([`Blocks`]).
+pub fn counted_features(normalized: &str, bits: u32, out: &mut Vec<u32>) {
+    let mut block = Blocks::default();
+    for_each_feature(normalized, bits, |f| {
+        if block.add(f).0 {
+            out.push(f);
+        }
+    });
 }
 
 fn take_u32(b: &[u8]) -> Option<(u32, &[u8])> {
