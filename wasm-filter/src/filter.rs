@@ -462,7 +462,7 @@ impl Filter {
                 let ended = restorer.as_ref().is_some_and(SseRestorer::is_ended);
                 if let Some(rule) = restorer.as_ref().and_then(SseRestorer::blocked) {
                     log::warn!("answer blocked by the output guard ({rule})");
-                    count_moderation(host, std::slice::from_ref(&rule.to_owned()));
+                    count_moderation(host, &[rule]);
                     host.increment(Metric::OutputBlocked, 1);
                     host.set_property(OUTPUT_PROPERTY, format!("blocked:{rule}").as_bytes());
                 }
@@ -536,16 +536,12 @@ impl Filter {
                         }
                     }
                     JsonGuard::Rewritten(guarded, hits) => {
-                        let redacted = count_moderation(host, &hits);
+                        let redacted = record_output(host, &hits);
                         host.increment(Metric::OutputRedacted, redacted);
-                        host.set_property(OUTPUT_PROPERTY, output_record(&hits).as_bytes());
                         host.set_response_body(&guarded);
                     }
                     JsonGuard::Flagged(hits) => {
-                        count_moderation(host, &hits);
-                        if let Some(record) = Some(output_record(&hits)).filter(|r| !r.is_empty()) {
-                            host.set_property(OUTPUT_PROPERTY, record.as_bytes());
-                        }
+                        record_output(host, &hits);
                         if let Some(restored) = &restored {
                             host.set_response_body(restored);
                         }
@@ -555,7 +551,7 @@ impl Filter {
                         // hold response headers and read the body): the body
                         // becomes the error, in the client API's shape.
                         log::warn!("answer blocked by the output guard ({rule})");
-                        count_moderation(host, std::slice::from_ref(&rule));
+                        count_moderation(host, &[rule.as_str()]);
                         host.increment(Metric::OutputBlocked, 1);
                         host.set_property(OUTPUT_PROPERTY, format!("blocked:{rule}").as_bytes());
                         let message = format!("the answer was withheld by the output guard (`{rule}`)");
@@ -567,12 +563,8 @@ impl Filter {
             }
             ResponseState::Sse(sse) => {
                 if let Some(r) = sse.restorer.as_ref().filter(|r| !r.guard_hits().is_empty()) {
-                    let redacted = count_moderation(host, r.guard_hits());
+                    let redacted = record_output(host, r.guard_hits());
                     host.increment(Metric::OutputRedacted, redacted);
-                    let record = output_record(r.guard_hits());
-                    if !record.is_empty() {
-                        host.set_property(OUTPUT_PROPERTY, record.as_bytes());
-                    }
                 }
                 sse.usage.usage()
             }
@@ -649,11 +641,24 @@ fn report_json(report: &InspectionReport) -> String {
     serde_json::to_string(report).unwrap_or_default()
 }
 
+/// What the guard did to an answer: its moderation findings counted and the
+/// record set in `io.tollgate.output` (when there is one to show); returns
+/// how many labels are not moderation's (the redactions).
+fn record_output(host: &mut dyn Host, labels: &[String]) -> u64 {
+    let redacted = count_moderation(host, labels);
+    let record = output_record(labels);
+    if !record.is_empty() {
+        host.set_property(OUTPUT_PROPERTY, record.as_bytes());
+    }
+    redacted
+}
+
 /// Count the moderation findings among output guard labels (or a block's
 /// rule), per category; returns how many labels are not moderation's.
-fn count_moderation(host: &mut dyn Host, labels: &[String]) -> u64 {
+fn count_moderation(host: &mut dyn Host, labels: &[impl AsRef<str>]) -> u64 {
     let mut other = 0;
     for l in labels {
+        let l = l.as_ref();
         match l.strip_prefix("moderation:").or_else(|| l.strip_prefix("moderation-log:")) {
             Some(category) => host.increment_tagged(TaggedMetric::ModerationByCategory, category, 1),
             None => other += 1,
