@@ -199,6 +199,12 @@ impl OutputGuard {
         self
     }
 
+    /// The moderator judging answers, its segments kept within the window
+    /// (none unless [`with_moderation`](Self::with_moderation) gave one).
+    pub fn moderator(&self) -> Option<&Moderator> {
+        self.moderation.as_deref()
+    }
+
     /// Whether the guard can find anything at all.
     pub fn is_active(&self) -> bool {
         self.scanner.is_some() || self.phrases.is_some() || self.moderation.is_some()

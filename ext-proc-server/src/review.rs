@@ -50,10 +50,8 @@ pub struct Review {
     logged: Option<PiiScanner>,
     /// Whether any team or consumer sets its own firewall thresholds.
     per_caller: bool,
-    /// The output guard (none when the policy turns it off).
+    /// The output guard, moderation included (none when the policy turns both off).
     output: Option<OutputGuard>,
-    /// Moderation of answers (none unless the policy turns it on).
-    moderation: Option<Moderator>,
     /// The system prompts the policy trusts per alias, as written and as
     /// the filter's masking leaves them (this review sees the masked request).
     trusted: TrustedPrompts,
@@ -81,8 +79,10 @@ impl Review {
             firewall: Firewall::shared(&policy.inspection.firewall).ok(),
             logged: any_logged.then(|| PiiScanner::new(&logged).ok()).flatten(),
             per_caller,
-            output: OutputGuard::new(&policy.inspection.output).ok().filter(OutputGuard::is_active),
-            moderation: Moderator::new(&policy.inspection.moderation).ok().flatten(),
+            output: OutputGuard::new(&policy.inspection.output)
+                .ok()
+                .map(|g| g.with_moderation(Moderator::new(&policy.inspection.moderation).ok().flatten()))
+                .filter(OutputGuard::is_active),
             trusted: trusted_prompts(policy),
         }
     }
@@ -93,17 +93,17 @@ impl Review {
         self.per_caller && self.firewall.is_some()
     }
 
-    /// What the output guard does to `answer` (the answer's text as the
+    /// What the output guard and moderation do to `answer` (the answer's text as the
     /// sidecar saw it), for the audit record; `None` when nothing.
     pub fn review_answer(&self, answer: &str) -> Option<Value> {
-        let mut found = match self.output.as_ref().map(|g| g.check(answer, &MaskMap::new(0))) {
-            None | Some(GuardOutcome::Clean) => serde_json::Map::new(),
-            Some(GuardOutcome::Redacted(_, labels)) => {
-                json!({"redacted": labels}).as_object().cloned().unwrap_or_default()
-            }
-            Some(GuardOutcome::Blocked(label)) => json!({"blocked": label}).as_object().cloned().unwrap_or_default(),
-        };
-        if let Some(moderated) = self.moderation.as_ref().and_then(|m| moderate(m, answer)) {
+        let guard = self.output.as_ref()?;
+        let mut found = serde_json::Map::new();
+        match guard.check(answer, &MaskMap::new(0)) {
+            GuardOutcome::Clean => {}
+            GuardOutcome::Redacted(_, labels) => _ = found.insert("redacted".into(), json!(labels)),
+            GuardOutcome::Blocked(label) => _ = found.insert("blocked".into(), json!(label)),
+        }
+        if let Some(moderated) = guard.moderator().and_then(|m| moderate(m, answer)) {
             found.insert("moderation".into(), moderated);
         }
         (!found.is_empty()).then_some(Value::Object(found))
@@ -138,8 +138,8 @@ impl Review {
     }
 }
 
-/// The moderation categories `answer` is in, judged segment by segment as the filter judges
-/// it, each with the strongest action its segments drew (`{"hate": "block"}`); `None` when
+/// The moderation categories `answer` is in, judged in the filter's segments (the guard keeps
+/// them within its window), each with the strongest action its segments drew (`{"hate": "block"}`); `None` when
 /// none.
 fn moderate(m: &Moderator, answer: &str) -> Option<Value> {
     let mut found: std::collections::BTreeMap<&'static str, ModerationAction> = Default::default();
