@@ -15,26 +15,19 @@
 //! `cost --text FILE --times N [--without-classifier]` scans a text N times, for counting
 //! instructions under callgrind (docs/firewall-quality.md, "Cost").
 
-use std::io::BufRead;
-
-use serde_json::Value;
 use tollgate_core::firewall::model::{counted_features, features, Model};
 use tollgate_core::firewall::normalize;
 use tollgate_core::learn::{self, Example};
 
+/// The file's texts, normalized as the firewall scans them, and whether each is an attack.
 fn read(path: &str) -> Result<Vec<(String, bool)>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    let mut out = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(|e| e.to_string())?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line).map_err(|e| format!("{path}: {e}"))?;
-        let text = v["text"].as_str().ok_or_else(|| format!("{path}: a line without text"))?;
-        out.push((normalize(text), v["label"].as_i64() == Some(1)));
-    }
-    Ok(out)
+    learn::read_jsonl(path)?
+        .iter()
+        .map(|v| {
+            let text = v["text"].as_str().ok_or_else(|| format!("{path}: a line without text"))?;
+            Ok((normalize(text), v["label"].as_i64() == Some(1)))
+        })
+        .collect()
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {

@@ -41,14 +41,8 @@ fn vectorize(text: &str) -> Vec<(u32, f32)> {
 }
 
 fn read_examples(path: &str) -> Result<Vec<Example>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
     let mut out = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(|e| e.to_string())?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line).map_err(|e| format!("{path}: {e}"))?;
+    for v in tollgate_core::learn::read_jsonl(path)? {
         let text = v["text"].as_str().ok_or("a line without text")?;
         let mut y = [None; CATEGORIES];
         if let Some(labels) = v["labels"].as_object() {

@@ -3,6 +3,20 @@
 //! data gives the same model byte for byte. Used by the trainers in `core/examples/`; nothing
 //! here runs on the request path.
 
+/// The JSON value of each non-blank line of a JSONL file (the trainers' input).
+pub fn read_jsonl(path: &str) -> Result<Vec<serde_json::Value>, String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|e| format!("{path}: {e}"))?;
+        if !line.trim().is_empty() {
+            out.push(serde_json::from_str(&line).map_err(|e| format!("{path}: {e}"))?);
+        }
+    }
+    Ok(out)
+}
+
 /// One labelled text: its features as (bucket, value) with the value `count / √n`, as the
 /// scorers weigh them.
 #[derive(Clone, Debug, PartialEq)]
