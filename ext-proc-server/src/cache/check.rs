@@ -331,13 +331,30 @@ fn substituted(a: &[Word], b: &[Word]) -> bool {
 
 /// What differs between two prompts beyond what their embeddings show.
 pub fn compare(a: &str, b: &str) -> Differences {
-    let (wa, wb) = (words(a), words(b));
+    Question::new(a).compare(b)
+}
+
+/// A prompt read once, to be compared with several cached ones.
+pub struct Question(Vec<Word>);
+
+impl Question {
+    pub fn new(text: &str) -> Question {
+        Question(words(text))
+    }
+
+    /// [`compare`] of this prompt with `other`.
+    pub fn compare(&self, other: &str) -> Differences {
+        differences(&self.0, &words(other))
+    }
+}
+
+fn differences(wa: &[Word], wb: &[Word]) -> Differences {
     Differences {
         negation: wa.iter().filter(|w| w.negation).count() != wb.iter().filter(|w| w.negation).count(),
-        numbers: number_words(&wa) != number_words(&wb),
-        entities: names_missing(&wa, &wb) && names_missing(&wb, &wa),
-        order: order_differs(&wa, &wb),
-        substitution: substituted(&wa, &wb),
+        numbers: number_words(wa) != number_words(wb),
+        entities: names_missing(wa, wb) && names_missing(wb, wa),
+        order: order_differs(wa, wb),
+        substitution: substituted(wa, wb),
     }
 }
 

@@ -174,7 +174,9 @@ impl Cache {
         if let Some(text) = keys.semantic_text.clone() {
             embedding = self.embed(text.clone()).await;
             if let Some(v) = &embedding {
-                let accept = |value: &[u8]| same_question(&text, value);
+                // The question is read once for all the candidates it is compared with.
+                let question = check::Question::new(&text);
+                let accept = |value: &[u8]| same_question(&question, value);
                 match self.store.get_similar_where(&keys.partition, v, threshold as f32, &accept).await {
                     Ok(Some(found)) => {
                         if let Some(hit) = hit(found) {
@@ -245,10 +247,10 @@ fn stored_value(answer: &Answer, prompt: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
-/// Whether the cached entry answers `text`: it must hold its prompt, and the
+/// Whether the cached entry answers `question`: it must hold its prompt, and the
 /// two prompts must pass [`check::compare`]. An entry without its prompt
 /// cannot be checked, so it is not served semantically.
-fn same_question(text: &str, value: &[u8]) -> bool {
+fn same_question(question: &check::Question, value: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Prompt {
         prompt: Option<String>,
@@ -257,7 +259,7 @@ fn same_question(text: &str, value: &[u8]) -> bool {
         tracing::debug!("semantic candidate without its prompt; not served");
         return false;
     };
-    let differences = check::compare(text, &cached);
+    let differences = question.compare(&cached);
     if let Some(reason) = differences.reason() {
         tracing::debug!(reason, "semantic candidate differs from the question; not served");
         return false;
@@ -297,11 +299,11 @@ mod tests {
         };
         let value = stored_value(&answer, Some("Convert dollars to euros"));
         assert_eq!(Answer::from_bytes(&value), Some(answer.clone()), "the prompt does not change the answer");
-        assert!(same_question("Please convert dollars to euros", &value));
-        assert!(!same_question("Convert euros to dollars", &value));
+        assert!(same_question(&check::Question::new("Please convert dollars to euros"), &value));
+        assert!(!same_question(&check::Question::new("Convert euros to dollars"), &value));
         // An entry kept without its prompt (before the check existed) cannot be checked.
-        assert!(!same_question("Convert dollars to euros", &answer.to_bytes()));
-        assert!(!same_question("Convert dollars to euros", &stored_value(&answer, None)));
+        assert!(!same_question(&check::Question::new("Convert dollars to euros"), &answer.to_bytes()));
+        assert!(!same_question(&check::Question::new("Convert dollars to euros"), &stored_value(&answer, None)));
     }
 
     #[tokio::test]
