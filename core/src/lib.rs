@@ -13,6 +13,7 @@ pub mod firewall;
 pub mod guard;
 pub mod headers;
 pub mod learn;
+pub mod mcp;
 pub mod moderation;
 pub mod pii;
 pub mod policy;

@@ -1,0 +1,1 @@
+//! An OpenAPI 3 document as MCP tools (filled in below).
