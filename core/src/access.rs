@@ -94,6 +94,9 @@ pub struct Team {
     /// The team's prompt-firewall thresholds (over the route's and the policy's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<crate::firewall::Thresholds>,
+    /// MCP tools the team may use; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<crate::mcp::policy::McpGrant>,
 }
 
 /// A consumer: a person or application, member of one team.
@@ -109,6 +112,9 @@ pub struct Consumer {
     /// The consumer's prompt-firewall thresholds (over the team's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<crate::firewall::Thresholds>,
+    /// Narrows the team's MCP tools (both grants must allow); absent: the team's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<crate::mcp::policy::McpGrant>,
 }
 
 /// Limits for one consumer or team. Absent means unlimited.
@@ -125,6 +131,9 @@ pub struct Limits {
     /// USD per UTC month.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_per_month: Option<f64>,
+    /// MCP tool calls per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls_per_minute: Option<u64>,
 }
 
 impl Limits {
@@ -133,6 +142,7 @@ impl Limits {
             && self.tokens_per_minute.is_none()
             && self.cost_per_day.is_none()
             && self.cost_per_month.is_none()
+            && self.tool_calls_per_minute.is_none()
     }
 }
 

@@ -67,6 +67,9 @@ pub struct Policy {
     /// Export to an OpenTelemetry collector (off when absent).
     #[serde(default, skip_serializing_if = "Telemetry::is_off")]
     pub telemetry: Telemetry,
+    /// The MCP gateway: upstream servers, virtual servers, pinned tools.
+    #[serde(default, skip_serializing_if = "crate::mcp::policy::McpPolicy::is_empty")]
+    pub mcp: crate::mcp::policy::McpPolicy,
 }
 
 /// Where the sidecar sends one OpenTelemetry span per AI request.
@@ -754,6 +757,10 @@ impl Policy {
             otlp.validate_at("telemetry.otlp")?;
         }
         self.inspection.validate()?;
+        let grants = self.teams.iter().filter_map(|(n, t)| Some((format!("teams.{n}.mcp"), t.mcp.as_ref()?)));
+        let grants = grants
+            .chain(self.consumers.iter().filter_map(|(n, c)| Some((format!("consumers.{n}.mcp"), c.mcp.as_ref()?))));
+        self.mcp.validate(grants)?;
         crate::access::validate(&self.access, &self.teams, &self.consumers, &self.limits)?;
         for name in self.teams.keys().chain(self.consumers.keys()) {
             if !valid_name(name) {

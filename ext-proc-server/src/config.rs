@@ -24,10 +24,10 @@ pub enum ConfigError {
     Read { path: String, source: std::io::Error },
     #[error("policy {path}: {source}")]
     Invalid { path: String, source: tollgate_core::Error },
-    #[error("provider `{provider}`: environment variable {var} is not set")]
-    MissingKeyEnv { provider: String, var: String },
-    #[error("provider `{provider}`: cannot read key file {path}: {source}")]
-    KeyFile { provider: String, path: String, source: std::io::Error },
+    #[error("{owner}: environment variable {var} is not set")]
+    MissingKeyEnv { owner: String, var: String },
+    #[error("{owner}: cannot read key file {path}: {source}")]
+    KeyFile { owner: String, path: String, source: std::io::Error },
 }
 
 /// A path from the policy, relative to the policy file's directory.
@@ -308,6 +308,14 @@ pub fn resolve_paths(policy: &mut Policy, policy_path: &Path) {
             fix(p);
         }
     }
+    for server in policy.mcp.servers.values_mut() {
+        if let Some(p) = server.key_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = server.openapi.as_mut() {
+            fix(p);
+        }
+    }
 }
 
 /// A provider credential, held only in memory and never printed.
@@ -324,25 +332,25 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-/// Read every provider key the policy references (`keyEnv` / `keyFile`).
+/// The key of an MCP server's credential in [`load_credentials`]'s map
+/// (provider names cannot hold `:`).
+pub fn mcp_credential(server: &str) -> String {
+    format!("mcp:{server}")
+}
+
+/// Read every provider key and MCP server credential the policy references
+/// (`keyEnv` / `keyFile`); an MCP server's is under [`mcp_credential`].
 pub fn load_credentials(policy: &Policy) -> Result<HashMap<String, Credential>, ConfigError> {
     let mut out = HashMap::new();
+    for (name, server) in &policy.mcp.servers {
+        let at = format!("mcp server `{name}`");
+        if let Some(secret) = read_secret(&at, server.key_env.as_deref(), server.key_file.as_deref())? {
+            out.insert(mcp_credential(name), Credential { header: "authorization", value: format!("Bearer {secret}") });
+        }
+    }
     for (name, provider) in &policy.providers {
-        let secret = if let Some(var) = &provider.key_env {
-            match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
-                _ => return Err(ConfigError::MissingKeyEnv { provider: name.clone(), var: var.clone() }),
-            }
-        } else if let Some(path) = &provider.key_file {
-            let v = std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
-                provider: name.clone(),
-                path: path.clone(),
-                source,
-            })?;
-            Some(v.trim().to_string())
-        } else {
-            None
-        };
+        let secret =
+            read_secret(&format!("provider `{name}`"), provider.key_env.as_deref(), provider.key_file.as_deref())?;
         if let Some(secret) = secret {
             let cred = match provider.kind {
                 ProviderKind::Anthropic => Credential { header: "x-api-key", value: secret },
@@ -353,6 +361,26 @@ pub fn load_credentials(policy: &Policy) -> Result<HashMap<String, Credential>, 
         }
     }
     Ok(out)
+}
+
+/// A secret from an environment variable or a file, trimmed.
+fn read_secret(owner: &str, env: Option<&str>, file: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let name = owner.to_string();
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_string())),
+            _ => Err(ConfigError::MissingKeyEnv { owner: name, var: var.to_string() }),
+        };
+    }
+    if let Some(path) = file {
+        let v = std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
+            owner: name,
+            path: path.to_string(),
+            source,
+        })?;
+        return Ok(Some(v.trim().to_string()));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
     let buffer_limit = policy.inspection.max_body_bytes.saturating_mul(2).max(1024 * 1024);
     let default_provider = policy.default_provider().ok_or_else(|| anyhow::anyhow!("the policy has no provider"))?;
 
-    let mut routes = Vec::new();
+    let mut routes = mcp_routes(policy, SIDECAR_CLUSTER);
     let mut clusters = vec![sidecar_cluster(policy)];
     for (name, provider) in &policy.providers {
         let url = BaseUrl::parse(&provider.base_url).map_err(|m| anyhow::anyhow!("providers.{name}.baseUrl: {m}"))?;
@@ -254,6 +254,29 @@ pub fn unrouted_routes(policy: &Policy, open: Value) -> Vec<Value> {
     openai["match"] = json!({"prefix": "/"});
     routes.extend([anthropic, openai]);
     routes
+}
+
+/// One route per MCP virtual server: `/mcp/<name>` goes to the sidecar,
+/// which serves the MCP gateway on its own port (see `crate::mcp`). The
+/// sidecar identifies the caller itself, so ext_proc is skipped on these
+/// routes. No route timeout: an answer may stream (the sidecar bounds each
+/// upstream message by `mcp.timeoutMs`); an idle stream ends after 5 minutes.
+pub fn mcp_routes(policy: &Policy, sidecar_cluster: &str) -> Vec<Value> {
+    policy
+        .mcp
+        .virtual_servers
+        .keys()
+        .map(|name| {
+            json!({
+                "match": {"path": format!("/mcp/{name}")},
+                "route": {"cluster": sidecar_cluster, "timeout": "0s", "idle_timeout": "300s"},
+                "typed_per_filter_config": {"envoy.filters.http.ext_proc": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                    "disabled": true,
+                }},
+            })
+        })
+        .collect()
 }
 
 /// The cluster through which Envoy reaches the sidecar in the bootstrap.

@@ -42,12 +42,31 @@ impl Via {
     }
 }
 
+/// Request headers, however they arrived (ext_proc's header map, or an HTTP
+/// request the sidecar serves itself).
+pub trait Headers {
+    /// The value of the first header named `name` (any case).
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+impl Headers for HttpHeaders {
+    fn get(&self, name: &str) -> Option<String> {
+        header(self, name)
+    }
+}
+
+impl Headers for axum::http::HeaderMap {
+    fn get(&self, name: &str) -> Option<String> {
+        axum::http::HeaderMap::get(self, name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+}
+
 /// The credential a client presented: `Authorization: Bearer X` or `x-api-key: X`.
-fn presented_key(h: &HttpHeaders) -> Option<String> {
-    if let Some(v) = header(h, "x-api-key").filter(|v| !v.trim().is_empty()) {
+fn presented_key(h: &impl Headers) -> Option<String> {
+    if let Some(v) = h.get("x-api-key").filter(|v| !v.trim().is_empty()) {
         return Some(v.trim().to_string());
     }
-    let auth = header(h, "authorization")?;
+    let auth = h.get("authorization")?;
     let (scheme, token) = auth.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
 }
@@ -57,7 +76,7 @@ fn presented_key(h: &HttpHeaders) -> Option<String> {
 pub fn identify(
     policy: &Policy,
     keys: &KeyIndex,
-    h: &HttpHeaders,
+    h: &impl Headers,
     metadata: Option<&Metadata>,
     now: SystemTime,
 ) -> Result<Option<Identity>, Error> {

@@ -18,6 +18,7 @@ pub mod k8s;
 pub mod keys;
 pub mod launch;
 pub mod limits;
+pub mod mcp;
 pub mod meter;
 pub mod metrics;
 pub mod otel;

@@ -143,6 +143,11 @@ pub struct CacheLabels {
 /// Buckets (seconds) for the cache's own work: lookups and embeddings.
 const FAST_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5];
 
+/// Buckets (seconds) for MCP tool calls: from the gateway's own sub-millisecond
+/// answers to slow tools.
+const MCP_BUCKETS: [f64; 15] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
 /// Token-count buckets of the GenAI conventions (powers of 4).
 fn token_buckets() -> impl Iterator<Item = f64> {
     (0..14).map(|i| 4f64.powi(i))
@@ -169,8 +174,31 @@ pub struct Metrics {
     pub cache_cost_saved: Counter<f64, AtomicU64>,
     /// Policy file changes applied (`ok`) or refused (`rejected`).
     pub reloads: Family<ReloadLabels, Counter>,
+    /// MCP tool calls by server, tool and result.
+    pub mcp_calls: Family<McpLabels, Counter>,
+    /// MCP tool call duration by server, tool and result.
+    pub mcp_duration: Family<McpLabels, Histogram>,
+    /// Tool definitions found poisoned or changed (counted once per definition).
+    pub mcp_tools_withheld: Family<McpToolLabels, Counter>,
     /// The label values of the policy last seen (built again when it changes).
     known: RwLock<Option<(Arc<Policy>, Arc<KnownLabels>)>>,
+}
+
+/// An MCP tool call: `server` is a server of the policy, `tool` a tool that
+/// server listed (or [`OTHER`]), `result` one of a fixed set (`ok`,
+/// `tool_error`, `refused`, `blocked`, `rate_limited`, `upstream_error`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpLabels {
+    pub server: String,
+    pub tool: String,
+    pub result: &'static str,
+}
+
+/// A tool definition the gateway withheld: `reason` is `poisoned` or `changed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpToolLabels {
+    pub server: String,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -241,7 +269,24 @@ impl Metrics {
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register("tollgate_policy_reloads", "Policy file changes applied or rejected", reloads.clone());
+        let mcp_calls = Family::<McpLabels, Counter>::default();
+        let mcp_duration = Family::<McpLabels, Histogram>::new_with_constructor(|| Histogram::new(MCP_BUCKETS));
+        let mcp_tools_withheld = Family::<McpToolLabels, Counter>::default();
+        registry.register("tollgate_mcp_calls", "MCP tool calls by server, tool and result", mcp_calls.clone());
+        registry.register(
+            "tollgate_mcp_call_duration_seconds",
+            "Time from an MCP tool call to its answer, by server, tool and result",
+            mcp_duration.clone(),
+        );
+        registry.register(
+            "tollgate_mcp_tools_withheld",
+            "Tool definitions hidden as poisoned or quarantined as changed, by server and reason",
+            mcp_tools_withheld.clone(),
+        );
         Metrics {
+            mcp_calls,
+            mcp_duration,
+            mcp_tools_withheld,
             known: RwLock::default(),
             reloads,
             registry,

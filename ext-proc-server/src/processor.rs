@@ -298,7 +298,7 @@ async fn on_request_headers(
 }
 
 /// A new request id (the sidecar's own, when no filter named the request).
-fn new_request_id() -> String {
+pub fn new_request_id() -> String {
     let mut bytes = [0u8; 12];
     if getrandom::fill(&mut bytes).is_err() {
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());

@@ -122,11 +122,16 @@ pub async fn run(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|e| anyhow::anyhow!("sidecar TLS: {e}"))?;
     }
+    // One port, one authenticated channel: ext_proc (gRPC) and the MCP
+    // gateway (`/mcp/<virtualServer>`, which Envoy routes here as an upstream).
+    let mcp = crate::mcp::router(crate::mcp::Gateway::new(live.clone())?);
+    let routes = tonic::service::Routes::from(mcp)
+        .add_service(health_service)
+        .add_service(ExternalProcessorServer::new(Service::new(live)));
     let grpc_server = builder
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
-        .add_service(health_service)
-        .add_service(ExternalProcessorServer::new(Service::new(live)))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc).map(no_delay), async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
         });

@@ -60,10 +60,10 @@ pub fn demo_access(policy: &mut Policy, home: &Path) -> anyhow::Result<String> {
         cost_per_day: Some(DEMO_COST_PER_DAY),
         ..Default::default()
     };
-    policy.teams.insert("demo".into(), Team { models: Vec::new(), limits, firewall: None });
+    policy.teams.insert("demo".into(), Team { models: Vec::new(), limits, firewall: None, mcp: None });
     policy.consumers.insert(
         "demo".into(),
-        Consumer { team: "demo".into(), models: Vec::new(), limits: Limits::default(), firewall: None },
+        Consumer { team: "demo".into(), models: Vec::new(), limits: Limits::default(), firewall: None, mcp: None },
     );
 
     let key_path = home.join("demo-key");
@@ -127,6 +127,7 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
         teams: Default::default(),
         consumers: Default::default(),
         limits: Default::default(),
+        mcp: Default::default(),
         pricing: Default::default(),
         audit: Default::default(),
         cache: Default::default(),

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod mcp;
+
 use anyhow::{anyhow, Context as _};
 use tokio::process::Command;
 use tollgate_ext_proc::config::{parse_policy, resolve_paths};

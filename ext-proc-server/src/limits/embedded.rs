@@ -66,13 +66,20 @@ enum Line {
     /// The new totals of one usage row.
     #[serde(rename = "u")]
     Usage(UsageRow),
+    /// A value set in a namespace: (namespace, field, value).
+    #[serde(rename = "v")]
+    Value(String, String, String),
 }
 
 #[derive(Default, Serialize, Deserialize)]
 struct Snapshot {
     counters: Vec<(String, u64, u64)>,
     usage: Vec<UsageRow>,
+    #[serde(default)]
+    values: Vec<(String, String, String)>,
 }
+
+type Values = BTreeMap<(String, String), String>;
 
 struct Inner {
     journal_path: PathBuf,
@@ -82,6 +89,7 @@ struct Inner {
     opts: EmbeddedOptions,
     counters: HashMap<String, Counter>,
     usage: BTreeMap<UsageKey, UsageRow>,
+    values: Values,
 }
 
 /// One counter to charge: a reserve's charge or an extend's entry.
@@ -107,6 +115,7 @@ impl EmbeddedStore {
 
         let mut counters = HashMap::new();
         let mut usage = BTreeMap::new();
+        let mut values = Values::new();
         match std::fs::read(&snapshot_path) {
             Ok(bytes) => {
                 let snap: Snapshot = serde_json::from_slice(&bytes)
@@ -117,12 +126,15 @@ impl EmbeddedStore {
                 for row in snap.usage {
                     usage.insert(usage_key(&row), row);
                 }
+                for (ns, field, value) in snap.values {
+                    values.insert((ns, field), value);
+                }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(source) => return Err(StoreError::Snapshot { path: snapshot_path, source }),
         }
         match std::fs::read(&journal_path) {
-            Ok(bytes) => replay(&bytes, &journal_path, &mut counters, &mut usage),
+            Ok(bytes) => replay(&bytes, &journal_path, &mut counters, &mut usage, &mut values),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(source) => return Err(StoreError::Journal { path: journal_path, source }),
         }
@@ -132,7 +144,7 @@ impl EmbeddedStore {
             .append(true)
             .open(&journal_path)
             .map_err(|source| StoreError::Journal { path: journal_path.clone(), source })?;
-        let mut inner = Inner { journal_path, snapshot_path, journal, lines: 0, opts, counters, usage };
+        let mut inner = Inner { journal_path, snapshot_path, journal, lines: 0, opts, counters, usage, values };
         inner.compact()?;
         Ok(Self { inner: Arc::new(Mutex::new(inner)) })
     }
@@ -232,6 +244,31 @@ impl EmbeddedStore {
         Ok(self.lock()?.counters.get(stored_key).map_or(0, |c| c.value))
     }
 
+    /// See [`super::Store::value`].
+    pub fn value(&self, ns: &str, field: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock()?.values.get(&(ns.to_string(), field.to_string())).cloned())
+    }
+
+    /// See [`super::Store::values`].
+    pub fn values(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner.values.iter().filter(|((n, _), _)| n == ns).map(|((_, f), v)| (f.clone(), v.clone())).collect())
+    }
+
+    /// See [`super::Store::set_value`].
+    pub fn set_value(&self, ns: &str, field: &str, value: &str, only_if_absent: bool) -> Result<String, StoreError> {
+        let mut inner = self.lock()?;
+        let key = (ns.to_string(), field.to_string());
+        if only_if_absent {
+            if let Some(v) = inner.values.get(&key) {
+                return Ok(v.clone());
+            }
+        }
+        inner.append(&Line::Value(key.0.clone(), key.1.clone(), value.to_string()))?;
+        inner.values.insert(key, value.to_string());
+        Ok(value.to_string())
+    }
+
     /// Writes a snapshot and empties the journal now.
     pub fn compact(&self) -> Result<(), StoreError> {
         self.lock()?.compact()
@@ -324,6 +361,7 @@ impl Inner {
         let snap = Snapshot {
             counters: self.counters.iter().map(|(k, c)| (k.clone(), c.value, c.expires)).collect(),
             usage: self.usage.values().cloned().collect(),
+            values: self.values.iter().map(|((n, f), v)| (n.clone(), f.clone(), v.clone())).collect(),
         };
         let snap_err = |source| StoreError::Snapshot { path: self.snapshot_path.clone(), source };
         let bytes = serde_json::to_vec(&snap).map_err(|e| snap_err(e.into()))?;
@@ -352,6 +390,7 @@ fn replay(
     path: &Path,
     counters: &mut HashMap<String, Counter>,
     usage: &mut BTreeMap<UsageKey, UsageRow>,
+    values: &mut Values,
 ) {
     for (n, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         if raw.iter().all(u8::is_ascii_whitespace) {
@@ -365,6 +404,9 @@ fn replay(
             }
             Ok(Line::Usage(row)) => {
                 usage.insert(usage_key(&row), row);
+            }
+            Ok(Line::Value(ns, field, value)) => {
+                values.insert((ns, field), value);
             }
             Err(e) => {
                 tracing::warn!(path = %path.display(), line = n + 1, error = %e,

@@ -280,6 +280,42 @@ impl Store {
     }
 }
 
+/// Small named values shared by every replica (the MCP gateway's session
+/// key and tool pins): one namespace holds fields, each a text value.
+impl Store {
+    /// The value of `field` in namespace `ns`.
+    pub async fn value(&self, ns: &str, field: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.value(ns, field),
+            Store::Redis(s) => s.value(ns, field).await,
+        }
+    }
+
+    /// Every field of namespace `ns`, with its value.
+    pub async fn values(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.values(ns),
+            Store::Redis(s) => s.values(ns).await,
+        }
+    }
+
+    /// Sets `field` (or, with `only_if_absent`, sets it only when it has no
+    /// value yet); returns the value it holds afterwards. Replicas racing to
+    /// set a field first all get the winner's value.
+    pub async fn set_value(
+        &self,
+        ns: &str,
+        field: &str,
+        value: &str,
+        only_if_absent: bool,
+    ) -> Result<String, StoreError> {
+        match self {
+            Store::Embedded(s) => s.set_value(ns, field, value, only_if_absent),
+            Store::Redis(s) => s.set_value(ns, field, value, only_if_absent).await,
+        }
+    }
+}
+
 impl From<embedded::EmbeddedStore> for Store {
     fn from(s: embedded::EmbeddedStore) -> Self {
         Store::Embedded(s)

@@ -323,6 +323,44 @@ impl RedisStore {
         Ok(v.unwrap_or(0))
     }
 
+    /// The hash holding namespace `ns`.
+    fn values_key(&self, ns: &str) -> String {
+        format!("{}values:{ns}", self.prefix)
+    }
+
+    /// See [`super::Store::value`].
+    pub async fn value(&self, ns: &str, field: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        self.call(redis::cmd("HGET").arg(self.values_key(ns)).arg(field).query_async(&mut conn)).await
+    }
+
+    /// See [`super::Store::values`].
+    pub async fn values(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let map: std::collections::BTreeMap<String, String> =
+            self.call(redis::cmd("HGETALL").arg(self.values_key(ns)).query_async(&mut conn)).await?;
+        Ok(map.into_iter().collect())
+    }
+
+    /// See [`super::Store::set_value`].
+    pub async fn set_value(
+        &self,
+        ns: &str,
+        field: &str,
+        value: &str,
+        only_if_absent: bool,
+    ) -> Result<String, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.values_key(ns);
+        if !only_if_absent {
+            let _: i64 = self.call(redis::cmd("HSET").arg(&key).arg(field).arg(value).query_async(&mut conn)).await?;
+            return Ok(value.to_string());
+        }
+        let _: i64 = self.call(redis::cmd("HSETNX").arg(&key).arg(field).arg(value).query_async(&mut conn)).await?;
+        let current: Option<String> = self.call(redis::cmd("HGET").arg(&key).arg(field).query_async(&mut conn)).await?;
+        current.ok_or_else(|| self.reply_error(format!("{key} {field} vanished after HSETNX")))
+    }
+
     fn days_key(&self) -> String {
         format!("{}usage:days", self.prefix)
     }
