@@ -193,9 +193,25 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
 /// [`http_get`] with `Authorization: Bearer <token>` when a token is given
 /// (the sidecar's admin endpoints when exposed, see `ADMIN_TOKEN_ENV`).
 pub async fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+    http_request(addr, "GET", path, token, None).await
+}
+
+/// One HTTP/1.1 request (a JSON `body` when given): the status and the body.
+pub async fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    let content =
+        body.map(|b| format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len())).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content}Connection: close\r\n\r\n{}",
+        body.unwrap_or_default()
+    );
     stream.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await?;

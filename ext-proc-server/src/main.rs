@@ -71,6 +71,17 @@ enum Cmd {
         #[command(subcommand)]
         what: AuditCmd,
     },
+    /// MCP tool pins on the running sidecar: list them, approve a changed definition.
+    Mcp {
+        #[command(subcommand)]
+        what: McpCmd,
+        /// The policy of the running gateway (finds the sidecar's admin port).
+        #[arg(long, global = true)]
+        policy: Option<PathBuf>,
+        /// The sidecar's admin address (default: from the policy, else 127.0.0.1:10003).
+        #[arg(long, global = true)]
+        admin: Option<String>,
+    },
     /// Spend per team, consumer and model, from the running sidecar.
     Usage {
         /// The policy of the running gateway (finds the sidecar's admin port).
@@ -162,6 +173,14 @@ enum PackageCmd {
         #[arg(long)]
         embed_model: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum McpCmd {
+    /// Pinned tool definitions and changed ones waiting for approval (JSON).
+    Tools,
+    /// Pin the changed definition of `<server>/<tool>`: it is listed and callable again.
+    Approve { tool: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -470,6 +489,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Keys { what } => keys_command(what),
         Cmd::Audit { what } => audit_command(what),
+        Cmd::Mcp { what, policy, admin } => mcp_command(what, policy, admin).await,
         Cmd::Usage { policy, admin, team, since, json } => usage_command(policy, admin, team, since, json).await,
         Cmd::Embed { model } => {
             use tollgate_ext_proc::{embed, embed_jsonl};
@@ -651,6 +671,48 @@ fn keys_command(what: KeysCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sidecar's admin address: given, from the policy, or the default.
+fn admin_address(admin: Option<String>, policy: Option<PathBuf>) -> anyhow::Result<String> {
+    Ok(match (admin, policy) {
+        (Some(a), _) => a,
+        (None, Some(p)) => {
+            let p = load_policy(&p)?;
+            format!("{}:{}", p.sidecar.host, p.sidecar.admin_port)
+        }
+        (None, None) => "127.0.0.1:10003".into(),
+    })
+}
+
+/// One call to the sidecar's admin endpoints (with the admin token when set): the 200 answer's body.
+async fn admin_call(admin: &str, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
+    let token = std::env::var(tollgate_ext_proc::server::ADMIN_TOKEN_ENV).ok();
+    let (status, answer) = tollgate_ext_proc::launch::http_request(admin, method, path, token.as_deref(), body)
+        .await
+        .with_context(|| format!("cannot reach the sidecar at {admin} (is the gateway up?)"))?;
+    if status != 200 {
+        let reason = serde_json::from_str::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| answer.trim().to_string());
+        anyhow::bail!("sidecar at {admin} answered {status}: {reason}");
+    }
+    Ok(answer)
+}
+
+async fn mcp_command(what: McpCmd, policy: Option<PathBuf>, admin: Option<String>) -> anyhow::Result<()> {
+    let admin = admin_address(admin, policy)?;
+    match what {
+        McpCmd::Tools => print!("{}", admin_call(&admin, "GET", "/mcp/tools", None).await?),
+        McpCmd::Approve { tool } => {
+            let body = serde_json::json!({ "tool": tool }).to_string();
+            let answer: serde_json::Value =
+                serde_json::from_str(&admin_call(&admin, "POST", "/mcp/approve", Some(&body)).await?)?;
+            println!("approved {tool}: {}", answer["digest"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
 async fn usage_command(
     policy: Option<PathBuf>,
     admin: Option<String>,
@@ -659,14 +721,7 @@ async fn usage_command(
     json: bool,
 ) -> anyhow::Result<()> {
     use tollgate_ext_proc::limits::UsageRow;
-    let admin = match (admin, policy) {
-        (Some(a), _) => a,
-        (None, Some(p)) => {
-            let p = load_policy(&p)?;
-            format!("{}:{}", p.sidecar.host, p.sidecar.admin_port)
-        }
-        (None, None) => "127.0.0.1:10003".into(),
-    };
+    let admin = admin_address(admin, policy)?;
     let mut query = Vec::new();
     if let Some(since) = since {
         let day = match humantime::parse_duration(&since) {
@@ -679,13 +734,7 @@ async fn usage_command(
         query.push(format!("team={team}"));
     }
     let path = format!("/usage?{}", query.join("&"));
-    let token = std::env::var(tollgate_ext_proc::server::ADMIN_TOKEN_ENV).ok();
-    let (status, body) = tollgate_ext_proc::launch::http_get_with(&admin, &path, token.as_deref())
-        .await
-        .with_context(|| format!("cannot reach the sidecar at {admin} (is the gateway up?)"))?;
-    if status != 200 {
-        anyhow::bail!("sidecar at {admin} answered {status}: {}", body.trim());
-    }
+    let body = admin_call(&admin, "GET", &path, None).await?;
     let rows: Vec<UsageRow> = serde_json::from_str(&body).with_context(|| format!("unexpected answer from {admin}"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

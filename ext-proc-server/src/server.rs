@@ -111,7 +111,8 @@ pub async fn run(
     if access.exposed && access.token.is_none() {
         tracing::warn!(%admin_addr, "admin endpoints exposed without {ADMIN_TOKEN_ENV}: only /healthz and /readyz answer");
     }
-    let admin_routes = admin_router(live.clone(), access);
+    let mcp_gateway = crate::mcp::Gateway::new(live.clone())?;
+    let admin_routes = admin_router(live.clone(), access, crate::mcp::admin::router(mcp_gateway.clone()));
     let telemetry = live.current().telemetry;
     // HTTP/2's default 64 KiB windows make Envoy and the sidecar trade a
     // WINDOW_UPDATE every few request bodies (more with large prompts);
@@ -124,7 +125,7 @@ pub async fn run(
     }
     // One port, one authenticated channel: ext_proc (gRPC) and the MCP
     // gateway (`/mcp/<virtualServer>`, which Envoy routes here as an upstream).
-    let mcp = crate::mcp::router(crate::mcp::Gateway::new(live.clone())?);
+    let mcp = crate::mcp::router(mcp_gateway);
     let routes = tonic::service::Routes::from(mcp)
         .add_service(health_service)
         .add_service(ExternalProcessorServer::new(Service::new(live)));
@@ -207,7 +208,7 @@ impl AdminAccess {
 }
 
 /// The admin HTTP endpoints: health, spend report, metrics.
-fn admin_router(live: LiveShared, access: AdminAccess) -> axum::Router {
+fn admin_router(live: LiveShared, access: AdminAccess, mcp: axum::Router) -> axum::Router {
     use axum::extract::{Query, State};
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
@@ -359,6 +360,7 @@ fn admin_router(live: LiveShared, access: AdminAccess) -> axum::Router {
         .route("/usage", axum::routing::get(usage))
         .route("/metrics", axum::routing::get(metrics))
         .with_state(live)
+        .merge(mcp)
         .layer(axum::middleware::from_fn_with_state(access, guard))
         .merge(health)
 }

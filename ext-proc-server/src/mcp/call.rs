@@ -213,7 +213,14 @@ impl Gateway {
         }
         let inspectors = self.inspectors.get(&ctx.shared.policy);
         let mut masks = MaskMap::new(ctx.policy().inspection.max_mask_bytes);
-        let mut arguments = params.and_then(|p| p.get("arguments")).cloned().unwrap_or_else(|| json!({}));
+        let mut arguments = match params.and_then(|p| p.get("arguments")) {
+            None | Some(Value::Null) => json!({}),
+            Some(args @ Value::Object(_)) => args.clone(),
+            Some(_) => {
+                let message = format!("tool `{exposed}`: `arguments` must be an object");
+                return Err((jsonrpc::INVALID_PARAMS, message, "invalid", server.to_string(), tool.name.clone()));
+            }
+        };
         let mut found = Vec::new();
         if let Some(pii) = &inspectors.pii {
             mask_json(pii, &mut arguments, &mut masks, &mut found, 0)

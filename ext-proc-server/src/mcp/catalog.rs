@@ -149,6 +149,13 @@ impl Listings {
         }
     }
 
+    /// Forget every listing (a pin changed).
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.by_server.lock() {
+            m.clear();
+        }
+    }
+
     /// A listing read within [`FRESH_FOR`].
     pub fn fresh(&self, server: &str) -> Option<Arc<Vec<Tool>>> {
         let m = self.by_server.lock().ok()?;

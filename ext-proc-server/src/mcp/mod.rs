@@ -10,6 +10,7 @@
 //! its result inspected ([`call`]). Everything a client sends is checked
 //! before anything reaches an upstream; a refusal is a JSON-RPC error.
 
+pub mod admin;
 pub mod call;
 pub mod catalog;
 pub mod session;
