@@ -469,3 +469,189 @@ consumers:
         assert_eq!(refused["error"]["http_status"], 404, "{refused}");
     }
 }
+
+/// One request the REST test server received.
+#[derive(Debug, Clone)]
+struct RestRequest {
+    method: String,
+    target: String,
+    authorization: String,
+    body: String,
+}
+
+/// A REST API on a bare socket: `GET /api/forecast/<city>` answers JSON,
+/// `POST /api/tickets` echoes the JSON body it got; every request is kept.
+async fn rest_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<RestRequest>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(socket);
+                let mut line = String::new();
+                reader.read_line(&mut line).await.unwrap();
+                let mut parts = line.split_whitespace();
+                let (method, target) = (parts.next().unwrap().to_string(), parts.next().unwrap().to_string());
+                let (mut length, mut authorization) = (0usize, String::new());
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).await.unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    let (k, v) = h.split_once(':').unwrap();
+                    match k.to_ascii_lowercase().as_str() {
+                        "content-length" => length = v.trim().parse().unwrap(),
+                        "authorization" => authorization = v.trim().to_string(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).await.unwrap();
+                let body = String::from_utf8(body).unwrap();
+                log.lock().unwrap().push(RestRequest {
+                    method: method.clone(),
+                    target: target.clone(),
+                    authorization,
+                    body: body.clone(),
+                });
+                let (status, answer) = if method == "GET" && target.starts_with("/api/forecast/") {
+                    let city = target["/api/forecast/".len()..].split('?').next().unwrap().to_string();
+                    ("200 OK", json!({"city": city, "forecast": "sunny", "high": 21}).to_string())
+                } else if method == "POST" && target == "/api/tickets" {
+                    let sent: Value = serde_json::from_str(&body).unwrap();
+                    (
+                        "201 Created",
+                        json!({"id": "T-1", "subject": sent["subject"], "contact": sent["contact"]}).to_string(),
+                    )
+                } else {
+                    ("404 Not Found", json!({"error": "no such resource"}).to_string())
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let mut socket = reader.into_inner();
+                let _ = socket.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+const TICKETS_API: &str = r#"
+openapi: 3.0.3
+info: {title: Tickets, version: "1"}
+paths:
+  /forecast/{city}:
+    get:
+      operationId: get_forecast
+      summary: The forecast for a city.
+      parameters:
+        - {name: city, in: path, required: true, schema: {type: string}}
+        - {name: units, in: query, schema: {type: string, enum: [metric, imperial]}}
+      responses: {"200": {description: ok}}
+  /tickets:
+    post:
+      operationId: create_ticket
+      summary: Open a support ticket.
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [subject]
+              properties:
+                subject: {type: string}
+                contact: {type: string}
+      responses: {"201": {description: created}}
+  /tickets/{id}:
+    delete:
+      operationId: delete_ticket
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: string}}
+      responses: {"204": {description: deleted}}
+"#;
+
+#[tokio::test]
+async fn rest_apis_are_served_as_tools() {
+    let dir = scratch("rest");
+    let (base, seen) = rest_server().await;
+    let spec = dir.join("tickets.yaml");
+    std::fs::write(&spec, TICKETS_API).unwrap();
+    let gw = Gateway::start(Options {
+        policy_extra: format!(
+            "
+access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}
+inspection:
+  pii: {{entities: {{EMAIL_ADDRESS: mask}}}}
+mcp:
+  servers:
+    tickets: {{openapi: '{}', baseUrl: '{base}', keyEnv: TICKETS_TOKEN}}
+  virtualServers:
+    support: {{tools: ['tickets/*']}}
+teams:
+  support: {{mcp: {{tools: ['tickets/get_forecast', 'tickets/create_ticket']}}}}
+consumers:
+  bot: {{team: support}}
+",
+            spec.display()
+        ),
+        sidecar_env: vec![("TICKETS_TOKEN".into(), "tickets-upstream-secret".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let key = gw.create_key("bot").await;
+    let mut bot = McpClient::connect(&format!("{}/mcp/support", gw.url), &bearer(&key), &[]).await.unwrap();
+    assert_eq!(bot.opened["ok"], true, "{}", bot.opened);
+    // The operations the caller may use, as tools (the delete is not granted).
+    assert_eq!(bot.tool_names().await.unwrap(), ["tickets_create_ticket", "tickets_get_forecast"]);
+
+    // Path and query built from the arguments; the JSON answer is the result.
+    let got = bot.call("tickets_get_forecast", json!({"city": "Lyon", "units": "metric"})).await.unwrap();
+    assert_eq!(got["isError"], false, "{got}");
+    let answer: Value = serde_json::from_str(&text(&got)).unwrap();
+    assert_eq!(answer["forecast"], "sunny", "{got}");
+    // A JSON body built from the arguments, the e-mail masked upstream and
+    // restored in the result.
+    let made = bot
+        .call(
+            "tickets_create_ticket",
+            json!({"body": {"subject": "printer on fire", "contact": "grace.hopper@example.com"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made["isError"], false, "{made}");
+    assert!(text(&made).contains("grace.hopper@example.com"), "{made}");
+    // Arguments that do not fit the operation, and a tool not granted: refused
+    // before any request.
+    let bad = bot.call("tickets_get_forecast", json!({"units": "kelvin"})).await.unwrap();
+    assert_eq!(bad["ok"], false, "{bad}");
+    let refused = bot.call("tickets_delete_ticket", json!({"id": "T-1"})).await.unwrap();
+    assert_eq!(refused["error"]["code"], -32001, "{refused}");
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!((seen[0].method.as_str(), seen[0].target.as_str()), ("GET", "/api/forecast/Lyon?units=metric"));
+    assert_eq!(seen[1].method, "POST");
+    assert_eq!(seen[1].target, "/api/tickets");
+    let sent: Value = serde_json::from_str(&seen[1].body).unwrap();
+    assert_eq!(sent["subject"], "printer on fire");
+    assert!(!seen[1].body.contains("grace.hopper"), "{}", seen[1].body);
+    // The gateway's credential reached the API; the client's never did.
+    assert!(seen.iter().all(|r| r.authorization == "Bearer tickets-upstream-secret"), "{seen:?}");
+
+    drop(bot);
+    let records = gw.audit_records();
+    let made = records.iter().find(|r| r["api"] == "mcp.tools/call" && r["model"] == "create_ticket").unwrap();
+    assert_eq!(made["provider"], "tickets");
+    assert_eq!(made["decisions"]["mcp"]["result"], "ok", "{made}");
+    assert!(!made.to_string().contains("grace.hopper"), "{made}");
+}

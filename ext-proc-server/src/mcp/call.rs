@@ -16,6 +16,7 @@ use tollgate_core::firewall::{Firewall, FirewallAction};
 use tollgate_core::guard::{GuardOutcome, OutputGuard};
 use tollgate_core::mcp::jsonrpc;
 use tollgate_core::mcp::names;
+use tollgate_core::mcp::openapi;
 use tollgate_core::mcp::policy::OnInjection;
 use tollgate_core::pii::{MaskMap, PiiScanner};
 use tollgate_core::policy::{AuditText, Policy};
@@ -25,6 +26,7 @@ use super::session::Session;
 use super::upstream::{is_response, Answer, UpstreamError};
 use super::{json_response, Ctx, Gateway};
 use crate::audit::{rfc3339_millis, AuditRecord};
+use crate::config::mcp_credential;
 use crate::limits::{Charge, Window};
 use crate::metrics::{McpLabels, OTHER};
 
@@ -88,6 +90,9 @@ impl Gateway {
             }
         };
         let Prepared { tool, request, masks, masked_args, pii } = prepared;
+        if ctx.policy().mcp.servers.get(&tool.server).is_some_and(|c| c.openapi.is_some()) {
+            return self.call_rest(&ctx, &id, &tool, &masks, &masked_args, pii).await;
+        }
         let answer = match self.send(&ctx, &s, &tool.server, &request).await {
             Ok(a) => a,
             Err(e) => return self.upstream_failed(&ctx, &id, &tool, &masked_args, e).await,
@@ -156,6 +161,52 @@ impl Gateway {
                 resp
             }
         }
+    }
+
+    /// A call of a REST API's operation: the HTTP request built from the
+    /// (masked) arguments, the answer made a tool result and inspected.
+    async fn call_rest(
+        &self,
+        ctx: &Ctx,
+        id: &Value,
+        tool: &Tool,
+        masks: &MaskMap,
+        args: &Value,
+        pii: Option<Value>,
+    ) -> Response {
+        let api = match self.api(&ctx.shared, &tool.server) {
+            Ok(Some(api)) => api,
+            Ok(None) => {
+                return self.upstream_failed(ctx, id, tool, args, UpstreamError::Invalid("no API".into())).await
+            }
+            Err(e) => return self.upstream_failed(ctx, id, tool, args, e).await,
+        };
+        let built = match api.operation(&tool.name) {
+            Some(op) => op.request(args).map_err(|e| e.to_string()),
+            None => Err(format!("the API no longer has the operation `{}`", tool.name)),
+        };
+        let call = match built {
+            Ok(call) => call,
+            Err(message) => {
+                let body = jsonrpc::error(id, jsonrpc::INVALID_PARAMS, &format!("tool `{}`: {message}", tool.exposed));
+                let ending = Ending { result: "invalid", status: 200, decisions: json!({"refused": message}) };
+                self.finish(ctx, &tool.server, &tool.name, Some(tool), &ending, Some((args, &body))).await;
+                return json_response(StatusCode::OK, &body, None);
+            }
+        };
+        let base = ctx.policy().mcp.servers.get(&tool.server).and_then(|c| c.base_url.as_deref()).unwrap_or_default();
+        let url = format!("{}{}", base.trim_end_matches('/'), call.path_and_query);
+        let credential = ctx.shared.credentials.get(&mcp_credential(&tool.server));
+        let answer = self.client.http(&call.method, &url, &call.headers, call.body, credential).await;
+        let (status, content_type, body) = match answer {
+            Ok(a) => a,
+            Err(e) => return self.upstream_failed(ctx, id, tool, args, e).await,
+        };
+        let result = openapi::tool_result(status, content_type.as_deref(), &body);
+        let message = json!({"jsonrpc": "2.0", "id": id, "result": result});
+        let (body, ending) = self.inspect_response(ctx, id, message, masks, pii);
+        self.finish(ctx, &tool.server, &tool.name, Some(tool), &ending, Some((args, &body))).await;
+        json_response(StatusCode::OK, &body, None)
     }
 
     /// Everything checked before anything reaches the upstream. On refusal:

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tollgate_core::mcp::grants::Grants;
 use tollgate_core::mcp::jsonrpc::{self, Message};
+use tollgate_core::mcp::openapi::Api;
 use tollgate_core::policy::Policy;
 
 use self::catalog::{Listings, Standing, Tool};
@@ -55,6 +56,9 @@ pub struct Gateway {
     /// the server → the new session): the upstream forgot the signed one.
     reopened: Mutex<HashMap<(String, String), Upstream>>,
     inspectors: call::InspectorCache,
+    /// REST APIs served as tools: each OpenAPI document by file path, read
+    /// again when the file changes.
+    apis: Mutex<HashMap<String, (Option<SystemTime>, Arc<Api>)>>,
 }
 
 /// One request's context.
@@ -95,6 +99,7 @@ impl Gateway {
             reported: Mutex::default(),
             reopened: Mutex::default(),
             inspectors: call::InspectorCache::default(),
+            apis: Mutex::default(),
         }))
     }
 
@@ -246,8 +251,39 @@ impl Gateway {
         json_response(StatusCode::OK, &jsonrpc::result(id, result), Some(&session_id))
     }
 
+    /// The OpenAPI document of a REST server (`None` for an MCP server).
+    pub fn api(&self, shared: &Shared, server: &str) -> Result<Option<Arc<Api>>, UpstreamError> {
+        let Some(path) = shared.policy.mcp.servers.get(server).and_then(|c| c.openapi.as_deref()) else {
+            return Ok(None);
+        };
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if let Some((at, api)) = self.apis.lock().ok().and_then(|m| m.get(path).cloned()) {
+            if at == modified {
+                return Ok(Some(api));
+            }
+        }
+        let api = Arc::new(load_api(path).map_err(UpstreamError::Invalid)?);
+        if let Ok(mut m) = self.apis.lock() {
+            m.insert(path.to_string(), (modified, api.clone()));
+        }
+        Ok(Some(api))
+    }
+
     /// The tools of one upstream server, judged.
     pub async fn server_tools(&self, ctx: &Ctx, s: &Session, server: &str) -> Result<Arc<Vec<Tool>>, UpstreamError> {
+        let defs = match self.api(&ctx.shared, server)? {
+            Some(api) => api.tools(),
+            None => self.list_upstream(ctx, s, server).await?,
+        };
+        let mut tools = catalog::name_tools(server, defs);
+        self.judge(ctx, server, &mut tools).await;
+        let tools = Arc::new(tools);
+        self.listings.put(server, tools.clone());
+        Ok(tools)
+    }
+
+    /// An MCP server's whole `tools/list` (every page).
+    async fn list_upstream(&self, ctx: &Ctx, s: &Session, server: &str) -> Result<Vec<Value>, UpstreamError> {
         let mut defs = Vec::new();
         let mut cursor: Option<String> = None;
         for page in 0..MAX_PAGES {
@@ -266,11 +302,7 @@ impl Gateway {
                 break;
             }
         }
-        let mut tools = catalog::name_tools(server, defs);
-        self.judge(ctx, server, &mut tools).await;
-        let tools = Arc::new(tools);
-        self.listings.put(server, tools.clone());
-        Ok(tools)
+        Ok(defs)
     }
 
     /// A listing fresh enough for a call, or a new one.
@@ -525,6 +557,13 @@ impl Gateway {
         }
         StatusCode::OK.into_response()
     }
+}
+
+/// Read an OpenAPI 3 document (YAML or JSON).
+fn load_api(path: &str) -> Result<Api, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    let doc: Value = serde_yaml_ng::from_str(&text).map_err(|e| format!("`{path}` is not YAML or JSON: {e}"))?;
+    Api::from_document(&doc).map_err(|e| format!("`{path}`: {e}"))
 }
 
 fn unknown_virtual_server(ctx: &Ctx, id: &Value) -> Response {
