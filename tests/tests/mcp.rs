@@ -66,6 +66,7 @@ mcp:
     calc: {{url: '{}'}}
   virtualServers:
     support: {{tools: ['crm/*', 'weather/get_forecast', 'calc/*']}}
+  pageSize: 3
 teams:
   support: {{mcp: {{tools: ['crm/*', 'weather/*', 'calc/*']}}}}
   outsiders: {{}}
@@ -96,6 +97,12 @@ consumers:
         bot.tool_names().await.unwrap(),
         ["calc_multiply", "crm_echo", "crm_lookup_customer", "weather_get_forecast"]
     );
+    // In pages of `mcp.pageSize` (the SDK's `list` above walks them all).
+    let first = bot.step(json!({"op": "list", "cursor": null})).await.unwrap();
+    assert_eq!(first["tools"].as_array().map(Vec::len), Some(3), "{first}");
+    let rest = bot.step(json!({"op": "list", "cursor": first["nextCursor"]})).await.unwrap();
+    assert_eq!(rest["tools"][0]["name"], "weather_get_forecast", "{rest}");
+    assert!(rest["nextCursor"].is_null(), "{rest}");
     let mut agent = McpClient::connect(&url, &bearer(&agent_key), &[]).await.unwrap();
     assert_eq!(
         agent.tool_names().await.unwrap(),
@@ -338,6 +345,9 @@ consumers:
     let call =
         json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "crm_nothing", "arguments": {}}});
     let (_, answer) = raw_post(&gw, path, call.to_string().as_bytes(), &with_session).await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    let list = json!({"jsonrpc": "2.0", "id": 10, "method": "tools/list", "params": {"cursor": "bogus"}});
+    let (_, answer) = raw_post(&gw, path, list.to_string().as_bytes(), &with_session).await;
     assert_eq!(answer["error"]["code"], -32602, "{answer}");
     assert!(crm.calls().is_empty(), "{:?}", crm.calls());
 }
@@ -654,4 +664,87 @@ consumers:
     assert_eq!(made["provider"], "tickets");
     assert_eq!(made["decisions"]["mcp"]["result"], "ok", "{made}");
     assert!(!made.to_string().contains("grace.hopper"), "{made}");
+}
+
+#[tokio::test]
+async fn prompts_and_resources_follow_the_tool_allowlist() {
+    let dir = scratch("passthrough");
+    let crm = McpServer::start(&dir, "crm", "crm", None).await.unwrap();
+    let weather = McpServer::start(&dir, "weather", "weather", None).await.unwrap();
+    let gw = Gateway::start(Options {
+        policy_extra: format!(
+            "
+access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}
+mcp:
+  servers:
+    crm: {{url: '{}'}}
+    weather: {{url: '{}'}}
+  virtualServers:
+    support: {{tools: ['crm/*', 'weather/*']}}
+teams:
+  support: {{mcp: {{tools: ['crm/*', 'weather/*']}}}}
+consumers:
+  bot: {{team: support, mcp: {{tools: ['crm/reply', 'crm/summarize', 'crm/crm://customers/*',
+    'crm/crm://notes/*', 'crm/crm://orders/*', 'crm/shared://readme', 'weather/shared://readme']}}}}
+  viewer: {{team: support, mcp: {{tools: ['crm/lookup_customer']}}}}
+",
+            crm.url(),
+            weather.url()
+        ),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/mcp/support", gw.url);
+    let (bot_key, viewer_key) = (gw.create_key("bot").await, gw.create_key("viewer").await);
+    let mut bot = McpClient::connect(&url, &bearer(&bot_key), &[]).await.unwrap();
+    let mut viewer = McpClient::connect(&url, &bearer(&viewer_key), &[]).await.unwrap();
+    async fn raw(c: &mut McpClient, method: &str, params: Value) -> Value {
+        c.step(json!({"op": "raw", "method": method, "params": params})).await.unwrap()
+    }
+    let names = |v: &Value, list: &str, key: &str| -> Vec<String> {
+        v["result"][list].as_array().unwrap().iter().map(|p| p[key].as_str().unwrap().to_string()).collect()
+    };
+
+    // Prompts: named like tools, listed and fetched by the same grants; a
+    // prompt whose text reads as instructions to the model is withheld.
+    let prompts = raw(&mut bot, "prompts/list", json!({})).await;
+    assert_eq!(names(&prompts, "prompts", "name"), ["crm_reply", "crm_summarize"], "{prompts}");
+    let got = raw(&mut bot, "prompts/get", json!({"name": "crm_reply", "arguments": {"customer": "Ada"}})).await;
+    assert_eq!(got["result"]["messages"][0]["content"]["text"], "Write a polite reply to Ada.", "{got}");
+    let planted = raw(&mut bot, "prompts/get", json!({"name": "crm_summarize"})).await;
+    assert_eq!(planted["error"]["code"], -32001, "{planted}");
+
+    // Resources keep their URIs; a URI two servers list is shown by neither.
+    let listed = raw(&mut bot, "resources/list", json!({})).await;
+    assert_eq!(names(&listed, "resources", "uri"), ["crm://customers/ada", "crm://notes/latest"], "{listed}");
+    let templates = raw(&mut bot, "resources/templates/list", json!({})).await;
+    assert_eq!(names(&templates, "resourceTemplates", "uriTemplate"), ["crm://orders/{order_id}"], "{templates}");
+    let card = raw(&mut bot, "resources/read", json!({"uri": "crm://customers/ada"})).await;
+    assert_eq!(card["result"]["contents"][0]["text"], "Ada Lovelace, plan gold", "{card}");
+    let order = raw(&mut bot, "resources/read", json!({"uri": "crm://orders/42"})).await;
+    assert_eq!(order["result"]["contents"][0]["text"], "order 42: shipped", "{order}");
+    let planted = raw(&mut bot, "resources/read", json!({"uri": "crm://notes/latest"})).await;
+    assert_eq!(planted["error"]["code"], -32001, "{planted}");
+    let shared = raw(&mut bot, "resources/read", json!({"uri": "shared://readme"})).await;
+    assert_eq!(shared["error"]["code"], -32602, "{shared}");
+
+    // A caller granted none of them sees none and reads none: refused at the
+    // gateway, never sent upstream.
+    let none = raw(&mut viewer, "prompts/list", json!({})).await;
+    assert_eq!(names(&none, "prompts", "name"), Vec::<String>::new(), "{none}");
+    let none = raw(&mut viewer, "resources/list", json!({})).await;
+    assert_eq!(names(&none, "resources", "uri"), Vec::<String>::new(), "{none}");
+    let refused = raw(&mut viewer, "prompts/get", json!({"name": "crm_reply", "arguments": {"customer": "Ada"}})).await;
+    assert_eq!(refused["error"]["code"], -32001, "{refused}");
+    let refused = raw(&mut viewer, "resources/read", json!({"uri": "crm://customers/ada"})).await;
+    assert_eq!(refused["error"]["code"], -32001, "{refused}");
+    let sent = |method: &str| crm.received().iter().filter(|r| r["body"]["method"] == method).count();
+    assert_eq!((sent("prompts/get"), sent("resources/read")), (2, 3));
+
+    drop((bot, viewer));
+    let records = gw.audit_records();
+    let reads: Vec<&Value> = records.iter().filter(|r| r["api"] == "mcp.resources/read").collect();
+    assert_eq!(reads.len(), 3, "{reads:?}");
+    assert!(reads.iter().any(|r| r["decisions"]["mcp"]["result"] == "blocked" && r["model"] == "crm://notes/latest"));
 }

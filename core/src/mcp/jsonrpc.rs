@@ -140,6 +140,23 @@ pub fn param_str<'a>(params: Option<&'a Value>, key: &str) -> Option<&'a str> {
     params?.get(key)?.as_str()
 }
 
+/// One page of a listing sorted by the caller: the items from `cursor` on
+/// (a cursor this gateway issued: the offset, as text) and the next cursor.
+/// A cursor that is not one of these is `Err` (answer `INVALID_PARAMS`).
+pub fn page<T>(items: Vec<T>, cursor: Option<&str>, size: usize) -> Result<(Vec<T>, Option<String>), String> {
+    let start = match cursor {
+        None => 0,
+        Some(c) => c
+            .strip_prefix("tg-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n <= items.len())
+            .ok_or_else(|| format!("invalid cursor `{c}`"))?,
+    };
+    let size = size.max(1);
+    let next = (start + size < items.len()).then(|| format!("tg-{}", start + size));
+    Ok((items.into_iter().skip(start).take(size).collect(), next))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
@@ -170,5 +187,19 @@ mod tests {
         let r = parse(br#"{"jsonrpc":"2.0","id":3,"method":5}"#).unwrap_err().response();
         assert_eq!(r["error"]["code"], INVALID_REQUEST);
         assert_eq!(r["id"], 3);
+    }
+
+    #[test]
+    fn pages_walk_the_listing_and_refuse_foreign_cursors() {
+        let items: Vec<u32> = (0..5).collect();
+        let (first, next) = page(items.clone(), None, 2).unwrap();
+        assert_eq!((first, next.as_deref()), (vec![0, 1], Some("tg-2")));
+        let (second, next) = page(items.clone(), next.as_deref(), 2).unwrap();
+        assert_eq!((second, next.as_deref()), (vec![2, 3], Some("tg-4")));
+        let (last, next) = page(items.clone(), next.as_deref(), 2).unwrap();
+        assert_eq!((last, next), (vec![4], None));
+        assert!(page(items.clone(), Some("tg-6"), 2).is_err());
+        assert!(page(items.clone(), Some("2"), 2).is_err());
+        assert!(page(items, Some("tg--1"), 2).is_err());
     }
 }

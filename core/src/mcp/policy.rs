@@ -26,6 +26,8 @@ use crate::Error;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Default time an upstream server has to answer one message.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Default tools per page of a client's `tools/list`.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
 
 /// The policy's `mcp` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,9 @@ pub struct McpPolicy {
     /// How long an upstream server has to answer one message.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Tools per page of a client's `tools/list`.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
     /// What to do with a tool result the prompt firewall would block
     /// (indirect injection).
     #[serde(default)]
@@ -75,6 +80,7 @@ impl Default for McpPolicy {
             pins: BTreeMap::new(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            page_size: DEFAULT_PAGE_SIZE,
             on_injection: OnInjection::default(),
         }
     }
@@ -86,6 +92,10 @@ fn default_max_message_bytes() -> usize {
 
 fn default_timeout_ms() -> u64 {
     DEFAULT_TIMEOUT_MS
+}
+
+fn default_page_size() -> usize {
+    DEFAULT_PAGE_SIZE
 }
 
 /// One upstream: an MCP server (`url`), or a REST API (`openapi` + `baseUrl`).
@@ -200,6 +210,9 @@ impl McpPolicy {
         }
         if self.timeout_ms == 0 {
             return err("mcp.timeoutMs".into(), "must be positive".into());
+        }
+        if !(1..=1000).contains(&self.page_size) {
+            return err("mcp.pageSize".into(), "must be between 1 and 1000".into());
         }
         Ok(())
     }

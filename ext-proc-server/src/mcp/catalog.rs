@@ -109,6 +109,11 @@ pub fn definition_texts(definition: &Value) -> Vec<&str> {
     out
 }
 
+/// Every string of a JSON tree, keys included (a model reads both).
+pub fn strings_of<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    strings(v, 0, out)
+}
+
 fn strings<'a>(v: &'a Value, depth: usize, out: &mut Vec<&'a str>) {
     if depth > 32 {
         return;

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod call;
 pub mod catalog;
+pub mod passthrough;
 pub mod session;
 pub mod upstream;
 
@@ -245,7 +246,11 @@ impl Gateway {
         let session_id = signer.sign(&session);
         let result = json!({
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": false}},
+            "capabilities": {
+                "tools": {"listChanged": false},
+                "prompts": {"listChanged": false},
+                "resources": {"listChanged": false, "subscribe": false},
+            },
             "serverInfo": {"name": format!("tollgate-{}", ctx.virtual_server), "version": env!("CARGO_PKG_VERSION")},
         });
         json_response(StatusCode::OK, &jsonrpc::result(id, result), Some(&session_id))
@@ -273,7 +278,7 @@ impl Gateway {
     pub async fn server_tools(&self, ctx: &Ctx, s: &Session, server: &str) -> Result<Arc<Vec<Tool>>, UpstreamError> {
         let defs = match self.api(&ctx.shared, server)? {
             Some(api) => api.tools(),
-            None => self.list_upstream(ctx, s, server).await?,
+            None => self.list_all(ctx, s, server, "tools/list", "tools").await?,
         };
         let mut tools = catalog::name_tools(server, defs);
         self.judge(ctx, server, &mut tools).await;
@@ -282,20 +287,28 @@ impl Gateway {
         Ok(tools)
     }
 
-    /// An MCP server's whole `tools/list` (every page).
-    async fn list_upstream(&self, ctx: &Ctx, s: &Session, server: &str) -> Result<Vec<Value>, UpstreamError> {
+    /// An MCP server's whole listing (`tools/list`, `prompts/list`, ...: every
+    /// page), the items under `key` of each result.
+    pub async fn list_all(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        server: &str,
+        method: &str,
+        key: &str,
+    ) -> Result<Vec<Value>, UpstreamError> {
         let mut defs = Vec::new();
         let mut cursor: Option<String> = None;
         for page in 0..MAX_PAGES {
             let params = cursor.as_ref().map(|c| json!({"cursor": c}));
-            let request = jsonrpc::request(&json!(format!("tollgate-list-{page}")), "tools/list", params.as_ref());
+            let request = jsonrpc::request(&json!(format!("tollgate-list-{page}")), method, params.as_ref());
             let response = self.send(ctx, s, server, &request).await?.response().await?;
             if let Some(err) = response.get("error") {
-                return Err(UpstreamError::Invalid(format!("tools/list refused: {err}")));
+                return Err(UpstreamError::Invalid(format!("{method} refused: {err}")));
             }
             let result = response.get("result").cloned().unwrap_or_default();
-            if let Some(tools) = result.get("tools").and_then(Value::as_array) {
-                defs.extend(tools.iter().cloned());
+            if let Some(items) = result.get(key).and_then(Value::as_array) {
+                defs.extend(items.iter().cloned());
             }
             cursor = result.get("nextCursor").and_then(Value::as_str).map(str::to_string);
             if cursor.is_none() {
@@ -393,7 +406,7 @@ impl Gateway {
         }
     }
 
-    async fn list(&self, ctx: &Ctx, s: &Session, id: &Value) -> Response {
+    async fn list(&self, ctx: &Ctx, s: &Session, id: &Value, params: Option<&Value>) -> Response {
         let Some(grants) = ctx.grants() else { return unknown_virtual_server(ctx, id) };
         let servers = self.servers(ctx.policy(), &grants);
         let listed = futures::future::join_all(servers.iter().map(|server| self.server_tools(ctx, s, server))).await;
@@ -408,7 +421,19 @@ impl Gateway {
                 Err(e) => tracing::warn!(server, error = %e, "mcp: cannot list an upstream's tools"),
             }
         }
-        json_response(StatusCode::OK, &jsonrpc::result(id, json!({"tools": tools})), None)
+        // One order on every replica, so a cursor means the same anywhere.
+        tools.sort_by(|a, b| a.get("name").and_then(Value::as_str).cmp(&b.get("name").and_then(Value::as_str)));
+        let cursor = jsonrpc::param_str(params, "cursor");
+        match jsonrpc::page(tools, cursor, ctx.policy().mcp.page_size) {
+            Ok((tools, next)) => {
+                let mut result = json!({"tools": tools});
+                if let Some(next) = next {
+                    result["nextCursor"] = json!(next);
+                }
+                json_response(StatusCode::OK, &jsonrpc::result(id, result), None)
+            }
+            Err(msg) => json_response(StatusCode::OK, &jsonrpc::error(id, jsonrpc::INVALID_PARAMS, &msg), None),
+        }
     }
 
     /// A POST: one JSON-RPC message.
@@ -489,9 +514,12 @@ impl Gateway {
         };
         match method.as_str() {
             "ping" => json_response(StatusCode::OK, &jsonrpc::result(&id, json!({})), None),
-            "tools/list" => self.list(&ctx, &session, &id).await,
+            "tools/list" => self.list(&ctx, &session, &id, params.as_ref()).await,
             "tools/call" => self.call(ctx, session, id, params).await,
             _ => {
+                if let Some(resp) = self.passthrough(&ctx, &session, &id, &method, params.as_ref()).await {
+                    return resp;
+                }
                 let msg = format!("method `{method}` is not served by this gateway");
                 json_response(StatusCode::OK, &jsonrpc::error(&id, jsonrpc::METHOD_NOT_FOUND, &msg), None)
             }

@@ -1,0 +1,283 @@
+//! Prompts and resources of the upstream MCP servers, under the tools'
+//! allowlist model:
+//!
+//! - a **prompt** is named like a tool (`<server>_<prompt>`) and is seen and
+//!   fetched when the grants allow `server/<prompt>`; a prompt whose
+//!   description the firewall would block is hidden, like a poisoned tool;
+//! - a **resource** keeps its URI and is seen and read when the grants allow
+//!   `server/<uri>` (so `server/*` allows all of a server's resources); a
+//!   resource template likewise by `server/<uriTemplate>`. A URI that two
+//!   servers list is shown by neither (a read could not be routed).
+//!
+//! What comes back is text a model reads: the prompt firewall judges it, and
+//! an answer it would block is refused with a JSON-RPC error, as an injected
+//! tool result is withheld. Each `prompts/get` and `resources/read` is an
+//! audit record (`mcp.prompts/get`, `mcp.resources/read`).
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+use tollgate_core::firewall::FirewallAction;
+use tollgate_core::mcp::grants::Grants;
+use tollgate_core::mcp::{jsonrpc, names};
+
+use super::catalog::{self, Standing};
+use super::session::Session;
+use super::{json_response, Ctx, Gateway};
+
+impl Gateway {
+    /// `prompts/*` and `resources/*`; `None` for any other method.
+    pub(super) async fn passthrough(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        id: &Value,
+        method: &str,
+        params: Option<&Value>,
+    ) -> Option<Response> {
+        let grants = ctx.grants()?;
+        let (key, mut items) = match method {
+            "prompts/list" => ("prompts", self.list_prompts(ctx, s, &grants).await),
+            "resources/list" => ("resources", self.list_resources(ctx, s, &grants, false).await),
+            "resources/templates/list" => ("resourceTemplates", self.list_resources(ctx, s, &grants, true).await),
+            "prompts/get" => return Some(self.get_prompt(ctx, s, &grants, id, params).await),
+            "resources/read" => return Some(self.read_resource(ctx, s, &grants, id, params).await),
+            _ => return None,
+        };
+        items.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+        let cursor = jsonrpc::param_str(params, "cursor");
+        Some(match jsonrpc::page(items, cursor, ctx.policy().mcp.page_size) {
+            Ok((items, next)) => {
+                let mut result = json!({ key: items });
+                if let Some(next) = next {
+                    result["nextCursor"] = json!(next);
+                }
+                json_response(StatusCode::OK, &jsonrpc::result(id, result), None)
+            }
+            Err(msg) => json_response(StatusCode::OK, &jsonrpc::error(id, jsonrpc::INVALID_PARAMS, &msg), None),
+        })
+    }
+
+    /// The MCP servers (not REST APIs) this caller's session uses.
+    fn mcp_servers(&self, ctx: &Ctx, grants: &Grants<'_>) -> Vec<String> {
+        let policy = ctx.policy();
+        policy
+            .mcp
+            .servers
+            .iter()
+            .filter(|(name, c)| c.url.is_some() && grants.uses_server(name))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// One listing of every server (an upstream that does not offer it lists nothing).
+    async fn each_server(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        grants: &Grants<'_>,
+        method: &str,
+        key: &str,
+    ) -> Vec<(String, Vec<Value>)> {
+        let servers = self.mcp_servers(ctx, grants);
+        let lists =
+            futures::future::join_all(servers.iter().map(|server| self.list_all(ctx, s, server, method, key))).await;
+        let mut out = Vec::new();
+        for (server, list) in servers.iter().cloned().zip(lists) {
+            match list {
+                Ok(items) => out.push((server, items)),
+                Err(e) => tracing::debug!(server, method, error = %e, "mcp: an upstream lists nothing"),
+            }
+        }
+        out
+    }
+
+    async fn list_prompts(&self, ctx: &Ctx, s: &Session, grants: &Grants<'_>) -> Vec<Value> {
+        let inspectors = self.inspectors.get(&ctx.shared.policy);
+        let mut out = Vec::new();
+        for (server, defs) in self.each_server(ctx, s, grants, "prompts/list", "prompts").await {
+            for p in catalog::name_tools(&server, defs) {
+                let hidden = p.standing != Standing::Listed
+                    || !grants.allows(&server, &p.name)
+                    || inspectors.firewall.as_ref().is_some_and(|fw| catalog::poisoned(fw, &p.definition).is_some());
+                if !hidden {
+                    out.push(p.for_client());
+                }
+            }
+        }
+        out
+    }
+
+    async fn list_resources(&self, ctx: &Ctx, s: &Session, grants: &Grants<'_>, templates: bool) -> Vec<Value> {
+        let (method, key, field) = if templates {
+            ("resources/templates/list", "resourceTemplates", "uriTemplate")
+        } else {
+            ("resources/list", "resources", "uri")
+        };
+        let mut owners: HashMap<String, usize> = HashMap::new();
+        let mut found = Vec::new();
+        for (server, items) in self.each_server(ctx, s, grants, method, key).await {
+            for item in items {
+                let Some(uri) = item.get(field).and_then(Value::as_str).map(str::to_string) else { continue };
+                *owners.entry(uri.clone()).or_default() += 1;
+                if grants.allows(&server, &uri) {
+                    found.push((uri, item));
+                }
+            }
+        }
+        found.into_iter().filter(|(uri, _)| owners.get(uri) == Some(&1)).map(|(_, item)| item).collect()
+    }
+
+    async fn get_prompt(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        grants: &Grants<'_>,
+        id: &Value,
+        params: Option<&Value>,
+    ) -> Response {
+        let exposed = jsonrpc::param_str(params, "name").unwrap_or_default();
+        let refuse = |code, msg: String| json_response(StatusCode::OK, &jsonrpc::error(id, code, &msg), None);
+        let Some((server, _)) = names::split(exposed) else {
+            return refuse(jsonrpc::INVALID_PARAMS, format!("unknown prompt `{exposed}`"));
+        };
+        if !self.mcp_servers(ctx, grants).iter().any(|s| s == server) {
+            return refuse(jsonrpc::INVALID_PARAMS, format!("unknown prompt `{exposed}`"));
+        }
+        let listed = match self.list_all(ctx, s, server, "prompts/list", "prompts").await {
+            Ok(defs) => catalog::name_tools(server, defs),
+            Err(e) => return refuse(jsonrpc::UPSTREAM_ERROR, format!("the prompt's server failed: {e}")),
+        };
+        let Some(prompt) = listed.into_iter().find(|p| p.exposed == exposed && p.standing == Standing::Listed) else {
+            return refuse(jsonrpc::INVALID_PARAMS, format!("unknown prompt `{exposed}`"));
+        };
+        if !grants.allows(server, &prompt.name) {
+            return refuse(jsonrpc::POLICY_REFUSED, format!("prompt `{exposed}` is not allowed for this caller"));
+        }
+        let mut forwarded = params.cloned().unwrap_or_else(|| json!({}));
+        forwarded["name"] = json!(prompt.name);
+        self.forward(ctx, s, id, server, &prompt.name, "prompts/get", forwarded).await
+    }
+
+    async fn read_resource(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        grants: &Grants<'_>,
+        id: &Value,
+        params: Option<&Value>,
+    ) -> Response {
+        let uri = jsonrpc::param_str(params, "uri").unwrap_or_default().to_string();
+        let refuse = |code, msg: String| json_response(StatusCode::OK, &jsonrpc::error(id, code, &msg), None);
+        if uri.is_empty() {
+            return refuse(jsonrpc::INVALID_PARAMS, "`uri` is required".into());
+        }
+        // The servers that list the URI, or a template it fits.
+        let listed = self.each_server(ctx, s, grants, "resources/list", "resources").await;
+        let mut owners: Vec<(String, String)> = listed
+            .into_iter()
+            .filter(|(_, items)| items.iter().any(|r| r.get("uri").and_then(Value::as_str) == Some(uri.as_str())))
+            .map(|(server, _)| (server, uri.clone()))
+            .collect();
+        if owners.is_empty() {
+            let templates = self.each_server(ctx, s, grants, "resources/templates/list", "resourceTemplates").await;
+            for (server, items) in templates {
+                for t in items.iter().filter_map(|t| t.get("uriTemplate").and_then(Value::as_str)) {
+                    if template_fits(t, &uri) {
+                        owners.push((server.clone(), t.to_string()));
+                    }
+                }
+            }
+        }
+        let [(server, granted_as)] = owners.as_slice() else {
+            return refuse(jsonrpc::INVALID_PARAMS, format!("unknown resource `{uri}`"));
+        };
+        if !grants.allows(server, granted_as) {
+            return refuse(jsonrpc::POLICY_REFUSED, format!("resource `{uri}` is not allowed for this caller"));
+        }
+        let forwarded = params.cloned().unwrap_or_else(|| json!({}));
+        self.forward(ctx, s, id, server, &uri, "resources/read", forwarded).await
+    }
+
+    /// Send one request to its server; the answer judged by the firewall and audited.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        id: &Value,
+        server: &str,
+        name: &str,
+        method: &str,
+        params: Value,
+    ) -> Response {
+        let request = jsonrpc::request(&json!("tollgate-passthrough"), method, Some(&params));
+        let answer = match self.send(ctx, s, server, &request).await {
+            Ok(a) => a.response().await,
+            Err(e) => Err(e),
+        };
+        let (mut message, outcome, mut decisions) = match answer {
+            Ok(m) => (m, "ok", json!({})),
+            Err(e) => {
+                let body = jsonrpc::error(id, jsonrpc::UPSTREAM_ERROR, &format!("the server failed: {e}"));
+                (body, "upstream_error", json!({"upstream": e.to_string()}))
+            }
+        };
+        message["id"] = id.clone();
+        let mut outcome = if message.get("error").is_some() && outcome == "ok" { "error" } else { outcome };
+        if let (Some(result), Some(fw)) = (message.get("result"), &self.inspectors.get(&ctx.shared.policy).firewall) {
+            let mut texts = Vec::new();
+            catalog::strings_of(result, &mut texts);
+            let verdict = fw.scan_all(texts.iter().copied());
+            if verdict.action >= FirewallAction::Flag {
+                decisions["firewall"] =
+                    json!({"score": verdict.score, "action": verdict.action.as_str(), "rules": verdict.rules});
+            }
+            if verdict.action == FirewallAction::Block {
+                let rule = verdict.rules.first().cloned().unwrap_or_default();
+                let msg = format!(
+                    "the server's answer was withheld by the gateway: it reads as instructions to the model (prompt firewall rule `{rule}`)"
+                );
+                message = jsonrpc::error(id, jsonrpc::POLICY_REFUSED, &msg);
+                outcome = "blocked";
+            }
+        }
+        decisions["mcp"] = json!({"server": server, "name": name, "result": outcome});
+        if let Some(audit) = &ctx.shared.audit {
+            let status = if outcome == "upstream_error" { 502 } else { 200 };
+            let rec = super::call::audit_record(ctx, &format!("mcp.{method}"), server, name, status, decisions);
+            let _ = audit.writer.append(rec).await;
+        }
+        json_response(StatusCode::OK, &message, None)
+    }
+}
+
+/// The field a listing is ordered by.
+fn sort_key(v: &Value) -> (Option<&str>, Option<&str>) {
+    let s = |k: &str| v.get(k).and_then(Value::as_str);
+    (s("name").or(s("uri")).or(s("uriTemplate")), s("uri").or(s("uriTemplate")))
+}
+
+/// Whether `uri` fits an RFC 6570 template closely enough to route it: the
+/// template's literal text before its first expression is a prefix of the URI.
+fn template_fits(template: &str, uri: &str) -> bool {
+    match template.split_once('{') {
+        Some((prefix, _)) => !prefix.is_empty() && uri.starts_with(prefix),
+        None => template == uri,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_route_by_their_literal_prefix() {
+        assert!(template_fits("file:///docs/{name}", "file:///docs/readme.md"));
+        assert!(!template_fits("file:///docs/{name}", "file:///etc/passwd"));
+        assert!(!template_fits("{+path}", "file:///etc/passwd"));
+        assert!(template_fits("memo://a", "memo://a"));
+    }
+}
