@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fresh machine to a running gateway: install what is missing, build, and
-# start Envoy + filter + sidecar (with the offline mock provider unless
-# OPENAI_API_KEY / ANTHROPIC_API_KEY is set). Ctrl-C stops everything.
+# start Envoy + filter + sidecar (with the offline mock provider and its demo
+# MCP server unless OPENAI_API_KEY / ANTHROPIC_API_KEY is set). Ctrl-C stops
+# everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh

@@ -1,5 +1,6 @@
-//! `tollgate up`: Envoy + filter + sidecar (+ the mock provider when no
-//! provider key is set), ready to take a curl.
+//! `tollgate up`: Envoy + filter + sidecar (+ the mock provider, and its
+//! demo MCP server behind the MCP gateway, when no provider key is set),
+//! ready to take a curl.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::process::Command;
 use tollgate_core::access::{Access, Consumer, Limits, Require, Team};
+use tollgate_core::mcp::policy::{McpGrant, McpPolicy, McpServer, VirtualServer};
 use tollgate_core::policy::{Policy, Provider, ProviderKind};
 
 use crate::config::{load_credentials, load_policy, parse_policy};
@@ -47,10 +49,14 @@ pub struct UpOptions {
 /// The quickstart's demo team limits.
 const DEMO_TOKENS_PER_MINUTE: u64 = 100_000;
 const DEMO_COST_PER_DAY: f64 = 5.0;
+/// The quickstart's MCP server (the mock's `/mcp`) and the virtual server
+/// serving its tools at `/mcp/demo`.
+const DEMO_MCP: &str = "demo";
 
 /// Give the quickstart policy a demo team and consumer with a token limit
-/// and a budget, require a virtual key, and return the demo key (kept in
-/// `home/demo-key` so every `tollgate up` prints the same one).
+/// and a budget (and the demo MCP server's tools when the policy has it),
+/// require a virtual key, and return the demo key (kept in `home/demo-key`
+/// so every `tollgate up` prints the same one).
 pub fn demo_access(policy: &mut Policy, home: &Path) -> anyhow::Result<String> {
     let store = home.join("keys.yaml");
     policy.access = Access { require: Require::Key, key_store: Some(store.display().to_string()), ..Access::default() };
@@ -60,7 +66,12 @@ pub fn demo_access(policy: &mut Policy, home: &Path) -> anyhow::Result<String> {
         cost_per_day: Some(DEMO_COST_PER_DAY),
         ..Default::default()
     };
-    policy.teams.insert("demo".into(), Team { models: Vec::new(), limits, firewall: None, mcp: None });
+    let mcp = policy
+        .mcp
+        .servers
+        .contains_key(DEMO_MCP)
+        .then(|| McpGrant { tools: vec![format!("{DEMO_MCP}/*")], ..McpGrant::default() });
+    policy.teams.insert("demo".into(), Team { models: Vec::new(), limits, firewall: None, mcp });
     policy.consumers.insert(
         "demo".into(),
         Consumer { team: "demo".into(), models: Vec::new(), limits: Limits::default(), firewall: None, mcp: None },
@@ -86,10 +97,26 @@ pub fn demo_access(policy: &mut Policy, home: &Path) -> anyhow::Result<String> {
     Ok(key)
 }
 
-/// The policy `tollgate up` uses when none is given.
+/// The demo MCP server (the mock's `/mcp`) served at `/mcp/demo`.
+fn demo_mcp(mock_port: u16) -> McpPolicy {
+    let server = McpServer { url: Some(format!("http://127.0.0.1:{mock_port}/mcp")), ..McpServer::default() };
+    let tools = VirtualServer { tools: vec![format!("{DEMO_MCP}/*")] };
+    McpPolicy {
+        servers: [(DEMO_MCP.to_string(), server)].into_iter().collect(),
+        virtual_servers: [(DEMO_MCP.to_string(), tools)].into_iter().collect(),
+        ..McpPolicy::default()
+    }
+}
+
+/// The policy `tollgate up` uses when none is given: the real providers
+/// whose keys are set, or else the mock provider and its demo MCP server.
 pub fn quickstart_policy(mock_port: u16) -> Policy {
     let openai = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.trim().is_empty());
     let anthropic = std::env::var("ANTHROPIC_API_KEY").is_ok_and(|v| !v.trim().is_empty());
+    quickstart_policy_for(mock_port, openai, anthropic)
+}
+
+fn quickstart_policy_for(mock_port: u16, openai: bool, anthropic: bool) -> Policy {
     let mut text = String::from("providers:\n");
     if openai {
         text.push_str("  openai: {kind: openai, baseUrl: 'https://api.openai.com', keyEnv: OPENAI_API_KEY}\n");
@@ -104,7 +131,7 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
     }
     // The text above is fixed apart from a u16, so it always parses; fall back
     // to a mock-only policy all the same rather than panic.
-    parse_policy(&text).unwrap_or_else(|_| Policy {
+    let mut policy = parse_policy(&text).unwrap_or_else(|_| Policy {
         listen: Default::default(),
         sidecar: Default::default(),
         fail_mode: Default::default(),
@@ -132,7 +159,34 @@ pub fn quickstart_policy(mock_port: u16) -> Policy {
         audit: Default::default(),
         cache: Default::default(),
         telemetry: Default::default(),
-    })
+    });
+    if policy.providers.values().any(|p| p.kind == ProviderKind::Mock) {
+        policy.mcp = demo_mcp(mock_port);
+    }
+    policy
+}
+
+/// How to list and call the demo MCP server's tools through the gateway:
+/// `initialize` answers with the session header the later requests send.
+fn demo_mcp_banner(url: &str, key: &str) -> String {
+    let tools: Vec<String> =
+        tollgate_mock::mcp::TOOL_NAMES.iter().map(|t| tollgate_core::mcp::names::exposed(DEMO_MCP, t)).collect();
+    let endpoint = format!("{url}/mcp/{DEMO_MCP}");
+    let headers = format!(
+        "-H 'authorization: Bearer {key}' -H 'content-type: application/json' -H 'accept: application/json, text/event-stream'"
+    );
+    let session = "-H 'mcp-session-id: <from above>'";
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}"#;
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"demo_get_forecast","arguments":{"city":"Paris"}}}"#;
+    format!(
+        "\nMCP gateway: the demo MCP server's tools ({}) at {endpoint}.\n\
+         Open a session (its id is the mcp-session-id header), then list the tools and call one, sending that id:\n\
+         \x20 curl -sD - {endpoint} {headers} \\\n    -d '{init}'\n\
+         \x20 curl -s {endpoint} {headers} {session} \\\n    -d '{list}'\n\
+         \x20 curl -s {endpoint} {headers} {session} \\\n    -d '{call}'\n",
+        tools.join(", ")
+    )
 }
 
 /// What `up` changes in any policy it runs: default audit and cache
@@ -220,6 +274,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let url = format!("http://{}:{}", policy.listen.host, policy.listen.port);
     println!("\nTollgate is up: {url}");
     println!("  providers: {}", policy.providers.keys().cloned().collect::<Vec<_>>().join(", "));
+    for name in policy.mcp.virtual_servers.keys() {
+        println!("  mcp: {url}/mcp/{name}");
+    }
     println!("  envoy admin: http://127.0.0.1:{}/stats?filter=tollgate", policy.listen.admin_port);
     println!("  logs: {}   access log: {}", log.display(), access_log.display());
     if policy.audit.enabled {
@@ -246,6 +303,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         println!("\nTry a streamed answer:\n  curl -N {url}/v1/chat/completions -H 'content-type: application/json'{auth} \\\n    -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
     } else {
         println!("\nTry a streamed answer:\n  curl -N {url}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01'{auth} \\\n    -d '{{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'");
+    }
+    if let Some(key) = demo_key.as_deref().filter(|_| policy.mcp.virtual_servers.contains_key(DEMO_MCP)) {
+        print!("{}", demo_mcp_banner(&url, key));
     }
     if policy.cache.enabled {
         println!(
@@ -364,5 +424,51 @@ async fn watch_exit(procs: &mut [Proc]) -> String {
 async fn stop_all(procs: &mut Vec<Proc>) {
     while let Some(mut p) = procs.pop() {
         p.stop(Duration::from_secs(5)).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use tollgate_core::mcp::grants::Grants;
+
+    use super::*;
+
+    #[test]
+    fn the_offline_quickstart_serves_the_demo_mcp_tools_to_the_demo_key() {
+        let home = std::env::temp_dir().join(format!("tollgate-up-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut policy = quickstart_policy_for(10002, false, false);
+        let key = demo_access(&mut policy, &home).unwrap();
+        assert!(key.starts_with("tg-"));
+        policy.validate().unwrap();
+        let demo = &policy.mcp.servers["demo"];
+        assert_eq!(demo.url.as_deref(), Some("http://127.0.0.1:10002/mcp"));
+        let grants = Grants::of(&policy, "demo", Some(("demo", "demo"))).unwrap();
+        for tool in tollgate_mock::mcp::TOOL_NAMES {
+            assert!(grants.allows("demo", tool), "{tool}");
+        }
+        assert!(Grants::of(&policy, "other", Some(("demo", "demo"))).is_none());
+
+        let banner = demo_mcp_banner("http://127.0.0.1:10000", &key);
+        assert!(banner.contains("demo_get_forecast, demo_lookup_order, demo_echo"), "{banner}");
+        assert_eq!(banner.matches("curl -s").count(), 3, "{banner}");
+        assert_eq!(banner.matches(&format!("Bearer {key}")).count(), 3, "{banner}");
+        let _ = std::fs::remove_dir_all(&home);
+    }
+
+    #[test]
+    fn with_a_provider_key_there_is_no_mock_and_no_demo_mcp_server() {
+        for (openai, anthropic) in [(true, false), (false, true), (true, true)] {
+            let mut policy = quickstart_policy_for(10002, openai, anthropic);
+            assert!(policy.providers.values().all(|p| p.kind != ProviderKind::Mock));
+            assert!(policy.mcp.is_empty());
+            let home = std::env::temp_dir().join(format!("tollgate-up-unit-keys-{}", std::process::id()));
+            std::fs::create_dir_all(&home).unwrap();
+            demo_access(&mut policy, &home).unwrap();
+            assert_eq!(policy.teams["demo"].mcp, None);
+            let _ = std::fs::remove_dir_all(&home);
+        }
     }
 }

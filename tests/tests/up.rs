@@ -1,6 +1,6 @@
-//! `tollgate up` end to end: starts everything, serves a streamed answer,
-//! stops every child on Ctrl-C (SIGINT). Also: the checked-in standalone
-//! Envoy bootstrap loads in the real Envoy.
+//! `tollgate up` end to end: starts everything, serves a streamed answer
+//! and the demo MCP server's tools, stops every child on Ctrl-C (SIGINT).
+//! Also: the checked-in standalone Envoy bootstrap loads in the real Envoy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -78,6 +78,104 @@ async fn interrupt(child: &mut UpChild) {
     assert!(status.success(), "{status}");
 }
 
+/// The shell commands of the banner's MCP section (a command may go on over
+/// lines ending in `\`).
+fn banner_mcp_commands(banner: &str) -> Vec<String> {
+    let section = banner.split("MCP gateway:").nth(1).unwrap_or_else(|| panic!("no MCP section:\n{banner}"));
+    let mut commands = Vec::new();
+    let mut lines = section.lines().map(str::trim).skip_while(|l| !l.starts_with("curl "));
+    while let Some(line) = lines.next() {
+        if !line.starts_with("curl ") {
+            break;
+        }
+        let mut command = line.to_string();
+        while command.ends_with('\\') {
+            command.pop();
+            command.push_str(lines.next().unwrap_or_default());
+        }
+        commands.push(command);
+    }
+    commands
+}
+
+async fn sh(command: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(command).output().await.unwrap();
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The banner's curls open a session on the demo virtual server, list the
+/// demo MCP server's tools and call one, through Envoy and the sidecar's
+/// MCP gateway to the mock's `/mcp`.
+async fn demo_mcp_tools_through_the_gateway(banner: &str, port: &str, mock_port: &str, key: &str) {
+    let endpoint = format!("http://127.0.0.1:{port}/mcp/demo");
+    assert!(banner.contains(&endpoint), "{banner}");
+    let commands = banner_mcp_commands(banner);
+    assert_eq!(commands.len(), 3, "initialize, tools/list, tools/call:\n{banner}");
+
+    let init = sh(&commands[0]).await;
+    let session = init
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("mcp-session-id")))
+        .map(|(_, value)| value.trim().to_string())
+        .unwrap_or_else(|| panic!("no session header:\n{init}"));
+    let (_, body) = init.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no body:\n{init}"));
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["result"]["protocolVersion"], "2025-06-18", "{body}");
+    let with_session = |c: &str| c.replace("<from above>", &session);
+
+    let listed: serde_json::Value = serde_json::from_str(&sh(&with_session(&commands[1])).await).unwrap();
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["demo_echo", "demo_get_forecast", "demo_lookup_order"], "{listed}");
+    let forecast =
+        listed["result"]["tools"].as_array().unwrap().iter().find(|t| t["name"] == "demo_get_forecast").unwrap();
+    assert_eq!(forecast["inputSchema"]["required"], serde_json::json!(["city"]), "{forecast}");
+
+    let called: serde_json::Value = serde_json::from_str(&sh(&with_session(&commands[2])).await).unwrap();
+    assert_eq!(called["result"]["isError"], false, "{called}");
+    let text = called["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("{called}"));
+    assert!(text.starts_with("Forecast for Paris (made-up demo data): day 1: "), "{text}");
+
+    // The call reached the mock's MCP server under the tool's own name.
+    let (_, seen) = http_get(&format!("127.0.0.1:{mock_port}"), "/mock/requests").await.unwrap();
+    let seen: Vec<serde_json::Value> = serde_json::from_str(&seen).unwrap();
+    let upstream: Vec<serde_json::Value> = seen
+        .iter()
+        .filter(|r| r["path"] == "/mcp")
+        .map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
+        .collect();
+    let methods: Vec<&str> = upstream.iter().map(|m| m["method"].as_str().unwrap_or_default()).collect();
+    assert_eq!(methods[..3], ["initialize", "notifications/initialized", "tools/list"], "{upstream:?}");
+    let last = upstream.last().unwrap();
+    assert_eq!(last["method"], "tools/call", "{last}");
+    assert_eq!(last["params"]["name"], "get_forecast", "{last}");
+
+    // Another tool in the same session, and no session without the key.
+    let client = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        client
+            .post(&endpoint)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .json(&body)
+    };
+    let echo = serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "demo_echo", "arguments": {"text": "hello through the gateway"}}});
+    let resp = post(echo.clone()).bearer_auth(key).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let echoed: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echoed["result"]["content"][0]["text"], "hello through the gateway", "{echoed}");
+    let resp = post(echo).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
 #[tokio::test]
 async fn quickstart_requires_its_demo_key_and_reports_demo_spend() {
     let home = std::env::temp_dir().join(format!("tollgate-quickstart-{}", std::process::id()));
@@ -132,6 +230,7 @@ async fn quickstart_requires_its_demo_key_and_reports_demo_spend() {
             |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap()["choices"][0]["message"]["content"].clone();
         assert_eq!(answer(&text), answer(&first));
     }
+    demo_mcp_tools_through_the_gateway(&banner, &ports[0], &ports[4], &key).await;
     // The demo team's spend shows in `tollgate usage`.
     let p = paths().unwrap();
     let out = Command::new(&p.tollgate)

@@ -4,13 +4,15 @@
 //! tests through a real Envoy. Answers are deterministic and echo the prompt
 //! (`"Mock reply to: <last user text>"`), token usage is
 //! `ceil(chars / 4)` per text segment, and the wire format (JSON field order,
-//! SSE framing, event sequences) follows recorded provider traffic.
+//! SSE framing, event sequences) follows recorded provider traffic. A small
+//! MCP server with demo tools answers at `/mcp` ([`mcp`]).
 //!
 //! Entry points: [`serve`] on a bound listener (what `tollgate mock` and the
 //! `tollgate-mock` binary use) and [`router`] for in-process use.
 
 mod anthropic;
 mod errors;
+pub mod mcp;
 mod openai;
 mod responses;
 mod util;
@@ -108,6 +110,7 @@ pub struct RecordedRequest {
 pub(crate) struct AppState {
     pub(crate) config: MockConfig,
     pub(crate) ids: util::IdGen,
+    pub(crate) mcp: mcp::Sessions,
     api_requests: AtomicU64,
     records: Mutex<VecDeque<RecordedRequest>>,
 }
@@ -117,6 +120,7 @@ impl AppState {
         Self {
             config,
             ids: util::IdGen::new(),
+            mcp: mcp::Sessions::default(),
             api_requests: AtomicU64::new(0),
             records: Mutex::new(VecDeque::with_capacity(RECORD_LIMIT)),
         }
@@ -168,6 +172,7 @@ pub fn router(config: MockConfig) -> Router {
         .route("/v1/models/{id}", get(model))
         .route("/healthz", get(healthz))
         .route("/mock/requests", get(list_requests).delete(clear_requests))
+        .route(mcp::PATH, post(mcp::post).get(mcp::get).delete(mcp::delete))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), control))
@@ -312,7 +317,17 @@ async fn control(State(state): State<Shared>, req: Request, next: Next) -> Respo
     let request_id = req.headers().get(headers::REQUEST_ID).cloned();
     let path = req.uri().path().to_owned();
     let internal = path == "/healthz" || path.starts_with("/mock/");
-    let mut resp = if internal { next.run(req).await } else { api_control(&state, req, next, &path).await };
+    let mut resp = if internal {
+        next.run(req).await
+    } else if path == mcp::PATH {
+        // Recorded, but the control headers and flags are for the model APIs.
+        match recorded(&state, req, &path).await {
+            Ok((parts, bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+            Err(()) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        }
+    } else {
+        api_control(&state, req, next, &path).await
+    };
     let out = resp.headers_mut();
     if let Ok(name) = HeaderValue::from_str(&state.config.name) {
         out.insert(HeaderName::from_static(headers::PROVIDER), name);
@@ -323,19 +338,28 @@ async fn control(State(state): State<Shared>, req: Request, next: Next) -> Respo
     resp
 }
 
-async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> Response {
-    let api = Api::for_path(path);
+/// Reads the body and records the request; `Err` when the body is too large.
+async fn recorded(
+    state: &AppState,
+    req: Request,
+    path: &str,
+) -> Result<(axum::http::request::Parts, bytes::Bytes), ()> {
     let (parts, body) = req.into_parts();
-    let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(_) => return errors::status_error(api, StatusCode::PAYLOAD_TOO_LARGE),
-    };
+    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ())?;
     state.record(RecordedRequest {
         method: parts.method.to_string(),
         path: parts.uri.path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
         headers: headers_map(&parts.headers),
         body: String::from_utf8_lossy(&bytes).into_owned(),
     });
+    Ok((parts, bytes))
+}
+
+async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> Response {
+    let api = Api::for_path(path);
+    let Ok((parts, bytes)) = recorded(state, req, path).await else {
+        return errors::status_error(api, StatusCode::PAYLOAD_TOO_LARGE);
+    };
 
     let counted = parts.method == Method::POST;
     let n = if counted { state.api_requests.fetch_add(1, Ordering::Relaxed) + 1 } else { 0 };
