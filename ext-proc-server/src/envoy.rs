@@ -172,7 +172,12 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
 /// Request headers only the gateway may set: Envoy's own filter removes any
 /// a client sent before anything reads them (the wasm filter and the sidecar
 /// remove every other `x-tollgate-*` header too).
-pub const GATEWAY_REQUEST_HEADERS: [&str; 2] = [PROVIDER_HEADER, tollgate_core::headers::REQUEST_ID];
+pub const GATEWAY_REQUEST_HEADERS: [&str; 3] = [PROVIDER_HEADER, tollgate_core::headers::REQUEST_ID, MCP_CLAIMS_HEADER];
+
+/// On MCP routes only: the verified JWT payload (base64url JSON), set by
+/// Envoy's `jwt_authn` filter for the sidecar, which serves those routes as
+/// an upstream and so sees no dynamic metadata.
+pub const MCP_CLAIMS_HEADER: &str = "x-tollgate-jwt-claims";
 
 /// Envoy's `header_mutation` filter, first in the chain: a client cannot
 /// pick a route or a request id by sending the gateway's own headers, even
@@ -261,20 +266,27 @@ pub fn unrouted_routes(policy: &Policy, open: Value) -> Vec<Value> {
 /// sidecar identifies the caller itself, so ext_proc is skipped on these
 /// routes. No route timeout: an answer may stream (the sidecar bounds each
 /// upstream message by `mcp.timeoutMs`); an idle stream ends after 5 minutes.
+/// With `access.jwt`, each also has its OAuth protected-resource metadata
+/// (RFC 9728) at `/.well-known/oauth-protected-resource/mcp/<name>`.
 pub fn mcp_routes(policy: &Policy, sidecar_cluster: &str) -> Vec<Value> {
+    let route = |path: String| {
+        json!({
+            "match": {"path": path},
+            "route": {"cluster": sidecar_cluster, "timeout": "0s", "idle_timeout": "300s"},
+            "typed_per_filter_config": {"envoy.filters.http.ext_proc": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "disabled": true,
+            }},
+        })
+    };
+    let jwt = policy.access.jwt.is_some();
     policy
         .mcp
         .virtual_servers
         .keys()
-        .map(|name| {
-            json!({
-                "match": {"path": format!("/mcp/{name}")},
-                "route": {"cluster": sidecar_cluster, "timeout": "0s", "idle_timeout": "300s"},
-                "typed_per_filter_config": {"envoy.filters.http.ext_proc": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-                    "disabled": true,
-                }},
-            })
+        .flat_map(|name| {
+            let metadata = jwt.then(|| route(format!("{}/mcp/{name}", crate::mcp::RESOURCE_METADATA)));
+            std::iter::once(route(format!("/mcp/{name}"))).chain(metadata)
         })
         .collect()
 }
@@ -442,21 +454,29 @@ fn processing_mode() -> Value {
 /// answers it (401 in the client API's shape) or accepts a gateway key.
 fn jwt_authn(policy: &Policy) -> Option<Value> {
     let jwt = policy.access.jwt.as_ref()?;
+    let provider = json!({
+        "issuer": jwt.issuer,
+        "audiences": jwt.audiences,
+        "local_jwks": {"filename": jwt.jwks_file},
+        "payload_in_metadata": JWT_PAYLOAD_KEY,
+        "forward": false,
+    });
+    // MCP routes go to the sidecar as an upstream: the payload travels in a
+    // header there (a client's copy is removed first, by the strip filter).
+    let mut mcp = provider.clone();
+    mcp["forward_payload_header"] = json!(MCP_CLAIMS_HEADER);
+    let rule = |prefix: &str, provider: &str| {
+        json!({"match": {"prefix": prefix}, "requires": {"requires_any": {"requirements": [
+            {"provider_name": provider},
+            {"allow_missing_or_failed": {}},
+        ]}}})
+    };
     Some(json!({
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {"tollgate": {
-                "issuer": jwt.issuer,
-                "audiences": jwt.audiences,
-                "local_jwks": {"filename": jwt.jwks_file},
-                "payload_in_metadata": JWT_PAYLOAD_KEY,
-                "forward": false,
-            }},
-            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
-                {"provider_name": "tollgate"},
-                {"allow_missing_or_failed": {}},
-            ]}}}],
+            "providers": {"tollgate": provider, "tollgate_mcp": mcp},
+            "rules": [rule("/mcp/", "tollgate_mcp"), rule("/", "tollgate")],
         },
     }))
 }

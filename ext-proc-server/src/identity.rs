@@ -132,6 +132,31 @@ pub fn identify(
     }
 }
 
+/// The metadata Envoy would have sent with a verified JWT payload (JSON),
+/// for requests that reach the sidecar as an upstream (the MCP routes),
+/// where the payload arrives in a header only Envoy sets.
+pub fn jwt_metadata(payload: &serde_json::Value) -> Metadata {
+    use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue};
+    fn convert(v: &serde_json::Value, depth: usize) -> PbValue {
+        let kind = match v {
+            _ if depth > 16 => Kind::NullValue(0),
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+            serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+            serde_json::Value::Array(a) => {
+                Kind::ListValue(ListValue { values: a.iter().map(|x| convert(x, depth + 1)).collect() })
+            }
+            serde_json::Value::Object(o) => Kind::StructValue(Struct {
+                fields: o.iter().map(|(k, x)| (k.clone(), convert(x, depth + 1))).collect(),
+            }),
+        };
+        PbValue { kind: Some(kind) }
+    }
+    let ns = Struct { fields: [(JWT_PAYLOAD_KEY.to_string(), convert(payload, 0))].into_iter().collect() };
+    Metadata { filter_metadata: [(JWT_NAMESPACE.to_string(), ns)].into_iter().collect(), ..Default::default() }
+}
+
 /// Where Istio's `RequestAuthentication` (1.21 and later) publishes every
 /// verified payload; earlier releases used the issuer.
 pub const ISTIO_PAYLOAD_KEY: &str = "payload";

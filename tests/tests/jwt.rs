@@ -312,3 +312,93 @@ consumers:
     assert_eq!(answered, [(&json!("alice"), &json!("research")), (&json!("carol"), &json!("research"))], "{records:?}");
     let _ = std::fs::remove_file(jwks);
 }
+
+/// An MCP POST with the headers given: status, `www-authenticate`, session, body.
+async fn mcp_post(gw: &Gateway, body: &Value, headers: &[(&str, &str)]) -> (u16, String, String, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/mcp/support", gw.url))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let header = |n: &str| resp.headers().get(n).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let (challenge, session) = (header("www-authenticate"), header("mcp-session-id"));
+    let (status, body) = json_body(resp).await;
+    (status, challenge, session, body)
+}
+
+#[tokio::test]
+async fn mcp_callers_present_tokens_and_find_the_resource_metadata() {
+    let jwks = jwks_file("mcp");
+    let dir = std::env::temp_dir().join(format!("tollgate-e2e-jwt-mcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let crm = tollgate_e2e::mcp::McpServer::start(&dir, "crm", "crm", None).await.unwrap();
+    let gw = Gateway::start(Options {
+        policy_extra: format!(
+            "
+access: {{require: jwt, {}}}
+mcp:
+  servers:
+    crm: {{url: '{}'}}
+  virtualServers:
+    support: {{tools: ['crm/*']}}
+teams:
+  support: {{mcp: {{tools: ['crm/lookup_customer']}}}}
+  research: {{}}
+",
+            jwt_section(&jwks),
+            crm.url()
+        ),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}});
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+
+    // No token: 401 naming where the resource's metadata is (MCP authorization).
+    let (status, challenge, _, body) = mcp_post(&gw, &init, &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], -32001, "{body}");
+    let authority = gw.url.trim_start_matches("http://");
+    let metadata_url = format!("http://{authority}/.well-known/oauth-protected-resource/mcp/support");
+    assert_eq!(challenge, format!("Bearer resource_metadata=\"{metadata_url}\""));
+    let metadata: Value = reqwest::get(&metadata_url).await.unwrap().json().await.unwrap();
+    assert_eq!(metadata["resource"], format!("{}/mcp/support", gw.url), "{metadata}");
+    assert_eq!(metadata["authorization_servers"], json!([ISSUER]), "{metadata}");
+    let missing = reqwest::get(format!("{}/.well-known/oauth-protected-resource/mcp/nowhere", gw.url)).await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+
+    // A verified token names the caller; its team's grant decides the tools.
+    let ann = bearer(&token("ann", "support"));
+    let (status, _, session, body) = mcp_post(&gw, &init, &[("authorization", &ann)]).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, _, _, listed) = mcp_post(&gw, &list, &[("authorization", &ann), ("mcp-session-id", &session)]).await;
+    let names: Vec<&str> =
+        listed["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["crm_lookup_customer"], "{listed}");
+
+    // Attacks: claims forged in the header Envoy fills (removed before the
+    // JWT filter runs), a token signed with another key, and another
+    // caller's token on ann's session.
+    let forged = b64(claims("ann", "support").to_string().as_bytes());
+    let (status, _, _, body) = mcp_post(&gw, &init, &[("x-tollgate-jwt-claims", &forged)]).await;
+    assert_eq!(status, 401, "{body}");
+    let wrong = bearer(&sign(b"another-secret-another-secret-012", &claims("ann", "support")));
+    let (status, _, _, body) =
+        mcp_post(&gw, &init, &[("authorization", &wrong), ("x-tollgate-jwt-claims", &forged)]).await;
+    assert_eq!(status, 401, "{body}");
+    let bob = bearer(&token("bob", "support"));
+    let (status, _, _, body) = mcp_post(&gw, &list, &[("authorization", &bob), ("mcp-session-id", &session)]).await;
+    assert_eq!(status, 404, "{body}");
+    // A team without an `mcp` grant sees no tools.
+    let rae = bearer(&token("rae", "research"));
+    let (_, _, session, _) = mcp_post(&gw, &init, &[("authorization", &rae)]).await;
+    let (_, _, _, listed) = mcp_post(&gw, &list, &[("authorization", &rae), ("mcp-session-id", &session)]).await;
+    assert_eq!(listed["result"]["tools"], json!([]), "{listed}");
+    assert!(crm.received().iter().all(|r| r["headers"].get("x-tollgate-jwt-claims").is_none()));
+}

@@ -23,7 +23,7 @@ use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tollgate_core::mcp::grants::Grants;
@@ -35,8 +35,13 @@ use self::catalog::{Listings, Standing, Tool};
 use self::session::{Session, Signer, Upstream};
 use self::upstream::{Answer, Target, UpstreamError, SESSION_HEADER, VERSION_HEADER};
 use crate::config::{mcp_credential, LiveShared};
+use crate::envoy::MCP_CLAIMS_HEADER;
 use crate::identity::{identify, Identity};
 use crate::processor::Shared;
+
+/// Where each virtual server's OAuth protected-resource metadata (RFC 9728)
+/// is served when identity comes from JWTs: `<this>/mcp/<name>`.
+pub const RESOURCE_METADATA: &str = "/.well-known/oauth-protected-resource";
 
 /// Protocol versions served, newest first.
 pub const VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -59,8 +64,11 @@ pub struct Gateway {
     inspectors: call::InspectorCache,
     /// REST APIs served as tools: each OpenAPI document by file path, read
     /// again when the file changes.
-    apis: Mutex<HashMap<String, (Option<SystemTime>, Arc<Api>)>>,
+    apis: Mutex<HashMap<String, LoadedApi>>,
 }
+
+/// An OpenAPI document and the modification time of the file it was read from.
+type LoadedApi = (Option<SystemTime>, Arc<Api>);
 
 /// One request's context.
 pub struct Ctx {
@@ -437,7 +445,7 @@ impl Gateway {
     }
 
     /// A POST: one JSON-RPC message.
-    async fn post(self: Arc<Self>, vs: String, headers: HeaderMap, body: Bytes) -> Response {
+    async fn post(self: Arc<Self>, vs: String, headers: HeaderMap, authority: Option<&str>, body: Bytes) -> Response {
         let shared = self.live.current();
         let time = SystemTime::now();
         let max = shared.policy.mcp.max_message_bytes;
@@ -457,22 +465,16 @@ impl Gateway {
             Message::Request { id, .. } | Message::Response { id } => id.clone(),
             Message::Notification { .. } => Value::Null,
         };
-        let caller = {
-            let keys = shared.keys.current();
-            match identify(&shared.policy, &keys, &headers, None, time) {
-                Ok(c) => c,
-                Err(e) => {
-                    let body = jsonrpc::error(&id, jsonrpc::POLICY_REFUSED, &e.to_string());
-                    let mut resp = json_response(
-                        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
-                        &body,
-                        None,
-                    );
-                    if e.status() == 401 {
-                        resp.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
-                    }
-                    return resp;
+        let caller = match caller(&shared, &headers, time) {
+            Ok(c) => c,
+            Err(e) => {
+                let body = jsonrpc::error(&id, jsonrpc::POLICY_REFUSED, &e.to_string());
+                let mut resp =
+                    json_response(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED), &body, None);
+                if e.status() == 401 {
+                    resp.headers_mut().insert("www-authenticate", challenge(&shared.policy, &headers, authority, &vs));
                 }
+                return resp;
             }
         };
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -557,7 +559,7 @@ impl Gateway {
     async fn delete(self: Arc<Self>, vs: String, headers: HeaderMap) -> Response {
         let shared = self.live.current();
         let time = SystemTime::now();
-        let caller = match identify(&shared.policy, &shared.keys.current(), &headers, None, time) {
+        let caller = match caller(&shared, &headers, time) {
             Ok(c) => c,
             Err(e) => return StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED).into_response(),
         };
@@ -594,6 +596,56 @@ fn load_api(path: &str) -> Result<Api, String> {
     Api::from_document(&doc).map_err(|e| format!("`{path}`: {e}"))
 }
 
+/// Who is calling: a gateway key, or (with `access.jwt`) the JWT payload
+/// Envoy verified and forwarded in [`MCP_CLAIMS_HEADER`] (Envoy removes a
+/// client's copy of that header before anything else reads the request).
+fn caller(shared: &Shared, headers: &HeaderMap, time: SystemTime) -> Result<Option<Identity>, tollgate_core::Error> {
+    use base64::Engine as _;
+    let claims = shared
+        .policy
+        .access
+        .jwt
+        .as_ref()
+        .and_then(|_| headers.get(MCP_CLAIMS_HEADER))
+        .and_then(|v| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.as_bytes().trim_ascii_end()).ok())
+        .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+        .filter(Value::is_object);
+    let metadata = claims.as_ref().map(crate::identity::jwt_metadata);
+    identify(&shared.policy, &shared.keys.current(), headers, metadata.as_ref(), time)
+}
+
+/// The gateway's own URL as the client sees it (Envoy passes the host on).
+fn public_base(headers: &HeaderMap, authority: Option<&str>) -> String {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let scheme = header("x-forwarded-proto").filter(|p| *p == "https").unwrap_or("http");
+    let host = authority.or_else(|| header("host")).unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
+/// `WWW-Authenticate` of a 401: with JWTs, where the resource metadata is.
+fn challenge(policy: &Policy, headers: &HeaderMap, authority: Option<&str>, vs: &str) -> HeaderValue {
+    if policy.access.jwt.is_none() {
+        return HeaderValue::from_static("Bearer");
+    }
+    let url = format!("{}{RESOURCE_METADATA}/mcp/{vs}", public_base(headers, authority));
+    HeaderValue::from_str(&format!("Bearer resource_metadata=\"{url}\"")).unwrap_or(HeaderValue::from_static("Bearer"))
+}
+
+/// A virtual server's OAuth protected-resource metadata (RFC 9728), served
+/// when identity comes from JWTs: the resource and who issues its tokens.
+fn resource_metadata(policy: &Policy, headers: &HeaderMap, authority: Option<&str>, vs: &str) -> Response {
+    let (Some(jwt), true) = (&policy.access.jwt, policy.mcp.virtual_servers.contains_key(vs)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let body = json!({
+        "resource": format!("{}/mcp/{vs}", public_base(headers, authority)),
+        "authorization_servers": [jwt.issuer],
+        "bearer_methods_supported": ["header"],
+        "resource_name": format!("Tollgate MCP virtual server `{vs}`"),
+    });
+    json_response(StatusCode::OK, &body, None)
+}
+
 fn unknown_virtual_server(ctx: &Ctx, id: &Value) -> Response {
     let msg = format!("no MCP virtual server `{}` on this gateway", ctx.virtual_server);
     json_response(StatusCode::NOT_FOUND, &jsonrpc::error(id, jsonrpc::INVALID_REQUEST, &msg), None)
@@ -615,10 +667,19 @@ pub fn router(gateway: Arc<Gateway>) -> axum::Router {
     async fn on_post(
         State(gw): State<Arc<Gateway>>,
         Path(vs): Path<String>,
+        uri: Uri,
         headers: HeaderMap,
         body: Bytes,
     ) -> Response {
-        gw.post(vs, headers, body).await
+        gw.post(vs, headers, uri.authority().map(|a| a.as_str()), body).await
+    }
+    async fn on_metadata(
+        State(gw): State<Arc<Gateway>>,
+        Path(vs): Path<String>,
+        uri: Uri,
+        headers: HeaderMap,
+    ) -> Response {
+        resource_metadata(&gw.live.current().policy, &headers, uri.authority().map(|a| a.as_str()), &vs)
     }
     async fn on_get() -> Response {
         // No server-initiated stream (yet): the transport allows 405.
@@ -634,6 +695,7 @@ pub fn router(gateway: Arc<Gateway>) -> axum::Router {
     let hard_cap = tollgate_core::policy::MAX_BUFFER_BYTES + 1;
     axum::Router::new()
         .route("/mcp/{vs}", post(on_post).get(on_get).delete(on_delete))
+        .route(&format!("{RESOURCE_METADATA}/mcp/{{vs}}"), axum::routing::get(on_metadata))
         .layer(axum::extract::DefaultBodyLimit::max(hard_cap))
         .with_state(gateway)
 }
