@@ -12,9 +12,18 @@
 //! - **Envoy Gateway**: an `EnvoyExtensionPolicy` (wasm + extProc) attached to
 //!   an `HTTPRoute` or a `Gateway`, an `EnvoyProxy` that orders the wasm
 //!   filter before ext_proc, a `Backend` per provider and the `HTTPRoute`;
-//! - both: the sidecar's `Namespace`, `ConfigMap` (the policy), `Deployment`
-//!   and `Service`; provider keys come from a `Secret` the operator creates
-//!   (its name and keys are in the Deployment and in the file's header).
+//! - both: the sidecar's `Namespace`, `ConfigMap` (the policy, and the
+//!   OpenAPI documents of MCP REST servers), `Deployment` and `Service`;
+//!   provider keys and MCP server credentials come from a `Secret` the
+//!   operator creates (its name and keys are in the Deployment and in the
+//!   file's header);
+//! - MCP virtual servers (`mcp.virtualServers`): plain Envoy's routes
+//!   ([`crate::envoy::mcp_routes`]), `/mcp/<name>` to the sidecar's gRPC port
+//!   with ext_proc off. Istio: VirtualService routes, an `EnvoyFilter` for
+//!   what they cannot say (ext_proc off, the idle timeout) and a
+//!   `ServiceEntry` per upstream host outside the cluster for the sidecar's
+//!   egress; Envoy Gateway: an `HTTPRoute` to the sidecar's Service and its
+//!   own `EnvoyExtensionPolicy` (the filter, no ext_proc).
 //!
 //! Only the gateway's Envoy may talk to the sidecar (it decides identity and
 //! adds provider keys), and its admin endpoints are not open:
@@ -446,7 +455,18 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
             },
         }));
     }
-    let mut http_routes = Vec::new();
+    // MCP virtual servers first, so that no provider route takes their paths.
+    let mcp = mcp_routes(policy, &cluster);
+    let mut http_routes: Vec<Value> = mcp
+        .iter()
+        .map(|(slug, route)| {
+            json!({
+                "name": mcp_route_name(opts, slug),
+                "match": [{"uri": {"exact": route["match"]["path"]}}],
+                "route": [{"destination": {"host": host, "port": {"number": policy.sidecar.grpc_port}}}],
+            })
+        })
+        .collect();
     let default_provider = policy.default_provider().ok_or_else(|| anyhow::anyhow!("the policy has no provider"))?;
     for (name, provider) in &policy.providers {
         let url = base_url(name, &provider.base_url)?;
@@ -525,6 +545,17 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
             )?,
         ));
     }
+    if !mcp.is_empty() {
+        let mut docs = vec![istio_mcp_filter(opts, &gw_ns, &mcp)];
+        docs.extend(istio_mcp_egress(policy, opts)?);
+        files.push((
+            "45-mcp.yaml".into(),
+            yaml_docs(
+                "MCP virtual servers: the VirtualService sends `/mcp/<name>` to the sidecar (HTTP/2, the mesh's mutual TLS),\nwhich serves the MCP gateway itself; this EnvoyFilter skips ext_proc on those routes (the sidecar identifies\nthe caller) and sets no route timeout but an idle one, as plain Envoy does. The ServiceEntries let the\nsidecar reach the upstream MCP servers from its namespace when the mesh admits registered hosts only\n(`outboundTrafficPolicy: REGISTRY_ONLY`); in-cluster names are in the registry already.",
+                &docs,
+            )?,
+        ));
+    }
     if let Some(jwt) = &policy.access.jwt {
         let authn = json!({
             "apiVersion": "security.istio.io/v1",
@@ -550,6 +581,123 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
     }
     files.sort();
     Ok(files)
+}
+
+/// The MCP routes as plain Envoy has them ([`crate::envoy::mcp_routes`]: an
+/// exact path to the sidecar, no route timeout but an idle one, ext_proc
+/// off), each with a name made from its path (`/mcp/support`: `mcp-support`).
+fn mcp_routes(policy: &Policy, sidecar_cluster: &str) -> Vec<(String, Value)> {
+    crate::envoy::mcp_routes(policy, sidecar_cluster)
+        .into_iter()
+        .map(|route| {
+            let path = route["match"]["path"].as_str().unwrap_or_default();
+            let mut slug = String::new();
+            for c in path.chars() {
+                if c.is_ascii_alphanumeric() {
+                    slug.push(c.to_ascii_lowercase());
+                } else if !slug.is_empty() && !slug.ends_with('-') {
+                    slug.push('-');
+                }
+            }
+            (slug.trim_end_matches('-').to_string(), route)
+        })
+        .collect()
+}
+
+/// The name of an MCP route (Istio: the VirtualService route's, which its
+/// Envoy route takes): `tollgate-mcp-<virtual server>`.
+fn mcp_route_name(opts: &K8sOptions, slug: &str) -> String {
+    format!("{}-{slug}", opts.name)
+}
+
+/// Istio: the EnvoyFilter that gives each MCP route plain Envoy's settings
+/// Istio's VirtualService cannot express (ext_proc off on the route, its
+/// idle timeout), matched by the route's name.
+fn istio_mcp_filter(opts: &K8sOptions, gw_ns: &str, mcp: &[(String, Value)]) -> Value {
+    let patches: Vec<Value> = mcp
+        .iter()
+        .map(|(slug, route)| {
+            json!({
+                "applyTo": "HTTP_ROUTE",
+                "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": mcp_route_name(opts, slug)}}}},
+                "patch": {"operation": "MERGE", "value": {
+                    "route": {"timeout": route["route"]["timeout"], "idle_timeout": route["route"]["idle_timeout"]},
+                    "typed_per_filter_config": route["typed_per_filter_config"],
+                }},
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": meta(&format!("{}-mcp", opts.name), gw_ns),
+        "spec": {"workloadSelector": {"labels": opts.gateway_selector}, "configPatches": patches},
+    })
+}
+
+/// The upstream MCP servers' addresses (the MCP endpoint, or the REST
+/// API's base), by server name.
+fn mcp_upstreams(policy: &Policy) -> anyhow::Result<Vec<(&str, BaseUrl)>> {
+    let mut out = Vec::new();
+    for (name, server) in &policy.mcp.servers {
+        let field = if server.url.is_some() { "url" } else { "baseUrl" };
+        let raw = server.endpoint().ok_or_else(|| anyhow::anyhow!("mcp.servers.{name}: no url or baseUrl"))?;
+        let url = BaseUrl::parse(raw).map_err(|m| anyhow::anyhow!("mcp.servers.{name}.{field}: {m}"))?;
+        out.push((name.as_str(), url));
+    }
+    Ok(out)
+}
+
+/// A name the cluster resolves itself (a Service's short or `.svc` name),
+/// which Istio's registry has without a ServiceEntry.
+fn in_cluster(host: &str) -> bool {
+    !is_ip(host) && (!host.contains('.') || host.ends_with(".svc") || host.contains(".svc."))
+}
+
+/// Istio: a ServiceEntry per upstream MCP host outside the cluster, in the
+/// sidecar's namespace and for it alone (`exportTo: .`), so that a mesh
+/// admitting registered hosts only lets the sidecar reach it. The sidecar
+/// speaks TLS itself to an `https` server (Istio passes it through by SNI).
+fn istio_mcp_egress(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Vec<Value>> {
+    // One entry per host (Istio takes one ServiceEntry per host), named
+    // after its first server, with every port the servers use.
+    let mut hosts: BTreeMap<String, (&str, Vec<Value>)> = BTreeMap::new();
+    for (server, url) in mcp_upstreams(policy)? {
+        if in_cluster(&url.host) {
+            continue;
+        }
+        let (name, protocol) = if url.tls { ("tls", "TLS") } else { ("http", "HTTP") };
+        let port = json!({"number": url.port, "name": format!("{name}-{}", url.port), "protocol": protocol});
+        let (_, ports) = hosts.entry(url.host.clone()).or_insert((server, Vec::new()));
+        if ports.iter().all(|p| p["number"] != url.port) {
+            ports.push(port);
+        }
+    }
+    Ok(hosts
+        .into_iter()
+        .map(|(host, (server, ports))| {
+            let mut entry = json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "ServiceEntry",
+                "metadata": meta(&format!("{}-mcp-{server}", opts.name), &opts.namespace),
+                "spec": {
+                    "hosts": [host],
+                    "exportTo": ["."],
+                    "location": "MESH_EXTERNAL",
+                    "ports": ports,
+                    "resolution": "DNS",
+                },
+            });
+            if is_ip(&host) {
+                // ServiceEntry hosts are names: a made-up one, and the address.
+                entry["spec"]["hosts"] = json!([format!("{server}.mcp.tollgate.internal")]);
+                entry["spec"]["addresses"] = json!([host]);
+                entry["spec"]["resolution"] = json!("STATIC");
+                entry["spec"]["endpoints"] = json!([{"address": host}]);
+            }
+            entry
+        })
+        .collect())
 }
 
 /// The route name Istio gives the Envoy route of an alias variant (a
@@ -778,8 +926,14 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         // so no listener serves the fallback rules unpatched.
         parent["sectionName"] = json!(opts.listener);
     }
-    let mut route_spec = json!({"parentRefs": [parent], "rules": rules});
     let hostnames = eg_hostnames(opts);
+    let mcp = mcp_routes(policy, "");
+    let mcp_docs = if mcp.is_empty() {
+        Vec::new()
+    } else {
+        eg_mcp(policy, opts, &gw_ns, &parent, &hostnames, &mcp, &extension_policy["spec"]["wasm"])
+    };
+    let mut route_spec = json!({"parentRefs": [parent], "rules": rules});
     if !hostnames.is_empty() {
         route_spec["hostnames"] = json!(hostnames);
     }
@@ -829,6 +983,15 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
             &std::iter::once(route).chain(route_filters).collect::<Vec<_>>(),
         )?,
     ));
+    if !mcp_docs.is_empty() {
+        files.push((
+            "55-mcp.yaml".into(),
+            yaml_docs(
+                "MCP virtual servers: `/mcp/<name>` goes to the sidecar's Service (HTTP/2 as its `grpc` port says, with the\nBackendTLSPolicy's mutual TLS), which serves the MCP gateway itself; no request timeout (Envoy Gateway then sets\nno idle timeout either; the sidecar bounds each upstream message by `mcp.timeoutMs`). The route's own\nEnvoyExtensionPolicy has the filter and no ext_proc (the sidecar identifies the caller); it takes precedence\nover one attached to the Gateway.",
+                &mcp_docs,
+            )?,
+        ));
+    }
     if !fallback_rules.is_empty() {
         files.push((
             "70-fallback.yaml".into(),
@@ -868,22 +1031,82 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         ));
     }
     if gw_ns != opts.namespace {
+        let mut from =
+            vec![json!({"group": "gateway.envoyproxy.io", "kind": "EnvoyExtensionPolicy", "namespace": gw_ns})];
+        let mut what = "Lets the EnvoyExtensionPolicy reach the sidecar's Service in its namespace.";
+        if !mcp.is_empty() {
+            from.push(json!({"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": gw_ns}));
+            what = "Lets the EnvoyExtensionPolicy and the MCP HTTPRoute reach the sidecar's Service in its namespace.";
+        }
         let grant = json!({
             "apiVersion": "gateway.networking.k8s.io/v1beta1",
             "kind": "ReferenceGrant",
             "metadata": meta(&format!("{}-ext-proc", opts.name), &opts.namespace),
             "spec": {
-                "from": [{"group": "gateway.envoyproxy.io", "kind": "EnvoyExtensionPolicy", "namespace": gw_ns}],
+                "from": from,
                 "to": [{"group": "", "kind": "Service", "name": opts.name}],
             },
         });
-        files.push((
-            "60-referencegrant.yaml".into(),
-            yaml_docs("Lets the EnvoyExtensionPolicy reach the sidecar's Service in its namespace.", &[grant])?,
-        ));
+        files.push(("60-referencegrant.yaml".into(), yaml_docs(what, &[grant])?));
     }
     files.sort();
     Ok(files)
+}
+
+/// Envoy Gateway: the HTTPRoute of the MCP virtual servers (exact paths to
+/// the sidecar's Service, on the same Gateway, listener and hostnames as
+/// the providers' route) and its EnvoyExtensionPolicy: the filter as on the
+/// providers' route, no ext_proc. A policy attached to a route takes
+/// precedence over one attached to its Gateway, so ext_proc stays off here
+/// whatever the main policy targets.
+fn eg_mcp(
+    policy: &Policy,
+    opts: &K8sOptions,
+    gw_ns: &str,
+    parent: &Value,
+    hostnames: &[&str],
+    mcp: &[(String, Value)],
+    wasm: &Value,
+) -> Vec<Value> {
+    let name = format!("{}-mcp", opts.name);
+    let matches: Vec<Value> =
+        mcp.iter().map(|(_, r)| json!({"path": {"type": "Exact", "value": r["match"]["path"]}})).collect();
+    // One rule for all: plain Envoy's routes differ by path only.
+    let timeout = mcp.first().map_or_else(|| json!("0s"), |(_, r)| r["route"]["timeout"].clone());
+    let mut spec = json!({
+        "parentRefs": [parent],
+        "rules": [{
+            "matches": matches,
+            "backendRefs": [{
+                "group": "",
+                "kind": "Service",
+                "name": opts.name,
+                "namespace": opts.namespace,
+                "port": policy.sidecar.grpc_port,
+            }],
+            "timeouts": {"request": timeout},
+        }],
+    });
+    if !hostnames.is_empty() {
+        spec["hostnames"] = json!(hostnames);
+    }
+    vec![
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": meta(&name, gw_ns),
+            "spec": spec,
+        }),
+        json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "EnvoyExtensionPolicy",
+            "metadata": meta(&name, gw_ns),
+            "spec": {
+                "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}],
+                "wasm": wasm,
+            },
+        }),
+    ]
 }
 
 /// The prefix of the clusters the manifests add to the gateway's Envoy
@@ -1214,6 +1437,14 @@ fn pod_policy(policy: &Policy, flavour: Flavour) -> Policy {
             provider.key_file = Some(format!("{KEYS_DIR}/{name}"));
         }
     }
+    for (name, server) in p.mcp.servers.iter_mut() {
+        if server.key_file.is_some() {
+            server.key_file = Some(format!("{KEYS_DIR}/{}", mcp_key(name)));
+        }
+        if let Some(doc) = server.openapi.as_mut() {
+            *doc = format!("{POLICY_DIR}/{}", openapi_key(name, doc));
+        }
+    }
     if let Some(store) = p.access.key_store.as_mut() {
         *store = format!("{ACCESS_DIR}/{}", file_name(store));
     }
@@ -1225,6 +1456,19 @@ fn pod_policy(policy: &Policy, flavour: Flavour) -> Policy {
         p.cache.dir = Some(format!("{DATA_DIR}/cache"));
     }
     p
+}
+
+/// The Secret key (and file under [`KEYS_DIR`]) of an MCP server's
+/// credential file: provider names have no `.`, so it is no provider's.
+fn mcp_key(server: &str) -> String {
+    format!("mcp.{server}")
+}
+
+/// The ConfigMap key (and file under [`POLICY_DIR`]) of an MCP server's
+/// OpenAPI document, with the document's own extension.
+fn openapi_key(server: &str, path: &str) -> String {
+    let ext = std::path::Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("yaml");
+    format!("openapi-{server}.{ext}")
 }
 
 fn file_name(path: &str) -> String {
@@ -1239,6 +1483,16 @@ pub fn secret_keys(policy: &Policy) -> Vec<(String, String)> {
             keys.push((var.clone(), format!("API key of provider `{name}` (environment {var})")));
         } else if provider.key_file.is_some() {
             keys.push((name.clone(), format!("API key of provider `{name}` (file {KEYS_DIR}/{name})")));
+        }
+    }
+    for (name, server) in &policy.mcp.servers {
+        if let Some(var) = &server.key_env {
+            if keys.iter().all(|(k, _)| k != var) {
+                keys.push((var.clone(), format!("credential of MCP server `{name}` (environment {var})")));
+            }
+        } else if server.key_file.is_some() {
+            let key = mcp_key(name);
+            keys.push((key.clone(), format!("credential of MCP server `{name}` (file {KEYS_DIR}/{key})")));
         }
     }
     keys
@@ -1256,12 +1510,20 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: Flavour, gw_ns: &st
         // PeerAuthentication and AuthorizationPolicy below admit nothing else.
         namespace["metadata"]["labels"] = json!({"istio-injection": "enabled"});
     }
-    let config_map = json!({
+    let mut config_map = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta(&format!("{}-policy", opts.name), ns),
         "data": {POLICY_FILE: serde_json::to_string_pretty(&pod_policy(policy, flavour))? + "\n"},
     });
+    // The OpenAPI documents of REST servers beside the policy.
+    for (name, server) in &policy.mcp.servers {
+        if let Some(doc) = &server.openapi {
+            let text =
+                std::fs::read_to_string(doc).map_err(|e| anyhow::anyhow!("mcp.servers.{name}.openapi {doc}: {e}"))?;
+            config_map["data"][openapi_key(name, doc)] = json!(text);
+        }
+    }
     let pods = gateway_pods(opts, flavour, gw_ns);
     let mut access = vec![network_policy(policy, opts, &pods)];
     let mut access_header = format!(
@@ -1320,6 +1582,16 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: Flavour, gw_ns: &st
             env.push(json!({"name": var, "valueFrom": {"secretKeyRef": {"name": opts.keys_secret, "key": var}}}));
         } else if provider.key_file.is_some() {
             file_items.push(json!({"key": name, "path": name}));
+        }
+    }
+    for (name, server) in &policy.mcp.servers {
+        if let Some(var) = &server.key_env {
+            if env.iter().all(|e| e["name"] != json!(var)) {
+                env.push(json!({"name": var, "valueFrom": {"secretKeyRef": {"name": opts.keys_secret, "key": var}}}));
+            }
+        } else if server.key_file.is_some() {
+            let key = mcp_key(name);
+            file_items.push(json!({"key": key, "path": key}));
         }
     }
     if !file_items.is_empty() {
@@ -1385,8 +1657,13 @@ fn common_files(policy: &Policy, opts: &K8sOptions, flavour: Flavour, gw_ns: &st
     );
     let keys = secret_keys(policy);
     if !keys.is_empty() {
+        let what = if policy.mcp.servers.values().any(|s| s.key_env.is_some() || s.key_file.is_some()) {
+            "Provider keys and MCP server credentials"
+        } else {
+            "Provider keys"
+        };
         header.push_str(&format!(
-            "\n# Provider keys come from the Secret `{}` in namespace `{ns}` (create it first):\n#   kubectl -n {ns} create secret generic {} {}",
+            "\n# {what} come from the Secret `{}` in namespace `{ns}` (create it first):\n#   kubectl -n {ns} create secret generic {} {}",
             opts.keys_secret,
             opts.keys_secret,
             keys.iter().map(|(k, _)| format!("--from-literal={k}=...")).collect::<Vec<_>>().join(" ")
@@ -2217,5 +2494,241 @@ mod tests {
         let opts = eg_opts();
         assert_eq!(render_istio(&policy, &opts).unwrap(), render_istio(&policy, &opts).unwrap());
         assert_eq!(render_envoy_gateway(&policy, &opts).unwrap(), render_envoy_gateway(&policy, &opts).unwrap());
+    }
+
+    /// The test policy with an `mcp` section: MCP servers over HTTP and
+    /// HTTPS, two on one host, one in the cluster, one by address, a REST
+    /// API from an OpenAPI document, credentials from the environment and
+    /// from a file.
+    fn mcp_policy(dir: &std::path::Path) -> Policy {
+        let spec = dir.join("weather.json");
+        std::fs::write(&spec, r#"{"openapi": "3.0.3", "info": {"title": "w", "version": "1"}, "paths": {}}"#).unwrap();
+        let mcp = format!(
+            "mcp:\n  servers:\n    crm: {{url: 'http://crm.internal:8080/mcp', keyEnv: CRM_MCP_TOKEN}}\n    crm-admin: {{url: 'http://crm.internal:8081/mcp', keyEnv: OPENAI_API_KEY}}\n    github: {{url: 'https://mcp.example.com/mcp', keyFile: /run/secrets/github}}\n    tickets: {{url: 'http://tickets.support.svc.cluster.local:9000/mcp'}}\n    lab: {{url: 'http://10.0.0.9:7000/mcp'}}\n    weather: {{openapi: '{}', baseUrl: 'http://weather.internal'}}\n  virtualServers:\n    support: {{tools: ['crm/*', 'weather/get_forecast']}}\n    ops: {{tools: ['github/*', 'tickets/*', 'lab/*', 'crm-admin/*']}}\n",
+            spec.display()
+        );
+        parse_policy(&format!("{POLICY}{mcp}")).unwrap()
+    }
+
+    #[test]
+    fn no_mcp_section_renders_no_mcp_objects() {
+        let policy = parse_policy(POLICY).unwrap();
+        for files in
+            [render_istio(&policy, &K8sOptions::default()).unwrap(), render_envoy_gateway(&policy, &eg_opts()).unwrap()]
+        {
+            assert!(files.iter().all(|(n, text)| !n.contains("mcp") && !text.contains("/mcp/")), "{files:?}");
+        }
+    }
+
+    #[test]
+    fn istio_routes_mcp_virtual_servers_to_the_sidecar() {
+        let tmp = tempfile::tempdir().unwrap();
+        let policy = mcp_policy(tmp.path());
+        let files = render_istio(&policy, &K8sOptions::default()).unwrap();
+        // First in the VirtualService: exact paths to the sidecar's Service.
+        let routing = docs(&files, "40-providers.yaml");
+        let vs = kind(&routing, "VirtualService");
+        let http = vs["spec"]["http"].as_array().unwrap();
+        for (i, name) in ["ops", "support"].iter().enumerate() {
+            assert_eq!(
+                http[i],
+                json!({
+                    "name": format!("tollgate-mcp-{name}"),
+                    "match": [{"uri": {"exact": format!("/mcp/{name}")}}],
+                    "route": [{"destination": {"host": "tollgate.tollgate.svc.cluster.local", "port": {"number": 10001}}}],
+                }),
+                "no timeout: Istio sets none by default"
+            );
+        }
+        assert!(http[2]["match"][0]["headers"]["x-tollgate-provider"].is_object(), "then the providers");
+        // The EnvoyFilter gives each route plain Envoy's settings, by name.
+        let mcp = docs(&files, "45-mcp.yaml");
+        let ef = kind(&mcp, "EnvoyFilter");
+        assert_eq!(ef["metadata"]["namespace"], "istio-system");
+        assert_eq!(ef["spec"]["workloadSelector"]["labels"], json!({"istio": "ingressgateway"}));
+        let patches = ef["spec"]["configPatches"].as_array().unwrap();
+        let plain = crate::envoy::mcp_routes(&policy, "x");
+        assert_eq!(patches.len(), 2);
+        for (i, name) in ["ops", "support"].iter().enumerate() {
+            let p = &patches[i];
+            assert_eq!(p["applyTo"], "HTTP_ROUTE");
+            assert_eq!(p["match"]["context"], "GATEWAY");
+            assert_eq!(p["match"]["routeConfiguration"]["vhost"]["route"]["name"], format!("tollgate-mcp-{name}"));
+            assert_eq!(p["patch"]["operation"], "MERGE");
+            let value = &p["patch"]["value"];
+            assert_eq!(value["route"], json!({"timeout": "0s", "idle_timeout": "300s"}));
+            assert_eq!(value["typed_per_filter_config"], plain[i]["typed_per_filter_config"]);
+            assert_eq!(value["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"], true);
+        }
+        // The ext_proc filter those routes turn off is the one inserted on the gateway.
+        let ext_proc = &docs(&files, "30-envoyfilter.yaml")[0]["spec"]["configPatches"][0]["patch"]["value"];
+        assert_eq!(ext_proc["name"], "envoy.filters.http.ext_proc");
+        // Egress for the sidecar: one entry per host outside the cluster.
+        let entries: Vec<&Value> = mcp.iter().filter(|d| d["kind"] == "ServiceEntry").collect();
+        let names: Vec<&str> = entries.iter().map(|e| e["metadata"]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["tollgate-mcp-lab", "tollgate-mcp-crm", "tollgate-mcp-github", "tollgate-mcp-weather"]);
+        for e in &entries {
+            assert_eq!(e["metadata"]["namespace"], "tollgate", "beside the sidecar");
+            assert_eq!(e["spec"]["exportTo"], json!(["."]), "for the sidecar alone");
+            assert_eq!(e["spec"]["location"], "MESH_EXTERNAL");
+        }
+        let by_name = |n: &str| *entries.iter().find(|e| e["metadata"]["name"] == n).unwrap();
+        let crm = by_name("tollgate-mcp-crm");
+        assert_eq!(crm["spec"]["hosts"], json!(["crm.internal"]));
+        assert_eq!(crm["spec"]["resolution"], "DNS");
+        assert_eq!(
+            crm["spec"]["ports"],
+            json!([
+                {"number": 8080, "name": "http-8080", "protocol": "HTTP"},
+                {"number": 8081, "name": "http-8081", "protocol": "HTTP"},
+            ])
+        );
+        assert_eq!(
+            by_name("tollgate-mcp-github")["spec"]["ports"],
+            json!([{"number": 443, "name": "tls-443", "protocol": "TLS"}]),
+            "the sidecar speaks TLS itself"
+        );
+        assert_eq!(by_name("tollgate-mcp-weather")["spec"]["hosts"], json!(["weather.internal"]));
+        let lab = by_name("tollgate-mcp-lab");
+        assert_eq!(lab["spec"]["hosts"], json!(["lab.mcp.tollgate.internal"]));
+        assert_eq!(lab["spec"]["addresses"], json!(["10.0.0.9"]));
+        assert_eq!(lab["spec"]["resolution"], "STATIC");
+        assert_eq!(lab["spec"]["endpoints"], json!([{"address": "10.0.0.9"}]));
+        check_mcp_pod(&files, tmp.path());
+        // Every route plain Envoy has for MCP, whatever the policy adds (access.jwt here).
+        let jwks = tmp.path().join("jwks.json");
+        std::fs::write(&jwks, r#"{"keys": []}"#).unwrap();
+        let mut with_jwt = policy.clone();
+        with_jwt.access.jwt = Some(
+            serde_json::from_value(json!({"issuer": "https://idp.example", "jwksFile": jwks.display().to_string()}))
+                .unwrap(),
+        );
+        let plain: Vec<Value> =
+            crate::envoy::mcp_routes(&with_jwt, "x").iter().map(|r| r["match"]["path"].clone()).collect();
+        for files in [
+            render_istio(&with_jwt, &K8sOptions::default()).unwrap(),
+            render_envoy_gateway(&with_jwt, &eg_opts()).unwrap(),
+        ] {
+            let paths: Vec<Value> = if files.iter().any(|(n, _)| n == "45-mcp.yaml") {
+                let vs = kind(&docs(&files, "40-providers.yaml"), "VirtualService").clone();
+                let http = vs["spec"]["http"].as_array().unwrap().clone();
+                let mcp: Vec<Value> =
+                    http.into_iter().take_while(|r| r["match"][0]["uri"]["exact"].is_string()).collect();
+                let ef = kind(&docs(&files, "45-mcp.yaml"), "EnvoyFilter").clone();
+                assert_eq!(ef["spec"]["configPatches"].as_array().unwrap().len(), mcp.len());
+                mcp.iter().map(|r| r["match"][0]["uri"]["exact"].clone()).collect()
+            } else {
+                let route = kind(&docs(&files, "55-mcp.yaml"), "HTTPRoute").clone();
+                route["spec"]["rules"][0]["matches"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["path"]["value"].clone())
+                    .collect()
+            };
+            assert_eq!(paths, plain);
+        }
+        // The sidecar's gRPC port, which MCP shares, still answers the gateway alone.
+        assert!(docs(&files, "05-access.yaml").iter().any(|d| d["kind"] == "AuthorizationPolicy"));
+    }
+
+    /// The sidecar's pod has what the MCP servers need: credentials from the
+    /// Secret, the OpenAPI document beside the policy, the pod's paths in
+    /// the policy.
+    fn check_mcp_pod(files: &Files, dir: &std::path::Path) {
+        let pod = pod_policy_of(files);
+        pod.validate().unwrap();
+        assert_eq!(pod.mcp.servers["github"].key_file.as_deref(), Some("/etc/tollgate/keys/mcp.github"));
+        assert_eq!(pod.mcp.servers["crm"].key_env.as_deref(), Some("CRM_MCP_TOKEN"));
+        assert_eq!(pod.mcp.servers["weather"].openapi.as_deref(), Some("/etc/tollgate/policy/openapi-weather.json"));
+        let sidecar = docs(files, "10-sidecar.yaml");
+        let cm = kind(&sidecar, "ConfigMap");
+        assert_eq!(cm["data"]["openapi-weather.json"], std::fs::read_to_string(dir.join("weather.json")).unwrap());
+        let dep = kind(&sidecar, "Deployment");
+        let spec = &dep["spec"]["template"]["spec"];
+        let env = spec["containers"][0]["env"].as_array().unwrap();
+        let from_secret =
+            |var: &str| env.iter().filter(|e| e["name"] == var).map(|e| e["valueFrom"].clone()).collect::<Vec<_>>();
+        assert_eq!(
+            from_secret("CRM_MCP_TOKEN"),
+            [json!({"secretKeyRef": {"name": "tollgate-provider-keys", "key": "CRM_MCP_TOKEN"}})]
+        );
+        assert_eq!(from_secret("OPENAI_API_KEY").len(), 1, "one variable for a provider and a server sharing it");
+        let keys = spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "keys").unwrap();
+        assert_eq!(
+            keys["secret"]["items"],
+            json!([{"key": "anthropic", "path": "anthropic"}, {"key": "mcp.github", "path": "mcp.github"}])
+        );
+        let text = &files.iter().find(|(n, _)| n == "10-sidecar.yaml").unwrap().1;
+        assert!(text.contains("--from-literal=CRM_MCP_TOKEN=... --from-literal=mcp.github=..."), "{text}");
+        assert!(text.contains("Provider keys and MCP server credentials"), "{text}");
+    }
+
+    #[test]
+    fn envoy_gateway_routes_mcp_virtual_servers_to_the_sidecar() {
+        let tmp = tempfile::tempdir().unwrap();
+        let policy = mcp_policy(tmp.path());
+        for target_kind in [TargetKind::HttpRoute, TargetKind::Gateway] {
+            let opts = K8sOptions { target_kind, hosts: vec!["ai.example.com".into()], ..eg_opts() };
+            let files = render_envoy_gateway(&policy, &opts).unwrap();
+            let main = kind(&docs(&files, "50-httproute.yaml"), "HTTPRoute").clone();
+            let main_policy = docs(&files, "30-envoyextensionpolicy.yaml")[0].clone();
+            let mcp = docs(&files, "55-mcp.yaml");
+            let route = kind(&mcp, "HTTPRoute");
+            assert_eq!(
+                route["metadata"],
+                json!({"name": "tollgate-mcp", "namespace": "default", "labels": {"app.kubernetes.io/part-of": "tollgate"}})
+            );
+            assert_eq!(route["spec"]["parentRefs"], main["spec"]["parentRefs"], "where the providers' route is");
+            assert_eq!(route["spec"]["hostnames"], json!(["ai.example.com"]));
+            assert_eq!(
+                route["spec"]["rules"],
+                json!([{
+                    "matches": [
+                        {"path": {"type": "Exact", "value": "/mcp/ops"}},
+                        {"path": {"type": "Exact", "value": "/mcp/support"}},
+                    ],
+                    "backendRefs": [{"group": "", "kind": "Service", "name": "tollgate", "namespace": "tollgate", "port": 10001}],
+                    "timeouts": {"request": "0s"},
+                }])
+            );
+            // The Service's port is HTTP/2 to Envoy Gateway and under the BackendTLSPolicy.
+            let svc = kind(&docs(&files, "10-sidecar.yaml"), "Service").clone();
+            assert_eq!(
+                svc["spec"]["ports"][0],
+                json!({"name": "grpc", "port": 10001, "targetPort": "grpc", "appProtocol": "grpc"})
+            );
+            // The filter, no ext_proc, on that route alone.
+            let ext = kind(&mcp, "EnvoyExtensionPolicy");
+            assert_eq!(ext["metadata"]["name"], "tollgate-mcp");
+            assert_eq!(
+                ext["spec"]["targetRefs"],
+                json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "tollgate-mcp"}])
+            );
+            assert_eq!(ext["spec"]["wasm"], main_policy["spec"]["wasm"]);
+            assert!(ext["spec"].get("extProc").is_none());
+            assert!(main_policy["spec"]["extProc"].is_array());
+            // The route may reach the Service in the sidecar's namespace.
+            let grant = &docs(&files, "60-referencegrant.yaml")[0];
+            assert_eq!(
+                grant["spec"]["from"],
+                json!([
+                    {"group": "gateway.envoyproxy.io", "kind": "EnvoyExtensionPolicy", "namespace": "default"},
+                    {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "default"},
+                ])
+            );
+            // No egress objects: Envoy Gateway's sidecar is outside any mesh.
+            assert!(files.iter().all(|(_, text)| !text.contains("kind: ServiceEntry")));
+            check_mcp_pod(&files, tmp.path());
+        }
+        // Fallback's patch policy attaches the routes to one listener: the MCP route too.
+        let policy = parse_policy(
+            "providers:\n  openai: {kind: openai, baseUrl: 'https://api.openai.com'}\n  local: {kind: openai-compatible, baseUrl: 'http://10.0.0.7:8000'}\nmodels:\n  smart: {targets: [{provider: openai, model: a}, {provider: local, model: b}]}\nmcp:\n  virtualServers:\n    support: {}\n",
+        )
+        .unwrap();
+        let files = render_envoy_gateway(&policy, &eg_opts()).unwrap();
+        let route = kind(&docs(&files, "55-mcp.yaml"), "HTTPRoute").clone();
+        assert_eq!(route["spec"]["parentRefs"][0]["sectionName"], "http");
+        assert!(route["spec"].get("hostnames").is_none(), "every host");
     }
 }

@@ -8,14 +8,17 @@
 //! then serves fallback through the real sidecar and mock provider, and
 //! (with the sidecar killed) the platforms' own refusals of what the sidecar
 //! did not route (Istio's `directResponse` routes, Envoy Gateway's
-//! HTTPRouteFilters, in place of the bootstrap's). The manifests
-//! themselves are checked against the platforms' schemas in
-//! `ext-proc-server/tests/k8s.rs`.
+//! HTTPRouteFilters, in place of the bootstrap's). Each platform's routes
+//! for MCP virtual servers, as Envoy gets them, serve an MCP client through
+//! the sidecar with ext_proc off. The manifests themselves are checked
+//! against the platforms' schemas in `ext-proc-server/tests/k8s.rs`, and
+//! those of a policy with an `mcp` section here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
 use tollgate_core::policy::Policy;
+use tollgate_e2e::mcp::{McpClient, McpServer};
 use tollgate_e2e::{paths, test_port, validate_in_envoy, Gateway, Options};
 use tollgate_ext_proc::config::parse_policy;
 use tollgate_ext_proc::envoy::{render, RenderOptions, SIDECAR_CLUSTER};
@@ -466,4 +469,287 @@ async fn istio_refuses_what_the_sidecar_did_not_route() {
 #[tokio::test]
 async fn envoy_gateway_refuses_what_the_sidecar_did_not_route() {
     refuses_unrouted(&keyed_gateway_without_sidecar(with_eg_fragments).await).await;
+}
+
+// MCP virtual servers: each platform's routes to the sidecar, checked
+// against the platforms' schemas, and (as Envoy gets them) serving an MCP
+// client through the real Envoy and sidecar.
+
+/// A policy with an `mcp` section: MCP servers over HTTP and HTTPS (two on
+/// one host), one in the cluster, one by address, a REST API from an
+/// OpenAPI document, credentials from the environment and a file.
+fn mcp_policy(dir: &std::path::Path) -> Policy {
+    let spec = dir.join("weather.yaml");
+    std::fs::write(&spec, "openapi: 3.0.3\ninfo: {title: weather, version: '1'}\npaths: {}\n").unwrap();
+    let mut policy = parse_policy(&format!(
+        "{POLICY}mcp:\n  servers:\n    crm: {{url: 'http://crm.internal:8080/mcp', keyEnv: CRM_MCP_TOKEN}}\n    crm-admin: {{url: 'http://crm.internal:8081/mcp'}}\n    github: {{url: 'https://mcp.example.com/mcp', keyFile: /run/secrets/github}}\n    tickets: {{url: 'http://tickets.support.svc.cluster.local:9000/mcp'}}\n    lab: {{url: 'http://10.0.0.9:7000/mcp'}}\n    weather: {{openapi: '{}', baseUrl: 'http://weather.internal'}}\n  virtualServers:\n    support: {{tools: ['crm/*', 'weather/get_forecast']}}\n    ops: {{tools: ['github/*', 'tickets/*', 'lab/*', 'crm-admin/*']}}\n",
+        spec.display()
+    ))
+    .unwrap();
+    policy.sidecar.tls.dir = dir.join("tls").display().to_string();
+    policy
+}
+
+/// Where scripts/install.sh (install_k8s_validator) put the schema
+/// validator's packages (as `ext-proc-server/tests/k8s.rs` finds them).
+fn validator_modules() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("TOLLGATE_K8S_VALIDATOR_MODULES") {
+        return dir.into();
+    }
+    let home = std::env::var("TOLLGATE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".tollgate"));
+    home.join("k8s-validate/node_modules")
+}
+
+/// Run tests/k8s/validate.mjs over `files`: (success, output).
+fn validate_manifests(files: &[std::path::PathBuf]) -> (bool, String) {
+    let modules = validator_modules();
+    assert!(
+        modules.join("@kubernetes-models/istio").is_dir(),
+        "the Kubernetes schema validator is not installed at {}: run scripts/install.sh (install_k8s_validator)",
+        modules.display()
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/validate.mjs");
+    let out = std::process::Command::new("node")
+        .arg(script)
+        .arg("--modules")
+        .arg(&modules)
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}): run scripts/install.sh"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn mcp_manifests_carry_the_routes_and_validate_against_the_published_schemas() {
+    let tmp = std::env::temp_dir().join(format!("tollgate-mesh-mcp-{}-manifests", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let policy = mcp_policy(&tmp);
+    let mut paths = Vec::new();
+    let variants = [
+        ("default", K8sOptions::default()),
+        (
+            "custom",
+            K8sOptions {
+                gateway_namespace: Some("edge".into()),
+                istio_gateway: Some("edge/public".into()),
+                hosts: vec!["ai.example.com".into()],
+                target_kind: tollgate_ext_proc::k8s::TargetKind::Gateway,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (variant, opts) in variants {
+        let istio = render_istio(&policy, &opts).unwrap();
+        let gw_ns = opts.gateway_namespace.clone().unwrap_or_else(|| "istio-system".into());
+        // Istio: the VirtualService's first routes, the EnvoyFilter's
+        // per-route settings, the ServiceEntries for the sidecar's egress.
+        let vs = docs(&istio, "40-providers.yaml").into_iter().find(|d| d["kind"] == "VirtualService").unwrap();
+        let http = vs["spec"]["http"].as_array().unwrap();
+        for (i, name) in ["ops", "support"].iter().enumerate() {
+            assert_eq!(http[i]["name"], format!("tollgate-mcp-{name}"));
+            assert_eq!(http[i]["match"], json!([{"uri": {"exact": format!("/mcp/{name}")}}]));
+            assert_eq!(
+                http[i]["route"],
+                json!([{"destination": {"host": "tollgate.tollgate.svc.cluster.local", "port": {"number": 10001}}}])
+            );
+        }
+        let mcp = docs(&istio, "45-mcp.yaml");
+        let ef = mcp.iter().find(|d| d["kind"] == "EnvoyFilter").unwrap();
+        assert_eq!(ef["metadata"]["namespace"], json!(gw_ns));
+        assert_eq!(ef["spec"]["configPatches"].as_array().unwrap().len(), 2);
+        let mut hosts: Vec<String> = mcp
+            .iter()
+            .filter(|d| d["kind"] == "ServiceEntry")
+            .map(|e| e["spec"]["hosts"][0].as_str().unwrap().to_string())
+            .collect();
+        hosts.sort();
+        assert_eq!(hosts, ["crm.internal", "lab.mcp.tollgate.internal", "mcp.example.com", "weather.internal"]);
+        paths.extend(write_all(&tmp.join(format!("istio-{variant}")), &istio));
+
+        // Envoy Gateway: the MCP HTTPRoute to the sidecar's Service and its
+        // extension policy without ext_proc.
+        let eg = render_envoy_gateway(&policy, &opts).unwrap();
+        let gw_ns = opts.gateway_namespace.clone().unwrap_or_else(|| "default".into());
+        let mcp = docs(&eg, "55-mcp.yaml");
+        let route = mcp.iter().find(|d| d["kind"] == "HTTPRoute").unwrap();
+        assert_eq!(route["metadata"]["namespace"], json!(gw_ns));
+        let rule = &route["spec"]["rules"][0];
+        assert_eq!(
+            rule["matches"],
+            json!([{"path": {"type": "Exact", "value": "/mcp/ops"}}, {"path": {"type": "Exact", "value": "/mcp/support"}}])
+        );
+        assert_eq!(
+            rule["backendRefs"],
+            json!([{"group": "", "kind": "Service", "name": "tollgate", "namespace": "tollgate", "port": 10001}])
+        );
+        let ext = mcp.iter().find(|d| d["kind"] == "EnvoyExtensionPolicy").unwrap();
+        assert!(ext["spec"]["wasm"].is_array() && ext["spec"].get("extProc").is_none(), "{ext}");
+        let grant = &docs(&eg, "60-referencegrant.yaml")[0];
+        assert!(grant["spec"]["from"].as_array().unwrap().iter().any(|f| f["kind"] == "HTTPRoute"), "{grant}");
+        paths.extend(write_all(&tmp.join(format!("envoy-gateway-{variant}")), &eg));
+    }
+    let (ok, out) = validate_manifests(&paths);
+    assert!(ok, "rendered manifests do not validate:\n{out}");
+    for doc in [
+        "networking.istio.io/v1alpha3/EnvoyFilter istio-system/tollgate-mcp",
+        "networking.istio.io/v1alpha3/EnvoyFilter edge/tollgate-mcp",
+        "networking.istio.io/v1/ServiceEntry tollgate/tollgate-mcp-crm",
+        "networking.istio.io/v1/ServiceEntry tollgate/tollgate-mcp-lab",
+        "networking.istio.io/v1/VirtualService edge/tollgate",
+        "gateway.networking.k8s.io/v1/HTTPRoute default/tollgate-mcp",
+        "gateway.networking.k8s.io/v1/HTTPRoute edge/tollgate-mcp",
+        "gateway.envoyproxy.io/v1alpha1/EnvoyExtensionPolicy default/tollgate-mcp",
+        "gateway.envoyproxy.io/v1alpha1/EnvoyExtensionPolicy edge/tollgate-mcp",
+        "gateway.networking.k8s.io/v1beta1/ReferenceGrant tollgate/tollgate-ext-proc",
+    ] {
+        assert!(out.contains(&format!("{doc}\n")), "{doc} not checked:\n{out}");
+    }
+}
+
+fn write_all(dir: &std::path::Path, files: &[(String, String)]) -> Vec<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    files
+        .iter()
+        .map(|(name, text)| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// `plain` with its MCP routes replaced by a platform's (first, as the
+/// platform has them) and the platform's cluster to the sidecar.
+fn swap_in_mcp(mut plain: Value, routes: Vec<Value>, sidecar: &str) -> Value {
+    let cluster = local_sidecar(&plain, sidecar);
+    let hcm = &mut plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let all = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array_mut().unwrap();
+    let before = all.len();
+    all.retain(|r| !r["match"]["path"].as_str().is_some_and(|p| p.starts_with("/mcp/")));
+    assert_eq!(before - all.len(), routes.len(), "one route per virtual server, as plain Envoy's");
+    all.splice(0..0, routes);
+    plain["static_resources"]["clusters"].as_array_mut().unwrap().push(cluster);
+    plain
+}
+
+/// The plain bootstrap with Istio's MCP routes, as Istio hands them to
+/// Envoy: the VirtualService's route (exact path, to Istio's cluster for
+/// the sidecar's Service, no timeout) with the EnvoyFilter's merge over it.
+fn with_istio_mcp(policy: &Policy, plain: Value) -> Value {
+    let files = render_istio(policy, &K8sOptions::default()).unwrap();
+    let vs = docs(&files, "40-providers.yaml").into_iter().find(|d| d["kind"] == "VirtualService").unwrap();
+    let patches = docs(&files, "45-mcp.yaml")[0]["spec"]["configPatches"].as_array().unwrap().clone();
+    let mut cluster = String::new();
+    let mut routes = Vec::new();
+    for r in vs["spec"]["http"].as_array().unwrap() {
+        let Some(path) = r["match"][0]["uri"]["exact"].as_str() else { continue };
+        let dest = &r["route"][0]["destination"];
+        cluster = format!("outbound|{}||{}", dest["port"]["number"], dest["host"].as_str().unwrap());
+        assert!(r.get("timeout").is_none(), "{r}");
+        let patch = patches
+            .iter()
+            .find(|p| p["match"]["routeConfiguration"]["vhost"]["route"]["name"] == r["name"])
+            .unwrap_or_else(|| panic!("no EnvoyFilter patch for {}", r["name"]));
+        assert_eq!(patch["patch"]["operation"], "MERGE");
+        let merged = &patch["patch"]["value"];
+        let mut action = merged["route"].clone();
+        action["cluster"] = json!(cluster);
+        routes.push(json!({
+            "name": r["name"],
+            "match": {"path": path},
+            "route": action,
+            "typed_per_filter_config": merged["typed_per_filter_config"],
+        }));
+    }
+    swap_in_mcp(plain, routes, &cluster)
+}
+
+/// The plain bootstrap with Envoy Gateway's MCP routes, as it hands them to
+/// Envoy: one route per match of the HTTPRoute's rule, to its cluster for
+/// the rule's backend, the rule's request timeout (a zero one turns the idle
+/// timeout off too), ext_proc absent (the route's extension policy has none).
+fn with_eg_mcp(policy: &Policy, plain: Value) -> Value {
+    let files = render_envoy_gateway(policy, &K8sOptions::default()).unwrap();
+    let route = docs(&files, "55-mcp.yaml").into_iter().find(|d| d["kind"] == "HTTPRoute").unwrap();
+    let ns = route["metadata"]["namespace"].as_str().unwrap();
+    let name = route["metadata"]["name"].as_str().unwrap();
+    let rules = route["spec"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    let cluster = format!("httproute/{ns}/{name}/rule/0");
+    let timeout = &rules[0]["timeouts"]["request"];
+    assert_eq!(timeout, "0s");
+    let routes = rules[0]["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["path"]["type"], "Exact");
+            json!({
+                "match": {"path": m["path"]["value"]},
+                "route": {"cluster": cluster, "timeout": timeout, "idle_timeout": "0s"},
+                "typed_per_filter_config": {"envoy.filters.http.ext_proc": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                    "disabled": true,
+                }},
+            })
+        })
+        .collect();
+    swap_in_mcp(plain, routes, &cluster)
+}
+
+/// An MCP client lists and calls an upstream server's tools through a
+/// gateway whose Envoy runs a platform's MCP routes.
+async fn serves_mcp(edit: fn(&Policy, Value) -> Value, label: &str) {
+    let dir = std::env::temp_dir().join(format!("tollgate-mesh-mcp-{}-{label}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let crm = McpServer::start(&dir, "crm", "crm", None).await.unwrap();
+    let gw = Gateway::start(Options {
+        policy_extra: format!(
+            "access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}\nmcp:\n  servers:\n    crm: {{url: '{}'}}\n  virtualServers:\n    support: {{tools: ['crm/*']}}\nteams:\n  support: {{mcp: {{tools: ['crm/*']}}}}\nconsumers:\n  bot: {{team: support}}\n",
+            crm.url()
+        ),
+        envoy_edit: Some(edit),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let key = gw.create_key("bot").await;
+    let url = format!("{}/mcp/support", gw.url);
+    let mut client = McpClient::connect(&url, &[format!("Authorization: Bearer {key}")], &[]).await.unwrap();
+    assert_eq!(client.opened["ok"], true, "{}\n{}", client.opened, gw.log_text());
+    let names = client.tool_names().await.unwrap();
+    assert!(names.contains(&"crm_echo".to_string()), "{names:?}");
+    let echoed = client.call("crm_echo", json!({"text": "through the mesh"})).await.unwrap();
+    assert_eq!(echoed["content"][0]["text"], "through the mesh", "{echoed}");
+    assert!(crm.calls().iter().any(|c| c["name"] == "echo"), "the call reached the upstream");
+    // The request went through the platform's route, to the platform's cluster.
+    let log = std::fs::read_to_string(&gw.access_log).unwrap();
+    let upstreams: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["path"] == "/mcp/support")
+        .map(|r| r["upstream"].clone())
+        .collect();
+    assert!(!upstreams.is_empty(), "{log}");
+    assert!(upstreams.iter().all(|u| u != SIDECAR_CLUSTER), "{upstreams:?}");
+    // ext_proc stayed off on those routes: Envoy opened no stream to the sidecar.
+    let stats = reqwest::get(format!("http://{}/stats?filter=ext_proc", gw.admin)).await.unwrap().text().await.unwrap();
+    let started: Vec<&str> = stats.lines().filter(|l| l.contains("ext_proc.streams_started")).collect();
+    assert!(!started.is_empty(), "{stats}");
+    assert!(started.iter().all(|l| l.ends_with(": 0")), "ext_proc ran on an MCP route: {started:?}");
+}
+
+#[tokio::test]
+async fn istio_mcp_routes_serve_a_client_through_the_sidecar() {
+    serves_mcp(with_istio_mcp, "istio").await;
+}
+
+#[tokio::test]
+async fn envoy_gateway_mcp_routes_serve_a_client_through_the_sidecar() {
+    serves_mcp(with_eg_mcp, "envoy-gateway").await;
 }
