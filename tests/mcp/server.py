@@ -8,7 +8,8 @@ server issues an Mcp-Session-Id on initialize, unless --stateless) and prints on
 `READY` on stdout once it accepts connections. Logs go to stderr.
 
 Variants (--variant, default crm), each a set of tools:
-  crm       lookup_customer(email), delete_customer(id), echo(text), slow_count(n) (progress);
+  crm       lookup_customer(email), delete_customer(id), echo(text), slow_count(n) (progress),
+            announce (a tools/list_changed notification on the session's GET stream);
             prompts reply(customer) and summarize (its text a planted instruction); resources
             crm://customers/ada, crm://notes/latest (planted), the template crm://orders/{order_id},
             and shared://readme
@@ -85,6 +86,11 @@ def crm(name):
             await asyncio.sleep(0.05)
             await ctx.report_progress(i + 1, n, f"step {i + 1} of {n}")
         return f"counted {n}"
+
+    @mcp.tool(description="Tell every client the tool list changed (on the session's GET stream).")
+    async def announce(ctx: Context) -> str:
+        await ctx.session.send_tool_list_changed()
+        return "announced"
 
     @mcp.prompt(description="Draft a polite reply to a customer.")
     def reply(customer: str) -> str:

@@ -43,8 +43,10 @@ async fn raw_post(gw: &Gateway, path: &str, body: &[u8], headers: &[(&str, &str)
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let text = resp.text().await.unwrap();
+    // An answer streamed as server-sent events: its last message.
+    let last_event = text.lines().filter_map(|l| l.strip_prefix("data:")).last();
+    (status, serde_json::from_str(last_event.unwrap_or(&text).trim()).unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -108,6 +110,7 @@ consumers:
         agent.tool_names().await.unwrap(),
         [
             "calc_multiply",
+            "crm_announce",
             "crm_delete_customer",
             "crm_echo",
             "crm_lookup_customer",
@@ -350,6 +353,36 @@ consumers:
     let (_, answer) = raw_post(&gw, path, list.to_string().as_bytes(), &with_session).await;
     assert_eq!(answer["error"]["code"], -32602, "{answer}");
     assert!(crm.calls().is_empty(), "{:?}", crm.calls());
+
+    // The GET stream: what the upstream sends unasked reaches the client (a
+    // tool list that changed, announced by a tool call on another request).
+    let listen = |session: Option<&str>| {
+        let mut req = reqwest::Client::new().get(format!("{}{path}", gw.url)).header("accept", "text/event-stream");
+        req = req.header("authorization", auth[0].1);
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send()
+    };
+    assert_eq!(listen(None).await.unwrap().status().as_u16(), 400);
+    let mut stream = listen(Some(&session)).await.unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let announce = json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {"name": "crm_announce"}});
+    let (_, answer) = raw_post(&gw, path, announce.to_string().as_bytes(), &with_session).await;
+    assert_eq!(answer["result"]["content"][0]["text"], "announced", "{answer}");
+    let mut seen = String::new();
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("notifications/tools/list_changed") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(heard, Ok(true), "{seen}");
 }
 
 /// The second sidecar replica's gRPC port (read by [`two_replicas`]).

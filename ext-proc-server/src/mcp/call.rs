@@ -484,7 +484,7 @@ fn withheld(text: &str) -> Value {
 }
 
 /// One server-sent event carrying a JSON-RPC message.
-fn sse_event(message: &Value) -> Vec<u8> {
+pub fn sse_event(message: &Value) -> Vec<u8> {
     let mut out = b"event: message\ndata: ".to_vec();
     out.extend(serde_json::to_vec(message).unwrap_or_default());
     out.extend(b"\n\n");

@@ -47,6 +47,8 @@ pub const RESOURCE_METADATA: &str = "/.well-known/oauth-protected-resource";
 pub const VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
 /// Pages of one upstream's `tools/list` read at most.
 const MAX_PAGES: usize = 50;
+/// A GET stream from an upstream ends after this long without an event.
+const LISTEN_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 /// Upstream sessions re-opened by this replica, at most (then forgotten).
 const MAX_REOPENED: usize = 10_000;
 
@@ -555,6 +557,81 @@ impl Gateway {
         Ok(s)
     }
 
+    /// A GET: the merged stream of what the session's upstream servers send
+    /// unasked (notifications: a changed tool list, an updated resource,
+    /// log messages). Requests from a server are dropped: the gateway offers
+    /// upstreams no client capabilities. A tool list that changed is read
+    /// (and judged) again on the next `tools/list` or call.
+    async fn listen(self: Arc<Self>, vs: String, headers: HeaderMap, authority: Option<&str>) -> Response {
+        let shared = self.live.current();
+        let time = SystemTime::now();
+        let caller = match caller(&shared, &headers, time) {
+            Ok(c) => c,
+            Err(e) => {
+                let body = jsonrpc::error(&Value::Null, jsonrpc::POLICY_REFUSED, &e.to_string());
+                let mut resp =
+                    json_response(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED), &body, None);
+                if e.status() == 401 {
+                    resp.headers_mut().insert("www-authenticate", challenge(&shared.policy, &headers, authority, &vs));
+                }
+                return resp;
+            }
+        };
+        let ctx = Ctx {
+            shared,
+            caller,
+            virtual_server: vs,
+            request_id: crate::processor::new_request_id(),
+            client_request_id: None,
+            started: Instant::now(),
+            time,
+        };
+        let presented = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+        let s = match self.session(&ctx, presented, &Value::Null).await {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
+        let mut streams = Vec::new();
+        for server in s.upstream.keys() {
+            let Ok(up) = self.upstream_of(&ctx, &s, server).await else { continue };
+            let Some(to) = self.target(&ctx.shared, server, &up) else { continue };
+            match self.client.listen(to, LISTEN_IDLE).await {
+                Ok(Some(events)) => streams.push((server.clone(), events)),
+                Ok(None) => {}
+                Err(e) => tracing::info!(server, error = %e, "mcp: no stream from an upstream"),
+            }
+        }
+        if streams.is_empty() {
+            let mut resp = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            resp.headers_mut().insert("allow", HeaderValue::from_static("POST, DELETE"));
+            return resp;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+        for (server, mut events) in streams {
+            let (tx, gw) = (tx.clone(), self.clone());
+            tokio::spawn(async move {
+                while let Ok(Some(m)) = events.next().await {
+                    if m.get("id").is_some() {
+                        tracing::debug!(server, "mcp: a server's request on its stream dropped");
+                        continue;
+                    }
+                    if m.get("method").and_then(Value::as_str) == Some("notifications/tools/list_changed") {
+                        gw.listings.clear();
+                    }
+                    if tx.send(Ok(call::sse_event(&m))).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
+        resp.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream"));
+        resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+        resp
+    }
+
     /// A DELETE: the client ends its session.
     async fn delete(self: Arc<Self>, vs: String, headers: HeaderMap) -> Response {
         let shared = self.live.current();
@@ -681,11 +758,8 @@ pub fn router(gateway: Arc<Gateway>) -> axum::Router {
     ) -> Response {
         resource_metadata(&gw.live.current().policy, &headers, uri.authority().map(|a| a.as_str()), &vs)
     }
-    async fn on_get() -> Response {
-        // No server-initiated stream (yet): the transport allows 405.
-        let mut resp = StatusCode::METHOD_NOT_ALLOWED.into_response();
-        resp.headers_mut().insert("allow", HeaderValue::from_static("POST, DELETE"));
-        resp
+    async fn on_get(State(gw): State<Arc<Gateway>>, Path(vs): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
+        gw.listen(vs, headers, uri.authority().map(|a| a.as_str())).await
     }
     async fn on_delete(State(gw): State<Arc<Gateway>>, Path(vs): Path<String>, headers: HeaderMap) -> Response {
         gw.delete(vs, headers).await

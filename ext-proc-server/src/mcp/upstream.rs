@@ -197,6 +197,45 @@ impl Client {
         Ok(Answer::Json { session, message })
     }
 
+    /// Open the stream of messages the server sends unasked (GET), kept
+    /// while an event comes at least every `idle`; `None` when the server
+    /// offers none (405).
+    pub async fn listen(&self, to: Target<'_>, idle: Duration) -> Result<Option<Events>, UpstreamError> {
+        let mut req = self.http.get(to.url).header("accept", "text/event-stream");
+        if let Some(s) = to.session.filter(|s| !s.is_empty()) {
+            req = req.header(SESSION_HEADER, s);
+        }
+        if let Some(v) = to.protocol {
+            req = req.header(VERSION_HEADER, v);
+        }
+        if let Some(c) = to.credential {
+            req = req.header(c.header, &c.value);
+        }
+        let resp = match tokio::time::timeout(self.timeout, req.send()).await {
+            Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
+            Ok(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
+            Ok(Ok(r)) => r,
+        };
+        match resp.status().as_u16() {
+            405 => return Ok(None),
+            404 if to.session.is_some_and(|s| !s.is_empty()) => return Err(UpstreamError::SessionGone),
+            s if !(200..300).contains(&s) => return Err(UpstreamError::Status(s)),
+            _ => {}
+        }
+        let content_type =
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+        if !content_type.starts_with("text/event-stream") {
+            return Err(UpstreamError::Invalid(format!("a GET answered `{content_type}`, not an event stream")));
+        }
+        Ok(Some(Events {
+            body: resp.bytes_stream().boxed(),
+            parser: SseParser::new(self.max_bytes),
+            ready: Default::default(),
+            timeout: idle,
+            done: false,
+        }))
+    }
+
     /// Ask the server to end a session (DELETE); failures are ignored.
     pub async fn end_session(&self, to: Target<'_>) {
         let Some(session) = to.session.filter(|s| !s.is_empty()) else { return };
