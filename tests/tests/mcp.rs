@@ -45,7 +45,7 @@ async fn raw_post(gw: &Gateway, path: &str, body: &[u8], headers: &[(&str, &str)
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     // An answer streamed as server-sent events: its last message.
-    let last_event = text.lines().filter_map(|l| l.strip_prefix("data:")).last();
+    let last_event = text.lines().rev().find_map(|l| l.strip_prefix("data:"));
     (status, serde_json::from_str(last_event.unwrap_or(&text).trim()).unwrap_or(Value::Null))
 }
 
