@@ -557,24 +557,25 @@ impl Gateway {
         Ok(s)
     }
 
-    /// A GET: the merged stream of what the session's upstream servers send
-    /// unasked (notifications: a changed tool list, an updated resource,
-    /// log messages). Requests from a server are dropped: the gateway offers
-    /// upstreams no client capabilities. A tool list that changed is read
-    /// (and judged) again on the next `tools/list` or call.
-    async fn listen(self: Arc<Self>, vs: String, headers: HeaderMap, authority: Option<&str>) -> Response {
+    /// The caller and its session, for a request with no JSON-RPC body (GET, DELETE).
+    async fn session_of(
+        &self,
+        vs: String,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+    ) -> Result<(Ctx, Session), Response> {
         let shared = self.live.current();
         let time = SystemTime::now();
-        let caller = match caller(&shared, &headers, time) {
+        let caller = match caller(&shared, headers, time) {
             Ok(c) => c,
             Err(e) => {
                 let body = jsonrpc::error(&Value::Null, jsonrpc::POLICY_REFUSED, &e.to_string());
                 let mut resp =
                     json_response(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED), &body, None);
                 if e.status() == 401 {
-                    resp.headers_mut().insert("www-authenticate", challenge(&shared.policy, &headers, authority, &vs));
+                    resp.headers_mut().insert("www-authenticate", challenge(&shared.policy, headers, authority, &vs));
                 }
-                return resp;
+                return Err(resp);
             }
         };
         let ctx = Ctx {
@@ -587,8 +588,18 @@ impl Gateway {
             time,
         };
         let presented = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
-        let s = match self.session(&ctx, presented, &Value::Null).await {
-            Ok(s) => s,
+        let s = self.session(&ctx, presented, &Value::Null).await?;
+        Ok((ctx, s))
+    }
+
+    /// A GET: the merged stream of what the session's upstream servers send
+    /// unasked (notifications: a changed tool list, an updated resource,
+    /// log messages). Requests from a server are dropped: the gateway offers
+    /// upstreams no client capabilities. A tool list that changed is read
+    /// (and judged) again on the next `tools/list` or call.
+    async fn listen(self: Arc<Self>, vs: String, headers: HeaderMap, authority: Option<&str>) -> Response {
+        let (ctx, s) = match self.session_of(vs, &headers, authority).await {
+            Ok(found) => found,
             Err(resp) => return resp,
         };
         let mut streams = Vec::new();
@@ -633,25 +644,9 @@ impl Gateway {
     }
 
     /// A DELETE: the client ends its session.
-    async fn delete(self: Arc<Self>, vs: String, headers: HeaderMap) -> Response {
-        let shared = self.live.current();
-        let time = SystemTime::now();
-        let caller = match caller(&shared, &headers, time) {
-            Ok(c) => c,
-            Err(e) => return StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED).into_response(),
-        };
-        let ctx = Ctx {
-            shared,
-            caller,
-            virtual_server: vs,
-            request_id: crate::processor::new_request_id(),
-            client_request_id: None,
-            started: Instant::now(),
-            time,
-        };
-        let presented = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
-        let s = match self.session(&ctx, presented, &Value::Null).await {
-            Ok(s) => s,
+    async fn delete(self: Arc<Self>, vs: String, headers: HeaderMap, authority: Option<&str>) -> Response {
+        let (ctx, s) = match self.session_of(vs, &headers, authority).await {
+            Ok(found) => found,
             Err(resp) => return resp,
         };
         for (server, up) in &s.upstream {
@@ -761,8 +756,13 @@ pub fn router(gateway: Arc<Gateway>) -> axum::Router {
     async fn on_get(State(gw): State<Arc<Gateway>>, Path(vs): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
         gw.listen(vs, headers, uri.authority().map(|a| a.as_str())).await
     }
-    async fn on_delete(State(gw): State<Arc<Gateway>>, Path(vs): Path<String>, headers: HeaderMap) -> Response {
-        gw.delete(vs, headers).await
+    async fn on_delete(
+        State(gw): State<Arc<Gateway>>,
+        Path(vs): Path<String>,
+        uri: Uri,
+        headers: HeaderMap,
+    ) -> Response {
+        gw.delete(vs, headers, uri.authority().map(|a| a.as_str())).await
     }
     // The body cap is the policy's (checked in `post`); this bound only
     // keeps a body far past any policy's cap from being read at all.

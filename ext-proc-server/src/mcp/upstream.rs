@@ -125,6 +125,20 @@ impl Events {
     }
 }
 
+/// The session, protocol version and credential headers of a message to `to`.
+fn with_target(mut req: reqwest::RequestBuilder, to: Target<'_>) -> reqwest::RequestBuilder {
+    if let Some(s) = to.session.filter(|s| !s.is_empty()) {
+        req = req.header(SESSION_HEADER, s);
+    }
+    if let Some(v) = to.protocol {
+        req = req.header(VERSION_HEADER, v);
+    }
+    if let Some(c) = to.credential {
+        req = req.header(c.header, &c.value);
+    }
+    req
+}
+
 /// The HTTP client for every upstream server.
 #[derive(Clone)]
 pub struct Client {
@@ -152,15 +166,7 @@ impl Client {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(serde_json::to_vec(message).unwrap_or_default());
-        if let Some(s) = to.session.filter(|s| !s.is_empty()) {
-            req = req.header(SESSION_HEADER, s);
-        }
-        if let Some(v) = to.protocol {
-            req = req.header(VERSION_HEADER, v);
-        }
-        if let Some(c) = to.credential {
-            req = req.header(c.header, &c.value);
-        }
+        req = with_target(req, to);
         let resp = match tokio::time::timeout(self.timeout, req.send()).await {
             Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
             Ok(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
@@ -201,16 +207,7 @@ impl Client {
     /// while an event comes at least every `idle`; `None` when the server
     /// offers none (405).
     pub async fn listen(&self, to: Target<'_>, idle: Duration) -> Result<Option<Events>, UpstreamError> {
-        let mut req = self.http.get(to.url).header("accept", "text/event-stream");
-        if let Some(s) = to.session.filter(|s| !s.is_empty()) {
-            req = req.header(SESSION_HEADER, s);
-        }
-        if let Some(v) = to.protocol {
-            req = req.header(VERSION_HEADER, v);
-        }
-        if let Some(c) = to.credential {
-            req = req.header(c.header, &c.value);
-        }
+        let req = with_target(self.http.get(to.url).header("accept", "text/event-stream"), to);
         let resp = match tokio::time::timeout(self.timeout, req.send()).await {
             Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
             Ok(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
