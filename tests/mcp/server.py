@@ -1,7 +1,7 @@
 """A real MCP server on the official MCP Python SDK, upstream of the gateway in its end-to-end tests.
 
 Usage: python server.py --port PORT --name NAME [--record FILE] [--variant V] [--token SECRET]
-                        [--json-response] [--stateless]
+                        [--json-response] [--stateless] [--legacy-sse]
 
 Serves MCP over the Streamable HTTP transport at http://127.0.0.1:PORT/mcp (stateful: the
 server issues an Mcp-Session-Id on initialize, unless --stateless) and prints one line
@@ -31,6 +31,8 @@ it, so a request refused for its token is recorded too):
    "body": parsed JSON body or null}
 --token SECRET: every request to /mcp must carry `Authorization: Bearer SECRET`, else 401.
 --json-response: answer each POST with one JSON body instead of an SSE stream.
+--legacy-sse: serve the older HTTP+SSE transport (protocol 2024-11-05) instead: GET /mcp opens the
+event stream, whose `endpoint` event names where to POST messages (/messages/?session_id=...).
 """
 
 import argparse
@@ -177,8 +179,12 @@ class MutableMCPServer:
     def __init__(self, mcp, mutation):
         self.mcp, self.mutation = mcp, mutation
 
-    def app(self, route, **kwargs):
+    def app(self, route, legacy_sse=False, **kwargs):
         self.mcp.custom_route(route.path, methods=["POST"])(route.endpoint)
+        if legacy_sse:
+            return self.mcp.sse_app(
+                sse_path="/mcp", message_path="/messages/", transport_security=kwargs["transport_security"]
+            )
         return self.mcp.streamable_http_app(**kwargs)
 
     async def mutate(self, description):
@@ -294,7 +300,8 @@ class RequireToken:
         self.app, self.expected = app, f"Bearer {token}".encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and (scope["path"] == "/mcp" or scope["path"].startswith("/mcp/")):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/mcp" or path.startswith(("/mcp/", "/messages"))):
             got = [v for k, v in scope["headers"] if k.lower() == b"authorization"]
             if got != [self.expected]:
                 response = JSONResponse(
@@ -321,8 +328,10 @@ def build(args):
         tool = await variant.mutate(description)
         return JSONResponse({"ok": True, "tool": tool.model_dump(by_alias=True, mode="json", exclude_none=True)})
 
+    extra = {"legacy_sse": True} if args.legacy_sse else {}
     app = variant.app(
         Route("/admin/mutate", mutate, methods=["POST"]),
+        **extra,
         json_response=args.json_response,
         stateless_http=args.stateless,
         # The gateway forwards with its own Host header: no DNS-rebinding check on a test server.
@@ -363,6 +372,11 @@ def main():
     p.add_argument("--token", help="require `Authorization: Bearer TOKEN` on /mcp")
     p.add_argument("--json-response", action="store_true", help="JSON bodies instead of SSE streams")
     p.add_argument("--stateless", action="store_true", help="no Mcp-Session-Id (stateless Streamable HTTP)")
+    p.add_argument(
+        "--legacy-sse",
+        action="store_true",
+        help="the older HTTP+SSE transport: GET /mcp is the event stream, messages are POSTed to /messages/",
+    )
     args = p.parse_args()
     if args.record:
         open(args.record, "a").close()

@@ -44,6 +44,21 @@ impl McpServer {
     /// Start `variant` (`crm`, `weather`, `poisoned`, `many`) in `dir`; with
     /// `token`, it answers only `Authorization: Bearer <token>`.
     pub async fn start(dir: &Path, name: &str, variant: &str, token: Option<&str>) -> anyhow::Result<McpServer> {
+        McpServer::start_with(dir, name, variant, token, &[]).await
+    }
+
+    /// The same on the older HTTP+SSE transport (GET `/mcp` is the stream).
+    pub async fn start_legacy(dir: &Path, name: &str, variant: &str) -> anyhow::Result<McpServer> {
+        McpServer::start_with(dir, name, variant, None, &["--legacy-sse"]).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        name: &str,
+        variant: &str,
+        token: Option<&str>,
+        extra: &[&str],
+    ) -> anyhow::Result<McpServer> {
         let python = venv_python()?;
         let port = crate::test_port()?;
         let record = dir.join(format!("mcp-{name}.jsonl"));
@@ -56,6 +71,7 @@ impl McpServer {
         if let Some(t) = token {
             cmd.args(["--token", t]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().context("cannot start tests/mcp/server.py")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();

@@ -781,3 +781,106 @@ consumers:
     assert_eq!(reads.len(), 3, "{reads:?}");
     assert!(reads.iter().any(|r| r["decisions"]["mcp"]["result"] == "blocked" && r["model"] == "crm://notes/latest"));
 }
+
+#[tokio::test]
+async fn legacy_sse_upstreams_are_spoken() {
+    let dir = scratch("legacy");
+    let crm = McpServer::start_legacy(&dir, "crm", "crm").await.unwrap();
+    let weather = McpServer::start(&dir, "weather", "weather", None).await.unwrap();
+    let gw = Gateway::start(Options {
+        policy_extra: format!(
+            "
+access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}
+inspection:
+  pii: {{entities: {{EMAIL_ADDRESS: mask}}}}
+mcp:
+  servers:
+    crm: {{url: '{}'}}
+    weather: {{url: '{}'}}
+  virtualServers:
+    support: {{tools: ['crm/*', 'weather/*']}}
+teams:
+  support: {{mcp: {{tools: ['crm/echo', 'crm/lookup_customer', 'crm/announce', 'weather/get_forecast']}}}}
+consumers:
+  bot: {{team: support}}
+",
+            crm.url(),
+            weather.url()
+        ),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let key = gw.create_key("bot").await;
+    let url = format!("{}/mcp/support", gw.url);
+
+    // The SDK's client sees one server: the legacy upstream's tools beside
+    // the Streamable HTTP one's, masked and restored as ever.
+    let mut bot = McpClient::connect(&url, &bearer(&key), &[]).await.unwrap();
+    assert_eq!(
+        bot.tool_names().await.unwrap(),
+        ["crm_announce", "crm_echo", "crm_lookup_customer", "weather_get_forecast"]
+    );
+    let found = bot.call("crm_lookup_customer", json!({"email": "ada.lovelace@example.com"})).await.unwrap();
+    assert_eq!(text(&found), "customer with email ada.lovelace@example.com: Ada Lovelace, plan gold", "{found}");
+    let sent = crm.calls().into_iter().find(|c| c["name"] == "lookup_customer").unwrap();
+    assert_eq!(sent["arguments"]["email"], "<EMAIL_ADDRESS_1>", "{sent}");
+    // The upstream was reached over its event stream: a GET, then POSTs to
+    // the endpoint it named.
+    let received = crm.received();
+    assert!(received.iter().any(|r| r["method"] == "GET" && r["path"] == "/mcp"), "{received:?}");
+    assert!(received.iter().any(|r| r["method"] == "POST" && r["path"].as_str().unwrap().starts_with("/messages")));
+    drop(bot);
+
+    // Concurrent calls in one session share one stream: each gets its own answer.
+    let auth = format!("Bearer {key}");
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}});
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("authorization", &auth)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap();
+    let session = resp.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let headers = [("authorization", auth.as_str()), ("mcp-session-id", session.as_str())];
+    let echo = |id: u64, text: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "crm_echo", "arguments": {"text": text}}})
+            .to_string()
+    };
+    let (one, two) = (echo(21, "first"), echo(22, "second"));
+    let path = "/mcp/support";
+    let ((_, a), (_, b)) =
+        tokio::join!(raw_post(&gw, path, one.as_bytes(), &headers), raw_post(&gw, path, two.as_bytes(), &headers));
+    assert_eq!((a["id"].clone(), text(&a["result"])), (json!(21), "first".to_string()), "{a}");
+    assert_eq!((b["id"].clone(), text(&b["result"])), (json!(22), "second".to_string()), "{b}");
+
+    // What the legacy stream sends unasked reaches the session's GET stream.
+    let mut stream = reqwest::Client::new()
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("authorization", &auth)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let announce = json!({"jsonrpc": "2.0", "id": 23, "method": "tools/call", "params": {"name": "crm_announce"}});
+    let (_, answer) = raw_post(&gw, path, announce.to_string().as_bytes(), &headers).await;
+    assert_eq!(text(&answer["result"]), "announced", "{answer}");
+    let mut seen = String::new();
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("notifications/tools/list_changed") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(heard, Ok(true), "{seen}");
+}

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod call;
 pub mod catalog;
+pub mod legacy;
 pub mod passthrough;
 pub mod session;
 pub mod upstream;
@@ -67,6 +68,8 @@ pub struct Gateway {
     /// REST APIs served as tools: each OpenAPI document by file path, read
     /// again when the file changes.
     apis: Mutex<HashMap<String, LoadedApi>>,
+    /// Streams to upstreams on the older HTTP+SSE transport.
+    legacy: legacy::Legacy,
 }
 
 /// An OpenAPI document and the modification time of the file it was read from.
@@ -111,6 +114,7 @@ impl Gateway {
             reopened: Mutex::default(),
             inspectors: call::InspectorCache::default(),
             apis: Mutex::default(),
+            legacy: legacy::Legacy::default(),
         }))
     }
 
@@ -154,7 +158,14 @@ impl Gateway {
                 "clientInfo": {"name": "tollgate", "version": env!("CARGO_PKG_VERSION")},
             })),
         );
-        let answer = self.client.post(to, &init).await?;
+        let answer = match self.client.post(to, &init).await {
+            // A server on the older HTTP+SSE transport refuses the POST:
+            // open its event stream instead (as the transport's spec says).
+            Err(UpstreamError::Status(status)) if (400..500).contains(&status) && status != 401 && status != 403 => {
+                return self.open_legacy(shared, server, &init).await;
+            }
+            other => other?,
+        };
         let session = answer.session().unwrap_or_default().to_string();
         let response = answer.response().await?;
         if let Some(err) = response.get("error") {
@@ -168,6 +179,29 @@ impl Gateway {
             self.client.post(to, &note).await?;
         }
         Ok(up)
+    }
+
+    /// Open a session with a server on the HTTP+SSE transport (one stream
+    /// held by this replica).
+    async fn open_legacy(&self, shared: &Shared, server: &str, init: &Value) -> Result<Upstream, UpstreamError> {
+        let url = shared.policy.mcp.servers.get(server).and_then(|c| c.url.as_deref()).unwrap_or_default();
+        let credential = shared.credentials.get(&mcp_credential(server));
+        let (http, timeout) = (self.client.pool(), self.client.timeout());
+        let session = self.legacy.open(http, url, credential, timeout, self.client.max_bytes()).await?;
+        let response = self
+            .legacy
+            .send(http, &session, credential, init, timeout)
+            .await?
+            .ok_or_else(|| UpstreamError::Invalid("no answer to initialize".into()))?;
+        if let Some(err) = response.get("error") {
+            self.legacy.close(&session);
+            return Err(UpstreamError::Invalid(format!("initialize refused: {err}")));
+        }
+        let asked = init.pointer("/params/protocolVersion").and_then(Value::as_str).unwrap_or_default();
+        let protocol = response.pointer("/result/protocolVersion").and_then(Value::as_str).unwrap_or(asked);
+        let note = jsonrpc::notification("notifications/initialized", None);
+        self.legacy.send(http, &session, credential, &note, timeout).await?;
+        Ok(Upstream { session, protocol: protocol.to_string() })
     }
 
     /// This session's side with `server`: the one it was signed with, one
@@ -198,19 +232,35 @@ impl Gateway {
     /// session again once if the server forgot it.
     pub async fn send(&self, ctx: &Ctx, s: &Session, server: &str, message: &Value) -> Result<Answer, UpstreamError> {
         let up = self.upstream_of(ctx, s, server).await?;
-        let to = self
-            .target(&ctx.shared, server, &up)
-            .ok_or_else(|| UpstreamError::Invalid(format!("`{server}` is not an MCP server")))?;
-        match self.client.post(to, message).await {
+        match self.send_to(&ctx.shared, server, &up, message).await {
             Err(UpstreamError::SessionGone) => {
                 let up = self.reopen(ctx, s, server).await?;
-                let to = self
-                    .target(&ctx.shared, server, &up)
-                    .ok_or_else(|| UpstreamError::Invalid(format!("`{server}` is not an MCP server")))?;
-                self.client.post(to, message).await
+                self.send_to(&ctx.shared, server, &up, message).await
             }
             other => other,
         }
+    }
+
+    /// One message on one upstream session, over its transport.
+    async fn send_to(
+        &self,
+        shared: &Shared,
+        server: &str,
+        up: &Upstream,
+        message: &Value,
+    ) -> Result<Answer, UpstreamError> {
+        if up.session.starts_with(legacy::PREFIX) {
+            let credential = shared.credentials.get(&mcp_credential(server));
+            let (http, timeout) = (self.client.pool(), self.client.timeout());
+            return Ok(match self.legacy.send(http, &up.session, credential, message, timeout).await? {
+                Some(message) => Answer::Json { session: None, message },
+                None => Answer::Accepted { session: None },
+            });
+        }
+        let to = self
+            .target(shared, server, up)
+            .ok_or_else(|| UpstreamError::Invalid(format!("`{server}` is not an MCP server")))?;
+        self.client.post(to, message).await
     }
 
     /// The upstream servers a caller's session uses.
@@ -605,9 +655,15 @@ impl Gateway {
         let mut streams = Vec::new();
         for server in s.upstream.keys() {
             let Ok(up) = self.upstream_of(&ctx, &s, server).await else { continue };
+            if up.session.starts_with(legacy::PREFIX) {
+                if let Some(rx) = self.legacy.notifications(&up.session) {
+                    streams.push((server.clone(), Unasked::Legacy(rx)));
+                }
+                continue;
+            }
             let Some(to) = self.target(&ctx.shared, server, &up) else { continue };
             match self.client.listen(to, LISTEN_IDLE).await {
-                Ok(Some(events)) => streams.push((server.clone(), events)),
+                Ok(Some(events)) => streams.push((server.clone(), Unasked::Http(events))),
                 Ok(None) => {}
                 Err(e) => tracing::info!(server, error = %e, "mcp: no stream from an upstream"),
             }
@@ -621,7 +677,7 @@ impl Gateway {
         for (server, mut events) in streams {
             let (tx, gw) = (tx.clone(), self.clone());
             tokio::spawn(async move {
-                while let Ok(Some(m)) = events.next().await {
+                while let Some(m) = events.next().await {
                     if m.get("id").is_some() {
                         tracing::debug!(server, "mcp: a server's request on its stream dropped");
                         continue;
@@ -649,8 +705,16 @@ impl Gateway {
             Ok(found) => found,
             Err(resp) => return resp,
         };
+        let reopened: Vec<Upstream> = self
+            .reopened
+            .lock()
+            .map(|m| m.iter().filter(|((n, _), _)| *n == s.nonce).map(|(_, up)| up.clone()).collect())
+            .unwrap_or_default();
+        for up in reopened.iter().chain(s.upstream.values()).filter(|up| up.session.starts_with(legacy::PREFIX)) {
+            self.legacy.close(&up.session);
+        }
         for (server, up) in &s.upstream {
-            if let Some(to) = self.target(&ctx.shared, server, up) {
+            if let Some(to) = self.target(&ctx.shared, server, up).filter(|_| !up.session.starts_with(legacy::PREFIX)) {
                 self.client.end_session(to).await;
             }
         }
@@ -716,6 +780,29 @@ fn resource_metadata(policy: &Policy, headers: &HeaderMap, authority: Option<&st
         "resource_name": format!("Tollgate MCP virtual server `{vs}`"),
     });
     json_response(StatusCode::OK, &body, None)
+}
+
+/// What an upstream sends unasked: its GET stream, or a legacy stream's notifications.
+enum Unasked {
+    Http(upstream::Events),
+    Legacy(tokio::sync::broadcast::Receiver<Value>),
+}
+
+impl Unasked {
+    async fn next(&mut self) -> Option<Value> {
+        match self {
+            Unasked::Http(events) => events.next().await.ok().flatten(),
+            Unasked::Legacy(rx) => loop {
+                match rx.recv().await {
+                    Ok(m) => return Some(m),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "mcp: a slow listener missed notifications");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            },
+        }
+    }
 }
 
 fn unknown_virtual_server(ctx: &Ctx, id: &Value) -> Response {

@@ -158,6 +158,20 @@ impl Client {
         Ok(Client { http, timeout, max_bytes })
     }
 
+    /// The HTTP client itself (legacy HTTP+SSE streams share its pool).
+    pub fn pool(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// How long one message (or one event) may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     /// POST one message.
     pub async fn post(&self, to: Target<'_>, message: &Value) -> Result<Answer, UpstreamError> {
         let mut req = self
