@@ -633,7 +633,7 @@ async fn rest_apis_are_served_as_tools() {
             "
 access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}
 inspection:
-  pii: {{entities: {{EMAIL_ADDRESS: mask}}}}
+  pii: {{entities: {{EMAIL_ADDRESS: mask, IP_ADDRESS: redact, US_SSN: block}}}}
 mcp:
   servers:
     tickets: {{openapi: '{}', baseUrl: '{base}', keyEnv: TICKETS_TOKEN}}
@@ -679,9 +679,18 @@ consumers:
     assert_eq!(bad["ok"], false, "{bad}");
     let refused = bot.call("tickets_delete_ticket", json!({"id": "T-1"})).await.unwrap();
     assert_eq!(refused["error"]["code"], -32001, "{refused}");
+    // The PII policy's other actions on arguments: redacted upstream, or the
+    // call refused before any request.
+    let redacted =
+        bot.call("tickets_create_ticket", json!({"body": {"subject": "login from 10.1.2.3"}})).await.unwrap();
+    assert_eq!(redacted["isError"], false, "{redacted}");
+    let blocked =
+        bot.call("tickets_create_ticket", json!({"body": {"subject": "my SSN is 536-22-1234"}})).await.unwrap();
+    assert_eq!(blocked["error"]["code"], -32001, "{blocked}");
 
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[2].body.contains("[REDACTED_IP_ADDRESS]") && !seen[2].body.contains("10.1.2.3"), "{seen:?}");
     assert_eq!((seen[0].method.as_str(), seen[0].target.as_str()), ("GET", "/api/forecast/Lyon?units=metric"));
     assert_eq!(seen[1].method, "POST");
     assert_eq!(seen[1].target, "/api/tickets");
