@@ -59,6 +59,7 @@ pub fn sidecar_tls(policy: &Policy) -> anyhow::Result<Option<tonic::transport::S
 /// (watched for changes) and the limiter with its store.
 pub async fn build_shared(policy: Policy, policy_path: &Path) -> anyhow::Result<Shared> {
     let credentials = load_credentials(&policy)?;
+    crate::mcp::check_apis(&policy)?;
     let keys = LiveKeys::open(policy.access.key_store.as_deref().map(PathBuf::from))?;
     keys.watch(Duration::from_millis(500));
     let store: Store = match policy.limits.store {
@@ -198,6 +199,7 @@ impl LiveShared {
 pub async fn reload_shared(current: &Shared, policy: Policy, policy_path: &Path) -> anyhow::Result<Shared> {
     policy.validate()?;
     let credentials = load_credentials(&policy)?;
+    crate::mcp::check_apis(&policy)?;
     let old = &current.policy;
     let (oc, nc) = (&old.cache, &policy.cache);
     // Where the cache lives and how much it holds belong to its open store.

@@ -483,7 +483,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Check { policy } => {
             let p = load_policy(&policy)?;
+            let apis = tollgate_ext_proc::mcp::check_apis(&p)?;
             println!("{}: ok ({} providers, {} model aliases)", policy.display(), p.providers.len(), p.models.len());
+            for (server, tools) in apis {
+                println!("mcp server `{server}`: {tools} tools from its OpenAPI document");
+            }
             print!("{}", unpriced_report(&tollgate_ext_proc::budget::unpriced_models(&p)));
             Ok(())
         }

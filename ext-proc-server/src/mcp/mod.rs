@@ -725,6 +725,20 @@ impl Gateway {
     }
 }
 
+/// Read every OpenAPI document the policy names (at load and reload, and
+/// by `tollgate check`): a bad one is an error now, not missing tools later.
+/// Returns the tools each REST server offers.
+pub fn check_apis(policy: &Policy) -> anyhow::Result<Vec<(String, usize)>> {
+    let mut out = Vec::new();
+    for (name, server) in &policy.mcp.servers {
+        if let Some(path) = &server.openapi {
+            let api = load_api(path).map_err(|e| anyhow::anyhow!("mcp server `{name}`: {e}"))?;
+            out.push((name.clone(), api.operations.len()));
+        }
+    }
+    Ok(out)
+}
+
 /// Read an OpenAPI 3 document (YAML or JSON).
 fn load_api(path: &str) -> Result<Api, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
@@ -859,4 +873,32 @@ pub fn router(gateway: Arc<Gateway>) -> axum::Router {
         .route(&format!("{RESOURCE_METADATA}/mcp/{{vs}}"), axum::routing::get(on_metadata))
         .layer(axum::extract::DefaultBodyLimit::max(hard_cap))
         .with_state(gateway)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_documents_are_checked_when_the_policy_loads() {
+        let dir = std::env::temp_dir().join(format!("tollgate-mcp-apis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        std::fs::write(&good, "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths:\n  /a: {get: {operationId: a, responses: {'200': {description: ok}}}}\n").unwrap();
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "openapi: 2.0\npaths: {}\n").unwrap();
+        let policy = |path: &std::path::Path| {
+            crate::config::parse_policy(&format!(
+                "providers:\n  m: {{kind: mock, baseUrl: 'http://127.0.0.1:1'}}\nmcp:\n  servers:\n    rest: {{openapi: '{}', baseUrl: 'http://127.0.0.1:1'}}\n",
+                path.display()
+            ))
+            .unwrap()
+        };
+        assert_eq!(check_apis(&policy(&good)).unwrap(), [("rest".to_string(), 1)]);
+        let err = check_apis(&policy(&bad)).unwrap_err().to_string();
+        assert!(err.contains("mcp server `rest`"), "{err}");
+        let err = check_apis(&policy(&dir.join("missing.yaml"))).unwrap_err().to_string();
+        assert!(err.contains("cannot read"), "{err}");
+    }
 }
