@@ -465,6 +465,8 @@ teams:
   support: {{mcp: {{tools: ['crm/*']}}}}
 consumers:
   bot: {{team: support}}
+  capped: {{team: support, mcp: {{tools: ['crm/*'], callsPerMinute: {{'crm/echo': 3}}}}}}
+  metered: {{team: support, limits: {{toolCallsPerMinute: 2}}}}
 ",
             redis.url,
             crm.url()
@@ -477,6 +479,7 @@ consumers:
     let mut replica = start_replica(&gw, grpc, admin).await;
     let replica_admin = format!("127.0.0.1:{admin}");
     let key = gw.create_key("bot").await;
+    let (capped, metered) = (gw.create_key("capped").await, gw.create_key("metered").await);
     let url = format!("{}/mcp/support", gw.url);
 
     // Envoy spreads one session's requests over both replicas.
@@ -510,6 +513,31 @@ consumers:
         let refused = forged.call("crm_echo", json!({"text": "forged"})).await.unwrap();
         assert_eq!(refused["ok"], false, "{refused}");
         assert_eq!(refused["error"]["http_status"], 404, "{refused}");
+    }
+
+    // Call limits are counted in Redis, so both replicas share them: a
+    // tool's calls per minute, and a consumer's tool calls per minute.
+    fresh_minute().await;
+    for (key, allowed) in [(&capped, 3), (&metered, 2)] {
+        let mut c = McpClient::connect(&url, &bearer(key), &[]).await.unwrap();
+        for i in 0..allowed {
+            let said = c.call("crm_echo", json!({"text": format!("limited {i}")})).await.unwrap();
+            assert_eq!(text(&said), format!("limited {i}"), "{said}");
+        }
+        let refused = c.call("crm_echo", json!({"text": "one too many"})).await.unwrap();
+        assert_eq!(refused["error"]["code"], -32003, "{refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("per minute"), "{refused}");
+    }
+    assert!(crm.calls().iter().all(|c| c["arguments"]["text"] != "one too many"));
+}
+
+/// Wait for a minute with at least 20 s left, so a limit's window does not
+/// roll over mid-check.
+async fn fresh_minute() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let left = 60_000 - (now.as_millis() % 60_000) as u64;
+    if left < 20_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(left + 200)).await;
     }
 }
 
