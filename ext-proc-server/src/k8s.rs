@@ -23,7 +23,13 @@
 //!   what they cannot say (ext_proc off, the idle timeout) and a
 //!   `ServiceEntry` per upstream host outside the cluster for the sidecar's
 //!   egress; Envoy Gateway: an `HTTPRoute` to the sidecar's Service and its
-//!   own `EnvoyExtensionPolicy` (the filter, no ext_proc).
+//!   own `EnvoyExtensionPolicy` (the filter, no ext_proc). With
+//!   `access.jwt`, Istio's `RequestAuthentication` puts a verified token's
+//!   payload in the header the sidecar reads on those routes
+//!   ([`MCP_CLAIMS_HEADER`]; a filter before the router removes it on every
+//!   other route); Envoy Gateway's `SecurityPolicy` covers the MCP route too,
+//!   but Envoy Gateway cannot forward the payload, so JWT callers of MCP
+//!   routes are not identified there.
 //!
 //! Only the gateway's Envoy may talk to the sidecar (it decides identity and
 //! adds provider keys), and its admin endpoints are not open:
@@ -56,7 +62,7 @@ use tollgate_core::{ApiFamily, ApiKind};
 
 use crate::envoy::{
     ext_proc_filter, fallback, is_ip, plugin_config, strip_gateway_headers, unrouted_may_pass, Fallback, FallbackRoute,
-    SidecarRef, Unrouted, GATEWAY_REQUEST_HEADERS,
+    SidecarRef, Unrouted, GATEWAY_REQUEST_HEADERS, MCP_CLAIMS_HEADER,
 };
 use crate::identity::JWT_PAYLOAD_KEY;
 use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
@@ -545,39 +551,54 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
             )?,
         ));
     }
+    // With JWTs, the verified payload goes to the sidecar on MCP routes in a
+    // header (see `istio_mcp_filter`).
+    let mcp_claims = policy.access.jwt.is_some() && !mcp.is_empty();
     if !mcp.is_empty() {
-        let mut docs = vec![istio_mcp_filter(opts, &gw_ns, &mcp)];
+        let mut docs = vec![istio_mcp_filter(opts, &gw_ns, &mcp, mcp_claims)];
         docs.extend(istio_mcp_egress(policy, opts)?);
-        files.push((
-            "45-mcp.yaml".into(),
-            yaml_docs(
-                "MCP virtual servers: the VirtualService sends `/mcp/<name>` to the sidecar (HTTP/2, the mesh's mutual TLS),\nwhich serves the MCP gateway itself; this EnvoyFilter skips ext_proc on those routes (the sidecar identifies\nthe caller) and sets no route timeout but an idle one, as plain Envoy does. The ServiceEntries let the\nsidecar reach the upstream MCP servers from its namespace when the mesh admits registered hosts only\n(`outboundTrafficPolicy: REGISTRY_ONLY`); in-cluster names are in the registry already.",
-                &docs,
-            )?,
-        ));
+        let mut what = String::from(
+            "MCP virtual servers: the VirtualService sends `/mcp/<name>` to the sidecar (HTTP/2, the mesh's mutual TLS),\nwhich serves the MCP gateway itself; this EnvoyFilter skips ext_proc on those routes (the sidecar identifies\nthe caller) and sets no route timeout but an idle one, as plain Envoy does. The ServiceEntries let the\nsidecar reach the upstream MCP servers from its namespace when the mesh admits registered hosts only\n(`outboundTrafficPolicy: REGISTRY_ONLY`); in-cluster names are in the registry already.",
+        );
+        if mcp_claims {
+            what.push_str(&format!(
+                "\nThe RequestAuthentication (`60-jwt.yaml`) puts a verified token's payload in `{MCP_CLAIMS_HEADER}`\non every request; the filter this EnvoyFilter inserts before the router removes it on every route of the\ngateway but these, so that it reaches the sidecar alone."
+            ));
+        }
+        files.push(("45-mcp.yaml".into(), yaml_docs(&what, &docs)?));
     }
     if let Some(jwt) = &policy.access.jwt {
+        let mut rule = json!({
+            "issuer": jwt.issuer,
+            "audiences": jwt.audiences,
+            "jwks": read_jwks(jwt)?,
+            "forwardOriginalToken": false,
+        });
+        let mut what = String::from(
+            "access.jwt: the gateway verifies bearer tokens (a request without one goes on to the sidecar,\nwhich asks for credentials as the policy says; a bad token gets Istio's 401). The verified payload\nreaches the sidecar in Envoy's `envoy.filters.http.jwt_authn` metadata",
+        );
+        if mcp_claims {
+            // MCP routes reach the sidecar as an upstream, without ext_proc's
+            // metadata: the payload travels in a header there. The gateway's
+            // first filter removes a client's copy before Envoy's JWT filter
+            // runs; `45-mcp.yaml` removes Envoy's on every other route.
+            rule["outputPayloadToHeader"] = json!(MCP_CLAIMS_HEADER);
+            what.push_str(&format!(
+                ", and on the MCP routes\nin `{MCP_CLAIMS_HEADER}` (removed from clients first, and by `45-mcp.yaml` on every other route)."
+            ));
+        } else {
+            what.push('.');
+        }
         let authn = json!({
             "apiVersion": "security.istio.io/v1",
             "kind": "RequestAuthentication",
             "metadata": meta(&opts.name, &gw_ns),
             "spec": {
                 "selector": {"matchLabels": opts.gateway_selector},
-                "jwtRules": [{
-                    "issuer": jwt.issuer,
-                    "audiences": jwt.audiences,
-                    "jwks": read_jwks(jwt)?,
-                    "forwardOriginalToken": false,
-                }],
+                "jwtRules": [rule],
             },
         });
-        files.push((
-            "60-jwt.yaml".into(),
-            yaml_docs(
-                "access.jwt: the gateway verifies bearer tokens (a request without one goes on to the sidecar,\nwhich asks for credentials as the policy says; a bad token gets Istio's 401). The verified payload\nreaches the sidecar in Envoy's `envoy.filters.http.jwt_authn` metadata.",
-                &[authn],
-            )?,
-        ));
+        files.push(("60-jwt.yaml".into(), yaml_docs(&what, &[authn])?));
     }
     files.sort();
     Ok(files)
@@ -610,23 +631,64 @@ fn mcp_route_name(opts: &K8sOptions, slug: &str) -> String {
     format!("{}-{slug}", opts.name)
 }
 
+/// The name of the filter that removes [`MCP_CLAIMS_HEADER`] on Istio's
+/// gateway, just before the router, on every route but the MCP ones.
+pub const ISTIO_CLAIMS_FILTER: &str = "tollgate.strip_jwt_claims";
+
+/// Envoy's `header_mutation` filter removing the JWT payload that Istio's
+/// `outputPayloadToHeader` adds to every request with a verified token.
+fn strip_jwt_claims() -> Value {
+    json!({
+        "name": ISTIO_CLAIMS_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"remove": MCP_CLAIMS_HEADER}]},
+        },
+    })
+}
+
 /// Istio: the EnvoyFilter that gives each MCP route plain Envoy's settings
 /// Istio's VirtualService cannot express (ext_proc off on the route, its
 /// idle timeout), matched by the route's name.
-fn istio_mcp_filter(opts: &K8sOptions, gw_ns: &str, mcp: &[(String, Value)]) -> Value {
-    let patches: Vec<Value> = mcp
+///
+/// `claims` (the policy has `access.jwt`): a `RequestAuthentication` has no
+/// paths, so Istio's JWT filter adds the verified payload
+/// ([`MCP_CLAIMS_HEADER`]) to every request with a token. A filter just
+/// before the router removes it, on every route of the gateway (other
+/// VirtualServices' too) but the MCP ones, where it is turned off: the
+/// payload reaches the sidecar, never a provider.
+fn istio_mcp_filter(opts: &K8sOptions, gw_ns: &str, mcp: &[(String, Value)], claims: bool) -> Value {
+    let mut patches: Vec<Value> = mcp
         .iter()
         .map(|(slug, route)| {
+            let mut per_filter = route["typed_per_filter_config"].clone();
+            if claims {
+                per_filter[ISTIO_CLAIMS_FILTER] =
+                    json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true});
+            }
             json!({
                 "applyTo": "HTTP_ROUTE",
                 "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": mcp_route_name(opts, slug)}}}},
                 "patch": {"operation": "MERGE", "value": {
                     "route": {"timeout": route["route"]["timeout"], "idle_timeout": route["route"]["idle_timeout"]},
-                    "typed_per_filter_config": route["typed_per_filter_config"],
+                    "typed_per_filter_config": per_filter,
                 }},
             })
         })
         .collect();
+    if claims {
+        patches.push(json!({
+            "applyTo": "HTTP_FILTER",
+            "match": {
+                "context": "GATEWAY",
+                "listener": {"filterChain": {"filter": {
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "subFilter": {"name": "envoy.filters.http.router"},
+                }}},
+            },
+            "patch": {"operation": "INSERT_BEFORE", "value": strip_jwt_claims()},
+        }));
+    }
     json!({
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
@@ -1002,33 +1064,46 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         ));
     }
     if let Some(jwt) = &policy.access.jwt {
-        let security = json!({
-            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-            "kind": "SecurityPolicy",
-            "metadata": meta(&opts.name, &gw_ns),
-            "spec": {
-                "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": opts.target_kind.as_str(), "name": target_name}],
-                "jwt": {
-                    // A request without a token goes on to the sidecar, which asks for
-                    // credentials as the policy says; a bad token gets a 401 here.
-                    "optional": true,
-                    "providers": [{
-                        // Envoy Gateway publishes the payload under the provider's name.
-                        "name": JWT_PAYLOAD_KEY,
-                        "issuer": jwt.issuer,
-                        "audiences": jwt.audiences,
-                        "localJWKS": {"type": "Inline", "inline": read_jwks(jwt)?},
-                    }],
-                },
-            },
+        let spec = json!({
+            // A request without a token goes on to the sidecar, which asks for
+            // credentials as the policy says; a bad token gets a 401 here.
+            "optional": true,
+            "providers": [{
+                // Envoy Gateway publishes the payload under the provider's name.
+                "name": JWT_PAYLOAD_KEY,
+                "issuer": jwt.issuer,
+                "audiences": jwt.audiences,
+                "localJWKS": {"type": "Inline", "inline": read_jwks(jwt)?},
+            }],
         });
-        files.push((
-            "80-jwt.yaml".into(),
-            yaml_docs(
-                "access.jwt: the gateway verifies bearer tokens (`localJWKS` needs Envoy Gateway 1.4 or later).",
-                &[security],
-            )?,
-        ));
+        let security = |name: &str, kind: &str, target: &str| {
+            json!({
+                "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+                "kind": "SecurityPolicy",
+                "metadata": meta(name, &gw_ns),
+                "spec": {
+                    "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": kind, "name": target}],
+                    "jwt": spec,
+                },
+            })
+        };
+        let mut docs = vec![security(&opts.name, opts.target_kind.as_str(), &target_name)];
+        let mut what = String::from(
+            "access.jwt: the gateway verifies bearer tokens (`localJWKS` needs Envoy Gateway 1.4 or later).",
+        );
+        if !mcp.is_empty() {
+            // The MCP route's own, whatever the first one targets (a policy
+            // on a route takes precedence over one on its Gateway). Envoy
+            // Gateway forwards single claims (`claimToHeaders`), not the
+            // payload the sidecar reads in `MCP_CLAIMS_HEADER`: bad tokens
+            // are refused here, JWT callers are not identified on MCP routes.
+            let name = eg_mcp_route_name(opts);
+            docs.push(security(&name, "HTTPRoute", &name));
+            what.push_str(&format!(
+                "\nThe second one covers the MCP route: a bad token gets a 401 there too, but the sidecar does not learn who\na token names (Envoy Gateway cannot forward the verified payload, `{MCP_CLAIMS_HEADER}`), so MCP callers\nidentify with a gateway key (`x-api-key`)."
+            ));
+        }
+        files.push(("80-jwt.yaml".into(), yaml_docs(&what, &docs)?));
     }
     if gw_ns != opts.namespace {
         let mut from =
@@ -1053,6 +1128,12 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
     Ok(files)
 }
 
+/// Envoy Gateway: the name of the MCP virtual servers' HTTPRoute (and of
+/// the policies attached to it).
+fn eg_mcp_route_name(opts: &K8sOptions) -> String {
+    format!("{}-mcp", opts.name)
+}
+
 /// Envoy Gateway: the HTTPRoute of the MCP virtual servers (exact paths to
 /// the sidecar's Service, on the same Gateway, listener and hostnames as
 /// the providers' route) and its EnvoyExtensionPolicy: the filter as on the
@@ -1068,7 +1149,7 @@ fn eg_mcp(
     mcp: &[(String, Value)],
     wasm: &Value,
 ) -> Vec<Value> {
-    let name = format!("{}-mcp", opts.name);
+    let name = eg_mcp_route_name(opts);
     let matches: Vec<Value> =
         mcp.iter().map(|(_, r)| json!({"path": {"type": "Exact", "value": r["match"]["path"]}})).collect();
     // One rule for all: plain Envoy's routes differ by path only.
@@ -2615,7 +2696,8 @@ mod tests {
                 let mcp: Vec<Value> =
                     http.into_iter().take_while(|r| r["match"][0]["uri"]["exact"].is_string()).collect();
                 let ef = kind(&docs(&files, "45-mcp.yaml"), "EnvoyFilter").clone();
-                assert_eq!(ef["spec"]["configPatches"].as_array().unwrap().len(), mcp.len());
+                let patches = ef["spec"]["configPatches"].as_array().unwrap().clone();
+                assert_eq!(patches.iter().filter(|p| p["applyTo"] == "HTTP_ROUTE").count(), mcp.len());
                 mcp.iter().map(|r| r["match"][0]["uri"]["exact"].clone()).collect()
             } else {
                 let route = kind(&docs(&files, "55-mcp.yaml"), "HTTPRoute").clone();
@@ -2730,5 +2812,115 @@ mod tests {
         let route = kind(&docs(&files, "55-mcp.yaml"), "HTTPRoute").clone();
         assert_eq!(route["spec"]["parentRefs"][0]["sectionName"], "http");
         assert!(route["spec"].get("hostnames").is_none(), "every host");
+    }
+
+    /// `policy` with `access.jwt` (a JWKS file in `dir`).
+    fn with_jwt(policy: &Policy, dir: &std::path::Path) -> Policy {
+        let jwks = dir.join("jwks.json");
+        std::fs::write(&jwks, r#"{"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]}"#).unwrap();
+        let mut p = policy.clone();
+        p.access.jwt = Some(
+            serde_json::from_value(json!({
+                "issuer": "https://idp.example",
+                "audiences": ["tollgate"],
+                "jwksFile": jwks.display().to_string(),
+            }))
+            .unwrap(),
+        );
+        p
+    }
+
+    #[test]
+    fn istio_forwards_the_jwt_payload_to_the_sidecar_on_mcp_routes_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let policy = with_jwt(&mcp_policy(tmp.path()), tmp.path());
+        let files = render_istio(&policy, &K8sOptions::default()).unwrap();
+        // Envoy's JWT filter puts the verified payload in the header the sidecar reads.
+        let rule = &docs(&files, "60-jwt.yaml")[0]["spec"]["jwtRules"][0];
+        assert_eq!(rule["outputPayloadToHeader"], MCP_CLAIMS_HEADER);
+        assert_eq!(rule["forwardOriginalToken"], false);
+        // A client's copy is removed by the gateway's first filter, before Istio's JWT filter.
+        let edge = docs(&files, "30-envoyfilter.yaml")[0]["spec"]["configPatches"].as_array().unwrap().clone();
+        let first = edge.iter().find(|p| p["patch"]["operation"] == "INSERT_FIRST").unwrap();
+        assert_eq!(first["applyTo"], "HTTP_FILTER");
+        let removed = &first["patch"]["value"]["typed_config"]["mutations"]["request_mutations"];
+        assert!(removed.as_array().unwrap().contains(&json!({"remove": MCP_CLAIMS_HEADER})), "{removed}");
+        // Envoy's copy is removed just before the router, on every route but the MCP ones.
+        let ef = kind(&docs(&files, "45-mcp.yaml"), "EnvoyFilter").clone();
+        let patches = ef["spec"]["configPatches"].as_array().unwrap();
+        let filter = patches.iter().find(|p| p["applyTo"] == "HTTP_FILTER").unwrap();
+        assert_eq!(filter["patch"]["operation"], "INSERT_BEFORE");
+        assert_eq!(
+            filter["match"]["listener"]["filterChain"]["filter"],
+            json!({"name": "envoy.filters.network.http_connection_manager", "subFilter": {"name": "envoy.filters.http.router"}})
+        );
+        assert_eq!(filter["match"]["context"], "GATEWAY");
+        assert_eq!(filter["patch"]["value"], strip_jwt_claims());
+        assert_eq!(
+            filter["patch"]["value"]["typed_config"]["mutations"]["request_mutations"],
+            json!([{"remove": MCP_CLAIMS_HEADER}])
+        );
+        let vs = kind(&docs(&files, "40-providers.yaml"), "VirtualService").clone();
+        let to_sidecar: Vec<&Value> = vs["spec"]["http"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["route"][0]["destination"]["host"] == "tollgate.tollgate.svc.cluster.local")
+            .collect();
+        let routes: Vec<&Value> = patches.iter().filter(|p| p["applyTo"] == "HTTP_ROUTE").collect();
+        let plain = crate::envoy::mcp_routes(&policy, "x");
+        assert_eq!(routes.len(), plain.len(), "the virtual servers and their metadata");
+        assert_eq!(to_sidecar.len(), plain.len(), "no other route reaches the sidecar");
+        for (r, p) in to_sidecar.iter().zip(&routes) {
+            assert_eq!(p["match"]["routeConfiguration"]["vhost"]["route"]["name"], r["name"]);
+            let per_filter = &p["patch"]["value"]["typed_per_filter_config"];
+            assert_eq!(
+                per_filter[ISTIO_CLAIMS_FILTER],
+                json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true})
+            );
+            assert_eq!(per_filter["envoy.filters.http.ext_proc"]["disabled"], true);
+        }
+
+        // No payload header without MCP routes or without JWTs.
+        let files =
+            render_istio(&with_jwt(&parse_policy(POLICY).unwrap(), tmp.path()), &K8sOptions::default()).unwrap();
+        assert!(docs(&files, "60-jwt.yaml")[0]["spec"]["jwtRules"][0].get("outputPayloadToHeader").is_none());
+        assert!(files.iter().all(|(_, text)| !text.contains(ISTIO_CLAIMS_FILTER)));
+        let files = render_istio(&mcp_policy(tmp.path()), &K8sOptions::default()).unwrap();
+        assert!(files.iter().all(|(_, text)| !text.contains(ISTIO_CLAIMS_FILTER)));
+        let ef = kind(&docs(&files, "45-mcp.yaml"), "EnvoyFilter").clone();
+        assert!(ef["spec"]["configPatches"].as_array().unwrap().iter().all(|p| p["applyTo"] == "HTTP_ROUTE"));
+    }
+
+    #[test]
+    fn envoy_gateway_verifies_tokens_on_the_mcp_route_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let policy = with_jwt(&mcp_policy(tmp.path()), tmp.path());
+        for target_kind in [TargetKind::HttpRoute, TargetKind::Gateway] {
+            let files = render_envoy_gateway(&policy, &K8sOptions { target_kind, ..eg_opts() }).unwrap();
+            let security = docs(&files, "80-jwt.yaml");
+            assert_eq!(security.len(), 2);
+            let (main, mcp) = (&security[0], &security[1]);
+            assert_eq!(main["metadata"]["name"], "tollgate");
+            assert_eq!(main["spec"]["targetRefs"][0]["kind"], target_kind.as_str());
+            assert_eq!(mcp["metadata"]["name"], "tollgate-mcp");
+            assert_eq!(
+                mcp["spec"]["targetRefs"],
+                json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "tollgate-mcp"}])
+            );
+            assert_eq!(mcp["spec"]["jwt"], main["spec"]["jwt"], "the same verification");
+            assert_eq!(mcp["spec"]["jwt"]["optional"], true, "gateway keys still pass");
+            // Envoy Gateway cannot forward the payload: nothing pretends to.
+            assert!(!files.iter().any(|(_, text)| text.contains("claimToHeaders")));
+            // A client's copy of the header never reaches the sidecar.
+            let ctp = kind(&docs(&files, "20-envoyproxy.yaml"), "ClientTrafficPolicy").clone();
+            let removed = ctp["spec"]["headers"]["earlyRequestHeaders"]["remove"].as_array().unwrap().clone();
+            assert!(removed.contains(&json!(MCP_CLAIMS_HEADER)), "{removed:?}");
+            let text = &files.iter().find(|(n, _)| n == "80-jwt.yaml").unwrap().1;
+            assert!(text.contains("MCP callers\n# identify with a gateway key"), "{text}");
+        }
+        // Without MCP routes, one SecurityPolicy.
+        let files = render_envoy_gateway(&with_jwt(&parse_policy(POLICY).unwrap(), tmp.path()), &eg_opts()).unwrap();
+        assert_eq!(docs(&files, "80-jwt.yaml").len(), 1);
     }
 }

@@ -184,7 +184,8 @@ fn policies() -> Vec<(&'static str, Policy)> {
     )
     .unwrap();
     // Fallback across providers and identity from JWTs, which both
-    // platforms render with resources of their own.
+    // platforms render with resources of their own (and, for an MCP virtual
+    // server, Istio's payload header and Envoy Gateway's policy on its route).
     let jwks = std::env::temp_dir().join(format!("tollgate-k8s-jwks-{}.json", std::process::id()));
     std::fs::write(&jwks, r#"{"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "n": "sXch", "e": "AQAB"}]}"#)
         .unwrap();
@@ -196,7 +197,10 @@ fn policies() -> Vec<(&'static str, Policy)> {
          \x20 local: {{kind: openai-compatible, baseUrl: 'http://10.0.0.7:8000'}}\n\
          models:\n\
          \x20 smart: {{attemptTimeoutMs: 2000, targets: [{{provider: openai, model: gpt-4o}}, {{provider: anthropic, model: claude-sonnet-4-5}}, {{provider: local, model: llama}}]}}\n\
-         \x20 cheap: {{strategy: weighted, targets: [{{provider: openai, model: gpt-4o-mini, weight: 3}}, {{provider: local, model: llama, weight: 1}}]}}\n",
+         \x20 cheap: {{strategy: weighted, targets: [{{provider: openai, model: gpt-4o-mini, weight: 3}}, {{provider: local, model: llama, weight: 1}}]}}\n\
+         mcp:\n\
+         \x20 virtualServers:\n\
+         \x20   support: {{}}\n",
         jwks.display()
     ))
     .unwrap();

@@ -10,18 +10,24 @@
 //! did not route (Istio's `directResponse` routes, Envoy Gateway's
 //! HTTPRouteFilters, in place of the bootstrap's). Each platform's routes
 //! for MCP virtual servers, as Envoy gets them, serve an MCP client through
-//! the sidecar with ext_proc off. The manifests themselves are checked
+//! the sidecar with ext_proc off; on Istio, with Envoy's JWT filter as a
+//! `RequestAuthentication` makes it, a token's verified payload reaches the
+//! sidecar on those routes and no provider. The manifests themselves are checked
 //! against the platforms' schemas in `ext-proc-server/tests/k8s.rs`, and
 //! those of a policy with an `mcp` section here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
+use sha2::Sha256;
 use tollgate_core::policy::Policy;
 use tollgate_e2e::mcp::{McpClient, McpServer};
 use tollgate_e2e::{paths, test_port, validate_in_envoy, Gateway, Options};
 use tollgate_ext_proc::config::parse_policy;
-use tollgate_ext_proc::envoy::{render, RenderOptions, SIDECAR_CLUSTER};
+use tollgate_ext_proc::envoy::{render, RenderOptions, MCP_CLAIMS_HEADER, SIDECAR_CLUSTER};
 use tollgate_ext_proc::k8s::{eg_ext_proc_cluster, render_envoy_gateway, render_istio, K8sOptions};
 
 const POLICY: &str = "providers:\n  openai: {kind: openai, baseUrl: 'https://api.openai.com'}\n  anthropic: {kind: anthropic, baseUrl: 'https://api.anthropic.com'}\n  local: {kind: openai-compatible, baseUrl: 'http://127.0.0.1:8000'}\nmodels:\n  smart: {attemptTimeoutMs: 2000, targets: [{provider: openai, model: gpt-4o}, {provider: anthropic, model: claude-sonnet-4-5}, {provider: local, model: llama}]}\n";
@@ -592,6 +598,26 @@ fn mcp_manifests_carry_the_routes_and_validate_against_the_published_schemas() {
         assert!(grant["spec"]["from"].as_array().unwrap().iter().any(|f| f["kind"] == "HTTPRoute"), "{grant}");
         paths.extend(write_all(&tmp.join(format!("envoy-gateway-{variant}")), &eg));
     }
+    // With JWTs: Istio's payload header for the MCP routes (and the filter
+    // removing it elsewhere), Envoy Gateway's verification on the MCP route.
+    let jwks = tmp.join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": "c2VjcmV0"}]}"#).unwrap();
+    let mut with_jwt = policy.clone();
+    with_jwt.access.jwt = Some(
+        serde_json::from_value(
+            json!({"issuer": ISSUER, "audiences": ["tollgate"], "jwksFile": jwks.display().to_string()}),
+        )
+        .unwrap(),
+    );
+    let istio = render_istio(&with_jwt, &K8sOptions::default()).unwrap();
+    assert_eq!(docs(&istio, "60-jwt.yaml")[0]["spec"]["jwtRules"][0]["outputPayloadToHeader"], MCP_CLAIMS_HEADER);
+    let ef = docs(&istio, "45-mcp.yaml").into_iter().find(|d| d["kind"] == "EnvoyFilter").unwrap();
+    assert_eq!(ef["spec"]["configPatches"].as_array().unwrap().len(), 5, "4 routes and the filter");
+    paths.extend(write_all(&tmp.join("istio-jwt"), &istio));
+    let eg = render_envoy_gateway(&with_jwt, &K8sOptions::default()).unwrap();
+    let security = docs(&eg, "80-jwt.yaml");
+    assert_eq!(security[1]["spec"]["targetRefs"][0]["name"], "tollgate-mcp");
+    paths.extend(write_all(&tmp.join("envoy-gateway-jwt"), &eg));
     let (ok, out) = validate_manifests(&paths);
     assert!(ok, "rendered manifests do not validate:\n{out}");
     for doc in [
@@ -605,6 +631,8 @@ fn mcp_manifests_carry_the_routes_and_validate_against_the_published_schemas() {
         "gateway.envoyproxy.io/v1alpha1/EnvoyExtensionPolicy default/tollgate-mcp",
         "gateway.envoyproxy.io/v1alpha1/EnvoyExtensionPolicy edge/tollgate-mcp",
         "gateway.networking.k8s.io/v1beta1/ReferenceGrant tollgate/tollgate-ext-proc",
+        "security.istio.io/v1/RequestAuthentication istio-system/tollgate",
+        "gateway.envoyproxy.io/v1alpha1/SecurityPolicy default/tollgate-mcp",
     ] {
         assert!(out.contains(&format!("{doc}\n")), "{doc} not checked:\n{out}");
     }
@@ -629,8 +657,9 @@ fn swap_in_mcp(mut plain: Value, routes: Vec<Value>, sidecar: &str) -> Value {
     let hcm = &mut plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     let all = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array_mut().unwrap();
     let before = all.len();
-    all.retain(|r| !r["match"]["path"].as_str().is_some_and(|p| p.starts_with("/mcp/")));
-    assert_eq!(before - all.len(), routes.len(), "one route per virtual server, as plain Envoy's");
+    let theirs: Vec<&Value> = routes.iter().map(|r| &r["match"]["path"]).collect();
+    all.retain(|r| !(r["route"]["cluster"] == SIDECAR_CLUSTER && theirs.contains(&&r["match"]["path"])));
+    assert_eq!(before - all.len(), routes.len(), "the routes of plain Envoy's for MCP, one for one");
     all.splice(0..0, routes);
     plain["static_resources"]["clusters"].as_array_mut().unwrap().push(cluster);
     plain
@@ -666,6 +695,60 @@ fn with_istio_mcp(policy: &Policy, plain: Value) -> Value {
         }));
     }
     swap_in_mcp(plain, routes, &cluster)
+}
+
+/// The plain bootstrap with Istio's MCP routes (as [`with_istio_mcp`]) and
+/// its JWT verification: the `RequestAuthentication`'s rule as Istio hands
+/// it to Envoy (provider `origins-0`, a bad token refused, a missing one let
+/// through, the payload in metadata under `payload` and, as
+/// `outputPayloadToHeader` says, in a header) in place of the bootstrap's
+/// `jwt_authn`, after the gateway's header filter (the EnvoyFilter inserts
+/// that one first), and `45-mcp.yaml`'s filter before the router.
+fn with_istio_mcp_jwt(policy: &Policy, plain: Value) -> Value {
+    let files = render_istio(policy, &K8sOptions::default()).unwrap();
+    let edge = docs(&files, "30-envoyfilter.yaml")[0]["spec"]["configPatches"].as_array().unwrap().clone();
+    let mut config = with_istio_edge(with_istio_mcp(policy, plain), &edge[1..]);
+    let authn = &docs(&files, "60-jwt.yaml")[0];
+    assert_eq!(authn["kind"], "RequestAuthentication");
+    let rules = authn["spec"]["jwtRules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0];
+    assert_eq!(rule["outputPayloadToHeader"], MCP_CLAIMS_HEADER);
+    let jwt_authn = json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"origins-0": {
+                "issuer": rule["issuer"],
+                "audiences": rule["audiences"],
+                "forward": rule["forwardOriginalToken"],
+                "forward_payload_header": rule["outputPayloadToHeader"],
+                "payload_in_metadata": "payload",
+                "normalize_payload_in_metadata": {"space_delimited_claims": ["permission", "scope"]},
+                "local_jwks": {"inline_string": rule["jwks"]},
+            }},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+                {"provider_name": "origins-0"},
+                {"allow_missing": {}},
+            ]}}}],
+            "bypass_cors_preflight": true,
+        },
+    });
+    let patches = docs(&files, "45-mcp.yaml")[0]["spec"]["configPatches"].as_array().unwrap().clone();
+    let before_router: Vec<&Value> = patches.iter().filter(|p| p["applyTo"] == "HTTP_FILTER").collect();
+    assert_eq!(before_router.len(), 1);
+    let p = before_router[0];
+    assert_eq!(p["patch"]["operation"], "INSERT_BEFORE");
+    assert_eq!(p["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"], "envoy.filters.http.router");
+    let filters = http_filters(&mut config);
+    let removed = &filters[0]["typed_config"]["mutations"]["request_mutations"];
+    assert!(removed.as_array().unwrap().contains(&json!({"remove": MCP_CLAIMS_HEADER})), "{removed}");
+    let i = filters.iter().position(|f| f["name"] == "envoy.filters.http.jwt_authn").unwrap();
+    assert!(i > 0, "the gateway's header filter runs first");
+    filters[i] = jwt_authn;
+    let router = filters.iter().position(|f| f["name"] == "envoy.filters.http.router").unwrap();
+    filters.insert(router, p["patch"]["value"].clone());
+    config
 }
 
 /// The plain bootstrap with Envoy Gateway's MCP routes, as it hands them to
@@ -752,4 +835,140 @@ async fn istio_mcp_routes_serve_a_client_through_the_sidecar() {
 #[tokio::test]
 async fn envoy_gateway_mcp_routes_serve_a_client_through_the_sidecar() {
     serves_mcp(with_eg_mcp, "envoy-gateway").await;
+}
+
+// JWT callers of MCP routes on Istio.
+
+const ISSUER: &str = "https://idp.example";
+const KID: &str = "tollgate-mesh-1";
+/// The shared HS256 secret the test's JWKS publishes (32 bytes).
+const SECRET: &[u8] = b"tollgate-mesh-hs256-secret-01234";
+
+/// A compact HS256 JWS over `claims`, signed with `secret`.
+fn sign(secret: &[u8], claims: &Value) -> String {
+    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    let header = json!({"alg": "HS256", "typ": "JWT", "kid": KID});
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+/// Claims of a token for `sub` in `team`, valid for an hour.
+fn claims(sub: &str, team: &str) -> Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    json!({"iss": ISSUER, "aud": "tollgate", "sub": sub, "team": team, "iat": now, "exp": now + 3600})
+}
+
+/// The policy's `access` with JWTs (`require` as given), its JWKS in `dir`.
+fn jwt_access(dir: &std::path::Path, require: &str) -> String {
+    let jwks = dir.join("jwks.json");
+    let key = json!({"keys": [{"kty": "oct", "kid": KID, "alg": "HS256", "k": URL_SAFE_NO_PAD.encode(SECRET)}]});
+    std::fs::write(&jwks, key.to_string()).unwrap();
+    format!(
+        "access: {{require: {require}, jwt: {{issuer: '{ISSUER}', audiences: [tollgate], jwksFile: '{}'}}}}\n",
+        jwks.display()
+    )
+}
+
+/// An MCP `initialize` to `/mcp/support` with these headers: status and body.
+async fn mcp_initialize(gw: &Gateway, headers: &[(&str, &str)]) -> (u16, Value) {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}});
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/mcp/support", gw.url))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(Value::Null))
+}
+
+/// Whether any request the mock provider received carried the payload header.
+async fn provider_saw_claims(gw: &Gateway) -> bool {
+    gw.mock_requests().await.iter().any(|r| r["headers"].get(MCP_CLAIMS_HEADER).is_some())
+}
+
+#[tokio::test]
+async fn istio_mcp_routes_identify_jwt_callers() {
+    let dir = std::env::temp_dir().join(format!("tollgate-mesh-mcp-{}-istio-jwt", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let crm = McpServer::start(&dir, "crm", "crm", None).await.unwrap();
+    let gw = Gateway::start(Options {
+        policy_extra: format!(
+            "{}mcp:\n  servers:\n    crm: {{url: '{}'}}\n  virtualServers:\n    support: {{tools: ['crm/*']}}\nteams:\n  support: {{mcp: {{tools: ['crm/*']}}}}\n",
+            jwt_access(&dir, "jwt"),
+            crm.url()
+        ),
+        envoy_edit: Some(with_istio_mcp_jwt),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // A verified token names the caller: its team's grant gives the tools.
+    let ann = sign(SECRET, &claims("ann", "support"));
+    let url = format!("{}/mcp/support", gw.url);
+    let mut client = McpClient::connect(&url, &[format!("Authorization: Bearer {ann}")], &[]).await.unwrap();
+    assert_eq!(client.opened["ok"], true, "{}\n{}", client.opened, gw.log_text());
+    assert!(client.tool_names().await.unwrap().contains(&"crm_echo".to_string()));
+    let echoed = client.call("crm_echo", json!({"text": "as ann"})).await.unwrap();
+    assert_eq!(echoed["content"][0]["text"], "as ann", "{echoed}");
+
+    // Claims forged in the header: removed before Envoy's JWT filter runs,
+    // with no token (the sidecar asks for one) or a bad one (Envoy's 401).
+    let forged = URL_SAFE_NO_PAD.encode(claims("ann", "support").to_string().as_bytes());
+    let (status, body) = mcp_initialize(&gw, &[(MCP_CLAIMS_HEADER, &forged)]).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], -32001, "the sidecar's answer: {body}");
+    let wrong = format!("Bearer {}", sign(b"another-secret-another-secret-01", &claims("ann", "support")));
+    let (status, body) = mcp_initialize(&gw, &[("authorization", &wrong), (MCP_CLAIMS_HEADER, &forged)]).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = mcp_initialize(&gw, &[("authorization", &format!("Bearer {ann}"))]).await;
+    assert_eq!(status, 200, "{body}");
+    // The sidecar keeps the payload to itself.
+    assert!(crm.received().iter().all(|r| r["headers"].get(MCP_CLAIMS_HEADER).is_none()));
+
+    // A provider route: the sidecar reads the payload from Envoy's metadata;
+    // the header Envoy's JWT filter added never reaches the provider.
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = gw.post_with("/v1/chat/completions", &chat, &[("authorization", &format!("Bearer {ann}"))]).await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    assert!(!gw.mock_requests().await.is_empty());
+    assert!(!provider_saw_claims(&gw).await, "{:?}", gw.mock_requests().await);
+}
+
+/// With the sidecar away (it fails open and the policy requires no
+/// credential), a request with a verified token goes to the default
+/// provider as Envoy has it: the filter before the router removes the
+/// payload header there, as on every route but the MCP ones.
+#[tokio::test]
+async fn istio_keeps_the_jwt_payload_from_a_provider_when_the_sidecar_is_away() {
+    let dir = std::env::temp_dir().join(format!("tollgate-mesh-mcp-{}-istio-jwt-away", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut gw = Gateway::start(Options {
+        policy_extra: format!(
+            "failMode: {{sidecar: open}}\n{}mcp:\n  servers:\n    crm: {{url: 'http://127.0.0.1:9/mcp'}}\n  virtualServers:\n    support: {{tools: ['crm/*']}}\n",
+            jwt_access(&dir, "none"),
+        ),
+        envoy_edit: Some(with_istio_mcp_jwt),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    gw.kill("sidecar").await;
+    let ann = sign(SECRET, &claims("ann", "support"));
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = gw.post_with("/v1/chat/completions", &chat, &[("authorization", &format!("Bearer {ann}"))]).await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    // Envoy verified the token (and so added the header), then removed it.
+    assert!(gw.stat("http.tollgate.jwt_authn.allowed").await.is_some_and(|n| n >= 1), "{}", gw.log_text());
+    let seen = gw.mock_requests().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(!provider_saw_claims(&gw).await, "{seen:?}");
 }
