@@ -14,6 +14,8 @@
 #       counted with Envoy and the sidecar under callgrind (bench/instructions.py,
 #       about 4 minutes; installs valgrind from Debian if missing): steady where
 #       CPU time moves between runs. Writes target/bench/instructions.{md,json}.
+#
+# The MCP gateway's tool calls (through the gateway vs direct): scripts/mcp-bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -52,9 +54,10 @@ cargo build --locked --quiet -p tollgate-filter -p tollgate-wasm-floor --target 
 say "building tollgate (release)"
 cargo build --locked --quiet --release -p tollgate-ext-proc --bin tollgate
 
-args=(--tollgate target/release/tollgate
-      --wasm target/wasm32-wasip1/wasm-release/tollgate_filter.wasm
-      --wasm-floor target/wasm32-wasip1/wasm-release/tollgate_wasm_floor.wasm)
+built="${CARGO_TARGET_DIR:-target}"
+args=(--tollgate "$built/release/tollgate"
+      --wasm "$built/wasm32-wasip1/wasm-release/tollgate_filter.wasm"
+      --wasm-floor "$built/wasm32-wasip1/wasm-release/tollgate_wasm_floor.wasm")
 if [ $mode = instructions ]; then
   say "counting instructions per request"
   exec python3 bench/instructions.py "${args[@]}" "$@"

@@ -304,7 +304,18 @@ fn admin_router(live: LiveShared, access: AdminAccess, mcp: axum::Router) -> axu
         )
     }
 
-    /// Recent refusals and cut streams from the audit log, newest first, without text.
+    /// Whether the admin page lists a record: a refusal (MCP tool calls
+    /// included), a cut stream, a tool result blocked, a tool definition withheld.
+    fn notable(r: &crate::audit::AuditRecord) -> bool {
+        let d = &r.decisions;
+        d.get("refused").is_some()
+            || d.get("stream_cut").is_some()
+            || d.pointer("/mcp/result").and_then(serde_json::Value::as_str) == Some("blocked")
+            || d.pointer("/mcp/withheld").is_some()
+    }
+
+    /// Recent refusals, cut streams and withheld tools from the audit log,
+    /// newest first, without text (nor tool arguments and definitions).
     async fn recent(State(live): State<LiveShared>) -> axum::response::Response {
         let shared = live.current();
         let Some(audit) = &shared.audit else { return axum::Json(Vec::<()>::new()).into_response() };
@@ -314,10 +325,14 @@ fn admin_router(live: LiveShared, access: AdminAccess, mcp: axum::Router) -> axu
             Ok(Ok(records)) => {
                 let mut picked: Vec<_> = records
                     .into_iter()
-                    .filter(|r| r.decisions.get("refused").is_some() || r.decisions.get("stream_cut").is_some())
+                    .filter(notable)
                     .map(|mut r| {
                         r.prompt = None;
                         r.response = None;
+                        if let Some(m) = r.decisions.get_mut("mcp").and_then(serde_json::Value::as_object_mut) {
+                            m.remove("arguments");
+                            m.remove("definition");
+                        }
                         r
                     })
                     .collect();
