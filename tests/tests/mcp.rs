@@ -212,6 +212,7 @@ consumers:
     };
     assert_eq!(count("calls_total{,tool=\"lookup_customer\",result=\"ok\""), 1, "{metrics}");
     assert!(count("calls_total{,result=\"refused\"") >= 4, "{metrics}");
+    assert_eq!(count("calls_total{,tool=\"delete_customer\",result=\"refused\""), 1, "{metrics}");
     assert_eq!(count("tools_withheld_total{,server=\"calc\",reason=\"poisoned\""), 1, "{metrics}");
     assert_eq!(count("tools_withheld_total{,server=\"weather\",reason=\"changed\""), 1, "{metrics}");
     assert!(metrics.contains("tollgate_mcp_call_duration_seconds_bucket"), "{metrics}");

@@ -85,7 +85,7 @@ impl Gateway {
             Err((code, message, result, server, tool)) => {
                 let (body, result, decisions) = refuse(code, message, result);
                 let ending = Ending { result, status: 200, decisions };
-                self.finish(&ctx, &server, &tool, None, &ending, None).await;
+                self.finish(&ctx, &server, &tool, &ending, None).await;
                 return json_response(StatusCode::OK, &body, None);
             }
         };
@@ -100,7 +100,7 @@ impl Gateway {
         match answer {
             Answer::Json { message, .. } => {
                 let (body, ending) = self.inspect_response(&ctx, &id, message, &masks, pii);
-                self.finish(&ctx, &tool.server, &tool.name, Some(&tool), &ending, Some((&masked_args, &body))).await;
+                self.finish(&ctx, &tool.server, &tool.name, &ending, Some((&masked_args, &body))).await;
                 json_response(StatusCode::OK, &body, None)
             }
             Answer::Accepted { .. } => {
@@ -117,15 +117,7 @@ impl Gateway {
                         match events.next().await {
                             Ok(Some(m)) if is_response(&m) => {
                                 let (body, ending) = self.inspect_response(&ctx, &id, m, &masks, pii.clone());
-                                self.finish(
-                                    &ctx,
-                                    &tool.server,
-                                    &tool.name,
-                                    Some(&tool),
-                                    &ending,
-                                    Some((&masked_args, &body)),
-                                )
-                                .await;
+                                self.finish(&ctx, &tool.server, &tool.name, &ending, Some((&masked_args, &body))).await;
                                 let _ = tx.send(Ok(sse_event(&body))).await;
                                 ended = Some(());
                                 break;
@@ -149,8 +141,7 @@ impl Gateway {
                             "the tool's server ended its answer without a result",
                         );
                         let ending = Ending { result: "upstream_error", status: 502, decisions: json!({}) };
-                        self.finish(&ctx, &tool.server, &tool.name, Some(&tool), &ending, Some((&masked_args, &body)))
-                            .await;
+                        self.finish(&ctx, &tool.server, &tool.name, &ending, Some((&masked_args, &body))).await;
                         let _ = tx.send(Ok(sse_event(&body))).await;
                     }
                 });
@@ -190,7 +181,7 @@ impl Gateway {
             Err(message) => {
                 let body = jsonrpc::error(id, jsonrpc::INVALID_PARAMS, &format!("tool `{}`: {message}", tool.exposed));
                 let ending = Ending { result: "invalid", status: 200, decisions: json!({"refused": message}) };
-                self.finish(ctx, &tool.server, &tool.name, Some(tool), &ending, Some((args, &body))).await;
+                self.finish(ctx, &tool.server, &tool.name, &ending, Some((args, &body))).await;
                 return json_response(StatusCode::OK, &body, None);
             }
         };
@@ -205,7 +196,7 @@ impl Gateway {
         let result = openapi::tool_result(status, content_type.as_deref(), &body);
         let message = json!({"jsonrpc": "2.0", "id": id, "result": result});
         let (body, ending) = self.inspect_response(ctx, id, message, masks, pii);
-        self.finish(ctx, &tool.server, &tool.name, Some(tool), &ending, Some((args, &body))).await;
+        self.finish(ctx, &tool.server, &tool.name, &ending, Some((args, &body))).await;
         json_response(StatusCode::OK, &body, None)
     }
 
@@ -406,25 +397,19 @@ impl Gateway {
         tracing::warn!(server = %tool.server, tool = %tool.name, error = %e, "mcp: tool call failed upstream");
         let body = jsonrpc::error(id, jsonrpc::UPSTREAM_ERROR, &format!("the tool's server failed: {e}"));
         let ending = Ending { result: "upstream_error", status: 502, decisions: json!({"upstream": e.to_string()}) };
-        self.finish(ctx, &tool.server, &tool.name, Some(tool), &ending, Some((args, &body))).await;
+        self.finish(ctx, &tool.server, &tool.name, &ending, Some((args, &body))).await;
         json_response(StatusCode::OK, &body, None)
     }
 
-    /// Metric and audit record of one call. `tool` is the listed tool when
-    /// the call got that far (its name then labels the metric).
-    async fn finish(
-        &self,
-        ctx: &Ctx,
-        server: &str,
-        name: &str,
-        tool: Option<&Tool>,
-        ending: &Ending,
-        exchange: Option<(&Value, &Value)>,
-    ) {
+    /// Metric and audit record of one call. `name` labels the metric: the
+    /// listed tool's upstream name, or `other` when no listing holds it.
+    async fn finish(&self, ctx: &Ctx, server: &str, name: &str, ending: &Ending, exchange: Option<(&Value, &Value)>) {
         let known_server = ctx.policy().mcp.servers.contains_key(server);
         let labels = McpLabels {
             server: if known_server { server.to_string() } else { OTHER.to_string() },
-            tool: tool.map_or_else(|| OTHER.to_string(), |t| t.name.clone()),
+            // A listed tool's name, or `other` for a name no listing holds
+            // (so a client cannot mint labels).
+            tool: if known_server { name.to_string() } else { OTHER.to_string() },
             result: ending.result,
         };
         let metrics = &ctx.shared.metrics;
