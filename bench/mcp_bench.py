@@ -5,8 +5,8 @@ sidecar against the same call sent to the MCP server directly, in one run.
 Run through `scripts/mcp-bench.sh` (which builds in release mode); see
 docs/benchmarks.md ("MCP tool calls") for the method.
 
-One gateway, started once: Envoy (one worker) with the wasm filter and the
-sidecar (`tollgate serve`, default inspection, audit as `--audit` says: on
+One gateway, started once: Envoy (one worker; its bootstrap turns the wasm
+filter off on MCP routes) and the sidecar (`tollgate serve`, default inspection, audit as `--audit` says: on
 with its default fsync, as shipped), virtual keys required, and three
 upstream MCP servers, each behind its own virtual server:
 
@@ -357,7 +357,7 @@ def markdown(res):
         f"{res['versions']['envoy']}, git {res['versions']['git']}.\n"
     )
     L.append(
-        f"Gateway: Envoy (1 worker) + wasm filter + sidecar (default inspection: arguments scanned for personal data, "
+        f"Gateway: Envoy (1 worker; the wasm filter is off on MCP routes) + sidecar (default inspection: arguments scanned for personal data, "
         f"results by the firewall; virtual key required; audit **{s['audit']}**). `tools/call` of `echo` with a "
         f"{s['text_bytes']}-byte text, {s['calls']} measured calls per row after {s['warmup']} warm-up rounds, "
         "sequential, each path on its own keep-alive connection, the rows interleaved. Latency = request sent → last "

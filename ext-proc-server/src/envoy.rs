@@ -69,6 +69,11 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
     let default_provider = policy.default_provider().ok_or_else(|| anyhow::anyhow!("the policy has no provider"))?;
 
     let mut routes = mcp_routes(policy, SIDECAR_CLUSTER);
+    // The sidecar inspects MCP traffic itself: the filter steps aside there.
+    for route in &mut routes {
+        route["typed_per_filter_config"][WASM_FILTER] =
+            json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true});
+    }
     let mut clusters = vec![sidecar_cluster(policy)];
     for (name, provider) in &policy.providers {
         let url = BaseUrl::parse(&provider.base_url).map_err(|m| anyhow::anyhow!("providers.{name}.baseUrl: {m}"))?;
@@ -94,7 +99,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
     routes.extend(unrouted_routes(policy, route_action(default_provider, &default_url)));
 
     let wasm = json!({
-        "name": "tollgate.wasm",
+        "name": WASM_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
@@ -290,6 +295,9 @@ pub fn mcp_routes(policy: &Policy, sidecar_cluster: &str) -> Vec<Value> {
         })
         .collect()
 }
+
+/// The wasm filter's name in the bootstrap's chain.
+pub const WASM_FILTER: &str = "tollgate.wasm";
 
 /// The cluster through which Envoy reaches the sidecar in the bootstrap.
 pub const SIDECAR_CLUSTER: &str = "tollgate_sidecar";
@@ -760,6 +768,25 @@ mod tests {
         let tls = &clusters[0]["transport_socket"]["typed_config"];
         assert_eq!(tls["sni"], crate::tls::SIDECAR_NAME);
         assert_eq!(tls["common_tls_context"]["tls_certificates"][0]["private_key"]["filename"], "tls/envoy.key");
+    }
+
+    #[test]
+    fn mcp_routes_go_to_the_sidecar_with_ext_proc_and_the_filter_off() {
+        let policy = parse_policy(
+            "providers:\n  mock: {kind: mock, baseUrl: 'http://127.0.0.1:18080'}\nmcp:\n  servers:\n    crm: {url: 'http://127.0.0.1:9/mcp'}\n  virtualServers:\n    support: {tools: ['crm/*']}\n",
+        )
+        .unwrap();
+        let v = render(
+            &policy,
+            &RenderOptions { wasm_path: Path::new("/x.wasm"), access_log: "/dev/null", plugin_config: None },
+        )
+        .unwrap();
+        let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0];
+        assert_eq!(route["match"]["path"], "/mcp/support");
+        assert_eq!(route["route"]["cluster"], SIDECAR_CLUSTER);
+        assert_eq!(route["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"], true);
+        assert_eq!(route["typed_per_filter_config"][WASM_FILTER]["disabled"], true);
     }
 
     #[test]
