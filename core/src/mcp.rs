@@ -8,3 +8,12 @@ pub mod jsonrpc;
 pub mod names;
 pub mod openapi;
 pub mod policy;
+
+/// Where each virtual server's OAuth protected-resource metadata (RFC 9728)
+/// is served when identity comes from JWTs: `<this>/mcp/<name>`.
+pub const RESOURCE_METADATA: &str = "/.well-known/oauth-protected-resource";
+
+/// On MCP routes only: the verified JWT payload (base64url JSON), set by
+/// Envoy's `jwt_authn` filter for the sidecar, which serves those routes as
+/// an upstream and so sees no dynamic metadata.
+pub const CLAIMS_HEADER: &str = "x-tollgate-jwt-claims";

@@ -59,7 +59,7 @@ pub fn sidecar_tls(policy: &Policy) -> anyhow::Result<Option<tonic::transport::S
 /// (watched for changes) and the limiter with its store.
 pub async fn build_shared(policy: Policy, policy_path: &Path) -> anyhow::Result<Shared> {
     let credentials = load_credentials(&policy)?;
-    crate::mcp::check_apis(&policy)?;
+    check_apis(&policy)?;
     let keys = LiveKeys::open(policy.access.key_store.as_deref().map(PathBuf::from))?;
     keys.watch(Duration::from_millis(500));
     let store: Store = match policy.limits.store {
@@ -199,7 +199,7 @@ impl LiveShared {
 pub async fn reload_shared(current: &Shared, policy: Policy, policy_path: &Path) -> anyhow::Result<Shared> {
     policy.validate()?;
     let credentials = load_credentials(&policy)?;
-    crate::mcp::check_apis(&policy)?;
+    check_apis(&policy)?;
     let old = &current.policy;
     let (oc, nc) = (&old.cache, &policy.cache);
     // Where the cache lives and how much it holds belong to its open store.
@@ -318,6 +318,28 @@ pub fn resolve_paths(policy: &mut Policy, policy_path: &Path) {
             fix(p);
         }
     }
+}
+
+/// Read every OpenAPI document the policy names (at load and reload, and
+/// by `tollgate check`): a bad one is an error now, not missing tools later.
+/// Returns the tools each REST server offers.
+pub fn check_apis(policy: &Policy) -> anyhow::Result<Vec<(String, usize)>> {
+    let mut out = Vec::new();
+    for (name, server) in &policy.mcp.servers {
+        if let Some(path) = &server.openapi {
+            let api = load_api(path).map_err(|e| anyhow::anyhow!("mcp server `{name}`: {e}"))?;
+            out.push((name.clone(), api.operations.len()));
+        }
+    }
+    Ok(out)
+}
+
+/// Read an OpenAPI 3 document (YAML or JSON).
+pub fn load_api(path: &str) -> Result<tollgate_core::mcp::openapi::Api, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    let doc: serde_json::Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| format!("`{path}` is not YAML or JSON: {e}"))?;
+    tollgate_core::mcp::openapi::Api::from_document(&doc).map_err(|e| format!("`{path}`: {e}"))
 }
 
 /// A provider credential, held only in memory and never printed.
@@ -491,5 +513,27 @@ mod tests {
         assert_eq!(policy.consumers["alice"].team, "research");
         assert_eq!(policy.teams["research"].limits.cost_per_day, Some(50.0));
         assert_eq!(policy.pricing["llama3"].input, 0.1);
+    }
+
+    #[test]
+    fn openapi_documents_are_checked_when_the_policy_loads() {
+        let dir = std::env::temp_dir().join(format!("tollgate-mcp-apis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        std::fs::write(&good, "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths:\n  /a: {get: {operationId: a, responses: {'200': {description: ok}}}}\n").unwrap();
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "openapi: 2.0\npaths: {}\n").unwrap();
+        let policy = |path: &std::path::Path| {
+            parse_policy(&format!(
+                "providers:\n  m: {{kind: mock, baseUrl: 'http://127.0.0.1:1'}}\nmcp:\n  servers:\n    rest: {{openapi: '{}', baseUrl: 'http://127.0.0.1:1'}}\n",
+                path.display()
+            ))
+            .unwrap()
+        };
+        assert_eq!(check_apis(&policy(&good)).unwrap(), [("rest".to_string(), 1)]);
+        let err = check_apis(&policy(&bad)).unwrap_err().to_string();
+        assert!(err.contains("mcp server `rest`"), "{err}");
+        let err = check_apis(&policy(&dir.join("missing.yaml"))).unwrap_err().to_string();
+        assert!(err.contains("cannot read"), "{err}");
     }
 }

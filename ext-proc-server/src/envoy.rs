@@ -179,10 +179,8 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
 /// remove every other `x-tollgate-*` header too).
 pub const GATEWAY_REQUEST_HEADERS: [&str; 3] = [PROVIDER_HEADER, tollgate_core::headers::REQUEST_ID, MCP_CLAIMS_HEADER];
 
-/// On MCP routes only: the verified JWT payload (base64url JSON), set by
-/// Envoy's `jwt_authn` filter for the sidecar, which serves those routes as
-/// an upstream and so sees no dynamic metadata.
-pub const MCP_CLAIMS_HEADER: &str = "x-tollgate-jwt-claims";
+/// The verified JWT payload on MCP routes (see [`tollgate_core::mcp::CLAIMS_HEADER`]).
+pub const MCP_CLAIMS_HEADER: &str = tollgate_core::mcp::CLAIMS_HEADER;
 
 /// Envoy's `header_mutation` filter, first in the chain: a client cannot
 /// pick a route or a request id by sending the gateway's own headers, even
@@ -290,7 +288,7 @@ pub fn mcp_routes(policy: &Policy, sidecar_cluster: &str) -> Vec<Value> {
         .virtual_servers
         .keys()
         .flat_map(|name| {
-            let metadata = jwt.then(|| route(format!("{}/mcp/{name}", crate::mcp::RESOURCE_METADATA)));
+            let metadata = jwt.then(|| route(format!("{}/mcp/{name}", tollgate_core::mcp::RESOURCE_METADATA)));
             std::iter::once(route(format!("/mcp/{name}"))).chain(metadata)
         })
         .collect()

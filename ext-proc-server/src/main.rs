@@ -483,7 +483,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Check { policy } => {
             let p = load_policy(&policy)?;
-            let apis = tollgate_ext_proc::mcp::check_apis(&p)?;
+            let apis = tollgate_ext_proc::config::check_apis(&p)?;
             println!("{}: ok ({} providers, {} model aliases)", policy.display(), p.providers.len(), p.models.len());
             for (server, tools) in apis {
                 println!("mcp server `{server}`: {tools} tools from its OpenAPI document");

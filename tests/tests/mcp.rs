@@ -372,18 +372,23 @@ consumers:
     let announce = json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {"name": "crm_announce"}});
     let (_, answer) = raw_post(&gw, path, announce.to_string().as_bytes(), &with_session).await;
     assert_eq!(answer["result"]["content"][0]["text"], "announced", "{answer}");
+    let seen = read_until(&mut stream, "notifications/tools/list_changed").await;
+    assert!(seen.contains("notifications/tools/list_changed"), "{seen}");
+}
+
+/// What a GET stream sends, until `needle` shows (or 10 s pass).
+async fn read_until(stream: &mut reqwest::Response, needle: &str) -> String {
     let mut seen = String::new();
-    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while let Some(chunk) = stream.chunk().await.unwrap() {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(chunk)) = stream.chunk().await {
             seen.push_str(&String::from_utf8_lossy(&chunk));
-            if seen.contains("notifications/tools/list_changed") {
-                return true;
+            if seen.contains(needle) {
+                return;
             }
         }
-        false
     })
     .await;
-    assert_eq!(heard, Ok(true), "{seen}");
+    seen
 }
 
 /// The second sidecar replica's gRPC port (read by [`two_replicas`]).
@@ -909,16 +914,6 @@ consumers:
     let announce = json!({"jsonrpc": "2.0", "id": 23, "method": "tools/call", "params": {"name": "crm_announce"}});
     let (_, answer) = raw_post(&gw, path, announce.to_string().as_bytes(), &headers).await;
     assert_eq!(text(&answer["result"]), "announced", "{answer}");
-    let mut seen = String::new();
-    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while let Some(chunk) = stream.chunk().await.unwrap() {
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-            if seen.contains("notifications/tools/list_changed") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(heard, Ok(true), "{seen}");
+    let seen = read_until(&mut stream, "notifications/tools/list_changed").await;
+    assert!(seen.contains("notifications/tools/list_changed"), "{seen}");
 }

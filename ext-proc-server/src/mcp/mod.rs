@@ -36,13 +36,10 @@ use self::catalog::{Listings, Standing, Tool};
 use self::session::{Session, Signer, Upstream};
 use self::upstream::{Answer, Target, UpstreamError, SESSION_HEADER, VERSION_HEADER};
 use crate::config::{mcp_credential, LiveShared};
-use crate::envoy::MCP_CLAIMS_HEADER;
 use crate::identity::{identify, Identity};
 use crate::processor::Shared;
 
-/// Where each virtual server's OAuth protected-resource metadata (RFC 9728)
-/// is served when identity comes from JWTs: `<this>/mcp/<name>`.
-pub const RESOURCE_METADATA: &str = "/.well-known/oauth-protected-resource";
+pub use tollgate_core::mcp::{CLAIMS_HEADER as MCP_CLAIMS_HEADER, RESOURCE_METADATA};
 
 /// Protocol versions served, newest first.
 pub const VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -327,7 +324,7 @@ impl Gateway {
                 return Ok(Some(api));
             }
         }
-        let api = Arc::new(load_api(path).map_err(UpstreamError::Invalid)?);
+        let api = Arc::new(crate::config::load_api(path).map_err(UpstreamError::Invalid)?);
         if let Ok(mut m) = self.apis.lock() {
             m.insert(path.to_string(), (modified, api.clone()));
         }
@@ -725,27 +722,6 @@ impl Gateway {
     }
 }
 
-/// Read every OpenAPI document the policy names (at load and reload, and
-/// by `tollgate check`): a bad one is an error now, not missing tools later.
-/// Returns the tools each REST server offers.
-pub fn check_apis(policy: &Policy) -> anyhow::Result<Vec<(String, usize)>> {
-    let mut out = Vec::new();
-    for (name, server) in &policy.mcp.servers {
-        if let Some(path) = &server.openapi {
-            let api = load_api(path).map_err(|e| anyhow::anyhow!("mcp server `{name}`: {e}"))?;
-            out.push((name.clone(), api.operations.len()));
-        }
-    }
-    Ok(out)
-}
-
-/// Read an OpenAPI 3 document (YAML or JSON).
-fn load_api(path: &str) -> Result<Api, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
-    let doc: Value = serde_yaml_ng::from_str(&text).map_err(|e| format!("`{path}` is not YAML or JSON: {e}"))?;
-    Api::from_document(&doc).map_err(|e| format!("`{path}`: {e}"))
-}
-
 /// Who is calling: a gateway key, or (with `access.jwt`) the JWT payload
 /// Envoy verified and forwarded in [`MCP_CLAIMS_HEADER`] (Envoy removes a
 /// client's copy of that header before anything else reads the request).
@@ -873,32 +849,4 @@ pub fn router(gateway: Arc<Gateway>) -> axum::Router {
         .route(&format!("{RESOURCE_METADATA}/mcp/{{vs}}"), axum::routing::get(on_metadata))
         .layer(axum::extract::DefaultBodyLimit::max(hard_cap))
         .with_state(gateway)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn openapi_documents_are_checked_when_the_policy_loads() {
-        let dir = std::env::temp_dir().join(format!("tollgate-mcp-apis-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let good = dir.join("good.yaml");
-        std::fs::write(&good, "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths:\n  /a: {get: {operationId: a, responses: {'200': {description: ok}}}}\n").unwrap();
-        let bad = dir.join("bad.yaml");
-        std::fs::write(&bad, "openapi: 2.0\npaths: {}\n").unwrap();
-        let policy = |path: &std::path::Path| {
-            crate::config::parse_policy(&format!(
-                "providers:\n  m: {{kind: mock, baseUrl: 'http://127.0.0.1:1'}}\nmcp:\n  servers:\n    rest: {{openapi: '{}', baseUrl: 'http://127.0.0.1:1'}}\n",
-                path.display()
-            ))
-            .unwrap()
-        };
-        assert_eq!(check_apis(&policy(&good)).unwrap(), [("rest".to_string(), 1)]);
-        let err = check_apis(&policy(&bad)).unwrap_err().to_string();
-        assert!(err.contains("mcp server `rest`"), "{err}");
-        let err = check_apis(&policy(&dir.join("missing.yaml"))).unwrap_err().to_string();
-        assert!(err.contains("cannot read"), "{err}");
-    }
 }
