@@ -12,8 +12,9 @@
 //! corpora's the classifier alone flags about that share of benign texts. The weights are
 //! quantized to 8 bits, and the flag point is set on the quantized model.
 //!
-//! `cost --text FILE --times N [--without-classifier]` scans a text N times, for counting
-//! instructions under callgrind (docs/firewall-quality.md, "Cost").
+//! `cost --text FILE --times N [--without-classifier | --classifier-only]` scans a text N times
+//! (or only judges its normalized text with the classifier), for counting instructions under
+//! callgrind (docs/firewall-quality.md, "Cost").
 
 use tollgate_core::firewall::model::{counted_features, features, Model};
 use tollgate_core::firewall::normalize;
@@ -89,14 +90,25 @@ fn train(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// `cost --text FILE --times N [--without-classifier]`: scans the file's text N times with the
-/// default firewall (for instruction counts under callgrind: the difference between two N
-/// over the difference in N is the cost of one scan).
+/// `cost --text FILE --times N [--without-classifier | --classifier-only]`: scans the file's
+/// text N times with the default firewall, or judges its normalized text N times with the
+/// classifier alone (for instruction counts under callgrind: the difference between two N over
+/// the difference in N is the cost of one scan).
 fn cost(args: &[String]) -> Result<(), String> {
     use tollgate_core::firewall::{Firewall, FirewallPolicy, CLASSIFIER};
     let path = arg(args, "--text").ok_or("cost needs --text FILE")?;
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     let times: usize = arg(args, "--times").and_then(|t| t.parse().ok()).unwrap_or(100);
+    if args.iter().any(|a| a == "--classifier-only") {
+        let model = Model::shipped().ok_or("the shipped model does not load")?;
+        let norm = normalize(&text);
+        let mut flagged = 0;
+        for _ in 0..times {
+            flagged += usize::from(model.text_weight(std::hint::black_box(&norm)) > 0.5);
+        }
+        eprintln!("{times} judgments, {flagged} over 0.5");
+        return Ok(());
+    }
     let mut policy = FirewallPolicy::default();
     if args.iter().any(|a| a == "--without-classifier") {
         policy.disable.push(CLASSIFIER.into());
