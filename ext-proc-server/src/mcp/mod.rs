@@ -516,15 +516,7 @@ impl Gateway {
         };
         let caller = match caller(&shared, &headers, time) {
             Ok(c) => c,
-            Err(e) => {
-                let body = jsonrpc::error(&id, jsonrpc::POLICY_REFUSED, &e.to_string());
-                let mut resp =
-                    json_response(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED), &body, None);
-                if e.status() == 401 {
-                    resp.headers_mut().insert("www-authenticate", challenge(&shared.policy, &headers, authority, &vs));
-                }
-                return resp;
-            }
+            Err(e) => return refused_caller(&shared.policy, &headers, authority, &vs, &id, &e),
         };
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let ctx = Ctx {
@@ -615,15 +607,7 @@ impl Gateway {
         let time = SystemTime::now();
         let caller = match caller(&shared, headers, time) {
             Ok(c) => c,
-            Err(e) => {
-                let body = jsonrpc::error(&Value::Null, jsonrpc::POLICY_REFUSED, &e.to_string());
-                let mut resp =
-                    json_response(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED), &body, None);
-                if e.status() == 401 {
-                    resp.headers_mut().insert("www-authenticate", challenge(&shared.policy, headers, authority, &vs));
-                }
-                return Err(resp);
-            }
+            Err(e) => return Err(refused_caller(&shared.policy, headers, authority, &vs, &Value::Null, &e)),
         };
         let ctx = Ctx {
             shared,
@@ -746,6 +730,24 @@ fn public_base(headers: &HeaderMap, authority: Option<&str>) -> String {
     let scheme = header("x-forwarded-proto").filter(|p| *p == "https").unwrap_or("http");
     let host = authority.or_else(|| header("host")).unwrap_or("localhost");
     format!("{scheme}://{host}")
+}
+
+/// The answer to a caller who could not be identified: a JSON-RPC error
+/// with the status the error names and, on a 401, the challenge.
+fn refused_caller(
+    policy: &Policy,
+    headers: &HeaderMap,
+    authority: Option<&str>,
+    vs: &str,
+    id: &Value,
+    e: &tollgate_core::Error,
+) -> Response {
+    let body = jsonrpc::error(id, jsonrpc::POLICY_REFUSED, &e.to_string());
+    let mut resp = json_response(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED), &body, None);
+    if e.status() == 401 {
+        resp.headers_mut().insert("www-authenticate", challenge(policy, headers, authority, vs));
+    }
+    resp
 }
 
 /// `WWW-Authenticate` of a 401: with JWTs, where the resource metadata is.
