@@ -10,7 +10,8 @@ server issues an Mcp-Session-Id on initialize, unless --stateless) and prints on
 Variants (--variant, default crm), each a set of tools:
   crm       lookup_customer(email), delete_customer(id), echo(text), slow_count(n) (progress),
             announce (a tools/list_changed notification on the session's GET stream);
-            prompts reply(customer) and summarize (its text a planted instruction); resources
+            prompts reply(customer), summarize (its text a planted instruction) and triage (its
+            description a poisoning instruction); resources
             crm://customers/ada, crm://notes/latest (planted), the template crm://orders/{order_id},
             and shared://readme
   weather   get_forecast(city), get_alerts(region); the resource shared://readme (as crm's)
@@ -101,6 +102,10 @@ def crm(name):
     @mcp.prompt(description="Summarize the latest ticket.")
     def summarize() -> str:
         return PLANTED
+
+    @mcp.prompt(description=POISONED_ADD)
+    def triage() -> str:
+        return "Sort the open tickets by urgency."
 
     @mcp.resource("crm://customers/ada", description="Ada's customer card.")
     def ada() -> str:

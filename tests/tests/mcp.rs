@@ -760,7 +760,7 @@ mcp:
 teams:
   support: {{mcp: {{tools: ['crm/*', 'weather/*']}}}}
 consumers:
-  bot: {{team: support, mcp: {{tools: ['crm/reply', 'crm/summarize', 'crm/crm://customers/*',
+  bot: {{team: support, mcp: {{tools: ['crm/reply', 'crm/summarize', 'crm/triage', 'crm/crm://customers/*',
     'crm/crm://notes/*', 'crm/crm://orders/*', 'crm/shared://readme', 'weather/shared://readme']}}}}
   viewer: {{team: support, mcp: {{tools: ['crm/lookup_customer']}}}}
 ",
@@ -790,6 +790,10 @@ consumers:
     assert_eq!(got["result"]["messages"][0]["content"]["text"], "Write a polite reply to Ada.", "{got}");
     let planted = raw(&mut bot, "prompts/get", json!({"name": "crm_summarize"})).await;
     assert_eq!(planted["error"]["code"], -32001, "{planted}");
+    // A prompt whose description the firewall blocks is hidden, and not
+    // fetched by its name either (the bot's grant names it).
+    let poisoned = raw(&mut bot, "prompts/get", json!({"name": "crm_triage"})).await;
+    assert_eq!(poisoned["error"]["code"], -32602, "{poisoned}");
 
     // Resources keep their URIs; a URI two servers list is shown by neither.
     let listed = raw(&mut bot, "resources/list", json!({})).await;

@@ -99,10 +99,10 @@ impl Gateway {
         let mut out = Vec::new();
         for (server, defs) in self.each_server(ctx, s, grants, "prompts/list", "prompts").await {
             for p in catalog::name_tools(&server, defs) {
-                let hidden = p.standing != Standing::Listed
-                    || !grants.allows(&server, &p.name)
-                    || inspectors.firewall.as_ref().is_some_and(|fw| catalog::poisoned(fw, &p.definition).is_some());
-                if !hidden {
+                if !grants.allows(&server, &p.name) {
+                    continue;
+                }
+                if inspectors.shows(&p) {
                     out.push(p.for_client());
                 }
             }
@@ -150,7 +150,9 @@ impl Gateway {
             Ok(defs) => catalog::name_tools(server, defs),
             Err(e) => return refuse(jsonrpc::UPSTREAM_ERROR, format!("the prompt's server failed: {e}")),
         };
-        let Some(prompt) = listed.into_iter().find(|p| p.exposed == exposed && p.standing == Standing::Listed) else {
+        let inspectors = self.inspectors.get(&ctx.shared.policy);
+        // The same judgment as the listing's: a prompt it hides cannot be fetched by name.
+        let Some(prompt) = listed.into_iter().find(|p| p.exposed == exposed && inspectors.shows(p)) else {
             return refuse(jsonrpc::INVALID_PARAMS, format!("unknown prompt `{exposed}`"));
         };
         if !grants.allows(server, &prompt.name) {
@@ -251,6 +253,15 @@ impl Gateway {
             let _ = audit.writer.append(rec).await;
         }
         json_response(StatusCode::OK, &message, None)
+    }
+}
+
+impl super::call::Inspectors {
+    /// Whether a prompt may be seen: its name is its own (no collision) and
+    /// the firewall would not block its definition.
+    fn shows(&self, prompt: &catalog::Tool) -> bool {
+        prompt.standing == Standing::Listed
+            && self.firewall.as_ref().is_none_or(|fw| catalog::poisoned(fw, &prompt.definition).is_none())
     }
 }
 
