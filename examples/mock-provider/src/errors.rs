@@ -15,13 +15,28 @@ use serde::Serialize;
 pub enum Api {
     OpenAi,
     Anthropic,
+    /// The Gemini API and Vertex AI's Google models (Google's error shape).
+    Gemini,
+    /// Anthropic models on Vertex AI: the platform's errors (auth, quota, not
+    /// found) in Google's shape, the model's in Anthropic's.
+    VertexAnthropic,
 }
 
 impl Api {
-    /// Anthropic for `/v1/messages…`, OpenAI for everything else.
+    /// Anthropic for `/v1/messages…`; Google for the Gemini and Vertex AI
+    /// paths (`/v1beta/…`, `/v1beta1/…`, `/v1/projects/…`, `/v1/models/M:verb`);
+    /// OpenAI for everything else.
     pub fn for_path(path: &str) -> Self {
         if path == "/v1/messages" || path.starts_with("/v1/messages/") {
             Api::Anthropic
+        } else if path.starts_with("/v1/projects/") || path.starts_with("/v1beta1/") {
+            if path.contains("/publishers/anthropic/") {
+                Api::VertexAnthropic
+            } else {
+                Api::Gemini
+            }
+        } else if path.starts_with("/v1beta/") || (path.starts_with("/v1/models/") && path.contains(':')) {
+            Api::Gemini
         } else {
             Api::OpenAi
         }
@@ -51,6 +66,21 @@ pub fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
 }
 
+/// A JSON response pretty-printed with two-space indents, as Google's APIs
+/// answer.
+pub fn json_pretty_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => {
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() = status;
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
+            resp
+        }
+        Err(_) => json_response(status, value),
+    }
+}
+
 /// `data: {json}\n\n`
 pub fn sse_data<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(format!("data: {}\n\n", to_json(value)))
@@ -64,6 +94,12 @@ pub fn sse_event<T: Serialize>(event: &str, value: &T) -> Bytes {
 /// A streamed `text/event-stream` response: one body frame per SSE event,
 /// `delay` between frames.
 pub fn sse_response(frames: Vec<Bytes>, delay: Duration) -> Response {
+    stream_response(frames, delay, "text/event-stream; charset=utf-8")
+}
+
+/// A streamed response of the given content type: one body frame per
+/// element of `frames`, `delay` between frames.
+pub fn stream_response(frames: Vec<Bytes>, delay: Duration, content_type: &'static str) -> Response {
     let stream = futures::stream::iter(frames.into_iter().enumerate()).then(move |(i, frame)| async move {
         if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -72,7 +108,7 @@ pub fn sse_response(frames: Vec<Bytes>, delay: Duration) -> Response {
     });
     let mut resp = Response::new(Body::from_stream(stream));
     let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
@@ -131,6 +167,86 @@ pub fn anthropic_invalid(message: &str) -> Response {
     anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", message)
 }
 
+#[derive(Serialize)]
+struct GoogleErrorBody<'a> {
+    error: GoogleError<'a>,
+}
+
+#[derive(Serialize)]
+struct GoogleError<'a> {
+    code: u16,
+    message: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<serde_json::Value>,
+}
+
+/// `{"error":{"code","message","status","details"?}}`, Google's error shape
+/// (`google.rpc.Status` as JSON), pretty-printed as Google sends it.
+pub fn google_error(
+    status: StatusCode,
+    message: &str,
+    status_name: &str,
+    details: Option<serde_json::Value>,
+) -> Response {
+    json_pretty_response(
+        status,
+        &GoogleErrorBody { error: GoogleError { code: status.as_u16(), message, status: status_name, details } },
+    )
+}
+
+/// A 400 `INVALID_ARGUMENT` in Google's shape.
+pub fn google_invalid(message: &str) -> Response {
+    google_error(StatusCode::BAD_REQUEST, message, "INVALID_ARGUMENT", None)
+}
+
+/// Google's canonical status name for an HTTP status.
+pub fn google_status_name(code: u16) -> &'static str {
+    match code {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        412 => "FAILED_PRECONDITION",
+        413 => "INVALID_ARGUMENT",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        501 => "UNIMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        500..=599 => "INTERNAL",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The simulated error of the Gemini API / Vertex AI for a status.
+fn google_status_error(status: StatusCode) -> Response {
+    let code = status.as_u16();
+    let (message, details) = match code {
+        400 => ("Request contains an invalid argument. (simulated by the mock provider)", None),
+        401 => (
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project. (simulated by the mock provider)",
+            None,
+        ),
+        403 => ("The caller does not have permission (simulated by the mock provider)", None),
+        404 => ("Requested entity was not found. (simulated by the mock provider)", None),
+        413 => ("Request payload size exceeds the limit: 20971520 bytes. (simulated by the mock provider)", None),
+        429 => (
+            "You exceeded your current quota, please check your plan and billing details. (simulated by the mock provider)",
+            Some(serde_json::json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}])),
+        ),
+        503 => ("The model is overloaded. Please try again later. (simulated by the mock provider)", None),
+        504 => ("Deadline expired before operation could complete. (simulated by the mock provider)", None),
+        500..=599 => (
+            "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting (simulated by the mock provider)",
+            None,
+        ),
+        _ => ("Mock provider: simulated error.", None),
+    };
+    google_error(status, message, google_status_name(code), details)
+}
+
 /// The error a provider would send with this status (used by `x-mock-status`,
 /// `--fail-every` and `--rate-limit-every`). 429 carries `retry-after: 1`.
 pub fn status_error(api: Api, status: StatusCode) -> Response {
@@ -185,6 +301,11 @@ pub fn status_error(api: Api, status: StatusCode) -> Response {
             };
             anthropic_error(status, kind, message)
         }
+        Api::Gemini => google_status_error(status),
+        Api::VertexAnthropic => match code {
+            401 | 403 | 404 | 429 => google_status_error(status),
+            _ => return status_error(Api::Anthropic, status),
+        },
     };
     if code == 429 {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -203,6 +324,9 @@ pub fn not_found(api: Api, method: &str, path: &str) -> Response {
             None,
         ),
         Api::Anthropic => anthropic_error(StatusCode::NOT_FOUND, "not_found_error", "Not Found"),
+        Api::Gemini | Api::VertexAnthropic => {
+            google_error(StatusCode::NOT_FOUND, &format!("Method not found: {method} {path}"), "NOT_FOUND", None)
+        }
     }
 }
 
@@ -216,7 +340,8 @@ pub fn parse_object(api: Api, body: &[u8]) -> Result<serde_json::Map<String, ser
                 None,
                 None,
             ),
-            Api::Anthropic => anthropic_invalid("Input should be a valid dictionary"),
+            Api::Anthropic | Api::VertexAnthropic => anthropic_invalid("Input should be a valid dictionary"),
+            Api::Gemini => google_invalid("Invalid JSON payload received. Expected an object."),
         })),
         Err(err) => Err(Box::new(match api {
             Api::OpenAi => openai_invalid(
@@ -226,7 +351,8 @@ pub fn parse_object(api: Api, body: &[u8]) -> Result<serde_json::Map<String, ser
                 None,
                 None,
             ),
-            Api::Anthropic => anthropic_invalid(&format!("There was an issue with your request body: invalid JSON ({err})")),
+            Api::Anthropic | Api::VertexAnthropic => anthropic_invalid(&format!("There was an issue with your request body: invalid JSON ({err})")),
+            Api::Gemini => google_invalid(&format!("Invalid JSON payload received. {err}")),
         })),
     }
 }

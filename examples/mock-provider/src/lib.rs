@@ -12,6 +12,7 @@
 
 mod anthropic;
 mod errors;
+mod gemini;
 pub mod mcp;
 mod openai;
 mod responses;
@@ -43,6 +44,9 @@ pub use util::{approx_tokens, REPLY_PREFIX};
 /// Largest request body the mock accepts (413 beyond).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
+/// Google's OAuth2 token endpoint, for Vertex AI's service-account flow.
+pub const TOKEN_PATH: &str = "/token";
+
 /// How many requests `GET /mock/requests` keeps.
 pub const RECORD_LIMIT: usize = 100;
 
@@ -64,6 +68,11 @@ pub mod headers {
     /// `model=reset` or `model=delay<ms>`, comma-separated (fallback tests
     /// route one request to several models on one mock).
     pub const FAIL_MODEL: &str = "x-mock-fail-model";
+    /// Request (Gemini API and Vertex AI): `prompt` answers with a prompt
+    /// safety block (`promptFeedback.blockReason: SAFETY`, no candidates);
+    /// `answer` with a candidate stopped by the safety filter
+    /// (`finishReason: SAFETY`; streamed, after part of the text).
+    pub const GEMINI_BLOCK: &str = "x-mock-gemini-block";
     /// Echoed back when present.
     pub const REQUEST_ID: &str = "x-request-id";
 }
@@ -87,11 +96,22 @@ pub struct MockConfig {
     /// Name reported in the `x-mock-provider` header and in served model names.
     #[arg(long = "name", default_value = "mock")]
     pub name: String,
+    /// Lifetime of the access tokens `POST /token` issues (Vertex AI's
+    /// service-account flow), in seconds.
+    #[arg(long = "token-ttl-secs", default_value_t = 3600)]
+    pub token_ttl_secs: u64,
 }
 
 impl Default for MockConfig {
     fn default() -> Self {
-        Self { latency_ms: 0, chunk_delay_ms: 0, fail_every: 0, rate_limit_every: 0, name: "mock".to_owned() }
+        Self {
+            latency_ms: 0,
+            chunk_delay_ms: 0,
+            fail_every: 0,
+            rate_limit_every: 0,
+            name: "mock".to_owned(),
+            token_ttl_secs: 3600,
+        }
     }
 }
 
@@ -111,6 +131,7 @@ pub(crate) struct AppState {
     pub(crate) config: MockConfig,
     pub(crate) ids: util::IdGen,
     pub(crate) mcp: mcp::Sessions,
+    pub(crate) tokens: gemini::Tokens,
     api_requests: AtomicU64,
     records: Mutex<VecDeque<RecordedRequest>>,
 }
@@ -121,6 +142,7 @@ impl AppState {
             config,
             ids: util::IdGen::new(),
             mcp: mcp::Sessions::default(),
+            tokens: gemini::Tokens::default(),
             api_requests: AtomicU64::new(0),
             records: Mutex::new(VecDeque::with_capacity(RECORD_LIMIT)),
         }
@@ -169,7 +191,19 @@ pub fn router(config: MockConfig) -> Router {
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/models", get(models))
-        .route("/v1/models/{id}", get(model))
+        // `GET` lists in OpenAI's or Anthropic's shape; `POST {model}:{verb}` is the Gemini API.
+        .route("/v1/models/{id}", get(model).post(gemini::models_post))
+        .route("/v1beta/models", get(gemini::list_models))
+        .route("/v1beta/models/{id}", get(gemini::get_model).post(gemini::models_post))
+        .route(
+            "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{id}",
+            post(gemini::vertex_post),
+        )
+        .route(
+            "/v1beta1/projects/{project}/locations/{location}/publishers/{publisher}/models/{id}",
+            post(gemini::vertex_post),
+        )
+        .route(TOKEN_PATH, post(gemini::token))
         .route("/healthz", get(healthz))
         .route("/mock/requests", get(list_requests).delete(clear_requests))
         .route(mcp::PATH, post(mcp::post).get(mcp::get).delete(mcp::delete))
@@ -319,7 +353,7 @@ async fn control(State(state): State<Shared>, req: Request, next: Next) -> Respo
     let internal = path == "/healthz" || path.starts_with("/mock/");
     let mut resp = if internal {
         next.run(req).await
-    } else if path == mcp::PATH {
+    } else if path == mcp::PATH || path == TOKEN_PATH {
         // Recorded, but the control headers and flags are for the model APIs.
         match recorded(&state, req, &path).await {
             Ok((parts, bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
@@ -372,7 +406,7 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
     if is_truthy(header_str(&parts.headers, headers::RESET)) {
         return reset_connection(parts.extensions.get::<Arc<ConnReset>>()).await;
     }
-    if let Some(rule) = header_str(&parts.headers, headers::FAIL_MODEL).and_then(|v| fail_rule(v, &bytes)) {
+    if let Some(rule) = header_str(&parts.headers, headers::FAIL_MODEL).and_then(|v| fail_rule(v, &bytes, path)) {
         match rule.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
             Some(status) => return errors::status_error(api, status),
             None if rule == "reset" => return reset_connection(parts.extensions.get::<Arc<ConnReset>>()).await,
@@ -402,9 +436,12 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
     next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
-/// The failure `x-mock-fail-model` asks for this request's model, if any.
-fn fail_rule<'a>(header: &'a str, body: &[u8]) -> Option<&'a str> {
-    let model = serde_json::from_slice::<serde_json::Value>(body).ok()?.get("model")?.as_str()?.to_owned();
+/// The failure `x-mock-fail-model` asks for this request's model (from the
+/// body, or from the path for the Gemini API and Vertex AI), if any.
+fn fail_rule<'a>(header: &'a str, body: &[u8], path: &str) -> Option<&'a str> {
+    let from_body =
+        || serde_json::from_slice::<serde_json::Value>(body).ok()?.get("model")?.as_str().map(str::to_owned);
+    let model = gemini::model_from_path(path).or_else(from_body)?;
     header.split(',').filter_map(|pair| pair.trim().split_once('=')).find(|(m, _)| *m == model).map(|(_, rule)| rule)
 }
 
@@ -460,9 +497,15 @@ async fn method_not_allowed(req: Request) -> Response {
             None,
             None,
         ),
-        Api::Anthropic => {
+        Api::Anthropic | Api::VertexAnthropic => {
             errors::anthropic_error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "Method not allowed")
         }
+        Api::Gemini => errors::google_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("Method not allowed: {} {path}", req.method()),
+            "INVALID_ARGUMENT",
+            None,
+        ),
     }
 }
 

@@ -225,6 +225,97 @@ pub fn embedding_for(input: &[u8], dims: usize) -> Vec<f32> {
     raw.iter().map(|x| (x / norm) as f32).collect()
 }
 
+/// Decodes unpadded (or padded) base64url, as in JWTs; `None` on a bad
+/// character or length.
+pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let value = |c: u8| -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'-' => Some(62),
+            b'_' => Some(63),
+            _ => None,
+        }
+    };
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.as_bytes().chunks(4) {
+        let mut n: u32 = 0;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= value(*c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(bytes.get(1..chunk.len()).unwrap_or_default());
+    }
+    Some(out)
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component (`+` is a
+/// space, `%XX` a byte); invalid escapes are kept as they are.
+pub fn form_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The fields of a form body (`a=1&b=2`), decoded; later repeats win.
+pub fn form_fields(body: &str) -> std::collections::BTreeMap<String, String> {
+    body.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect()
+}
+
+/// An RFC 3339 UTC timestamp with microseconds (`2025-01-01T00:00:00.000000Z`).
+pub fn rfc3339_now() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        now.subsec_micros()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +380,26 @@ mod tests {
         assert_eq!(split_even("abcdef", 2), vec!["abc", "def"]);
         assert_eq!(split_even("ab", 5), vec!["a", "b"]);
         assert!(split_even("", 3).is_empty());
+    }
+
+    #[test]
+    fn base64url_and_form_decoding() {
+        assert_eq!(base64url_decode("Zm9vYmFy").as_deref(), Some(&b"foobar"[..]));
+        assert_eq!(base64url_decode("Zm8").as_deref(), Some(&b"fo"[..]));
+        assert_eq!(base64url_decode("Zg==").as_deref(), Some(&b"f"[..]));
+        assert_eq!(base64url_decode("-_8").as_deref(), Some(&[0xfb, 0xff][..]));
+        assert!(base64url_decode("a+b/").is_none());
+        assert!(base64url_decode("abcde").is_none());
+        assert_eq!(form_decode("a+b%3Ac%zz"), "a b:c%zz");
+        let f = form_fields("grant_type=urn%3Aietf&assertion=x.y.z");
+        assert_eq!(f.get("grant_type").map(String::as_str), Some("urn:ietf"));
+        assert_eq!(f.get("assertion").map(String::as_str), Some("x.y.z"));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = rfc3339_now();
+        assert_eq!(t.len(), 27, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T", "{t}");
     }
 }
