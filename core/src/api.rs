@@ -16,6 +16,11 @@ pub enum ApiKind {
     OpenAiResponses,
     /// Anthropic `POST /v1/messages`.
     AnthropicMessages,
+    /// Gemini `POST /v1beta/models/{model}:generateContent` (or
+    /// `:streamGenerateContent?alt=sse`; Vertex AI's publisher model paths
+    /// take the same body). The model is in the path. Only a provider API so
+    /// far: not in [`ApiKind::ALL`], the table of paths clients may call.
+    GeminiGenerate,
 }
 
 /// Which provider's wire conventions (error shape, auth header) apply.
@@ -24,20 +29,11 @@ pub enum ApiKind {
 pub enum ApiFamily {
     OpenAi,
     Anthropic,
-}
-
-impl ApiFamily {
-    /// The other family.
-    pub fn other(self) -> ApiFamily {
-        match self {
-            ApiFamily::OpenAi => ApiFamily::Anthropic,
-            ApiFamily::Anthropic => ApiFamily::OpenAi,
-        }
-    }
+    Gemini,
 }
 
 impl ApiKind {
-    /// All kinds, for iteration in tests and docs.
+    /// The APIs clients call, for iteration in tests, docs and routes.
     pub const ALL: [ApiKind; 5] = [
         ApiKind::OpenAiChat,
         ApiKind::OpenAiCompletions,
@@ -75,22 +71,34 @@ impl ApiKind {
             ApiKind::OpenAiEmbeddings => "openai-embeddings",
             ApiKind::OpenAiResponses => "openai-responses",
             ApiKind::AnthropicMessages => "anthropic-messages",
+            ApiKind::GeminiGenerate => "gemini-generate-content",
         }
     }
 
     /// Parse the name produced by [`ApiKind::as_str`].
     pub fn from_name(name: &str) -> Option<ApiKind> {
-        ApiKind::ALL.into_iter().find(|k| k.as_str() == name)
+        ApiKind::ALL.into_iter().chain([ApiKind::GeminiGenerate]).find(|k| k.as_str() == name)
     }
 
     pub fn family(self) -> ApiFamily {
         match self {
             ApiKind::AnthropicMessages => ApiFamily::Anthropic,
+            ApiKind::GeminiGenerate => ApiFamily::Gemini,
             _ => ApiFamily::OpenAi,
         }
     }
 
-    /// The canonical request path of this API.
+    /// The chat API of a family: what a translated request is sent as.
+    pub fn chat(family: ApiFamily) -> ApiKind {
+        match family {
+            ApiFamily::OpenAi => ApiKind::OpenAiChat,
+            ApiFamily::Anthropic => ApiKind::AnthropicMessages,
+            ApiFamily::Gemini => ApiKind::GeminiGenerate,
+        }
+    }
+
+    /// The canonical request path of this API (for Gemini, whose path names
+    /// the model, the path's form: `Provider::request_path` makes the real one).
     pub fn path(self) -> &'static str {
         match self {
             ApiKind::OpenAiChat => "/v1/chat/completions",
@@ -98,6 +106,7 @@ impl ApiKind {
             ApiKind::OpenAiEmbeddings => "/v1/embeddings",
             ApiKind::OpenAiResponses => "/v1/responses",
             ApiKind::AnthropicMessages => "/v1/messages",
+            ApiKind::GeminiGenerate => "/v1beta/models/{model}:generateContent",
         }
     }
 }

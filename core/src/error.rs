@@ -101,12 +101,31 @@ fn error_type(family: ApiFamily, status: u16) -> &'static str {
         (ApiFamily::Anthropic, 529) => "overloaded_error",
         (ApiFamily::Anthropic, s) if s >= 500 => "api_error",
         (ApiFamily::Anthropic, _) => "invalid_request_error",
+        (ApiFamily::Gemini, s) => google_status(s),
+    }
+}
+
+/// The `google.rpc.Code` name Google's APIs send with an HTTP status.
+pub fn google_status(status: u16) -> &'static str {
+    match status {
+        400 | 413 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        408 | 504 => "DEADLINE_EXCEEDED",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        501 => "UNIMPLEMENTED",
+        503 => "UNAVAILABLE",
+        _ => "INTERNAL",
     }
 }
 
 /// An error body in the provider's shape:
 /// OpenAI `{"error":{"message","type","param","code"}}`,
-/// Anthropic `{"type":"error","error":{"type","message"}}`.
+/// Anthropic `{"type":"error","error":{"type","message"}}`,
+/// Gemini `{"error":{"code","message","status"}}`.
 pub fn error_body(family: ApiFamily, status: u16, message: &str, code: &str) -> String {
     let kind = error_type(family, status);
     let value = match family {
@@ -116,6 +135,9 @@ pub fn error_body(family: ApiFamily, status: u16, message: &str, code: &str) -> 
         ApiFamily::Anthropic => serde_json::json!({
             "type": "error",
             "error": {"type": kind, "message": message}
+        }),
+        ApiFamily::Gemini => serde_json::json!({
+            "error": {"code": status, "message": message, "status": google_status(status)}
         }),
     };
     value.to_string()

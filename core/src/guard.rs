@@ -536,6 +536,9 @@ fn guard_value(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, v: &mut Value
         ApiKind::OpenAiResponses => guard_responses_value(guard, masks, v, &mut labels),
         ApiKind::AnthropicMessages => guard_anthropic_body(guard, masks, v, &mut labels),
         ApiKind::OpenAiEmbeddings => Ok(false),
+        // Not a client API yet (see `ApiKind::GeminiGenerate`): an answer in
+        // its shape is never passed on unguarded.
+        ApiKind::GeminiGenerate => Err("unsupported-api".to_string()),
     };
     match res {
         Err(label) => JsonGuard::Blocked(label),

@@ -322,7 +322,9 @@ pub enum ProviderKind {
     OpenaiCompatible,
     /// Azure OpenAI: deployment paths, `api-version`, the `api-key` header.
     AzureOpenai,
-    /// The bundled mock provider: speaks both APIs.
+    /// The Gemini API: the model in the path, the key in `x-goog-api-key`.
+    Gemini,
+    /// The bundled mock provider: speaks every API.
     Mock,
 }
 
@@ -335,6 +337,18 @@ impl ProviderKind {
             ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => {
                 family == ApiFamily::OpenAi
             }
+            ProviderKind::Gemini => family == ApiFamily::Gemini,
+        }
+    }
+
+    /// The family whose chat API a translated request is sent as, for a
+    /// request of `model` (the mock answers each model in its own family).
+    pub fn chat_family(self, model: &str) -> ApiFamily {
+        match self {
+            ProviderKind::Mock => model_family(model),
+            ProviderKind::Anthropic => ApiFamily::Anthropic,
+            ProviderKind::Gemini => ApiFamily::Gemini,
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => ApiFamily::OpenAi,
         }
     }
 }
@@ -363,9 +377,17 @@ pub const AZURE_API_VERSION: &str = "2024-10-21";
 
 impl Provider {
     /// The request path (before the base URL's own prefix) for a request of
-    /// API `api` for `model`: the API's own path, or for Azure OpenAI the
-    /// deployment's path with `api-version`.
-    pub fn request_path(&self, api: ApiKind, model: &str) -> String {
+    /// API `api` for `model`: the API's own path, for Azure OpenAI the
+    /// deployment's path with `api-version`, for Gemini the model's
+    /// `generateContent` (`streamGenerateContent?alt=sse` when `stream`).
+    pub fn request_path(&self, api: ApiKind, model: &str, stream: bool) -> String {
+        if api == ApiKind::GeminiGenerate {
+            let model = model.strip_prefix("models/").unwrap_or(model);
+            let model: String =
+                model.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')).collect();
+            let verb = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+            return format!("/v1beta/models/{model}:{verb}");
+        }
         if self.kind != ProviderKind::AzureOpenai {
             return api.path().to_string();
         }
@@ -661,6 +683,8 @@ impl Route<'_> {
 pub fn model_family(model: &str) -> ApiFamily {
     if model.starts_with("claude") {
         ApiFamily::Anthropic
+    } else if model.starts_with("gemini") || model.starts_with("models/gemini") {
+        ApiFamily::Gemini
     } else {
         ApiFamily::OpenAi
     }
@@ -668,10 +692,7 @@ pub fn model_family(model: &str) -> ApiFamily {
 
 /// The chat API of a family.
 fn chat_api(family: ApiFamily) -> ApiKind {
-    match family {
-        ApiFamily::OpenAi => ApiKind::OpenAiChat,
-        ApiFamily::Anthropic => ApiKind::AnthropicMessages,
-    }
+    ApiKind::chat(family)
 }
 
 impl Policy {
@@ -805,7 +826,7 @@ impl Policy {
     /// provider speaking the client's API, or, for chat requests, a provider
     /// of the other family through translation. Any other model goes to the
     /// first provider (by name) of the model's own family (`claude-*`:
-    /// Anthropic; anything else: OpenAI), translated if the client speaks the
+    /// Anthropic; `gemini-*`: Gemini; anything else: OpenAI), translated if the client speaks the
     /// other family; failing that, to the first provider speaking the
     /// client's API, unchanged.
     pub fn route<'a>(&'a self, api: ApiKind, model: &'a str) -> Result<Route<'a>, Error> {
@@ -835,19 +856,20 @@ impl Policy {
     }
 
     /// The API `provider` is called with for a request of API `api` for
-    /// `model`, if it can serve it at all: its own API, or the other family's
-    /// chat API through translation. The mock speaks both families and
-    /// answers in the model's own (a Claude model over the Messages API, as a
-    /// real provider would).
+    /// `model`, if it can serve it at all: its own API, or another family's
+    /// chat API through translation. The mock speaks every family and
+    /// answers in the model's own (a Claude model over the Messages API, a
+    /// Gemini model over `generateContent`, as a real provider would).
     pub fn reach(&self, api: ApiKind, provider: &str, model: &str) -> Option<ApiKind> {
         let family = api.family();
         let translatable = matches!(api, ApiKind::OpenAiChat | ApiKind::AnthropicMessages);
         let kind = self.providers.get(provider)?.kind;
         let prefer_other = kind == ProviderKind::Mock && model_family(model) != family;
+        let target = kind.chat_family(model);
         if kind.serves(family) && !(prefer_other && translatable) {
             Some(api)
-        } else if translatable && kind.serves(family.other()) {
-            Some(chat_api(family.other()))
+        } else if translatable && crate::translate::Direction::for_pair(family, target).is_some() {
+            Some(chat_api(target))
         } else {
             None
         }
@@ -972,7 +994,7 @@ models:
 
     #[test]
     fn bad_enum_value_is_named() {
-        let e = yaml("providers:\n  x: {kind: gemini, baseUrl: 'http://x'}\n").unwrap_err();
+        let e = yaml("providers:\n  x: {kind: cohere, baseUrl: 'http://x'}\n").unwrap_err();
         let Error::Policy { path, message } = e else { panic!() };
         assert_eq!(path, "providers.x.kind");
         assert!(message.contains("gemini"));

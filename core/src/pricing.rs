@@ -5,8 +5,9 @@
 //!
 //! 1. its exact name;
 //! 2. an entry it is a dated snapshot of: the entry's name followed by
-//!    `-YYYY-MM-DD`, `-YYYYMMDD`, `-MMDD`, `@YYYYMMDD` or `-latest`
-//!    (`gpt-4o-2024-08-06` takes `gpt-4o`'s price). Any other suffix is
+//!    `-YYYY-MM-DD`, `-YYYYMMDD`, `-MMDD`, `@YYYYMMDD`, `-latest` or a
+//!    three-digit version `-NNN` (`gpt-4o-2024-08-06` takes `gpt-4o`'s
+//!    price, `gemini-2.0-flash-001` `gemini-2.0-flash`'s). Any other suffix is
 //!    another model: `o1-pro` never takes `o1`'s price, however the names
 //!    look;
 //! 3. a policy entry ending in `*` whose prefix it starts with, the longest
@@ -74,6 +75,14 @@ const DEFAULTS: &[(&str, f64, f64, f64)] = &[
     ("claude-haiku-4-5", 1.0, 5.0, 0.1),
     ("claude-3-5-haiku", 0.8, 4.0, 0.08),
     ("claude-3-haiku", 0.25, 1.25, 0.03),
+    // Gemini: the list prices of prompts up to 200k tokens (text input).
+    ("gemini-3-pro-preview", 2.0, 12.0, 0.2),
+    ("gemini-2.5-pro", 1.25, 10.0, 0.125),
+    ("gemini-2.5-flash", 0.3, 2.5, 0.03),
+    ("gemini-2.5-flash-lite", 0.1, 0.4, 0.01),
+    ("gemini-2.0-flash", 0.1, 0.4, 0.025),
+    ("gemini-2.0-flash-lite", 0.075, 0.3, 0.075),
+    ("gemini-embedding-001", 0.15, 0.0, 0.15),
 ];
 
 /// The models of the built-in table, by their exact names.
@@ -157,7 +166,7 @@ fn is_snapshot_suffix(rest: &str) -> bool {
         return digits(date, 8);
     }
     let Some(rest) = rest.strip_prefix('-') else { return false };
-    if rest == "latest" || digits(rest, 8) || digits(rest, 4) {
+    if rest == "latest" || digits(rest, 8) || digits(rest, 4) || digits(rest, 3) {
         return true;
     }
     let parts: Vec<&str> = rest.split('-').collect();
@@ -210,6 +219,10 @@ mod tests {
         assert_eq!(t.price("gpt-4o-mini-2024-07-18").unwrap().input, 0.15);
         assert_eq!(t.price("gpt-4o-2024-08-06").unwrap().input, 2.5);
         assert_eq!(t.price("claude-sonnet-4-5-20250929").unwrap().output, 15.0);
+        assert_eq!(t.price("gemini-2.0-flash-001").unwrap().input, 0.1);
+        assert_eq!(t.price("gemini-2.0-flash-lite-001").unwrap().input, 0.075);
+        assert_eq!(t.price("gemini-2.5-flash").unwrap().output, 2.5);
+        assert!(t.price("gemini-2.5-flash-image").is_none(), "another model");
         assert!(t.price("gpt-4oops").is_none());
         assert!(t.price("llama3").is_none());
     }

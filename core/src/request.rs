@@ -362,6 +362,7 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
         ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => opt_u64(obj, "max_tokens")?,
         ApiKind::OpenAiResponses => opt_u64(obj, "max_output_tokens")?,
         ApiKind::OpenAiEmbeddings => None,
+        ApiKind::GeminiGenerate => return Err(not_a_client_api(api)),
     };
     let mut c =
         Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), kinds: Vec::new(), tools: Vec::new() };
@@ -386,9 +387,15 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
             anthropic(obj, &mut c)?;
             tools(obj, "tools", &mut c)?;
         }
+        ApiKind::GeminiGenerate => return Err(not_a_client_api(api)),
     }
     let request = LlmRequest { api, model, stream, include_usage, max_tokens, texts: c.texts, tools: c.tools };
     Ok((request, c.pointers.unwrap_or_default(), c.kinds))
+}
+
+/// A provider API that clients cannot call (yet): refused, never passed uninspected.
+fn not_a_client_api(api: ApiKind) -> Error {
+    Error::InvalidRequest(format!("the {} API is not served to clients by this gateway", api.as_str()))
 }
 
 fn include_usage(obj: &Map<String, Value>) -> Result<bool, Error> {

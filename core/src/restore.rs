@@ -475,6 +475,8 @@ impl SseRestorer {
             ApiKind::OpenAiResponses => self.responses_event(map, &mut v, out),
             ApiKind::AnthropicMessages => self.anthropic_event(map, &mut v, out),
             ApiKind::OpenAiEmbeddings => false,
+            // Not a client API yet: restored as a whole event.
+            ApiKind::GeminiGenerate => restore_value(map, &mut v, true),
         };
         match changed.then(|| serde_json::to_string(&v)) {
             Some(Ok(data)) => write_event(out, event.event.as_deref(), event.id.as_deref(), &data),
@@ -587,7 +589,7 @@ impl SseRestorer {
             }
             ApiKind::OpenAiResponses => self.write_responses_deltas(flushed, out),
             ApiKind::AnthropicMessages => self.write_anthropic_deltas(flushed, out),
-            ApiKind::OpenAiEmbeddings => {}
+            ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate => {}
         }
     }
 

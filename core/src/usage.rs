@@ -8,6 +8,7 @@
 //! | OpenAI embeddings | `prompt_tokens` | 0 | 0 | `total_tokens` |
 //! | OpenAI responses | `input_tokens` | `output_tokens` | `input_tokens_details.cached_tokens` | `total_tokens` |
 //! | Anthropic messages | `input_tokens + cache_read_input_tokens + cache_creation_input_tokens` | `output_tokens` | `cache_read_input_tokens` | input + output |
+//! | Gemini `generateContent` (`usageMetadata`) | `promptTokenCount + toolUsePromptTokenCount` | `candidatesTokenCount + thoughtsTokenCount` | `cachedContentTokenCount` | `totalTokenCount` |
 //!
 //! The OpenAI-family APIs accept either naming (`prompt_tokens` or
 //! `input_tokens` ...), since OpenAI-compatible servers mix them; a missing
@@ -43,6 +44,15 @@ pub struct Usage {
 struct Envelope {
     #[serde(default)]
     usage: Option<Value>,
+    /// Gemini's name for it.
+    #[serde(default, rename = "usageMetadata")]
+    usage_metadata: Option<Value>,
+}
+
+impl Envelope {
+    fn take(self) -> Option<Value> {
+        self.usage.or(self.usage_metadata)
+    }
 }
 
 /// A responses-API stream event: usage sits in `response.usage`.
@@ -75,12 +85,13 @@ pub fn usage_from_json(api: ApiKind, body: &[u8]) -> Result<Option<Usage>, Error
         return Ok(None);
     }
     let env: Envelope = serde_json::from_slice(body).map_err(json_err)?;
-    Ok(env.usage.as_ref().and_then(|u| usage_object(api, u)))
+    Ok(env.take().as_ref().and_then(|u| usage_object(api, u)))
 }
 
 /// Usage from an already parsed response body.
 pub fn usage_from_value(api: ApiKind, response: &Value) -> Option<Usage> {
-    usage_object(api, response.get("usage")?)
+    let key = if api.family() == ApiFamily::Gemini { "usageMetadata" } else { "usage" };
+    usage_object(api, response.get(key)?)
 }
 
 /// Usage from a provider's `usage` object itself.
@@ -93,7 +104,25 @@ pub fn usage_object(api: ApiKind, usage: &Value) -> Option<Usage> {
             raw.merge(u);
             raw.usage()
         }
+        ApiFamily::Gemini => gemini_usage(u),
     }
+}
+
+fn gemini_usage(u: &Map<String, Value>) -> Option<Usage> {
+    let prompt = num(u, "promptTokenCount");
+    let candidates = num(u, "candidatesTokenCount");
+    let total = num(u, "totalTokenCount");
+    if prompt.is_none() && candidates.is_none() && total.is_none() {
+        return None;
+    }
+    let input = prompt.unwrap_or(0).saturating_add(num(u, "toolUsePromptTokenCount").unwrap_or(0));
+    let output = candidates.unwrap_or(0).saturating_add(num(u, "thoughtsTokenCount").unwrap_or(0));
+    Some(Usage {
+        input_tokens: input,
+        output_tokens: output,
+        cached_tokens: num(u, "cachedContentTokenCount").unwrap_or(0),
+        total_tokens: total.unwrap_or(input.saturating_add(output)),
+    })
 }
 
 fn starts_with_brace(bytes: &[u8]) -> bool {
@@ -173,6 +202,7 @@ impl AnthropicRaw {
 /// - Anthropic: `message_start`'s `message.usage`, then each
 ///   `message_delta`'s `usage` (cumulative `output_tokens`; input and cache
 ///   counters replace the earlier ones when present).
+/// - Gemini: the last event's `usageMetadata` (each is cumulative).
 ///
 /// Events that are not JSON, or lack usage, are ignored.
 #[derive(Debug)]
@@ -189,6 +219,16 @@ impl StreamUsage {
 
     pub fn observe(&mut self, event: &SseEvent) {
         let data = event.data.as_bytes();
+        if self.api.family() == ApiFamily::Gemini {
+            if starts_with_brace(data) && memchr::memmem::find(data, b"\"usageMetadata\"").is_some() {
+                if let Some(u) = serde_json::from_slice::<Envelope>(data).ok().and_then(Envelope::take) {
+                    if let Some(usage) = usage_object(self.api, &u) {
+                        self.usage = Some(usage);
+                    }
+                }
+            }
+            return;
+        }
         // Cheap filter: most events (content deltas) carry no usage at all,
         // or `"usage":null` (OpenAI, on every chunk of a stream asked for it).
         if !starts_with_brace(data) || !has_usage_object(data) {
@@ -196,20 +236,22 @@ impl StreamUsage {
         }
         match self.api {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::OpenAiEmbeddings => {
-                if let Ok(Envelope { usage: Some(u) }) = serde_json::from_slice(data) {
+                if let Some(u) = serde_json::from_slice::<Envelope>(data).ok().and_then(|e| e.usage) {
                     if let Some(usage) = usage_object(self.api, &u) {
                         self.usage = Some(usage);
                     }
                 }
             }
             ApiKind::OpenAiResponses => {
-                if let Ok(ResponsesEvent { response: Some(Envelope { usage: Some(u) }) }) = serde_json::from_slice(data)
+                if let Some(u) =
+                    serde_json::from_slice::<ResponsesEvent>(data).ok().and_then(|e| e.response).and_then(|e| e.usage)
                 {
                     if let Some(usage) = usage_object(self.api, &u) {
                         self.usage = Some(usage);
                     }
                 }
             }
+            ApiKind::GeminiGenerate => {}
             ApiKind::AnthropicMessages => {
                 let Ok(ev) = serde_json::from_slice::<AnthropicEvent>(data) else { return };
                 let kind = ev.kind.as_deref().or(event.event.as_deref());
@@ -228,7 +270,7 @@ impl StreamUsage {
     /// The usage seen so far; `None` until an event carried some.
     pub fn usage(&self) -> Option<Usage> {
         match self.api.family() {
-            ApiFamily::OpenAi => self.usage,
+            ApiFamily::OpenAi | ApiFamily::Gemini => self.usage,
             ApiFamily::Anthropic => self.anthropic.usage(),
         }
     }

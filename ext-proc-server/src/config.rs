@@ -379,6 +379,7 @@ pub fn load_credentials(policy: &Policy) -> Result<HashMap<String, Credential>, 
             let cred = match provider.kind {
                 ProviderKind::Anthropic => Credential { header: "x-api-key", value: secret },
                 ProviderKind::AzureOpenai => Credential { header: "api-key", value: secret },
+                ProviderKind::Gemini => Credential { header: "x-goog-api-key", value: secret },
                 _ => Credential { header: "authorization", value: format!("Bearer {secret}") },
             };
             out.insert(name.clone(), cred);

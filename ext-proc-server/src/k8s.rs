@@ -1290,6 +1290,7 @@ fn eg_unrouted_rules(
     let family_name = |f: ApiFamily| match f {
         ApiFamily::OpenAi => "openai",
         ApiFamily::Anthropic => "anthropic",
+        ApiFamily::Gemini => "gemini",
     };
     if unrouted_may_pass(policy) {
         rules.push(eg_rule(Some(json!(eg_api_matches(None, None))), default_backend, default_url));

@@ -89,7 +89,7 @@ pub struct RequestSpan<'a> {
 /// `gen_ai.operation.name` of a request API.
 pub fn operation(api: ApiKind) -> &'static str {
     match api {
-        ApiKind::OpenAiChat | ApiKind::OpenAiResponses | ApiKind::AnthropicMessages => "chat",
+        ApiKind::OpenAiChat | ApiKind::OpenAiResponses | ApiKind::AnthropicMessages | ApiKind::GeminiGenerate => "chat",
         ApiKind::OpenAiCompletions => "text_completion",
         ApiKind::OpenAiEmbeddings => "embeddings",
     }
@@ -104,6 +104,7 @@ pub fn provider_name(policy: &Policy, provider: &str) -> Option<String> {
         ProviderKind::Openai => "openai".into(),
         ProviderKind::Anthropic => "anthropic".into(),
         ProviderKind::AzureOpenai => "azure.ai.openai".into(),
+        ProviderKind::Gemini => "gcp.gemini".into(),
         ProviderKind::OpenaiCompatible | ProviderKind::Mock => provider.to_string(),
     })
 }

@@ -489,7 +489,8 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     let mut common = CommonResponse { clear_route_cache: true, ..Default::default() };
     let provider = shared.policy.providers.get(route.provider);
     if !fallback && (direction.is_some() || provider.is_some_and(|p| p.kind == ProviderKind::AzureOpenai)) {
-        let path = provider.map_or_else(|| route.api.path().to_string(), |p| p.request_path(route.api, route.model));
+        let path = provider
+            .map_or_else(|| route.api.path().to_string(), |p| p.request_path(route.api, route.model, parsed.stream));
         mutation.set_headers.push(set_header(":path", &path));
     }
     if let Some(new_body) = new_body {
@@ -985,6 +986,8 @@ fn stream_error(api: ApiKind, err: &Error) -> Vec<u8> {
             SseEvent { data: body, ..Default::default() }.write_to(&mut out);
             SseEvent { data: "[DONE]".into(), ..Default::default() }.write_to(&mut out);
         }
+        // Google sends an error object as a stream's last event.
+        ApiFamily::Gemini => SseEvent { data: body, ..Default::default() }.write_to(&mut out),
         ApiFamily::Anthropic => {
             SseEvent { event: Some("error".into()), data: body, ..Default::default() }.write_to(&mut out)
         }
@@ -1045,14 +1048,14 @@ pub fn provider_headers(
 ) {
     if credential.is_some() || authenticated {
         // The client's own key never reaches the provider.
-        mutation.remove_headers.extend(["authorization".into(), "x-api-key".into()]);
+        mutation.remove_headers.extend(["authorization".into(), "x-api-key".into(), "x-goog-api-key".into()]);
     }
     if let Some(cred) = credential {
         mutation.set_headers.push(set_header(cred.header, &cred.value));
     }
     match direction.map(Direction::provider) {
         Some(ApiFamily::Anthropic) => mutation.set_headers.push(set_header("anthropic-version", ANTHROPIC_VERSION)),
-        Some(ApiFamily::OpenAi) => {
+        Some(ApiFamily::OpenAi | ApiFamily::Gemini) => {
             mutation.remove_headers.extend(["anthropic-version".into(), "anthropic-beta".into()])
         }
         None => {}

@@ -136,6 +136,7 @@ fn on_body(shared: &Shared, variant: &(String, usize), state: &mut AttemptState,
         return immediate(api, "", &Error::UnknownModel(t.model.clone()), &[]);
     };
     let direction = tollgate_core::translate::Direction::for_pair(api.family(), upstream_api.family());
+    let stream = json.get("stream").and_then(serde_json::Value::as_bool).unwrap_or(false);
     let client_model = json.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
     let body = match direction {
         Some(dir) => match dir.request(&json, &t.model) {
@@ -148,7 +149,7 @@ fn on_body(shared: &Shared, variant: &(String, usize), state: &mut AttemptState,
     let upstream_path = if direction.is_none() && provider.kind != ProviderKind::AzureOpenai {
         path
     } else {
-        provider.request_path(upstream_api, &t.model)
+        provider.request_path(upstream_api, &t.model, stream)
     };
     let mut mutation = HeaderMutation {
         set_headers: vec![

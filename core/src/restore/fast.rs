@@ -148,7 +148,7 @@ impl SseRestorer {
         match self.api {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => self.fast_openai(map, event, out),
             ApiKind::AnthropicMessages => self.fast_anthropic(map, event, out),
-            ApiKind::OpenAiResponses | ApiKind::OpenAiEmbeddings => false,
+            ApiKind::OpenAiResponses | ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate => false,
         }
     }
 

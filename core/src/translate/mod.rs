@@ -23,6 +23,7 @@ use crate::sse::SseEvent;
 
 pub mod anthropic_to_openai;
 pub mod openai_to_anthropic;
+pub mod openai_to_gemini;
 
 /// Which way a request is translated, named client-to-provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,6 +32,10 @@ pub enum Direction {
     OpenAiToAnthropic,
     /// An Anthropic Messages client, an OpenAI chat provider.
     AnthropicToOpenAi,
+    /// An OpenAI Chat Completions client, a Gemini provider.
+    OpenAiToGemini,
+    /// An Anthropic Messages client, a Gemini provider (through OpenAI's shape).
+    AnthropicToGemini,
 }
 
 impl Direction {
@@ -40,31 +45,27 @@ impl Direction {
         match (client, provider) {
             (ApiFamily::OpenAi, ApiFamily::Anthropic) => Some(Direction::OpenAiToAnthropic),
             (ApiFamily::Anthropic, ApiFamily::OpenAi) => Some(Direction::AnthropicToOpenAi),
+            (ApiFamily::OpenAi, ApiFamily::Gemini) => Some(Direction::OpenAiToGemini),
+            (ApiFamily::Anthropic, ApiFamily::Gemini) => Some(Direction::AnthropicToGemini),
             _ => None,
         }
     }
 
     /// The family the client speaks.
     pub fn client(self) -> ApiFamily {
-        match self {
-            Direction::OpenAiToAnthropic => ApiFamily::OpenAi,
-            Direction::AnthropicToOpenAi => ApiFamily::Anthropic,
-        }
+        self.client_api().family()
     }
 
     /// The family the provider speaks.
     pub fn provider(self) -> ApiFamily {
-        match self {
-            Direction::OpenAiToAnthropic => ApiFamily::Anthropic,
-            Direction::AnthropicToOpenAi => ApiFamily::OpenAi,
-        }
+        self.provider_api().family()
     }
 
     /// The API the client called (the only one each direction translates).
     pub fn client_api(self) -> ApiKind {
         match self {
-            Direction::OpenAiToAnthropic => ApiKind::OpenAiChat,
-            Direction::AnthropicToOpenAi => ApiKind::AnthropicMessages,
+            Direction::OpenAiToAnthropic | Direction::OpenAiToGemini => ApiKind::OpenAiChat,
+            Direction::AnthropicToOpenAi | Direction::AnthropicToGemini => ApiKind::AnthropicMessages,
         }
     }
 
@@ -73,6 +74,7 @@ impl Direction {
         match self {
             Direction::OpenAiToAnthropic => ApiKind::AnthropicMessages,
             Direction::AnthropicToOpenAi => ApiKind::OpenAiChat,
+            Direction::OpenAiToGemini | Direction::AnthropicToGemini => ApiKind::GeminiGenerate,
         }
     }
 
@@ -81,6 +83,10 @@ impl Direction {
         match self {
             Direction::OpenAiToAnthropic => openai_to_anthropic::request(body, upstream_model),
             Direction::AnthropicToOpenAi => anthropic_to_openai::request(body, upstream_model),
+            Direction::OpenAiToGemini => openai_to_gemini::request(body, upstream_model),
+            Direction::AnthropicToGemini => {
+                openai_to_gemini::request(&anthropic_to_openai::request(body, upstream_model)?, upstream_model)
+            }
         }
     }
 
@@ -89,6 +95,10 @@ impl Direction {
         match self {
             Direction::OpenAiToAnthropic => openai_to_anthropic::response(body, client_model),
             Direction::AnthropicToOpenAi => anthropic_to_openai::response(body, client_model),
+            Direction::OpenAiToGemini => openai_to_gemini::response(body, client_model),
+            Direction::AnthropicToGemini => {
+                anthropic_to_openai::response(&openai_to_gemini::response(body, client_model)?, client_model)
+            }
         }
     }
 
@@ -97,6 +107,8 @@ impl Direction {
         match self {
             Direction::OpenAiToAnthropic => openai_to_anthropic::error(body, status),
             Direction::AnthropicToOpenAi => anthropic_to_openai::error(body, status),
+            Direction::OpenAiToGemini => openai_to_gemini::error(body, status),
+            Direction::AnthropicToGemini => anthropic_to_openai::error(&openai_to_gemini::error(body, status), status),
         }
     }
 
@@ -109,6 +121,13 @@ impl Direction {
             Direction::AnthropicToOpenAi => {
                 StreamTranslation::AnthropicToOpenAi(anthropic_to_openai::StreamTranslator::new(client_model))
             }
+            Direction::OpenAiToGemini => {
+                StreamTranslation::OpenAiToGemini(openai_to_gemini::StreamTranslator::new(client_model))
+            }
+            Direction::AnthropicToGemini => StreamTranslation::AnthropicToGemini(Box::new((
+                openai_to_gemini::StreamTranslator::new(client_model),
+                anthropic_to_openai::StreamTranslator::new(client_model),
+            ))),
         }
     }
 }
@@ -118,6 +137,9 @@ impl Direction {
 pub enum StreamTranslation {
     OpenAiToAnthropic(openai_to_anthropic::StreamTranslator),
     AnthropicToOpenAi(anthropic_to_openai::StreamTranslator),
+    OpenAiToGemini(openai_to_gemini::StreamTranslator),
+    /// Gemini events to OpenAI chunks, those to Anthropic events.
+    AnthropicToGemini(Box<(openai_to_gemini::StreamTranslator, anthropic_to_openai::StreamTranslator)>),
 }
 
 impl StreamTranslation {
@@ -126,6 +148,11 @@ impl StreamTranslation {
         match self {
             StreamTranslation::OpenAiToAnthropic(t) => t.push(event),
             StreamTranslation::AnthropicToOpenAi(t) => t.push(event),
+            StreamTranslation::OpenAiToGemini(t) => t.push(event),
+            StreamTranslation::AnthropicToGemini(pair) => {
+                let (gemini, anthropic) = &mut **pair;
+                gemini.push(event).iter().flat_map(|e| anthropic.push(e)).collect()
+            }
         }
     }
 
@@ -134,6 +161,13 @@ impl StreamTranslation {
         match self {
             StreamTranslation::OpenAiToAnthropic(t) => t.finish(),
             StreamTranslation::AnthropicToOpenAi(t) => t.finish(),
+            StreamTranslation::OpenAiToGemini(t) => t.finish(),
+            StreamTranslation::AnthropicToGemini(pair) => {
+                let (gemini, anthropic) = &mut **pair;
+                let mut out: Vec<SseEvent> = gemini.finish().iter().flat_map(|e| anthropic.push(e)).collect();
+                out.extend(anthropic.finish());
+                out
+            }
         }
     }
 }
