@@ -29,6 +29,10 @@ use crate::{headers as mock_headers, Shared};
 /// `cachedContent` counts this many extra prompt tokens, all of them cached.
 pub const CACHED_CONTENT_TOKENS: u64 = 32;
 
+/// The `avgLogprobs` Vertex AI reports on unary answers (the mock has no
+/// real probabilities).
+const AVG_LOGPROBS: f64 = -0.25;
+
 /// The JWT-bearer grant type of the service-account flow.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -731,6 +735,10 @@ enum Content {
     Vertex { role: &'static str, parts: Vec<Part> },
 }
 
+fn index_of(surface: Surface, i: u64) -> Option<u64> {
+    (surface == Surface::Gemini || i > 0).then_some(i)
+}
+
 fn content(surface: Surface, parts: Vec<Part>) -> Content {
     match surface {
         Surface::Gemini => Content::Gemini { parts, role: "model" },
@@ -789,7 +797,12 @@ struct Candidate {
     content: Option<Content>,
     #[serde(skip_serializing_if = "Option::is_none")]
     finish_reason: Option<&'static str>,
-    index: u64,
+    /// Vertex AI, unary answers only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avg_logprobs: Option<f64>,
+    /// The Gemini API always sends it; Vertex AI omits 0 (proto3 JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     safety_ratings: Option<Vec<SafetyRating>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1008,12 +1021,13 @@ fn generate(
                 ),
             };
             let candidates = (0..n)
-                .map(|index| {
+                .map(|i| {
                     if block == Block::Answer {
                         return Candidate {
                             content: None,
                             finish_reason: Some("SAFETY"),
-                            index,
+                            avg_logprobs: None,
+                            index: index_of(surface, i),
                             safety_ratings: Some(safety_ratings(true)),
                             finish_message: None,
                         };
@@ -1024,7 +1038,8 @@ fn generate(
                     Candidate {
                         content: Some(content(surface, all)),
                         finish_reason: Some(finish),
-                        index,
+                        avg_logprobs: (surface == Surface::Vertex).then_some(AVG_LOGPROBS),
+                        index: index_of(surface, i),
                         safety_ratings: None,
                         finish_message,
                     }
@@ -1078,15 +1093,21 @@ fn stream_answer(
         let keep = pieces.len().div_ceil(2);
         pieces.truncate(keep);
     }
+    // Output so far, counted as the whole text so far (so the last chunk's
+    // count is the unary answer's).
+    let mut text_so_far = String::new();
     let mut so_far = 0u64;
     let last = pieces.len().saturating_sub(1);
     let mut chunks = Vec::with_capacity(pieces.len() + 1);
     for (i, part) in pieces.into_iter().enumerate() {
-        so_far += match &part {
-            Part::Text { text } => util::approx_tokens(text),
-            Part::Call { function_call } => util::approx_tokens(&errors::to_json(&function_call.args)).max(1),
-            Part::Thought { .. } => 0,
-        };
+        match &part {
+            Part::Text { text } => {
+                text_so_far.push_str(text);
+                so_far = util::approx_tokens(&text_so_far);
+            }
+            Part::Call { function_call } => so_far = util::approx_tokens(&errors::to_json(&function_call.args)).max(1),
+            Part::Thought { .. } => {}
+        }
         let is_last = i == last && block != Block::Answer;
         let usage_now = match surface {
             Surface::Gemini => Some(usage(surface, Counts { candidates: (so_far > 0).then_some(so_far), ..counts })),
@@ -1096,7 +1117,8 @@ fn stream_answer(
         let candidate = Candidate {
             content: Some(content(surface, vec![part])),
             finish_reason: is_last.then_some(finish),
-            index: 0,
+            avg_logprobs: None,
+            index: index_of(surface, 0),
             safety_ratings: None,
             finish_message: finish_message.filter(|_| is_last),
         };
@@ -1106,7 +1128,8 @@ fn stream_answer(
         let candidate = Candidate {
             content: None,
             finish_reason: Some("SAFETY"),
-            index: 0,
+            avg_logprobs: None,
+            index: index_of(surface, 0),
             safety_ratings: Some(safety_ratings(true)),
             finish_message: None,
         };
