@@ -1,9 +1,10 @@
 """The official Anthropic Python SDK as a real client of the gateway.
 
-Usage: python anthropic_client.py BASE_URL   (e.g. http://127.0.0.1:10000)
+Usage: python anthropic_client.py BASE_URL [MODEL]   (e.g. http://127.0.0.1:10000)
 
-Asks for an OpenAI model (`gpt-4o-mini`) over the Anthropic Messages API, so
-the gateway translates each request to the OpenAI chat API and each answer
+Asks for an OpenAI model (`gpt-4o-mini`, or MODEL: a Gemini model) over the
+Anthropic Messages API, so the gateway translates each request to the
+provider's API and each answer
 (JSON and SSE) back. Prints one JSON object with what the SDK parsed; any
 unexpected exception ends the script with a traceback and a non-zero exit.
 Run by tests/tests/sdk.rs, which asserts on the output.
@@ -14,7 +15,7 @@ import sys
 
 import anthropic
 
-MODEL = "gpt-4o-mini"
+MODEL = sys.argv[2] if len(sys.argv) > 2 else "gpt-4o-mini"
 TOOLS = [
     {
         "name": "lookup",

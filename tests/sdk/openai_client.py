@@ -1,10 +1,10 @@
 """The official OpenAI Python SDK as a real client of the gateway.
 
-Usage: python openai_client.py BASE_URL   (e.g. http://127.0.0.1:10000)
+Usage: python openai_client.py BASE_URL [MODEL]   (e.g. http://127.0.0.1:10000)
 
-Asks for an Anthropic model (`claude-haiku-4-5`) over the OpenAI chat API, so
-the gateway translates each request to the Anthropic Messages API and each
-answer (JSON and SSE) back. Prints one JSON object with what the SDK parsed;
+Asks for an Anthropic model (`claude-haiku-4-5`, or MODEL: a Gemini model)
+over the OpenAI chat API, so the gateway translates each request to the
+provider's API and each answer (JSON and SSE) back. Prints one JSON object with what the SDK parsed;
 any unexpected exception ends the script with a traceback and a non-zero exit.
 Run by tests/tests/sdk.rs, which asserts on the output.
 """
@@ -14,7 +14,7 @@ import sys
 
 import openai
 
-MODEL = "claude-haiku-4-5"
+MODEL = sys.argv[2] if len(sys.argv) > 2 else "claude-haiku-4-5"
 TOOLS = [
     {
         "type": "function",

@@ -1,7 +1,9 @@
 //! The official Python SDKs as real clients of the gateway's translation: the
 //! OpenAI SDK asking for a `claude-*` model (served over the Anthropic
 //! Messages API) and the Anthropic SDK asking for a `gpt-*` model (served by
-//! the OpenAI chat API), JSON and streamed, tool calls, usage and errors.
+//! the OpenAI chat API), and both asking for a `gemini-*` model (served by
+//! the Gemini API's `generateContent`): JSON and streamed, tool calls, usage
+//! and errors.
 //!
 //! The scripts in `tests/sdk/` run with the Tollgate venv's Python
 //! (`$TOLLGATE_HOME/venv`, default `~/.tollgate/venv`), where
@@ -31,12 +33,13 @@ fn venv_python() -> PathBuf {
     python
 }
 
-/// Run `tests/sdk/SCRIPT BASE_URL` and parse the JSON it prints.
-async fn run_script(python: &Path, gw: &Gateway, script: &str) -> Value {
+/// Run `tests/sdk/SCRIPT BASE_URL [ARGS]` and parse the JSON it prints.
+async fn run_script(python: &Path, gw: &Gateway, script: &str, args: &[&str]) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk").join(script);
     let run = tokio::process::Command::new(python)
         .arg(&path)
         .arg(&gw.url)
+        .args(args)
         // Loopback only: no proxy, no provider settings from the environment.
         .env("NO_PROXY", "*")
         .env("no_proxy", "*")
@@ -102,16 +105,13 @@ async fn received(gw: &Gateway) -> Vec<(Value, Value)> {
         .collect()
 }
 
-#[tokio::test]
-async fn openai_sdk_is_served_by_an_anthropic_model() {
-    let python = venv_python();
-    let gw = Gateway::start(Options::default()).await.unwrap();
-    let out = run_script(&python, &gw, "openai_client.py").await;
-
+/// What the OpenAI SDK parsed (`tests/sdk/openai_client.py`), whatever the
+/// provider behind `model`.
+fn assert_openai_client(out: &Value, model: &str) {
     // Non-streamed text.
     let chat = &out["chat"];
     assert_eq!(chat["object"], "chat.completion", "{chat}");
-    assert_eq!(chat["model"], "claude-haiku-4-5", "{chat}");
+    assert_eq!(chat["model"], model, "{chat}");
     assert_eq!(chat["role"], "assistant", "{chat}");
     let content = text(chat, "content");
     assert!(content.contains("Mock reply to:") && content.contains("Say hello to Ada"), "{chat}");
@@ -175,6 +175,14 @@ async fn openai_sdk_is_served_by_an_anthropic_model() {
         assert_eq!(err["class"], "RateLimitError", "{case}: {err}");
         assert_eq!(err["status"], 429, "{case}: {err}");
     }
+}
+
+#[tokio::test]
+async fn openai_sdk_is_served_by_an_anthropic_model() {
+    let python = venv_python();
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let out = run_script(&python, &gw, "openai_client.py", &[]).await;
+    assert_openai_client(&out, "claude-haiku-4-5");
 
     // Every request reached the provider as an Anthropic Messages request.
     let seen = received(&gw).await;
@@ -214,17 +222,14 @@ async fn openai_sdk_is_served_by_an_anthropic_model() {
     assert!(result["content"].to_string().contains("Ada Lovelace, 1815"), "{round}");
 }
 
-#[tokio::test]
-async fn anthropic_sdk_is_served_by_an_openai_model() {
-    let python = venv_python();
-    let gw = Gateway::start(Options::default()).await.unwrap();
-    let out = run_script(&python, &gw, "anthropic_client.py").await;
-
+/// What the Anthropic SDK parsed (`tests/sdk/anthropic_client.py`), whatever
+/// the provider behind `model`.
+fn assert_anthropic_client(out: &Value, model: &str) {
     // Non-streamed text.
     let msg = &out["message"];
     assert_eq!(msg["type"], "message", "{msg}");
     assert_eq!(msg["role"], "assistant", "{msg}");
-    assert_eq!(msg["model"], "gpt-4o-mini", "{msg}");
+    assert_eq!(msg["model"], model, "{msg}");
     let t = text(msg, "text");
     assert!(t.contains("Mock reply to:") && t.contains("Say hello to Grace"), "{msg}");
     assert_eq!(msg["blocks"], serde_json::json!(["text"]), "{msg}");
@@ -271,6 +276,14 @@ async fn anthropic_sdk_is_served_by_an_openai_model() {
         assert_eq!(err["class"], "RateLimitError", "{case}: {err}");
         assert_eq!(err["status"], 429, "{case}: {err}");
     }
+}
+
+#[tokio::test]
+async fn anthropic_sdk_is_served_by_an_openai_model() {
+    let python = venv_python();
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let out = run_script(&python, &gw, "anthropic_client.py", &[]).await;
+    assert_anthropic_client(&out, "gpt-4o-mini");
 
     // Every request reached the provider as an OpenAI chat request.
     let seen = received(&gw).await;
@@ -319,7 +332,7 @@ async fn openai_sdk_reads_streamed_and_json_answers_from_the_cache() {
     let gw = Gateway::start(Options { policy_extra: "cache: {enabled: true}\n".into(), ..Default::default() })
         .await
         .unwrap();
-    let out = run_script(&python, &gw, "openai_cache.py").await;
+    let out = run_script(&python, &gw, "openai_cache.py", &[]).await;
     let (first, second, third) = (&out["first"], &out["second"], &out["third"]);
     assert_eq!(text(first, "cache"), "miss");
     assert!(text(first, "text").contains("colour of the sky"), "{first}");
@@ -331,4 +344,74 @@ async fn openai_sdk_reads_streamed_and_json_answers_from_the_cache() {
     }
     assert!(num(second, "chunks") > 3, "a replay streams in pieces: {second}");
     assert_eq!(gw.mock_requests().await.len(), 1, "only the first call reached the provider");
+}
+
+/// The requests the mock received for `model` over the Gemini API: each one
+/// `generateContent`, or `streamGenerateContent?alt=sse` when streamed, with
+/// a Gemini body (no model, no OpenAI or Anthropic fields).
+async fn received_by_gemini(gw: &Gateway, model: &str, expected: usize, streamed: usize) -> Vec<Value> {
+    let seen = received(gw).await;
+    assert_eq!(seen.len(), expected, "{seen:?}");
+    let json_path = format!("/v1beta/models/{model}:generateContent");
+    let sse_path = format!("/v1beta/models/{model}:streamGenerateContent?alt=sse");
+    let mut bodies = Vec::new();
+    let mut sse = 0;
+    for (req, body) in seen {
+        let path = text(&req, "path");
+        assert!(path == json_path || path == sse_path, "{req}");
+        sse += usize::from(path == sse_path);
+        assert!(req["headers"].get("anthropic-version").is_none(), "{req}");
+        assert!(body["contents"].is_array() && body.get("model").is_none() && body.get("messages").is_none(), "{body}");
+        bodies.push(body);
+    }
+    assert_eq!(sse, streamed, "streamed requests");
+    bodies
+}
+
+/// A tool round trip as Gemini parts: the model's `functionCall`, then the
+/// user's `functionResponse` for the same function.
+fn assert_gemini_tool_round_trip(bodies: &[Value], query: &str, answer: &str) {
+    let round = bodies.iter().find(|b| b["contents"].as_array().is_some_and(|c| c.len() == 3)).unwrap();
+    let contents = round["contents"].as_array().unwrap();
+    assert_eq!(contents[1]["role"], "model", "{round}");
+    let call = &contents[1]["parts"].as_array().unwrap().iter().find(|p| p.get("functionCall").is_some()).unwrap()
+        ["functionCall"];
+    assert_eq!(call["name"], "lookup", "{round}");
+    assert_eq!(call["args"]["query"], query, "{round}");
+    assert_eq!(contents[2]["role"], "user", "{round}");
+    let response = &contents[2]["parts"][0]["functionResponse"];
+    assert_eq!(response["name"], "lookup", "{round}");
+    assert!(response["response"].to_string().contains(answer), "{round}");
+    let with_tools: Vec<&Value> = bodies.iter().filter(|b| b.get("toolConfig").is_some()).collect();
+    assert_eq!(with_tools.len(), 2, "{bodies:?}");
+    for body in with_tools {
+        assert_eq!(body["toolConfig"]["functionCallingConfig"]["mode"], "ANY", "{body}");
+        let decl = &body["tools"][0]["functionDeclarations"][0];
+        assert_eq!(decl["name"], "lookup", "{body}");
+        assert!(decl["parametersJsonSchema"]["properties"]["query"].is_object(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn openai_sdk_is_served_by_a_gemini_model() {
+    let python = venv_python();
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let out = run_script(&python, &gw, "openai_client.py", &["gemini-2.5-flash"]).await;
+    assert_openai_client(&out, "gemini-2.5-flash");
+    let bodies = received_by_gemini(&gw, "gemini-2.5-flash", 9, 5).await;
+    assert_eq!(bodies[0]["systemInstruction"]["parts"][0]["text"], "Be brief.", "{}", bodies[0]);
+    assert!(bodies.iter().all(|b| b["generationConfig"].get("maxOutputTokens").is_none()), "no cap was asked for");
+    assert_gemini_tool_round_trip(&bodies, "find Ada", "Ada Lovelace, 1815");
+}
+
+#[tokio::test]
+async fn anthropic_sdk_is_served_by_a_gemini_model() {
+    let python = venv_python();
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let out = run_script(&python, &gw, "anthropic_client.py", &["gemini-2.5-pro"]).await;
+    assert_anthropic_client(&out, "gemini-2.5-pro");
+    let bodies = received_by_gemini(&gw, "gemini-2.5-pro", 8, 4).await;
+    assert_eq!(bodies[0]["systemInstruction"]["parts"][0]["text"], "Be brief.", "{}", bodies[0]);
+    assert!(bodies.iter().all(|b| b["generationConfig"]["maxOutputTokens"].is_u64()), "max_tokens kept: {bodies:?}");
+    assert_gemini_tool_round_trip(&bodies, "find Grace", "Grace Hopper, 1906");
 }
