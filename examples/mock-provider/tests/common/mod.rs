@@ -260,3 +260,10 @@ pub fn key_orders(json: &str) -> BTreeMap<String, Vec<String>> {
 pub fn assert_same_key_order(what: &str, mock: &str, fixture: &str) {
     assert_eq!(key_orders(mock), key_orders(fixture), "{what}: key order differs\nmock: {mock}\nfixture: {fixture}");
 }
+
+/// A fixture of `core/tests/fixtures/gemini/` (Google's shapes, shared with
+/// the gateway's tests).
+pub fn gemini_fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../core/tests/fixtures/gemini").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
