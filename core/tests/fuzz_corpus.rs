@@ -1,0 +1,271 @@
+//! The fuzz corpora (`fuzz/corpus/<target>/`) as plain tests: every input
+//! is run through the same property check its fuzz target runs
+//! (`fuzz/props/core.rs`), so what fuzzing found stays fixed on stable Rust.
+//!
+//! `cargo test -p tollgate-core --test fuzz_corpus -- --ignored write_seeds`
+//! writes the seed inputs (`seed-*`) from the recorded fixtures again.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+#[path = "../../fuzz/props/core.rs"]
+mod props;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use tollgate_core::ApiKind;
+
+fn corpus_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("fuzz").join("corpus")
+}
+
+/// Every file of a target's corpus, sorted.
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_root().join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+/// Run every input of `target`, naming each one that fails.
+fn run(target: &str) {
+    let check = props::TARGETS.iter().find(|(name, _)| *name == target).map(|(_, f)| *f).unwrap();
+    let inputs = inputs(target);
+    assert!(!inputs.is_empty(), "the {target} corpus is empty");
+    let mut failed = Vec::new();
+    for (name, data) in &inputs {
+        if std::panic::catch_unwind(|| check(data)).is_err() {
+            failed.push(name.clone());
+        }
+    }
+    assert!(failed.is_empty(), "{target}: {} of {} inputs fail: {failed:?}", failed.len(), inputs.len());
+}
+
+#[test]
+fn request() {
+    run("request");
+}
+
+#[test]
+fn sse() {
+    run("sse");
+}
+
+#[test]
+fn restore() {
+    run("restore");
+}
+
+#[test]
+fn guard() {
+    run("guard");
+}
+
+#[test]
+fn translate_json() {
+    run("translate_json");
+}
+
+#[test]
+fn translate_stream() {
+    run("translate_stream");
+}
+
+#[test]
+fn usage_stream() {
+    run("usage_stream");
+}
+
+#[test]
+fn policy() {
+    run("policy");
+}
+
+#[test]
+fn mcp() {
+    run("mcp");
+}
+
+#[test]
+fn every_target_has_a_test() {
+    let dirs: Vec<String> = std::fs::read_dir(corpus_root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for (name, _) in props::TARGETS {
+        assert!(dirs.iter().any(|d| d == name), "no corpus for {name}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Seeds from the recorded fixtures.
+
+fn api_byte(api: ApiKind) -> u8 {
+    ApiKind::ALL.iter().position(|a| *a == api).unwrap() as u8
+}
+
+fn with_head(head: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut v = head.to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+const PII_TEXT: &str = "Mail jane.doe@example.com or call +1 (415) 555-0100; card 4111 1111 1111 1111, \
+    SSN 123-45-6789, IBAN DE89 3704 0044 0532 0130 00, from 10.1.2.3, key sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z, \
+    employee EMP-123456 on bluebird. Zoë <b>bold</b> <EMAIL_ADDR and \"quotes\" \\ done.";
+
+const ANTHROPIC_REQUEST: &str = r#"{"model":"claude-haiku-4-5","max_tokens":256,"stream":true,
+  "system":[{"type":"text","text":"You are terse."}],
+  "tools":[{"name":"lookup","description":"find","input_schema":{"type":"object","properties":{"q":{"type":"string"}}}}],
+  "messages":[{"role":"user","content":"mail jane@example.com"},
+    {"role":"assistant","content":[{"type":"text","text":"calling"},{"type":"tool_use","id":"toolu_1","name":"lookup","input":{"q":"jane@example.com"}}]},
+    {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"found"}]},
+      {"type":"document","source":{"type":"text","media_type":"text/plain","data":"doc text"},"title":"t"}]}]}"#;
+
+const RESPONSES_REQUEST: &str = r#"{"model":"gpt-4o-mini","instructions":"be brief","stream":true,
+  "input":[{"role":"user","content":[{"type":"input_text","text":"hello 4111 1111 1111 1111"}]},
+    {"type":"function_call","call_id":"c1","name":"f","arguments":"{\"a\":\"jane@example.com\"}"},
+    {"type":"function_call_output","call_id":"c1","output":"ok"}]}"#;
+
+const OPENAPI_DOC: &str = r#"{"openapi":"3.0.3","info":{"title":"pets","version":"1"},
+  "paths":{"/pets/{petId}":{"parameters":[{"name":"petId","in":"path","required":true,"schema":{"type":"integer"}}],
+    "get":{"operationId":"getPet","parameters":[{"name":"verbose","in":"query","schema":{"type":"boolean"}}]},
+    "put":{"operationId":"updatePet","requestBody":{"required":true,"content":{"application/json":{"schema":
+      {"type":"object","required":["name"],"properties":{"name":{"type":"string"},"tags":{"type":"array","items":{"type":"string"}}}}}}}}},
+  "/pets":{"get":{"operationId":"listPets","parameters":[{"name":"limit","in":"query","schema":{"type":"integer","maximum":100}},
+    {"name":"x-trace","in":"header","schema":{"type":"string"}}]}}}}"#;
+
+/// Write the seed inputs of every core target (files named `seed-*`).
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand"]
+fn write_seeds() {
+    let mut seeds: Vec<(&str, String, Vec<u8>)> = Vec::new();
+    let mut add = |target: &'static str, name: String, data: Vec<u8>| seeds.push((target, name, data));
+
+    for (name, c) in common::cassettes() {
+        for (i, it) in c.interactions.into_iter().enumerate() {
+            let Some(api) = common::api_for_url(&it.request.url) else { continue };
+            let tag = format!("{name}-{i}");
+            add("request", format!("seed-{tag}"), with_head(&[api_byte(api)], it.request.body.as_bytes()));
+            if it.response.is_sse() {
+                add("sse", format!("seed-{tag}"), with_head(&[3, 0, 0], it.response.body.as_bytes()));
+                add("sse", format!("seed-{tag}-small"), with_head(&[1, 7, 0], it.response.body.as_bytes()));
+                if api == ApiKind::OpenAiChat {
+                    add("translate_stream", format!("seed-{tag}"), with_head(&[1, 9, 0], it.response.body.as_bytes()));
+                }
+            } else if api == ApiKind::OpenAiChat {
+                let part = if it.response.code >= 400 { 4 } else { 2 };
+                add(
+                    "translate_json",
+                    format!("seed-{tag}"),
+                    with_head(&[part | 1, 0x90, 1], it.response.body.as_bytes()),
+                );
+            }
+            if api == ApiKind::OpenAiChat {
+                add("translate_json", format!("seed-{tag}-request"), with_head(&[0, 0, 0], it.request.body.as_bytes()));
+            }
+        }
+    }
+    for name in ["basic.json", "multiple_text_blocks.json", "tool.json", "thinking.json", "count_tokens.json"] {
+        add("translate_json", format!("seed-anthropic-{name}"), with_head(&[2, 0, 0], &common::anthropic(name)));
+    }
+    for (name, bytes) in common::anthropic_streams() {
+        add("sse", format!("seed-anthropic-{name}"), with_head(&[2, 3, 0], &bytes));
+        add("translate_stream", format!("seed-anthropic-{name}"), with_head(&[0, 5, 0], &bytes));
+    }
+    let anthropic_error = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    add("translate_json", "seed-anthropic-error".into(), with_head(&[4, 0xf5, 1], anthropic_error.as_bytes()));
+    add("translate_json", "seed-anthropic-request".into(), with_head(&[1, 0, 0], ANTHROPIC_REQUEST.as_bytes()));
+    add(
+        "request",
+        "seed-anthropic".into(),
+        with_head(&[api_byte(ApiKind::AnthropicMessages)], ANTHROPIC_REQUEST.as_bytes()),
+    );
+    add(
+        "request",
+        "seed-responses".into(),
+        with_head(&[api_byte(ApiKind::OpenAiResponses)], RESPONSES_REQUEST.as_bytes()),
+    );
+
+    for mode in 0u8..16 {
+        let mode = if mode < 8 { mode } else { (mode - 8 + 2) | 0x80 };
+        add("restore", format!("seed-mode{mode:02x}"), with_head(&[mode, 3, 0, 11, 0], PII_TEXT.as_bytes()));
+    }
+    for (i, text) in [
+        "All fine here, nothing to see.",
+        "the key is sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z and mail ops@example.org",
+        "About PROJECT Nightingale: it ships soon.",
+        PII_TEXT,
+    ]
+    .iter()
+    .enumerate()
+    {
+        add("guard", format!("seed-{i}"), with_head(&[5, 0], text.as_bytes()));
+    }
+    for (i, ops) in [
+        &[0u8, 0, 4, 2, 9, 0, 7, 0, 5, 1, 4, 0][..],
+        &[0x80, 3, 0, 1, 20, 0, 1, 1, 5, 2, 0, 1, 3][..],
+        &[2, 0, 0, 1, 3, 3, 1, 0, 4],
+    ]
+    .iter()
+    .enumerate()
+    {
+        for api in 0u8..3 {
+            let mut data = ops.to_vec();
+            data[0] = (data[0] & 0x80) | api;
+            add("usage_stream", format!("seed-{i}-{api}"), data);
+        }
+    }
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (i, file) in ["envoy/policy.yaml", "ext-proc-server/tests/golden/quickstart-policy.yaml"].iter().enumerate() {
+        let text = std::fs::read(root.join(file)).unwrap();
+        add("policy", format!("seed-policy-{i}"), with_head(&[0], &text));
+        let policy =
+            tollgate_core::policy::Policy::deserialize(serde_yaml_ng::Deserializer::from_slice(&text)).unwrap();
+        let cfg = tollgate_core::filter_config::FilterConfig::from_policy(&policy);
+        add("policy", format!("seed-filter-config-{i}"), with_head(&[1], cfg.to_json().as_bytes()));
+    }
+
+    for (i, msg) in [
+        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}),
+        json!({"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"demo_echo","arguments":{"text":"hi"}}}),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        json!({"jsonrpc":"2.0","id":7,"result":{}}),
+        json!([{"jsonrpc":"2.0","id":1,"method":"ping"}]),
+        json!({"jsonrpc":"1.0","id":null,"method":""}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        add("mcp", format!("seed-jsonrpc-{i}"), with_head(&[0], msg.to_string().as_bytes()));
+    }
+    add("mcp", "seed-names-0".into(), b"\x01crm\0lookup".to_vec());
+    add(
+        "mcp",
+        "seed-names-1".into(),
+        b"\x01weather-api\0get forecast/for a city \xc3\xa9 and more words to be long".to_vec(),
+    );
+    let mut doc = vec![2];
+    doc.extend_from_slice(OPENAPI_DOC.as_bytes());
+    doc.push(0);
+    doc.extend_from_slice(br#"{"petId":7,"verbose":true,"name":"rex","tags":["a"],"limit":3,"x-trace":"t"}"#);
+    add("mcp", "seed-openapi".into(), doc);
+    add("mcp", "seed-result-json".into(), b"\x03\xc8\x00application/json\0{\"a\":1}".to_vec());
+    add("mcp", "seed-result-error".into(), b"\x03\xf4\x01text/plain\0not found".to_vec());
+    add("mcp", "seed-result-image".into(), b"\x03\xc8\x00image/png\0\x89PNG".to_vec());
+
+    for (target, name, data) in seeds {
+        let dir = corpus_root().join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), data).unwrap();
+    }
+}

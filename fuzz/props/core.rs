@@ -1,0 +1,781 @@
+//! Property checks over tollgate-core, one function per fuzz target. Each
+//! takes the raw fuzz input and panics (through `assert!`) when a property
+//! does not hold. The fuzz targets (`fuzz/fuzz_targets/`) and the corpus
+//! test (`core/tests/fuzz_corpus.rs`) call the same functions.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common.rs"]
+pub mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{json, Value};
+use tollgate_core::filter_config::FilterConfig;
+use tollgate_core::firewall::Firewall;
+use tollgate_core::guard::{GuardAction, GuardOutcome, OutputGuard, OutputPolicy, PhraseRule};
+use tollgate_core::mcp::{jsonrpc, names, openapi};
+use tollgate_core::moderation::Moderator;
+use tollgate_core::pii::{MaskMap, PiiScanner};
+use tollgate_core::policy::Policy;
+use tollgate_core::request::{parse_request_json, request_from_json, TextKind};
+use tollgate_core::restore::{SseRestorer, TextRestorer};
+use tollgate_core::translate::Direction;
+use tollgate_core::usage::{is_usage_only_chunk, request_stream_usage, usage_from_value};
+use tollgate_core::{parse_request, ApiFamily, ApiKind, SseEvent, SseParser, StreamUsage, Usage};
+
+pub use common::input;
+pub use common::{holds_placeholder, parse_stream, reparse, scanner, write_all, Shape};
+use input::{chunks, str_chunks, Input};
+
+/// Every core target: its name (the corpus directory) and its check.
+/// A property check over one fuzz input.
+pub type Check = fn(&[u8]);
+
+pub const TARGETS: &[(&str, Check)] = &[
+    ("request", request),
+    ("sse", sse),
+    ("restore", restore),
+    ("guard", guard),
+    ("translate_json", translate_json),
+    ("translate_stream", translate_stream),
+    ("usage_stream", usage_stream),
+    ("policy", policy),
+    ("mcp", mcp),
+];
+
+/// The phrase the test guard blocks.
+pub const BLOCKED_PHRASE: &str = "project nightingale";
+
+/// The APIs in a fixed order (a corpus byte keeps its meaning), then any
+/// that [`ApiKind::ALL`] gains later.
+fn apis() -> Vec<ApiKind> {
+    let mut v = vec![
+        ApiKind::OpenAiChat,
+        ApiKind::OpenAiCompletions,
+        ApiKind::OpenAiEmbeddings,
+        ApiKind::OpenAiResponses,
+        ApiKind::AnthropicMessages,
+    ];
+    let extra: Vec<ApiKind> = ApiKind::ALL.into_iter().filter(|a| !v.contains(a)).collect();
+    v.extend(extra);
+    v
+}
+
+fn api_of(b: u8) -> ApiKind {
+    let apis = apis();
+    apis[b as usize % apis.len()]
+}
+
+/// A guard that redacts secrets and e-mail addresses and blocks one phrase.
+fn output_guard() -> &'static Arc<OutputGuard> {
+    static G: OnceLock<Arc<OutputGuard>> = OnceLock::new();
+    G.get_or_init(|| {
+        let mut policy = OutputPolicy {
+            phrases: vec![PhraseRule {
+                id: "internal".into(),
+                phrases: vec![BLOCKED_PHRASE.into()],
+                action: GuardAction::Block,
+            }],
+            window_bytes: 64,
+            ..OutputPolicy::default()
+        };
+        policy.entities.insert("EMAIL_ADDRESS".into(), GuardAction::Redact);
+        Arc::new(OutputGuard::new(&policy).expect("the test output policy is valid"))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// request: every API surface's request parser.
+
+/// Byte 0: the API; the rest: the request body.
+///
+/// - the plain and the JSON-keeping parsers agree (same request or same error);
+/// - every text has a pointer into the JSON, and a plain text is the string there;
+/// - the JSON re-serialized parses to the same request;
+/// - masking keeps the request valid (same model, stream flag, text roles)
+///   and each masked plain text restores to the original;
+/// - asking a stream for its usage keeps it valid and sets `include_usage`.
+pub fn request(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let api = api_of(inp.byte());
+    let body = inp.rest();
+    let plain = parse_request(api, body);
+    let parsed = parse_request_json(api, body);
+    let (r, p) = match (plain, parsed) {
+        (Ok(r), Ok(p)) => (r, p),
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "the two parsers refuse differently");
+            return;
+        }
+        (a, b) => panic!("the two parsers disagree: {a:?} / {:?}", b.map(|p| p.request)),
+    };
+    assert_eq!(r, p.request);
+    assert_eq!(r.api, api);
+    assert_eq!(p.text_pointers.len(), r.texts.len());
+    assert_eq!(p.text_kinds.len(), r.texts.len());
+    for ((ptr, kind), t) in p.text_pointers.iter().zip(&p.text_kinds).zip(&r.texts) {
+        let v = p.json.pointer(ptr).unwrap_or_else(|| panic!("pointer {ptr} names nothing"));
+        assert!(!t.text.is_empty(), "empty texts are not reported");
+        if *kind == TextKind::Plain {
+            assert_eq!(v.as_str(), Some(t.text.as_str()), "plain text at {ptr}");
+        }
+    }
+    assert_eq!(request_from_json(api, &p.json).as_ref(), Ok(&r));
+    let again = serde_json::to_vec(&p.json).unwrap();
+    assert_eq!(parse_request(api, &again).as_ref(), Ok(&r), "the body re-serialized");
+
+    let mut masked = p.clone();
+    let mut map = MaskMap::new(1 << 16);
+    if scanner().mask_request(&mut masked, &mut map).is_ok() {
+        let body = serde_json::to_vec(&masked.json).unwrap();
+        let m = parse_request(api, &body).expect("a masked request still parses");
+        assert_eq!(m.model, r.model);
+        assert_eq!(m.stream, r.stream);
+        assert_eq!(m, masked.request);
+        assert_eq!(m.texts.len(), r.texts.len(), "masking keeps every text");
+        for (kind, (before, after)) in p.text_kinds.iter().zip(r.texts.iter().zip(&m.texts)) {
+            assert_eq!(before.role, after.role);
+            if *kind == TextKind::Plain && !holds_placeholder(&map, &before.text) {
+                assert_eq!(map.restore_str(&after.text), before.text.as_str(), "restore(mask(x)) == x");
+            }
+        }
+    }
+
+    let mut j = p.json.clone();
+    if request_stream_usage(api, &mut j) {
+        let body = serde_json::to_vec(&j).unwrap();
+        let s = parse_request(api, &body).expect("a stream asked for usage still parses");
+        assert!(s.stream && s.include_usage);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// sse: the parser and every event reader.
+
+/// Byte 0: the cap (small caps reach the limit); bytes 1–2: the chunking; the rest: the stream.
+///
+/// - the events do not depend on the chunking (when neither run hit the cap,
+///   the same events; when one did, the other's events start with its events);
+/// - the parser never holds more than its cap;
+/// - every event written back parses to itself;
+/// - over the cap, a `keep_unparsed` parser gives back every byte: its events,
+///   written, followed by what it kept and the rest of the stream, parse to
+///   the events of a parser without a cap;
+/// - every reader of events (usage for each API, the usage-only test, the
+///   restorer with nothing to restore) takes any event.
+pub fn sse(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let cap = match inp.byte() % 4 {
+        0 => 16,
+        1 => 64,
+        2 => 1024,
+        _ => 1 << 20,
+    };
+    let seed = inp.u16();
+    let stream = inp.rest();
+    let whole = parse_stream(stream, 0, cap);
+    let split = parse_stream(stream, seed, cap);
+    match (&whole, &split) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "events depend on the chunking"),
+        (Ok(a) | Err(a), Ok(b) | Err(b)) => {
+            let n = a.len().min(b.len());
+            assert_eq!(a[..n], b[..n], "events before the cap depend on the chunking");
+        }
+    }
+    let uncapped = parse_stream(stream, seed, usize::MAX).expect("no cap, no error");
+    if let Ok(a) = &whole {
+        assert_eq!(a, &uncapped, "the cap changed the events");
+    }
+    for e in &uncapped {
+        assert!(e.event.as_deref().is_none_or(|s| !s.contains(['\n', '\r'])));
+        assert!(e.id.as_deref().is_none_or(|s| !s.contains(['\n', '\r', '\0'])));
+        assert_eq!(reparse(&e.to_bytes()), vec![e.clone()], "an event written back");
+    }
+    keep_unparsed(stream, seed, cap, &uncapped);
+
+    for api in apis() {
+        let mut usage = StreamUsage::new(api);
+        let mut restorer = SseRestorer::new(api);
+        let map = MaskMap::new(0);
+        let mut out = Vec::new();
+        for e in &uncapped {
+            usage.observe(e);
+            restorer.on_event(&map, e, &mut out);
+        }
+        restorer.finish(&map, &mut out);
+        assert_eq!(out, write_all(&uncapped), "nothing to restore changes nothing");
+        if let (Some(u), true) = (usage.usage(), api.family() == ApiFamily::Anthropic) {
+            assert!(u.cached_tokens <= u.input_tokens);
+            assert_eq!(u.total_tokens, u.input_tokens.saturating_add(u.output_tokens));
+        }
+    }
+    for e in &uncapped {
+        if is_usage_only_chunk(e) {
+            let v: Value = serde_json::from_str(&e.data).unwrap();
+            assert!(v["usage"].is_object());
+        }
+    }
+}
+
+/// Over the cap, what the parser kept and the rest of the stream carry on
+/// where its events stopped: nothing is lost.
+fn keep_unparsed(stream: &[u8], seed: u16, cap: usize, uncapped: &[SseEvent]) {
+    let mut parser = SseParser::new(cap).keep_unparsed();
+    let mut events = Vec::new();
+    let mut passed = Vec::new();
+    let pieces = chunks(stream, seed);
+    let mut failed_at = None;
+    for (i, c) in pieces.iter().enumerate() {
+        if parser.feed(c, &mut events).is_err() {
+            failed_at = Some(i);
+            break;
+        }
+    }
+    let Some(i) = failed_at else { return };
+    passed.extend_from_slice(&write_all(&events));
+    passed.extend_from_slice(&parser.take_unparsed());
+    for c in &pieces[i + 1..] {
+        passed.extend_from_slice(c);
+    }
+    // A BOM at the very start was consumed by the first parser.
+    let passed_events = parse_stream(&passed, 0, usize::MAX).expect("no cap, no error");
+    assert_eq!(passed_events, uncapped, "the stream passed on after the cap lost or changed events");
+}
+
+// ---------------------------------------------------------------------------
+// restore: restore(mask(x)) == x, for any split.
+
+/// Byte 0: the shape (plain text, JSON fragment, or a stream of one of the
+/// APIs; the general path or the splicing one); bytes 1–4: the chunkings;
+/// the rest: the text `x`.
+pub fn restore(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let mode = inp.byte();
+    let seed = inp.u16();
+    let wire_seed = inp.u16();
+    let text = String::from_utf8_lossy(inp.rest()).into_owned();
+    let mut map = MaskMap::new(1 << 20);
+    let Ok(masked) = scanner().mask_text(&text, &mut map, &mut Vec::new()) else { return };
+    let masked = masked.into_owned();
+    if holds_placeholder(&map, &text) {
+        return;
+    }
+    match mode % 8 {
+        0 => {
+            let mut r = TextRestorer::new();
+            let mut out = String::new();
+            for piece in str_chunks(&masked, seed) {
+                r.push(&map, piece, &mut out);
+                assert!(r.held().len() < map.max_placeholder_len().max(1), "holds more than a placeholder");
+            }
+            r.flush(&map, &mut out);
+            assert_eq!(out, text, "restore(mask(x)) == x");
+        }
+        1 => {
+            let source = serde_json::to_string(&masked).unwrap();
+            let mut r = TextRestorer::json_fragment();
+            let mut out = String::new();
+            for piece in str_chunks(&source, seed) {
+                r.push(&map, piece, &mut out);
+            }
+            r.flush(&map, &mut out);
+            assert_eq!(serde_json::from_str::<String>(&out).ok().as_deref(), Some(text.as_str()), "JSON: {out}");
+        }
+        m => {
+            let shape = Shape::ALL[(m as usize - 2) % Shape::ALL.len()];
+            let general = mode & 0x80 != 0;
+            let events = shape.stream(&masked, seed);
+            let wire = write_all(&events);
+            let parsed = parse_stream(&wire, wire_seed, usize::MAX).expect("our own stream parses");
+            let mut r = SseRestorer::new(shape.api());
+            if general {
+                r = r.general_path_only();
+            }
+            let mut out = Vec::new();
+            for e in &parsed {
+                r.on_event(&map, e, &mut out);
+            }
+            r.finish(&map, &mut out);
+            assert!(!r.is_holding());
+            let client = reparse(&out);
+            assert_eq!(shape.text(&client), text, "restore(mask(x)) == x through {shape:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// guard: the output guard, whole and streamed.
+
+/// Bytes 0–1: how the text is cut into deltas; the rest: the text.
+///
+/// - a text holding the blocked phrase (ASCII case-insensitively) is blocked;
+/// - a redacted text checks clean;
+/// - streamed in any cut, the client never gets the phrase: a text that
+///   holds it ends with one `output_blocked` error, and otherwise the client
+///   text is what the guard makes of the whole text.
+pub fn guard(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let seed = inp.u16();
+    let text = String::from_utf8_lossy(inp.rest()).into_owned();
+    let g = output_guard();
+    let map = MaskMap::new(0);
+    let has_phrase = text.to_ascii_lowercase().contains(BLOCKED_PHRASE);
+    let whole = g.check(&text, &map);
+    match &whole {
+        GuardOutcome::Blocked(label) => assert!(!label.is_empty()),
+        GuardOutcome::Redacted(out, labels) => {
+            assert!(!has_phrase, "the phrase must block");
+            assert!(!labels.is_empty());
+            assert_eq!(g.check(out, &map), GuardOutcome::Clean, "a redacted text checks clean: {out:?}");
+        }
+        GuardOutcome::Clean => assert!(!has_phrase, "the phrase must block"),
+    }
+
+    let events = Shape::Chat.stream(&text, seed);
+    let mut r = SseRestorer::new(ApiKind::OpenAiChat).with_guard(Arc::clone(g));
+    let mut out = Vec::new();
+    for e in &events {
+        r.on_event(&map, e, &mut out);
+        assert!(r.held_bytes() <= 2 * g.window_bytes() + text.len(), "held beyond the window");
+    }
+    r.finish(&map, &mut out);
+    let client = reparse(&out);
+    let client_text = Shape::Chat.text(&client);
+    assert!(!client_text.to_ascii_lowercase().contains(BLOCKED_PHRASE), "the phrase reached the client");
+    let errors = client.iter().filter(|e| e.data.contains("\"output_blocked\"")).count();
+    match &whole {
+        GuardOutcome::Blocked(_) => {
+            assert_eq!(errors, 1, "one error event ends a blocked stream");
+            assert!(client.last().is_some_and(SseEvent::is_done), "the end marker follows the error");
+        }
+        GuardOutcome::Redacted(expected, _) => {
+            assert_eq!(errors, 0);
+            assert_eq!(&client_text, expected, "streamed and whole redaction differ");
+        }
+        GuardOutcome::Clean => {
+            assert_eq!(errors, 0);
+            assert_eq!(client_text, text, "a clean text passes unchanged");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// translate_json: requests, responses and errors, both ways.
+
+/// Byte 0: direction and part (request, response, error); bytes 1–2: an
+/// error status; the rest: a JSON body.
+///
+/// - a translated request is a valid request of the provider's API, for the
+///   upstream model, with the same stream flag;
+/// - a translated response keeps the provider's token counts;
+/// - a translated error has the client API's error shape.
+pub fn translate_json(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let mode = inp.byte();
+    let status = inp.u16();
+    let dir = if mode & 1 == 0 { Direction::OpenAiToAnthropic } else { Direction::AnthropicToOpenAi };
+    let Ok(body) = serde_json::from_slice::<Value>(inp.rest()) else { return };
+    match (mode >> 1) % 3 {
+        0 => {
+            let Ok(out) = dir.request(&body, "upstream-model") else { return };
+            assert!(out.is_object());
+            let bytes = serde_json::to_vec(&out).unwrap();
+            let r = parse_request(dir.provider_api(), &bytes)
+                .unwrap_or_else(|e| panic!("a translated request does not parse: {e}: {out}"));
+            assert_eq!(r.model, "upstream-model");
+            if let Ok(client) = parse_request(dir.client_api(), &serde_json::to_vec(&body).unwrap()) {
+                assert_eq!(r.stream, client.stream, "the stream flag");
+            }
+        }
+        1 => {
+            let Ok(out) = dir.response(&body, "client-model") else { return };
+            assert!(out.is_object());
+            if let Some(u) = usage_from_value(dir.provider_api(), &body) {
+                let t = usage_from_value(dir.client_api(), &out).expect("a translated response keeps its usage");
+                assert_eq!((t.input_tokens, t.output_tokens), (u.input_tokens, u.output_tokens), "usage: {out}");
+            }
+        }
+        _ => {
+            let out = dir.error(&body, status);
+            assert_error_shape(dir.client_api(), &out);
+        }
+    }
+}
+
+pub fn assert_error_shape(api: ApiKind, v: &Value) {
+    if api.family() == ApiFamily::Anthropic {
+        assert_eq!(v["type"], "error", "Anthropic error shape: {v}");
+        assert!(v["error"]["type"].is_string() && v["error"]["message"].is_string(), "Anthropic error shape: {v}");
+    } else {
+        assert!(v["error"]["message"].is_string(), "OpenAI error shape: {v}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// translate_stream: any provider stream, any chunking.
+
+/// Byte 0: the direction; bytes 1–2: the chunking; the rest: the provider's stream.
+///
+/// - the translated stream is the same for any chunking;
+/// - every translated event is well-formed SSE and JSON (or OpenAI's `[DONE]`);
+/// - it is one stream of the client's API: OpenAI ends in exactly one
+///   `[DONE]`; Anthropic starts with `message_start`, names every event by
+///   its `type`, and has nothing after `message_stop`.
+pub fn translate_stream(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let dir = if inp.byte() & 1 == 0 { Direction::OpenAiToAnthropic } else { Direction::AnthropicToOpenAi };
+    let seed = inp.u16();
+    let stream = inp.rest();
+    let cap = 1 << 16;
+    let events = |seed| match parse_stream(stream, seed, cap) {
+        Ok(e) | Err(e) => e,
+    };
+    let whole = translate_events(dir, &events(0));
+    let split = translate_events(dir, &events(seed));
+    assert_eq!(whole, split, "the translation depends on the chunking");
+    assert_client_stream(dir.client_api(), &whole);
+}
+
+fn translate_events(dir: Direction, events: &[SseEvent]) -> Vec<SseEvent> {
+    let mut t = dir.stream("client-model");
+    let mut out = Vec::new();
+    for e in events {
+        out.extend(t.push(e));
+    }
+    out.extend(t.finish());
+    out
+}
+
+/// A translated stream is well-formed for the client's API.
+fn assert_client_stream(api: ApiKind, out: &[SseEvent]) {
+    for e in out {
+        assert_eq!(reparse(&e.to_bytes()), vec![e.clone()], "a translated event is not well-formed SSE: {e:?}");
+        if !(api.family() == ApiFamily::OpenAi && e.is_done()) {
+            let v: Value = serde_json::from_str(&e.data).unwrap_or_else(|err| panic!("not JSON: {err}: {e:?}"));
+            assert!(v.is_object(), "an event's data is an object: {e:?}");
+        }
+    }
+    if out.is_empty() {
+        return;
+    }
+    if api.family() == ApiFamily::OpenAi {
+        {
+            let done = out.iter().filter(|e| e.is_done()).count();
+            assert_eq!(done, 1, "one [DONE]: {out:?}");
+            assert!(out.last().is_some_and(SseEvent::is_done), "[DONE] is last: {out:?}");
+        }
+    } else if api.family() == ApiFamily::Anthropic {
+        {
+            for e in out {
+                let v: Value = serde_json::from_str(&e.data).unwrap();
+                assert_eq!(e.event.as_deref(), v["type"].as_str(), "event named by its type: {e:?}");
+            }
+            let first = out[0].event.as_deref();
+            assert!(matches!(first, Some("message_start" | "error")), "the stream starts with message_start: {out:?}");
+            let starts = out.iter().filter(|e| e.event.as_deref() == Some("message_start")).count();
+            assert!(starts <= 1, "one message_start: {out:?}");
+            if let Some(stop) = out.iter().position(|e| e.event.as_deref() == Some("message_stop")) {
+                assert_eq!(stop, out.len() - 1, "nothing after message_stop: {out:?}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// usage_stream: usage never decreases while a stream runs.
+
+/// A provider stream made from the input: byte 0: the API (and whether the
+/// provider reports usage on every chunk); bytes 1–2: the chunking; then
+/// operations, two bytes each (text, a usage report that adds tokens, a
+/// ping, a comment, an unrelated event). The counters only grow.
+///
+/// - read at every event, the usage never decreases and, once known, stays known;
+/// - at the end it is the last report's, for any chunking;
+/// - translated to the other API, the client's reading also never decreases
+///   and ends equal.
+pub fn usage_stream(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let head = inp.byte();
+    let seed = inp.u16();
+    let provider = match head % 3 {
+        0 => ApiKind::OpenAiChat,
+        1 => ApiKind::AnthropicMessages,
+        _ => ApiKind::OpenAiResponses,
+    };
+    let (events, expected) = usage_events(provider, head & 0x80 != 0, &mut inp);
+    let wire = write_all(&events);
+    let parsed = parse_stream(&wire, seed, usize::MAX).expect("our own stream parses");
+    assert_eq!(parsed, events);
+    let seen = assert_monotone(provider, &parsed);
+    assert_eq!(seen, expected, "the usage at the end is the last report's");
+
+    let dir = match provider {
+        ApiKind::AnthropicMessages => Direction::OpenAiToAnthropic,
+        ApiKind::OpenAiChat => Direction::AnthropicToOpenAi,
+        _ => return,
+    };
+    let translated = translate_events(dir, &parsed);
+    assert_client_stream(dir.client_api(), &translated);
+    let client = assert_monotone(dir.client_api(), &translated);
+    let pair = |u: Option<Usage>| u.map(|u| (u.input_tokens, u.output_tokens));
+    assert_eq!(pair(client), pair(expected), "translation changed the usage");
+}
+
+/// Read `events` with a [`StreamUsage`], checking after each that nothing decreased.
+fn assert_monotone(api: ApiKind, events: &[SseEvent]) -> Option<Usage> {
+    let mut usage = StreamUsage::new(api);
+    let mut last: Option<Usage> = None;
+    for e in events {
+        usage.observe(e);
+        let now = usage.usage();
+        if let Some(before) = last {
+            let now = now.unwrap_or_else(|| panic!("usage known, then lost at {e:?}"));
+            assert!(
+                now.input_tokens >= before.input_tokens
+                    && now.output_tokens >= before.output_tokens
+                    && now.cached_tokens >= before.cached_tokens
+                    && now.total_tokens >= before.total_tokens,
+                "usage decreased: {before:?} then {now:?} at {e:?}"
+            );
+        }
+        last = now;
+    }
+    last
+}
+
+/// A stream of `api` with growing counters, and the usage it reports last.
+fn usage_events(api: ApiKind, every_chunk: bool, inp: &mut Input<'_>) -> (Vec<SseEvent>, Option<Usage>) {
+    let data = |v: Value| SseEvent { event: None, data: v.to_string(), id: None };
+    let named = |name: &str, v: Value| SseEvent { event: Some(name.into()), data: v.to_string(), id: None };
+    let (mut input, mut output, mut cached) = (0u64, 0u64, 0u64);
+    let mut out = Vec::new();
+    let report = |input: u64, output: u64, cached: u64| Usage {
+        input_tokens: input,
+        output_tokens: output,
+        cached_tokens: cached,
+        total_tokens: input + output,
+    };
+    if api == ApiKind::AnthropicMessages {
+        input = u64::from(inp.byte());
+        cached = u64::from(inp.byte());
+        out.push(named(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1",
+            "type": "message", "role": "assistant", "model": "m", "content": [], "stop_reason": null,
+            "usage": {"input_tokens": input, "cache_read_input_tokens": cached, "output_tokens": 1}}}),
+        ));
+        output = 1;
+        out.push(named(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ));
+    }
+    let chat = |delta: Value, usage: Value| {
+        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": null}], "usage": usage})
+    };
+    while !inp.is_empty() && out.len() < 256 {
+        let op = inp.byte();
+        let arg = inp.byte();
+        match op % 5 {
+            0 => {
+                let text = format!("t{arg}");
+                out.push(match api {
+                    ApiKind::AnthropicMessages => named(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta",
+                        "index": 0, "delta": {"type": "text_delta", "text": text}}),
+                    ),
+                    ApiKind::OpenAiChat => data(chat(json!({"content": text}), Value::Null)),
+                    _ => named(
+                        "response.output_text.delta",
+                        json!({"type": "response.output_text.delta",
+                        "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": text}),
+                    ),
+                });
+            }
+            1 => {
+                output += u64::from(arg);
+                if api == ApiKind::OpenAiChat && input == 0 {
+                    input = 7;
+                }
+                match api {
+                    ApiKind::AnthropicMessages => {
+                        out.push(named(
+                            "message_delta",
+                            json!({"type": "message_delta",
+                            "delta": {"stop_reason": null}, "usage": {"output_tokens": output}}),
+                        ));
+                    }
+                    ApiKind::OpenAiChat if every_chunk => {
+                        let u = json!({"prompt_tokens": input, "completion_tokens": output,
+                            "total_tokens": input + output});
+                        out.push(data(chat(json!({"content": ""}), u)));
+                    }
+                    _ => {}
+                }
+            }
+            2 => out.push(match api {
+                ApiKind::AnthropicMessages => named("ping", json!({"type": "ping"})),
+                _ => data(chat(json!({}), Value::Null)),
+            }),
+            // An event no reader takes usage from (for Anthropic, one that
+            // carries a stale counter).
+            3 if api == ApiKind::AnthropicMessages => {
+                out.push(named("other", json!({"type": "other", "usage": {"output_tokens": 0}, "n": arg})))
+            }
+            3 => out.push(named("other", json!({"type": "other", "n": arg}))),
+            _ => {}
+        }
+    }
+    match api {
+        ApiKind::AnthropicMessages => {
+            out.push(named("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+            out.push(named(
+                "message_delta",
+                json!({"type": "message_delta",
+                "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": output}}),
+            ));
+            out.push(named("message_stop", json!({"type": "message_stop"})));
+        }
+        ApiKind::OpenAiChat => {
+            out.push(data(json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": null})));
+            let u = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
+            out.push(data(json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [], "usage": u})));
+            out.push(SseEvent { data: "[DONE]".into(), ..SseEvent::default() });
+        }
+        _ => {
+            let u = json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output});
+            out.push(named(
+                "response.completed",
+                json!({"type": "response.completed",
+                "response": {"id": "resp_1", "status": "completed", "output": [], "usage": u}}),
+            ));
+        }
+    }
+    let cached_part = if api == ApiKind::AnthropicMessages { cached } else { 0 };
+    (out, Some(report(input + cached_part, output, cached_part)))
+}
+
+// ---------------------------------------------------------------------------
+// policy: the YAML loader and the filter configuration.
+
+/// Byte 0: YAML policy or the filter's JSON configuration; the rest: the text.
+///
+/// - a policy that loads (parses and validates) renders a filter
+///   configuration that loads back equal, and that the filter can build
+///   (scanner, firewall, guard, moderation): what validation accepts, the
+///   filter never refuses;
+/// - routing any alias it defines, for any API, does not panic.
+pub fn policy(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let mode = inp.byte();
+    let text = inp.rest();
+    let cfg = if mode & 1 == 0 {
+        let Ok(text) = std::str::from_utf8(text) else { return };
+        let Ok(policy) = Policy::deserialize(serde_yaml_ng::Deserializer::from_str(text)) else { return };
+        for model in policy.models.keys() {
+            for api in ApiKind::ALL {
+                let _ = policy.route(api, model);
+            }
+        }
+        let _ = policy.default_provider();
+        let cfg = FilterConfig::from_policy(&policy);
+        let back = FilterConfig::from_json(cfg.to_json().as_bytes())
+            .unwrap_or_else(|e| panic!("a valid policy's filter configuration does not load: {e}"));
+        assert_eq!(back, cfg, "the filter configuration round trip");
+        cfg
+    } else {
+        let Ok(cfg) = FilterConfig::from_json(text) else { return };
+        cfg
+    };
+    PiiScanner::new(&cfg.inspection.pii).expect("a loaded configuration's PII scanner builds");
+    Firewall::shared(&cfg.inspection.firewall).expect("a loaded configuration's firewall builds");
+    OutputGuard::new(&cfg.inspection.output).expect("a loaded configuration's output guard builds");
+    Moderator::new(&cfg.inspection.moderation).expect("a loaded configuration's moderation builds");
+}
+
+// ---------------------------------------------------------------------------
+// mcp: JSON-RPC messages, tool names, OpenAPI tools.
+
+/// Byte 0: the part (JSON-RPC message, tool names, OpenAPI document and
+/// call arguments, an HTTP answer as a tool result); the rest its input.
+pub fn mcp(data: &[u8]) {
+    let mut inp = Input::new(data);
+    match inp.byte() % 4 {
+        0 => jsonrpc_message(inp.rest()),
+        1 => {
+            let server = String::from_utf8_lossy(inp.until(0)).into_owned();
+            let tool = String::from_utf8_lossy(inp.rest()).into_owned();
+            let _ = names::split(&tool);
+            if names::valid_server(&server) {
+                let e = names::exposed(&server, &tool);
+                assert!(names::valid_tool_name(&e), "exposed name {e:?} is not a valid tool name");
+                assert_eq!(names::split(&e).map(|(s, _)| s), Some(server.as_str()), "split(exposed(s, t)).0 == s");
+                let plain = format!("{server}_{tool}");
+                if names::valid_tool_name(&plain) {
+                    assert_eq!(e, plain);
+                    assert_eq!(names::split(&e), Some((server.as_str(), tool.as_str())));
+                }
+            }
+        }
+        2 => {
+            let doc = inp.until(0);
+            let Ok(doc) = serde_json::from_slice::<Value>(doc) else { return };
+            let args = serde_json::from_slice::<Value>(inp.rest()).unwrap_or(Value::Null);
+            let Ok(api) = openapi::Api::from_document(&doc) else { return };
+            for tool in api.tools() {
+                let name = tool["name"].as_str().expect("a tool has a name");
+                assert!(names::valid_tool_name(name), "tool name {name:?}");
+                assert!(tool["inputSchema"].is_object(), "tool input schema");
+                let op = api.operation(name).expect("a listed tool is an operation");
+                if let Ok(call) = op.request(&args) {
+                    assert_eq!(call.method, op.method());
+                    assert!(call.path_and_query.starts_with('/'), "path {:?}", call.path_and_query);
+                }
+            }
+        }
+        _ => {
+            let status = inp.u16();
+            let content_type = String::from_utf8_lossy(inp.until(0)).into_owned();
+            let body = inp.rest();
+            let v = openapi::tool_result(status, Some(&content_type), body);
+            assert!(v["content"].is_array(), "a tool result has content: {v}");
+            if !(200..300).contains(&status) {
+                assert_eq!(v["isError"], true, "a failed call is an error: {v}");
+            }
+        }
+    }
+}
+
+fn jsonrpc_message(body: &[u8]) {
+    match jsonrpc::parse(body) {
+        Ok(jsonrpc::Message::Request { id, method, params }) => {
+            let again = serde_json::to_vec(&jsonrpc::request(&id, &method, params.as_ref())).unwrap();
+            assert_eq!(
+                jsonrpc::parse(&again),
+                Ok(jsonrpc::Message::Request { id, method, params }),
+                "a request written back"
+            );
+        }
+        Ok(jsonrpc::Message::Notification { method, params }) => {
+            let again = serde_json::to_vec(&jsonrpc::notification(&method, params.as_ref())).unwrap();
+            assert_eq!(
+                jsonrpc::parse(&again),
+                Ok(jsonrpc::Message::Notification { method, params }),
+                "a notification written back"
+            );
+        }
+        Ok(jsonrpc::Message::Response { id }) => assert!(id.is_string() || id.is_i64() || id.is_u64()),
+        Err(invalid) => {
+            let v = invalid.response();
+            assert_eq!(v["jsonrpc"], "2.0");
+            assert_eq!(v["id"], invalid.id);
+            assert_eq!(v["error"]["code"], invalid.code);
+            assert!(v["error"]["message"].is_string());
+        }
+    }
+}
