@@ -138,11 +138,12 @@ async fn google_genai_sdk_parses_the_mock() {
     // What reached the mock: the key as x-goog-api-key on the Gemini API,
     // access tokens from the mock's own /token on Vertex AI.
     let recorded: Vec<Value> = serde_json::from_str(&recorded).unwrap();
-    let gemini: Vec<&Value> =
-        recorded.iter().filter(|r| r["path"].as_str().unwrap_or("").contains("/models/gemini")).collect();
-    let on_vertex = |r: &&Value| r["path"].as_str().unwrap_or("").contains("/projects/mock-project/");
-    assert!(gemini.iter().filter(|r| !on_vertex(r)).all(|r| r["headers"]["x-goog-api-key"] == "test-gemini-key"));
-    let vertex_calls: Vec<&&Value> = gemini.iter().filter(on_vertex).collect();
+    let path_of = |r: &Value| r["path"].as_str().unwrap_or("").to_owned();
+    let gemini: Vec<&Value> = recorded.iter().filter(|r| path_of(r).contains("/models/gemini")).collect();
+    let (vertex_calls, api_calls): (Vec<&Value>, Vec<&Value>) =
+        gemini.iter().partition(|r| path_of(r).contains("/projects/mock-project/"));
+    assert!(!api_calls.is_empty());
+    assert!(api_calls.iter().all(|r| r["headers"]["x-goog-api-key"] == "test-gemini-key"), "{api_calls:?}");
     assert_eq!(vertex_calls.len(), 4, "{vertex_calls:?}");
     assert!(vertex_calls
         .iter()
