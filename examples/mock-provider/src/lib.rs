@@ -1,4 +1,6 @@
-//! `tollgate-mock`: an offline OpenAI- and Anthropic-compatible provider.
+//! `tollgate-mock`: an offline OpenAI-, Anthropic- and Gemini-compatible
+//! provider (the Gemini API, Vertex AI with its token endpoint, Anthropic on
+//! Vertex AI: see `gemini`).
 //!
 //! Used by the quickstart when no provider key is set and by the end-to-end
 //! tests through a real Envoy. Answers are deterministic and echo the prompt
