@@ -8,6 +8,7 @@ pub mod access;
 pub mod api;
 pub mod cache;
 pub mod error;
+pub mod eventstream;
 pub mod filter_config;
 pub mod firewall;
 pub mod guard;
