@@ -324,6 +324,9 @@ pub enum ProviderKind {
     AzureOpenai,
     /// The Gemini API: the model in the path, the key in `x-goog-api-key`.
     Gemini,
+    /// Gemini on Vertex AI: `project` and `location` in the path, an OAuth
+    /// access token minted from a service account (`credentialsFile`).
+    VertexAi,
     /// The bundled mock provider: speaks every API.
     Mock,
 }
@@ -337,7 +340,7 @@ impl ProviderKind {
             ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => {
                 family == ApiFamily::OpenAi
             }
-            ProviderKind::Gemini => family == ApiFamily::Gemini,
+            ProviderKind::Gemini | ProviderKind::VertexAi => family == ApiFamily::Gemini,
         }
     }
 
@@ -347,7 +350,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Mock => model_family(model),
             ProviderKind::Anthropic => ApiFamily::Anthropic,
-            ProviderKind::Gemini => ApiFamily::Gemini,
+            ProviderKind::Gemini | ProviderKind::VertexAi => ApiFamily::Gemini,
             ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => ApiFamily::OpenAi,
         }
     }
@@ -370,6 +373,26 @@ pub struct Provider {
     /// Azure OpenAI: deployment name per model (default: the model's name).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deployments: BTreeMap<String, String>,
+    /// Vertex AI: the Google Cloud project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Vertex AI: the region (`us-central1`, `europe-west4`, `global` ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Vertex AI: a service account's JSON key file; the sidecar signs a JWT
+    /// with it and exchanges it for an access token, refreshed before expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<String>,
+    /// Vertex AI: the OAuth token endpoint (default: the key file's
+    /// `token_uri`, else Google's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+}
+
+/// A name put in a request path: only the characters model, project and
+/// region names use (nothing that could end the segment or start a query).
+fn path_segment(name: &str) -> String {
+    name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')).collect()
 }
 
 /// Azure OpenAI's default `api-version`.
@@ -383,9 +406,13 @@ impl Provider {
     pub fn request_path(&self, api: ApiKind, model: &str, stream: bool) -> String {
         if api == ApiKind::GeminiGenerate {
             let model = model.strip_prefix("models/").unwrap_or(model);
-            let model: String =
-                model.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')).collect();
+            let model = path_segment(model);
             let verb = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+            if self.kind == ProviderKind::VertexAi {
+                let project = path_segment(self.project.as_deref().unwrap_or_default());
+                let location = path_segment(self.location.as_deref().unwrap_or_default());
+                return format!("/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:{verb}");
+            }
             return format!("/v1beta/models/{model}:{verb}");
         }
         if self.kind != ProviderKind::AzureOpenai {
@@ -728,6 +755,33 @@ impl Policy {
             }
             if p.key_env.is_some() && p.key_file.is_some() {
                 return err(format!("providers.{name}.keyFile"), "set keyEnv or keyFile, not both".into());
+            }
+            if p.kind == ProviderKind::VertexAi {
+                for (field, value) in [("project", &p.project), ("location", &p.location)] {
+                    if value.as_deref().is_none_or(|v| v.is_empty() || path_segment(v) != *v) {
+                        return err(
+                            format!("providers.{name}.{field}"),
+                            "Vertex AI needs it: letters, digits, '-', '_' and '.'".into(),
+                        );
+                    }
+                }
+                let keyed = p.key_env.is_some() || p.key_file.is_some();
+                if p.credentials_file.is_some() == keyed {
+                    return err(
+                        format!("providers.{name}.credentialsFile"),
+                        "Vertex AI needs a service account key file (or keyEnv/keyFile holding an access token), one of them".into(),
+                    );
+                }
+            } else if p.credentials_file.is_some() || p.token_url.is_some() || p.project.is_some() {
+                return err(
+                    format!("providers.{name}"),
+                    "credentialsFile, tokenUrl and project are for kind vertex-ai".into(),
+                );
+            }
+            if let Some(url) = &p.token_url {
+                if let Err(m) = BaseUrl::parse(url) {
+                    return err(format!("providers.{name}.tokenUrl"), m);
+                }
             }
         }
         for (alias, route) in &self.models {

@@ -28,6 +28,8 @@ pub enum ConfigError {
     MissingKeyEnv { owner: String, var: String },
     #[error("{owner}: cannot read key file {path}: {source}")]
     KeyFile { owner: String, path: String, source: std::io::Error },
+    #[error("{owner}: {message}")]
+    Credentials { owner: String, message: String },
 }
 
 /// A path from the policy, relative to the policy file's directory.
@@ -348,6 +350,24 @@ pub struct Credential {
     /// Header the provider expects (`authorization` or `x-api-key`).
     pub header: &'static str,
     pub value: String,
+    /// Vertex AI: access tokens minted from a service account; the header
+    /// is then `authorization: Bearer <token>` and `value` is unused.
+    pub tokens: Option<Arc<crate::vertex::AccessTokens>>,
+}
+
+impl Credential {
+    pub fn new(header: &'static str, value: String) -> Credential {
+        Credential { header, value, tokens: None }
+    }
+
+    /// The header's value now: the key, or the held access token (`None`
+    /// when there is none that still works).
+    pub fn header_value(&self) -> Option<String> {
+        match &self.tokens {
+            Some(tokens) => tokens.current().map(|t| format!("Bearer {t}")),
+            None => Some(self.value.clone()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Credential {
@@ -369,7 +389,7 @@ pub fn load_credentials(policy: &Policy) -> Result<HashMap<String, Credential>, 
     for (name, server) in &policy.mcp.servers {
         let at = format!("mcp server `{name}`");
         if let Some(secret) = read_secret(&at, server.key_env.as_deref(), server.key_file.as_deref())? {
-            out.insert(mcp_credential(name), Credential { header: "authorization", value: format!("Bearer {secret}") });
+            out.insert(mcp_credential(name), Credential::new("authorization", format!("Bearer {secret}")));
         }
     }
     for (name, provider) in &policy.providers {
@@ -377,11 +397,16 @@ pub fn load_credentials(policy: &Policy) -> Result<HashMap<String, Credential>, 
             read_secret(&format!("provider `{name}`"), provider.key_env.as_deref(), provider.key_file.as_deref())?;
         if let Some(secret) = secret {
             let cred = match provider.kind {
-                ProviderKind::Anthropic => Credential { header: "x-api-key", value: secret },
-                ProviderKind::AzureOpenai => Credential { header: "api-key", value: secret },
-                ProviderKind::Gemini => Credential { header: "x-goog-api-key", value: secret },
-                _ => Credential { header: "authorization", value: format!("Bearer {secret}") },
+                ProviderKind::Anthropic => Credential::new("x-api-key", secret),
+                ProviderKind::AzureOpenai => Credential::new("api-key", secret),
+                ProviderKind::Gemini => Credential::new("x-goog-api-key", secret),
+                _ => Credential::new("authorization", format!("Bearer {secret}")),
             };
+            out.insert(name.clone(), cred);
+        } else if let (ProviderKind::VertexAi, Some(path)) = (provider.kind, provider.credentials_file.as_deref()) {
+            let tokens = crate::vertex::AccessTokens::load(path, provider.token_url.as_deref())
+                .map_err(|message| ConfigError::Credentials { owner: format!("provider `{name}`"), message })?;
+            let cred = Credential { header: "authorization", value: String::new(), tokens: Some(Arc::new(tokens)) };
             out.insert(name.clone(), cred);
         }
     }

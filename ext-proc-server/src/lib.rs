@@ -34,3 +34,4 @@ pub mod tokens;
 pub mod translation;
 pub mod up;
 pub mod upstream;
+pub mod vertex;

@@ -105,6 +105,7 @@ pub fn provider_name(policy: &Policy, provider: &str) -> Option<String> {
         ProviderKind::Anthropic => "anthropic".into(),
         ProviderKind::AzureOpenai => "azure.ai.openai".into(),
         ProviderKind::Gemini => "gcp.gemini".into(),
+        ProviderKind::VertexAi => "gcp.vertex_ai".into(),
         ProviderKind::OpenaiCompatible | ProviderKind::Mock => provider.to_string(),
     })
 }

@@ -423,6 +423,11 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         }
         None => None,
     };
+    // Vertex AI: an access token that will not expire mid-request, for the
+    // route or for every target an attempt may take.
+    if let Err(err) = fresh_tokens(shared, route.provider, &parsed.model).await {
+        return refuse(shared, state, &answered_here(draft), &model, &err, &[]).await;
+    }
     // An alias with several targets: Envoy walks them (each attempt shaped
     // by the sidecar as an upstream filter), so nothing changes here.
     let fallback = shared.policy.fallback(&parsed.model).is_some();
@@ -1040,6 +1045,24 @@ pub fn set_header(key: &str, value: &str) -> HeaderValueOption {
 /// client's (a gateway credential, when `authenticated`, is removed even
 /// without a provider key), and for a translated request the other API's
 /// version headers.
+/// Renew the access tokens (Vertex AI) of `provider`, or of every target of
+/// the alias `model`, that are missing or near their end.
+async fn fresh_tokens(shared: &Shared, provider: &str, model: &str) -> Result<(), Error> {
+    let targets: Vec<&str> = match shared.policy.fallback(model) {
+        Some(alias) => alias.targets.iter().map(|t| t.provider.as_str()).collect(),
+        None => vec![provider],
+    };
+    for name in targets {
+        if let Some(tokens) = shared.credentials.get(name).and_then(|c| c.tokens.as_ref()) {
+            if let Err(message) = tokens.fresh().await {
+                tracing::warn!(provider = name, error = %message, "no access token");
+                return Err(Error::Unavailable(format!("provider `{name}` has no access token: {message}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn provider_headers(
     mutation: &mut HeaderMutation,
     credential: Option<&Credential>,
@@ -1050,8 +1073,8 @@ pub fn provider_headers(
         // The client's own key never reaches the provider.
         mutation.remove_headers.extend(["authorization".into(), "x-api-key".into(), "x-goog-api-key".into()]);
     }
-    if let Some(cred) = credential {
-        mutation.set_headers.push(set_header(cred.header, &cred.value));
+    if let Some(value) = credential.and_then(Credential::header_value) {
+        mutation.set_headers.push(set_header(credential.map_or("authorization", |c| c.header), &value));
     }
     match direction.map(Direction::provider) {
         Some(ApiFamily::Anthropic) => mutation.set_headers.push(set_header("anthropic-version", ANTHROPIC_VERSION)),

@@ -144,6 +144,10 @@ fn quickstart_policy_for(mock_port: u16, openai: bool, anthropic: bool) -> Polic
                 key_file: None,
                 api_version: None,
                 deployments: Default::default(),
+                project: None,
+                location: None,
+                credentials_file: None,
+                token_url: None,
             },
         )]
         .into_iter()

@@ -20,7 +20,7 @@ fn shared() -> Shared {
     )
     .unwrap();
     let mut creds = HashMap::new();
-    creds.insert("claude".to_string(), Credential { header: "x-api-key", value: "sk-ant".into() });
+    creds.insert("claude".to_string(), Credential::new("x-api-key", "sk-ant".into()));
     Shared::new(policy, creds)
 }
 

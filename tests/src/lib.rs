@@ -74,6 +74,8 @@ pub struct Options {
     pub sidecar_extra: String,
     /// Serve the sidecar's admin endpoints on every address, not loopback only.
     pub expose_sidecar_admin: bool,
+    /// Extra arguments for `tollgate mock` (e.g. `--token-ttl-secs 3`).
+    pub mock_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             sidecar_args: Vec::new(),
             sidecar_extra: String::new(),
             expose_sidecar_admin: false,
+            mock_args: Vec::new(),
         }
     }
 }
@@ -227,7 +230,9 @@ impl Gateway {
         let mock_addr = gw.mock.clone();
         let mut mock = Proc::spawn(
             "mock",
-            Command::new(&paths.tollgate).args(["mock", "--listen", &mock_addr, "--name", "mock"]),
+            Command::new(&paths.tollgate)
+                .args(["mock", "--listen", &mock_addr, "--name", "mock"])
+                .args(&opts.mock_args),
             &log,
         )?;
         let r = wait_ready(&mut mock, &mock_addr, "/healthz", ready).await;
