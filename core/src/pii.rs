@@ -290,6 +290,16 @@ impl PiiPolicy {
     }
 }
 
+/// How much an action keeps from the provider, for merging overlapping findings.
+fn strength(action: PiiAction) -> u8 {
+    match action {
+        PiiAction::Block => 3,
+        PiiAction::Redact => 2,
+        PiiAction::Mask => 1,
+        PiiAction::Log => 0,
+    }
+}
+
 fn compile_custom(pattern: &str) -> Result<Regex, String> {
     let re = regex::RegexBuilder::new(pattern).size_limit(1 << 20).build().map_err(|e| e.to_string())?;
     if re.is_match("") {
@@ -448,7 +458,10 @@ impl PiiScanner {
     }
 
     /// Every finding in `text`: sorted by offset, non-overlapping. On overlap
-    /// a `SECRET` wins, then the longer match, then the earlier one.
+    /// a `SECRET` wins, then the longer match, then the earlier one; the
+    /// winner then covers what the others covered too (nothing of a value
+    /// that overlapped another is left in clear), and takes their action
+    /// when it is stronger (block, then redact, then mask, then log).
     pub fn find(&self, text: &str) -> Vec<Finding> {
         let mut cands: Vec<Cand> = Vec::new();
         // Most texts hold no value at all: a search that stops at the first
@@ -488,13 +501,27 @@ impl PiiScanner {
         let secret = self.entities.iter().position(|e| e == SECRET);
         cands.sort_by_key(|c| (Some(c.entity) != secret, std::cmp::Reverse(c.end - c.start), c.start, c.rank));
         let mut kept: Vec<Cand> = Vec::with_capacity(cands.len());
+        let mut clashed: Vec<Cand> = Vec::new();
         for c in cands {
             let at = kept.partition_point(|k| k.start < c.start);
             let clash_before = at > 0 && kept.get(at - 1).is_some_and(|k| k.end > c.start);
             let clash_after = kept.get(at).is_some_and(|k| k.start < c.end);
             if !clash_before && !clash_after {
                 kept.insert(at, c);
+            } else {
+                clashed.push(c);
             }
+        }
+        for c in clashed {
+            // The kept findings it overlaps become one, over all of them.
+            let first = kept.partition_point(|k| k.end <= c.start);
+            let last = kept.partition_point(|k| k.start < c.end);
+            let Some(group) = kept.get(first..last).filter(|g| !g.is_empty()) else { continue };
+            let mut merged =
+                group.iter().copied().fold(c, |m, k| if strength(k.action) >= strength(m.action) { k } else { m });
+            merged.start = c.start.min(group[0].start);
+            merged.end = c.end.max(group[group.len() - 1].end);
+            kept.splice(first..last, [merged]);
         }
         kept.into_iter()
             .map(|c| Finding {
@@ -688,6 +715,7 @@ fn blocked(entity: &str) -> Error {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Cand {
     start: usize,
     end: usize,

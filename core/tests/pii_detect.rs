@@ -336,10 +336,11 @@ fn overlaps_resolve_to_one_finding() {
     assert!(found(&s, "ref 99411111111111111119999 done").is_empty());
     // SSN-shaped numbers that also fit a national phone pattern are an SSN.
     assert_eq!(found(&s, "ssn 078-05-1120"), vec![("US_SSN".into(), "078-05-1120".into())]);
-    // A secret wins over a longer overlapping match of another type.
+    // A secret wins over a longer overlapping match of another type, and
+    // covers it: nothing of the other value is left in clear.
     assert_eq!(
         found(&s, "id AKIAIOSFODNN7EXAMPLE@example.com"),
-        vec![("SECRET".into(), "AKIAIOSFODNN7EXAMPLE".into())]
+        vec![("SECRET".into(), "AKIAIOSFODNN7EXAMPLE@example.com".into())]
     );
     // IPv6 with embedded IPv4 is one address.
     assert_eq!(found(&s, "peer ::ffff:192.0.2.128 ok"), vec![("IP_ADDRESS".into(), "::ffff:192.0.2.128".into())]);
