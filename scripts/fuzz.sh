@@ -76,10 +76,10 @@ for t in "${targets[@]}"; do
   crashes_before=$(ls "artifacts/$t" | wc -l)
   say "$t: fuzzing for ${seconds}s (corpus: $before inputs)"
   status=0
-  # -jobs=1: one process; -timeout: an input slower than 10 s is a hang;
-  # inputs up to 64 KiB (recorded streams are a few KiB).
+  # One process, one job (no -jobs/-fork: the machine is shared); an input
+  # slower than 10 s is a hang; inputs up to 64 KiB (recorded streams are a few KiB).
   cargo +nightly fuzz run "${flags[@]}" "$t" "corpus/$t" -- \
-    -max_total_time="$seconds" -jobs=1 -workers=1 -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
     -print_final_stats=1 2>"artifacts/$t.log" || status=$?
   after=$(ls "corpus/$t" | wc -l)
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "artifacts/$t.log" | tail -1)

@@ -269,3 +269,37 @@ fn write_seeds() {
         std::fs::write(dir.join(name), data).unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------
+// What fuzzing found, pinned.
+
+/// Found by the `guard` target: a key that runs into an e-mail address
+/// (`sk-…jane.doe@example.com`). The e-mail candidate overlapped the key
+/// and was dropped whole, so after masking the key the rest of the address
+/// (`doe@example.com`) still went to the provider in clear, and the output
+/// guard let it through the same way. Overlapping findings now become one.
+#[test]
+fn a_value_overlapping_another_is_masked_whole() {
+    use tollgate_core::pii::{MaskMap, PiiPolicy, PiiScanner};
+    let scanner = PiiScanner::new(&PiiPolicy::default()).unwrap();
+    let text = "my key is sk-hroail2janeBBBBBBBBBBBBBBBBBBBBBBBBBB.doe@example.com or call me";
+    let mut map = MaskMap::new(4096);
+    let masked = scanner.mask_text(text, &mut map, &mut Vec::new()).unwrap();
+    let left: Vec<_> = scanner.find(&masked).into_iter().map(|f| masked[f.start..f.end].to_string()).collect();
+    assert!(left.is_empty(), "left in the masked text {masked:?}: {left:?}");
+    assert_eq!(map.restore_str(&masked), text);
+}
+
+/// Found by the `guard` target, not fixed yet: an e-mail-shaped run whose
+/// local part is over 64 bytes (`sk-…BBBB.doe@example.com`, the key part
+/// long) fails the e-mail validation as a whole, and the regex search goes
+/// on after it, so the valid address at its end (`doe@example.com`) is
+/// never tried. The key is masked (or redacted) and `.doe@example.com`
+/// stays in clear; checked again, the address is found. Not a property of
+/// realistic text, but one pass must find what a second pass finds.
+#[test]
+#[ignore = "known: an address at the end of an over-long e-mail-shaped run is not found"]
+fn an_address_after_an_over_long_local_part_is_found() {
+    let data = std::fs::read(corpus_root().join("../known/guard-email-suffix-after-long-match")).unwrap();
+    props::guard(&data);
+}
