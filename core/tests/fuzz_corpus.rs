@@ -95,6 +95,11 @@ fn mcp() {
 }
 
 #[test]
+fn eventstream() {
+    run("eventstream");
+}
+
+#[test]
 fn every_target_has_a_test() {
     let dirs: Vec<String> = std::fs::read_dir(corpus_root())
         .unwrap()
@@ -262,6 +267,64 @@ fn write_seeds() {
     add("mcp", "seed-result-json".into(), b"\x03\xc8\x00application/json\0{\"a\":1}".to_vec());
     add("mcp", "seed-result-error".into(), b"\x03\xf4\x01text/plain\0not found".to_vec());
     add("mcp", "seed-result-image".into(), b"\x03\xc8\x00image/png\0\x89PNG".to_vec());
+
+    // Gemini: a streamed answer (SSE) and a whole one, for both clients.
+    let gemini_chunks = [
+        json!({"candidates":[{"content":{"role":"model","parts":[{"text":"Hello"}]},"index":0}],
+            "usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":1,"totalTokenCount":6},"modelVersion":"gemini-2.5-flash"}),
+        json!({"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"lookup","args":{"q":"x"}}}]},"index":0}]}),
+        json!({"candidates":[{"content":{"role":"model","parts":[{"text":" there"}]},"finishReason":"STOP","index":0}],
+            "usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":3,"cachedContentTokenCount":2,"totalTokenCount":8}}),
+    ];
+    let gemini_stream: String = gemini_chunks.iter().map(|c| format!("data: {c}\r\n\r\n")).collect();
+    let gemini_whole = json!({"candidates":[{"content":{"role":"model","parts":[{"text":"Hello there"}]},"finishReason":"STOP","index":0}],
+        "usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":3,"totalTokenCount":8}});
+    let gemini_error = json!({"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}});
+    for (dir, client) in [(2u8, "openai"), (3, "anthropic")] {
+        add("translate_stream", format!("seed-gemini-{client}"), with_head(&[dir, 7, 0], gemini_stream.as_bytes()));
+        let bit = (dir & 1) | 0x80;
+        add(
+            "translate_json",
+            format!("seed-gemini-{client}-response"),
+            with_head(&[bit | 2, 0, 0], gemini_whole.to_string().as_bytes()),
+        );
+        add(
+            "translate_json",
+            format!("seed-gemini-{client}-error"),
+            with_head(&[bit | 4, 0xad, 1], gemini_error.to_string().as_bytes()),
+        );
+    }
+    add(
+        "translate_json",
+        "seed-gemini-openai-request".into(),
+        with_head(&[0x80], &with_head(&[0, 0], common::cassette("chat-tools").request.body.as_bytes())),
+    );
+    add(
+        "translate_json",
+        "seed-gemini-anthropic-request".into(),
+        with_head(&[0x81, 0, 0], ANTHROPIC_REQUEST.as_bytes()),
+    );
+
+    // AWS event-stream: frames encoded here (raw), and payloads to encode.
+    let mut frames = Vec::new();
+    for (i, payload) in [
+        "{\"contentBlockDelta\":{\"delta\":{\"text\":\"Hi\"},\"contentBlockIndex\":0}}",
+        "{\"messageStop\":{\"stopReason\":\"end_turn\"}}",
+        "{\"metadata\":{\"usage\":{\"inputTokens\":5,\"outputTokens\":2,\"totalTokens\":7}}}",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let m = tollgate_core::eventstream::Message::event(
+            ["contentBlockDelta", "messageStop", "metadata"][i],
+            "application/json",
+            payload.as_bytes().to_vec(),
+        );
+        frames.extend_from_slice(&m.encode().unwrap());
+    }
+    add("eventstream", "seed-frames".into(), with_head(&[0, 5, 0], &frames));
+    add("eventstream", "seed-frames-small-cap".into(), with_head(&[2, 1, 0], &frames));
+    add("eventstream", "seed-payloads".into(), with_head(&[1, 3, 0], b"{\"a\":1}\0{\"b\":[true,null]}\0\0x"));
 
     for (target, name, data) in seeds {
         let dir = corpus_root().join(target);
