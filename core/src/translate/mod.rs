@@ -23,6 +23,7 @@ use crate::sse::SseEvent;
 
 pub mod anthropic_to_openai;
 pub mod openai_to_anthropic;
+pub mod openai_to_bedrock;
 pub mod openai_to_gemini;
 
 /// Which way a request is translated, named client-to-provider.
