@@ -510,6 +510,8 @@ fn a_bad_or_truncated_frame_ends_the_stream_with_an_error_chunk() {
     let mut t = StreamTranslator::new("client-model");
     let err = t.push_bytes(&bytes).unwrap_err();
     assert!(matches!(err, tollgate_core::eventstream::Error::MessageChecksum { .. }), "{err:?}");
+    // More bytes after the failure change nothing.
+    assert_eq!(t.push_bytes(&bytes), Err(err));
     let out = t.finish();
     // role + first text (decoded before the bad frame), error, [DONE].
     assert_eq!(out.len(), 4, "{out:?}");

@@ -412,9 +412,11 @@ fn user_block(part: &Value, path: &str, documents: &mut usize) -> Result<Option<
                 "image/jpeg" | "image/jpg" => "jpeg",
                 "image/gif" => "gif",
                 "image/webp" => "webp",
-                other => return Err(invalid(format!(
+                other => {
+                    return Err(invalid(format!(
                     "`{path}.image_url.url`: image type `{other}` is not supported by Bedrock (png, jpeg, gif, webp)"
-                ))),
+                )))
+                }
             };
             Ok(Some(json!({"image": {"format": format, "source": {"bytes": data}}})))
         }
@@ -800,7 +802,7 @@ impl StreamTranslator {
         match result {
             Ok(()) => Ok(out),
             Err(e) => {
-                self.pending = out;
+                self.pending.extend(out);
                 self.fail(&e);
                 Err(e)
             }
