@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::errors::{anthropic_invalid, json_response, parse_object, sse_event, sse_response, Api};
+use crate::errors::{anthropic_invalid, json_response, parse_object, sse_response, to_json, Api};
 use crate::openai::{split_arguments, tool_arguments};
 use crate::util::{self, Finish};
 use crate::Shared;
@@ -267,34 +267,84 @@ enum Answer {
     Tool { id: String, name: String, arguments: String },
 }
 
+/// How a platform serving Anthropic models differs from the Messages API.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Flavour {
+    /// Prefix of message ids (`msg_01`; Bedrock's `msg_bdrk_01`).
+    pub(crate) id_prefix: &'static str,
+    /// Whether streams carry `ping` events.
+    pub(crate) ping: bool,
+}
+
+/// The Anthropic API's own flavour.
+pub(crate) const ANTHROPIC: Flavour = Flavour { id_prefix: "msg_01", ping: true };
+
+/// The mock's answer to a Messages request, before framing.
+pub(crate) enum Reply {
+    /// The message JSON.
+    Message(String),
+    /// The stream's events: `(event name, JSON)`.
+    Events(Vec<(&'static str, String)>),
+}
+
+/// The answer with its token counts.
+pub(crate) struct Answered {
+    pub(crate) reply: Reply,
+    pub(crate) input_tokens: u64,
+    pub(crate) output_tokens: u64,
+}
+
 pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let req = match parse_object(Api::Anthropic, &body) {
         Ok(req) => req,
         Err(resp) => return *resp,
     };
-    let conv = match read_conversation(&req) {
-        Ok(c) => c,
-        Err(resp) => return *resp,
-    };
+    match answer(&state, &headers, &req, ANTHROPIC) {
+        Ok(Answered { reply: Reply::Message(json), .. }) => {
+            let mut resp = Response::new(axum::body::Body::from(json));
+            resp.headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+            resp
+        }
+        Ok(Answered { reply: Reply::Events(events), .. }) => {
+            let frames = events
+                .into_iter()
+                .map(|(name, json)| Bytes::from(format!("event: {name}\ndata: {json}\n\n")))
+                .collect();
+            sse_response(frames, state.chunk_delay(&headers))
+        }
+        Err(resp) => *resp,
+    }
+}
+
+/// Answers a Messages request (validated here, Anthropic's 400s as `Err`).
+pub(crate) fn answer(
+    state: &Shared,
+    headers: &HeaderMap,
+    req: &Map<String, Value>,
+    flavour: Flavour,
+) -> Result<Answered, Box<Response>> {
+    let invalid = |message: &str| Box::new(anthropic_invalid(message));
+    let conv = read_conversation(req)?;
     let max_tokens = match req.get("max_tokens") {
-        None => return anthropic_invalid("max_tokens: Field required"),
+        None => return Err(invalid("max_tokens: Field required")),
         Some(v) => match v.as_i64() {
             Some(n) if n >= 1 => n.unsigned_abs(),
-            Some(_) => return anthropic_invalid("max_tokens: Input should be greater than or equal to 1"),
-            None => return anthropic_invalid("max_tokens: Input should be a valid integer"),
+            Some(_) => return Err(invalid("max_tokens: Input should be greater than or equal to 1")),
+            None => return Err(invalid("max_tokens: Input should be a valid integer")),
         },
     };
     let stop = crate::openai::stop_list(req.get("stop_sequences"));
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let input_tokens = util::sum_tokens(conv.segments.iter().map(String::as_str));
 
-    let answer = match tool_name(&req, &conv) {
+    let answer = match tool_name(req, &conv) {
         Some(name) => {
             Answer::Tool { id: state.ids.base62("toolu_01", 22), name, arguments: tool_arguments(&conv.last_user_text) }
         }
         None => {
             let (text, finish) =
-                util::shape_reply(util::reply_with_append(&conv.last_user_text, &headers), &stop, Some(max_tokens));
+                util::shape_reply(util::reply_with_append(&conv.last_user_text, headers), &stop, Some(max_tokens));
             Answer::Text { text, finish }
         }
     };
@@ -309,7 +359,8 @@ pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, bo
         }
         Answer::Tool { arguments, .. } => ("tool_use", None, util::approx_tokens(arguments).max(1)),
     };
-    let id = state.ids.base62("msg_01", 22);
+    let id = state.ids.base62(flavour.id_prefix, 22);
+    let answered = |reply| Ok(Answered { reply, input_tokens, output_tokens });
 
     if !stream {
         let block = match answer {
@@ -321,30 +372,27 @@ pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, bo
                 input: serde_json::from_str(&arguments).unwrap_or(Value::Object(Map::new())),
             },
         };
-        return json_response(
-            StatusCode::OK,
-            &Message {
-                id: &id,
-                kind: "message",
-                role: "assistant",
-                model: &conv.model,
-                content: vec![block],
-                stop_reason: Some(stop_reason),
-                stop_sequence,
-                usage: Usage {
-                    input_tokens,
-                    cache_creation_input_tokens: 0,
-                    cache_read_input_tokens: 0,
-                    output_tokens,
-                    service_tier: "standard",
-                },
+        return answered(Reply::Message(to_json(&Message {
+            id: &id,
+            kind: "message",
+            role: "assistant",
+            model: &conv.model,
+            content: vec![block],
+            stop_reason: Some(stop_reason),
+            stop_sequence,
+            usage: Usage {
+                input_tokens,
+                cache_creation_input_tokens: 0,
+                cache_read_input_tokens: 0,
+                output_tokens,
+                service_tier: "standard",
             },
-        );
+        })));
     }
 
-    let mut frames = vec![sse_event(
+    let mut frames = vec![(
         "message_start",
-        &MessageStart {
+        to_json(&MessageStart {
             kind: "message_start",
             message: StartMessage {
                 id: &id,
@@ -363,7 +411,7 @@ pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, bo
                     service_tier: "standard",
                 },
             },
-        },
+        }),
     )];
     let (start_block, deltas) = match answer {
         Answer::Text { text, .. } => (
@@ -381,18 +429,20 @@ pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, bo
                 .collect(),
         ),
     };
-    frames.push(sse_event(
+    frames.push((
         "content_block_start",
-        &BlockStart { kind: "content_block_start", index: 0, content_block: start_block },
+        to_json(&BlockStart { kind: "content_block_start", index: 0, content_block: start_block }),
     ));
-    frames.push(sse_event("ping", &TypeOnly { kind: "ping" }));
-    for delta in deltas {
-        frames.push(sse_event("content_block_delta", &BlockDelta { kind: "content_block_delta", index: 0, delta }));
+    if flavour.ping {
+        frames.push(("ping", to_json(&TypeOnly { kind: "ping" })));
     }
-    frames.push(sse_event("content_block_stop", &TypeIndex { kind: "content_block_stop", index: 0 }));
-    frames.push(sse_event(
+    for delta in deltas {
+        frames.push(("content_block_delta", to_json(&BlockDelta { kind: "content_block_delta", index: 0, delta })));
+    }
+    frames.push(("content_block_stop", to_json(&TypeIndex { kind: "content_block_stop", index: 0 })));
+    frames.push((
         "message_delta",
-        &MessageDelta {
+        to_json(&MessageDelta {
             kind: "message_delta",
             delta: StopDelta { stop_reason, stop_sequence },
             usage: DeltaUsage {
@@ -401,10 +451,10 @@ pub(crate) async fn messages(State(state): State<Shared>, headers: HeaderMap, bo
                 cache_read_input_tokens: 0,
                 output_tokens,
             },
-        },
+        }),
     ));
-    frames.push(sse_event("message_stop", &TypeOnly { kind: "message_stop" }));
-    sse_response(frames, state.chunk_delay(&headers))
+    frames.push(("message_stop", to_json(&TypeOnly { kind: "message_stop" })));
+    answered(Reply::Events(frames))
 }
 
 #[derive(Serialize)]

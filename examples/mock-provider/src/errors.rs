@@ -20,14 +20,19 @@ pub enum Api {
     /// Anthropic models on Vertex AI: the platform's errors (auth, quota, not
     /// found) in Google's shape, the model's in Anthropic's.
     VertexAnthropic,
+    /// Amazon Bedrock Runtime (`/model/{modelId}/…`): `{"message"}` bodies
+    /// named by an `x-amzn-errortype` header.
+    Bedrock,
 }
 
 impl Api {
     /// Anthropic for `/v1/messages…`; Google for the Gemini and Vertex AI
     /// paths (`/v1beta/…`, `/v1beta1/…`, `/v1/projects/…`, `/v1/models/M:verb`);
-    /// OpenAI for everything else.
+    /// Bedrock for `/model/…`; OpenAI for everything else.
     pub fn for_path(path: &str) -> Self {
-        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        if path.starts_with("/model/") {
+            Api::Bedrock
+        } else if path == "/v1/messages" || path.starts_with("/v1/messages/") {
             Api::Anthropic
         } else if path.starts_with("/v1/projects/") || path.starts_with("/v1beta1/") {
             if path.contains("/publishers/anthropic/") {
@@ -247,6 +252,51 @@ fn google_status_error(status: StatusCode) -> Response {
     google_error(status, message, google_status_name(code), details)
 }
 
+/// What follows the error type in Bedrock's `x-amzn-errortype` header (the
+/// service's namespace; SDKs keep what comes before the first `:`).
+pub const BEDROCK_ERROR_NAMESPACE: &str = ":http://internal.amazon.com/coral/com.amazon.bedrock/";
+
+/// Bedrock's error body: `{"message": …}` (`{"Message": …}` for
+/// `AccessDeniedException`, as the service sends it), the type in
+/// `x-amzn-errortype`.
+pub fn bedrock_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let key = if kind == "AccessDeniedException" { "Message" } else { "message" };
+    let mut body = serde_json::Map::new();
+    body.insert(key.to_owned(), serde_json::Value::String(message.to_owned()));
+    if kind == "ModelErrorException" {
+        body.insert("originalStatusCode".to_owned(), serde_json::Value::from(500));
+    }
+    let mut resp = json_response(status, &body);
+    if let Ok(value) = HeaderValue::from_str(&format!("{kind}{BEDROCK_ERROR_NAMESPACE}")) {
+        resp.headers_mut().insert("x-amzn-errortype", value);
+    }
+    resp
+}
+
+/// A 400 `ValidationException` in Bedrock's shape.
+pub fn bedrock_invalid(message: &str) -> Response {
+    bedrock_error(StatusCode::BAD_REQUEST, "ValidationException", message)
+}
+
+/// Bedrock's error type and message for an HTTP status.
+pub fn bedrock_status_kind(code: u16) -> (&'static str, &'static str) {
+    match code {
+        401 => ("UnrecognizedClientException", "The security token included in the request is invalid."),
+        403 => ("AccessDeniedException", "You don't have access to the model with the specified model ID."),
+        404 => ("ResourceNotFoundException", "The requested resource could not be found."),
+        408 => ("ModelTimeoutException", "Model has timed out in processing the request. Try your request again."),
+        413 => ("ValidationException", "Input is too long for requested model."),
+        424 => ("ModelErrorException", "The model returned an error. Try your request again."),
+        429 => ("ThrottlingException", "Too many requests, please wait before trying again."),
+        503 => ("ServiceUnavailableException", "Bedrock is unable to process your request."),
+        500..=599 => (
+            "InternalServerException",
+            "The system encountered an unexpected error during processing. Try your request again.",
+        ),
+        _ => ("ValidationException", "The request is invalid."),
+    }
+}
+
 /// The error a provider would send with this status (used by `x-mock-status`,
 /// `--fail-every` and `--rate-limit-every`). 429 carries `retry-after: 1`.
 pub fn status_error(api: Api, status: StatusCode) -> Response {
@@ -306,6 +356,10 @@ pub fn status_error(api: Api, status: StatusCode) -> Response {
             401 | 403 | 404 | 429 => google_status_error(status),
             _ => return status_error(Api::Anthropic, status),
         },
+        Api::Bedrock => {
+            let (kind, message) = bedrock_status_kind(code);
+            bedrock_error(status, kind, &format!("{message} (simulated by the mock provider)"))
+        }
     };
     if code == 429 {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -327,6 +381,11 @@ pub fn not_found(api: Api, method: &str, path: &str) -> Response {
         Api::Gemini | Api::VertexAnthropic => {
             google_error(StatusCode::NOT_FOUND, &format!("Method not found: {method} {path}"), "NOT_FOUND", None)
         }
+        Api::Bedrock => bedrock_error(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "The requested operation is not recognized by the service.",
+        ),
     }
 }
 
@@ -342,6 +401,7 @@ pub fn parse_object(api: Api, body: &[u8]) -> Result<serde_json::Map<String, ser
             ),
             Api::Anthropic | Api::VertexAnthropic => anthropic_invalid("Input should be a valid dictionary"),
             Api::Gemini => google_invalid("Invalid JSON payload received. Expected an object."),
+            Api::Bedrock => bedrock_invalid("Malformed input request, please reformat your input and try again."),
         })),
         Err(err) => Err(Box::new(match api {
             Api::OpenAi => openai_invalid(
@@ -353,6 +413,11 @@ pub fn parse_object(api: Api, body: &[u8]) -> Result<serde_json::Map<String, ser
             ),
             Api::Anthropic | Api::VertexAnthropic => anthropic_invalid(&format!("There was an issue with your request body: invalid JSON ({err})")),
             Api::Gemini => google_invalid(&format!("Invalid JSON payload received. {err}")),
+            Api::Bedrock => bedrock_error(
+                StatusCode::BAD_REQUEST,
+                "SerializationException",
+                &format!("Malformed input request: the body is not valid JSON ({err}), please reformat your input and try again."),
+            ),
         })),
     }
 }

@@ -1,6 +1,7 @@
-//! `tollgate-mock`: an offline OpenAI-, Anthropic- and Gemini-compatible
-//! provider (the Gemini API, Vertex AI with its token endpoint, Anthropic on
-//! Vertex AI: see `gemini`).
+//! `tollgate-mock`: an offline OpenAI-, Anthropic-, Gemini- and
+//! Bedrock-compatible provider (the Gemini API, Vertex AI with its token
+//! endpoint, Anthropic on Vertex AI: see `gemini`; Amazon Bedrock Runtime's
+//! Converse and InvokeModel APIs with event-stream framing: see `bedrock`).
 //!
 //! Used by the quickstart when no provider key is set and by the end-to-end
 //! tests through a real Envoy. Answers are deterministic and echo the prompt
@@ -13,6 +14,7 @@
 //! `tollgate-mock` binary use) and [`router`] for in-process use.
 
 mod anthropic;
+mod bedrock;
 mod errors;
 mod gemini;
 pub mod mcp;
@@ -75,6 +77,13 @@ pub mod headers {
     /// `answer` with a candidate stopped by the safety filter
     /// (`finishReason: SAFETY`; streamed, after part of the text).
     pub const GEMINI_BLOCK: &str = "x-mock-gemini-block";
+    /// Request (Bedrock streams): after half of the answer, end the stream
+    /// with an exception frame for this HTTP-like code (429
+    /// `throttlingException`, 400 `validationException`, 424
+    /// `modelStreamErrorException`, 503 `serviceUnavailableException`,
+    /// 408 `modelTimeoutException` (InvokeModel), else
+    /// `internalServerException`).
+    pub const BEDROCK_STREAM_ERROR: &str = "x-mock-bedrock-stream-error";
     /// Echoed back when present.
     pub const REQUEST_ID: &str = "x-request-id";
 }
@@ -127,6 +136,12 @@ pub struct RecordedRequest {
     pub headers: BTreeMap<String, String>,
     /// The body as (lossy) UTF-8.
     pub body: String,
+    /// Bedrock calls (`/model/…`): the decoded `modelId`, the `operation` and
+    /// the `auth` used (`scheme` `sigv4` with `accessKeyId`, `date`,
+    /// `region`, `service`, `terminator`, `signedHeaders`, `amzDate`,
+    /// `sessionToken`; or `bearer`, `none`, `other`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bedrock: Option<serde_json::Value>,
 }
 
 pub(crate) struct AppState {
@@ -206,6 +221,7 @@ pub fn router(config: MockConfig) -> Router {
             post(gemini::vertex_post),
         )
         .route(TOKEN_PATH, post(gemini::token))
+        .route("/model/{model}/{operation}", post(bedrock::post))
         .route("/healthz", get(healthz))
         .route("/mock/requests", get(list_requests).delete(clear_requests))
         .route(mcp::PATH, post(mcp::post).get(mcp::get).delete(mcp::delete))
@@ -371,6 +387,12 @@ async fn control(State(state): State<Shared>, req: Request, next: Next) -> Respo
     if let Some(id) = request_id {
         out.insert(HeaderName::from_static(headers::REQUEST_ID), id);
     }
+    if !internal && Api::for_path(&path) == Api::Bedrock {
+        // AWS answers every call, errors included, with a request id.
+        if let Ok(id) = HeaderValue::from_str(&state.ids.uuid()) {
+            out.insert(HeaderName::from_static("x-amzn-requestid"), id);
+        }
+    }
     resp
 }
 
@@ -387,6 +409,7 @@ async fn recorded(
         path: parts.uri.path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
         headers: headers_map(&parts.headers),
         body: String::from_utf8_lossy(&bytes).into_owned(),
+        bedrock: bedrock::describe(path, &parts.headers),
     });
     Ok((parts, bytes))
 }
@@ -443,7 +466,7 @@ async fn api_control(state: &AppState, req: Request, next: Next, path: &str) -> 
 fn fail_rule<'a>(header: &'a str, body: &[u8], path: &str) -> Option<&'a str> {
     let from_body =
         || serde_json::from_slice::<serde_json::Value>(body).ok()?.get("model")?.as_str().map(str::to_owned);
-    let model = gemini::model_from_path(path).or_else(from_body)?;
+    let model = bedrock::model_from_path(path).or_else(|| gemini::model_from_path(path)).or_else(from_body)?;
     header.split(',').filter_map(|pair| pair.trim().split_once('=')).find(|(m, _)| *m == model).map(|(_, rule)| rule)
 }
 
@@ -507,6 +530,11 @@ async fn method_not_allowed(req: Request) -> Response {
             &format!("Method not allowed: {} {path}", req.method()),
             "INVALID_ARGUMENT",
             None,
+        ),
+        Api::Bedrock => errors::bedrock_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UnknownOperationException",
+            "The requested operation is not recognized by the service.",
         ),
     }
 }

@@ -186,6 +186,13 @@ impl IdGen {
         format!("{prefix}{}", self.chars(HEX, len))
     }
 
+    /// A random-looking UUID (version 4 layout), like AWS request ids.
+    pub fn uuid(&self) -> String {
+        let hex = self.chars(HEX, 32);
+        let part = |r: std::ops::Range<usize>| hex.get(r).unwrap_or("0");
+        format!("{}-{}-4{}-a{}-{}", part(0..8), part(8..12), part(13..16), part(17..20), part(20..32))
+    }
+
     /// Padding like OpenAI's stream `obfuscation` field: evens out chunk sizes.
     pub fn obfuscation(&self, content_chars: usize) -> String {
         let len = 15 - (content_chars % 16).min(15);
@@ -257,12 +264,23 @@ pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
 /// Decodes one `application/x-www-form-urlencoded` component (`+` is a
 /// space, `%XX` a byte); invalid escapes are kept as they are.
 pub fn form_decode(text: &str) -> String {
+    decode_escapes(text, true)
+}
+
+/// Decodes a percent-encoded URL path segment (`%XX` a byte, `+` kept, as
+/// AWS SDKs encode labels like a model ARN's `:` and `/`); invalid escapes
+/// are kept as they are.
+pub fn percent_decode(text: &str) -> String {
+    decode_escapes(text, false)
+}
+
+fn decode_escapes(text: &str, plus_is_space: bool) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
@@ -391,6 +409,10 @@ mod tests {
         assert!(base64url_decode("a+b/").is_none());
         assert!(base64url_decode("abcde").is_none());
         assert_eq!(form_decode("a+b%3Ac%zz"), "a b:c%zz");
+        assert_eq!(
+            percent_decode("arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.a+b%3A0"),
+            "arn:aws:bedrock:us-east-1:1:inference-profile/us.a+b:0"
+        );
         let f = form_fields("grant_type=urn%3Aietf&assertion=x.y.z");
         assert_eq!(f.get("grant_type").map(String::as_str), Some("urn:ietf"));
         assert_eq!(f.get("assertion").map(String::as_str), Some("x.y.z"));
