@@ -267,3 +267,9 @@ pub fn gemini_fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../core/tests/fixtures/gemini").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// A fixture of `core/tests/fixtures/bedrock-mock/` (Bedrock Runtime's shapes).
+pub fn bedrock_fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../core/tests/fixtures/bedrock-mock").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
