@@ -17,9 +17,9 @@ pub enum ApiKind {
     /// Anthropic `POST /v1/messages`.
     AnthropicMessages,
     /// Gemini `POST /v1beta/models/{model}:generateContent` (or
-    /// `:streamGenerateContent?alt=sse`; Vertex AI's publisher model paths
-    /// take the same body). The model is in the path. Only a provider API so
-    /// far: not in [`ApiKind::ALL`], the table of paths clients may call.
+    /// `:streamGenerateContent?alt=sse`; `/v1/models/...` too; Vertex AI's
+    /// publisher model paths take the same body). The model and whether the
+    /// answer streams are in the path ([`ApiKind::gemini_path`]).
     GeminiGenerate,
 }
 
@@ -34,12 +34,13 @@ pub enum ApiFamily {
 
 impl ApiKind {
     /// The APIs clients call, for iteration in tests, docs and routes.
-    pub const ALL: [ApiKind; 5] = [
+    pub const ALL: [ApiKind; 6] = [
         ApiKind::OpenAiChat,
         ApiKind::OpenAiCompletions,
         ApiKind::OpenAiEmbeddings,
         ApiKind::OpenAiResponses,
         ApiKind::AnthropicMessages,
+        ApiKind::GeminiGenerate,
     ];
 
     /// Recognise an API from a request path (`:path`), ignoring the query
@@ -51,15 +52,39 @@ impl ApiKind {
     /// read it, and a path outside it (or outside the policy's
     /// `access.passthrough`) is refused.
     pub fn from_path(path: &str) -> Option<ApiKind> {
+        if ApiKind::gemini_path(path).is_some() {
+            return Some(ApiKind::GeminiGenerate);
+        }
         let path = path.split(['?', '#']).next().unwrap_or(path);
         let path = path.strip_suffix('/').unwrap_or(path);
-        ApiKind::ALL.into_iter().find(|k| k.path() == path)
+        ApiKind::ALL.into_iter().filter(|k| *k != ApiKind::GeminiGenerate).find(|k| k.path() == path)
+    }
+
+    /// A Gemini path's model and whether it asks for a stream:
+    /// `/v1beta/models/{model}:generateContent` (or `/v1/models/...`, or
+    /// `:streamGenerateContent`), the query ignored. The model is a name of
+    /// letters, digits, `-`, `_`, `.` and `@`.
+    pub fn gemini_path(path: &str) -> Option<(&str, bool)> {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        let rest = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/"))?;
+        let (model, verb) = rest.rsplit_once(':')?;
+        let stream = match verb {
+            "generateContent" => false,
+            "streamGenerateContent" => true,
+            _ => return None,
+        };
+        let name_ok = !model.is_empty()
+            && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+        name_ok.then_some((model, stream))
     }
 
     /// An RE2 pattern (Envoy's `safe_regex`, matched against the path
     /// without its query) for this API's path, as [`ApiKind::from_path`]
     /// accepts it.
     pub fn path_regex(self) -> String {
+        if self == ApiKind::GeminiGenerate {
+            return "^/v1(beta)?/models/[-_.@a-zA-Z0-9]+:(generateContent|streamGenerateContent)$".to_string();
+        }
         format!("^{}/?$", self.path().replace('.', "\\."))
     }
 
@@ -77,7 +102,7 @@ impl ApiKind {
 
     /// Parse the name produced by [`ApiKind::as_str`].
     pub fn from_name(name: &str) -> Option<ApiKind> {
-        ApiKind::ALL.into_iter().chain([ApiKind::GeminiGenerate]).find(|k| k.as_str() == name)
+        ApiKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     pub fn family(self) -> ApiFamily {
@@ -106,7 +131,7 @@ impl ApiKind {
             ApiKind::OpenAiEmbeddings => "/v1/embeddings",
             ApiKind::OpenAiResponses => "/v1/responses",
             ApiKind::AnthropicMessages => "/v1/messages",
-            ApiKind::GeminiGenerate => "/v1beta/models/{model}:generateContent",
+            ApiKind::GeminiGenerate => "/v1beta/models/gemini:generateContent",
         }
     }
 }
@@ -120,9 +145,18 @@ mod tests {
         for kind in ApiKind::ALL {
             assert_eq!(ApiKind::from_path(kind.path()), Some(kind));
             assert_eq!(ApiKind::from_path(&format!("{}?x=1", kind.path())), Some(kind));
-            assert_eq!(ApiKind::from_path(&format!("{}/", kind.path())), Some(kind));
+            if kind != ApiKind::GeminiGenerate {
+                assert_eq!(ApiKind::from_path(&format!("{}/", kind.path())), Some(kind));
+            }
             assert_eq!(ApiKind::from_name(kind.as_str()), Some(kind));
         }
+        let gemini = ApiKind::gemini_path;
+        assert_eq!(gemini("/v1beta/models/gemini-2.5-flash:generateContent"), Some(("gemini-2.5-flash", false)));
+        assert_eq!(gemini("/v1/models/gemini-2.5-pro:streamGenerateContent?alt=sse"), Some(("gemini-2.5-pro", true)));
+        assert_eq!(gemini("/v1beta/models/gemini-2.5-flash:countTokens"), None);
+        assert_eq!(gemini("/v1beta/models/a/b:generateContent"), None);
+        assert_eq!(gemini("/v1beta/models/:generateContent"), None);
+        assert_eq!(gemini("/v1beta/tunedModels/x:generateContent"), None);
         assert_eq!(ApiKind::from_path("/v1/models"), None);
         assert_eq!(ApiKind::from_path("/healthz"), None);
         assert_eq!(ApiKind::from_path("/v1/chat/completions/x"), None);

@@ -136,8 +136,11 @@ pub fn error_body(family: ApiFamily, status: u16, message: &str, code: &str) -> 
             "type": "error",
             "error": {"type": kind, "message": message}
         }),
+        // Google's shape; the machine-readable code as an `ErrorInfo` reason.
         ApiFamily::Gemini => serde_json::json!({
-            "error": {"code": status, "message": message, "status": google_status(status)}
+            "error": {"code": status, "message": message, "status": google_status(status), "details": [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": code, "domain": "tollgate"}
+            ]}
         }),
     };
     value.to_string()

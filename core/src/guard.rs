@@ -536,9 +536,7 @@ fn guard_value(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, v: &mut Value
         ApiKind::OpenAiResponses => guard_responses_value(guard, masks, v, &mut labels),
         ApiKind::AnthropicMessages => guard_anthropic_body(guard, masks, v, &mut labels),
         ApiKind::OpenAiEmbeddings => Ok(false),
-        // Not a client API yet (see `ApiKind::GeminiGenerate`): an answer in
-        // its shape is never passed on unguarded.
-        ApiKind::GeminiGenerate => Err("unsupported-api".to_string()),
+        ApiKind::GeminiGenerate => guard_gemini_body(guard, masks, v, &mut labels),
     };
     match res {
         Err(label) => JsonGuard::Blocked(label),
@@ -689,6 +687,27 @@ fn guard_anthropic_body(
     Ok(changed)
 }
 
+/// A Gemini answer: every candidate's text parts and function call `args`.
+fn guard_gemini_body(
+    guard: &OutputGuard,
+    masks: &MaskMap,
+    v: &mut Value,
+    labels: &mut Vec<String>,
+) -> Result<bool, String> {
+    let mut changed = false;
+    let Some(candidates) = v.get_mut("candidates").and_then(Value::as_array_mut) else { return Ok(false) };
+    for cand in candidates {
+        let parts = cand.get_mut("content").and_then(|c| c.get_mut("parts")).and_then(Value::as_array_mut);
+        for part in parts.into_iter().flatten() {
+            changed |= guard_slot(guard, masks, part.get_mut("text"), false, labels)?;
+            if let Some(args) = part.get_mut("functionCall").and_then(|c| c.get_mut("args")) {
+                changed |= guard_leaves(guard, masks, args, labels)?;
+            }
+        }
+    }
+    Ok(changed)
+}
+
 fn guard_leaves(guard: &OutputGuard, masks: &MaskMap, v: &mut Value, labels: &mut Vec<String>) -> Result<bool, String> {
     let mut changed = false;
     match v {
@@ -730,6 +749,11 @@ pub(crate) fn write_error_event(api: ApiKind, named: bool, message: &str, code: 
             named.then_some("error"),
             serde_json::json!({"type": "error", "code": code, "message": message, "param": null}),
         ),
+        // Google ends a stream with its error object as the last event.
+        ApiKind::GeminiGenerate => {
+            let body = crate::error::error_body(crate::api::ApiFamily::Gemini, 500, message, code);
+            (None, serde_json::from_str(&body).unwrap_or_default())
+        }
         _ => (None, serde_json::json!({"error": {"message": message, "type": "server_error", "code": code}})),
     };
     if let Some(e) = event {

@@ -341,6 +341,9 @@ pub(crate) fn json_text(v: &Value, depth: usize, out: &mut String) -> Result<(),
 type Walked = (LlmRequest, Vec<String>, Vec<TextKind>);
 
 fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked, Error> {
+    if api == ApiKind::GeminiGenerate {
+        return walk_gemini(obj, pointers);
+    }
     let model = match obj.get("model") {
         None | Some(Value::Null) => return Err(Error::InvalidRequest("`model` is required".into())),
         Some(Value::String(s)) if s.is_empty() => {
@@ -361,8 +364,7 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
         },
         ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => opt_u64(obj, "max_tokens")?,
         ApiKind::OpenAiResponses => opt_u64(obj, "max_output_tokens")?,
-        ApiKind::OpenAiEmbeddings => None,
-        ApiKind::GeminiGenerate => return Err(not_a_client_api(api)),
+        ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate => None,
     };
     let mut c =
         Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), kinds: Vec::new(), tools: Vec::new() };
@@ -387,15 +389,112 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
             anthropic(obj, &mut c)?;
             tools(obj, "tools", &mut c)?;
         }
-        ApiKind::GeminiGenerate => return Err(not_a_client_api(api)),
+        ApiKind::GeminiGenerate => gemini(obj, &mut c)?,
     }
     let request = LlmRequest { api, model, stream, include_usage, max_tokens, texts: c.texts, tools: c.tools };
     Ok((request, c.pointers.unwrap_or_default(), c.kinds))
 }
 
-/// A provider API that clients cannot call (yet): refused, never passed uninspected.
-fn not_a_client_api(api: ApiKind) -> Error {
-    Error::InvalidRequest(format!("the {} API is not served to clients by this gateway", api.as_str()))
+/// A Gemini `generateContent` body. The model and whether it streams are
+/// in the path, not the body: `model` is empty and `stream` false here, and
+/// the caller sets both from [`ApiKind::gemini_path`].
+fn walk_gemini(obj: &Map<String, Value>, pointers: bool) -> Result<Walked, Error> {
+    let mut c =
+        Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), kinds: Vec::new(), tools: Vec::new() };
+    gemini(obj, &mut c)?;
+    let max_tokens = match field(obj, "generationConfig") {
+        Some(config) => opt_u64(as_object(config, &Path::root("generationConfig"))?, "maxOutputTokens")?,
+        None => None,
+    };
+    let request = LlmRequest {
+        api: ApiKind::GeminiGenerate,
+        model: String::new(),
+        stream: false,
+        include_usage: false,
+        max_tokens,
+        texts: c.texts,
+        tools: c.tools,
+    };
+    Ok((request, c.pointers.unwrap_or_default(), c.kinds))
+}
+
+/// Gemini `systemInstruction`, `contents[].parts[]` (text, function calls'
+/// `args`, function responses' `response`: tool output) and the tools'
+/// `functionDeclarations` (description and parameter schema, role `tools`).
+fn gemini(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
+    if let Some(system) = field(obj, "systemInstruction") {
+        let sp = Path::root("systemInstruction");
+        gemini_parts("system", as_object(system, &sp)?, &sp, c)?;
+    }
+    let root = Path::root("contents");
+    let contents = opt_array(obj, "contents", None)?.ok_or_else(|| invalid(&root, "is required"))?;
+    if contents.is_empty() {
+        return Err(invalid(&root, "must not be empty"));
+    }
+    for (i, content) in contents.iter().enumerate() {
+        let cp = root.index(i);
+        let content = as_object(content, &cp)?;
+        let role = match opt_str(content, "role", Some(&cp))? {
+            None | Some("user") => "user",
+            Some("model") => "assistant",
+            Some("function" | "tool") => "tool",
+            Some(_) => return Err(invalid(&cp.key("role"), "must be user or model")),
+        };
+        gemini_parts(role, content, &cp, c)?;
+    }
+    if let Some(list) = opt_array(obj, "tools", None)? {
+        let root = Path::root("tools");
+        for (i, tool) in list.iter().enumerate() {
+            let tp = root.index(i);
+            let tool = as_object(tool, &tp)?;
+            let Some(decls) = opt_array(tool, "functionDeclarations", Some(&tp))? else { continue };
+            let dp = tp.key("functionDeclarations");
+            for (j, decl) in decls.iter().enumerate() {
+                let fp = dp.index(j);
+                let decl = as_object(decl, &fp)?;
+                if let Some(text) = opt_str(decl, "description", Some(&fp))? {
+                    c.push("tools", text, &fp.key("description"));
+                }
+                for schema in ["parameters", "parametersJsonSchema"] {
+                    if let Some(v @ Value::Object(_)) = field(decl, schema) {
+                        c.push_json("tools", v, &fp.key(schema))?;
+                    }
+                }
+                if let Some(name) = opt_str(decl, "name", Some(&fp))? {
+                    c.tools.push(ToolDef { name: name.to_owned() });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The texts of a Gemini `Content`'s `parts`.
+fn gemini_parts(role: &str, content: &Map<String, Value>, path: &Path<'_>, c: &mut Collector) -> Result<(), Error> {
+    let Some(parts) = opt_array(content, "parts", Some(path))? else { return Ok(()) };
+    let pp = path.key("parts");
+    for (j, part) in parts.iter().enumerate() {
+        let bp = pp.index(j);
+        let part = as_object(part, &bp)?;
+        if let Some(text) = opt_str(part, "text", Some(&bp))? {
+            // A thought summary the model wrote earlier is its own text.
+            c.push(role, text, &bp.key("text"));
+        }
+        if let Some(call) = field(part, "functionCall") {
+            let fp = bp.key("functionCall");
+            if let Some(args @ Value::Object(_)) = field(as_object(call, &fp)?, "args") {
+                c.push_json(role, args, &fp.key("args"))?;
+            }
+        }
+        if let Some(response) = field(part, "functionResponse") {
+            let fp = bp.key("functionResponse");
+            if let Some(v @ Value::Object(_)) = field(as_object(response, &fp)?, "response") {
+                c.push_json("tool", v, &fp.key("response"))?;
+            }
+        }
+        // inlineData, fileData, executableCode ...: no text to read.
+    }
+    Ok(())
 }
 
 fn include_usage(obj: &Map<String, Value>) -> Result<bool, Error> {

@@ -209,7 +209,7 @@ pub fn restore_json(api: ApiKind, map: &MaskMap, body: &[u8]) -> Option<Vec<u8>>
         return None;
     }
     let mut v: Value = serde_json::from_str(text).ok()?;
-    let json_arguments = api != ApiKind::AnthropicMessages;
+    let json_arguments = !matches!(api, ApiKind::AnthropicMessages | ApiKind::GeminiGenerate);
     if restore_value(map, &mut v, json_arguments) {
         serde_json::to_vec(&v).ok()
     } else {
@@ -233,6 +233,8 @@ enum Field {
     AnthText,
     AnthJson,
     AnthThinking,
+    /// A Gemini candidate's text parts (each event's parts continue the text).
+    GeminiText,
 }
 
 impl Field {
@@ -475,8 +477,7 @@ impl SseRestorer {
             ApiKind::OpenAiResponses => self.responses_event(map, &mut v, out),
             ApiKind::AnthropicMessages => self.anthropic_event(map, &mut v, out),
             ApiKind::OpenAiEmbeddings => false,
-            // Not a client API yet: restored as a whole event.
-            ApiKind::GeminiGenerate => restore_value(map, &mut v, true),
+            ApiKind::GeminiGenerate => self.gemini_event(map, &mut v, out),
         };
         match changed.then(|| serde_json::to_string(&v)) {
             Some(Ok(data)) => write_event(out, event.event.as_deref(), event.id.as_deref(), &data),
@@ -589,7 +590,8 @@ impl SseRestorer {
             }
             ApiKind::OpenAiResponses => self.write_responses_deltas(flushed, out),
             ApiKind::AnthropicMessages => self.write_anthropic_deltas(flushed, out),
-            ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate => {}
+            ApiKind::GeminiGenerate => self.write_gemini_parts(flushed, out),
+            ApiKind::OpenAiEmbeddings => {}
         }
     }
 
@@ -733,6 +735,56 @@ impl SseRestorer {
         }
     }
 
+    /// A Gemini stream event: each candidate's text parts go through the
+    /// candidate's text channel (a placeholder may be split across events);
+    /// function calls arrive whole and are restored in place. The event
+    /// with a candidate's `finishReason` also carries whatever its channels
+    /// still hold, as text parts at its end.
+    fn gemini_event(&mut self, map: &MaskMap, v: &mut Value, _out: &mut Vec<u8>) -> bool {
+        let Some(candidates) = v.get_mut("candidates").and_then(Value::as_array_mut) else {
+            return restore_value(map, v, false);
+        };
+        let mut changed = false;
+        for (pos, cand) in candidates.iter_mut().enumerate() {
+            let i = cand.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
+            let ends = cand.get("finishReason").is_some();
+            let Some(content) = cand.get_mut("content") else { continue };
+            let parts = content.get_mut("parts").and_then(Value::as_array_mut);
+            for part in parts.into_iter().flatten() {
+                let thought = part.get("thought").and_then(Value::as_bool) == Some(true);
+                match part.get_mut("text") {
+                    Some(Value::String(s)) => {
+                        let key = Key { field: Field::GeminiText, a: i, b: u64::from(thought) };
+                        changed |= self.channel(map, key, None, s);
+                    }
+                    _ => changed |= restore_value(map, part, false),
+                }
+            }
+            if ends {
+                let flushed = self.take_flushed(map, |k| k.a == i);
+                if let (false, Some(obj)) = (flushed.is_empty(), content.as_object_mut()) {
+                    let parts = obj.entry("parts").or_insert_with(|| Value::Array(Vec::new()));
+                    if let Some(parts) = parts.as_array_mut() {
+                        for (h, s) in flushed {
+                            parts.push(gemini_part(h.key, s));
+                        }
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    fn write_gemini_parts(&self, flushed: Vec<(Held, String)>, out: &mut Vec<u8>) {
+        for (h, s) in flushed {
+            let event = serde_json::json!({
+                "candidates": [{"content": {"role": "model", "parts": [gemini_part(h.key, s)]}, "index": h.key.a}]
+            });
+            write_value(out, None, &event);
+        }
+    }
+
     fn write_anthropic_deltas(&self, flushed: Vec<(Held, String)>, out: &mut Vec<u8>) {
         for (h, s) in flushed {
             let (delta_type, name) = h.key.field.anthropic();
@@ -745,6 +797,15 @@ impl SseRestorer {
             m.insert("delta".into(), Value::Object(delta));
             write_value(out, self.named.then_some("content_block_delta"), &Value::Object(m));
         }
+    }
+}
+
+/// A Gemini text part holding released text `s` of channel `key`.
+fn gemini_part(key: Key, s: String) -> Value {
+    if key.b == 1 {
+        serde_json::json!({"text": s, "thought": true})
+    } else {
+        serde_json::json!({"text": s})
     }
 }
 

@@ -360,6 +360,16 @@ fn unpriced(model: &str, key: &str) -> Refused {
 /// Set the output cap `tokens` in a request body of `api` that has none
 /// (see [`Budget::output_cap`]). Returns whether the body changed.
 pub fn cap_output(api: ApiKind, json: &mut Value, tokens: u64) -> bool {
+    if api == ApiKind::GeminiGenerate {
+        let Some(obj) = json.as_object_mut() else { return false };
+        let config = obj.entry("generationConfig").or_insert_with(|| Value::Object(Default::default()));
+        let Some(config) = config.as_object_mut() else { return false };
+        if config.get("maxOutputTokens").is_some_and(|v| !v.is_null()) {
+            return false;
+        }
+        config.insert("maxOutputTokens".into(), Value::from(tokens));
+        return true;
+    }
     let field = match api {
         ApiKind::OpenAiChat => "max_completion_tokens",
         ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => "max_tokens",

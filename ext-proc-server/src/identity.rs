@@ -61,10 +61,13 @@ impl Headers for axum::http::HeaderMap {
     }
 }
 
-/// The credential a client presented: `Authorization: Bearer X` or `x-api-key: X`.
+/// The credential a client presented: `Authorization: Bearer X`,
+/// `x-api-key: X` or (Gemini clients) `x-goog-api-key: X`.
 fn presented_key(h: &impl Headers) -> Option<String> {
-    if let Some(v) = h.get("x-api-key").filter(|v| !v.trim().is_empty()) {
-        return Some(v.trim().to_string());
+    for header in ["x-api-key", "x-goog-api-key"] {
+        if let Some(v) = h.get(header).filter(|v| !v.trim().is_empty()) {
+            return Some(v.trim().to_string());
+        }
     }
     let auth = h.get("authorization")?;
     let (scheme, token) = auth.trim().split_once(' ')?;

@@ -119,6 +119,9 @@ pub enum StreamState {
         hints: CacheHints,
         /// The filter inspects the request and reports with the response.
         inspected: bool,
+        /// The model and streaming flag of an API that puts them in the
+        /// path (Gemini).
+        in_path: Option<(String, bool)>,
     },
     /// Routed upstream.
     Routed(Box<Routed>),
@@ -291,7 +294,8 @@ async fn on_request_headers(
         control: Control::parse(header(h, "cache-control").as_deref()),
         namespace: header(h, NAMESPACE_HEADER),
     };
-    *state = StreamState::AwaitingBody { api, request_id, identity, draft, hints, inspected };
+    let in_path = path.as_deref().and_then(ApiKind::gemini_path).map(|(model, stream)| (model.to_owned(), stream));
+    *state = StreamState::AwaitingBody { api, request_id, identity, draft, hints, inspected, in_path };
     let common =
         CommonResponse { header_mutation: Some(remove_client_gateway_headers(h, inspected)), ..Default::default() };
     reply(processing_response::Response::RequestHeaders(HeadersResponse { response: Some(common) }))
@@ -368,14 +372,18 @@ async fn pass_through(
 }
 
 async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) -> ProcessingResponse {
-    let StreamState::AwaitingBody { api, request_id, identity, mut draft, hints, inspected } = std::mem::take(state)
+    let StreamState::AwaitingBody { api, request_id, identity, mut draft, hints, inspected, in_path } =
+        std::mem::take(state)
     else {
         return reply(processing_response::Response::RequestBody(BodyResponse::default()));
     };
-    let ParsedRequest { mut json, request: parsed, .. } = match parse_request_json(api, &body.body) {
+    let ParsedRequest { mut json, request: mut parsed, .. } = match parse_request_json(api, &body.body) {
         Ok(parsed) => parsed,
         Err(err) => return refuse(shared, state, &draft, "", &err, &[]).await,
     };
+    if let Some((model, stream)) = in_path {
+        (parsed.model, parsed.stream) = (model, stream);
+    }
     let model = parsed.model.clone();
     if let Err(err) = check_model(&shared.policy, identity.as_ref(), &parsed.model) {
         return refuse(shared, state, &draft, &model, &err, &[]).await;
@@ -446,7 +454,10 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
             Ok(v) => Some(serde_json::to_vec(&v).unwrap_or_default()),
             Err(err) => return refuse(shared, state, &answered_here(draft), &model, &err, &[]).await,
         },
-        None if route.model != parsed.model && !fallback => Some(with_model(json, route.model)),
+        // A Gemini body names no model: the path does.
+        None if route.model != parsed.model && !fallback && api != ApiKind::GeminiGenerate => {
+            Some(with_model(json, route.model))
+        }
         None if ask_usage || capped => Some(serde_json::to_vec(&json).unwrap_or_default()),
         None => None,
     };
@@ -493,7 +504,9 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     provider_headers(&mut mutation, credential, identity.is_some(), direction);
     let mut common = CommonResponse { clear_route_cache: true, ..Default::default() };
     let provider = shared.policy.providers.get(route.provider);
-    if !fallback && (direction.is_some() || provider.is_some_and(|p| p.kind == ProviderKind::AzureOpenai)) {
+    let path_named =
+        route.api == ApiKind::GeminiGenerate || provider.is_some_and(|p| p.kind == ProviderKind::AzureOpenai);
+    if !fallback && (direction.is_some() || path_named) {
         let path = provider
             .map_or_else(|| route.api.path().to_string(), |p| p.request_path(route.api, route.model, parsed.stream));
         mutation.set_headers.push(set_header(":path", &path));

@@ -415,3 +415,62 @@ async fn anthropic_sdk_is_served_by_a_gemini_model() {
     assert!(bodies.iter().all(|b| b["generationConfig"]["maxOutputTokens"].is_u64()), "max_tokens kept: {bodies:?}");
     assert_gemini_tool_round_trip(&bodies, "find Grace", "Grace Hopper, 1906");
 }
+
+#[tokio::test]
+async fn genai_sdk_is_a_native_gemini_client_with_keys_pii_and_the_firewall() {
+    let python = venv_python();
+    let gw = Gateway::start(Options {
+        policy_extra: "access: {require: key, keyStore: '{dir}/keys.yaml'}\nteams:\n  research: {}\nconsumers:\n  alice: {team: research}\n"
+            .into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let key = gw.create_key("alice").await;
+    let out = run_script(&python, &gw, "genai_client.py", &[&key]).await;
+
+    let plain = &out["plain"];
+    assert!(
+        text(plain, "text").contains("Mock reply to:") && text(plain, "text").contains("Say hello to Ada"),
+        "{plain}"
+    );
+    assert_eq!(plain["finish"], "STOP", "{plain}");
+    assert!(num(&plain["usage"], "prompt") > 0 && num(&plain["usage"], "candidates") > 0, "{plain}");
+    let stream = &out["stream"];
+    assert!(num(stream, "chunks") > 1 && text(stream, "text").contains("Say hello to Grace"), "{stream}");
+    assert_eq!(stream["finish"], "STOP", "{stream}");
+    assert!(num(&stream["usage"], "total") > 0, "{stream}");
+    let calls = out["tool"]["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{out}");
+    assert_eq!(calls[0]["name"], "lookup");
+    assert!(
+        text(&calls[0]["args"], "query").contains("find Hopper") || text(&calls[0]["args"], "query").contains("Hopper"),
+        "{out}"
+    );
+
+    // The mock echoes the prompt: the client sees its own address back,
+    // JSON and streamed, while the provider saw only placeholders.
+    assert!(text(&out["pii"], "text").contains("ada.lovelace@example.com"), "{out}");
+    assert!(text(&out["pii_stream"], "text").contains("grace.hopper@example.org"), "{out}");
+    let seen = received(&gw).await;
+    let bodies: Vec<String> = seen.iter().map(|(_, b)| b.to_string()).collect();
+    assert!(bodies.iter().all(|b| !b.contains("@example.")), "an address reached the provider: {bodies:?}");
+    assert!(bodies.iter().any(|b| b.contains("EMAIL_ADDRESS")), "{bodies:?}");
+
+    // Refusals in Google's error shape, which the SDK raises as APIError.
+    assert_eq!(out["injection"]["code"], 403, "{out}");
+    assert_eq!(out["no_key"]["code"], 401, "{out}");
+    assert_eq!(out["no_key"]["status"], "UNAUTHENTICATED", "{out}");
+
+    // Every call reached the provider as Gemini: the model in the path, the
+    // gateway key replaced, nothing the Gemini API would refuse in the body.
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    for (req, body) in &seen {
+        let path = text(req, "path");
+        assert!(path.starts_with("/v1beta/models/gemini-2.5-flash:"), "{req}");
+        assert!(req["headers"].get("x-goog-api-key").is_none_or(|k| k != &Value::from(key.as_str())), "{req}");
+        assert!(body.get("model").is_none() && body["contents"].is_array(), "{body}");
+    }
+    let usage = gw.usage_rows().await;
+    assert!(usage.iter().any(|r| r["consumer"] == "alice"), "spend recorded for the caller: {usage:?}");
+}

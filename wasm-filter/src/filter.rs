@@ -71,8 +71,9 @@ enum RequestState {
     Start,
     /// Not AI traffic, or let through uninspected: the filter stays out of the way.
     Passthrough,
-    /// Collecting the request body.
-    Buffering { api: ApiKind, request_id: String },
+    /// Collecting the request body. `in_path`: the model and the streaming
+    /// flag of an API that puts them in the path (Gemini).
+    Buffering { api: ApiKind, request_id: String, in_path: Option<(String, bool)> },
     /// Parsed and sent upstream.
     Forwarded { api: ApiKind, request_id: String },
     /// Answered locally.
@@ -144,9 +145,12 @@ impl Filter {
         if host.request_header(PROVIDER).is_some() {
             host.set_request_header(PROVIDER, None);
         }
-        let api = match (host.request_header(":method").as_deref(), host.request_header(":path")) {
-            (Some("POST"), Some(path)) => ApiKind::from_path(&path),
-            _ => None,
+        let (api, in_path) = match (host.request_header(":method").as_deref(), host.request_header(":path")) {
+            (Some("POST"), Some(path)) => {
+                let in_path = ApiKind::gemini_path(&path).map(|(model, stream)| (model.to_owned(), stream));
+                (ApiKind::from_path(&path), in_path)
+            }
+            _ => (None, None),
         };
         let Some(api) = api else {
             self.request = RequestState::Passthrough;
@@ -187,15 +191,15 @@ impl Filter {
         // The sidecar takes this filter's findings for its audit record
         // instead of scanning again (see `INSPECTION_STATE`).
         host.set_property(INSPECTING_STATE, b"1");
-        self.request = RequestState::Buffering { api, request_id };
+        self.request = RequestState::Buffering { api, request_id, in_path };
         Verdict::Continue
     }
 
     pub fn on_request_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Verdict {
-        let RequestState::Buffering { api, request_id } = &self.request else {
+        let RequestState::Buffering { api, request_id, in_path } = &self.request else {
             return Verdict::Continue;
         };
-        let (api, request_id) = (*api, request_id.clone());
+        let (api, request_id, in_path) = (*api, request_id.clone(), in_path.clone());
         let limit = self.config().inspection.max_body_bytes;
         if body_size > limit {
             return self.reject(host, api.family(), &request_id, &Error::BodyTooLarge { limit }, None);
@@ -210,6 +214,9 @@ impl Filter {
             Ok(parsed) => parsed,
             Err(err) => return self.reject(host, api.family(), &request_id, &err, None),
         };
+        if let Some((model, stream)) = in_path {
+            (parsed.request.model, parsed.request.stream) = (model, stream);
+        }
 
         // Prompt firewall, over every text whatever its role, but for the
         // system prompts the policy trusts for the alias asked for, at that
