@@ -360,12 +360,16 @@ fn a_value_overlapping_another_is_masked_whole() {
 /// after it, so `doe@example.com` is never tried; once the key is redacted
 /// it is found. `guard-email-glued-to-a-key`: an address followed directly
 /// by a key's characters is not an address (a word character after the
-/// domain); once the key is redacted, it is. The guard target checks the
-/// weaker property (a second check finds nothing but e-mail addresses).
+/// domain); once the key is redacted, it is. `guard-email-seen-by-the-window`:
+/// streamed, a window cuts the over-long run and the address is redacted,
+/// where the whole text lets it through. The guard target checks the
+/// weaker property (a second check finds nothing but e-mail addresses; a
+/// streamed answer may redact more addresses than the whole text).
 #[test]
 #[ignore = "known: a second check can find an e-mail address the first did not"]
 fn a_redacted_text_checks_clean_even_for_addresses() {
-    for name in ["guard-email-suffix-after-long-match", "guard-email-glued-to-a-key"] {
+    for name in ["guard-email-suffix-after-long-match", "guard-email-glued-to-a-key", "guard-email-seen-by-the-window"]
+    {
         let data = std::fs::read(corpus_root().join("../known").join(name)).unwrap();
         props::guard_strict(&data);
     }

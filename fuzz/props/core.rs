@@ -368,7 +368,17 @@ fn guard_check(data: &[u8], strict: bool) {
         }
         GuardOutcome::Redacted(expected, _) => {
             assert_eq!(errors, 0);
-            assert_eq!(&client_text, expected, "streamed and whole redaction differ");
+            if strict || &client_text != expected {
+                // A window can see an address the whole text hides (see
+                // `guard_strict`): the streamed answer may redact more, never less.
+                assert!(!strict, "streamed and whole redaction differ: {client_text:?} / {expected:?}");
+                match g.check(&client_text, &map) {
+                    GuardOutcome::Clean => {}
+                    GuardOutcome::Redacted(_, again) if again.iter().all(|l| l == "EMAIL_ADDRESS") => {}
+                    other => panic!("the streamed answer is not clean: {client_text:?}: {other:?}"),
+                }
+                assert!(client_text.matches("[REDACTED").count() >= expected.matches("[REDACTED").count());
+            }
         }
         GuardOutcome::Clean => {
             assert_eq!(errors, 0);
@@ -424,11 +434,15 @@ fn translate_json_check(data: &[u8], strict: bool) {
             if !strict && out.get("messages").and_then(Value::as_array).is_some_and(Vec::is_empty) {
                 return;
             }
+            let mut out = out;
+            if dir.provider_api() == ApiKind::GeminiGenerate {
+                // Gemini's model is in the path; the parser wants the key.
+                out["model"] = json!("upstream-model");
+            }
             let bytes = serde_json::to_vec(&out).unwrap();
             let r = parse_request(dir.provider_api(), &bytes)
                 .unwrap_or_else(|e| panic!("a translated request does not parse: {e}: {out}"));
             if dir.provider_api() != ApiKind::GeminiGenerate {
-                // (Gemini's model is in the path.)
                 assert_eq!(r.model, "upstream-model");
             }
             if let Ok(client) = parse_request(dir.client_api(), &serde_json::to_vec(&body).unwrap()) {
