@@ -9,9 +9,11 @@ use crate::error::Error;
 
 /// The similarity a paraphrase needs by default (cosine of all-MiniLM-L6-v2
 /// sentence embeddings, prompts with the same numbers), chosen from the
-/// measured curve in `docs/cache-quality.md`: the lowest threshold whose
-/// false-hit rate stays within 1% at the upper end of its 95% interval.
-pub const DEFAULT_THRESHOLD: f64 = 0.91;
+/// measured curve in `docs/cache-quality.md` together with the sidecar's
+/// second check of the words: the lowest threshold whose false hits, on STS-B
+/// and on its high-overlap train+dev pairs, are no more than before that check
+/// grew (0.91 with four parts), within 1% at the upper end of the 95% interval.
+pub const DEFAULT_THRESHOLD: f64 = 0.89;
 
 /// `cache:` in the policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 //! also agree on what the embedding does not see ([`compare`]):
 //!
 //! - **negation**: the same number of negation words (`not`, `never`,
-//!   `n't`, `without`, …);
+//!   `n't`, `without`, `dont`, …);
 //! - **numbers**: the same number words (`two`, `hundred`, `first`, …; digit
 //!   runs already keep prompts in different partitions, see `cache::key`);
 //! - **entities**: no name is replaced by another: a name one prompt writes
@@ -27,7 +27,19 @@
 //!   (`flights from Paris to Rome` / `flights to Rome from Paris`, `in 2003
 //!   the firm moved` / `the firm moved in 2003`).
 //!
-//! The rules are about English function words, not about any corpus: they are
+//! - **time**: no calendar word replaced by another (`today` / `tomorrow`,
+//!   `Monday` / `Friday`);
+//! - **opposite**: no word replaced by its opposite (`higher` / `lower`,
+//!   `before` / `after`, `buy` / `sell`, `man` / `woman`: a fixed list of
+//!   English pairs);
+//! - **person**: no person replaced by another (`you're` / `I'm`, `he` /
+//!   `she`): each prompt speaks of a person the other does not;
+//! - **added**: neither prompt asks for more than the other: one with at
+//!   least three content words the other lacks, while the other adds at most
+//!   one, asks a larger question (`summarize this article` / `summarize this
+//!   article in three bullet points for a manager`).
+//!
+//! The rules are about English function words and word lists, not about any corpus: they are
 //! measured (false hits on adversarial pairs, hits on paraphrases) in
 //! `docs/cache-quality.md`. A refused candidate is a miss: the question goes
 //! to the provider, which costs one call, never a wrong answer.
@@ -41,6 +53,19 @@ pub struct Differences {
     pub numbers: bool,
     pub entities: bool,
     pub order: bool,
+    /// A calendar word replaced by another (`today` / `tomorrow`, `Monday` /
+    /// `Friday`, `June` / `July`).
+    pub time: bool,
+    /// A word replaced by its opposite (`higher` / `lower`, `before` /
+    /// `after`, `buy` / `sell`, `man` / `woman`).
+    pub opposite: bool,
+    /// The person spoken of replaced (`you` / `I`, `he` / `she`).
+    pub person: bool,
+    /// One prompt asks for more: at least [`ADDED_MIN`] content words the other
+    /// lacks, while the other adds at most one of its own (`summarize this
+    /// article` / `summarize this article in three bullet points for a
+    /// manager`).
+    pub added: bool,
     /// One or two content words of each prompt replaced by others (`a guitar` /
     /// `a flute`). Measured, not part of [`Differences::any`]: it also refuses
     /// synonyms (see `docs/cache-quality.md`).
@@ -50,14 +75,23 @@ pub struct Differences {
 impl Differences {
     /// Whether any check found a difference (the candidate is not served).
     pub fn any(&self) -> bool {
-        self.negation || self.numbers || self.entities || self.order
+        self.reason().is_some()
     }
 
     /// The first difference found, for logs.
     pub fn reason(&self) -> Option<&'static str> {
-        [(self.negation, "negation"), (self.numbers, "numbers"), (self.entities, "entities"), (self.order, "order")]
-            .into_iter()
-            .find_map(|(differs, name)| differs.then_some(name))
+        [
+            (self.negation, "negation"),
+            (self.numbers, "numbers"),
+            (self.entities, "entities"),
+            (self.order, "order"),
+            (self.time, "time"),
+            (self.opposite, "opposite"),
+            (self.person, "person"),
+            (self.added, "added"),
+        ]
+        .into_iter()
+        .find_map(|(differs, name)| differs.then_some(name))
     }
 }
 
@@ -73,8 +107,13 @@ fn same_stem(a: &str, b: &str) -> bool {
 const MARKERS: &[&str] =
     &["from", "to", "into", "onto", "toward", "towards", "than", "by", "vs", "versus", "against", "per", "unlike"];
 
-const NEGATIONS: &[&str] =
-    &["not", "no", "never", "none", "nobody", "nothing", "nowhere", "neither", "nor", "cannot", "without"];
+/// Negation words; `n't` endings count too, and so do the contractions
+/// written without their apostrophe, as chat prompts often are (`isnt`, `dont`).
+const NEGATIONS: &[&str] = &[
+    "not", "no", "never", "none", "nobody", "nothing", "nowhere", "neither", "nor", "cannot", "without", "isnt",
+    "arent", "wasnt", "werent", "dont", "doesnt", "didnt", "cant", "couldnt", "wont", "wouldnt", "shouldnt", "hasnt",
+    "havent", "hadnt", "mustnt", "neednt", "aint",
+];
 
 const NUMBER_WORDS: &[&str] = &[
     "zero",
@@ -130,6 +169,153 @@ const NUMBER_WORDS: &[&str] = &[
     "quarter",
 ];
 
+/// Calendar words: a prompt about `tomorrow` is not one about `today`.
+/// (`may` and `march` are left out: they are mostly a verb; written with a
+/// capital they are names, see [`Differences::entities`].)
+const CALENDAR: &[&str] = &[
+    "today",
+    "tonight",
+    "tomorrow",
+    "yesterday",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "january",
+    "february",
+    "april",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "weekday",
+    "weekend",
+];
+
+/// Pairs of opposites: one replaced by the other reverses what is asked.
+const OPPOSITES: &[(&str, &str)] = &[
+    ("high", "low"),
+    ("higher", "lower"),
+    ("highest", "lowest"),
+    ("more", "less"),
+    ("most", "least"),
+    ("before", "after"),
+    ("above", "below"),
+    ("up", "down"),
+    ("inside", "outside"),
+    ("increase", "decrease"),
+    ("increased", "decreased"),
+    ("increases", "decreases"),
+    ("increasing", "decreasing"),
+    ("rise", "fall"),
+    ("rises", "falls"),
+    ("rising", "falling"),
+    ("rose", "fell"),
+    ("buy", "sell"),
+    ("buying", "selling"),
+    ("bought", "sold"),
+    ("best", "worst"),
+    ("better", "worse"),
+    ("largest", "smallest"),
+    ("biggest", "smallest"),
+    ("larger", "smaller"),
+    ("bigger", "smaller"),
+    ("maximum", "minimum"),
+    ("max", "min"),
+    ("cheap", "expensive"),
+    ("cheapest", "dearest"),
+    ("win", "lose"),
+    ("won", "lost"),
+    ("winning", "losing"),
+    ("open", "close"),
+    ("opened", "closed"),
+    ("opening", "closing"),
+    ("start", "end"),
+    ("old", "new"),
+    ("older", "newer"),
+    ("oldest", "newest"),
+    ("early", "late"),
+    ("earlier", "later"),
+    ("earliest", "latest"),
+    ("hot", "cold"),
+    ("warm", "cool"),
+    ("fast", "slow"),
+    ("faster", "slower"),
+    ("fastest", "slowest"),
+    ("add", "remove"),
+    ("added", "removed"),
+    ("enable", "disable"),
+    ("enabled", "disabled"),
+    ("true", "false"),
+    ("north", "south"),
+    ("east", "west"),
+    ("northern", "southern"),
+    ("eastern", "western"),
+    ("left", "right"),
+    ("import", "export"),
+    ("imports", "exports"),
+    ("encrypt", "decrypt"),
+    ("compress", "decompress"),
+    ("upload", "download"),
+    ("push", "pull"),
+    ("accept", "reject"),
+    ("allow", "deny"),
+    ("include", "exclude"),
+    ("input", "output"),
+    ("ascending", "descending"),
+    ("uppercase", "lowercase"),
+    ("sunrise", "sunset"),
+    ("arrival", "departure"),
+    ("gain", "loss"),
+    ("gains", "losses"),
+    ("profit", "loss"),
+    ("strong", "weak"),
+    ("stronger", "weaker"),
+    ("positive", "negative"),
+    ("easy", "hard"),
+    ("easier", "harder"),
+    ("long", "short"),
+    ("longer", "shorter"),
+    ("young", "old"),
+    ("younger", "older"),
+    ("man", "woman"),
+    ("men", "women"),
+    ("boy", "girl"),
+    ("boys", "girls"),
+    ("male", "female"),
+    ("father", "mother"),
+    ("husband", "wife"),
+    ("son", "daughter"),
+    ("brother", "sister"),
+    ("love", "hate"),
+    ("agree", "disagree"),
+    ("legal", "illegal"),
+    ("possible", "impossible"),
+    ("happy", "sad"),
+    ("success", "failure"),
+    ("pros", "cons"),
+    ("advantages", "disadvantages"),
+];
+
+/// Personal pronouns by the person they speak of: first, second, third
+/// masculine, third feminine.
+const PERSONS: &[&[&str]] = &[
+    &["i", "me", "my", "mine", "myself", "we", "us", "our", "ours", "ourselves"],
+    &["you", "your", "yours", "yourself", "yourselves"],
+    &["he", "him", "his", "himself"],
+    &["she", "her", "hers", "herself"],
+];
+
+/// Content words one prompt must add (with the other adding at most one) to
+/// ask for more than the other.
+pub const ADDED_MIN: usize = 3;
+
 /// Function words: never compared for order (they move freely between paraphrases).
 const FUNCTION_WORDS: &[&str] = &[
     "a", "an", "the", "this", "that", "these", "those", "some", "any", "each", "every", "all", "both", "either", "i",
@@ -150,6 +336,8 @@ const MAX_WORDS: usize = 512;
 struct Word {
     /// Lower case, possessive dropped, crude plural folding.
     norm: String,
+    /// Lower case, possessive dropped, before any contraction (`you're` -> `you`).
+    lower: String,
     /// Written with a capital where a sentence does not start, or in capitals.
     name: bool,
     /// The nearest marker before it in its clause.
@@ -201,7 +389,11 @@ impl Reader {
             self.marker = None;
         }
         if !lower.is_empty() {
-            self.out.push(Word { norm: fold_plural(&lower), name, marker: self.marker, negation });
+            let base = match lower.split_once('\'') {
+                Some((head, _)) if !negation && !head.is_empty() => head.to_string(),
+                _ => lower.clone(),
+            };
+            self.out.push(Word { norm: fold_plural(&lower), lower: base, name, marker: self.marker, negation });
         }
         self.sentence_start = false;
         self.current.clear();
@@ -245,14 +437,58 @@ fn number_words(ws: &[Word]) -> Vec<&str> {
     v
 }
 
+/// Whether a text is written mostly in capitals (a title): its capitals say nothing.
+fn title(ws: &[Word]) -> bool {
+    ws.iter().filter(|w| w.name).count() * 2 > ws.len()
+}
+
 /// Names of `a` that `b` does not have (as any word, in any case). A text
-/// written mostly in capitals (a title) gives no names: its capitals say nothing.
+/// written mostly in capitals (a title) gives no names.
 fn names_missing(a: &[Word], b: &[Word]) -> bool {
-    let capitalized = a.iter().filter(|w| w.name).count();
-    if capitalized * 2 > a.len() {
-        return false;
-    }
-    a.iter().filter(|w| w.name).any(|n| !b.iter().any(|w| w.norm == n.norm))
+    !title(a) && a.iter().filter(|w| w.name).any(|n| !b.iter().any(|w| w.norm == n.norm))
+}
+
+/// A name of one prompt replaced by another name in the other (a name only
+/// added is left to the threshold).
+fn entities_differ(a: &[Word], b: &[Word]) -> bool {
+    names_missing(a, b) && names_missing(b, a)
+}
+
+/// The calendar words of a text, sorted.
+fn calendar_words(ws: &[Word]) -> Vec<&str> {
+    let mut v: Vec<&str> = ws.iter().map(|w| w.lower.as_str()).filter(|w| CALENDAR.contains(w)).collect();
+    v.sort_unstable();
+    v
+}
+
+/// Both prompts name a time, and not the same one (a time only added is left to the threshold).
+fn time_differs(a: &[Word], b: &[Word]) -> bool {
+    let (ta, tb) = (calendar_words(a), calendar_words(b));
+    !ta.is_empty() && !tb.is_empty() && ta != tb
+}
+
+fn has(ws: &[Word], word: &str) -> bool {
+    ws.iter().any(|w| w.lower == word)
+}
+
+/// A word of one prompt whose opposite the other has instead.
+fn opposite_differs(a: &[Word], b: &[Word]) -> bool {
+    OPPOSITES.iter().any(|&(x, y)| {
+        (has(a, x) && has(b, y) && !has(a, y) && !has(b, x)) || (has(a, y) && has(b, x) && !has(a, x) && !has(b, y))
+    })
+}
+
+/// The persons (indexes into [`PERSONS`]) a text speaks of, as a bit set.
+fn persons(ws: &[Word]) -> u8 {
+    ws.iter().fold(0, |set, w| {
+        PERSONS.iter().enumerate().filter(|(_, p)| p.contains(&w.lower.as_str())).fold(set, |s, (i, _)| s | 1 << i)
+    })
+}
+
+/// Each prompt speaks of a person the other does not (`you're` / `I'm`).
+fn person_differs(a: &[Word], b: &[Word]) -> bool {
+    let (pa, pb) = (persons(a), persons(b));
+    pa & !pb != 0 && pb & !pa != 0
 }
 
 /// Content words that occur exactly once in `ws`, with their index.
@@ -329,6 +565,12 @@ fn substituted(a: &[Word], b: &[Word]) -> bool {
     !only_a.is_empty() && !only_b.is_empty() && only_a.len() <= 2 && only_b.len() <= 2
 }
 
+/// One prompt adds at least [`ADDED_MIN`] content words, the other at most one.
+fn added(a: &[Word], b: &[Word]) -> bool {
+    let (only_a, only_b) = (unmatched(a, b).len(), unmatched(b, a).len());
+    (only_a >= ADDED_MIN && only_b <= 1) || (only_b >= ADDED_MIN && only_a <= 1)
+}
+
 /// What differs between two prompts beyond what their embeddings show.
 pub fn compare(a: &str, b: &str) -> Differences {
     Question::new(a).compare(b)
@@ -352,8 +594,12 @@ fn differences(wa: &[Word], wb: &[Word]) -> Differences {
     Differences {
         negation: wa.iter().filter(|w| w.negation).count() != wb.iter().filter(|w| w.negation).count(),
         numbers: number_words(wa) != number_words(wb),
-        entities: names_missing(wa, wb) && names_missing(wb, wa),
+        entities: entities_differ(wa, wb),
         order: order_differs(wa, wb),
+        time: time_differs(wa, wb),
+        opposite: opposite_differs(wa, wb),
+        person: person_differs(wa, wb),
+        added: added(wa, wb),
         substitution: substituted(wa, wb),
     }
 }
@@ -420,6 +666,60 @@ mod tests {
                 "What is heavier, a kilo of feathers or a kilo of steel?",
                 "What is heavier, a kilo of steel or a kilo of feathers?",
             ),
+        ] {
+            assert_eq!(differs(a, b), None, "{a:?} / {b:?}: {:?}", compare(a, b));
+        }
+    }
+
+    #[test]
+    fn replaced_times_opposites_and_persons_differ() {
+        assert_eq!(
+            differs("What is the weather in Paris today?", "What is the weather in Paris tomorrow?"),
+            Some("time")
+        );
+        assert!(compare("Meetings on Monday", "Meetings on Friday").time);
+        assert_eq!(differs("Did the shares close higher?", "Did the shares close lower?"), Some("opposite"));
+        assert_eq!(differs("What to check before a flight", "What to check after a flight"), Some("opposite"));
+        assert_eq!(
+            differs("Is it a good time to buy bitcoin?", "Is it a good time to sell bitcoin?"),
+            Some("opposite")
+        );
+        assert_eq!(differs("Why is a man singing?", "Why is a woman singing?"), Some("opposite"));
+        assert_eq!(differs("You're \"a bunch of cells.\"", "I'm \"a bunch of cells.\""), Some("person"));
+        assert_eq!(differs("What did he say about the budget?", "What did she say about the budget?"), Some("person"));
+        assert_eq!(differs("Being in a gang isnt a crime.", "Being in a gang is a crime."), Some("negation"));
+    }
+
+    #[test]
+    fn a_larger_question_differs_by_what_it_adds() {
+        assert_eq!(
+            differs("Summarize this article", "Summarize this article in three bullet points for a busy manager"),
+            Some("numbers")
+        );
+        assert_eq!(
+            differs("Summarize this article", "Summarize this article in bullet points for a busy manager"),
+            Some("added")
+        );
+        assert_eq!(
+            differs(
+                "Capital offenses in Iran include murder, rape, armed robbery, apostasy, blasphemy and treason.",
+                "Capital offenses in Iran include murder, rape and armed robbery."
+            ),
+            Some("added")
+        );
+    }
+
+    #[test]
+    fn times_persons_and_words_only_added_or_kept_pass() {
+        for (a, b) in [
+            // A time, a person or a word added on one side only is left to the threshold.
+            ("What is the weather in Paris?", "What is the weather in Paris today?"),
+            ("How do I reset my password?", "How can I reset my password?"),
+            ("How do I reset my password?", "Reset my password"),
+            ("Which is better, more RAM or a faster CPU?", "Which is better: a faster CPU or more RAM?"),
+            ("Summarize the plot of Hamlet", "Give me a short summary of the plot of Hamlet"),
+            // The same pair of opposites on both sides.
+            ("Pros and cons of Rust", "What are the pros and cons of Rust?"),
         ] {
             assert_eq!(differs(a, b), None, "{a:?} / {b:?}: {:?}", compare(a, b));
         }
