@@ -21,6 +21,10 @@ pub enum ApiKind {
     /// publisher model paths take the same body). The model and whether the
     /// answer streams are in the path ([`ApiKind::gemini_path`]).
     GeminiGenerate,
+    /// Amazon Bedrock's Converse API, `POST /model/{modelId}/converse` (or
+    /// `/converse-stream`, an AWS event stream). Only a provider API: not in
+    /// [`ApiKind::ALL`], the table of paths clients may call.
+    BedrockConverse,
 }
 
 /// Which provider's wire conventions (error shape, auth header) apply.
@@ -30,6 +34,7 @@ pub enum ApiFamily {
     OpenAi,
     Anthropic,
     Gemini,
+    Bedrock,
 }
 
 impl ApiKind {
@@ -97,18 +102,20 @@ impl ApiKind {
             ApiKind::OpenAiResponses => "openai-responses",
             ApiKind::AnthropicMessages => "anthropic-messages",
             ApiKind::GeminiGenerate => "gemini-generate-content",
+            ApiKind::BedrockConverse => "bedrock-converse",
         }
     }
 
     /// Parse the name produced by [`ApiKind::as_str`].
     pub fn from_name(name: &str) -> Option<ApiKind> {
-        ApiKind::ALL.into_iter().find(|k| k.as_str() == name)
+        ApiKind::ALL.into_iter().chain([ApiKind::BedrockConverse]).find(|k| k.as_str() == name)
     }
 
     pub fn family(self) -> ApiFamily {
         match self {
             ApiKind::AnthropicMessages => ApiFamily::Anthropic,
             ApiKind::GeminiGenerate => ApiFamily::Gemini,
+            ApiKind::BedrockConverse => ApiFamily::Bedrock,
             _ => ApiFamily::OpenAi,
         }
     }
@@ -119,6 +126,7 @@ impl ApiKind {
             ApiFamily::OpenAi => ApiKind::OpenAiChat,
             ApiFamily::Anthropic => ApiKind::AnthropicMessages,
             ApiFamily::Gemini => ApiKind::GeminiGenerate,
+            ApiFamily::Bedrock => ApiKind::BedrockConverse,
         }
     }
 
@@ -132,6 +140,7 @@ impl ApiKind {
             ApiKind::OpenAiResponses => "/v1/responses",
             ApiKind::AnthropicMessages => "/v1/messages",
             ApiKind::GeminiGenerate => "/v1beta/models/gemini:generateContent",
+            ApiKind::BedrockConverse => "/model/{modelId}/converse",
         }
     }
 }

@@ -102,6 +102,12 @@ fn error_type(family: ApiFamily, status: u16) -> &'static str {
         (ApiFamily::Anthropic, s) if s >= 500 => "api_error",
         (ApiFamily::Anthropic, _) => "invalid_request_error",
         (ApiFamily::Gemini, s) => google_status(s),
+        (ApiFamily::Bedrock, 400) => "ValidationException",
+        (ApiFamily::Bedrock, 403) => "AccessDeniedException",
+        (ApiFamily::Bedrock, 404) => "ResourceNotFoundException",
+        (ApiFamily::Bedrock, 429) => "ThrottlingException",
+        (ApiFamily::Bedrock, 503) => "ServiceUnavailableException",
+        (ApiFamily::Bedrock, _) => "InternalServerException",
     }
 }
 
@@ -137,6 +143,8 @@ pub fn error_body(family: ApiFamily, status: u16, message: &str, code: &str) -> 
             "error": {"type": kind, "message": message}
         }),
         // Google's shape; the machine-readable code as an `ErrorInfo` reason.
+        // Bedrock names the error type in `x-amzn-errortype`; `__type` too.
+        ApiFamily::Bedrock => serde_json::json!({"message": message, "__type": kind}),
         ApiFamily::Gemini => serde_json::json!({
             "error": {"code": status, "message": message, "status": google_status(status), "details": [
                 {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": code, "domain": "tollgate"}

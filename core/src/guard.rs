@@ -537,6 +537,8 @@ fn guard_value(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, v: &mut Value
         ApiKind::AnthropicMessages => guard_anthropic_body(guard, masks, v, &mut labels),
         ApiKind::OpenAiEmbeddings => Ok(false),
         ApiKind::GeminiGenerate => guard_gemini_body(guard, masks, v, &mut labels),
+        // Not a client API (see `ApiKind::BedrockConverse`): never passed on unguarded.
+        ApiKind::BedrockConverse => Err("unsupported-api".to_string()),
     };
     match res {
         Err(label) => JsonGuard::Blocked(label),

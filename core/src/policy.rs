@@ -327,6 +327,9 @@ pub enum ProviderKind {
     /// Gemini on Vertex AI: `project` and `location` in the path, an OAuth
     /// access token minted from a service account (`credentialsFile`).
     VertexAi,
+    /// Amazon Bedrock's Converse API: requests signed with SigV4 (or a
+    /// Bedrock API key as a bearer token, `keyEnv` / `keyFile`).
+    Bedrock,
     /// The bundled mock provider: speaks every API.
     Mock,
 }
@@ -341,6 +344,7 @@ impl ProviderKind {
                 family == ApiFamily::OpenAi
             }
             ProviderKind::Gemini | ProviderKind::VertexAi => family == ApiFamily::Gemini,
+            ProviderKind::Bedrock => family == ApiFamily::Bedrock,
         }
     }
 
@@ -351,6 +355,7 @@ impl ProviderKind {
             ProviderKind::Mock => model_family(model),
             ProviderKind::Anthropic => ApiFamily::Anthropic,
             ProviderKind::Gemini | ProviderKind::VertexAi => ApiFamily::Gemini,
+            ProviderKind::Bedrock => ApiFamily::Bedrock,
             ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => ApiFamily::OpenAi,
         }
     }
@@ -387,6 +392,33 @@ pub struct Provider {
     /// `token_uri`, else Google's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_url: Option<String>,
+    /// Bedrock: the AWS region the requests are signed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Bedrock: environment variables holding the AWS credentials for
+    /// SigV4 (default `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and, when
+    /// set, `AWS_SESSION_TOKEN`); unused with `keyEnv` / `keyFile` (a
+    /// Bedrock API key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token_env: Option<String>,
+}
+
+/// Percent-encode everything but RFC 3986's unreserved characters (as AWS
+/// SDKs do for a model id in a path: `arn:aws:bedrock:…/x` → `arn%3Aaws…%2Fx`).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A name put in a request path: only the characters model, project and
@@ -404,6 +436,11 @@ impl Provider {
     /// deployment's path with `api-version`, for Gemini the model's
     /// `generateContent` (`streamGenerateContent?alt=sse` when `stream`).
     pub fn request_path(&self, api: ApiKind, model: &str, stream: bool) -> String {
+        if api == ApiKind::BedrockConverse {
+            // A model id may be an ARN: every reserved character is escaped.
+            let id = percent_encode(model);
+            return format!("/model/{id}/{}", if stream { "converse-stream" } else { "converse" });
+        }
         if api == ApiKind::GeminiGenerate {
             let model = model.strip_prefix("models/").unwrap_or(model);
             let model = path_segment(model);
@@ -651,6 +688,22 @@ pub struct BaseUrl {
 }
 
 impl BaseUrl {
+    /// `host[:port]` as the provider expects it in `Host` (no default port).
+    pub fn authority(&self) -> String {
+        let default_port = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The URL of `path` (which starts with `/`) under this base.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{}{path}", if self.tls { "https" } else { "http" }, self.authority(), self.path)
+    }
+
     pub fn parse(url: &str) -> Result<BaseUrl, String> {
         let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
             (true, rest)
@@ -712,9 +765,23 @@ pub fn model_family(model: &str) -> ApiFamily {
         ApiFamily::Anthropic
     } else if model.starts_with("gemini") || model.starts_with("models/gemini") {
         ApiFamily::Gemini
+    } else if is_bedrock_model(model) {
+        ApiFamily::Bedrock
     } else {
         ApiFamily::OpenAi
     }
+}
+
+/// A Bedrock model id (`anthropic.claude-…-v1:0`, `amazon.nova-pro-v1:0`,
+/// a cross-region profile `us.meta.llama…`) or ARN.
+fn is_bedrock_model(model: &str) -> bool {
+    const VENDORS: [&str; 10] =
+        ["amazon.", "anthropic.", "meta.", "mistral.", "cohere.", "ai21.", "deepseek.", "qwen.", "openai.", "writer."];
+    let model = ["us.", "eu.", "apac.", "global.", "us-gov."]
+        .iter()
+        .find_map(|region| model.strip_prefix(region))
+        .unwrap_or(model);
+    model.starts_with("arn:aws:bedrock:") || VENDORS.iter().any(|v| model.starts_with(v))
 }
 
 /// The chat API of a family.
@@ -776,6 +843,23 @@ impl Policy {
                 return err(
                     format!("providers.{name}"),
                     "credentialsFile, tokenUrl and project are for kind vertex-ai".into(),
+                );
+            }
+            if p.kind == ProviderKind::Bedrock {
+                if p.region.as_deref().is_none_or(|r| r.is_empty() || path_segment(r) != *r) {
+                    return err(
+                        format!("providers.{name}.region"),
+                        "Bedrock needs the AWS region (us-east-1 ...)".into(),
+                    );
+                }
+            } else if p.region.is_some()
+                || p.access_key_env.is_some()
+                || p.secret_key_env.is_some()
+                || p.session_token_env.is_some()
+            {
+                return err(
+                    format!("providers.{name}"),
+                    "region, accessKeyEnv, secretKeyEnv and sessionTokenEnv are for kind bedrock".into(),
                 );
             }
             if let Some(url) = &p.token_url {

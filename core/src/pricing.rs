@@ -83,6 +83,12 @@ const DEFAULTS: &[(&str, f64, f64, f64)] = &[
     ("gemini-2.0-flash", 0.1, 0.4, 0.025),
     ("gemini-2.0-flash-lite", 0.075, 0.3, 0.075),
     ("gemini-embedding-001", 0.15, 0.0, 0.15),
+    // Amazon Nova on Bedrock (on-demand, us-east-1); other Bedrock models
+    // take their own maker's entry (`anthropic.claude-…-v1:0` → `claude-…`).
+    ("nova-premier", 2.5, 12.5, 0.625),
+    ("nova-pro", 0.8, 3.2, 0.2),
+    ("nova-lite", 0.06, 0.24, 0.015),
+    ("nova-micro", 0.035, 0.14, 0.00875),
 ];
 
 /// The models of the built-in table, by their exact names.
@@ -122,6 +128,10 @@ impl PriceTable {
 
     /// The price of `model` itself (see the module docs), without `pricing.default`.
     pub fn own_price(&self, model: &str) -> Option<&Price> {
+        self.named_price(model).or_else(|| self.named_price(&bedrock_base_name(model)?))
+    }
+
+    fn named_price(&self, model: &str) -> Option<&Price> {
         if let Some(p) = self.prices.get(model) {
             return Some(p);
         }
@@ -156,6 +166,19 @@ impl PriceTable {
     pub fn cost_micros(&self, model: &str, usage: &Usage) -> u64 {
         self.price(model).map_or(0, |p| p.cost_micros(usage))
     }
+}
+
+/// The model a Bedrock model id or ARN names, as the table names it:
+/// `us.anthropic.claude-sonnet-4-5-20250929-v1:0` → `claude-sonnet-4-5-20250929`,
+/// `arn:aws:bedrock:…:inference-profile/eu.amazon.nova-pro-v1:0` → `nova-pro`.
+/// `None` when `model` is not one.
+fn bedrock_base_name(model: &str) -> Option<String> {
+    let id = if model.starts_with("arn:aws:bedrock:") { model.rsplit('/').next()? } else { model };
+    let id = ["us.", "eu.", "apac.", "global.", "us-gov."].iter().find_map(|r| id.strip_prefix(r)).unwrap_or(id);
+    let (_vendor, name) = id.split_once('.')?;
+    let name = name.split_once(':').map_or(name, |(name, _)| name);
+    let name = name.strip_suffix("-v1").or_else(|| name.strip_suffix("-v2")).unwrap_or(name);
+    (name != model).then(|| name.to_owned())
 }
 
 /// Whether `rest` (what follows a table entry's name in a model name) marks
@@ -223,6 +246,12 @@ mod tests {
         assert_eq!(t.price("gemini-2.0-flash-lite-001").unwrap().input, 0.075);
         assert_eq!(t.price("gemini-2.5-flash").unwrap().output, 2.5);
         assert!(t.price("gemini-2.5-flash-image").is_none(), "another model");
+        assert_eq!(t.price("amazon.nova-pro-v1:0").unwrap().input, 0.8);
+        assert_eq!(t.price("us.anthropic.claude-sonnet-4-5-20250929-v1:0").unwrap().output, 15.0);
+        let arn =
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0";
+        assert_eq!(t.price(arn).unwrap().input, 1.0);
+        assert!(t.price("meta.llama3-70b-instruct-v1:0").is_none(), "not in the table");
         assert!(t.price("gpt-4oops").is_none());
         assert!(t.price("llama3").is_none());
     }

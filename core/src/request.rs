@@ -365,6 +365,7 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
         ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => opt_u64(obj, "max_tokens")?,
         ApiKind::OpenAiResponses => opt_u64(obj, "max_output_tokens")?,
         ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate => None,
+        ApiKind::BedrockConverse => return Err(not_a_client_api(api)),
     };
     let mut c =
         Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), kinds: Vec::new(), tools: Vec::new() };
@@ -390,9 +391,15 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
             tools(obj, "tools", &mut c)?;
         }
         ApiKind::GeminiGenerate => gemini(obj, &mut c)?,
+        ApiKind::BedrockConverse => return Err(not_a_client_api(api)),
     }
     let request = LlmRequest { api, model, stream, include_usage, max_tokens, texts: c.texts, tools: c.tools };
     Ok((request, c.pointers.unwrap_or_default(), c.kinds))
+}
+
+/// A provider API that clients cannot call: refused, never passed uninspected.
+fn not_a_client_api(api: ApiKind) -> Error {
+    Error::InvalidRequest(format!("the {} API is not served to clients by this gateway", api.as_str()))
 }
 
 /// A Gemini `generateContent` body. The model and whether it streams are

@@ -478,6 +478,8 @@ impl SseRestorer {
             ApiKind::AnthropicMessages => self.anthropic_event(map, &mut v, out),
             ApiKind::OpenAiEmbeddings => false,
             ApiKind::GeminiGenerate => self.gemini_event(map, &mut v, out),
+            // Not a client API: restored as a whole event.
+            ApiKind::BedrockConverse => restore_value(map, &mut v, true),
         };
         match changed.then(|| serde_json::to_string(&v)) {
             Some(Ok(data)) => write_event(out, event.event.as_deref(), event.id.as_deref(), &data),
@@ -591,7 +593,7 @@ impl SseRestorer {
             ApiKind::OpenAiResponses => self.write_responses_deltas(flushed, out),
             ApiKind::AnthropicMessages => self.write_anthropic_deltas(flushed, out),
             ApiKind::GeminiGenerate => self.write_gemini_parts(flushed, out),
-            ApiKind::OpenAiEmbeddings => {}
+            ApiKind::OpenAiEmbeddings | ApiKind::BedrockConverse => {}
         }
     }
 

@@ -105,6 +105,7 @@ pub fn usage_object(api: ApiKind, usage: &Value) -> Option<Usage> {
             raw.usage()
         }
         ApiFamily::Gemini => gemini_usage(u),
+        ApiFamily::Bedrock => crate::translate::openai_to_bedrock::usage_object(usage),
     }
 }
 
@@ -251,7 +252,8 @@ impl StreamUsage {
                     }
                 }
             }
-            ApiKind::GeminiGenerate => {}
+            // Bedrock streams are not SSE: their usage is the translator's.
+            ApiKind::GeminiGenerate | ApiKind::BedrockConverse => {}
             ApiKind::AnthropicMessages => {
                 let Ok(ev) = serde_json::from_slice::<AnthropicEvent>(data) else { return };
                 let kind = ev.kind.as_deref().or(event.event.as_deref());
@@ -270,7 +272,7 @@ impl StreamUsage {
     /// The usage seen so far; `None` until an event carried some.
     pub fn usage(&self) -> Option<Usage> {
         match self.api.family() {
-            ApiFamily::OpenAi | ApiFamily::Gemini => self.usage,
+            ApiFamily::OpenAi | ApiFamily::Gemini | ApiFamily::Bedrock => self.usage,
             ApiFamily::Anthropic => self.anthropic.usage(),
         }
     }

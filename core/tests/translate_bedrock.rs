@@ -1,16 +1,18 @@
 //! An OpenAI Chat Completions client served by an Amazon Bedrock model
 //! through the Converse API: requests into Converse bodies, Converse
 //! answers (whole, streamed as AWS event-stream frames, errors) back into
-//! OpenAI's shape, and usage for budgets. The Bedrock payloads are under
+//! OpenAI's shape, usage for budgets, and the routing that picks Bedrock. The Bedrock payloads are under
 //! `fixtures/bedrock/` (README names each one's source).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
 use tollgate_core::eventstream::{Decoder, Header, Message};
+use tollgate_core::policy::Policy;
 use tollgate_core::translate::openai_to_bedrock::{
     self as bedrock, client_status, error_type_name, finish_reason, StreamTranslator,
 };
-use tollgate_core::{SseEvent, Usage};
+use tollgate_core::translate::Direction;
+use tollgate_core::{ApiKind, SseEvent, Usage};
 
 fn fixture_bytes(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/bedrock/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -616,4 +618,47 @@ fn bedrock_errors_take_the_openai_shape() {
     assert_eq!(out["error"]["code"], "ThrottlingException");
     assert_eq!(out["error"]["type"], "rate_limit_error");
     assert_eq!(out["error"]["message"], "Rate exceeded");
+}
+
+fn yaml(s: &str) -> Policy {
+    Policy::deserialize(serde_yaml_ng::Deserializer::from_str(s)).unwrap()
+}
+
+#[test]
+fn bedrock_models_route_to_a_bedrock_provider_with_escaped_model_paths() {
+    let policy = yaml(
+        "providers:\n  aws: {kind: bedrock, baseUrl: 'https://bedrock-runtime.us-east-1.amazonaws.com', region: us-east-1}\n  o: {kind: openai, baseUrl: 'https://api.openai.com'}\n",
+    );
+    for model in [
+        "amazon.nova-pro-v1:0",
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "arn:aws:bedrock:us-east-1:1:inference-profile/x",
+    ] {
+        let r = policy.route(ApiKind::OpenAiChat, model).unwrap();
+        assert_eq!((r.provider, r.api), ("aws", ApiKind::BedrockConverse), "{model}");
+        assert_eq!(r.translation(ApiKind::OpenAiChat), Some(Direction::OpenAiToBedrock));
+        assert_eq!(r.translation(ApiKind::AnthropicMessages), Some(Direction::AnthropicToBedrock));
+    }
+    // A Claude model by its Anthropic name is not a Bedrock id.
+    assert!(
+        policy.route(ApiKind::OpenAiChat, "claude-haiku-4-5").is_err()
+            || policy.route(ApiKind::OpenAiChat, "claude-haiku-4-5").unwrap().provider != "aws"
+    );
+    let aws = &policy.providers["aws"];
+    assert_eq!(
+        aws.request_path(ApiKind::BedrockConverse, "arn:aws:bedrock:us-east-1:1:inference-profile/us.x-v1:0", true),
+        "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x-v1%3A0/converse-stream"
+    );
+    assert_eq!(
+        aws.request_path(ApiKind::BedrockConverse, "amazon.nova-pro-v1:0", false),
+        "/model/amazon.nova-pro-v1%3A0/converse"
+    );
+    // The region is required, and Bedrock's fields belong to Bedrock.
+    for (bad, field) in [
+        ("providers:\n  aws: {kind: bedrock, baseUrl: 'https://x'}\n", "providers.aws.region"),
+        ("providers:\n  o: {kind: openai, baseUrl: 'https://x', region: us-east-1}\n", "providers.o"),
+    ] {
+        let err = Policy::deserialize(serde_yaml_ng::Deserializer::from_str(bad)).unwrap_err().to_string();
+        assert!(err.contains(field), "{bad}: {err}");
+    }
 }

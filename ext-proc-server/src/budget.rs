@@ -374,7 +374,7 @@ pub fn cap_output(api: ApiKind, json: &mut Value, tokens: u64) -> bool {
         ApiKind::OpenAiChat => "max_completion_tokens",
         ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => "max_tokens",
         ApiKind::OpenAiResponses => "max_output_tokens",
-        ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate => return false,
+        ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate | ApiKind::BedrockConverse => return false,
     };
     let Some(obj) = json.as_object_mut() else { return false };
     let caps = ["max_tokens", "max_completion_tokens", "max_output_tokens"];

@@ -353,19 +353,23 @@ pub struct Credential {
     /// Vertex AI: access tokens minted from a service account; the header
     /// is then `authorization: Bearer <token>` and `value` is unused.
     pub tokens: Option<Arc<crate::vertex::AccessTokens>>,
+    /// Bedrock: keys that sign each request (SigV4) in place of a header.
+    pub aws: Option<Arc<crate::aws::AwsKeys>>,
 }
 
 impl Credential {
     pub fn new(header: &'static str, value: String) -> Credential {
-        Credential { header, value, tokens: None }
+        Credential { header, value, tokens: None, aws: None }
     }
 
     /// The header's value now: the key, or the held access token (`None`
-    /// when there is none that still works).
+    /// when there is none that still works, and for SigV4, which signs the
+    /// request instead).
     pub fn header_value(&self) -> Option<String> {
-        match &self.tokens {
-            Some(tokens) => tokens.current().map(|t| format!("Bearer {t}")),
-            None => Some(self.value.clone()),
+        match (&self.tokens, &self.aws) {
+            (_, Some(_)) => None,
+            (Some(tokens), None) => tokens.current().map(|t| format!("Bearer {t}")),
+            (None, None) => Some(self.value.clone()),
         }
     }
 }
@@ -406,7 +410,29 @@ pub fn load_credentials(policy: &Policy) -> Result<HashMap<String, Credential>, 
         } else if let (ProviderKind::VertexAi, Some(path)) = (provider.kind, provider.credentials_file.as_deref()) {
             let tokens = crate::vertex::AccessTokens::load(path, provider.token_url.as_deref())
                 .map_err(|message| ConfigError::Credentials { owner: format!("provider `{name}`"), message })?;
-            let cred = Credential { header: "authorization", value: String::new(), tokens: Some(Arc::new(tokens)) };
+            let cred =
+                Credential { header: "authorization", value: String::new(), tokens: Some(Arc::new(tokens)), aws: None };
+            out.insert(name.clone(), cred);
+        } else if provider.kind == ProviderKind::Bedrock {
+            let owner = format!("provider `{name}`");
+            let var = |name: Option<&str>, default: &str| -> Result<String, ConfigError> {
+                let var = name.unwrap_or(default);
+                match std::env::var(var) {
+                    Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+                    _ => Err(ConfigError::MissingKeyEnv { owner: owner.clone(), var: var.to_string() }),
+                }
+            };
+            let access = var(provider.access_key_env.as_deref(), "AWS_ACCESS_KEY_ID")?;
+            let secret = var(provider.secret_key_env.as_deref(), "AWS_SECRET_ACCESS_KEY")?;
+            let session = match var(provider.session_token_env.as_deref(), "AWS_SESSION_TOKEN") {
+                Ok(token) => Some(token),
+                Err(_) if provider.session_token_env.is_none() => None,
+                Err(err) => return Err(err),
+            };
+            let region = provider.region.as_deref().unwrap_or_default();
+            let keys = crate::aws::AwsKeys::new(&access, &secret, session, region);
+            let cred =
+                Credential { header: "authorization", value: String::new(), tokens: None, aws: Some(Arc::new(keys)) };
             out.insert(name.clone(), cred);
         }
     }

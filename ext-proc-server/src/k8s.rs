@@ -1291,6 +1291,7 @@ fn eg_unrouted_rules(
         ApiFamily::OpenAi => "openai",
         ApiFamily::Anthropic => "anthropic",
         ApiFamily::Gemini => "gemini",
+        ApiFamily::Bedrock => "bedrock",
     };
     if unrouted_may_pass(policy) {
         rules.push(eg_rule(Some(json!(eg_api_matches(None, None))), default_backend, default_url));

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auditing;
+pub mod aws;
 pub mod budget;
 pub mod cache;
 pub mod config;

@@ -127,6 +127,14 @@ pub struct RefusalLabels {
     pub reason: String,
 }
 
+/// A provider answer the gateway could not pass on as it came.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderProblemLabels {
+    pub provider: String,
+    /// `unreadable_stream` (a bad or truncated Bedrock event-stream frame).
+    pub problem: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TeamLabels {
     pub team: String,
@@ -165,6 +173,7 @@ pub struct Metrics {
     pub ttft: Family<ModelLabels, Histogram>,
     pub cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     pub refused: Family<RefusalLabels, Counter>,
+    pub provider_problems: Family<ProviderProblemLabels, Counter>,
     pub fallbacks: Counter,
     pub budget_remaining: Family<TeamLabels, Gauge<f64, AtomicU64>>,
     pub cache: Family<CacheLabels, Counter>,
@@ -220,6 +229,7 @@ impl Metrics {
         let ttft = Family::<ModelLabels, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
         let cost = Family::<CostLabels, Counter<f64, AtomicU64>>::default();
         let refused = Family::<RefusalLabels, Counter>::default();
+        let provider_problems = Family::<ProviderProblemLabels, Counter>::default();
         let fallbacks = Counter::default();
         let budget_remaining = Family::<TeamLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -235,6 +245,11 @@ impl Metrics {
         registry.register("gen_ai_server_time_to_first_token_seconds", "Time to the answer's first byte", ttft.clone());
         registry.register("tollgate_cost_usd", "Spend in USD by model and team", cost.clone());
         registry.register("tollgate_refused", "Requests the gateway refused, by reason", refused.clone());
+        registry.register(
+            "tollgate_provider_problems",
+            "Provider answers that could not be passed on as they came, by provider and problem",
+            provider_problems.clone(),
+        );
         registry.register("tollgate_fallbacks", "Requests answered after more than one attempt", fallbacks.clone());
         registry.register("tollgate_budget_remaining_usd", "Daily budget left per team", budget_remaining.clone());
         let cache = Family::<CacheLabels, Counter>::default();
@@ -295,6 +310,7 @@ impl Metrics {
             ttft,
             cost,
             refused,
+            provider_problems,
             fallbacks,
             budget_remaining,
             cache,
@@ -364,6 +380,13 @@ impl Metrics {
 
     pub fn refusal(&self, reason: &str) {
         self.refused.get_or_create(&RefusalLabels { reason: reason.into() }).inc();
+    }
+
+    /// A provider's event stream could not be read: its client's stream was
+    /// ended with an error event.
+    pub fn provider_stream_unreadable(&self, provider: &str) {
+        let labels = ProviderProblemLabels { provider: provider.into(), problem: "unreadable_stream" };
+        self.provider_problems.get_or_create(&labels).inc();
     }
 
     /// OpenMetrics text, with `extra` (other counters, already in text form) before the end marker.

@@ -89,7 +89,11 @@ pub struct RequestSpan<'a> {
 /// `gen_ai.operation.name` of a request API.
 pub fn operation(api: ApiKind) -> &'static str {
     match api {
-        ApiKind::OpenAiChat | ApiKind::OpenAiResponses | ApiKind::AnthropicMessages | ApiKind::GeminiGenerate => "chat",
+        ApiKind::OpenAiChat
+        | ApiKind::OpenAiResponses
+        | ApiKind::AnthropicMessages
+        | ApiKind::GeminiGenerate
+        | ApiKind::BedrockConverse => "chat",
         ApiKind::OpenAiCompletions => "text_completion",
         ApiKind::OpenAiEmbeddings => "embeddings",
     }
@@ -106,6 +110,7 @@ pub fn provider_name(policy: &Policy, provider: &str) -> Option<String> {
         ProviderKind::AzureOpenai => "azure.ai.openai".into(),
         ProviderKind::Gemini => "gcp.gemini".into(),
         ProviderKind::VertexAi => "gcp.vertex_ai".into(),
+        ProviderKind::Bedrock => "aws.bedrock".into(),
         ProviderKind::OpenaiCompatible | ProviderKind::Mock => provider.to_string(),
     })
 }

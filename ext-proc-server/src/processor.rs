@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use tollgate_core::headers::{BLOCKED_BY, INSPECTING_STATE, INSPECTION_STATE, REQUEST_ID};
 use tollgate_core::policy::Policy;
-use tollgate_core::policy::{AuditText, ProviderKind};
+use tollgate_core::policy::{AuditText, BaseUrl, ProviderKind};
 use tollgate_core::pricing::usd;
 use tollgate_core::report::InspectionReport;
 use tollgate_core::request::{parse_request_json, ParsedRequest};
@@ -178,6 +178,9 @@ pub struct Routed {
     pub held: Option<Held>,
     /// Counts the answer as it passes.
     pub meter: Option<Meter>,
+    /// The meter reads the translated answer (a Bedrock event stream,
+    /// which is not SSE, counted as the client's stream).
+    pub meter_translated: bool,
     /// The stream crossed a budget and was ended for the client.
     pub cut: bool,
     pub settled: bool,
@@ -510,6 +513,24 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         let path = provider
             .map_or_else(|| route.api.path().to_string(), |p| p.request_path(route.api, route.model, parsed.stream));
         mutation.set_headers.push(set_header(":path", &path));
+        // Bedrock with SigV4: the signature covers the host, the path and the body.
+        if let (Some(p), Some(keys)) = (provider, credential.and_then(|c| c.aws.as_ref())) {
+            let signed = BaseUrl::parse(&p.base_url).and_then(|url| {
+                let body = new_body.as_deref().unwrap_or(&body.body);
+                let headers = keys.sign(&url.authority(), &url.url(&path), body, SystemTime::now())?;
+                Ok((url.authority(), headers))
+            });
+            match signed {
+                Ok((authority, headers)) => {
+                    mutation.set_headers.push(set_header(":authority", &authority));
+                    mutation.set_headers.extend(headers.iter().map(|(k, v)| set_header(k, v)));
+                }
+                Err(message) => {
+                    let err = Error::Unavailable(format!("provider `{}`: {message}", route.provider));
+                    return refuse(shared, state, &answered_here(draft), &model, &err, &[]).await;
+                }
+            }
+        }
     }
     if let Some(new_body) = new_body {
         mutation.set_headers.push(set_header("content-length", &new_body.len().to_string()));
@@ -565,6 +586,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         identity,
         held,
         meter: None,
+        meter_translated: false,
         cut: false,
         settled: false,
         cache,
@@ -627,7 +649,10 @@ async fn on_response_headers(
         let status: u16 = header(h, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         r.status = status;
         r.attempts = header(h, "x-envoy-attempt-count").and_then(|v| v.parse().ok()).unwrap_or(1);
-        let sse = header(h, "content-type").is_some_and(|c| c.contains("text/event-stream"));
+        let content_type = header(h, "content-type").unwrap_or_default();
+        // Bedrock streams AWS event-stream frames; translated, the client gets SSE.
+        let frames = content_type.contains("application/vnd.amazon.eventstream") && r.translation.is_some();
+        let sse = content_type.contains("text/event-stream") || frames;
         let mut record = false;
         if let Some(slot) = r.cache.as_mut() {
             mutation.set_headers.push(set_header(STATUS_HEADER, slot.status));
@@ -641,9 +666,12 @@ async fn on_response_headers(
         }
         let meter = (200..300).contains(&status) && shared.budget.is_some() && !h.end_of_stream;
         if let Some(t) = r.translation.as_mut() {
-            t.start(status, sse);
+            t.start(status, sse, header(h, "x-amzn-errortype"));
             // The translated body has another length.
             mutation.remove_headers.push("content-length".into());
+            if frames {
+                mutation.set_headers.push(set_header("content-type", "text/event-stream"));
+            }
         } else if r.ask_usage && sse && (200..300).contains(&status) && !h.end_of_stream {
             r.usage_chunk = Some(UsageChunkDrop::default());
             mutation.remove_headers.push("content-length".into());
@@ -651,7 +679,9 @@ async fn on_response_headers(
         if meter {
             // Counted live only where a budget can end the stream.
             let live = r.held.as_ref().is_some_and(|h| h.reservation.is_some());
-            r.meter = Some(Meter::new(r.upstream_api, &r.model, sse, live));
+            r.meter_translated = frames;
+            let api = if frames { r.api } else { r.upstream_api };
+            r.meter = Some(Meter::new(api, &r.model, sse, live));
         } else {
             // Nothing to count: an error answer or no body. Release the reservation now.
             if settle(shared, r).await.is_none() {
@@ -690,7 +720,7 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
         if r.first_byte.is_none() {
             r.first_byte = Some(r.draft.clock.elapsed());
         }
-        if let Some(meter) = r.meter.as_mut() {
+        if let Some(meter) = r.meter.as_mut().filter(|_| !r.meter_translated) {
             meter.feed(&b.body);
         }
         // What the client gets for this chunk, when it differs from the provider's bytes.
@@ -699,6 +729,12 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
             (None, Some(drop)) => Some(drop.chunk(&b.body, b.end_of_stream)),
             (None, None) => None,
         };
+        if let (Some(meter), Some(out), true) = (r.meter.as_mut(), out.as_ref(), r.meter_translated) {
+            meter.feed(out);
+        }
+        if r.translation.as_mut().is_some_and(|t| std::mem::take(&mut t.unreadable)) {
+            shared.metrics.provider_stream_unreadable(&r.provider);
+        }
         if was_cut && !b.end_of_stream {
             // The client already has its final event. Stop the provider too:
             // an immediate response now resets the stream, which closes the
@@ -1005,7 +1041,7 @@ fn stream_error(api: ApiKind, err: &Error) -> Vec<u8> {
             SseEvent { data: "[DONE]".into(), ..Default::default() }.write_to(&mut out);
         }
         // Google sends an error object as a stream's last event.
-        ApiFamily::Gemini => SseEvent { data: body, ..Default::default() }.write_to(&mut out),
+        ApiFamily::Gemini | ApiFamily::Bedrock => SseEvent { data: body, ..Default::default() }.write_to(&mut out),
         ApiFamily::Anthropic => {
             SseEvent { event: Some("error".into()), data: body, ..Default::default() }.write_to(&mut out)
         }
@@ -1091,7 +1127,7 @@ pub fn provider_headers(
     }
     match direction.map(Direction::provider) {
         Some(ApiFamily::Anthropic) => mutation.set_headers.push(set_header("anthropic-version", ANTHROPIC_VERSION)),
-        Some(ApiFamily::OpenAi | ApiFamily::Gemini) => {
+        Some(ApiFamily::OpenAi | ApiFamily::Gemini | ApiFamily::Bedrock) => {
             mutation.remove_headers.extend(["anthropic-version".into(), "anthropic-beta".into()])
         }
         None => {}

@@ -1,6 +1,7 @@
-//! Serving a client of one API family from a provider of the other: the
+//! Serving a client of one API family from a provider of another: the
 //! request is translated once, the answer chunk by chunk (SSE event by
-//! event, JSON and error bodies whole). The translations themselves live in
+//! event, or for Bedrock AWS event-stream frame by frame; JSON and error
+//! bodies whole). The translations themselves live in
 //! `tollgate_core::translate`; this keeps the per-stream state.
 
 use serde_json::Value;
@@ -16,6 +17,10 @@ pub struct Translation {
     pub dir: Direction,
     client_model: String,
     body: Body,
+    /// The provider's error type header (Bedrock's `x-amzn-errortype`).
+    error_type: Option<String>,
+    /// A binary stream that could not be read (counted by the caller).
+    pub unreadable: bool,
 }
 
 #[derive(Debug)]
@@ -40,12 +45,20 @@ struct Stream {
 
 impl Translation {
     pub fn new(dir: Direction, client_model: &str) -> Translation {
-        Translation { dir, client_model: client_model.to_string(), body: Body::NotStarted }
+        Translation {
+            dir,
+            client_model: client_model.to_string(),
+            body: Body::NotStarted,
+            error_type: None,
+            unreadable: false,
+        }
     }
 
-    /// The provider's response headers arrived.
-    pub fn start(&mut self, status: u16, sse: bool) {
-        self.body = if sse && (200..300).contains(&status) {
+    /// The provider's response headers arrived: `stream` for an SSE or an
+    /// AWS event-stream answer; `error_type` from `x-amzn-errortype`.
+    pub fn start(&mut self, status: u16, stream: bool, error_type: Option<String>) {
+        self.error_type = error_type;
+        self.body = if stream && (200..300).contains(&status) {
             Body::Stream(Box::new(Stream {
                 parser: SseParser::new(DEFAULT_MAX_SSE_EVENT_BYTES),
                 translator: self.dir.stream(&self.client_model),
@@ -63,6 +76,23 @@ impl Translation {
         let mut out = Vec::new();
         match &mut self.body {
             Body::NotStarted => out.extend_from_slice(bytes),
+            Body::Stream(s) if s.translator.is_binary() => {
+                if !s.broken {
+                    let (events, failed) = s.translator.push_bytes(bytes);
+                    for e in events {
+                        e.write_to(&mut out);
+                    }
+                    if let Some(err) = failed {
+                        tracing::warn!(error = %err, "provider event stream unreadable: ending the translated stream");
+                        s.broken = true;
+                        self.unreadable = true;
+                    } else if end_of_stream {
+                        for e in s.translator.finish() {
+                            e.write_to(&mut out);
+                        }
+                    }
+                }
+            }
             Body::Stream(s) => {
                 if !s.broken {
                     let fed = s.parser.feed(bytes, &mut s.events);
@@ -96,7 +126,8 @@ impl Translation {
                     kept.extend_from_slice(bytes);
                 }
                 if end_of_stream {
-                    out = whole(self.dir, &self.client_model, *status, kept, *overflow);
+                    let error_type = self.error_type.as_deref();
+                    out = whole(self.dir, &self.client_model, *status, kept, *overflow, error_type);
                 }
             }
         }
@@ -105,14 +136,21 @@ impl Translation {
 }
 
 /// A complete JSON answer or error body, in the client's shape.
-fn whole(dir: Direction, client_model: &str, status: u16, bytes: &[u8], overflow: bool) -> Vec<u8> {
+fn whole(
+    dir: Direction,
+    client_model: &str,
+    status: u16,
+    bytes: &[u8],
+    overflow: bool,
+    error_type: Option<&str>,
+) -> Vec<u8> {
     let parsed: Option<Value> = if overflow { None } else { serde_json::from_slice(bytes).ok() };
     let translated = match (parsed, (200..300).contains(&status)) {
         (Some(v), true) => dir.response(&v, client_model).unwrap_or_else(|err| {
             tracing::warn!(error = %err, "provider answer cannot be translated");
             dir.error(&unreadable(&format!("the provider's answer could not be translated: {err}")), 502)
         }),
-        (Some(v), false) => dir.error(&v, status),
+        (Some(v), false) => dir.error_typed(&v, status, error_type),
         (None, ok) => {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
             let message = if ok { "the provider's answer was not readable JSON".to_string() } else { text };

@@ -148,6 +148,10 @@ fn quickstart_policy_for(mock_port: u16, openai: bool, anthropic: bool) -> Polic
                 location: None,
                 credentials_file: None,
                 token_url: None,
+                region: None,
+                access_key_env: None,
+                secret_key_env: None,
+                session_token_env: None,
             },
         )]
         .into_iter()

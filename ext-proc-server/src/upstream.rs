@@ -154,13 +154,20 @@ fn on_body(shared: &Shared, variant: &(String, usize), state: &mut AttemptState,
     let mut mutation = HeaderMutation {
         set_headers: vec![
             set_header(":path", &format!("{}{upstream_path}", url.path)),
-            set_header(":authority", &authority(&url)),
+            set_header(":authority", &url.authority()),
             set_header("content-length", &body.len().to_string()),
         ],
         ..Default::default()
     };
     // The client's gateway credential was removed in the downstream phase.
-    provider_headers(&mut mutation, shared.credentials.get(&t.provider), false, direction);
+    let credential = shared.credentials.get(&t.provider);
+    provider_headers(&mut mutation, credential, false, direction);
+    if let Some(keys) = credential.and_then(|c| c.aws.as_ref()) {
+        match keys.sign(&url.authority(), &url.url(&upstream_path), &body, std::time::SystemTime::now()) {
+            Ok(signed) => mutation.set_headers.extend(signed.iter().map(|(k, v)| set_header(k, v))),
+            Err(message) => return immediate(api, "", &Error::Unavailable(message), &[]),
+        }
+    }
     tracing::info!(alias, attempt = attempt + 1, provider = t.provider, model = t.model, "attempt");
     *state = AttemptState::Sent {
         provider: t.provider.clone(),
@@ -190,9 +197,13 @@ fn on_response_headers(shared: &Shared, alias: &str, state: &mut AttemptState, h
             ..Default::default()
         };
         if let Some(t) = translation.as_mut() {
-            let sse = header(h, "content-type").is_some_and(|c| c.contains("text/event-stream"));
-            t.start(status, sse);
+            let content_type = header(h, "content-type").unwrap_or_default();
+            let frames = content_type.contains("application/vnd.amazon.eventstream");
+            t.start(status, frames || content_type.contains("text/event-stream"), header(h, "x-amzn-errortype"));
             mutation.remove_headers.push("content-length".into());
+            if frames {
+                mutation.set_headers.push(set_header("content-type", "text/event-stream"));
+            }
             if !h.end_of_stream {
                 mode = Some(ProcessingMode {
                     response_header_mode: processing_mode::HeaderSendMode::Skip as i32,
@@ -216,17 +227,6 @@ fn on_response_headers(shared: &Shared, alias: &str, state: &mut AttemptState, h
     resp
 }
 
-/// `host[:port]` as the provider expects it.
-fn authority(url: &BaseUrl) -> String {
-    let default_port = if url.tls { 443 } else { 80 };
-    let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
-    if url.port == default_port {
-        host
-    } else {
-        format!("{host}:{}", url.port)
-    }
-}
-
 fn reply(response: processing_response::Response) -> ProcessingResponse {
     ProcessingResponse { response: Some(response), ..Default::default() }
 }
@@ -242,8 +242,12 @@ mod tests {
         assert_eq!(parse_variant("a/b/0"), Some(("a/b".into(), 0)));
         assert_eq!(parse_variant("smart"), None);
         let url = |s| BaseUrl::parse(s).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(authority(&url("https://api.openai.com")), "api.openai.com");
-        assert_eq!(authority(&url("http://127.0.0.1:8080/x")), "127.0.0.1:8080");
-        assert_eq!(authority(&url("http://[::1]:80")), "[::1]");
+        assert_eq!(url("https://api.openai.com").authority(), "api.openai.com");
+        assert_eq!(url("http://127.0.0.1:8080/x").authority(), "127.0.0.1:8080");
+        assert_eq!(url("http://[::1]:80").authority(), "[::1]");
+        assert_eq!(
+            url("http://127.0.0.1:8080/x").url("/model/a%3Ab/converse"),
+            "http://127.0.0.1:8080/x/model/a%3Ab/converse"
+        );
     }
 }

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tollgate_e2e::{Gateway, Options};
 
 /// The venv's Python, or a panic that says how to get it.
@@ -473,4 +473,119 @@ async fn genai_sdk_is_a_native_gemini_client_with_keys_pii_and_the_firewall() {
     }
     let usage = gw.usage_rows().await;
     assert!(usage.iter().any(|r| r["consumer"] == "alice"), "spend recorded for the caller: {usage:?}");
+}
+
+/// A Bedrock provider on the mock: SigV4 from the environment (the AWS
+/// test suite's keys), aliases to a model id and to an inference-profile ARN.
+async fn bedrock_gateway(api_key: bool) -> Gateway {
+    let (auth, env) = if api_key {
+        (", keyEnv: BEDROCK_KEY", vec![("BEDROCK_KEY".to_string(), "ABSK-test-bedrock-key".to_string())])
+    } else {
+        (
+            "",
+            vec![
+                ("AWS_ACCESS_KEY_ID".to_string(), "AKIDEXAMPLE".to_string()),
+                ("AWS_SECRET_ACCESS_KEY".to_string(), "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_string()),
+            ],
+        )
+    };
+    Gateway::start(Options {
+        providers_extra: format!("  aws: {{kind: bedrock, baseUrl: 'http://{{mock}}', region: us-east-1{auth}}}"),
+        policy_extra: format!(
+            "models:\n  bed: {{targets: [{{provider: aws, model: amazon.nova-pro-v1:0}}]}}\n  profile: {{targets: [{{provider: aws, model: '{BEDROCK_ARN}'}}]}}\n"
+        ),
+        sidecar_env: env,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+const BEDROCK_ARN: &str =
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0";
+
+/// The Converse calls the mock received for `model`: every one signed for us-east-1's
+/// `bedrock` service (or carrying the API key), the model in the path.
+async fn received_by_bedrock(gw: &Gateway, model: &str, expected: usize, streamed: usize, api_key: bool) -> Vec<Value> {
+    let seen: Vec<(Value, Value)> =
+        received(gw).await.into_iter().filter(|(req, _)| req["bedrock"]["modelId"] == model).collect();
+    assert_eq!(seen.len(), expected, "{seen:?}");
+    let mut bodies = Vec::new();
+    let mut sse = 0;
+    for (req, body) in seen {
+        let call = &req["bedrock"];
+        let op = text(call, "operation");
+        assert!(op == "Converse" || op == "ConverseStream", "{req}");
+        sse += usize::from(op == "ConverseStream");
+        let auth = &call["auth"];
+        if api_key {
+            assert_eq!(auth["scheme"], "bearer", "{req}");
+            assert_eq!(req["headers"]["authorization"], "Bearer ABSK-test-bedrock-key", "{req}");
+        } else {
+            assert_eq!(auth["scheme"], "sigv4", "{req}");
+            assert_eq!(
+                (&auth["accessKeyId"], &auth["region"], &auth["service"]),
+                (&"AKIDEXAMPLE".into(), &"us-east-1".into(), &"bedrock".into()),
+                "{req}"
+            );
+            let signed: Vec<&str> =
+                auth["signedHeaders"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+            assert!(signed.contains(&"host") && signed.contains(&"x-amz-date"), "{req}");
+        }
+        assert!(body["messages"].is_array() && body.get("model").is_none(), "{body}");
+        bodies.push(body);
+    }
+    assert_eq!(sse, streamed, "streamed requests");
+    bodies
+}
+
+#[tokio::test]
+async fn openai_and_anthropic_sdks_are_served_by_bedrock_with_sigv4() {
+    let python = venv_python();
+    let gw = bedrock_gateway(false).await;
+    let out = run_script(&python, &gw, "openai_client.py", &["bed"]).await;
+    assert_openai_client(&out, "bed");
+    let bodies = received_by_bedrock(&gw, "amazon.nova-pro-v1:0", 9, 5, false).await;
+    assert_eq!(bodies[0]["system"][0]["text"], "Be brief.", "{}", bodies[0]);
+    let tools: Vec<&Value> = bodies.iter().filter(|b| b["toolConfig"].get("toolChoice").is_some()).collect();
+    assert_eq!(tools.len(), 2, "tool_choice required, JSON and streamed: {bodies:?}");
+    assert_eq!(tools[0]["toolConfig"]["toolChoice"], json!({"any": {}}));
+    assert_eq!(tools[0]["toolConfig"]["tools"][0]["toolSpec"]["name"], "lookup");
+    // The tool round trip as Converse blocks: the assistant's toolUse, then
+    // the user's toolResult for the same id.
+    let round = bodies.iter().find(|b| b["messages"].as_array().is_some_and(|m| m.len() == 3)).unwrap();
+    let tool_use =
+        &round["messages"][1]["content"].as_array().unwrap().iter().find(|b| b.get("toolUse").is_some()).unwrap()
+            ["toolUse"];
+    let result = &round["messages"][2]["content"][0]["toolResult"];
+    assert_eq!(tool_use["toolUseId"], result["toolUseId"], "{round}");
+    assert!(result["content"].to_string().contains("Ada Lovelace, 1815"), "{round}");
+
+    let out = run_script(&python, &gw, "anthropic_client.py", &["profile"]).await;
+    assert_anthropic_client(&out, "profile");
+    received_by_bedrock(&gw, BEDROCK_ARN, 8, 4, false).await;
+}
+
+#[tokio::test]
+async fn bedrock_with_an_api_key_and_a_stream_that_fails_midway() {
+    let gw = bedrock_gateway(true).await;
+    let ask = json!({"model": "bed", "stream": true, "messages": [{"role": "user", "content": "Say hello to Ada"}]});
+    let resp = gw.post("/v1/chat/completions", &ask).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("Say hello to Ada") && text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // The provider's stream ends with an exception frame: one error chunk, then [DONE].
+    let resp = gw.post_with("/v1/chat/completions", &ask, &[("x-mock-bedrock-stream-error", "429")]).await;
+    let text = resp.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.trim().is_empty()).collect();
+    assert!(events[events.len() - 2].contains("ThrottlingException"), "{text}");
+    assert_eq!(events[events.len() - 1].trim(), "data: [DONE]", "{text}");
+    // A throttled request is a 429 in the client's shape.
+    let ask = json!({"model": "bed", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = gw.post_with("/v1/chat/completions", &ask, &[("x-mock-status", "429")]).await;
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "ThrottlingException", "{body}");
+    received_by_bedrock(&gw, "amazon.nova-pro-v1:0", 3, 2, true).await;
 }

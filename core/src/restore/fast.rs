@@ -148,7 +148,10 @@ impl SseRestorer {
         match self.api {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => self.fast_openai(map, event, out),
             ApiKind::AnthropicMessages => self.fast_anthropic(map, event, out),
-            ApiKind::OpenAiResponses | ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate => false,
+            ApiKind::OpenAiResponses
+            | ApiKind::OpenAiEmbeddings
+            | ApiKind::GeminiGenerate
+            | ApiKind::BedrockConverse => false,
         }
     }
 

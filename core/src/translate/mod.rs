@@ -4,13 +4,23 @@
 //! - [`openai_to_anthropic`]: an OpenAI Chat Completions client served by an
 //!   Anthropic Messages model;
 //! - [`anthropic_to_openai`]: an Anthropic Messages client served by an OpenAI
-//!   chat model.
+//!   chat model;
+//! - [`openai_to_gemini`]: an OpenAI Chat Completions client served by a
+//!   Gemini model (the Gemini API or Vertex AI);
+//! - [`openai_to_bedrock`]: an OpenAI Chat Completions client served by a
+//!   Bedrock model through the Converse API (its stream is an AWS event
+//!   stream, translated from bytes: [`StreamTranslation::push_bytes`]).
+//!
+//! An Anthropic Messages client served by a Gemini or Bedrock model goes
+//! through the OpenAI shape: its request is translated to OpenAI's, then to
+//! the provider's, and the answer back the same way (both steps are the
+//! tested one-way translations above; what the first refuses is refused).
 //!
 //! Each direction has the same three parts: `request` (client request to
 //! provider request), `response` and `error` (provider body back to the
 //! client's shape) and a `StreamTranslator` (provider SSE events to client
 //! SSE events, one event at a time). [`Direction`] picks the pair and
-//! dispatches to it; [`StreamTranslation`] wraps either stream translator.
+//! dispatches to it; [`StreamTranslation`] wraps the stream translators.
 //!
 //! Nothing here reads the clock: OpenAI's `created` field is `0` in
 //! translated responses and chunks.
@@ -37,6 +47,10 @@ pub enum Direction {
     OpenAiToGemini,
     /// An Anthropic Messages client, a Gemini provider (through OpenAI's shape).
     AnthropicToGemini,
+    /// An OpenAI Chat Completions client, a Bedrock Converse provider.
+    OpenAiToBedrock,
+    /// An Anthropic Messages client, a Bedrock provider (through OpenAI's shape).
+    AnthropicToBedrock,
 }
 
 impl Direction {
@@ -48,6 +62,8 @@ impl Direction {
             (ApiFamily::Anthropic, ApiFamily::OpenAi) => Some(Direction::AnthropicToOpenAi),
             (ApiFamily::OpenAi, ApiFamily::Gemini) => Some(Direction::OpenAiToGemini),
             (ApiFamily::Anthropic, ApiFamily::Gemini) => Some(Direction::AnthropicToGemini),
+            (ApiFamily::OpenAi, ApiFamily::Bedrock) => Some(Direction::OpenAiToBedrock),
+            (ApiFamily::Anthropic, ApiFamily::Bedrock) => Some(Direction::AnthropicToBedrock),
             _ => None,
         }
     }
@@ -65,8 +81,12 @@ impl Direction {
     /// The API the client called (the only one each direction translates).
     pub fn client_api(self) -> ApiKind {
         match self {
-            Direction::OpenAiToAnthropic | Direction::OpenAiToGemini => ApiKind::OpenAiChat,
-            Direction::AnthropicToOpenAi | Direction::AnthropicToGemini => ApiKind::AnthropicMessages,
+            Direction::OpenAiToAnthropic | Direction::OpenAiToGemini | Direction::OpenAiToBedrock => {
+                ApiKind::OpenAiChat
+            }
+            Direction::AnthropicToOpenAi | Direction::AnthropicToGemini | Direction::AnthropicToBedrock => {
+                ApiKind::AnthropicMessages
+            }
         }
     }
 
@@ -76,6 +96,7 @@ impl Direction {
             Direction::OpenAiToAnthropic => ApiKind::AnthropicMessages,
             Direction::AnthropicToOpenAi => ApiKind::OpenAiChat,
             Direction::OpenAiToGemini | Direction::AnthropicToGemini => ApiKind::GeminiGenerate,
+            Direction::OpenAiToBedrock | Direction::AnthropicToBedrock => ApiKind::BedrockConverse,
         }
     }
 
@@ -87,6 +108,10 @@ impl Direction {
             Direction::OpenAiToGemini => openai_to_gemini::request(body, upstream_model),
             Direction::AnthropicToGemini => {
                 openai_to_gemini::request(&anthropic_to_openai::request(body, upstream_model)?, upstream_model)
+            }
+            Direction::OpenAiToBedrock => openai_to_bedrock::request(body, upstream_model),
+            Direction::AnthropicToBedrock => {
+                openai_to_bedrock::request(&anthropic_to_openai::request(body, upstream_model)?, upstream_model)
             }
         }
     }
@@ -100,16 +125,30 @@ impl Direction {
             Direction::AnthropicToGemini => {
                 anthropic_to_openai::response(&openai_to_gemini::response(body, client_model)?, client_model)
             }
+            Direction::OpenAiToBedrock => openai_to_bedrock::response(body, client_model),
+            Direction::AnthropicToBedrock => {
+                anthropic_to_openai::response(&openai_to_bedrock::response(body, client_model)?, client_model)
+            }
         }
     }
 
     /// Translate a provider error body; see the direction's `error`.
     pub fn error(self, body: &Value, status: u16) -> Value {
+        self.error_typed(body, status, None)
+    }
+
+    /// [`Direction::error`] with the error type a provider sends in a
+    /// header (Bedrock's `x-amzn-errortype`).
+    pub fn error_typed(self, body: &Value, status: u16, error_type: Option<&str>) -> Value {
         match self {
             Direction::OpenAiToAnthropic => openai_to_anthropic::error(body, status),
             Direction::AnthropicToOpenAi => anthropic_to_openai::error(body, status),
             Direction::OpenAiToGemini => openai_to_gemini::error(body, status),
             Direction::AnthropicToGemini => anthropic_to_openai::error(&openai_to_gemini::error(body, status), status),
+            Direction::OpenAiToBedrock => openai_to_bedrock::error(body, status, error_type),
+            Direction::AnthropicToBedrock => {
+                anthropic_to_openai::error(&openai_to_bedrock::error(body, status, error_type), status)
+            }
         }
     }
 
@@ -129,6 +168,13 @@ impl Direction {
                 openai_to_gemini::StreamTranslator::new(client_model),
                 anthropic_to_openai::StreamTranslator::new(client_model),
             ))),
+            Direction::OpenAiToBedrock => {
+                StreamTranslation::OpenAiToBedrock(Box::new(openai_to_bedrock::StreamTranslator::new(client_model)))
+            }
+            Direction::AnthropicToBedrock => StreamTranslation::AnthropicToBedrock(Box::new((
+                openai_to_bedrock::StreamTranslator::new(client_model),
+                anthropic_to_openai::StreamTranslator::new(client_model),
+            ))),
         }
     }
 }
@@ -141,6 +187,10 @@ pub enum StreamTranslation {
     OpenAiToGemini(openai_to_gemini::StreamTranslator),
     /// Gemini events to OpenAI chunks, those to Anthropic events.
     AnthropicToGemini(Box<(openai_to_gemini::StreamTranslator, anthropic_to_openai::StreamTranslator)>),
+    /// Bedrock's event-stream bytes to OpenAI chunks ([`StreamTranslation::push_bytes`]).
+    OpenAiToBedrock(Box<openai_to_bedrock::StreamTranslator>),
+    /// Bedrock's bytes to OpenAI chunks, those to Anthropic events.
+    AnthropicToBedrock(Box<(openai_to_bedrock::StreamTranslator, anthropic_to_openai::StreamTranslator)>),
 }
 
 impl StreamTranslation {
@@ -154,7 +204,41 @@ impl StreamTranslation {
                 let (gemini, anthropic) = &mut **pair;
                 gemini.push(event).iter().flat_map(|e| anthropic.push(e)).collect()
             }
+            // Bedrock's stream is binary: see `push_bytes`.
+            StreamTranslation::OpenAiToBedrock(_) | StreamTranslation::AnthropicToBedrock(_) => Vec::new(),
         }
+    }
+
+    /// Whether the provider's stream is bytes (an AWS event stream) rather
+    /// than SSE: feed it to [`StreamTranslation::push_bytes`].
+    pub fn is_binary(&self) -> bool {
+        matches!(self, StreamTranslation::OpenAiToBedrock(_) | StreamTranslation::AnthropicToBedrock(_))
+    }
+
+    /// Client events for a chunk of a binary provider stream, at any split.
+    /// A bad frame ends the client's stream with one error event (the
+    /// error is returned after that, to be counted); nothing for an SSE
+    /// translator.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> (Vec<SseEvent>, Option<crate::eventstream::Error>) {
+        let (bedrock, anthropic) = match self {
+            StreamTranslation::OpenAiToBedrock(t) => (&mut **t, None),
+            StreamTranslation::AnthropicToBedrock(pair) => {
+                let (bedrock, anthropic) = &mut **pair;
+                (bedrock, Some(anthropic))
+            }
+            _ => return (Vec::new(), None),
+        };
+        let (mut events, failed) = match bedrock.push_bytes(bytes) {
+            Ok(events) => (events, None),
+            Err(err) => (bedrock.finish(), Some(err)),
+        };
+        if let Some(anthropic) = anthropic {
+            events = events.iter().flat_map(|e| anthropic.push(e)).collect();
+            if failed.is_some() {
+                events.extend(anthropic.finish());
+            }
+        }
+        (events, failed)
     }
 
     /// Client events closing the stream when the provider's ended early.
@@ -166,6 +250,13 @@ impl StreamTranslation {
             StreamTranslation::AnthropicToGemini(pair) => {
                 let (gemini, anthropic) = &mut **pair;
                 let mut out: Vec<SseEvent> = gemini.finish().iter().flat_map(|e| anthropic.push(e)).collect();
+                out.extend(anthropic.finish());
+                out
+            }
+            StreamTranslation::OpenAiToBedrock(t) => t.finish(),
+            StreamTranslation::AnthropicToBedrock(pair) => {
+                let (bedrock, anthropic) = &mut **pair;
+                let mut out: Vec<SseEvent> = bedrock.finish().iter().flat_map(|e| anthropic.push(e)).collect();
                 out.extend(anthropic.finish());
                 out
             }
