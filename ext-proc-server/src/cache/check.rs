@@ -44,7 +44,7 @@
 //! `docs/cache-quality.md`. A refused candidate is a miss: the question goes
 //! to the provider, which costs one call, never a wrong answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Which of the checks found the two prompts different.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -467,15 +467,12 @@ fn time_differs(a: &[Word], b: &[Word]) -> bool {
     !ta.is_empty() && !tb.is_empty() && ta != tb
 }
 
-fn has(ws: &[Word], word: &str) -> bool {
-    ws.iter().any(|w| w.lower == word)
-}
-
 /// A word of one prompt whose opposite the other has instead.
 fn opposite_differs(a: &[Word], b: &[Word]) -> bool {
-    OPPOSITES.iter().any(|&(x, y)| {
-        (has(a, x) && has(b, y) && !has(a, y) && !has(b, x)) || (has(a, y) && has(b, x) && !has(a, x) && !has(b, y))
-    })
+    let sa: HashSet<&str> = a.iter().map(|w| w.lower.as_str()).collect();
+    let sb: HashSet<&str> = b.iter().map(|w| w.lower.as_str()).collect();
+    let swapped = |x: &str, y: &str| sa.contains(x) && sb.contains(y) && !sa.contains(y) && !sb.contains(x);
+    OPPOSITES.iter().any(|&(x, y)| swapped(x, y) || swapped(y, x))
 }
 
 /// The persons (indexes into [`PERSONS`]) a text speaks of, as a bit set.
