@@ -374,14 +374,14 @@ fn guard_check(data: &[u8], strict: bool) {
             };
             if &client_text != expected {
                 // A window can see an address the whole text hides (see
-                // `guard_strict`): the streamed answer may redact more, never less.
+                // `guard_strict`): the streamed answer may redact other addresses,
+                // and nothing else.
                 assert!(!strict, "streamed and whole redaction differ: {client_text:?} / {expected:?}");
                 match g.check(&client_text, &map) {
                     GuardOutcome::Clean => {}
                     GuardOutcome::Redacted(_, again) if again.iter().all(|l| l == "EMAIL_ADDRESS") => {}
                     other => panic!("the streamed answer is not clean: {client_text:?}: {other:?}"),
                 }
-                assert!(client_text.matches("[REDACTED").count() >= expected.matches("[REDACTED").count());
             }
         }
     }
@@ -429,6 +429,11 @@ fn translate_json_check(data: &[u8], strict: bool) {
     let Ok(body) = serde_json::from_slice::<Value>(inp.rest()) else { return };
     match (mode >> 1) % 3 {
         0 => {
+            // The gateway translates only what it parsed (and refuses the rest itself).
+            let client = parse_request(dir.client_api(), &serde_json::to_vec(&body).unwrap());
+            if client.is_err() && !strict {
+                return;
+            }
             let Ok(out) = dir.request(&body, "upstream-model") else { return };
             assert!(out.is_object());
             if !strict && out.get("messages").and_then(Value::as_array).is_some_and(Vec::is_empty) {
