@@ -557,14 +557,14 @@ fn unmatched<'a>(a: &'a [Word], b: &[Word]) -> Vec<&'a str> {
     out
 }
 
-fn substituted(a: &[Word], b: &[Word]) -> bool {
-    let (only_a, only_b) = (unmatched(a, b), unmatched(b, a));
-    !only_a.is_empty() && !only_b.is_empty() && only_a.len() <= 2 && only_b.len() <= 2
+/// One or two content words of each prompt that the other lacks (`only_a`,
+/// `only_b`: how many).
+fn substituted(only_a: usize, only_b: usize) -> bool {
+    (1..=2).contains(&only_a) && (1..=2).contains(&only_b)
 }
 
 /// One prompt adds at least [`ADDED_MIN`] content words, the other at most one.
-fn added(a: &[Word], b: &[Word]) -> bool {
-    let (only_a, only_b) = (unmatched(a, b).len(), unmatched(b, a).len());
+fn added(only_a: usize, only_b: usize) -> bool {
     (only_a >= ADDED_MIN && only_b <= 1) || (only_b >= ADDED_MIN && only_a <= 1)
 }
 
@@ -588,6 +588,7 @@ impl Question {
 }
 
 fn differences(wa: &[Word], wb: &[Word]) -> Differences {
+    let (only_a, only_b) = (unmatched(wa, wb).len(), unmatched(wb, wa).len());
     Differences {
         negation: wa.iter().filter(|w| w.negation).count() != wb.iter().filter(|w| w.negation).count(),
         numbers: number_words(wa) != number_words(wb),
@@ -596,8 +597,8 @@ fn differences(wa: &[Word], wb: &[Word]) -> Differences {
         time: time_differs(wa, wb),
         opposite: opposite_differs(wa, wb),
         person: person_differs(wa, wb),
-        added: added(wa, wb),
-        substitution: substituted(wa, wb),
+        added: added(only_a, only_b),
+        substitution: substituted(only_a, only_b),
     }
 }
 
