@@ -22,8 +22,8 @@ pub enum ApiKind {
     /// answer streams are in the path ([`ApiKind::gemini_path`]).
     GeminiGenerate,
     /// Amazon Bedrock's Converse API, `POST /model/{modelId}/converse` (or
-    /// `/converse-stream`, an AWS event stream). Only a provider API: not in
-    /// [`ApiKind::ALL`], the table of paths clients may call.
+    /// `/converse-stream`, an AWS event stream). The model (percent-encoded)
+    /// and whether the answer streams are in the path ([`ApiKind::bedrock_path`]).
     BedrockConverse,
 }
 
@@ -39,13 +39,14 @@ pub enum ApiFamily {
 
 impl ApiKind {
     /// The APIs clients call, for iteration in tests, docs and routes.
-    pub const ALL: [ApiKind; 6] = [
+    pub const ALL: [ApiKind; 7] = [
         ApiKind::OpenAiChat,
         ApiKind::OpenAiCompletions,
         ApiKind::OpenAiEmbeddings,
         ApiKind::OpenAiResponses,
         ApiKind::AnthropicMessages,
         ApiKind::GeminiGenerate,
+        ApiKind::BedrockConverse,
     ];
 
     /// Recognise an API from a request path (`:path`), ignoring the query
@@ -60,9 +61,43 @@ impl ApiKind {
         if ApiKind::gemini_path(path).is_some() {
             return Some(ApiKind::GeminiGenerate);
         }
+        if ApiKind::bedrock_path(path).is_some() {
+            return Some(ApiKind::BedrockConverse);
+        }
         let path = path.split(['?', '#']).next().unwrap_or(path);
         let path = path.strip_suffix('/').unwrap_or(path);
-        ApiKind::ALL.into_iter().filter(|k| *k != ApiKind::GeminiGenerate).find(|k| k.path() == path)
+        ApiKind::ALL.into_iter().filter(|k| !k.model_in_path()).find(|k| k.path() == path)
+    }
+
+    /// Whether the API names the model in the path, not the body.
+    pub fn model_in_path(self) -> bool {
+        matches!(self, ApiKind::GeminiGenerate | ApiKind::BedrockConverse)
+    }
+
+    /// The model and streaming flag a path names, for the APIs that name
+    /// them there (Gemini, Bedrock).
+    pub fn path_model(path: &str) -> Option<(String, bool)> {
+        if let Some((model, stream)) = ApiKind::gemini_path(path) {
+            return Some((model.to_owned(), stream));
+        }
+        ApiKind::bedrock_path(path)
+    }
+
+    /// A Bedrock Converse path's model id (percent-decoded: an ARN's `:`
+    /// and `/` arrive escaped) and whether it streams:
+    /// `/model/{modelId}/converse` or `/model/{modelId}/converse-stream`.
+    pub fn bedrock_path(path: &str) -> Option<(String, bool)> {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        let rest = path.strip_prefix("/model/")?;
+        let (id, verb) = rest.split_once('/')?;
+        let stream = match verb {
+            "converse" => false,
+            "converse-stream" => true,
+            _ => return None,
+        };
+        let id = percent_decode(id)?;
+        let id_ok = !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+        id_ok.then_some((id, stream))
     }
 
     /// A Gemini path's model and whether it asks for a stream:
@@ -90,6 +125,9 @@ impl ApiKind {
         if self == ApiKind::GeminiGenerate {
             return "^/v1(beta)?/models/[-_.@a-zA-Z0-9]+:(generateContent|streamGenerateContent)$".to_string();
         }
+        if self == ApiKind::BedrockConverse {
+            return "^/model/[^/]+/(converse|converse-stream)$".to_string();
+        }
         format!("^{}/?$", self.path().replace('.', "\\."))
     }
 
@@ -108,7 +146,7 @@ impl ApiKind {
 
     /// Parse the name produced by [`ApiKind::as_str`].
     pub fn from_name(name: &str) -> Option<ApiKind> {
-        ApiKind::ALL.into_iter().chain([ApiKind::BedrockConverse]).find(|k| k.as_str() == name)
+        ApiKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     pub fn family(self) -> ApiFamily {
@@ -140,9 +178,27 @@ impl ApiKind {
             ApiKind::OpenAiResponses => "/v1/responses",
             ApiKind::AnthropicMessages => "/v1/messages",
             ApiKind::GeminiGenerate => "/v1beta/models/gemini:generateContent",
-            ApiKind::BedrockConverse => "/model/{modelId}/converse",
+            ApiKind::BedrockConverse => "/model/bedrock/converse",
         }
     }
+}
+
+/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -154,7 +210,7 @@ mod tests {
         for kind in ApiKind::ALL {
             assert_eq!(ApiKind::from_path(kind.path()), Some(kind));
             assert_eq!(ApiKind::from_path(&format!("{}?x=1", kind.path())), Some(kind));
-            if kind != ApiKind::GeminiGenerate {
+            if !kind.model_in_path() {
                 assert_eq!(ApiKind::from_path(&format!("{}/", kind.path())), Some(kind));
             }
             assert_eq!(ApiKind::from_name(kind.as_str()), Some(kind));
@@ -166,6 +222,16 @@ mod tests {
         assert_eq!(gemini("/v1beta/models/a/b:generateContent"), None);
         assert_eq!(gemini("/v1beta/models/:generateContent"), None);
         assert_eq!(gemini("/v1beta/tunedModels/x:generateContent"), None);
+        let bedrock = ApiKind::bedrock_path;
+        assert_eq!(bedrock("/model/amazon.nova-pro-v1:0/converse"), Some(("amazon.nova-pro-v1:0".into(), false)));
+        assert_eq!(
+            bedrock("/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x-v1%3A0/converse-stream"),
+            Some(("arn:aws:bedrock:us-east-1:1:inference-profile/us.x-v1:0".into(), true))
+        );
+        assert_eq!(bedrock("/model/x/invoke"), None);
+        assert_eq!(bedrock("/model/%zz/converse"), None);
+        assert_eq!(bedrock("/model//converse"), None);
+        assert_eq!(ApiKind::from_path("/model/a/converse"), Some(ApiKind::BedrockConverse));
         assert_eq!(ApiKind::from_path("/v1/models"), None);
         assert_eq!(ApiKind::from_path("/healthz"), None);
         assert_eq!(ApiKind::from_path("/v1/chat/completions/x"), None);

@@ -144,7 +144,7 @@ pub fn error_body(family: ApiFamily, status: u16, message: &str, code: &str) -> 
         }),
         // Google's shape; the machine-readable code as an `ErrorInfo` reason.
         // Bedrock names the error type in `x-amzn-errortype`; `__type` too.
-        ApiFamily::Bedrock => serde_json::json!({"message": message, "__type": kind}),
+        ApiFamily::Bedrock => serde_json::json!({"message": message, "__type": kind, "reason": code}),
         ApiFamily::Gemini => serde_json::json!({
             "error": {"code": status, "message": message, "status": google_status(status), "details": [
                 {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": code, "domain": "tollgate"}

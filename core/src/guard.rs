@@ -537,8 +537,7 @@ fn guard_value(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, v: &mut Value
         ApiKind::AnthropicMessages => guard_anthropic_body(guard, masks, v, &mut labels),
         ApiKind::OpenAiEmbeddings => Ok(false),
         ApiKind::GeminiGenerate => guard_gemini_body(guard, masks, v, &mut labels),
-        // Not a client API (see `ApiKind::BedrockConverse`): never passed on unguarded.
-        ApiKind::BedrockConverse => Err("unsupported-api".to_string()),
+        ApiKind::BedrockConverse => guard_bedrock_body(guard, masks, v, &mut labels),
     };
     match res {
         Err(label) => JsonGuard::Blocked(label),
@@ -710,6 +709,28 @@ fn guard_gemini_body(
     Ok(changed)
 }
 
+/// A Bedrock Converse answer: the message's text blocks, reasoning text
+/// and tool use `input`.
+fn guard_bedrock_body(
+    guard: &OutputGuard,
+    masks: &MaskMap,
+    v: &mut Value,
+    labels: &mut Vec<String>,
+) -> Result<bool, String> {
+    let mut changed = false;
+    let blocks = v.pointer_mut("/output/message/content").and_then(Value::as_array_mut);
+    for block in blocks.into_iter().flatten() {
+        changed |= guard_slot(guard, masks, block.get_mut("text"), false, labels)?;
+        if let Some(text) = block.pointer_mut("/reasoningContent/reasoningText/text") {
+            changed |= guard_slot(guard, masks, Some(text), false, labels)?;
+        }
+        if let Some(input) = block.get_mut("toolUse").and_then(|t| t.get_mut("input")) {
+            changed |= guard_leaves(guard, masks, input, labels)?;
+        }
+    }
+    Ok(changed)
+}
+
 fn guard_leaves(guard: &OutputGuard, masks: &MaskMap, v: &mut Value, labels: &mut Vec<String>) -> Result<bool, String> {
     let mut changed = false;
     match v {
@@ -755,6 +776,11 @@ pub(crate) fn write_error_event(api: ApiKind, named: bool, message: &str, code: 
         ApiKind::GeminiGenerate => {
             let body = crate::error::error_body(crate::api::ApiFamily::Gemini, 500, message, code);
             (None, serde_json::from_str(&body).unwrap_or_default())
+        }
+        // An exception frame (the filter frames these events again; see
+        // `crate::restore::BEDROCK_EXCEPTION`).
+        ApiKind::BedrockConverse => {
+            (Some("exception:internalServerException"), serde_json::json!({"message": format!("{message} ({code})")}))
         }
         _ => (None, serde_json::json!({"error": {"message": message, "type": "server_error", "code": code}})),
     };

@@ -597,7 +597,7 @@ impl PiiScanner {
         if changed {
             let (model, stream) = (std::mem::take(&mut parsed.request.model), parsed.request.stream);
             parsed.request = request_from_json(parsed.request.api, &parsed.json)?;
-            if parsed.request.api == crate::api::ApiKind::GeminiGenerate {
+            if parsed.request.api.model_in_path() {
                 // The model and the streaming flag are the path's.
                 (parsed.request.model, parsed.request.stream) = (model, stream);
             }

@@ -341,8 +341,8 @@ pub(crate) fn json_text(v: &Value, depth: usize, out: &mut String) -> Result<(),
 type Walked = (LlmRequest, Vec<String>, Vec<TextKind>);
 
 fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked, Error> {
-    if api == ApiKind::GeminiGenerate {
-        return walk_gemini(obj, pointers);
+    if api.model_in_path() {
+        return walk_in_path(api, obj, pointers);
     }
     let model = match obj.get("model") {
         None | Some(Value::Null) => return Err(Error::InvalidRequest("`model` is required".into())),
@@ -364,8 +364,7 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
         },
         ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => opt_u64(obj, "max_tokens")?,
         ApiKind::OpenAiResponses => opt_u64(obj, "max_output_tokens")?,
-        ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate => None,
-        ApiKind::BedrockConverse => return Err(not_a_client_api(api)),
+        ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate | ApiKind::BedrockConverse => None,
     };
     let mut c =
         Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), kinds: Vec::new(), tools: Vec::new() };
@@ -391,30 +390,31 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
             tools(obj, "tools", &mut c)?;
         }
         ApiKind::GeminiGenerate => gemini(obj, &mut c)?,
-        ApiKind::BedrockConverse => return Err(not_a_client_api(api)),
+        ApiKind::BedrockConverse => bedrock(obj, &mut c)?,
     }
     let request = LlmRequest { api, model, stream, include_usage, max_tokens, texts: c.texts, tools: c.tools };
     Ok((request, c.pointers.unwrap_or_default(), c.kinds))
 }
 
-/// A provider API that clients cannot call: refused, never passed uninspected.
-fn not_a_client_api(api: ApiKind) -> Error {
-    Error::InvalidRequest(format!("the {} API is not served to clients by this gateway", api.as_str()))
-}
-
 /// A Gemini `generateContent` body. The model and whether it streams are
 /// in the path, not the body: `model` is empty and `stream` false here, and
-/// the caller sets both from [`ApiKind::gemini_path`].
-fn walk_gemini(obj: &Map<String, Value>, pointers: bool) -> Result<Walked, Error> {
+/// the caller sets both from [`ApiKind::path_model`].
+fn walk_in_path(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked, Error> {
     let mut c =
         Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), kinds: Vec::new(), tools: Vec::new() };
-    gemini(obj, &mut c)?;
-    let max_tokens = match field(obj, "generationConfig") {
-        Some(config) => opt_u64(as_object(config, &Path::root("generationConfig"))?, "maxOutputTokens")?,
+    let (config, cap) = if api == ApiKind::BedrockConverse {
+        bedrock(obj, &mut c)?;
+        ("inferenceConfig", "maxTokens")
+    } else {
+        gemini(obj, &mut c)?;
+        ("generationConfig", "maxOutputTokens")
+    };
+    let max_tokens = match field(obj, config) {
+        Some(v) => opt_u64(as_object(v, &Path::root(config))?, cap)?,
         None => None,
     };
     let request = LlmRequest {
-        api: ApiKind::GeminiGenerate,
+        api,
         model: String::new(),
         stream: false,
         include_usage: false,
@@ -423,6 +423,88 @@ fn walk_gemini(obj: &Map<String, Value>, pointers: bool) -> Result<Walked, Error
         tools: c.tools,
     };
     Ok((request, c.pointers.unwrap_or_default(), c.kinds))
+}
+
+/// Bedrock Converse `system[].text`, `messages[].content[]` (text, tool
+/// use `input`, tool results' text and JSON: tool output, documents'
+/// text) and `toolConfig.tools[].toolSpec` (description, input schema).
+fn bedrock(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
+    if let Some(system) = opt_array(obj, "system", None)? {
+        let sp = Path::root("system");
+        for (i, block) in system.iter().enumerate() {
+            let bp = sp.index(i);
+            if let Some(text) = opt_str(as_object(block, &bp)?, "text", Some(&bp))? {
+                c.push("system", text, &bp.key("text"));
+            }
+        }
+    }
+    let root = Path::root("messages");
+    for (i, m) in messages(obj)?.iter().enumerate() {
+        let mp = root.index(i);
+        let m = as_object(m, &mp)?;
+        let role = match req_str(m, "role", Some(&mp))? {
+            "user" => "user",
+            "assistant" => "assistant",
+            _ => return Err(invalid(&mp.key("role"), "must be user or assistant")),
+        };
+        let cp = mp.key("content");
+        let content = opt_array(m, "content", Some(&mp))?.ok_or_else(|| invalid(&cp, "is required"))?;
+        for (j, block) in content.iter().enumerate() {
+            bedrock_block(role, as_object(block, &cp.index(j))?, &cp.index(j), c)?;
+        }
+    }
+    if let Some(config) = field(obj, "toolConfig") {
+        let tp = Path::root("toolConfig");
+        let tools = opt_array(as_object(config, &tp)?, "tools", Some(&tp))?.map(Vec::as_slice).unwrap_or_default();
+        let lp = tp.key("tools");
+        for (i, tool) in tools.iter().enumerate() {
+            let ip = lp.index(i);
+            let Some(spec) = field(as_object(tool, &ip)?, "toolSpec") else { continue };
+            let sp = ip.key("toolSpec");
+            let spec = as_object(spec, &sp)?;
+            if let Some(text) = opt_str(spec, "description", Some(&sp))? {
+                c.push("tools", text, &sp.key("description"));
+            }
+            if let Some(Value::Object(schema)) = field(spec, "inputSchema") {
+                if let Some(v @ Value::Object(_)) = schema.get("json") {
+                    c.push_json("tools", v, &sp.key("inputSchema").key("json"))?;
+                }
+            }
+            if let Some(name) = opt_str(spec, "name", Some(&sp))? {
+                c.tools.push(ToolDef { name: name.to_owned() });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bedrock_block(role: &str, block: &Map<String, Value>, bp: &Path<'_>, c: &mut Collector) -> Result<(), Error> {
+    if let Some(text) = opt_str(block, "text", Some(bp))? {
+        c.push(role, text, &bp.key("text"));
+    }
+    if let Some(tool_use) = field(block, "toolUse") {
+        let up = bp.key("toolUse");
+        if let Some(input @ Value::Object(_)) = field(as_object(tool_use, &up)?, "input") {
+            c.push_json(role, input, &up.key("input"))?;
+        }
+    }
+    if let Some(result) = field(block, "toolResult") {
+        let rp = bp.key("toolResult");
+        let parts = opt_array(as_object(result, &rp)?, "content", Some(&rp))?.map(Vec::as_slice).unwrap_or_default();
+        let pp = rp.key("content");
+        for (k, part) in parts.iter().enumerate() {
+            let kp = pp.index(k);
+            let part = as_object(part, &kp)?;
+            if let Some(text) = opt_str(part, "text", Some(&kp))? {
+                c.push("tool", text, &kp.key("text"));
+            }
+            if let Some(v @ (Value::Object(_) | Value::Array(_))) = field(part, "json") {
+                c.push_json("tool", v, &kp.key("json"))?;
+            }
+        }
+    }
+    // image, document (bytes), reasoningContent, cachePoint: no text to read.
+    Ok(())
 }
 
 /// Gemini `systemInstruction`, `contents[].parts[]` (text, function calls'

@@ -209,7 +209,8 @@ pub fn restore_json(api: ApiKind, map: &MaskMap, body: &[u8]) -> Option<Vec<u8>>
         return None;
     }
     let mut v: Value = serde_json::from_str(text).ok()?;
-    let json_arguments = !matches!(api, ApiKind::AnthropicMessages | ApiKind::GeminiGenerate);
+    let json_arguments =
+        !matches!(api, ApiKind::AnthropicMessages | ApiKind::GeminiGenerate | ApiKind::BedrockConverse);
     if restore_value(map, &mut v, json_arguments) {
         serde_json::to_vec(&v).ok()
     } else {
@@ -235,11 +236,18 @@ enum Field {
     AnthThinking,
     /// A Gemini candidate's text parts (each event's parts continue the text).
     GeminiText,
+    /// A Bedrock content block's text, tool input (JSON) and reasoning deltas.
+    BedrockText,
+    BedrockJson,
+    BedrockReasoning,
 }
 
 impl Field {
     fn json(self) -> bool {
-        matches!(self, Field::ChatToolArgs | Field::ChatFunctionArgs | Field::RespArgs | Field::AnthJson)
+        matches!(
+            self,
+            Field::ChatToolArgs | Field::ChatFunctionArgs | Field::RespArgs | Field::AnthJson | Field::BedrockJson
+        )
     }
 
     /// Anthropic delta type and its text field.
@@ -478,8 +486,7 @@ impl SseRestorer {
             ApiKind::AnthropicMessages => self.anthropic_event(map, &mut v, out),
             ApiKind::OpenAiEmbeddings => false,
             ApiKind::GeminiGenerate => self.gemini_event(map, &mut v, out),
-            // Not a client API: restored as a whole event.
-            ApiKind::BedrockConverse => restore_value(map, &mut v, true),
+            ApiKind::BedrockConverse => self.bedrock_event(map, event.event.as_deref(), &mut v, out),
         };
         match changed.then(|| serde_json::to_string(&v)) {
             Some(Ok(data)) => write_event(out, event.event.as_deref(), event.id.as_deref(), &data),
@@ -593,7 +600,8 @@ impl SseRestorer {
             ApiKind::OpenAiResponses => self.write_responses_deltas(flushed, out),
             ApiKind::AnthropicMessages => self.write_anthropic_deltas(flushed, out),
             ApiKind::GeminiGenerate => self.write_gemini_parts(flushed, out),
-            ApiKind::OpenAiEmbeddings | ApiKind::BedrockConverse => {}
+            ApiKind::BedrockConverse => self.write_bedrock_deltas(flushed, out),
+            ApiKind::OpenAiEmbeddings => {}
         }
     }
 
@@ -787,6 +795,54 @@ impl SseRestorer {
         }
     }
 
+    /// A Bedrock ConverseStream event (the filter hands each frame over as
+    /// an event named by its `:event-type`): `contentBlockDelta` text, tool
+    /// input and reasoning go through the block's channels; a block's
+    /// `contentBlockStop`, and `messageStop` / `metadata`, first release
+    /// what the channels hold.
+    fn bedrock_event(&mut self, map: &MaskMap, name: Option<&str>, v: &mut Value, out: &mut Vec<u8>) -> bool {
+        let index = v.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(0);
+        match name.unwrap_or("") {
+            "contentBlockDelta" => {
+                let Some(delta) = v.get_mut("delta") else { return false };
+                let mut changed = false;
+                for (pointer, field) in [
+                    ("/text", Field::BedrockText),
+                    ("/toolUse/input", Field::BedrockJson),
+                    ("/reasoningContent/text", Field::BedrockReasoning),
+                ] {
+                    if let Some(Value::String(s)) = delta.pointer_mut(pointer) {
+                        changed |= self.channel(map, Key { field, a: index, b: 0 }, None, s);
+                    }
+                }
+                changed
+            }
+            "contentBlockStop" => {
+                let flushed = self.take_flushed(map, |k| k.a == index);
+                self.write_bedrock_deltas(flushed, out);
+                false
+            }
+            other => {
+                if matches!(other, "messageStop" | "metadata") || other.starts_with("exception:") {
+                    self.flush_all(map, out);
+                }
+                restore_value(map, v, false)
+            }
+        }
+    }
+
+    fn write_bedrock_deltas(&self, flushed: Vec<(Held, String)>, out: &mut Vec<u8>) {
+        for (h, s) in flushed {
+            let delta = match h.key.field {
+                Field::BedrockJson => serde_json::json!({"toolUse": {"input": s}}),
+                Field::BedrockReasoning => serde_json::json!({"reasoningContent": {"text": s}}),
+                _ => serde_json::json!({"text": s}),
+            };
+            let event = serde_json::json!({"contentBlockIndex": h.key.a, "delta": delta});
+            write_value(out, Some("contentBlockDelta"), &event);
+        }
+    }
+
     fn write_anthropic_deltas(&self, flushed: Vec<(Held, String)>, out: &mut Vec<u8>) {
         for (h, s) in flushed {
             let (delta_type, name) = h.key.field.anthropic();
@@ -801,6 +857,10 @@ impl SseRestorer {
         }
     }
 }
+
+/// The event name a Bedrock exception frame takes while the filter inspects
+/// a stream: `exception:<:exception-type>`.
+pub const BEDROCK_EXCEPTION: &str = "exception:";
 
 /// A Gemini text part holding released text `s` of channel `key`.
 fn gemini_part(key: Key, s: String) -> Value {
@@ -878,5 +938,6 @@ fn write_event(out: &mut Vec<u8>, event: Option<&str>, id: Option<&str>, data: &
 /// An in-stream error: OpenAI's `{"error": ...}` chunk or Anthropic's `error` event.
 fn is_error_event(event: &SseEvent, v: &Value) -> bool {
     event.event.as_deref() == Some("error")
+        || event.event.as_deref().is_some_and(|e| e.starts_with(BEDROCK_EXCEPTION))
         || v.get("error").is_some_and(Value::is_object) && v.get("choices").is_none()
 }

@@ -360,14 +360,19 @@ fn unpriced(model: &str, key: &str) -> Refused {
 /// Set the output cap `tokens` in a request body of `api` that has none
 /// (see [`Budget::output_cap`]). Returns whether the body changed.
 pub fn cap_output(api: ApiKind, json: &mut Value, tokens: u64) -> bool {
-    if api == ApiKind::GeminiGenerate {
+    let nested = match api {
+        ApiKind::GeminiGenerate => Some(("generationConfig", "maxOutputTokens")),
+        ApiKind::BedrockConverse => Some(("inferenceConfig", "maxTokens")),
+        _ => None,
+    };
+    if let Some((config, cap)) = nested {
         let Some(obj) = json.as_object_mut() else { return false };
-        let config = obj.entry("generationConfig").or_insert_with(|| Value::Object(Default::default()));
+        let config = obj.entry(config).or_insert_with(|| Value::Object(Default::default()));
         let Some(config) = config.as_object_mut() else { return false };
-        if config.get("maxOutputTokens").is_some_and(|v| !v.is_null()) {
+        if config.get(cap).is_some_and(|v| !v.is_null()) {
             return false;
         }
-        config.insert("maxOutputTokens".into(), Value::from(tokens));
+        config.insert(cap.into(), Value::from(tokens));
         return true;
     }
     let field = match api {

@@ -1296,7 +1296,7 @@ fn eg_unrouted_rules(
     if unrouted_may_pass(policy) {
         rules.push(eg_rule(Some(json!(eg_api_matches(None, None))), default_backend, default_url));
     } else {
-        for family in [ApiFamily::OpenAi, ApiFamily::Anthropic, ApiFamily::Gemini] {
+        for family in [ApiFamily::OpenAi, ApiFamily::Anthropic, ApiFamily::Gemini, ApiFamily::Bedrock] {
             let api = ApiKind::ALL.into_iter().find(|a| a.family() == family).unwrap_or(ApiKind::OpenAiChat);
             rules.push(reply(
                 format!("{}-unavailable-{}", opts.name, family_name(family)),
@@ -1443,7 +1443,7 @@ fn istio_unrouted_routes(policy: &Policy, default_host: &str, default_url: &Base
         route["match"] = json!(istio_api_matches(None));
         routes.push(route);
     } else {
-        for family in [ApiFamily::OpenAi, ApiFamily::Anthropic, ApiFamily::Gemini] {
+        for family in [ApiFamily::OpenAi, ApiFamily::Anthropic, ApiFamily::Gemini, ApiFamily::Bedrock] {
             let api = ApiKind::ALL.into_iter().find(|a| a.family() == family).unwrap_or(ApiKind::OpenAiChat);
             routes.push(istio_reply(Unrouted::Api(api), Some(istio_api_matches(Some(family)))));
         }
@@ -1963,9 +1963,10 @@ mod tests {
             assert!(!unrouted_may_pass(&policy));
             let vs =
                 istio_unrouted_routes(&policy, "api.openai.com", &BaseUrl::parse("https://api.openai.com").unwrap());
-            assert_eq!(vs.len(), 5, "{extra}");
+            assert_eq!(vs.len(), 6, "{extra}");
             assert!(vs.iter().all(|r| r.get("route").is_none()), "{extra}: no unrouted request reaches a provider");
-            for (route, family) in vs[..3].iter().zip([ApiFamily::OpenAi, ApiFamily::Anthropic, ApiFamily::Gemini]) {
+            let families = [ApiFamily::OpenAi, ApiFamily::Anthropic, ApiFamily::Gemini, ApiFamily::Bedrock];
+            for (route, family) in vs[..4].iter().zip(families) {
                 let api = ApiKind::ALL.into_iter().find(|a| a.family() == family).unwrap();
                 let (status, body) = Unrouted::Api(api).reply();
                 assert_eq!(status, 503);
@@ -1973,9 +1974,9 @@ mod tests {
                 assert!(body.contains("gateway_unavailable") || family == ApiFamily::Anthropic, "{body}");
                 assert_eq!(route["match"], json!(istio_api_matches(Some(family))));
             }
-            let paths: usize = vs[..3].iter().map(|r| r["match"].as_array().unwrap().len()).sum();
+            let paths: usize = vs[..4].iter().map(|r| r["match"].as_array().unwrap().len()).sum();
             assert_eq!(paths, ApiKind::ALL.len(), "every API path is refused");
-            check_istio_not_found(&vs[3..]);
+            check_istio_not_found(&vs[4..]);
         }
     }
 
@@ -2153,14 +2154,15 @@ mod tests {
         let files = render_envoy_gateway(&policy, &eg_opts()).unwrap();
         let docs = docs(&files, "50-httproute.yaml");
         let rules = docs[0]["spec"]["rules"].as_array().unwrap();
-        assert_eq!(rules.len(), 3 + 3 + 2);
+        assert_eq!(rules.len(), 3 + 4 + 2);
         assert!(rules[3..].iter().all(|r| r.get("backendRefs").is_none()), "no unrouted request reaches a provider");
-        for (rule, family) in rules[3..6].iter().zip([ApiFamily::OpenAi, ApiFamily::Anthropic, ApiFamily::Gemini]) {
+        let families = [ApiFamily::OpenAi, ApiFamily::Anthropic, ApiFamily::Gemini, ApiFamily::Bedrock];
+        for (rule, family) in rules[3..7].iter().zip(families) {
             let api = ApiKind::ALL.into_iter().find(|a| a.family() == family).unwrap();
             check_eg_reply(rule, &docs, Unrouted::Api(api));
             assert_eq!(rule["matches"], json!(eg_api_matches(None, Some(family))));
         }
-        check_eg_not_found(&rules[6..], &docs);
+        check_eg_not_found(&rules[7..], &docs);
         check_eg_order(rules);
     }
 

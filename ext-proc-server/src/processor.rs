@@ -297,7 +297,7 @@ async fn on_request_headers(
         control: Control::parse(header(h, "cache-control").as_deref()),
         namespace: header(h, NAMESPACE_HEADER),
     };
-    let in_path = path.as_deref().and_then(ApiKind::gemini_path).map(|(model, stream)| (model.to_owned(), stream));
+    let in_path = path.as_deref().and_then(ApiKind::path_model);
     *state = StreamState::AwaitingBody { api, request_id, identity, draft, hints, inspected, in_path };
     let common =
         CommonResponse { header_mutation: Some(remove_client_gateway_headers(h, inspected)), ..Default::default() };
@@ -457,10 +457,8 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
             Ok(v) => Some(serde_json::to_vec(&v).unwrap_or_default()),
             Err(err) => return refuse(shared, state, &answered_here(draft), &model, &err, &[]).await,
         },
-        // A Gemini body names no model: the path does.
-        None if route.model != parsed.model && !fallback && api != ApiKind::GeminiGenerate => {
-            Some(with_model(json, route.model))
-        }
+        // A Gemini or Bedrock body names no model: the path does.
+        None if route.model != parsed.model && !fallback && !api.model_in_path() => Some(with_model(json, route.model)),
         None if ask_usage || capped => Some(serde_json::to_vec(&json).unwrap_or_default()),
         None => None,
     };
@@ -507,8 +505,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     provider_headers(&mut mutation, credential, identity.is_some(), direction);
     let mut common = CommonResponse { clear_route_cache: true, ..Default::default() };
     let provider = shared.policy.providers.get(route.provider);
-    let path_named =
-        route.api == ApiKind::GeminiGenerate || provider.is_some_and(|p| p.kind == ProviderKind::AzureOpenai);
+    let path_named = route.api.model_in_path() || provider.is_some_and(|p| p.kind == ProviderKind::AzureOpenai);
     if !fallback && (direction.is_some() || path_named) {
         let path = provider
             .map_or_else(|| route.api.path().to_string(), |p| p.request_path(route.api, route.model, parsed.stream));
@@ -1120,7 +1117,18 @@ pub fn provider_headers(
 ) {
     if credential.is_some() || authenticated {
         // The client's own key never reaches the provider.
-        mutation.remove_headers.extend(["authorization".into(), "x-api-key".into(), "x-goog-api-key".into()]);
+        // Nor a client's own AWS signature headers.
+        mutation.remove_headers.extend(
+            [
+                "authorization",
+                "x-api-key",
+                "x-goog-api-key",
+                "x-amz-date",
+                "x-amz-security-token",
+                "x-amz-content-sha256",
+            ]
+            .map(String::from),
+        );
     }
     if let Some(value) = credential.and_then(Credential::header_value) {
         mutation.set_headers.push(set_header(credential.map_or("authorization", |c| c.header), &value));

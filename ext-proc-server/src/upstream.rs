@@ -143,12 +143,12 @@ fn on_body(shared: &Shared, variant: &(String, usize), state: &mut AttemptState,
             Ok(v) => serde_json::to_vec(&v).unwrap_or_default(),
             Err(err) => return immediate(api, "", &err, &[]),
         },
-        // A Gemini body names no model: the path does.
-        None if api == ApiKind::GeminiGenerate => b.body.clone(),
+        // A Gemini or Bedrock body names no model: the path does.
+        None if api.model_in_path() => b.body.clone(),
         None => with_model(json, &t.model),
     };
     // The client's own path when nothing changes it (keeps any query).
-    let path_named = upstream_api == ApiKind::GeminiGenerate || provider.kind == ProviderKind::AzureOpenai;
+    let path_named = upstream_api.model_in_path() || provider.kind == ProviderKind::AzureOpenai;
     let upstream_path =
         if direction.is_none() && !path_named { path } else { provider.request_path(upstream_api, &t.model, stream) };
     let mut mutation = HeaderMutation {

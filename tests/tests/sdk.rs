@@ -589,3 +589,54 @@ async fn bedrock_with_an_api_key_and_a_stream_that_fails_midway() {
     assert_eq!(body["error"]["code"], "ThrottlingException", "{body}");
     received_by_bedrock(&gw, "amazon.nova-pro-v1:0", 3, 2, true).await;
 }
+
+#[tokio::test]
+async fn boto3_is_a_native_bedrock_client_with_keys_pii_and_the_firewall() {
+    let python = venv_python();
+    let gw = Gateway::start(Options {
+        policy_extra: "access: {require: key, keyStore: '{dir}/keys.yaml'}\nteams:\n  research: {}\nconsumers:\n  alice: {team: research}\n"
+            .into(),
+        // The provider's own key (a Bedrock API key), sent in place of the caller's.
+        provider_extra: "keyEnv: PROVIDER_KEY".into(),
+        sidecar_env: vec![("PROVIDER_KEY".into(), "ABSK-provider-key".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let key = gw.create_key("alice").await;
+    let out = run_script(&python, &gw, "boto3_client.py", &[&key]).await;
+
+    let plain = &out["plain"];
+    assert!(text(plain, "text").contains("Say hello to Ada"), "{plain}");
+    assert_eq!(plain["stop"], "end_turn", "{plain}");
+    assert!(num(&plain["usage"], "totalTokens") > 0, "{plain}");
+    let stream = &out["stream"];
+    assert!(text(stream, "text").contains("Say hello to Grace"), "{stream}");
+    assert_eq!(stream["stop"], "end_turn", "{stream}");
+    assert!(num(&stream["usage"], "totalTokens") > 0, "{stream}");
+    assert_eq!(out["tool"]["stop"], "tool_use", "{out}");
+    assert_eq!(out["tool"]["uses"][0]["name"], "lookup", "{out}");
+    assert!(text(&out["arn"], "text").contains("Lovelace"), "{out}");
+    // The mock echoes the prompt: the client sees its own address back,
+    // JSON and across stream frames, the provider only placeholders.
+    assert!(text(&out["pii"], "text").contains("ada.lovelace@example.com"), "{out}");
+    assert!(text(&out["pii_stream"], "text").contains("grace.hopper@example.org"), "{out}");
+    let seen = received(&gw).await;
+    let bodies: Vec<String> = seen.iter().map(|(_, b)| b.to_string()).collect();
+    assert!(bodies.iter().all(|b| !b.contains("@example.")), "an address reached the provider: {bodies:?}");
+    assert!(bodies.iter().any(|b| b.contains("EMAIL_ADDRESS")), "{bodies:?}");
+    // Refusals in Bedrock's error shape, which botocore raises as ClientError.
+    assert_eq!(out["injection"]["status"], 403, "{out}");
+    assert_eq!(out["no_key"]["status"], 401, "{out}");
+    // Every call reached the provider as Converse, the model id in the path
+    // (the ARN decoded), the gateway key never passed on.
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    for (req, body) in &seen {
+        let model = text(&req["bedrock"], "modelId");
+        assert!(model == "amazon.nova-pro-v1:0" || model == BEDROCK_ARN, "{req}");
+        assert_eq!(req["headers"]["authorization"], "Bearer ABSK-provider-key", "{req}");
+        assert!(body.get("model").is_none() && body["messages"].is_array(), "{body}");
+    }
+    let usage = gw.usage_rows().await;
+    assert!(usage.iter().any(|r| r["consumer"] == "alice"), "spend recorded for the caller: {usage:?}");
+}

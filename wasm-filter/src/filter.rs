@@ -88,6 +88,8 @@ enum ResponseState {
     /// Holding a JSON body to restore masked values in it at the end.
     JsonRestore,
     Sse(Box<SseState>),
+    /// A Bedrock event stream (binary frames), read and rewritten frame by frame.
+    Frames(Box<crate::frames::FrameState>),
     /// Usage cannot be read any more (over the cap, bad stream); bytes pass on.
     Unreadable,
     /// The client has had its last bytes (an error in place of the rest of
@@ -147,7 +149,7 @@ impl Filter {
         }
         let (api, in_path) = match (host.request_header(":method").as_deref(), host.request_header(":path")) {
             (Some("POST"), Some(path)) => {
-                let in_path = ApiKind::gemini_path(&path).map(|(model, stream)| (model.to_owned(), stream));
+                let in_path = ApiKind::path_model(&path);
                 (ApiKind::from_path(&path), in_path)
             }
             _ => (None, None),
@@ -325,7 +327,17 @@ impl Filter {
             // Restored or redacted values change the body's size.
             host.remove_response_header("content-length");
         }
-        self.response = if sse {
+        let frames = api == ApiKind::BedrockConverse
+            && host
+                .response_header("content-type")
+                .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/vnd.amazon.eventstream"));
+        self.response = if frames {
+            let restorer = restore.then(|| SseRestorer::new(api).with_guard(Arc::clone(&self.inspector.output)));
+            ResponseState::Frames(Box::new(crate::frames::FrameState::new(
+                self.config().inspection.max_sse_event_bytes,
+                restorer,
+            )))
+        } else if sse {
             ResponseState::Sse(Box::new(SseState {
                 parser: SseParser::new(self.config().inspection.max_sse_event_bytes).keep_unparsed(),
                 usage: StreamUsage::new(api),
@@ -481,6 +493,56 @@ impl Filter {
                     self.response = ResponseState::Unreadable;
                 }
             }
+            ResponseState::Frames(state) => {
+                let result = state.chunk(&self.masks, chunk, end_of_stream);
+                let inspected = state.restorer.is_some();
+                if let Some(err) = &result.unreadable {
+                    host.increment(Metric::RestoreSkipped, 1);
+                    if inspected && fail_mode == FailMode::Closed {
+                        // Nothing more can be inspected: the stream ends
+                        // here with an exception frame.
+                        log::warn!(
+                            "{err}: the rest of the answer cannot be inspected; ending the stream (fail closed)"
+                        );
+                        let message = format!("the rest of the answer was withheld: {err}");
+                        let mut out = result.out;
+                        let frame = tollgate_core::eventstream::Message::exception(
+                            "internalServerException",
+                            "application/json",
+                            serde_json::json!({"message": message}).to_string(),
+                        );
+                        if frame.encode_into(&mut out).is_err() {
+                            out.clear();
+                        }
+                        host.set_response_body(&out);
+                        host.set_property(OUTPUT_PROPERTY, b"withheld:upstream_invalid_stream");
+                        self.response = ResponseState::Ended { reset: !end_of_stream };
+                        return;
+                    }
+                    log::warn!("{err}: the rest of the answer passes uninspected (fail open)");
+                    host.increment(Metric::FailOpen, 1);
+                    if inspected {
+                        let mut out = result.out;
+                        out.extend_from_slice(chunk);
+                        host.set_response_body(&out);
+                    }
+                    self.response = ResponseState::Unreadable;
+                    return;
+                }
+                if inspected && result.out.as_slice() != chunk {
+                    host.set_response_body(&result.out);
+                }
+                let restorer = state.restorer.as_ref();
+                if let Some(rule) = restorer.and_then(SseRestorer::blocked) {
+                    log::warn!("answer blocked by the output guard ({rule})");
+                    count_moderation(host, &[rule]);
+                    host.increment(Metric::OutputBlocked, 1);
+                    host.set_property(OUTPUT_PROPERTY, format!("blocked:{rule}").as_bytes());
+                }
+                if restorer.is_some_and(SseRestorer::is_ended) {
+                    self.response = ResponseState::Ended { reset: !end_of_stream };
+                }
+            }
             ResponseState::Idle
             | ResponseState::JsonRestore
             | ResponseState::Unreadable
@@ -574,6 +636,13 @@ impl Filter {
                     host.increment(Metric::OutputRedacted, redacted);
                 }
                 sse.usage.usage()
+            }
+            ResponseState::Frames(state) => {
+                if let Some(r) = state.restorer.as_ref().filter(|r| !r.guard_hits().is_empty()) {
+                    let redacted = record_output(host, r.guard_hits());
+                    host.increment(Metric::OutputRedacted, redacted);
+                }
+                state.usage()
             }
             ResponseState::Idle | ResponseState::Unreadable | ResponseState::Ended { .. } | ResponseState::Done => None,
         };

@@ -5,6 +5,7 @@
 //! The adapter is compiled for wasm32 only.
 
 pub mod filter;
+pub mod frames;
 pub mod host;
 
 #[cfg(target_arch = "wasm32")]
