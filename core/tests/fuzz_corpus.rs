@@ -375,14 +375,12 @@ fn a_redacted_text_checks_clean_even_for_addresses() {
     }
 }
 
-/// Found by the `translate_json` target, left to the translation's owner
-/// (`core/src/translate/anthropic_to_openai.rs`): an Anthropic client's
-/// request whose one user message has `"content": []` passes the gateway's
-/// parser, and translates to an OpenAI request with `"messages": []`, which
-/// the gateway's own OpenAI parser (and OpenAI) refuses. The client then
-/// gets the provider's 400 instead of the gateway's, naming the field.
+/// Found by the `translate_json` target: an Anthropic client's request
+/// whose one user message has `"content": []` passed the gateway's parser
+/// and translated to an OpenAI request with `"messages": []`, which OpenAI
+/// refuses, so the client got the provider's 400 instead of the gateway's.
+/// The translation now refuses it itself, naming the field.
 #[test]
-#[ignore = "known: an empty content array translates to a request with no messages"]
 fn an_anthropic_request_translates_to_a_valid_openai_request() {
     let data = std::fs::read(corpus_root().join("../known/translate_json-empty-content")).unwrap();
     props::translate_json_strict(&data);

@@ -104,6 +104,11 @@ pub fn request(body: &Value, upstream_model: &str) -> Result<Value, Error> {
     for (i, m) in source.iter().enumerate() {
         convert_message(m, &format!("messages[{i}]"), &mut messages)?;
     }
+    if messages.iter().all(|m| m["role"] == "system") {
+        // Empty `content` arrays leave no turn to send: refused here, in the
+        // client's shape, rather than by the provider.
+        return Err(invalid("`messages` must hold at least one message with content (a `content` array must not be empty)"));
+    }
     out.insert("messages".into(), Value::Array(messages));
 
     if let Some(n) = present(req, "max_tokens") {
