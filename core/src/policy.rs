@@ -343,7 +343,9 @@ impl ProviderKind {
             ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => {
                 family == ApiFamily::OpenAi
             }
-            ProviderKind::Gemini | ProviderKind::VertexAi => family == ApiFamily::Gemini,
+            ProviderKind::Gemini => family == ApiFamily::Gemini,
+            // Gemini models, and Anthropic's through `rawPredict`.
+            ProviderKind::VertexAi => matches!(family, ApiFamily::Gemini | ApiFamily::Anthropic),
             ProviderKind::Bedrock => family == ApiFamily::Bedrock,
         }
     }
@@ -354,7 +356,9 @@ impl ProviderKind {
         match self {
             ProviderKind::Mock => model_family(model),
             ProviderKind::Anthropic => ApiFamily::Anthropic,
-            ProviderKind::Gemini | ProviderKind::VertexAi => ApiFamily::Gemini,
+            ProviderKind::Gemini => ApiFamily::Gemini,
+            ProviderKind::VertexAi if model_family(model) == ApiFamily::Anthropic => ApiFamily::Anthropic,
+            ProviderKind::VertexAi => ApiFamily::Gemini,
             ProviderKind::Bedrock => ApiFamily::Bedrock,
             ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => ApiFamily::OpenAi,
         }
@@ -407,6 +411,29 @@ pub struct Provider {
     pub session_token_env: Option<String>,
 }
 
+impl Provider {
+    /// Whether a request of `api` needs [`Provider::adjust_body`].
+    pub fn adjusts_body(&self, api: ApiKind) -> bool {
+        self.kind == ProviderKind::VertexAi && api == ApiKind::AnthropicMessages
+    }
+
+    /// The provider's own changes to a request body: Anthropic on Vertex AI
+    /// takes the model in the path, not the body, and an
+    /// `anthropic_version` of its own.
+    pub fn adjust_body(&self, api: ApiKind, body: &mut serde_json::Value) {
+        if !self.adjusts_body(api) {
+            return;
+        }
+        if let Some(obj) = body.as_object_mut() {
+            obj.remove("model");
+            obj.entry("anthropic_version").or_insert_with(|| serde_json::Value::from(VERTEX_ANTHROPIC_VERSION));
+        }
+    }
+}
+
+/// The `anthropic_version` Anthropic's models on Vertex AI take.
+pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
+
 /// Percent-encode everything but RFC 3986's unreserved characters (as AWS
 /// SDKs do for a model id in a path: `arn:aws:bedrock:…/x` → `arn%3Aaws…%2Fx`).
 fn percent_encode(s: &str) -> String {
@@ -440,6 +467,13 @@ impl Provider {
             // A model id may be an ARN: every reserved character is escaped.
             let id = percent_encode(model);
             return format!("/model/{id}/{}", if stream { "converse-stream" } else { "converse" });
+        }
+        if self.kind == ProviderKind::VertexAi && api == ApiKind::AnthropicMessages {
+            let project = path_segment(self.project.as_deref().unwrap_or_default());
+            let location = path_segment(self.location.as_deref().unwrap_or_default());
+            let verb = if stream { "streamRawPredict" } else { "rawPredict" };
+            let model = path_segment(model);
+            return format!("/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}:{verb}");
         }
         if api == ApiKind::GeminiGenerate {
             let model = model.strip_prefix("models/").unwrap_or(model);
@@ -982,7 +1016,12 @@ impl Policy {
         }
         let native = model_family(model);
         if translatable {
-            if let Some((name, _)) = self.providers.iter().find(|(_, p)| p.kind.serves(native)) {
+            // A model by its own name goes to its maker's API first (Claude
+            // on Vertex AI is reached through an alias).
+            let own = |p: &Provider| {
+                p.kind.serves(native) && !(p.kind == ProviderKind::VertexAi && native == ApiFamily::Anthropic)
+            };
+            if let Some((name, _)) = self.providers.iter().find(|(_, p)| own(p)) {
                 return Ok(Route { provider: name, model, api: chat_api(native) }.or_native(api));
             }
         }

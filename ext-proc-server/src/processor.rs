@@ -452,15 +452,29 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     let capped = output_cap.is_some_and(|tokens| crate::budget::cap_output(api, &mut json, tokens));
     // The provider's request body when it changes: translated, the model
     // renamed, the stream asked for its usage, or the output capped.
-    let new_body = match direction {
-        Some(dir) => match dir.request(&json, route.model) {
-            Ok(v) => Some(serde_json::to_vec(&v).unwrap_or_default()),
+    // (Anthropic on Vertex AI: also the provider's own changes.)
+    let target = shared.policy.providers.get(route.provider).filter(|p| !fallback && p.adjusts_body(route.api));
+    let new_body = match (direction, target) {
+        (Some(dir), _) => match dir.request(&json, route.model) {
+            Ok(mut v) => {
+                if let Some(p) = target {
+                    p.adjust_body(route.api, &mut v);
+                }
+                Some(serde_json::to_vec(&v).unwrap_or_default())
+            }
             Err(err) => return refuse(shared, state, &answered_here(draft), &model, &err, &[]).await,
         },
+        (None, Some(p)) => {
+            let mut v = json;
+            p.adjust_body(route.api, &mut v);
+            Some(serde_json::to_vec(&v).unwrap_or_default())
+        }
         // A Gemini or Bedrock body names no model: the path does.
-        None if route.model != parsed.model && !fallback && !api.model_in_path() => Some(with_model(json, route.model)),
-        None if ask_usage || capped => Some(serde_json::to_vec(&json).unwrap_or_default()),
-        None => None,
+        (None, None) if route.model != parsed.model && !fallback && !api.model_in_path() => {
+            Some(with_model(json, route.model))
+        }
+        (None, None) if ask_usage || capped => Some(serde_json::to_vec(&json).unwrap_or_default()),
+        (None, None) => None,
     };
     // The prompt is counted now only where the count is used before the
     // answer: a limit to reserve against, or an alias's context windows.
@@ -505,7 +519,8 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     provider_headers(&mut mutation, credential, identity.is_some(), direction);
     let mut common = CommonResponse { clear_route_cache: true, ..Default::default() };
     let provider = shared.policy.providers.get(route.provider);
-    let path_named = route.api.model_in_path() || provider.is_some_and(|p| p.kind == ProviderKind::AzureOpenai);
+    let path_named = route.api.model_in_path()
+        || provider.is_some_and(|p| matches!(p.kind, ProviderKind::AzureOpenai | ProviderKind::VertexAi));
     if !fallback && (direction.is_some() || path_named) {
         let path = provider
             .map_or_else(|| route.api.path().to_string(), |p| p.request_path(route.api, route.model, parsed.stream));

@@ -140,15 +140,24 @@ fn on_body(shared: &Shared, variant: &(String, usize), state: &mut AttemptState,
     let client_model = json.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
     let body = match direction {
         Some(dir) => match dir.request(&json, &t.model) {
-            Ok(v) => serde_json::to_vec(&v).unwrap_or_default(),
+            Ok(mut v) => {
+                provider.adjust_body(upstream_api, &mut v);
+                serde_json::to_vec(&v).unwrap_or_default()
+            }
             Err(err) => return immediate(api, "", &err, &[]),
         },
+        None if provider.adjusts_body(upstream_api) => {
+            let mut v = json;
+            provider.adjust_body(upstream_api, &mut v);
+            serde_json::to_vec(&v).unwrap_or_default()
+        }
         // A Gemini or Bedrock body names no model: the path does.
         None if api.model_in_path() => b.body.clone(),
         None => with_model(json, &t.model),
     };
     // The client's own path when nothing changes it (keeps any query).
-    let path_named = upstream_api.model_in_path() || provider.kind == ProviderKind::AzureOpenai;
+    let path_named =
+        upstream_api.model_in_path() || matches!(provider.kind, ProviderKind::AzureOpenai | ProviderKind::VertexAi);
     let upstream_path =
         if direction.is_none() && !path_named { path } else { provider.request_path(upstream_api, &t.model, stream) };
     let mut mutation = HeaderMutation {

@@ -124,3 +124,54 @@ async fn a_token_endpoint_that_refuses_is_a_503_in_the_clients_shape() {
         "never sent without a token"
     );
 }
+
+#[tokio::test]
+async fn claude_on_vertex_through_raw_predict_for_openai_and_anthropic_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = service_account(dir.path());
+    let gw = Gateway::start(Options {
+        providers_extra: format!(
+            "  vertex: {{kind: vertex-ai, baseUrl: 'http://{{mock}}', project: demo-proj, location: us-east5, credentialsFile: '{key}', tokenUrl: 'http://{{mock}}/token'}}"
+        ),
+        policy_extra: "models:\n  vclaude: {targets: [{provider: vertex, model: 'claude-sonnet-4-5@20250929'}]}\n".into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    // An OpenAI client: translated to Anthropic Messages, sent as rawPredict.
+    let resp = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "vclaude", "messages": [{"role": "user", "content": "Say hello to Ada"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().contains("Say hello to Ada"), "{body}");
+    // An Anthropic client, streamed: streamRawPredict, Anthropic's events back.
+    let resp = gw
+        .post_with(
+            "/v1/messages",
+            &json!({"model": "vclaude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Say hello to Grace"}]}),
+            &[("anthropic-version", "2023-06-01")],
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("event: message_stop") && text.contains("Grace"), "{text}");
+
+    let (calls, exchanges) = seen(&gw).await;
+    assert_eq!(exchanges, 1);
+    let base = "/v1/projects/demo-proj/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929";
+    assert_eq!(calls[0]["path"], format!("{base}:rawPredict"), "{}", calls[0]);
+    assert_eq!(calls[1]["path"], format!("{base}:streamRawPredict"), "{}", calls[1]);
+    for call in &calls {
+        let body: Value = serde_json::from_str(call["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["anthropic_version"], "vertex-2023-10-16", "{body}");
+        assert!(body.get("model").is_none() && body["messages"].is_array(), "{body}");
+        assert!(bearer(call).starts_with("Bearer mock-token-"), "{call}");
+        assert!(
+            call["headers"].get("anthropic-version").is_none() || call["headers"]["anthropic-version"] == "2023-06-01"
+        );
+    }
+}
