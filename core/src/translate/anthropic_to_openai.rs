@@ -107,7 +107,9 @@ pub fn request(body: &Value, upstream_model: &str) -> Result<Value, Error> {
     if messages.iter().all(|m| m["role"] == "system") {
         // Empty `content` arrays leave no turn to send: refused here, in the
         // client's shape, rather than by the provider.
-        return Err(invalid("`messages` must hold at least one message with content (a `content` array must not be empty)"));
+        return Err(invalid(
+            "`messages` must hold at least one message with content (a `content` array must not be empty)",
+        ));
     }
     out.insert("messages".into(), Value::Array(messages));
 

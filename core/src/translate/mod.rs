@@ -32,6 +32,7 @@ use crate::error::{error_body, Error};
 use crate::sse::SseEvent;
 
 pub mod anthropic_to_openai;
+mod openai_request;
 pub mod openai_to_anthropic;
 pub mod openai_to_bedrock;
 pub mod openai_to_gemini;

@@ -67,6 +67,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::openai_request::{function_tool, reject_common, stop_sequences, text_parts, tool_call};
 use super::{
     error_message, finish_reason, invalid, is_http_url, json_event, parse_data_url, present, shaped_error,
     AnthropicCounts,
@@ -119,15 +120,9 @@ pub fn request(body: &Value, upstream_model: &str) -> Result<Value, Error> {
     };
     out.insert("max_tokens".into(), Value::from(max_tokens));
 
-    if let Some(stop) = present(req, "stop") {
-        let list = match stop {
-            Value::String(s) => vec![Value::from(s.as_str())],
-            Value::Array(items) if items.iter().all(Value::is_string) => items.clone(),
-            _ => return Err(invalid("`stop` must be a string or a list of strings")),
-        };
-        if !list.is_empty() {
-            out.insert("stop_sequences".into(), Value::Array(list));
-        }
+    let stop = stop_sequences(req)?;
+    if !stop.is_empty() {
+        out.insert("stop_sequences".into(), Value::Array(stop));
     }
     if let Some(t) = present(req, "temperature") {
         let n = t.as_f64().ok_or_else(|| invalid("`temperature` must be a number"))?;
@@ -177,6 +172,7 @@ pub fn request(body: &Value, upstream_model: &str) -> Result<Value, Error> {
 }
 
 fn reject_unsupported(req: &Map<String, Value>) -> Result<(), Error> {
+    reject_common(req, "Anthropic")?;
     let unsupported = |field: &str, why: &str| {
         Err(invalid(format!("`{field}` is not supported when this model is served by Anthropic: {why}")))
     };
@@ -185,37 +181,10 @@ fn reject_unsupported(req: &Map<String, Value>) -> Result<(), Error> {
             return unsupported("n", "only one choice can be generated");
         }
     }
-    if present(req, "logprobs").is_some_and(|v| v != &Value::Bool(false)) {
-        return unsupported("logprobs", "log probabilities are not available");
-    }
-    if present(req, "top_logprobs").is_some() {
-        return unsupported("top_logprobs", "log probabilities are not available");
-    }
-    if let Some(m) = present(req, "modalities") {
-        let text_only = m.as_array().is_some_and(|a| a.iter().all(|x| x == "text"));
-        if !text_only {
-            return unsupported("modalities", "only text output is available");
-        }
-    }
-    if present(req, "audio").is_some() {
-        return unsupported("audio", "audio output is not available");
-    }
     if let Some(f) = present(req, "response_format") {
         if f.get("type").and_then(Value::as_str) != Some("text") {
             return unsupported("response_format", "JSON mode and JSON schemas are not available");
         }
-    }
-    if present(req, "logit_bias").is_some_and(|v| v.as_object().is_none_or(|o| !o.is_empty())) {
-        return unsupported("logit_bias", "token biases are not available");
-    }
-    if present(req, "web_search_options").is_some() {
-        return unsupported("web_search_options", "web search is not available");
-    }
-    if present(req, "functions").is_some() {
-        return unsupported("functions", "use `tools`");
-    }
-    if present(req, "function_call").is_some() {
-        return unsupported("function_call", "use `tool_choice`");
     }
     Ok(())
 }
@@ -271,30 +240,6 @@ fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Erro
 fn is_tool_result_message(msg: &Value) -> bool {
     msg["role"] == "user"
         && msg["content"].as_array().is_some_and(|b| !b.is_empty() && b.iter().all(|x| x["type"] == "tool_result"))
-}
-
-/// The texts of a content that may only hold text: a string, text parts or null.
-fn text_parts(content: Option<&Value>, path: &str) -> Result<Vec<String>, Error> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .enumerate()
-            .map(|(j, p)| match p.get("type").and_then(Value::as_str) {
-                Some("text") => p
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| invalid(format!("`{path}.content[{j}].text` must be a string"))),
-                other => Err(invalid(format!(
-                    "`{path}.content[{j}]` of type `{}` is not supported here: only text",
-                    other.unwrap_or("?")
-                ))),
-            })
-            .collect(),
-        Some(_) => Err(invalid(format!("`{path}.content` must be a string or an array of parts"))),
-    }
 }
 
 fn user_content(content: Option<&Value>, path: &str) -> Result<Value, Error> {
@@ -412,27 +357,7 @@ fn assistant_content(msg: &Map<String, Value>, path: &str) -> Result<Option<Valu
 }
 
 fn tool_use(call: &Value, path: &str) -> Result<Value, Error> {
-    if let Some(kind) = call.get("type").and_then(Value::as_str) {
-        if kind != "function" {
-            return Err(invalid(format!("`{path}.type` `{kind}` is not supported: only function tool calls")));
-        }
-    }
-    let id = call.get("id").and_then(Value::as_str).ok_or_else(|| invalid(format!("`{path}.id` must be a string")))?;
-    let function = call.get("function").unwrap_or(&Value::Null);
-    let name = function
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("`{path}.function.name` must be a string")))?;
-    let input = match function.get("arguments") {
-        None | Some(Value::Null) => json!({}),
-        Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
-            .map_err(|e| invalid(format!("`{path}.function.arguments` is not valid JSON: {e}")))?,
-        Some(other) => other.clone(),
-    };
-    if !input.is_object() {
-        return Err(invalid(format!("`{path}.function.arguments` must be a JSON object")));
-    }
+    let (id, name, input) = tool_call(call, path)?;
     Ok(json!({"type": "tool_use", "id": tool_id(id), "name": name, "input": input}))
 }
 
@@ -459,17 +384,7 @@ fn tool_id(id: &str) -> String {
 }
 
 fn convert_tool(i: usize, tool: &Value) -> Result<Value, Error> {
-    let path = format!("tools[{i}]");
-    if let Some(kind) = tool.get("type").and_then(Value::as_str) {
-        if kind != "function" {
-            return Err(invalid(format!("`{path}.type` `{kind}` is not supported: only function tools")));
-        }
-    }
-    let f = tool.get("function").ok_or_else(|| invalid(format!("`{path}.function` is missing")))?;
-    let name = f
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("`{path}.function.name` must be a string")))?;
+    let (f, name) = function_tool(i, tool)?;
     let mut out = Map::new();
     out.insert("name".into(), Value::from(name));
     if let Some(d) = f.get("description").filter(|d| !d.is_null()) {

@@ -73,6 +73,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::openai_request::{function_tool, reject_common, stop_sequences, text_parts, tool_call as read_tool_call};
 use super::{error_message, invalid, is_http_url, json_event, parse_data_url, present, shaped_error};
 use crate::api::ApiFamily;
 use crate::error::Error;
@@ -115,35 +116,10 @@ pub fn request(body: &Value, _upstream_model: &str) -> Result<Value, Error> {
 }
 
 fn reject_unsupported(req: &Map<String, Value>) -> Result<(), Error> {
+    reject_common(req, "Bedrock")?;
     let unsupported = |field: &str, why: &str| {
         Err(invalid(format!("`{field}` is not supported when this model is served by Bedrock: {why}")))
     };
-    if present(req, "logprobs").is_some_and(|v| v != &Value::Bool(false)) {
-        return unsupported("logprobs", "log probabilities are not available");
-    }
-    if present(req, "top_logprobs").is_some() {
-        return unsupported("top_logprobs", "log probabilities are not available");
-    }
-    if let Some(m) = present(req, "modalities") {
-        if !m.as_array().is_some_and(|a| a.iter().all(|x| x == "text")) {
-            return unsupported("modalities", "only text output is translated");
-        }
-    }
-    if present(req, "audio").is_some() {
-        return unsupported("audio", "audio output is not translated");
-    }
-    if present(req, "logit_bias").is_some_and(|v| v.as_object().is_none_or(|o| !o.is_empty())) {
-        return unsupported("logit_bias", "token biases are not available");
-    }
-    if present(req, "web_search_options").is_some() {
-        return unsupported("web_search_options", "web search is not translated");
-    }
-    if present(req, "functions").is_some() {
-        return unsupported("functions", "use `tools`");
-    }
-    if present(req, "function_call").is_some() {
-        return unsupported("function_call", "use `tool_choice`");
-    }
     if let Some(n) = present(req, "n") {
         match n.as_u64() {
             Some(1) => {}
@@ -177,15 +153,9 @@ fn inference_config(req: &Map<String, Value>) -> Result<Map<String, Value>, Erro
             .ok_or_else(|| invalid("`max_completion_tokens` / `max_tokens` must be a positive integer"))?;
         config.insert("maxTokens".into(), Value::from(n));
     }
-    if let Some(stop) = present(req, "stop") {
-        let list = match stop {
-            Value::String(s) => vec![Value::from(s.as_str())],
-            Value::Array(items) if items.iter().all(Value::is_string) => items.clone(),
-            _ => return Err(invalid("`stop` must be a string or a list of strings")),
-        };
-        if !list.is_empty() {
-            config.insert("stopSequences".into(), Value::Array(list));
-        }
+    let stop = stop_sequences(req)?;
+    if !stop.is_empty() {
+        config.insert("stopSequences".into(), Value::Array(stop));
     }
     Ok(config)
 }
@@ -267,16 +237,7 @@ fn tool_config(req: &Map<String, Value>, has_tool_blocks: bool) -> Result<Option
 
 fn convert_tool(i: usize, tool: &Value) -> Result<Value, Error> {
     let path = format!("tools[{i}]");
-    if let Some(kind) = tool.get("type").and_then(Value::as_str) {
-        if kind != "function" {
-            return Err(invalid(format!("`{path}.type` `{kind}` is not supported: only function tools")));
-        }
-    }
-    let f = tool.get("function").ok_or_else(|| invalid(format!("`{path}.function` is missing")))?;
-    let name = f
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("`{path}.function.name` must be a string")))?;
+    let (f, name) = function_tool(i, tool)?;
     let mut spec = Map::new();
     spec.insert("name".into(), Value::from(name));
     if let Some(d) = f.get("description").and_then(Value::as_str).filter(|d| !d.is_empty()) {
@@ -341,31 +302,6 @@ fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>, bool)
         }
     }
     Ok((system, turns, has_tool_blocks))
-}
-
-/// The texts of a content that may only hold text: a string, text parts or null.
-fn text_parts(content: Option<&Value>, path: &str) -> Result<Vec<String>, Error> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .enumerate()
-            .map(|(j, p)| match p.get("type").and_then(Value::as_str) {
-                Some("text") | Some("refusal") => p
-                    .get("text")
-                    .or_else(|| p.get("refusal"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| invalid(format!("`{path}.content[{j}].text` must be a string"))),
-                other => Err(invalid(format!(
-                    "`{path}.content[{j}]` of type `{}` is not supported here: only text",
-                    other.unwrap_or("?")
-                ))),
-            })
-            .collect(),
-        Some(_) => Err(invalid(format!("`{path}.content` must be a string or an array of parts"))),
-    }
 }
 
 fn user_blocks(content: Option<&Value>, path: &str, documents: &mut usize) -> Result<Vec<Value>, Error> {
@@ -490,26 +426,7 @@ fn assistant_blocks(msg: &Map<String, Value>, path: &str) -> Result<Vec<Value>, 
     if let Some(calls) = present(msg, "tool_calls") {
         let calls = calls.as_array().ok_or_else(|| invalid(format!("`{path}.tool_calls` must be an array")))?;
         for (k, call) in calls.iter().enumerate() {
-            let cpath = format!("{path}.tool_calls[{k}]");
-            let id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid(format!("`{cpath}.id` must be a string")))?;
-            let f = call.get("function").ok_or_else(|| invalid(format!("`{cpath}.function` is missing")))?;
-            let name = f
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid(format!("`{cpath}.function.name` must be a string")))?;
-            let input = match f.get("arguments") {
-                None | Some(Value::Null) => json!({}),
-                Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-                Some(Value::String(s)) => serde_json::from_str::<Value>(s)
-                    .ok()
-                    .filter(Value::is_object)
-                    .ok_or_else(|| invalid(format!("`{cpath}.function.arguments` must be a JSON object")))?,
-                Some(v @ Value::Object(_)) => v.clone(),
-                Some(_) => return Err(invalid(format!("`{cpath}.function.arguments` must be a JSON object"))),
-            };
+            let (id, name, input) = read_tool_call(call, &format!("{path}.tool_calls[{k}]"))?;
             blocks.push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
         }
     }
