@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub mod mcp;
+pub mod python;
 
 use anyhow::{anyhow, Context as _};
 use tokio::process::Command;

@@ -14,7 +14,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -24,17 +24,6 @@ use tollgate_ext_proc::launch::{self, wait_ready, Proc};
 const ARN: &str =
     "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0";
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
-
-/// The venv's Python, or a panic that says how to get it.
-fn venv_python() -> PathBuf {
-    let home = match std::env::var_os("TOLLGATE_HOME") {
-        Some(h) => PathBuf::from(h),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".tollgate"),
-    };
-    let python = home.join("venv").join("bin").join("python");
-    assert!(python.is_file(), "no Python at {}: run scripts/install.sh", python.display());
-    python
-}
 
 #[tokio::test]
 async fn boto3_parses_the_mock() {
@@ -47,28 +36,7 @@ async fn boto3_parses_the_mock() {
     wait_ready(&mut mock, &addr, "/healthz", Duration::from_secs(20)).await.unwrap();
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bedrock").join("boto3_client.py");
-    let python = venv_python();
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script).arg(format!("http://{addr}"));
-    // No credentials, profile, region or key from the environment: the script sets its own.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(key);
-        }
-    }
-    let run = cmd
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("NO_PROXY", "*")
-        .env("no_proxy", "*")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("boto3_client.py did not finish in 120 s")
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let out = tollgate_e2e::python::run(&script, &[format!("http://{addr}")]).await;
     let (_, recorded) = launch::http_get(&addr, "/mock/requests").await.unwrap();
     mock.stop(Duration::from_secs(5)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -11,23 +11,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::process::Command;
 use tollgate_ext_proc::launch::{self, wait_ready, Proc};
-
-/// The venv's Python, or a panic that says how to get it.
-fn venv_python() -> PathBuf {
-    let home = match std::env::var_os("TOLLGATE_HOME") {
-        Some(h) => PathBuf::from(h),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".tollgate"),
-    };
-    let python = home.join("venv").join("bin").join("python");
-    assert!(python.is_file(), "no Python at {}: run scripts/install.sh", python.display());
-    python
-}
 
 /// `tollgate mock` on a free loopback port, its tokens living `ttl` seconds.
 async fn start_mock(ttl: u64, log: &Path) -> (Proc, String) {
@@ -50,24 +39,7 @@ async fn google_genai_sdk_parses_the_mock() {
     let log = dir.join("mock.log");
     let (mut mock, addr) = start_mock(2, &log).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("gemini").join("genai_client.py");
-    let python = venv_python();
-    let run = Command::new(&python)
-        .arg(&script)
-        .arg(format!("http://{addr}"))
-        .env("NO_PROXY", "*")
-        .env("no_proxy", "*")
-        .env_remove("GOOGLE_API_KEY")
-        .env_remove("GEMINI_API_KEY")
-        .env_remove("GOOGLE_GENAI_USE_VERTEXAI")
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .env_remove("GOOGLE_CLOUD_PROJECT")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("genai_client.py did not finish in 120 s")
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let out = tollgate_e2e::python::run(&script, &[format!("http://{addr}")]).await;
     let (_, recorded) = launch::http_get(&addr, "/mock/requests").await.unwrap();
     mock.stop(Duration::from_secs(5)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);

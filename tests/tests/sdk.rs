@@ -12,48 +12,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use serde_json::{json, Value};
 use tollgate_e2e::{Gateway, Options};
 
-/// The venv's Python, or a panic that says how to get it.
-fn venv_python() -> PathBuf {
-    let home = match std::env::var_os("TOLLGATE_HOME") {
-        Some(h) => PathBuf::from(h),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".tollgate"),
-    };
-    let python = home.join("venv").join("bin").join("python");
-    assert!(
-        python.is_file(),
-        "no Python at {}: run scripts/install.sh (it installs the SDKs from scripts/requirements-sdk.txt)",
-        python.display()
-    );
-    python
-}
-
 /// Run `tests/sdk/SCRIPT BASE_URL [ARGS]` and parse the JSON it prints.
-async fn run_script(python: &Path, gw: &Gateway, script: &str, args: &[&str]) -> Value {
+async fn run_script(gw: &Gateway, script: &str, args: &[&str]) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk").join(script);
-    let run = tokio::process::Command::new(python)
-        .arg(&path)
-        .arg(&gw.url)
-        .args(args)
-        // Loopback only: no proxy, no provider settings from the environment.
-        .env("NO_PROXY", "*")
-        .env("no_proxy", "*")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish in 120 s"))
-        .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", python.display(), path.display()));
+    let args: Vec<String> = std::iter::once(gw.url.clone()).chain(args.iter().map(|a| a.to_string())).collect();
+    let out = tollgate_e2e::python::run(&path, &args).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
@@ -179,9 +147,8 @@ fn assert_openai_client(out: &Value, model: &str) {
 
 #[tokio::test]
 async fn openai_sdk_is_served_by_an_anthropic_model() {
-    let python = venv_python();
     let gw = Gateway::start(Options::default()).await.unwrap();
-    let out = run_script(&python, &gw, "openai_client.py", &[]).await;
+    let out = run_script(&gw, "openai_client.py", &[]).await;
     assert_openai_client(&out, "claude-haiku-4-5");
 
     // Every request reached the provider as an Anthropic Messages request.
@@ -280,9 +247,8 @@ fn assert_anthropic_client(out: &Value, model: &str) {
 
 #[tokio::test]
 async fn anthropic_sdk_is_served_by_an_openai_model() {
-    let python = venv_python();
     let gw = Gateway::start(Options::default()).await.unwrap();
-    let out = run_script(&python, &gw, "anthropic_client.py", &[]).await;
+    let out = run_script(&gw, "anthropic_client.py", &[]).await;
     assert_anthropic_client(&out, "gpt-4o-mini");
 
     // Every request reached the provider as an OpenAI chat request.
@@ -328,11 +294,10 @@ async fn anthropic_sdk_is_served_by_an_openai_model() {
 
 #[tokio::test]
 async fn openai_sdk_reads_streamed_and_json_answers_from_the_cache() {
-    let python = venv_python();
     let gw = Gateway::start(Options { policy_extra: "cache: {enabled: true}\n".into(), ..Default::default() })
         .await
         .unwrap();
-    let out = run_script(&python, &gw, "openai_cache.py", &[]).await;
+    let out = run_script(&gw, "openai_cache.py", &[]).await;
     let (first, second, third) = (&out["first"], &out["second"], &out["third"]);
     assert_eq!(text(first, "cache"), "miss");
     assert!(text(first, "text").contains("colour of the sky"), "{first}");
@@ -394,9 +359,8 @@ fn assert_gemini_tool_round_trip(bodies: &[Value], query: &str, answer: &str) {
 
 #[tokio::test]
 async fn openai_sdk_is_served_by_a_gemini_model() {
-    let python = venv_python();
     let gw = Gateway::start(Options::default()).await.unwrap();
-    let out = run_script(&python, &gw, "openai_client.py", &["gemini-2.5-flash"]).await;
+    let out = run_script(&gw, "openai_client.py", &["gemini-2.5-flash"]).await;
     assert_openai_client(&out, "gemini-2.5-flash");
     let bodies = received_by_gemini(&gw, "gemini-2.5-flash", 9, 5).await;
     assert_eq!(bodies[0]["systemInstruction"]["parts"][0]["text"], "Be brief.", "{}", bodies[0]);
@@ -406,9 +370,8 @@ async fn openai_sdk_is_served_by_a_gemini_model() {
 
 #[tokio::test]
 async fn anthropic_sdk_is_served_by_a_gemini_model() {
-    let python = venv_python();
     let gw = Gateway::start(Options::default()).await.unwrap();
-    let out = run_script(&python, &gw, "anthropic_client.py", &["gemini-2.5-pro"]).await;
+    let out = run_script(&gw, "anthropic_client.py", &["gemini-2.5-pro"]).await;
     assert_anthropic_client(&out, "gemini-2.5-pro");
     let bodies = received_by_gemini(&gw, "gemini-2.5-pro", 8, 4).await;
     assert_eq!(bodies[0]["systemInstruction"]["parts"][0]["text"], "Be brief.", "{}", bodies[0]);
@@ -418,7 +381,6 @@ async fn anthropic_sdk_is_served_by_a_gemini_model() {
 
 #[tokio::test]
 async fn genai_sdk_is_a_native_gemini_client_with_keys_pii_and_the_firewall() {
-    let python = venv_python();
     let gw = Gateway::start(Options {
         policy_extra: "access: {require: key, keyStore: '{dir}/keys.yaml'}\nteams:\n  research: {}\nconsumers:\n  alice: {team: research}\n"
             .into(),
@@ -427,7 +389,7 @@ async fn genai_sdk_is_a_native_gemini_client_with_keys_pii_and_the_firewall() {
     .await
     .unwrap();
     let key = gw.create_key("alice").await;
-    let out = run_script(&python, &gw, "genai_client.py", &[&key]).await;
+    let out = run_script(&gw, "genai_client.py", &[&key]).await;
 
     let plain = &out["plain"];
     assert!(
@@ -541,9 +503,8 @@ async fn received_by_bedrock(gw: &Gateway, model: &str, expected: usize, streame
 
 #[tokio::test]
 async fn openai_and_anthropic_sdks_are_served_by_bedrock_with_sigv4() {
-    let python = venv_python();
     let gw = bedrock_gateway(false).await;
-    let out = run_script(&python, &gw, "openai_client.py", &["bed"]).await;
+    let out = run_script(&gw, "openai_client.py", &["bed"]).await;
     assert_openai_client(&out, "bed");
     let bodies = received_by_bedrock(&gw, "amazon.nova-pro-v1:0", 9, 5, false).await;
     assert_eq!(bodies[0]["system"][0]["text"], "Be brief.", "{}", bodies[0]);
@@ -561,7 +522,7 @@ async fn openai_and_anthropic_sdks_are_served_by_bedrock_with_sigv4() {
     assert_eq!(tool_use["toolUseId"], result["toolUseId"], "{round}");
     assert!(result["content"].to_string().contains("Ada Lovelace, 1815"), "{round}");
 
-    let out = run_script(&python, &gw, "anthropic_client.py", &["profile"]).await;
+    let out = run_script(&gw, "anthropic_client.py", &["profile"]).await;
     assert_anthropic_client(&out, "profile");
     received_by_bedrock(&gw, BEDROCK_ARN, 8, 4, false).await;
 }
@@ -592,7 +553,6 @@ async fn bedrock_with_an_api_key_and_a_stream_that_fails_midway() {
 
 #[tokio::test]
 async fn boto3_is_a_native_bedrock_client_with_keys_pii_and_the_firewall() {
-    let python = venv_python();
     let gw = Gateway::start(Options {
         policy_extra: "access: {require: key, keyStore: '{dir}/keys.yaml'}\nteams:\n  research: {}\nconsumers:\n  alice: {team: research}\n"
             .into(),
@@ -604,7 +564,7 @@ async fn boto3_is_a_native_bedrock_client_with_keys_pii_and_the_firewall() {
     .await
     .unwrap();
     let key = gw.create_key("alice").await;
-    let out = run_script(&python, &gw, "boto3_client.py", &[&key]).await;
+    let out = run_script(&gw, "boto3_client.py", &[&key]).await;
 
     let plain = &out["plain"];
     assert!(text(plain, "text").contains("Say hello to Ada"), "{plain}");
