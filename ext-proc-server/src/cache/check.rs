@@ -37,7 +37,9 @@
 //! - **added**: neither prompt asks for more than the other: one with at
 //!   least three content words the other lacks, while the other adds at most
 //!   one, asks a larger question (`summarize this article` / `summarize this
-//!   article in three bullet points for a manager`).
+//!   article in bullet points for a busy manager`), and so does one that joins
+//!   a word the other lacks to a shared one with `and` / `or` (`a poem about
+//!   dogs` / `a poem about cats and dogs`).
 //!
 //! The rules are about English function words and word lists, not about any corpus: they are
 //! measured (false hits on adversarial pairs, hits on paraphrases) in
@@ -63,8 +65,9 @@ pub struct Differences {
     pub person: bool,
     /// One prompt asks for more: at least [`ADDED_MIN`] content words the other
     /// lacks, while the other adds at most one of its own (`summarize this
-    /// article` / `summarize this article in three bullet points for a
-    /// manager`).
+    /// article` / `summarize this article in bullet points for a busy
+    /// manager`), or one joined with `and` / `or` to a word both have (`a
+    /// poem about dogs` / `a poem about cats and dogs`).
     pub added: bool,
     /// One or two content words of each prompt replaced by others (`a guitar` /
     /// `a flute`). Measured, not part of [`Differences::any`]: it also refuses
@@ -568,6 +571,22 @@ fn added(only_a: usize, only_b: usize) -> bool {
     (only_a >= ADDED_MIN && only_b <= 1) || (only_b >= ADDED_MIN && only_a <= 1)
 }
 
+fn has_stem(ws: &[Word], w: &Word) -> bool {
+    ws.iter().any(|v| is_content(v) && same_stem(&w.norm, &v.norm))
+}
+
+/// `a` joins a content word that `b` lacks to one `b` has, with `and` or `or`
+/// (`the girlfriend and Zimmerman` / `Zimmerman`, `Jammu and Kashmir` / `Kashmir`).
+fn conjunct_added(a: &[Word], b: &[Word]) -> bool {
+    let joined = |w: &Word| w.norm == "and" || w.norm == "or";
+    let shared = |w: &Word| is_content(w) && has_stem(b, w);
+    a.windows(3).any(|t| {
+        joined(&t[1])
+            && ((is_content(&t[0]) && !has_stem(b, &t[0]) && shared(&t[2]))
+                || (is_content(&t[2]) && !has_stem(b, &t[2]) && shared(&t[0])))
+    })
+}
+
 /// What differs between two prompts beyond what their embeddings show.
 pub fn compare(a: &str, b: &str) -> Differences {
     Question::new(a).compare(b)
@@ -597,7 +616,7 @@ fn differences(wa: &[Word], wb: &[Word]) -> Differences {
         time: time_differs(wa, wb),
         opposite: opposite_differs(wa, wb),
         person: person_differs(wa, wb),
-        added: added(only_a, only_b),
+        added: added(only_a, only_b) || conjunct_added(wa, wb) || conjunct_added(wb, wa),
         substitution: substituted(only_a, only_b),
     }
 }
@@ -705,6 +724,12 @@ mod tests {
             ),
             Some("added")
         );
+        assert_eq!(differs("Write a poem about dogs", "Write a poem about cats and dogs"), Some("added"));
+        assert_eq!(
+            differs("According to Zimmerman he did.", "According to the girlfriend and Zimmerman, he did."),
+            Some("added")
+        );
+        assert_eq!(differs("Pros of Rust", "Pros or cons of Rust"), Some("added"));
     }
 
     #[test]
@@ -718,6 +743,9 @@ mod tests {
             ("Summarize the plot of Hamlet", "Give me a short summary of the plot of Hamlet"),
             // The same pair of opposites on both sides.
             ("Pros and cons of Rust", "What are the pros and cons of Rust?"),
+            // A conjunction over words both have.
+            ("Compare Rust and Go", "Compare Go and Rust"),
+            ("Compare Rust and Go", "How do Rust and Go compare?"),
         ] {
             assert_eq!(differs(a, b), None, "{a:?} / {b:?}: {:?}", compare(a, b));
         }
