@@ -131,7 +131,8 @@ pub struct RefusalLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderProblemLabels {
     pub provider: String,
-    /// `unreadable_stream` (a bad or truncated Bedrock event-stream frame).
+    /// `unreadable_stream` (a bad or truncated Bedrock event-stream frame),
+    /// `safety_block` (the provider refused to answer on safety grounds).
     pub problem: &'static str,
 }
 
@@ -386,6 +387,12 @@ impl Metrics {
     /// ended with an error event.
     pub fn provider_stream_unreadable(&self, provider: &str) {
         let labels = ProviderProblemLabels { provider: provider.into(), problem: "unreadable_stream" };
+        self.provider_problems.get_or_create(&labels).inc();
+    }
+
+    /// A provider refused to answer on safety grounds (a Gemini safety block).
+    pub fn provider_safety_block(&self, provider: &str) {
+        let labels = ProviderProblemLabels { provider: provider.into(), problem: "safety_block" };
         self.provider_problems.get_or_create(&labels).inc();
     }
 

@@ -747,6 +747,9 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
         if r.translation.as_mut().is_some_and(|t| std::mem::take(&mut t.unreadable)) {
             shared.metrics.provider_stream_unreadable(&r.provider);
         }
+        if r.translation.as_mut().is_some_and(Translation::take_safety_block) {
+            shared.metrics.provider_safety_block(&r.provider);
+        }
         if was_cut && !b.end_of_stream {
             // The client already has its final event. Stop the provider too:
             // an immediate response now resets the stream, which closes the

@@ -21,6 +21,10 @@ pub struct Translation {
     error_type: Option<String>,
     /// A binary stream that could not be read (counted by the caller).
     pub unreadable: bool,
+    /// The provider refused on safety grounds (a Gemini `blockReason` or a
+    /// `SAFETY`-like `finishReason`), and whether the caller counted it.
+    safety_block: bool,
+    safety_counted: bool,
 }
 
 #[derive(Debug)]
@@ -51,7 +55,17 @@ impl Translation {
             body: Body::NotStarted,
             error_type: None,
             unreadable: false,
+            safety_block: false,
+            safety_counted: false,
         }
+    }
+
+    /// Whether the provider refused on safety grounds, the first time it is
+    /// seen (so it is counted once).
+    pub fn take_safety_block(&mut self) -> bool {
+        let first = self.safety_block && !self.safety_counted;
+        self.safety_counted |= first;
+        first
     }
 
     /// The provider's response headers arrived: `stream` for an SSE or an
@@ -107,6 +121,7 @@ impl Translation {
                         return out;
                     }
                     for event in s.events.drain(..) {
+                        self.safety_block |= is_safety_block(&event.data);
                         for e in s.translator.push(&event) {
                             e.write_to(&mut out);
                         }
@@ -126,6 +141,7 @@ impl Translation {
                     kept.extend_from_slice(bytes);
                 }
                 if end_of_stream {
+                    self.safety_block |= !*overflow && is_safety_block(&String::from_utf8_lossy(kept));
                     let error_type = self.error_type.as_deref();
                     out = whole(self.dir, &self.client_model, *status, kept, *overflow, error_type);
                 }
@@ -133,6 +149,16 @@ impl Translation {
         }
         out
     }
+}
+
+/// Whether a provider's answer (or stream event) reports a safety refusal:
+/// Gemini's `promptFeedback.blockReason`, or a candidate stopped for
+/// safety, recitation or prohibited content.
+fn is_safety_block(data: &str) -> bool {
+    data.contains("\"blockReason\"")
+        || ["SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"].iter().any(|r| {
+            data.contains(&format!("\"finishReason\":\"{r}\"")) || data.contains(&format!("\"finishReason\": \"{r}\""))
+        })
 }
 
 /// A complete JSON answer or error body, in the client's shape.

@@ -600,3 +600,23 @@ async fn boto3_is_a_native_bedrock_client_with_keys_pii_and_the_firewall() {
     let usage = gw.usage_rows().await;
     assert!(usage.iter().any(|r| r["consumer"] == "alice"), "spend recorded for the caller: {usage:?}");
 }
+
+#[tokio::test]
+async fn a_gemini_safety_block_reaches_openai_clients_as_a_refusal_and_is_counted() {
+    let gw = Gateway::start(Options::default()).await.unwrap();
+    let ask = |stream: bool| json!({"model": "gemini-2.5-flash", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = gw.post_with("/v1/chat/completions", &ask(false), &[("x-mock-gemini-block", "prompt")]).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "content_filter", "{body}");
+    assert!(text(&body["choices"][0]["message"], "refusal").contains("SAFETY"), "{body}");
+    let resp = gw.post_with("/v1/chat/completions", &ask(true), &[("x-mock-gemini-block", "answer")]).await;
+    let stream = resp.text().await.unwrap();
+    assert!(
+        stream.contains("\"finish_reason\":\"content_filter\"") && stream.trim_end().ends_with("data: [DONE]"),
+        "{stream}"
+    );
+    let counted =
+        gw.sidecar_metric(r#"tollgate_provider_problems_total{provider="mock",problem="safety_block"}"#).await;
+    assert_eq!(counted, Some(2), "one per refused request");
+}
