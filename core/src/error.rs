@@ -102,11 +102,13 @@ fn error_type(family: ApiFamily, status: u16) -> &'static str {
         (ApiFamily::Anthropic, s) if s >= 500 => "api_error",
         (ApiFamily::Anthropic, _) => "invalid_request_error",
         (ApiFamily::Gemini, s) => google_status(s),
-        (ApiFamily::Bedrock, 400) => "ValidationException",
+        (ApiFamily::Bedrock, 401) => "UnrecognizedClientException",
+        (ApiFamily::Bedrock, 408 | 504) => "ModelTimeoutException",
         (ApiFamily::Bedrock, 403) => "AccessDeniedException",
         (ApiFamily::Bedrock, 404) => "ResourceNotFoundException",
         (ApiFamily::Bedrock, 429) => "ThrottlingException",
         (ApiFamily::Bedrock, 503) => "ServiceUnavailableException",
+        (ApiFamily::Bedrock, s) if s < 500 => "ValidationException",
         (ApiFamily::Bedrock, _) => "InternalServerException",
     }
 }
