@@ -276,6 +276,36 @@ pub(crate) fn json_event(name: Option<&str>, data: &Value) -> SseEvent {
     SseEvent { event: name.map(str::to_owned), data: data.to_string(), id: None }
 }
 
+/// An OpenAI `chat.completion.chunk` event: one choice's delta (and its
+/// finish reason), as every translation to OpenAI's stream writes it.
+pub(crate) fn openai_chunk(id: &str, model: &str, index: u64, delta: Value, finish: Option<&str>) -> SseEvent {
+    json_event(
+        None,
+        &json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        }),
+    )
+}
+
+/// The usage-only chunk (`choices: []`) and `data: [DONE]` that end an
+/// OpenAI stream.
+pub(crate) fn openai_stream_end(id: &str, model: &str, usage: Value, out: &mut Vec<SseEvent>) {
+    out.push(json_event(
+        None,
+        &json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": usage}),
+    ));
+    out.push(done_event());
+}
+
+/// `data: [DONE]`, the end of an OpenAI stream.
+pub(crate) fn done_event() -> SseEvent {
+    SseEvent { event: None, data: "[DONE]".into(), id: None }
+}
+
 /// `data:<media type>;base64,<data>` split into its media type and payload.
 pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;

@@ -122,3 +122,20 @@ pub(crate) fn function_tool(i: usize, tool: &Value) -> Result<(&Value, &str), Er
         .ok_or_else(|| invalid(format!("`{path}.function.name` must be a string")))?;
     Ok((f, name))
 }
+
+/// Append a turn's `items` (under `key`: `content` or `parts`) to the
+/// conversation, merged into the last turn when it has the same role (the
+/// target APIs want user and model turns to alternate); nothing for none.
+pub(crate) fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some(last) if last["role"] == role => {
+            if let Some(existing) = last.get_mut(key).and_then(Value::as_array_mut) {
+                existing.extend(items);
+            }
+        }
+        _ => turns.push(json!({"role": role, key: items})),
+    }
+}

@@ -69,8 +69,8 @@ use serde_json::{json, Map, Value};
 
 use super::openai_request::{function_tool, reject_common, stop_sequences, text_parts, tool_call};
 use super::{
-    error_message, finish_reason, invalid, is_http_url, json_event, parse_data_url, present, shaped_error,
-    AnthropicCounts,
+    done_event, error_message, finish_reason, invalid, is_http_url, json_event, openai_chunk, openai_stream_end,
+    parse_data_url, present, shaped_error, AnthropicCounts,
 };
 use crate::api::ApiFamily;
 use crate::error::Error;
@@ -529,16 +529,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> SseEvent {
-        json_event(
-            None,
-            &json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-            }),
-        )
+        openai_chunk(&self.id, &self.model, 0, delta, finish)
     }
 
     fn start(&mut self, out: &mut Vec<SseEvent>) {
@@ -692,18 +683,7 @@ impl StreamTranslator {
         }
         self.start(out);
         self.finish_chunk(out);
-        out.push(json_event(
-            None,
-            &json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": self.model,
-                "choices": [],
-                "usage": self.counts.to_openai(),
-            }),
-        ));
-        out.push(done_event());
+        openai_stream_end(&self.id, &self.model, self.counts.to_openai(), out);
         self.done = true;
     }
 
@@ -716,10 +696,6 @@ impl StreamTranslator {
         self.end(&mut out);
         out
     }
-}
-
-fn done_event() -> SseEvent {
-    SseEvent { event: None, data: "[DONE]".into(), id: None }
 }
 
 /// OpenAI's error type for an Anthropic one.

@@ -73,8 +73,13 @@
 
 use serde_json::{json, Map, Value};
 
-use super::openai_request::{function_tool, reject_common, stop_sequences, text_parts, tool_call as read_tool_call};
-use super::{error_message, invalid, is_http_url, json_event, parse_data_url, present, shaped_error};
+use super::openai_request::{
+    function_tool, push_turn, reject_common, stop_sequences, text_parts, tool_call as read_tool_call,
+};
+use super::{
+    done_event, error_message, invalid, is_http_url, json_event, openai_chunk, openai_stream_end, parse_data_url,
+    present, shaped_error,
+};
 use crate::api::ApiFamily;
 use crate::error::Error;
 use crate::eventstream::{self, Decoder, Message};
@@ -289,17 +294,7 @@ fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>, bool)
             }
             other => return Err(invalid(format!("`{path}.role` `{other}` is not a chat role"))),
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(existing) = last.get_mut("content").and_then(Value::as_array_mut) {
-                    existing.extend(blocks);
-                }
-            }
-            _ => turns.push(json!({"role": role, "content": blocks})),
-        }
+        push_turn(&mut turns, role, "content", blocks);
     }
     Ok((system, turns, has_tool_blocks))
 }
@@ -686,16 +681,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> SseEvent {
-        json_event(
-            None,
-            &json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-            }),
-        )
+        openai_chunk(&self.id, &self.model, 0, delta, finish)
     }
 
     fn start(&mut self, out: &mut Vec<SseEvent>) {
@@ -863,18 +849,7 @@ impl StreamTranslator {
         }
         self.start(&mut out);
         self.finish_choice(None, &mut out);
-        out.push(json_event(
-            None,
-            &json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": self.model,
-                "choices": [],
-                "usage": openai_usage(self.counts.usage()),
-            }),
-        ));
-        out.push(done_event());
+        openai_stream_end(&self.id, &self.model, openai_usage(self.counts.usage()), &mut out);
         self.done = true;
         out
     }
@@ -892,8 +867,4 @@ impl StreamTranslator {
         out.extend(self.close());
         out
     }
-}
-
-fn done_event() -> SseEvent {
-    SseEvent { event: None, data: "[DONE]".into(), id: None }
 }

@@ -64,8 +64,13 @@
 
 use serde_json::{json, Map, Value};
 
-use super::openai_request::{function_tool, reject_common, stop_sequences, text_parts, tool_call as tool_call_parts};
-use super::{error_message, invalid, is_http_url, json_event, parse_data_url, present, shaped_error};
+use super::openai_request::{
+    function_tool, push_turn, reject_common, stop_sequences, text_parts, tool_call as tool_call_parts,
+};
+use super::{
+    done_event, error_message, invalid, is_http_url, json_event, openai_chunk, openai_stream_end, parse_data_url,
+    present, shaped_error,
+};
 use crate::api::ApiFamily;
 use crate::error::Error;
 use crate::sse::SseEvent;
@@ -208,17 +213,7 @@ fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Erro
             }
             other => return Err(invalid(format!("`{path}.role` `{other}` is not a chat role"))),
         };
-        if parts.is_empty() {
-            continue;
-        }
-        match contents.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(existing) = last.get_mut("parts").and_then(Value::as_array_mut) {
-                    existing.extend(parts);
-                }
-            }
-            _ => contents.push(json!({"role": role, "parts": parts})),
-        }
+        push_turn(&mut contents, role, "parts", parts);
     }
     Ok((system, contents))
 }
@@ -563,16 +558,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, index: u64, delta: Value, finish: Option<&str>) -> SseEvent {
-        json_event(
-            None,
-            &json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": self.model,
-                "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
-            }),
-        )
+        openai_chunk(&self.id, &self.model, index, delta, finish)
     }
 
     /// The candidate's state, sending its role chunk the first time.
@@ -672,23 +658,8 @@ impl StreamTranslator {
         for at in 0..self.candidates.len() {
             self.finish_candidate(at, None, &mut out);
         }
-        out.push(json_event(
-            None,
-            &json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": self.model,
-                "choices": [],
-                "usage": openai_usage(self.usage.as_ref().unwrap_or(&Value::Null)),
-            }),
-        ));
-        out.push(done_event());
+        openai_stream_end(&self.id, &self.model, openai_usage(self.usage.as_ref().unwrap_or(&Value::Null)), &mut out);
         self.done = true;
         out
     }
-}
-
-fn done_event() -> SseEvent {
-    SseEvent { event: None, data: "[DONE]".into(), id: None }
 }
