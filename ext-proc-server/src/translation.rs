@@ -155,10 +155,19 @@ impl Translation {
 /// Gemini's `promptFeedback.blockReason`, or a candidate stopped for
 /// safety, recitation or prohibited content.
 fn is_safety_block(data: &str) -> bool {
-    data.contains("\"blockReason\"")
-        || ["SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"].iter().any(|r| {
-            data.contains(&format!("\"finishReason\":\"{r}\"")) || data.contains(&format!("\"finishReason\": \"{r}\""))
-        })
+    /// The finish reasons that mean a safety refusal (as JSON, with or
+    /// without a space after the colon, as Google formats its answers).
+    const REFUSALS: [&str; 6] = ["SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"];
+    if data.contains("\"blockReason\"") {
+        return true;
+    }
+    const KEY: &str = "\"finishReason\"";
+    data.match_indices(KEY).any(|(at, _)| {
+        let value = data[at + KEY.len()..].trim_start_matches([':', ' ']);
+        REFUSALS
+            .iter()
+            .any(|r| value.strip_prefix('"').and_then(|v| v.strip_prefix(r)).is_some_and(|v| v.starts_with('"')))
+    })
 }
 
 /// A complete JSON answer or error body, in the client's shape.
@@ -189,4 +198,19 @@ fn whole(
 /// A provider-neutral error body the translators understand.
 fn unreadable(message: &str) -> Value {
     serde_json::json!({"error": {"message": message, "type": "api_error"}, "type": "error"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_safety_block;
+
+    #[test]
+    fn safety_refusals_are_recognised_in_any_candidate_and_spacing() {
+        assert!(is_safety_block(r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#));
+        assert!(is_safety_block(r#"{"candidates":[{"finishReason": "SAFETY"}]}"#));
+        assert!(is_safety_block(r#"{"candidates":[{"finishReason":"STOP"},{"finishReason":"RECITATION"}]}"#));
+        assert!(!is_safety_block(r#"{"candidates":[{"finishReason":"STOP"}]}"#));
+        assert!(!is_safety_block(r#"{"candidates":[{"finishReason":"MAX_TOKENS"}],"text":"SAFETY"}"#));
+        assert!(!is_safety_block(r#"{"candidates":[{"finishReason":"SAFETYX"}]}"#));
+    }
 }

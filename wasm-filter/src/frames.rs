@@ -16,7 +16,8 @@ use tollgate_core::{SseEvent, SseParser, Usage};
 /// What one chunk of the answer became.
 #[derive(Debug, Default)]
 pub struct Chunk {
-    /// The bytes the client gets for the chunk.
+    /// The bytes the client gets for the chunk (with a restorer; without
+    /// one the chunk passes unchanged).
     pub out: Vec<u8>,
     /// The stream could not be read (a bad or truncated frame): what.
     pub unreadable: Option<String>,
@@ -70,10 +71,8 @@ impl FrameState {
         if let Err(err) = &fed {
             result.unreadable = Some(err.to_string());
         }
-        let Some(restorer) = self.restorer.as_mut() else {
-            result.out = bytes.to_vec();
-            return result;
-        };
+        // Nothing to rewrite: the chunk flows on as it came.
+        let Some(restorer) = self.restorer.as_mut() else { return result };
         self.sse.clear();
         for m in &self.messages {
             let name = match (m.message_type(), m.exception_type(), m.event_type()) {
