@@ -531,7 +531,14 @@ async fn openai_and_anthropic_sdks_are_served_by_bedrock_with_sigv4() {
 async fn bedrock_with_an_api_key_and_a_stream_that_fails_midway() {
     let gw = bedrock_gateway(true).await;
     let ask = json!({"model": "bed", "stream": true, "messages": [{"role": "user", "content": "Say hello to Ada"}]});
-    let resp = gw.post("/v1/chat/completions", &ask).await;
+    // A client's own AWS signature and Google key headers never reach the
+    // provider beside the gateway's credential.
+    let client_headers = [
+        ("x-amz-security-token", "client-token"),
+        ("x-amz-date", "20200101T000000Z"),
+        ("x-goog-api-key", "client-key"),
+    ];
+    let resp = gw.post_with("/v1/chat/completions", &ask, &client_headers).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let text = resp.text().await.unwrap();
@@ -549,6 +556,11 @@ async fn bedrock_with_an_api_key_and_a_stream_that_fails_midway() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ThrottlingException", "{body}");
     received_by_bedrock(&gw, "amazon.nova-pro-v1:0", 3, 2, true).await;
+    for req in gw.mock_requests().await {
+        for (name, _) in client_headers {
+            assert!(req["headers"].get(name).is_none(), "{name} reached the provider: {req}");
+        }
+    }
 }
 
 #[tokio::test]
