@@ -235,6 +235,18 @@ impl Host for ProxyHost {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        format!("tg-{nanos:x}-{:x}-{:x}", self.context_id, self.ids)
+        format!("tg-{nanos:x}-{:x}-{:x}-{:x}", vm_nonce(), self.context_id, self.ids)
     }
+}
+
+/// A random value drawn once per VM (WASI's `random_get`, through std's
+/// hash keys) and put in every request id: Envoy runs a VM per worker, whose
+/// context ids and counters start alike, and the host's clock is read per
+/// event loop, so time, context and counter alone repeat across workers.
+fn vm_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static NONCE: u64 = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    }
+    NONCE.with(|n| *n)
 }
