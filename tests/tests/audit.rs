@@ -209,7 +209,9 @@ async fn records_match_requests_one_to_one_under_load_cache_hits_included() {
     let recs = records(&gw);
     let ids: Vec<String> = recs.iter().map(|r| r["requestId"].as_str().unwrap().to_string()).collect();
     let unique: HashSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), ids.len(), "a request has two records");
+    let twice: Vec<&serde_json::Value> =
+        recs.iter().filter(|r| ids.iter().filter(|id| r["requestId"] == id.as_str()).count() > 1).collect();
+    assert_eq!(unique.len(), ids.len(), "a request has two records: {twice:#?}");
     let mut want: Vec<&String> = answered.iter().map(|(id, _)| id).collect();
     let mut got: Vec<&String> = ids.iter().collect();
     want.sort();
