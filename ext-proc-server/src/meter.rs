@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tollgate_core::policy::{DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_SSE_EVENT_BYTES};
 use tollgate_core::usage::{usage_from_json, StreamUsage, Usage};
-use tollgate_core::{ApiKind, SseEvent, SseParser};
+use tollgate_core::{ApiFamily, ApiKind, SseEvent, SseParser};
 
 use crate::tokens;
 
@@ -48,6 +48,9 @@ struct StreamBody {
     parser: SseParser,
     usage: StreamUsage,
     events: Vec<SseEvent>,
+    /// An Anthropic stream sent its `message_delta`, the usage of the whole
+    /// answer (`message_start`'s output count is only a placeholder).
+    final_usage: bool,
 }
 
 #[derive(Debug)]
@@ -68,6 +71,7 @@ impl Meter {
                 parser: SseParser::new(DEFAULT_MAX_SSE_EVENT_BYTES),
                 usage: StreamUsage::new(api),
                 events: Vec::new(),
+                final_usage: false,
             }))
         } else {
             Body::Json { bytes: Vec::new(), overflow: false }
@@ -103,7 +107,7 @@ impl Meter {
     pub fn feed(&mut self, chunk: &[u8]) {
         match &mut self.kind {
             Body::Stream(body) => {
-                let StreamBody { parser, usage, events } = body.as_mut();
+                let StreamBody { parser, usage, events, final_usage } = body.as_mut();
                 // An oversized event only stops the counting, never the answer.
                 if parser.feed(chunk, events).is_err() {
                     events.clear();
@@ -111,6 +115,10 @@ impl Meter {
                 }
                 for event in events.drain(..) {
                     usage.observe(&event);
+                    if self.api.family() == ApiFamily::Anthropic && !*final_usage {
+                        *final_usage =
+                            event.event.as_deref() == Some("message_delta") || event.data.contains("\"message_delta\"");
+                    }
                     let text = generated_text(&event);
                     if !text.is_empty() {
                         push_capped(&mut self.text, &text);
@@ -151,19 +159,35 @@ impl Meter {
         self.reported().unwrap_or_else(|| self.estimate(input_tokens()))
     }
 
-    /// The usage the provider reported, if it did.
+    /// The usage the provider reported, if it did. An Anthropic stream that
+    /// ended before its `message_delta` (cut by a budget, or the client
+    /// left) reported its input only: its output is what was streamed.
     fn reported(&self) -> Option<Usage> {
         match &self.kind {
+            Body::Stream(body) if self.api.family() == ApiFamily::Anthropic && !body.final_usage => {
+                let reported = body.usage.usage()?;
+                let output_tokens = reported.output_tokens.max(self.counted());
+                Some(Usage {
+                    output_tokens,
+                    total_tokens: reported.input_tokens.saturating_add(output_tokens),
+                    ..reported
+                })
+            }
             Body::Stream(body) => body.usage.usage(),
             Body::Json { bytes, overflow: false } => usage_from_json(self.api, bytes).ok().flatten(),
             Body::Json { .. } => None,
         }
     }
 
+    /// The output counted from the streamed text, all of it.
+    fn counted(&self) -> u64 {
+        let rest = if self.uncounted.is_empty() { 0 } else { tokens::count(&self.model, &self.uncounted) };
+        self.output_tokens.saturating_add(rest)
+    }
+
     /// `input_tokens` and the output counted from the streamed text.
     fn estimate(&self, input_tokens: u64) -> Usage {
-        let rest = if self.uncounted.is_empty() { 0 } else { tokens::count(&self.model, &self.uncounted) };
-        let output_tokens = self.output_tokens.saturating_add(rest);
+        let output_tokens = self.counted();
         Usage {
             input_tokens,
             output_tokens,
@@ -458,6 +482,40 @@ mod tests {
         let exact = tokens::count("gpt-4o", &format!("hello world{}", word.repeat(COUNT_BATCH / word.len() + 1)));
         assert!(total.abs_diff(exact) <= 2, "{total} vs {exact}");
         assert_eq!(batched.reported(), None);
+    }
+
+    /// `message_start` reports the input and a placeholder output count: a
+    /// stream that ends before `message_delta` (cut by a budget, or the
+    /// client left) spent what was streamed, not that placeholder.
+    #[test]
+    fn an_anthropic_stream_ended_before_its_message_delta_spent_what_was_streamed() {
+        let start = concat!(
+            "event: message_start\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":6,\"output_tokens\":1}}}\n\n",
+        );
+        let delta = |t: &str| {
+            format!(
+                "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\
+                 \"delta\":{{\"type\":\"text_delta\",\"text\":\"{t}\"}}}}\n\n"
+            )
+        };
+        for live in [true, false] {
+            let mut m = Meter::new(ApiKind::AnthropicMessages, "claude-haiku-4-5", true, live);
+            m.feed(start.as_bytes());
+            for _ in 0..10 {
+                m.feed(delta(" harbour wall").as_bytes());
+            }
+            let streamed = tokens::count("claude-haiku-4-5", &" harbour wall".repeat(10));
+            let u = m.usage(|| 99);
+            assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (6, streamed, 6 + streamed), "{live}");
+            // The whole answer's usage, as the provider counts it, once it came.
+            m.feed(
+                b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\
+                  \"usage\":{\"output_tokens\":12}}\n\n",
+            );
+            let u = m.usage(|| 99);
+            assert_eq!((u.input_tokens, u.output_tokens), (6, 12), "{live}");
+        }
     }
 
     #[test]
