@@ -309,35 +309,49 @@ async def sampler(load, procs, admin, t0, every, samples, phase, stop):
             pass
 
 
+def cpu_mark(procs, t0):
+    """Wall time since t0 and CPU seconds of Envoy, the sidecar and this process (the load generator)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"t_s": time.monotonic() - t0, "loadgen_cpu_s": ru.ru_utime + ru.ru_stime}
+    for name, p in procs.items():
+        out[f"{name}_cpu_s"] = (bench.proc_sample(p.pid) or {}).get("cpu_s")
+    return out
+
+
 async def run_load(args, load, procs, admin):
     samples, phase, stop = [], ["streams"], asyncio.Event()
     t0 = time.monotonic()
+    marks = {"start": cpu_mark(procs, t0)}
     sampling = asyncio.create_task(sampler(load, procs, admin, t0, args.sample_seconds, samples, phase, stop))
-    marks = {}
     deadline = t0 + args.minutes * 60
     clients = asyncio.gather(*(
         stream_client(load, i, args.streams, args.ramp_seconds, deadline, args.seed * 1_000_003 + i)
         for i in range(args.streams)
     ))
-    # The sampler raises when a process exits: stop the load then.
+    # The sampler raises when a process exits: the load stops then.
     await asyncio.wait([clients, sampling], return_when=asyncio.FIRST_COMPLETED)
-    marks["streams_end_s"] = time.monotonic() - t0
-    if not sampling.done():
+    marks["streams_end"] = cpu_mark(procs, t0)
+    seq = None
+    if clients.done() and not sampling.done():
         phase[0] = "sequential"
         seq = asyncio.create_task(sequential_client(load, args.sequential, args.seed))
         await asyncio.wait([seq, sampling], return_when=asyncio.FIRST_COMPLETED)
-        marks["sequential_end_s"] = time.monotonic() - t0
+        marks["sequential_end"] = cpu_mark(procs, t0)
         if not sampling.done():
-            # Two more samples after the last request.
-            await asyncio.sleep(args.sample_seconds)
+            await asyncio.sleep(args.sample_seconds)  # one more sample after the last request
     stop.set()
     failure = None
     try:
         await sampling
     except RuntimeError as e:
         failure = str(e)
-    for task in (clients,):
-        task.cancel()
+    for task in (clients, seq):
+        if task is None:
+            continue
+        if not task.done():
+            task.cancel()
+        elif task.exception():
+            failure = failure or f"the load generator failed: {task.exception()!r}"
     return samples, marks, failure
 
 
@@ -379,11 +393,11 @@ def analyse(samples, settle_s, tolerance_pct):
     return rows
 
 
-def cpu_pct(samples, name, phase):
-    pts = [s for s in samples if s["phase"] == phase and s.get(f"{name}_cpu_s") is not None]
-    if len(pts) < 2 or pts[-1]["t_s"] <= pts[0]["t_s"]:
+def cpu_pct(a, b, name):
+    """CPU of `name` between two marks, in % of one core."""
+    if not a or not b or a.get(f"{name}_cpu_s") is None or b.get(f"{name}_cpu_s") is None or b["t_s"] <= a["t_s"]:
         return None
-    return 100.0 * (pts[-1][f"{name}_cpu_s"] - pts[0][f"{name}_cpu_s"]) / (pts[-1]["t_s"] - pts[0]["t_s"])
+    return 100.0 * (b[f"{name}_cpu_s"] - a[f"{name}_cpu_s"]) / (b["t_s"] - a["t_s"])
 
 
 def pctl(xs, p):
@@ -503,8 +517,8 @@ def plot(res):
     ]
     s = res["settings"]
     markers = [(s["settle_minutes"], f"reference (min {s['settle_minutes']:g})")]
-    if res["marks"].get("streams_end_s"):
-        markers.append((res["marks"]["streams_end_s"] / 60, "sequential"))
+    if res["marks"].get("streams_end"):
+        markers.append((res["marks"]["streams_end"]["t_s"] / 60, "sequential"))
     return svgplot.render_time_series(
         panels,
         "Tollgate soak: memory and file descriptors of the full stack under load",
@@ -624,7 +638,6 @@ def main():
         bench.wait_ready(envoy_p, f"http://{admin}/ready")
         procs = {"envoy": envoy_p, "sidecar": sidecar}
         counters0 = envoy_counters(admin)
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
         print(f"soak: {args.streams:,} streams for {args.minutes:g} min, then {args.sequential:,} sequential "
               f"requests; writing {out}", file=sys.stderr, flush=True)
 
@@ -641,7 +654,6 @@ def main():
                 p.cancel()
 
         samples, marks, failure = asyncio.run(with_progress())
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
         counters1 = envoy_counters(admin)
         if failure:
             problems.append(failure)
@@ -658,28 +670,23 @@ def main():
     res["wall_time_s"] = round(time.time() - t_start, 1)
     res["machine"]["loadavg_at_end"] = bench._loadavg()
     settle_s = args.settle_minutes * 60
-    res["samples"], res["marks"] = samples, {k: round(v, 1) for k, v in marks.items()}
+    res["samples"], res["marks"] = samples, marks
     res["memory"] = analyse(samples, settle_s, args.tolerance)
     ref = next((s for s in samples if s["t_s"] >= settle_s), None)
     res["reference_t_s"] = ref["t_s"] if ref else None
-    lg_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-    spans = {"streams": marks.get("streams_end_s"),
-             "sequential": (marks["sequential_end_s"] - marks["streams_end_s"]) if "sequential_end_s" in marks else None}
     res["phases"] = {}
-    for ph, span in spans.items():
+    for ph, (a, b) in {"streams": ("start", "streams_end"), "sequential": ("streams_end", "sequential_end")}.items():
+        a, b = marks.get(a), marks.get(b)
+        span = b["t_s"] - a["t_s"] if a and b else None
         d = load.durations.get(ph) or []
+        n = load.ok[ph] + sum(load.errors[ph].values())
         res["phases"][ph] = {
-            "ok": load.ok[ph], "errors": sum(load.errors[ph].values()),
-            "seconds": round(span, 1) if span else None,
-            "rps": (load.ok[ph] + sum(load.errors[ph].values())) / span if span else None,
+            "ok": load.ok[ph], "errors": sum(load.errors[ph].values()), "seconds": span,
+            "rps": n / span if span else None,
             "duration_s": {"p50": pctl(d, 50), "p99": pctl(d, 99), "max": max(d) if d else None,
                            "mean": statistics.fmean(d) if d else None},
-            "envoy_cpu_pct": cpu_pct(samples, "envoy", ph), "sidecar_cpu_pct": cpu_pct(samples, "sidecar", ph),
+            **{f"{name}_cpu_pct": cpu_pct(a, b, name) for name in ("envoy", "sidecar", "loadgen")},
         }
-    total_span = sum(v for v in spans.values() if v)
-    for ph in res["phases"]:
-        # The load generator's CPU is only known for the whole run.
-        res["phases"][ph]["loadgen_cpu_pct"] = 100.0 * lg_cpu / total_span if total_span else None
     res["error_kinds"] = sorted(((ph, k), n) for ph, c in load.errors.items() for k, n in c.items())
     res["error_examples"] = load.examples
     res["inspection"] = {k: counters1[k] - counters0.get(k, 0) for k in sorted(counters1)
