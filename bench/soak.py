@@ -693,9 +693,10 @@ def main():
                          if counters1[k] - counters0.get(k, 0)}
 
     for r in res["memory"]:
+        nd = 1 if r["unit"] else 0
         if r["checked"] and r["ok"] is False:
             problems.append(f"{r['label']} grew {r['growth_pct']:+.1f} % after minute {args.settle_minutes:g} "
-                            f"({fmt(r['reference'])} → {fmt(r['max_after'])}), more than {args.tolerance:g} %")
+                            f"({fmt(r['reference'], nd)} → {fmt(r['max_after'], nd)}), more than {args.tolerance:g} %")
         if r["checked"] and r["ok"] is None:
             problems.append(f"{r['label']}: no sample after minute {args.settle_minutes:g}")
     if load.error_total():
