@@ -35,8 +35,10 @@ and sidecar fds: the largest sample from minute `--settle-minutes` (default
 2) of the load to the end of the run (the sequential requests included) is
 at most `--tolerance` (default 5 %) above the first sample taken at or after
 that minute. The run fails (exit 1) when one of them grows more, when any
-request is an error, when a process exits, or when the mock received any of
-the prompts' PII in clear. Results: target/soak/soak.{md,json,svg}.
+request is an error, when a process exits, when the mock received any of
+the prompts' PII in clear, or when the audit log lacks a record for an
+answered request (or holds two with one request id). Results:
+target/soak/soak.{md,json,svg}.
 """
 
 import argparse
@@ -481,6 +483,9 @@ def markdown(res):
             f"\nThe last {res['mock_records']} requests the mock recorded hold "
             f"{res['pii_at_mock']} of the prompts' e-mail addresses and phone numbers in clear."
         )
+    a = res.get("audit") or {}
+    L.append(f"\nThe audit log holds {a.get('records', 0):,} records with {a.get('distinct_ids', 0):,} distinct "
+             f"request ids, for {sum(p.get('ok', 0) for p in res['phases'].values()):,} requests answered as expected.")
     if res["problems"]:
         L.append("\n## Problems\n")
         L.extend(f"- {p}" for p in res["problems"])
@@ -530,6 +535,18 @@ def plot(res):
 
 
 # -------------------------------------------------------------------- main
+
+
+def audit_records(audit_dir):
+    """How many records the sidecar's audit log holds, and how many distinct request ids."""
+    records, ids = 0, set()
+    for seg in sorted(Path(audit_dir).glob("*.jsonl")):
+        with open(seg) as f:
+            for line in f:
+                if line.strip():
+                    records += 1
+                    ids.add(json.loads(line).get("requestId"))
+    return {"records": records, "distinct_ids": len(ids)}
 
 
 def envoy_counters(admin):
@@ -666,6 +683,7 @@ def main():
             res["mock_records"], res["pii_at_mock"] = 0, None
     finally:
         bench.stop_all()
+    res["audit"] = audit_records(work / "audit")
 
     res["wall_time_s"] = round(time.time() - t_start, 1)
     res["machine"]["loadavg_at_end"] = bench._loadavg()
@@ -706,6 +724,10 @@ def main():
         problems.append("a phase answered no request")
     if res.get("pii_at_mock"):
         problems.append(f"the mock received {res['pii_at_mock']} PII values in clear")
+    answered = sum(load.ok.values())
+    if res["audit"]["records"] < answered or res["audit"]["distinct_ids"] != res["audit"]["records"]:
+        problems.append(f"{answered:,} requests answered, {res['audit']['records']:,} audit records with "
+                        f"{res['audit']['distinct_ids']:,} distinct request ids")
     res["problems"] = problems
     res["error_kinds"] = [[list(k), n] for k, n in res["error_kinds"]]
     Path(files["json"]).write_text(json.dumps(res, indent=1) + "\n")
