@@ -82,8 +82,9 @@ class Request:
         phone = f"415-555-{rng.randrange(10000):04d}"
         sentence = rng.choice(bench.SENTENCES)
         prompt = f"Write to {email} or call {phone}: {sentence}"
-        # The mock echoes the masked prompt (placeholders such as
-        # <EMAIL_ADDRESS_1>, no longer than these values) up to ECHO_LIMIT.
+        # The mock echoes the masked prompt up to ECHO_LIMIT characters; its
+        # placeholders (<EMAIL_ADDRESS_1>, <PHONE_NUMBER_1>) are at most a few
+        # characters longer than the values they replace: 20 of slack.
         assert len(prompt) < ECHO_LIMIT - 20, prompt
         key = "AKIA" + "".join(rng.choice(string.ascii_uppercase + "234567") for _ in range(16))
         before, after = bench.prose(160, rng.random()), bench.prose(160, rng.random())
