@@ -509,11 +509,13 @@ pub enum JsonGuard {
     Flagged(Vec<String>),
     /// A block hit: the entity type or rule id.
     Blocked(String),
+    /// The body is not JSON: nothing in it could be guarded.
+    Unreadable,
 }
 
 /// Guard the model-generated text fields of a non-streamed JSON response of
 /// `api` (run after [`crate::restore::restore_json`]). Bodies that are not
-/// JSON, and embeddings, are `Unchanged`.
+/// JSON are `Unreadable`; embeddings are `Unchanged`.
 pub fn guard_json(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, body: &[u8]) -> JsonGuard {
     guard_json_usage(api, guard, masks, body).0
 }
@@ -524,7 +526,7 @@ pub fn guard_json_usage(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, body
     if !guard.is_active() || api == ApiKind::OpenAiEmbeddings {
         return (JsonGuard::Unchanged, crate::usage_from_json(api, body).ok().flatten());
     }
-    let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return (JsonGuard::Unchanged, None) };
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return (JsonGuard::Unreadable, None) };
     let usage = usage_from_value(api, &v);
     (guard_value(api, guard, masks, &mut v), usage)
 }

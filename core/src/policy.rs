@@ -70,6 +70,102 @@ pub struct Policy {
     /// The MCP gateway: upstream servers, virtual servers, pinned tools.
     #[serde(default, skip_serializing_if = "crate::mcp::policy::McpPolicy::is_empty")]
     pub mcp: crate::mcp::policy::McpPolicy,
+    /// How long Envoy waits for a client and for a provider.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// How long Envoy waits, in milliseconds. A client that takes longer than
+/// `requestMs` to send its request gets 408 and nothing reaches a
+/// provider; a provider that has not started its answer within `attemptMs`
+/// (an alias's `attemptTimeoutMs` overrides it) gets the next target, or
+/// the client a 504; once an answer has started, `idleMs` without a byte
+/// resets the client's stream (nothing more can be written then), and
+/// `totalMs` bounds the whole exchange, streamed answers included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Timeouts {
+    #[serde(default = "default_request_ms")]
+    pub request_ms: u64,
+    #[serde(default = "default_attempt_ms")]
+    pub attempt_ms: u64,
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
+    #[serde(default = "default_total_ms")]
+    pub total_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request_ms: default_request_ms(),
+            attempt_ms: default_attempt_ms(),
+            idle_ms: default_idle_ms(),
+            total_ms: default_total_ms(),
+        }
+    }
+}
+
+fn default_request_ms() -> u64 {
+    60_000
+}
+fn default_attempt_ms() -> u64 {
+    120_000
+}
+fn default_idle_ms() -> u64 {
+    180_000
+}
+fn default_total_ms() -> u64 {
+    300_000
+}
+
+/// Envoy's duration notation for `ms` milliseconds (`1.5s`).
+pub fn envoy_duration(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}s", ms as f64 / 1000.0)
+    }
+}
+
+impl Timeouts {
+    /// Every timeout is positive; an attempt gives up before the stream
+    /// counts as idle (a stall before the answer is then a 504, not Envoy's
+    /// idle 408) and within the whole exchange's bound.
+    pub fn validate(&self, models: &BTreeMap<String, ModelRoute>) -> Result<(), Error> {
+        let err = |path: String, message: String| Err(Error::Policy { path, message });
+        for (path, v) in [
+            ("timeouts.requestMs", self.request_ms),
+            ("timeouts.attemptMs", self.attempt_ms),
+            ("timeouts.idleMs", self.idle_ms),
+            ("timeouts.totalMs", self.total_ms),
+        ] {
+            if v == 0 {
+                return err(path.into(), "must be positive".into());
+            }
+        }
+        let attempts = std::iter::once(("timeouts.attemptMs".to_string(), self.attempt_ms)).chain(
+            models.iter().filter_map(|(a, r)| Some((format!("models.{a}.attemptTimeoutMs"), r.attempt_timeout_ms?))),
+        );
+        for (path, ms) in attempts {
+            if ms == 0 {
+                return err(path, "must be positive".into());
+            }
+            if ms >= self.idle_ms {
+                return err(
+                    path,
+                    format!(
+                        "must be below timeouts.idleMs ({}): a provider that never answers must time out as an attempt (504)",
+                        self.idle_ms
+                    ),
+                );
+            }
+            if ms > self.total_ms {
+                return err(path, format!("must not exceed timeouts.totalMs ({})", self.total_ms));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the sidecar sends one OpenTelemetry span per AI request.
@@ -989,6 +1085,7 @@ impl Policy {
         if self.sidecar.timeout_ms == 0 {
             return err("sidecar.timeoutMs".into(), "must be positive".into());
         }
+        self.timeouts.validate(&self.models)?;
         Ok(())
     }
 
@@ -1052,10 +1149,13 @@ impl Policy {
         }
     }
 
-    /// The alias's targets when it has several: Envoy tries them in order,
-    /// moving on after a 429, a 5xx, a reset or a refused connection.
+    /// The alias's targets when it has several (or one with its own
+    /// `attemptTimeoutMs`): Envoy tries them in order, moving on after a
+    /// 429, a 5xx, a reset, a refused connection or the attempt timeout.
     pub fn fallback(&self, model: &str) -> Option<&ModelRoute> {
-        self.models.get(model).filter(|r| r.targets.len() > 1)
+        // One target with its own attempt timeout takes the same route: the
+        // providers' shared routes only know `timeouts.attemptMs`.
+        self.models.get(model).filter(|r| r.targets.len() > 1 || r.attempt_timeout_ms.is_some())
     }
 
     /// The provider that receives traffic nothing else claims (non-AI paths,

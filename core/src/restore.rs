@@ -334,6 +334,42 @@ pub struct SseRestorer {
     hits: Vec<String>,
     /// Whether plain text deltas take the splicing path ([`fast`]).
     fast: bool,
+    /// Whether the stream's end marker came (`[DONE]`, `message_stop`,
+    /// `response.completed` ...); see [`SseRestorer::end_of_stream`].
+    complete: bool,
+}
+
+/// What [`SseRestorer`] reads of every event before rewriting it: parsing
+/// into this checks the whole text is JSON without building a tree.
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    choices: Option<serde::de::IgnoredAny>,
+}
+
+/// Whether `api`'s streams end with an event of their own, so that a
+/// stream without it was cut short.
+fn has_end_marker(api: ApiKind) -> bool {
+    matches!(
+        api,
+        ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages | ApiKind::OpenAiResponses
+    )
+}
+
+/// Whether the event of type `kind` (its `event:` name or its data's
+/// `type`) ends a stream of `api`.
+fn is_end_marker(api: ApiKind, kind: &str) -> bool {
+    match api {
+        ApiKind::AnthropicMessages => kind == "message_stop",
+        ApiKind::OpenAiResponses => {
+            matches!(kind, "response.completed" | "response.failed" | "response.incomplete" | "error")
+        }
+        _ => false,
+    }
 }
 
 impl SseRestorer {
@@ -349,6 +385,7 @@ impl SseRestorer {
             ended: false,
             hits: Vec::new(),
             fast: true,
+            complete: false,
         }
     }
 
@@ -439,11 +476,53 @@ impl SseRestorer {
 
     /// Rewrite one event, appending it (preceded by any synthesized delta
     /// events) to `out` in wire form.
+    ///
+    /// With something to restore or guard, an event whose data is not JSON
+    /// is never passed on: the stream ends there with an error event
+    /// (`upstream_invalid_event`); and a provider's error event is passed on
+    /// (after the text held before it) and ends the stream, with the end
+    /// marker the client's API expects after it.
     pub fn on_event(&mut self, map: &MaskMap, event: &SseEvent, out: &mut Vec<u8>) {
         if self.is_ended() {
             return;
         }
-        self.named = event.event.is_some();
+        // A stream that names its events names them all (an event without
+        // a name, e.g. one that is not JSON, does not change that).
+        self.named |= event.event.is_some();
+        let idle = map.is_empty() && self.guard.is_none();
+        if event.is_done() {
+            self.complete = true;
+        } else if !idle {
+            let Ok(probe) = serde_json::from_str::<Probe<'_>>(&event.data) else {
+                let message = "the provider sent an event that is not JSON; the rest of the answer was withheld";
+                self.end_with_error(map, message, "upstream_invalid_event", out);
+                return;
+            };
+            let kind = event.event.as_deref().or(probe.kind.as_deref()).unwrap_or_default();
+            if is_end_marker(self.api, kind) {
+                self.complete = true;
+            }
+            let error = kind == "error"
+                || kind.starts_with(BEDROCK_EXCEPTION)
+                || probe.error.is_some() && probe.choices.is_none() && self.api != ApiKind::AnthropicMessages;
+            if error && self.api != ApiKind::OpenAiEmbeddings {
+                // The text before the error goes first, then the error, then
+                // nothing but the end marker.
+                let start = out.len();
+                self.flush_all(map, out);
+                if self.blocked.is_some() {
+                    self.emit_block(out, start);
+                    return;
+                }
+                event.write_to(out);
+                if matches!(self.api, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions) {
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                }
+                self.ended = true;
+                self.held.clear();
+                return;
+            }
+        }
         if self.guard.is_some() && self.api != ApiKind::OpenAiEmbeddings {
             let start = out.len();
             self.rewrite_event(map, event, out);
@@ -502,6 +581,28 @@ impl SseRestorer {
         let start = out.len();
         self.flush_all(map, out);
         self.emit_block(out, start);
+    }
+
+    /// The provider's stream is over: [`SseRestorer::finish`], and when the
+    /// API's end marker never came (the stream was cut short) an error event
+    /// (`upstream_stream_truncated`) and the end marker, so that the client
+    /// can tell the answer is incomplete. Returns whether it was cut short.
+    pub fn end_of_stream(&mut self, map: &MaskMap, out: &mut Vec<u8>) -> bool {
+        if self.is_ended() {
+            return false;
+        }
+        if has_end_marker(self.api) && !self.complete {
+            let message = "the provider's stream ended before the answer was complete";
+            self.end_with_error(map, message, "upstream_stream_truncated", out);
+            return true;
+        }
+        self.finish(map, out);
+        false
+    }
+
+    /// Whether the stream's end marker has come.
+    pub fn is_complete(&self) -> bool {
+        self.complete
     }
 
     /// Push `s` through channel `key`, replacing it with the restored text.

@@ -182,7 +182,7 @@ fn json_openai_chat_and_completions() {
 
     let clean = json!({"choices": [{"message": {"content": "hello"}}]}).to_string();
     assert_eq!(guard_json(ApiKind::OpenAiChat, &g, &m, clean.as_bytes()), JsonGuard::Unchanged);
-    assert_eq!(guard_json(ApiKind::OpenAiChat, &g, &m, b"not json"), JsonGuard::Unchanged);
+    assert_eq!(guard_json(ApiKind::OpenAiChat, &g, &m, b"not json"), JsonGuard::Unreadable);
     let blocked = json!({"choices": [{"message": {"content": "project NIGHTINGALE"}}]}).to_string();
     assert_eq!(guard_json(ApiKind::OpenAiChat, &g, &m, blocked.as_bytes()), JsonGuard::Blocked("internal".into()));
     // Request fields echoed by the provider are not model output.
@@ -256,5 +256,5 @@ fn guard_json_usage_matches_usage_from_json() {
     let (verdict, usage) = guard_json_usage(ApiKind::OpenAiChat, &active, &m, leak.to_string().as_bytes());
     assert!(matches!(verdict, JsonGuard::Rewritten(..)), "{verdict:?}");
     assert_eq!(usage.map(|u| (u.input_tokens, u.output_tokens)), Some((7, 3)));
-    assert_eq!(guard_json_usage(ApiKind::OpenAiChat, &active, &m, b"not json"), (JsonGuard::Unchanged, None));
+    assert_eq!(guard_json_usage(ApiKind::OpenAiChat, &active, &m, b"not json"), (JsonGuard::Unreadable, None));
 }

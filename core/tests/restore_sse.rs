@@ -431,17 +431,75 @@ fn recorded_streams_unchanged_without_placeholders() {
 }
 
 #[test]
-fn empty_map_and_non_json_pass_through() {
+fn empty_map_passes_through_and_non_json_ends_the_stream() {
     let all = streams();
     for (name, api, events) in &all {
         let wire = to_wire(events);
         assert_eq!(restore(*api, &MaskMap::new(64), &wire, &[]), wire, "{name}");
     }
+    // An event that cannot be read is never passed on: one error event and
+    // the end marker instead, then nothing.
     let m = map();
     let e = SseEvent { event: Some("x".into()), data: "not json <EMAIL_ADDRESS_1>".into(), id: Some("7".into()) };
     let mut out = Vec::new();
-    SseRestorer::new(ApiKind::OpenAiChat).on_event(&m, &e, &mut out);
-    assert_eq!(out, e.to_bytes());
+    let mut r = SseRestorer::new(ApiKind::OpenAiChat);
+    r.on_event(&m, &e, &mut out);
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(text.contains("upstream_invalid_event") && text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(!text.contains("not json"), "{text}");
+    assert!(r.is_ended());
+    r.on_event(&m, &SseEvent { event: None, data: "{}".into(), id: None }, &mut out);
+    assert_eq!(String::from_utf8(out).unwrap(), text);
+}
+
+#[test]
+fn a_provider_error_ends_the_stream_and_a_missing_end_marker_is_reported() {
+    let m = map();
+    let chunk = |s: &str| SseEvent {
+        event: None,
+        data: serde_json::json!({"choices": [{"index": 0, "delta": {"content": s}}]}).to_string(),
+        id: None,
+    };
+    // An OpenAI error event: passed on after the text before it, then [DONE].
+    let mut r = SseRestorer::new(ApiKind::OpenAiChat);
+    let mut out = Vec::new();
+    r.on_event(&m, &chunk("Hello "), &mut out);
+    let error =
+        SseEvent { event: None, data: serde_json::json!({"error": {"message": "overloaded"}}).to_string(), id: None };
+    r.on_event(&m, &error, &mut out);
+    r.on_event(&m, &chunk("after"), &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("Hello") && text.contains("overloaded") && text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(!text.contains("after"), "{text}");
+    // A stream that ends without [DONE] was cut short: the client is told.
+    let mut r = SseRestorer::new(ApiKind::OpenAiChat);
+    let mut out = Vec::new();
+    r.on_event(&m, &chunk("partial"), &mut out);
+    assert!(r.end_of_stream(&m, &mut out));
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("partial") && text.contains("upstream_stream_truncated"), "{text}");
+    // With its end marker, nothing is added; Gemini streams have none.
+    for (api, last) in [
+        (ApiKind::OpenAiChat, SseEvent { event: None, data: "[DONE]".into(), id: None }),
+        (
+            ApiKind::AnthropicMessages,
+            SseEvent {
+                event: Some("message_stop".into()),
+                data: serde_json::json!({"type": "message_stop"}).to_string(),
+                id: None,
+            },
+        ),
+        (
+            ApiKind::GeminiGenerate,
+            SseEvent { event: None, data: serde_json::json!({"candidates": []}).to_string(), id: None },
+        ),
+    ] {
+        let mut r = SseRestorer::new(api);
+        let mut out = Vec::new();
+        r.on_event(&m, &last, &mut out);
+        assert!(!r.end_of_stream(&m, &mut out), "{api:?}");
+        assert_eq!(out, last.to_bytes(), "{api:?}");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 use tollgate_core::filter_config::FilterConfig;
 use tollgate_core::headers::{INSPECTING_STATE, INSPECTION_STATE};
-use tollgate_core::policy::{BaseUrl, FailMode, Policy, SidecarTlsMode};
+use tollgate_core::policy::{envoy_duration, BaseUrl, FailMode, Policy, SidecarTlsMode};
 use tollgate_core::{ApiFamily, ApiKind};
 
 use crate::identity::{JWT_NAMESPACE, JWT_PAYLOAD_KEY};
@@ -79,7 +79,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
         let url = BaseUrl::parse(&provider.base_url).map_err(|m| anyhow::anyhow!("providers.{name}.baseUrl: {m}"))?;
         routes.push(json!({
             "match": {"prefix": "/", "headers": [{"name": PROVIDER_HEADER, "string_match": {"exact": name}}]},
-            "route": route_action(name, &url),
+            "route": route_action(policy, name, &url),
             "request_headers_to_remove": [PROVIDER_HEADER],
         }));
         clusters.push(provider_cluster(name, &url));
@@ -96,7 +96,7 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
     // Requests the sidecar did not route: see `unrouted_routes`.
     let default_url = BaseUrl::parse(&policy.providers[default_provider].base_url)
         .map_err(|m| anyhow::anyhow!("providers.{default_provider}.baseUrl: {m}"))?;
-    routes.extend(unrouted_routes(policy, route_action(default_provider, &default_url)));
+    routes.extend(unrouted_routes(policy, route_action(policy, default_provider, &default_url)));
 
     let wasm = json!({
         "name": WASM_FILTER,
@@ -127,6 +127,9 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
             // `%2F` reach the provider unchanged, and an API path spelled
             // with one matches no route but the refusal.
             "normalize_path": true,
+            // A client slower than this to send its request gets 408, and
+            // nothing of it reaches a provider.
+            "request_timeout": envoy_duration(policy.timeouts.request_ms),
             "merge_slashes": true,
             "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
             "access_log": [{
@@ -365,13 +368,12 @@ pub fn fallback(policy: &Policy, sidecar: SidecarRef<'_>, prefix: &str) -> anyho
             }));
             let mut action = json!({
                 "cluster": aggregate,
-                "timeout": "300s",
-                "idle_timeout": "120s",
+                "timeout": envoy_duration(policy.timeouts.total_ms),
+                "idle_timeout": envoy_duration(policy.timeouts.idle_ms),
                 "retry_policy": fallback_retry_policy(route.targets.len()),
             });
-            if let Some(ms) = route.attempt_timeout_ms {
-                action["retry_policy"]["per_try_timeout"] = json!(format!("{}s", ms as f64 / 1000.0));
-            }
+            let attempt_ms = route.attempt_timeout_ms.unwrap_or(policy.timeouts.attempt_ms);
+            action["retry_policy"]["per_try_timeout"] = json!(envoy_duration(attempt_ms));
             out.routes.push(FallbackRoute {
                 alias: alias.clone(),
                 first,
@@ -569,8 +571,17 @@ fn socket(host: &str, port: u16) -> Value {
     json!({"socket_address": {"address": host, "port_value": port}})
 }
 
-fn route_action(provider: &str, url: &BaseUrl) -> Value {
-    let mut action = json!({"cluster": cluster_name(provider), "timeout": "300s", "idle_timeout": "120s"});
+/// A provider's route: its cluster, the policy's timeouts (a retry policy
+/// that never retries carries the attempt timeout), and the rewrites its
+/// base URL needs.
+fn route_action(policy: &Policy, provider: &str, url: &BaseUrl) -> Value {
+    let t = &policy.timeouts;
+    let mut action = json!({
+        "cluster": cluster_name(provider),
+        "timeout": envoy_duration(t.total_ms),
+        "idle_timeout": envoy_duration(t.idle_ms),
+        "retry_policy": {"num_retries": 0, "per_try_timeout": envoy_duration(t.attempt_ms)},
+    });
     if url.tls {
         action["host_rewrite_literal"] = json!(url.host);
     }

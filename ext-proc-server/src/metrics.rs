@@ -132,7 +132,9 @@ pub struct RefusalLabels {
 pub struct ProviderProblemLabels {
     pub provider: String,
     /// `unreadable_stream` (a bad or truncated Bedrock event-stream frame),
-    /// `safety_block` (the provider refused to answer on safety grounds).
+    /// `safety_block` (the provider refused to answer on safety grounds),
+    /// `incomplete` (the exchange ended before the answer did: a reset, a
+    /// stall past the idle timeout, or the client gone).
     pub problem: &'static str,
 }
 
@@ -387,6 +389,12 @@ impl Metrics {
     /// ended with an error event.
     pub fn provider_stream_unreadable(&self, provider: &str) {
         let labels = ProviderProblemLabels { provider: provider.into(), problem: "unreadable_stream" };
+        self.provider_problems.get_or_create(&labels).inc();
+    }
+
+    /// An answer that never reached its end.
+    pub fn incomplete_answer(&self, provider: &str) {
+        let labels = ProviderProblemLabels { provider: provider.into(), problem: "incomplete" };
         self.provider_problems.get_or_create(&labels).inc();
     }
 

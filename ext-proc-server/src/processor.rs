@@ -184,6 +184,9 @@ pub struct Routed {
     /// The stream crossed a budget and was ended for the client.
     pub cut: bool,
     pub settled: bool,
+    /// The exchange ended before the answer did (the provider reset or
+    /// stalled, the client went away): the record says so.
+    pub incomplete: bool,
     pub cache: Option<CacheSlot>,
     /// PII the filter masked or redacted in the request (for the audit record).
     pub pii: Option<serde_json::Value>,
@@ -220,6 +223,11 @@ pub async fn handle(shared: &Shared, state: &mut StreamState, req: ProcessingReq
 /// what was counted.
 pub async fn finish(shared: &Shared, state: &mut StreamState) {
     if let StreamState::Routed(r) = state {
+        // Not settled yet: the answer never reached its end.
+        r.incomplete = !r.settled;
+        if r.incomplete {
+            shared.metrics.incomplete_answer(&r.provider);
+        }
         settle(shared, r).await;
     }
 }
@@ -601,6 +609,7 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         meter_translated: false,
         cut: false,
         settled: false,
+        incomplete: false,
         cache,
         pii,
     });
@@ -990,6 +999,9 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
         }
         if r.cut {
             decisions.insert("stream_cut".into(), serde_json::json!("budget"));
+        }
+        if r.incomplete {
+            decisions.insert("incomplete".into(), serde_json::json!(true));
         }
         if let Some(slot) = &r.cache {
             decisions.insert("cache".into(), serde_json::json!({"result": slot.status}));

@@ -167,6 +167,7 @@ fn quickstart_policy_for(mock_port: u16, openai: bool, anthropic: bool) -> Polic
         audit: Default::default(),
         cache: Default::default(),
         telemetry: Default::default(),
+        timeouts: Default::default(),
     });
     if policy.providers.values().any(|p| p.kind == ProviderKind::Mock) {
         policy.mcp = demo_mcp(mock_port);

@@ -37,6 +37,25 @@ pub const PII_PROPERTY: &str = "io.tollgate.pii";
 pub const FIREWALL_PROPERTY: &str = "io.tollgate.firewall";
 pub const OUTPUT_PROPERTY: &str = "io.tollgate.output";
 
+/// How much of an error answer that is not JSON becomes the message of the
+/// error the client gets in its API's shape.
+const ERROR_TEXT_BYTES: usize = 512;
+
+/// The machine-readable code of an error the gateway reshapes: Envoy's own
+/// replies are about timeouts and unreachable providers.
+fn error_code(status: u16) -> &'static str {
+    match status {
+        408 => "request_timeout",
+        413 => "request_too_large",
+        429 => "rate_limited",
+        502 => "upstream_error",
+        503 => "upstream_unavailable",
+        504 => "upstream_timeout",
+        400..=499 => "invalid_request",
+        _ => "upstream_error",
+    }
+}
+
 /// Everything built once from the plugin configuration and shared by all
 /// requests of a VM.
 #[derive(Debug)]
@@ -74,8 +93,8 @@ enum RequestState {
     /// Collecting the request body. `in_path`: the model and the streaming
     /// flag of an API that puts them in the path (Gemini).
     Buffering { api: ApiKind, request_id: String, in_path: Option<(String, bool)> },
-    /// Parsed and sent upstream.
-    Forwarded { api: ApiKind, request_id: String },
+    /// Parsed and sent upstream. `stream`: the client asked for a stream.
+    Forwarded { api: ApiKind, request_id: String, stream: bool },
     /// Answered locally.
     Rejected,
 }
@@ -87,6 +106,12 @@ enum ResponseState {
     Json(Vec<u8>),
     /// Holding a JSON body to restore masked values in it at the end.
     JsonRestore,
+    /// An error answer that is not JSON (Envoy's own replies, a proxy's
+    /// page): held, to become an error in the client API's shape with the
+    /// same status.
+    ErrorText {
+        status: u16,
+    },
     Sse(Box<SseState>),
     /// A Bedrock event stream (binary frames), read and rewritten frame by frame.
     Frames(Box<crate::frames::FrameState>),
@@ -307,19 +332,40 @@ impl Filter {
             parsed.request.model,
             parsed.request.stream
         );
-        self.request = RequestState::Forwarded { api, request_id };
+        self.request = RequestState::Forwarded { api, request_id, stream: parsed.request.stream };
         Verdict::Continue
     }
 
     pub fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Verdict {
-        let RequestState::Forwarded { api, request_id } = &self.request else {
+        if let RequestState::Buffering { api, request_id, .. } = &self.request {
+            // Envoy answered before the request was read whole (its request
+            // timeout): the answer is read like any other, so that the
+            // client gets it in its API's shape.
+            self.request = RequestState::Forwarded { api: *api, request_id: request_id.clone(), stream: false };
+        }
+        let RequestState::Forwarded { api, request_id, stream } = &self.request else {
             return Verdict::Continue;
         };
-        let api = *api;
+        let (api, stream) = (*api, *stream);
         host.set_response_header(REQUEST_ID, request_id);
-        let sse = host
-            .response_header("content-type")
-            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/event-stream"));
+        let content_type = host.response_header("content-type").unwrap_or_default().to_ascii_lowercase();
+        let status: u16 = host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(200);
+        let json = content_type.starts_with("application/json") || content_type.contains("+json");
+        if !(200..300).contains(&status) && !json && !content_type.starts_with("text/event-stream") && !end_of_stream {
+            // An error the client's SDK could not read: it gets one it can.
+            host.set_response_header("content-type", "application/json");
+            host.remove_response_header("content-length");
+            self.response = ResponseState::ErrorText { status };
+            return Verdict::Continue;
+        }
+        // A streamed request's answer is read as the stream it must be,
+        // whatever content type the provider gave it, so that a label never
+        // lets an answer past inspection.
+        let sse = content_type.starts_with("text/event-stream")
+            || stream
+                && (200..300).contains(&status)
+                && !json
+                && !content_type.starts_with("application/vnd.amazon.eventstream");
         // Answers are rewritten when masked values must be restored or the
         // output guard is on.
         let restore = !self.masks.is_empty() || self.inspector.output.is_active();
@@ -327,10 +373,7 @@ impl Filter {
             // Restored or redacted values change the body's size.
             host.remove_response_header("content-length");
         }
-        let frames = api == ApiKind::BedrockConverse
-            && host
-                .response_header("content-type")
-                .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/vnd.amazon.eventstream"));
+        let frames = api == ApiKind::BedrockConverse && content_type.starts_with("application/vnd.amazon.eventstream");
         self.response = if frames {
             let restorer = restore.then(|| SseRestorer::new(api).with_guard(Arc::clone(&self.inspector.output)));
             ResponseState::Frames(Box::new(crate::frames::FrameState::new(
@@ -374,6 +417,14 @@ impl Filter {
                     host.reset_stream();
                     self.response = ResponseState::Ended { reset: false };
                 }
+                return Verdict::Continue;
+            }
+            ResponseState::ErrorText { .. } => {
+                if !end_of_stream {
+                    return Verdict::Pause;
+                }
+                let body = host.response_body(body_size.min(ERROR_TEXT_BYTES)).unwrap_or_default();
+                self.finish_response(host, Some(&body));
                 return Verdict::Continue;
             }
             ResponseState::JsonRestore => {
@@ -440,7 +491,12 @@ impl Filter {
                     }
                 }
                 match (&fed, restorer.as_mut()) {
-                    (Ok(()), Some(r)) if end_of_stream => r.finish(&self.masks, out),
+                    (Ok(()), Some(r)) if end_of_stream => {
+                        if r.end_of_stream(&self.masks, out) {
+                            log::warn!("the provider's stream ended before its end marker");
+                            host.set_property(OUTPUT_PROPERTY, b"withheld:upstream_stream_truncated");
+                        }
+                    }
                     (Ok(()), _) => {}
                     (Err(err), Some(r)) if fail_mode == FailMode::Closed => {
                         // Over the cap nothing more can be restored or
@@ -545,9 +601,33 @@ impl Filter {
             }
             ResponseState::Idle
             | ResponseState::JsonRestore
+            | ResponseState::ErrorText { .. }
             | ResponseState::Unreadable
             | ResponseState::Ended { .. }
             | ResponseState::Done => {}
+        }
+    }
+
+    /// A JSON answer the output guard cannot read (not JSON: cut short,
+    /// mislabelled, a page in place of the answer): closed, it becomes an
+    /// error in the client API's shape (`upstream_invalid_response`, status
+    /// 502 in the body; the status line has left already); open, it passes
+    /// as it came, counted.
+    fn unreadable_answer(&mut self, host: &mut dyn Host, api: ApiKind) {
+        match self.config().fail_mode {
+            FailMode::Open => {
+                log::warn!("the answer is not JSON; it passes unguarded (fail open)");
+                host.increment(Metric::RestoreSkipped, 1);
+                host.increment(Metric::FailOpen, 1);
+            }
+            FailMode::Closed => {
+                log::warn!("the answer is not JSON; it is withheld (fail closed)");
+                host.increment(Metric::RestoreSkipped, 1);
+                host.set_property(OUTPUT_PROPERTY, b"withheld:upstream_invalid_response");
+                let message = "the provider's answer is not valid JSON and cannot be inspected; it was withheld";
+                let err = tollgate_core::error_body(api.family(), 502, message, "upstream_invalid_response");
+                host.set_response_body(err.as_bytes());
+            }
         }
     }
 
@@ -557,7 +637,7 @@ impl Filter {
     /// the client API's shape and the rest is dropped; open, it all passes
     /// on as the provider sent it.
     fn json_over_cap(&mut self, host: &mut dyn Host, cap: usize) {
-        let RequestState::Forwarded { api, request_id } = &self.request else { return };
+        let RequestState::Forwarded { api, request_id, .. } = &self.request else { return };
         match self.config().fail_mode {
             FailMode::Open => {
                 log::warn!(
@@ -593,6 +673,18 @@ impl Filter {
         let RequestState::Forwarded { api, .. } = self.request else { return };
         let usage = match std::mem::replace(&mut self.response, ResponseState::Done) {
             ResponseState::Json(buf) => usage_from_json_body(api, &buf),
+            ResponseState::ErrorText { status } => {
+                let text = String::from_utf8_lossy(held.unwrap_or_default());
+                let text = text.trim();
+                let message = if text.is_empty() {
+                    format!("the gateway got HTTP {status} from upstream")
+                } else {
+                    text.to_owned()
+                };
+                let body = tollgate_core::error_body(api.family(), status, &message, error_code(status));
+                host.set_response_body(body.as_bytes());
+                None
+            }
             ResponseState::JsonRestore => {
                 let body = held.unwrap_or_default();
                 let restored = restore_json(api, &self.masks, body);
@@ -604,6 +696,9 @@ impl Filter {
                             host.set_response_body(restored);
                         }
                     }
+                    // No body (a 204, an answer in the headers): nothing to guard.
+                    JsonGuard::Unreadable if body.is_empty() => {}
+                    JsonGuard::Unreadable => self.unreadable_answer(host, api),
                     JsonGuard::Rewritten(guarded, hits) => {
                         let redacted = record_output(host, &hits);
                         host.increment(Metric::OutputRedacted, redacted);
