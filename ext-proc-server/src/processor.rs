@@ -1009,9 +1009,16 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
         if let Some(pii) = &r.pii {
             decisions.insert("pii".into(), pii.clone());
         }
-        let response = r.meter.as_ref().map(Meter::text);
-        if let Some(output) = response.as_deref().and_then(|text| shared.review.review_answer(text)) {
-            decisions.insert("output".into(), output);
+        let mut response = r.meter.as_ref().map(Meter::text);
+        if let Some(text) = response.as_deref() {
+            let (output, guarded) = shared.review.review_answer_text(text);
+            if let Some(output) = output {
+                decisions.insert("output".into(), output);
+            }
+            // Kept as it left the gateway: what the guard took out stays out.
+            if audit.text == tollgate_core::policy::AuditText::Masked && guarded.is_some() {
+                response = guarded;
+            }
         }
         let outcome = Outcome {
             requested_model: &r.requested_model,

@@ -96,17 +96,32 @@ impl Review {
     /// What the output guard and moderation do to `answer` (the answer's text as the
     /// sidecar saw it), for the audit record; `None` when nothing.
     pub fn review_answer(&self, answer: &str) -> Option<Value> {
-        let guard = self.output.as_ref()?;
+        self.review_answer_text(answer).0
+    }
+
+    /// [`Review::review_answer`], and the answer as the client got it when
+    /// the guard changed it: redacted, or withheld when blocked (so that an
+    /// audit record keeping the text as it left the gateway never holds
+    /// what the guard took out).
+    pub fn review_answer_text(&self, answer: &str) -> (Option<Value>, Option<String>) {
+        let Some(guard) = self.output.as_ref() else { return (None, None) };
         let mut found = serde_json::Map::new();
-        match guard.check(answer, &MaskMap::new(0)) {
-            GuardOutcome::Clean => {}
-            GuardOutcome::Redacted(_, labels) => _ = found.insert("redacted".into(), json!(labels)),
-            GuardOutcome::Blocked(label) => _ = found.insert("blocked".into(), json!(label)),
-        }
+        let text = match guard.check(answer, &MaskMap::new(0)) {
+            GuardOutcome::Clean => None,
+            GuardOutcome::Redacted(text, labels) => {
+                found.insert("redacted".into(), json!(labels));
+                Some(text)
+            }
+            GuardOutcome::Blocked(label) => {
+                let withheld = format!("[withheld by the output guard: {label}]");
+                found.insert("blocked".into(), json!(label));
+                Some(withheld)
+            }
+        };
         if let Some(moderated) = guard.moderator().and_then(|m| moderate(m, answer)) {
             found.insert("moderation".into(), moderated);
         }
-        (!found.is_empty()).then_some(Value::Object(found))
+        ((!found.is_empty()).then_some(Value::Object(found)), text)
     }
 
     /// Review `request` for `identity`; `audited`: a record will be written.
@@ -265,6 +280,10 @@ consumers:
         let leaked = review.review_answer("Sure: AKIAIOSFODNN7EXAMPLE is the key, and <EMAIL_ADDRESS_1> the mail.");
         assert_eq!(leaked, Some(json!({"redacted": ["SECRET"]})));
         assert_eq!(review.review_answer("Nothing to see, <EMAIL_ADDRESS_1>."), None);
+        let (_, text) = review.review_answer_text("Sure: AKIAIOSFODNN7EXAMPLE is the key.");
+        let text = text.unwrap();
+        assert!(!text.contains("AKIAIOSFODNN7EXAMPLE") && text.starts_with("Sure: "), "{text}");
+        assert_eq!(review.review_answer_text("Nothing to see.").1, None);
     }
 
     #[test]

@@ -228,3 +228,44 @@ async fn records_match_requests_one_to_one_under_load_cache_hits_included() {
     let out = gw.tollgate(&["audit", "verify", &dir]).await.unwrap();
     assert!(out.contains("60"), "{out}");
 }
+
+/// The record keeps the answer as it left the gateway (`text: masked`, the
+/// default): a secret the output guard redacted for the client is not in
+/// it, and a blocked answer is not kept at all; `text: full` keeps the
+/// provider's text (the operator's choice).
+#[tokio::test]
+async fn the_record_never_holds_what_the_output_guard_took_out() {
+    const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+    for (text, action) in [("masked", "redact"), ("masked", "block"), ("full", "redact")] {
+        let gw = Gateway::start(Options {
+            policy_extra: format!(
+                "audit: {{text: {text}}}\ninspection:\n  output: {{entities: {{SECRET: {action}}}}}\n"
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for stream in [false, true] {
+            let body = json!({"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "Say hello"}]});
+            let resp =
+                gw.post_with("/v1/chat/completions", &body, &[("x-mock-append", &format!(" the key is {KEY}"))]).await;
+            let id = resp.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
+            let answer = resp.text().await.unwrap();
+            assert!(!answer.contains(KEY), "{text} {action} stream={stream}: the client got the key: {answer}");
+            let mut rec = Value::Null;
+            for _ in 0..100 {
+                if let Some(r) = records(&gw).into_iter().find(|r| r["requestId"] == id.as_str()) {
+                    rec = r;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let kept = rec["response"].as_str().unwrap_or_else(|| panic!("no response text: {rec}"));
+            assert_eq!(kept.contains(KEY), text == "full", "{text} {action} stream={stream}: {kept}");
+            assert!(rec["decisions"]["output"].is_object(), "{rec}");
+            if text == "masked" && action == "block" {
+                assert!(kept.starts_with("[withheld by the output guard"), "{kept}");
+            }
+        }
+    }
+}
