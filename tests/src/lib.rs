@@ -535,12 +535,35 @@ fn is_port_clash(err: &anyhow::Error) -> bool {
 /// A `redis-server` on a free loopback port, stopped on drop.
 pub struct Redis {
     pub url: String,
+    port: u16,
     child: std::process::Child,
 }
 
 impl Redis {
     pub fn start() -> anyhow::Result<Redis> {
-        let port = test_port()?;
+        Redis::start_on(test_port()?)
+    }
+
+    /// Kill the server (SIGKILL: nothing saved) and start an empty one on
+    /// the same port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.child = Redis::spawn(self.port)?;
+        Ok(())
+    }
+
+    /// Kill the server (it stays down until [`Redis::restart`]).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn start_on(port: u16) -> anyhow::Result<Redis> {
+        Ok(Redis { url: format!("redis://127.0.0.1:{port}"), port, child: Redis::spawn(port)? })
+    }
+
+    /// A server on `port`, once it accepts connections.
+    fn spawn(port: u16) -> anyhow::Result<std::process::Child> {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
@@ -548,7 +571,7 @@ impl Redis {
             .map_err(|e| anyhow!("cannot start redis-server (run scripts/install.sh): {e}"))?;
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(Redis { url: format!("redis://127.0.0.1:{port}"), child });
+                return Ok(child);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -558,7 +581,6 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

@@ -269,3 +269,114 @@ async fn the_record_never_holds_what_the_output_guard_took_out() {
         }
     }
 }
+
+/// A tmpfs of `kib` KiB at a fresh directory, unmounted on drop (`None`
+/// where this process may not mount: not root).
+struct TinyDisk(std::path::PathBuf);
+
+impl TinyDisk {
+    fn mount(kib: u32) -> Option<TinyDisk> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("tollgate-e2e-tinydisk-{}-{kib}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs at {}", dir.display());
+        Some(TinyDisk(dir))
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        // The sidecar may still hold a segment open for a moment after its
+        // gateway is dropped: try again, then detach it lazily.
+        for _ in 0..20 {
+            let done = std::process::Command::new("umount").arg(&self.0).stderr(std::process::Stdio::null()).status();
+            if done.is_ok_and(|s| s.success()) {
+                let _ = std::fs::remove_dir_all(&self.0);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The audit disk fills up under requests: `audit.failMode: closed` cuts
+/// every answer it cannot record (no complete answer without a record),
+/// `open` answers and counts the records lost.
+#[tokio::test]
+async fn a_full_audit_disk_follows_the_audit_fail_mode() {
+    for (mode, kib) in [("closed", 96), ("open", 97)] {
+        let Some(disk) = TinyDisk::mount(kib) else {
+            eprintln!("not root: cannot mount a small disk; skipped");
+            return;
+        };
+        let gw = Gateway::start(Options {
+            policy_extra: format!("audit: {{dir: '{}', text: full, failMode: {mode}}}\n", disk.0.display()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let prompt = "tell me about the sea ".repeat(400);
+        let mut answered = Vec::new();
+        let mut cut = 0;
+        for i in 0..40 {
+            let stream = i % 2 == 1;
+            let body = json!({"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": format!("{i} {prompt}")}]});
+            let resp = reqwest::Client::new()
+                .post(format!("{}/v1/chat/completions", gw.url))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let id = resp.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
+            let whole = match resp.bytes().await {
+                Ok(b) => {
+                    let text = String::from_utf8_lossy(&b).into_owned();
+                    if status != 200 {
+                        // Refused in the API's shape.
+                        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}"));
+                        assert!(v["error"]["message"].as_str().unwrap().contains("audit"), "{v}");
+                    }
+                    status == 200
+                        && (if stream { text.ends_with("data: [DONE]\n\n") } else { text.contains("chat.completion") })
+                }
+                Err(_) => false,
+            };
+            if whole {
+                answered.push(id);
+            } else {
+                cut += 1;
+            }
+        }
+        let errors = gw.sidecar_metric("tollgate_audit_errors_total").await.unwrap_or(0);
+        assert!(errors > 0, "{mode}: the disk never filled");
+        let mut recorded = HashSet::new();
+        for f in std::fs::read_dir(&disk.0).unwrap().flatten() {
+            for line in std::fs::read_to_string(f.path()).unwrap_or_default().lines() {
+                if let Ok(v) = serde_json::from_str::<Value>(line) {
+                    recorded.insert(v["requestId"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+        if mode == "closed" {
+            let missing: Vec<_> = answered.iter().filter(|id| !recorded.contains(*id)).collect();
+            assert!(missing.is_empty(), "answered without a record: {missing:?}");
+            assert!(cut > 0, "nothing was cut");
+        } else {
+            assert_eq!(cut, 0, "failing open, every request is answered");
+            assert!(answered.len() > recorded.len(), "{} answered, {} recorded", answered.len(), recorded.len());
+        }
+        drop(gw);
+        drop(disk);
+    }
+}

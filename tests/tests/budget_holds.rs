@@ -260,3 +260,119 @@ async fn a_flood_of_model_names_adds_no_metric_series() {
     };
     assert_eq!(series(&before), series(&after), "no new series, only new counts");
 }
+
+/// The current minute since the epoch (per-minute counters' window).
+fn minute() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 60
+}
+
+/// Statuses of `n` requests sent by four workers at once.
+async fn load(gw: &Gateway, key: &str, n: usize) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (url, auth) = (gw.url.clone(), bearer(key));
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut out = Vec::new();
+            for i in (w..n).step_by(4) {
+                let mut body = chat("gpt-4o-mini", &format!("request {i}"));
+                body["stream"] = json!(i % 2 == 0);
+                let resp = client
+                    .post(format!("{url}/v1/chat/completions"))
+                    .header("authorization", &auth)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                if status != 200 {
+                    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}"));
+                    assert!(v["error"]["message"].is_string(), "{status}: {v}");
+                }
+                out.push(status);
+            }
+            out
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.extend(t.await.unwrap());
+    }
+    statuses
+}
+
+/// Redis killed under load and started again empty: while it is down the
+/// limiter follows `limits.failMode` (closed: 503 in the API's shape and
+/// nothing reaches the provider; open: answered and counted); once it is
+/// back the limits hold again, counted from zero, each request once.
+#[tokio::test]
+async fn redis_killed_and_restarted_under_load_follows_the_fail_mode_and_the_limits_recover() {
+    for mode in ["closed", "open"] {
+        let mut redis = Redis::start().unwrap();
+        let keys = std::env::temp_dir().join(format!("tollgate-e2e-redis-restart-{}-{mode}", std::process::id()));
+        let policy = format!(
+            "
+access: {{require: key, keyStore: '{}'}}
+limits: {{store: redis, redis: '{}', failMode: {mode}}}
+teams:
+  ops: {{limits: {{requestsPerMinute: 40}}}}
+consumers:
+  dora: {{team: ops}}
+",
+            keys.display(),
+            redis.url
+        );
+        let gw = Gateway::start(Options { policy_extra: policy, ..Default::default() }).await.unwrap();
+        let key = gw.create_key("dora").await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        fresh_minute(Duration::from_secs(40)).await;
+        let before = load(&gw, &key, 8).await;
+        assert!(before.iter().all(|&s| s == 200), "{before:?}");
+
+        // Down, under load.
+        let (statuses, ()) = tokio::join!(load(&gw, &key, 16), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            redis.kill();
+        });
+        assert!(statuses.iter().all(|s| [200, 503].contains(s)), "{statuses:?}");
+        let sent = gw.mock_requests().await.len();
+        let down = load(&gw, &key, 8).await;
+        if mode == "closed" {
+            assert!(down.iter().all(|&s| s == 503), "{down:?}");
+            assert_eq!(gw.mock_requests().await.len(), sent, "nothing reaches the provider");
+        } else {
+            assert!(down.iter().all(|&s| s == 200), "{down:?}");
+            assert!(gw.sidecar_metric("tollgate_limiter_fail_open_total").await.unwrap_or(0) >= 8);
+        }
+
+        // Back, empty: the limit holds again from zero, each request once.
+        redis.restart().unwrap();
+        // Back means a request admitted by the store, not failing open.
+        let mut recovered = None;
+        for _ in 0..50 {
+            let open_before = gw.sidecar_metric("tollgate_limiter_fail_open_total").await.unwrap_or(0);
+            let resp = gw
+                .post_with(
+                    "/v1/chat/completions",
+                    &chat("gpt-4o-mini", "are you back"),
+                    &[("authorization", &bearer(&key))],
+                )
+                .await;
+            let open_after = gw.sidecar_metric("tollgate_limiter_fail_open_total").await.unwrap_or(0);
+            if resp.status() == 200 && open_after == open_before {
+                recovered = Some(minute());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let probe_minute = recovered.unwrap_or_else(|| panic!("{mode}: the limiter never came back"));
+        fresh_minute(Duration::from_secs(25)).await;
+        let spent = if minute() == probe_minute { 1 } else { 0 };
+        let after = load(&gw, &key, 48).await;
+        let admitted = after.iter().filter(|&&s| s == 200).count();
+        assert!(after.iter().all(|s| [200, 429].contains(s)), "{after:?}");
+        // 40 a minute, less the probe's when it counted in this minute.
+        assert_eq!(admitted, 40 - spent, "{mode}: {after:?}");
+    }
+}
