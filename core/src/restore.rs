@@ -360,6 +360,28 @@ fn has_end_marker(api: ApiKind) -> bool {
     )
 }
 
+/// Whether `event` is the end marker of a stream of `api` (by its `event:`
+/// name; `[DONE]` for OpenAI's chat and completions).
+pub fn is_stream_end(api: ApiKind, event: &SseEvent) -> bool {
+    event.is_done() || event.event.as_deref().is_some_and(|kind| is_end_marker(api, kind))
+}
+
+/// What ends a stream of `api` that stopped before its end marker: an
+/// error event (`upstream_stream_truncated`) and the end marker, so that
+/// the client can tell the answer is incomplete. `None` for APIs whose
+/// streams have no end marker (Gemini, Bedrock). `named`: whether the
+/// stream names its events.
+pub fn truncated_stream_ending(api: ApiKind, named: bool) -> Option<Vec<u8>> {
+    has_end_marker(api).then(|| {
+        let mut out = Vec::new();
+        write_error_event(api, named, TRUNCATED_MESSAGE, TRUNCATED_CODE, &mut out);
+        out
+    })
+}
+
+const TRUNCATED_MESSAGE: &str = "the provider's stream ended before the answer was complete";
+const TRUNCATED_CODE: &str = "upstream_stream_truncated";
+
 /// Whether the event of type `kind` (its `event:` name or its data's
 /// `type`) ends a stream of `api`.
 fn is_end_marker(api: ApiKind, kind: &str) -> bool {
@@ -592,8 +614,7 @@ impl SseRestorer {
             return false;
         }
         if has_end_marker(self.api) && !self.complete {
-            let message = "the provider's stream ended before the answer was complete";
-            self.end_with_error(map, message, "upstream_stream_truncated", out);
+            self.end_with_error(map, TRUNCATED_MESSAGE, TRUNCATED_CODE, out);
             return true;
         }
         self.finish(map, out);

@@ -24,6 +24,15 @@ const IDLE_MS: u64 = 4000;
 const REQUEST_MS: u64 = 3000;
 
 async fn gateway(faulty: &FaultyProvider, filter: &str) -> Gateway {
+    let inspection = "
+inspection:
+  pii: {entities: {EMAIL_ADDRESS: mask}}
+  output: {entities: {SECRET: block}}
+";
+    gateway_with(faulty, filter, inspection).await
+}
+
+async fn gateway_with(faulty: &FaultyProvider, filter: &str, inspection: &str) -> Gateway {
     Gateway::start(Options {
         providers_extra: format!(
             "  faulty: {{kind: openai, baseUrl: 'http://{0}'}}\n  faulty-claude: {{kind: anthropic, baseUrl: 'http://{0}'}}",
@@ -38,10 +47,7 @@ models:
   flaky-claude: {{attemptTimeoutMs: {ATTEMPT_MS}, targets: [{{provider: faulty-claude, model: claude-haiku-4-5}}]}}
   plain: {{targets: [{{provider: faulty, model: gpt-4o-mini}}]}}
   plain-claude: {{targets: [{{provider: faulty-claude, model: claude-haiku-4-5}}]}}
-inspection:
-  pii: {{entities: {{EMAIL_ADDRESS: mask}}}}
-  output: {{entities: {{SECRET: block}}}}
-"
+{inspection}"
         ),
         ..Default::default()
     })
@@ -410,4 +416,32 @@ async fn envoy_control_headers_from_a_client_change_nothing() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test]
+async fn with_nothing_to_inspect_a_stream_cut_short_still_ends_with_an_error_and_its_end_marker() {
+    let faulty = FaultyProvider::start().await.unwrap();
+    // No output guard, and a prompt with nothing to mask.
+    let gw = gateway_with(&faulty, "closed", "inspection:\n  output: {entities: {}}\n").await;
+    for model in ["flaky", "flaky-claude"] {
+        for fault in ["cut-at-event", "truncated-sse"] {
+            let got = call(&gw, model, true, fault).await;
+            let text = got.text();
+            // The words as the provider sent them (nothing held back) ...
+            assert!(text.contains("\"The \"") || text.contains("\"text\":\"The \""), "{model} {fault}: {text}");
+            // ... then one error event and the end marker.
+            let (events, errors) = errors(&got);
+            assert_eq!(errors.len(), 1, "{model} {fault}: {text}");
+            assert!(text.contains("upstream_stream_truncated") || text.contains("ended before the answer"), "{text}");
+            if model == "flaky" {
+                assert!(events.last().unwrap().is_done(), "{text}");
+            } else {
+                assert_eq!(events.last().unwrap().event.as_deref(), Some("error"), "{text}");
+            }
+        }
+        // A complete stream is left alone.
+        let got = call(&gw, model, true, "ok").await;
+        assert!(!got.text().contains("upstream_stream_truncated"), "{}", got.text());
+        assert!(errors(&got).1.is_empty(), "{}", got.text());
+    }
 }

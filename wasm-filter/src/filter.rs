@@ -138,6 +138,10 @@ struct SseState {
     strip_usage: bool,
     events: Vec<SseEvent>,
     out: Vec<u8>,
+    api: ApiKind,
+    /// Without a restorer: the end marker came; the stream names its events.
+    complete: bool,
+    named: bool,
 }
 
 pub struct Filter {
@@ -388,6 +392,9 @@ impl Filter {
                 strip_usage: self.added_stream_usage,
                 events: Vec::new(),
                 out: Vec::new(),
+                api,
+                complete: false,
+                named: false,
             }))
         } else if restore {
             ResponseState::JsonRestore
@@ -468,15 +475,42 @@ impl Filter {
                 }
             }
             ResponseState::Sse(sse) => {
-                let SseState { parser, usage, restorer, strip_usage, events, out } = sse.as_mut();
+                let SseState { parser, usage, restorer, strip_usage, events, out, api, complete, named } = sse.as_mut();
                 events.clear();
                 let fed =
                     parser
                         .feed(chunk, events)
                         .and_then(|()| if end_of_stream { parser.finish(events) } else { Ok(()) });
                 events.iter().for_each(|e| usage.observe(e));
+                // Nothing to restore or guard: a stream that ends before its
+                // end marker still gets one (after an error event), so the
+                // client can tell the answer is incomplete.
+                let ending = if restorer.is_none() && fed.is_ok() {
+                    *complete |= events.iter().any(|e| tollgate_core::restore::is_stream_end(*api, e));
+                    *named |= events.iter().any(|e| e.event.is_some());
+                    if end_of_stream && !*complete {
+                        tollgate_core::restore::truncated_stream_ending(*api, *named)
+                    } else {
+                        None
+                    }
+                } else {
+                    None
+                };
+                if ending.is_some() {
+                    log::warn!("the provider's stream ended before its end marker");
+                    host.set_property(OUTPUT_PROPERTY, b"withheld:upstream_stream_truncated");
+                }
                 if restorer.is_none() && !*strip_usage {
                     // The chunk flows on untouched.
+                    if let Some(ending) = ending {
+                        let mut body = chunk.to_vec();
+                        if !body.ends_with(b"\n\n") {
+                            // Whatever came last is closed off first.
+                            body.extend_from_slice(b"\n\n");
+                        }
+                        body.extend_from_slice(&ending);
+                        host.set_response_body(&body);
+                    }
                     if let Err(err) = fed {
                         log::warn!("stream no longer readable: {err}; its usage is not counted");
                         self.response = ResponseState::Unreadable;
@@ -489,6 +523,9 @@ impl Filter {
                         Some(r) => r.on_event(&self.masks, e, out),
                         None => e.write_to(out),
                     }
+                }
+                if let Some(ending) = &ending {
+                    out.extend_from_slice(ending);
                 }
                 match (&fed, restorer.as_mut()) {
                     (Ok(()), Some(r)) if end_of_stream => {
