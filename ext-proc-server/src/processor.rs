@@ -270,6 +270,12 @@ async fn on_request_headers(
     metadata: Option<&Metadata>,
     inspected: bool,
 ) -> ProcessingResponse {
+    // Envoy sends a stream's request headers once: a second message must not
+    // replace the request (a routed one would lose its record and its
+    // reservation).
+    if !matches!(state, StreamState::Start) {
+        return reply(processing_response::Response::RequestHeaders(HeadersResponse::default()));
+    }
     let path = header(h, ":path");
     let api = match (header(h, ":method").as_deref(), path.as_deref()) {
         (Some("POST"), Some(path)) => ApiKind::from_path(path),
@@ -383,6 +389,11 @@ async fn pass_through(
 }
 
 async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBody) -> ProcessingResponse {
+    // A body message in any other state (another chunk, or one after the
+    // request was routed or answered) leaves the state as it is.
+    if !matches!(state, StreamState::AwaitingBody { .. }) {
+        return reply(processing_response::Response::RequestBody(BodyResponse::default()));
+    }
     let StreamState::AwaitingBody { api, request_id, identity, mut draft, hints, inspected, in_path } =
         std::mem::take(state)
     else {
