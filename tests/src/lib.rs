@@ -447,6 +447,26 @@ pub async fn run_envoy_expecting_exit(opts: Options, timeout: Duration) -> anyho
     Ok((code, text))
 }
 
+/// Every byte of an answer until it ends or breaks off, and whether it
+/// ended cleanly (not reset). Panics when it has not ended after 20 s: a
+/// hang.
+pub async fn read_body(resp: reqwest::Response) -> (Vec<u8>, bool) {
+    use futures::StreamExt as _;
+    let mut chunks = resp.bytes_stream();
+    let mut body = Vec::new();
+    let read = async {
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(c) => body.extend_from_slice(&c),
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    let clean_end = tokio::time::timeout(Duration::from_secs(20), read).await.expect("the answer never ended: a hang");
+    (body, clean_end)
+}
+
 /// The events of a complete SSE body, parsed with the gateway's own parser.
 pub fn sse_events(body: &[u8]) -> Vec<tollgate_core::SseEvent> {
     let mut parser = tollgate_core::SseParser::new(1 << 20);

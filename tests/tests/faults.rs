@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tollgate_e2e::faulty::{FaultyProvider, LEAK};
-use tollgate_e2e::{sse_events, Gateway, Options};
+use tollgate_e2e::{read_body, sse_events, Gateway, Options};
 
 /// The gateway's timeouts in these tests (ms).
 const ATTEMPT_MS: u64 = 1500;
@@ -97,18 +97,7 @@ async fn call(gw: &Gateway, model: &str, stream: bool, fault: &str) -> Got {
         .unwrap();
     let status = resp.status().as_u16();
     let request_id = resp.headers().get("x-tollgate-request-id").map_or("", |v| v.to_str().unwrap()).to_string();
-    let mut chunks = resp.bytes_stream();
-    let mut body = Vec::new();
-    let read = async {
-        while let Some(chunk) = chunks.next().await {
-            match chunk {
-                Ok(c) => body.extend_from_slice(&c),
-                Err(_) => return false,
-            }
-        }
-        true
-    };
-    let clean_end = tokio::time::timeout(Duration::from_secs(20), read).await.expect("the answer never ended: a hang");
+    let (body, clean_end) = read_body(resp).await;
     Got { status, request_id, body, clean_end, took: start.elapsed() }
 }
 

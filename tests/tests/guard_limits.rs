@@ -9,9 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::{json, Value};
-use tollgate_e2e::{sse_events, Gateway, Options};
+use tollgate_e2e::{read_body, sse_events, Gateway, Options};
 
 /// A key shaped like an OpenAI project key: the output guard's `SECRET`.
 const LEAK: &str = "sk-proj-Abc123Def456Ghi789Jkl012Mno345Pqr678";
@@ -26,18 +25,7 @@ struct Received {
 
 async fn receive(resp: reqwest::Response) -> Received {
     let start = Instant::now();
-    let mut body = resp.bytes_stream();
-    let mut bytes = Vec::new();
-    let read = async {
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(c) => bytes.extend_from_slice(&c),
-                Err(_) => return false,
-            }
-        }
-        true
-    };
-    let clean_end = tokio::time::timeout(Duration::from_secs(20), read).await.expect("the stream never ended");
+    let (bytes, clean_end) = read_body(resp).await;
     Received { bytes, clean_end, took: start.elapsed() }
 }
 
