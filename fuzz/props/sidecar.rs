@@ -5,9 +5,10 @@
 //! spoofed `x-tollgate-*` headers), request bodies (JSON built from the
 //! input or raw bytes, in chunks), response headers (statuses, content
 //! types), response bodies (recorded answers or raw bytes, in chunks) and
-//! trailers, in any order and repeated, then `finish`. Three gateways: no
-//! access control with the audit on; virtual keys, budgets in an embedded
-//! store and the audit; virtual keys alone. The fuzz target `sidecar` and
+//! trailers, in any order and repeated, then `finish`. Three gateways,
+//! built as the sidecar builds them (embedded limit store, audit log, key
+//! store in a temporary directory): no access control with the audit on;
+//! virtual keys, limits and the audit; virtual keys without limits or audit. The fuzz target `sidecar` and
 //! the corpus test (`ext-proc-server/tests/fuzz_corpus.rs`) call the same
 //! function.
 //!
@@ -31,14 +32,9 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use serde_json::{json, Value as Json};
-use tollgate_core::policy::{AuditText, FailMode};
 use tollgate_core::{ApiFamily, ApiKind};
-use tollgate_ext_proc::audit::{AuditOptions, AuditWriter, FsyncPolicy};
-use tollgate_ext_proc::auditing::AuditSink;
-use tollgate_ext_proc::budget::Budget;
-use tollgate_ext_proc::config::{parse_policy, Credential};
-use tollgate_ext_proc::keys::{KeyFile, LiveKeys};
-use tollgate_ext_proc::limits::embedded::EmbeddedStore;
+use tollgate_ext_proc::config::{build_shared, parse_policy, Credential};
+use tollgate_ext_proc::keys::KeyFile;
 use tollgate_ext_proc::processor::{finish, handle, Shared, StreamState};
 
 use input::{chunks, Input};
@@ -61,6 +57,8 @@ const MODELS: &str = "models:\n  fast: {targets: [{provider: mock, model: mock-s
 
 const FIREWALL: &str =
     "inspection:\n  firewall:\n    rules:\n      - {id: test-block, phrases: ['magic words'], weight: 1.0}\n";
+
+const TEAMS_UNLIMITED: &str = "teams:\n  small: {}\n  paid: {}\n  free: {}\nconsumers:\n  alice: {team: small}\n  bob: {team: paid}\n  cy: {team: free}\n";
 
 const TEAMS: &str = "teams:\n  small: {limits: {tokensPerMinute: 60}}\n  paid: {limits: {costPerDay: 0.0001}}\n  free: {}\nconsumers:\n  alice: {team: small}\n  bob: {team: paid}\n  cy: {team: free}\n";
 
@@ -130,13 +128,16 @@ const ANSWERS: [&str; 6] = [
 /// One gateway over a temporary directory (keys, limits, audit log).
 pub struct Gateway {
     pub shared: Shared,
-    /// The virtual keys of [`KEY_HOLDERS`], in order (none without a key store).
+    /// The virtual keys of [`KEY_HOLDERS`] and a revoked one, in order (none
+    /// without a key store).
     pub keys: Vec<String>,
     pub audit_dir: Option<std::path::PathBuf>,
 }
 
-/// Build gateway `which` under `dir`; `audit` picks the audit's text and fail modes.
-pub fn gateway(dir: &Path, which: usize, audit: u8) -> Gateway {
+/// Build gateway `which` under `dir` the way the sidecar starts
+/// (`config::build_shared`, so the limit store and the audit log are the
+/// policy's); `audit` picks the audit's text and fail modes.
+pub async fn gateway(dir: &Path, which: usize, audit: u8) -> Gateway {
     let key_path = dir.join("keys.yaml");
     let mut file = KeyFile::default();
     let mut keys = Vec::new();
@@ -149,41 +150,32 @@ pub fn gateway(dir: &Path, which: usize, audit: u8) -> Gateway {
     keys.push(revoked);
     file.save(&key_path).unwrap();
     let access = format!("access: {{require: key, keyStore: '{}'}}\n", key_path.display());
+    let text = ["none", "masked", "full"][audit as usize % 3];
+    let fail_mode = if audit & 0x10 == 0 { "closed" } else { "open" };
+    let audit_dir = dir.join("audit");
+    let stores = format!(
+        "limits: {{dir: '{}'}}\naudit: {{enabled: {}, dir: '{}', fsync: never, text: {text}, failMode: {fail_mode}}}\n",
+        dir.join("limits").display(),
+        which <= 1,
+        audit_dir.display()
+    );
     let text = match which {
-        0 => format!("{PROVIDERS}{MODELS}{FIREWALL}access: {{passthrough: ['/v1/files*']}}\n"),
-        1 => format!("{PROVIDERS}{MODELS}{FIREWALL}{access}{TEAMS}"),
-        _ => format!("{PROVIDERS}{MODELS}{access}{TEAMS}"),
+        0 => format!("{PROVIDERS}{MODELS}{FIREWALL}{stores}access: {{passthrough: ['/v1/files*']}}\n"),
+        1 => format!("{PROVIDERS}{MODELS}{FIREWALL}{stores}{access}{TEAMS}"),
+        _ => format!("{PROVIDERS}{MODELS}{stores}{access}{TEAMS_UNLIMITED}"),
     };
     let policy = parse_policy(&text).unwrap();
     policy.validate().unwrap();
+    let policy_path = dir.join("policy.yaml");
+    let mut shared = build_shared(policy, &policy_path).await.unwrap();
     let mut credentials = HashMap::new();
     credentials.insert("claude".to_string(), Credential::new("x-api-key", "sk-ant-provider".into()));
     credentials.insert("gem".to_string(), Credential::new("x-goog-api-key", "gem-provider".into()));
-    let mut shared = Shared::new(policy, credentials);
-    if which != 0 {
-        shared.keys = LiveKeys::open(Some(key_path)).unwrap();
-    } else {
+    shared.credentials = Arc::new(credentials);
+    if which == 0 {
         keys.clear();
     }
-    if which == 1 {
-        let store = EmbeddedStore::open(&dir.join("limits")).unwrap();
-        shared.budget = Some(Budget::new(store.into(), &shared.policy));
-    }
-    let mut audit_dir = None;
-    if which <= 1 {
-        let path = dir.join("audit");
-        let options = AuditOptions { fsync: FsyncPolicy::Never, ..Default::default() };
-        let writer = AuditWriter::open(&path, options).unwrap();
-        let text = match audit % 3 {
-            0 => AuditText::None,
-            1 => AuditText::Masked,
-            _ => AuditText::default(),
-        };
-        let fail_mode = if audit & 0x10 == 0 { FailMode::Closed } else { FailMode::Open };
-        shared.audit = Some(Arc::new(AuditSink { writer, text, fail_mode, errors: Default::default() }));
-        audit_dir = Some(path);
-    }
-    Gateway { shared, keys, audit_dir }
+    Gateway { shared, keys, audit_dir: (which <= 1).then_some(audit_dir) }
 }
 
 /// One message as sent, with what the check needs to know about it.
@@ -615,7 +607,8 @@ pub fn sidecar(data: &[u8]) {
     let which = input.byte() as usize % GATEWAYS;
     let audit = input.byte();
     let dir = tempfile::tempdir().unwrap();
-    let gw = gateway(dir.path(), which, audit);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let gw = rt.block_on(gateway(dir.path(), which, audit));
     let msgs = messages(&mut input, &gw.keys);
     if std::env::var_os("SIDECAR_DEBUG").is_some() {
         eprintln!("{data:?}");
@@ -623,7 +616,6 @@ pub fn sidecar(data: &[u8]) {
             eprintln!("SENT {:?}", m.request);
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut seen = Seen::default();
     rt.block_on(async {
         let mut state = StreamState::default();
@@ -645,9 +637,9 @@ pub fn sidecar(data: &[u8]) {
         }
         finish(&gw.shared, &mut state).await;
     });
-    drop(rt);
     let audit_dir = gw.audit_dir.clone();
     drop(gw);
+    drop(rt);
     if let Some(dir) = audit_dir {
         let records: Vec<_> = tollgate_ext_proc::audit::records(&dir)
             .unwrap()
