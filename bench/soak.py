@@ -541,7 +541,7 @@ def plot(res):
 def audit_records(audit_dir):
     """How many records the sidecar's audit log holds, and how many distinct request ids."""
     records, ids = 0, set()
-    for seg in sorted(Path(audit_dir).glob("*.jsonl")):
+    for seg in sorted(Path(audit_dir).glob("audit-*.jsonl")):
         with open(seg) as f:
             for line in f:
                 if line.strip():

@@ -12,6 +12,7 @@ use tollgate_core::report::InspectionReport;
 use tollgate_core::usage::Usage;
 use tollgate_core::{ApiKind, Error};
 
+use crate::audit::inflight::{Begun, InFlight};
 use crate::audit::{rfc3339_millis, AuditError, AuditRecord, AuditWriter};
 use crate::identity::Identity;
 
@@ -23,6 +24,9 @@ pub struct AuditSink {
     pub fail_mode: FailMode,
     /// Records that could not be written.
     pub errors: AtomicU64,
+    /// Requests routed and not recorded yet (absent when the journal
+    /// cannot be opened: then a kill loses them, as before).
+    pub inflight: Option<InFlight>,
 }
 
 /// What is known about a request from its first message on.
@@ -109,6 +113,44 @@ pub struct Outcome<'a> {
 }
 
 impl AuditSink {
+    /// Record the requests a previous run left in flight (killed before
+    /// their answers ended) as incomplete.
+    pub async fn left_in_flight(&self, left: Vec<Begun>) {
+        for b in left {
+            let rec = AuditRecord {
+                time: b.time,
+                request_id: b.request_id,
+                consumer: b.consumer,
+                team: b.team,
+                api: b.api,
+                requested_model: b.requested_model,
+                model: b.model,
+                provider: b.provider,
+                attempts: 1,
+                status: 499,
+                decisions: json!({"incomplete": true, "interrupted": "sidecar restarted"}),
+                ..Default::default()
+            };
+            let _ = self.write(rec).await;
+        }
+    }
+
+    /// A request was routed (see [`InFlight`]).
+    pub fn begin(&self, draft: &Draft, requested_model: &str, model: &str, provider: &str) {
+        if let Some(j) = &self.inflight {
+            j.begin(Begun {
+                request_id: draft.request_id.clone(),
+                time: rfc3339_millis(draft.started),
+                api: draft.api.as_str().to_string(),
+                consumer: draft.consumer.clone(),
+                team: draft.team.clone(),
+                requested_model: requested_model.to_string(),
+                model: model.to_string(),
+                provider: provider.to_string(),
+            });
+        }
+    }
+
     /// Record a request the gateway refused itself.
     pub async fn refused(&self, draft: &Draft, requested_model: &str, err: &Error) {
         let mut rec = draft.record(requested_model);
@@ -131,6 +173,14 @@ impl AuditSink {
     /// Record a routed request. `Err` means the record was not written and
     /// the fail mode is closed: the caller must not complete the answer.
     pub async fn answered(&self, draft: &Draft, o: Outcome<'_>) -> Result<(), AuditError> {
+        let written = self.answered_record(draft, o).await;
+        if let Some(j) = &self.inflight {
+            j.end(&draft.request_id);
+        }
+        written
+    }
+
+    async fn answered_record(&self, draft: &Draft, o: Outcome<'_>) -> Result<(), AuditError> {
         let mut rec = draft.record(o.requested_model);
         rec.model = o.model.to_string();
         rec.provider = o.provider.to_string();

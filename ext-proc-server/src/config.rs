@@ -90,12 +90,25 @@ pub async fn build_shared(policy: Policy, policy_path: &Path) -> anyhow::Result<
             policy.audit.fsync.parse().map_err(|e| anyhow::anyhow!("audit.fsync `{}`: {e}", policy.audit.fsync))?;
         let writer = AuditWriter::open(&dir, AuditOptions { fsync, ..Default::default() })?;
         tracing::info!(dir = %dir.display(), "audit log");
-        Some(Arc::new(AuditSink {
+        let (inflight, left) = match crate::audit::inflight::InFlight::open(&dir) {
+            Ok((journal, left)) => (Some(journal), left),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "no in-flight journal: a kill loses the requests in flight");
+                (None, Vec::new())
+            }
+        };
+        let sink = AuditSink {
             writer,
             text: policy.audit.text,
             fail_mode: policy.audit.fail_mode,
             errors: Default::default(),
-        }))
+            inflight,
+        };
+        if !left.is_empty() {
+            tracing::warn!(requests = left.len(), "requests left in flight by the last run: recorded as incomplete");
+            sink.left_in_flight(left).await;
+        }
+        Some(Arc::new(sink))
     } else {
         None
     };

@@ -627,6 +627,9 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
     if !count_now && routed.held.is_some() {
         routed.uncounted = Some(Box::new(parsed));
     }
+    if let Some(audit) = &shared.audit {
+        audit.begin(&routed.draft, &routed.requested_model, &routed.model, &routed.provider);
+    }
     *state = StreamState::Routed(routed);
     resp
 }

@@ -299,6 +299,7 @@ async fn the_audit_takes_the_filters_report_when_the_filter_inspected() {
         text: Default::default(),
         fail_mode: tollgate_core::policy::FailMode::Closed,
         errors: Default::default(),
+        inflight: None,
     }));
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say the magic words."}]}"#;
     let filters_report = r#"{"firewall":{"score":0.5,"action":"flag","rules":["from-the-filter"]}}"#;

@@ -343,8 +343,13 @@ impl Gateway {
     /// The audit records in the default directory (`audit/` beside the policy), in order.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
-        let mut files: Vec<_> =
-            std::fs::read_dir(self.dir.join("audit")).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(self.dir.join("audit"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| is_segment(p))
+            .collect();
         files.sort();
         for f in files {
             for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
@@ -445,6 +450,12 @@ pub async fn run_envoy_expecting_exit(opts: Options, timeout: Duration) -> anyho
     };
     let _ = std::fs::remove_dir_all(&dir);
     Ok((code, text))
+}
+
+/// Whether `path` is a segment of an audit log (`audit-<seq>.jsonl`; the
+/// directory also holds the in-flight journal).
+pub fn is_segment(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
 }
 
 /// Every byte of an answer until it ends or breaks off, and whether it

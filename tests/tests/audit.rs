@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tollgate_e2e::{Gateway, Options};
+use tollgate_e2e::{is_segment, Gateway, Options};
 
 fn records(gw: &Gateway) -> Vec<Value> {
     gw.audit_records()
@@ -86,7 +86,8 @@ consumers: {alice: {team: research}}
     assert_eq!(out.lines().count(), 3, "{out}");
 
     // Tampering is found and named.
-    let seg = std::fs::read_dir(gw.dir.join("audit")).unwrap().next().unwrap().unwrap().path();
+    let seg =
+        std::fs::read_dir(gw.dir.join("audit")).unwrap().flatten().map(|e| e.path()).find(|p| is_segment(p)).unwrap();
     let text = std::fs::read_to_string(&seg).unwrap();
     let tampered = text.replacen("\"status\":403", "\"status\":200", 1);
     assert_ne!(text, tampered);
@@ -361,7 +362,7 @@ async fn a_full_audit_disk_follows_the_audit_fail_mode() {
         let errors = gw.sidecar_metric("tollgate_audit_errors_total").await.unwrap_or(0);
         assert!(errors > 0, "{mode}: the disk never filled");
         let mut recorded = HashSet::new();
-        for f in std::fs::read_dir(&disk.0).unwrap().flatten() {
+        for f in std::fs::read_dir(&disk.0).unwrap().flatten().filter(|f| is_segment(&f.path())) {
             for line in std::fs::read_to_string(f.path()).unwrap_or_default().lines() {
                 if let Ok(v) = serde_json::from_str::<Value>(line) {
                     recorded.insert(v["requestId"].as_str().unwrap_or_default().to_string());
@@ -378,5 +379,59 @@ async fn a_full_audit_disk_follows_the_audit_fail_mode() {
         }
         drop(gw);
         drop(disk);
+    }
+}
+
+/// The sidecar killed (SIGKILL) while streams are in flight: each is
+/// recorded when it starts again, as incomplete. With `failMode.sidecar:
+/// open` the client's stream goes on to its end without the sidecar; with
+/// `closed` it is reset (Envoy can write nothing more once it has started).
+#[tokio::test]
+async fn streams_in_flight_when_the_sidecar_is_killed_are_recorded_as_incomplete_on_restart() {
+    for mode in ["open", "closed"] {
+        let mut gw =
+            Gateway::start(Options { policy_extra: format!("failMode: {{sidecar: {mode}}}\n"), ..Default::default() })
+                .await
+                .unwrap();
+        let long = "and the waves rolled on ".repeat(40);
+        let mut streams = Vec::new();
+        for i in 0..3 {
+            let body = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": format!("story {i}")}]});
+            let resp = reqwest::Client::new()
+                .post(format!("{}/v1/chat/completions", gw.url))
+                .header("x-mock-append", long.as_str())
+                .header("x-mock-chunk-delay-ms", "30")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let id = resp.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
+            streams.push((id, tokio::spawn(tollgate_e2e::read_body(resp))));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        gw.kill("sidecar").await;
+        let mut outcomes = Vec::new();
+        for (id, task) in streams {
+            let (body, clean) = task.await.unwrap();
+            let text = String::from_utf8_lossy(&body).into_owned();
+            outcomes.push((id, clean && text.ends_with("data: [DONE]\n\n")));
+        }
+        gw.start_sidecar(&[]).await.unwrap();
+        for (id, whole) in &outcomes {
+            assert_eq!(*whole, mode == "open", "{mode}: {id}");
+            let rec = records(&gw).into_iter().find(|r| r["requestId"] == id.as_str());
+            let rec = rec.unwrap_or_else(|| panic!("{mode}: no record for {id} after the restart"));
+            assert_eq!(rec["decisions"]["incomplete"], true, "{rec}");
+            assert_eq!(rec["decisions"]["interrupted"], "sidecar restarted", "{rec}");
+            assert_eq!(rec["model"], "gpt-4o-mini", "{rec}");
+        }
+        // Recorded once: a second restart adds nothing.
+        let before = records(&gw).len();
+        gw.kill("sidecar").await;
+        gw.start_sidecar(&[]).await.unwrap();
+        assert_eq!(records(&gw).len(), before);
+        let dir = gw.dir.join("audit").display().to_string();
+        gw.tollgate(&["audit", "verify", &dir]).await.unwrap();
     }
 }

@@ -39,6 +39,7 @@
 //! - [`verify`](mod@verify): [`verify()`], the chain checker;
 //! - [`query`](mod@query): [`query()`], [`tail()`] and [`records()`] for reading it back.
 
+pub mod inflight;
 pub mod query;
 pub mod verify;
 pub mod writer;
