@@ -272,9 +272,11 @@ async fn on_request_headers(
 ) -> ProcessingResponse {
     // Envoy sends a stream's request headers once: a second message must not
     // replace the request (a routed one would lose its record and its
-    // reservation).
+    // reservation). Its gateway headers go all the same.
     if !matches!(state, StreamState::Start) {
-        return reply(processing_response::Response::RequestHeaders(HeadersResponse::default()));
+        let common =
+            CommonResponse { header_mutation: Some(remove_client_gateway_headers(h, false)), ..Default::default() };
+        return reply(processing_response::Response::RequestHeaders(HeadersResponse { response: Some(common) }));
     }
     let path = header(h, ":path");
     let api = match (header(h, ":method").as_deref(), path.as_deref()) {

@@ -22,7 +22,7 @@ pub mod input;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
@@ -32,6 +32,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use serde_json::{json, Value as Json};
+use tollgate_core::policy::{AuditText, FailMode, Policy};
 use tollgate_core::{ApiFamily, ApiKind};
 use tollgate_ext_proc::config::{build_shared, parse_policy, Credential};
 use tollgate_ext_proc::keys::KeyFile;
@@ -134,47 +135,64 @@ pub struct Gateway {
     pub audit_dir: Option<std::path::PathBuf>,
 }
 
+/// The key store every gateway with keys reads (made once per process) and
+/// its keys: [`KEY_HOLDERS`]'s, then a revoked one.
+fn key_store() -> &'static (std::path::PathBuf, Vec<String>) {
+    static STORE: OnceLock<(std::path::PathBuf, Vec<String>)> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("tollgate-fuzz-keys").tempdir().unwrap().keep();
+        let key_path = dir.join("keys.yaml");
+        let mut file = KeyFile::default();
+        let mut keys = Vec::new();
+        for holder in KEY_HOLDERS {
+            keys.push(file.create(holder, None, SystemTime::now()).unwrap().0);
+        }
+        let (revoked, record) = file.create("cy", None, SystemTime::now()).unwrap();
+        file.revoke(&record.id).unwrap();
+        keys.push(revoked);
+        file.save(&key_path).unwrap();
+        (key_path, keys)
+    })
+}
+
+/// The gateways' policies, parsed and validated once (validation compiles
+/// every pattern: the bulk of the time an input would take).
+fn policies() -> &'static [Policy] {
+    static POLICIES: OnceLock<Vec<Policy>> = OnceLock::new();
+    POLICIES.get_or_init(|| {
+        let access = format!("access: {{require: key, keyStore: '{}'}}\n", key_store().0.display());
+        (0..GATEWAYS)
+            .map(|which| {
+                let audit = format!("audit: {{enabled: {}, fsync: never}}\n", which <= 1);
+                let text = match which {
+                    0 => format!("{PROVIDERS}{MODELS}{FIREWALL}{audit}access: {{passthrough: ['/v1/files*']}}\n"),
+                    1 => format!("{PROVIDERS}{MODELS}{FIREWALL}{audit}{access}{TEAMS}"),
+                    _ => format!("{PROVIDERS}{MODELS}{audit}{access}{TEAMS_UNLIMITED}"),
+                };
+                let policy = parse_policy(&text).unwrap();
+                policy.validate().unwrap();
+                policy
+            })
+            .collect()
+    })
+}
+
 /// Build gateway `which` under `dir` the way the sidecar starts
-/// (`config::build_shared`, so the limit store and the audit log are the
-/// policy's); `audit` picks the audit's text and fail modes.
+/// (`config::build_shared`: the limit store and the audit log are the
+/// policy's, in `dir`); `audit` picks the audit's text and fail modes.
 pub async fn gateway(dir: &Path, which: usize, audit: u8) -> Gateway {
-    let key_path = dir.join("keys.yaml");
-    let mut file = KeyFile::default();
-    let mut keys = Vec::new();
-    for holder in KEY_HOLDERS {
-        keys.push(file.create(holder, None, SystemTime::now()).unwrap().0);
-    }
-    // A revoked key too.
-    let (revoked, record) = file.create("cy", None, SystemTime::now()).unwrap();
-    file.revoke(&record.id).unwrap();
-    keys.push(revoked);
-    file.save(&key_path).unwrap();
-    let access = format!("access: {{require: key, keyStore: '{}'}}\n", key_path.display());
-    let text = ["none", "masked", "full"][audit as usize % 3];
-    let fail_mode = if audit & 0x10 == 0 { "closed" } else { "open" };
+    let mut policy = policies()[which].clone();
+    policy.limits.dir = Some(dir.join("limits").display().to_string());
     let audit_dir = dir.join("audit");
-    let stores = format!(
-        "limits: {{dir: '{}'}}\naudit: {{enabled: {}, dir: '{}', fsync: never, text: {text}, failMode: {fail_mode}}}\n",
-        dir.join("limits").display(),
-        which <= 1,
-        audit_dir.display()
-    );
-    let text = match which {
-        0 => format!("{PROVIDERS}{MODELS}{FIREWALL}{stores}access: {{passthrough: ['/v1/files*']}}\n"),
-        1 => format!("{PROVIDERS}{MODELS}{FIREWALL}{stores}{access}{TEAMS}"),
-        _ => format!("{PROVIDERS}{MODELS}{stores}{access}{TEAMS_UNLIMITED}"),
-    };
-    let policy = parse_policy(&text).unwrap();
-    policy.validate().unwrap();
-    let policy_path = dir.join("policy.yaml");
-    let mut shared = build_shared(policy, &policy_path).await.unwrap();
+    policy.audit.dir = Some(audit_dir.display().to_string());
+    policy.audit.text = [AuditText::None, AuditText::Masked, AuditText::Full][audit as usize % 3];
+    policy.audit.fail_mode = if audit & 0x10 == 0 { FailMode::Closed } else { FailMode::Open };
+    let mut shared = build_shared(policy, &dir.join("policy.yaml")).await.unwrap();
     let mut credentials = HashMap::new();
     credentials.insert("claude".to_string(), Credential::new("x-api-key", "sk-ant-provider".into()));
     credentials.insert("gem".to_string(), Credential::new("x-goog-api-key", "gem-provider".into()));
     shared.credentials = Arc::new(credentials);
-    if which == 0 {
-        keys.clear();
-    }
+    let keys = if which == 0 { Vec::new() } else { key_store().1.clone() };
     Gateway { shared, keys, audit_dir: (which <= 1).then_some(audit_dir) }
 }
 
@@ -486,6 +504,8 @@ struct Seen {
     /// The client API of the request headers last handled (an immediate
     /// answer is shaped for it).
     family: Option<ApiFamily>,
+    /// The stream's first request headers were handled.
+    named: bool,
     /// The client set `x-tollgate-request-id` and no filter named the request.
     spoofed_request_id: bool,
     immediates: usize,
@@ -620,7 +640,11 @@ pub fn sidecar(data: &[u8]) {
     rt.block_on(async {
         let mut state = StreamState::default();
         for (req, sent) in msgs {
-            if let Sent::RequestHeaders { api, spoofs, inspected, anthropic_version, .. } = &sent {
+            // Only a stream's first request headers name the request (the
+            // sidecar ignores any later ones).
+            if let (Sent::RequestHeaders { api, spoofs, inspected, anthropic_version, .. }, false) = (&sent, seen.named)
+            {
+                seen.named = true;
                 seen.family = Some(match api {
                     Some(api) => api.family(),
                     None if *anthropic_version => ApiFamily::Anthropic,
