@@ -339,18 +339,6 @@ pub struct SseRestorer {
     complete: bool,
 }
 
-/// What [`SseRestorer`] reads of every event before rewriting it: parsing
-/// into this checks the whole text is JSON without building a tree.
-#[derive(serde::Deserialize)]
-struct Probe<'a> {
-    #[serde(default, borrow, rename = "type")]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    error: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    choices: Option<serde::de::IgnoredAny>,
-}
-
 /// Whether `api`'s streams end with an event of their own, so that a
 /// stream without it was cut short.
 fn has_end_marker(api: ApiKind) -> bool {
@@ -499,11 +487,13 @@ impl SseRestorer {
     /// Rewrite one event, appending it (preceded by any synthesized delta
     /// events) to `out` in wire form.
     ///
-    /// With something to restore or guard, an event whose data is not JSON
-    /// is never passed on: the stream ends there with an error event
-    /// (`upstream_invalid_event`); and a provider's error event is passed on
-    /// (after the text held before it) and ends the stream, with the end
-    /// marker the client's API expects after it.
+    /// With the output guard on, or text held for restoring, every event is
+    /// read: one whose data is not JSON is never passed on (the stream ends
+    /// there with an error event, `upstream_invalid_event`), and a
+    /// provider's error event is passed on (after the text held before it)
+    /// and ends the stream, with the end marker the client's API expects
+    /// after it. (Restoring alone passes an event without a placeholder as
+    /// it came, unread.)
     pub fn on_event(&mut self, map: &MaskMap, event: &SseEvent, out: &mut Vec<u8>) {
         if self.is_ended() {
             return;
@@ -511,39 +501,8 @@ impl SseRestorer {
         // A stream that names its events names them all (an event without
         // a name, e.g. one that is not JSON, does not change that).
         self.named |= event.event.is_some();
-        let idle = map.is_empty() && self.guard.is_none();
-        if event.is_done() {
+        if is_stream_end(self.api, event) {
             self.complete = true;
-        } else if !idle {
-            let Ok(probe) = serde_json::from_str::<Probe<'_>>(&event.data) else {
-                let message = "the provider sent an event that is not JSON; the rest of the answer was withheld";
-                self.end_with_error(map, message, "upstream_invalid_event", out);
-                return;
-            };
-            let kind = event.event.as_deref().or(probe.kind.as_deref()).unwrap_or_default();
-            if is_end_marker(self.api, kind) {
-                self.complete = true;
-            }
-            let error = kind == "error"
-                || kind.starts_with(BEDROCK_EXCEPTION)
-                || probe.error.is_some() && probe.choices.is_none() && self.api != ApiKind::AnthropicMessages;
-            if error && self.api != ApiKind::OpenAiEmbeddings {
-                // The text before the error goes first, then the error, then
-                // nothing but the end marker.
-                let start = out.len();
-                self.flush_all(map, out);
-                if self.blocked.is_some() {
-                    self.emit_block(out, start);
-                    return;
-                }
-                event.write_to(out);
-                if matches!(self.api, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions) {
-                    out.extend_from_slice(b"data: [DONE]\n\n");
-                }
-                self.ended = true;
-                self.held.clear();
-                return;
-            }
         }
         if self.guard.is_some() && self.api != ApiKind::OpenAiEmbeddings {
             let start = out.len();
@@ -572,13 +531,20 @@ impl SseRestorer {
             return;
         }
         let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
-            event.write_to(out);
+            let message = "the provider sent an event that is not JSON; the rest of the answer was withheld";
+            self.end_with_error(map, message, "upstream_invalid_event", out);
             return;
         };
         if is_error_event(event, &v) {
-            // An error ends the answer: the text before it goes first.
+            // An error ends the answer: the text before it goes first, then
+            // the error, then nothing but the end marker.
             self.flush_all(map, out);
             event.write_to(out);
+            if matches!(self.api, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions) {
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
+            self.ended = true;
+            self.held.clear();
             return;
         }
         let changed = match self.api {

@@ -452,6 +452,11 @@ fn empty_map_passes_through_and_non_json_ends_the_stream() {
     assert_eq!(String::from_utf8(out).unwrap(), text);
 }
 
+/// The default output guard (the events are then all read).
+fn guarded() -> std::sync::Arc<OutputGuard> {
+    std::sync::Arc::new(OutputGuard::new(&OutputPolicy::default()).unwrap())
+}
+
 #[test]
 fn a_provider_error_ends_the_stream_and_a_missing_end_marker_is_reported() {
     let m = map();
@@ -461,7 +466,7 @@ fn a_provider_error_ends_the_stream_and_a_missing_end_marker_is_reported() {
         id: None,
     };
     // An OpenAI error event: passed on after the text before it, then [DONE].
-    let mut r = SseRestorer::new(ApiKind::OpenAiChat);
+    let mut r = SseRestorer::new(ApiKind::OpenAiChat).with_guard(guarded());
     let mut out = Vec::new();
     r.on_event(&m, &chunk("Hello "), &mut out);
     let error =
@@ -472,7 +477,7 @@ fn a_provider_error_ends_the_stream_and_a_missing_end_marker_is_reported() {
     assert!(text.contains("Hello") && text.contains("overloaded") && text.ends_with("data: [DONE]\n\n"), "{text}");
     assert!(!text.contains("after"), "{text}");
     // A stream that ends without [DONE] was cut short: the client is told.
-    let mut r = SseRestorer::new(ApiKind::OpenAiChat);
+    let mut r = SseRestorer::new(ApiKind::OpenAiChat).with_guard(guarded());
     let mut out = Vec::new();
     r.on_event(&m, &chunk("partial"), &mut out);
     assert!(r.end_of_stream(&m, &mut out));

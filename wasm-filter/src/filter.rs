@@ -353,10 +353,21 @@ impl Filter {
         let (api, stream) = (*api, *stream);
         host.set_response_header(REQUEST_ID, request_id);
         let content_type = host.response_header("content-type").unwrap_or_default().to_ascii_lowercase();
-        let status: u16 = host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(200);
         let json = content_type.starts_with("application/json") || content_type.contains("+json");
-        if !(200..300).contains(&status) && !json && !content_type.starts_with("text/event-stream") && !end_of_stream {
+        let labelled_sse = content_type.starts_with("text/event-stream");
+        let frames_type = content_type.starts_with("application/vnd.amazon.eventstream");
+        // The status is read only for answers of another type (one host
+        // call less on the common path).
+        let success = json
+            || labelled_sse
+            || frames_type
+            || host
+                .response_header(":status")
+                .and_then(|s| s.parse::<u16>().ok())
+                .is_none_or(|s| (200..300).contains(&s));
+        if !success && !end_of_stream {
             // An error the client's SDK could not read: it gets one it can.
+            let status = host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(502);
             host.set_response_header("content-type", "application/json");
             host.remove_response_header("content-length");
             self.response = ResponseState::ErrorText { status };
@@ -365,11 +376,7 @@ impl Filter {
         // A streamed request's answer is read as the stream it must be,
         // whatever content type the provider gave it, so that a label never
         // lets an answer past inspection.
-        let sse = content_type.starts_with("text/event-stream")
-            || stream
-                && (200..300).contains(&status)
-                && !json
-                && !content_type.starts_with("application/vnd.amazon.eventstream");
+        let sse = labelled_sse || stream && success && !json && !frames_type;
         // Answers are rewritten when masked values must be restored or the
         // output guard is on.
         let restore = !self.masks.is_empty() || self.inspector.output.is_active();
@@ -377,7 +384,7 @@ impl Filter {
             // Restored or redacted values change the body's size.
             host.remove_response_header("content-length");
         }
-        let frames = api == ApiKind::BedrockConverse && content_type.starts_with("application/vnd.amazon.eventstream");
+        let frames = api == ApiKind::BedrockConverse && frames_type;
         self.response = if frames {
             let restorer = restore.then(|| SseRestorer::new(api).with_guard(Arc::clone(&self.inspector.output)));
             ResponseState::Frames(Box::new(crate::frames::FrameState::new(
