@@ -9,6 +9,7 @@ home="${TOLLGATE_HOME:-$HOME/.tollgate}"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 start=$(date +%s)
+scripts/prune-target.sh "$target"
 
 say "building the wasm filter (wasm-release)"
 cargo build --locked -p tollgate-filter --target wasm32-wasip1 --profile wasm-release
