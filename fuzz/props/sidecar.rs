@@ -6,9 +6,10 @@
 //! input or raw bytes, in chunks), response headers (statuses, content
 //! types), response bodies (recorded answers or raw bytes, in chunks) and
 //! trailers, in any order and repeated, then `finish`. Three gateways,
-//! built as the sidecar builds them (embedded limit store, audit log, key
-//! store in a temporary directory): no access control with the audit on;
-//! virtual keys, limits and the audit; virtual keys without limits or audit. The fuzz target `sidecar` and
+//! built as the sidecar builds them (`config::build_shared`), each input
+//! with an embedded limit store and an audit log of its own in a temporary
+//! directory: no access control with the audit on; virtual keys, limits
+//! and the audit; virtual keys without limits or audit. The fuzz target `sidecar` and
 //! the corpus test (`ext-proc-server/tests/fuzz_corpus.rs`) call the same
 //! function.
 //!
@@ -34,8 +35,13 @@ use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use serde_json::{json, Value as Json};
 use tollgate_core::policy::{AuditText, FailMode, Policy};
 use tollgate_core::{ApiFamily, ApiKind};
+use tollgate_ext_proc::audit::inflight::InFlight;
+use tollgate_ext_proc::audit::{AuditOptions, AuditWriter, FsyncPolicy};
+use tollgate_ext_proc::auditing::AuditSink;
+use tollgate_ext_proc::budget::Budget;
 use tollgate_ext_proc::config::{build_shared, parse_policy, Credential};
 use tollgate_ext_proc::keys::KeyFile;
+use tollgate_ext_proc::limits::embedded::EmbeddedStore;
 use tollgate_ext_proc::processor::{finish, handle, Shared, StreamState};
 
 use input::{chunks, Input};
@@ -177,23 +183,57 @@ fn policies() -> &'static [Policy] {
     })
 }
 
-/// Build gateway `which` under `dir` the way the sidecar starts
-/// (`config::build_shared`: the limit store and the audit log are the
-/// policy's, in `dir`); `audit` picks the audit's text and fail modes.
-pub async fn gateway(dir: &Path, which: usize, audit: u8) -> Gateway {
-    let mut policy = policies()[which].clone();
-    policy.limits.dir = Some(dir.join("limits").display().to_string());
+/// The gateways as the sidecar starts them (`config::build_shared`), built
+/// once per process over a directory of their own; each input gets a copy
+/// with stores of its own (see [`gateway`]).
+fn bases() -> &'static [Shared] {
+    static BASES: OnceLock<Vec<Shared>> = OnceLock::new();
+    BASES.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("tollgate-fuzz-gateways").tempdir().unwrap().keep();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        policies()
+            .iter()
+            .enumerate()
+            .map(|(which, policy)| {
+                let mut policy = policy.clone();
+                let dir = dir.join(which.to_string());
+                policy.limits.dir = Some(dir.join("limits").display().to_string());
+                policy.audit.dir = Some(dir.join("audit").display().to_string());
+                let mut shared = rt.block_on(build_shared(policy, &dir.join("policy.yaml"))).unwrap();
+                let mut credentials = HashMap::new();
+                credentials.insert("claude".to_string(), Credential::new("x-api-key", "sk-ant-provider".into()));
+                credentials.insert("gem".to_string(), Credential::new("x-goog-api-key", "gem-provider".into()));
+                shared.credentials = Arc::new(credentials);
+                shared
+            })
+            .collect()
+    })
+}
+
+/// Gateway `which` with a limit store and an audit log of its own under
+/// `dir` (and fresh metrics and latencies: nothing carries over from one
+/// input to the next); `audit` picks the audit's text and fail modes.
+pub fn gateway(dir: &Path, which: usize, audit: u8) -> Gateway {
+    let mut shared = bases()[which].clone();
+    shared.metrics = Arc::default();
+    shared.latencies = Arc::default();
+    let store = EmbeddedStore::open(&dir.join("limits")).unwrap();
+    shared.budget = Some(Budget::new(store.into(), &shared.policy));
     let audit_dir = dir.join("audit");
-    policy.audit.dir = Some(audit_dir.display().to_string());
-    policy.audit.text = [AuditText::None, AuditText::Masked, AuditText::Full][audit as usize % 3];
-    policy.audit.fail_mode = if audit & 0x10 == 0 { FailMode::Closed } else { FailMode::Open };
-    let mut shared = build_shared(policy, &dir.join("policy.yaml")).await.unwrap();
-    let mut credentials = HashMap::new();
-    credentials.insert("claude".to_string(), Credential::new("x-api-key", "sk-ant-provider".into()));
-    credentials.insert("gem".to_string(), Credential::new("x-goog-api-key", "gem-provider".into()));
-    shared.credentials = Arc::new(credentials);
+    if shared.audit.is_some() {
+        let options = AuditOptions { fsync: FsyncPolicy::Never, ..Default::default() };
+        let writer = AuditWriter::open(&audit_dir, options).unwrap();
+        let (inflight, _) = InFlight::open(&audit_dir).unwrap();
+        shared.audit = Some(Arc::new(AuditSink {
+            writer,
+            text: [AuditText::None, AuditText::Masked, AuditText::Full][audit as usize % 3],
+            fail_mode: if audit & 0x10 == 0 { FailMode::Closed } else { FailMode::Open },
+            errors: Default::default(),
+            inflight: Some(inflight),
+        }));
+    }
     let keys = if which == 0 { Vec::new() } else { key_store().1.clone() };
-    Gateway { shared, keys, audit_dir: (which <= 1).then_some(audit_dir) }
+    Gateway { audit_dir: shared.audit.is_some().then_some(audit_dir), shared, keys }
 }
 
 /// One message as sent, with what the check needs to know about it.
@@ -627,8 +667,8 @@ pub fn sidecar(data: &[u8]) {
     let which = input.byte() as usize % GATEWAYS;
     let audit = input.byte();
     let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), which, audit);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let gw = rt.block_on(gateway(dir.path(), which, audit));
     let msgs = messages(&mut input, &gw.keys);
     if std::env::var_os("SIDECAR_DEBUG").is_some() {
         eprintln!("{data:?}");
