@@ -254,6 +254,24 @@ pub enum Sent {
     ResponseTrailers,
 }
 
+/// `body` as one request (or `response`) body message, or in chunks (`op`
+/// bit 0x20, cut by `seed`), the last one ending the stream unless `op` bit
+/// 0x10 is set.
+fn body_messages(body: &[u8], op: u8, seed: u16, response: bool, out: &mut Vec<(ProcessingRequest, Sent)>) {
+    let last_eos = op & 0x10 == 0;
+    let parts = if op & 0x20 == 0 { vec![body] } else { chunks(body, seed) };
+    let n = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        let b = HttpBody { body: part.to_vec(), end_of_stream: i + 1 == n && last_eos, ..Default::default() };
+        let (request, sent) = if response {
+            (processing_request::Request::ResponseBody(b), Sent::ResponseBody)
+        } else {
+            (processing_request::Request::RequestBody(b), Sent::RequestBody)
+        };
+        out.push((ProcessingRequest { request: Some(request), ..Default::default() }, sent));
+    }
+}
+
 fn headers(pairs: &[(String, String)], end_of_stream: bool) -> HttpHeaders {
     HttpHeaders {
         headers: Some(HeaderMap {
@@ -410,18 +428,7 @@ pub fn messages(input: &mut Input, keys: &[String]) -> Vec<(ProcessingRequest, S
             1 | 7 => {
                 let body = request_body(input, path_api);
                 let seed = input.u16();
-                let last_eos = op & 0x10 == 0;
-                let parts = if op & 0x20 == 0 { vec![body.as_slice()] } else { chunks(&body, seed) };
-                let n = parts.len();
-                for (i, part) in parts.into_iter().enumerate() {
-                    let b =
-                        HttpBody { body: part.to_vec(), end_of_stream: i + 1 == n && last_eos, ..Default::default() };
-                    let req = ProcessingRequest {
-                        request: Some(processing_request::Request::RequestBody(b)),
-                        ..Default::default()
-                    };
-                    out.push((req, Sent::RequestBody));
-                }
+                body_messages(&body, op, seed, false, &mut out);
             }
             2 => {
                 let a = input.byte();
@@ -469,18 +476,7 @@ pub fn messages(input: &mut Input, keys: &[String]) -> Vec<(ProcessingRequest, S
                     raw(input)
                 };
                 let seed = input.u16();
-                let last_eos = op & 0x10 == 0;
-                let parts = if op & 0x20 == 0 { vec![body.as_slice()] } else { chunks(&body, seed) };
-                let n = parts.len();
-                for (i, part) in parts.into_iter().enumerate() {
-                    let b =
-                        HttpBody { body: part.to_vec(), end_of_stream: i + 1 == n && last_eos, ..Default::default() };
-                    let req = ProcessingRequest {
-                        request: Some(processing_request::Request::ResponseBody(b)),
-                        ..Default::default()
-                    };
-                    out.push((req, Sent::ResponseBody));
-                }
+                body_messages(&body, op, seed, true, &mut out);
             }
             _ => {
                 let trailers = HttpTrailers { trailers: Some(HeaderMap::default()) };

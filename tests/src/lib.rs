@@ -514,6 +514,17 @@ impl Gateway {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// Envoy's counters whose name ends in `suffix`, summed (e.g. the
+    /// upstream resets of every cluster).
+    pub async fn envoy_counter(&self, suffix: &str) -> u64 {
+        let body = reqwest::get(format!("http://{}/stats", self.admin)).await.unwrap().text().await.unwrap();
+        body.lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(k, _)| k.ends_with(suffix))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum()
+    }
+
     /// A counter from the sidecar's `/metrics`.
     pub async fn sidecar_metric(&self, name: &str) -> Option<u64> {
         let (_, body) = launch::http_get(&self.sidecar_admin, "/metrics").await.ok()?;

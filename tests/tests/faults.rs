@@ -133,16 +133,6 @@ async fn problems(gw: &Gateway, provider: &str, problem: &str) -> u64 {
         .sum()
 }
 
-/// Envoy's counters whose name ends in `suffix`, summed.
-async fn envoy_counter(gw: &Gateway, suffix: &str) -> u64 {
-    let body = reqwest::get(format!("http://{}/stats", gw.admin)).await.unwrap().text().await.unwrap();
-    body.lines()
-        .filter_map(|l| l.split_once(": "))
-        .filter(|(k, _)| k.ends_with(suffix))
-        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_provider_that_never_answers_gets_a_504_in_the_clients_shape_within_the_attempt_timeout() {
     let faulty = FaultyProvider::start().await.unwrap();
@@ -165,7 +155,7 @@ async fn a_provider_that_never_answers_gets_a_504_in_the_clients_shape_within_th
     // Envoy counted the attempts that timed out.
     let gone = faulty.received().iter().filter(|r| r.fault == "stall-before-headers" && r.cancelled).count();
     assert_eq!(gone, 6, "{:?}", faulty.received());
-    assert!(envoy_counter(&gw, ".upstream_rq_per_try_timeout").await >= 6);
+    assert!(gw.envoy_counter(".upstream_rq_per_try_timeout").await >= 6);
 }
 
 #[tokio::test]
@@ -278,10 +268,10 @@ async fn an_answer_the_guard_cannot_read_is_withheld_failing_closed_and_a_label_
     // Failing open, the unreadable answer passes as it came, counted.
     let faulty = FaultyProvider::start().await.unwrap();
     let open = gateway(&faulty, "open").await;
-    let before = envoy_counter(&open, "tollgate_fail_open_total").await;
+    let before = open.envoy_counter("tollgate_fail_open_total").await;
     let got = call(&open, "flaky", false, "invalid-json").await;
     assert!(got.text().contains("\"content\":\"The quick"), "{}", got.text());
-    assert_eq!(envoy_counter(&open, "tollgate_fail_open_total").await, before + 1);
+    assert_eq!(open.envoy_counter("tollgate_fail_open_total").await, before + 1);
 }
 
 #[tokio::test]

@@ -37,17 +37,6 @@ async fn send(gw: &Gateway, path: &str, body: &Value, headers: &[(&str, &str)]) 
     req.send().await.unwrap()
 }
 
-/// Envoy's counters whose name ends in `suffix`, summed (e.g. the upstream
-/// resets of every cluster).
-async fn envoy_counter(gw: &Gateway, suffix: &str) -> u64 {
-    let body = reqwest::get(format!("http://{}/stats", gw.admin)).await.unwrap().text().await.unwrap();
-    body.lines()
-        .filter_map(|l| l.split_once(": "))
-        .filter(|(k, _)| k.ends_with(suffix))
-        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
-        .sum()
-}
-
 /// A long answer: the leaked key early, then many words, each its own
 /// event, sent one every `delay` ms by the mock.
 fn long_tail(words: usize) -> String {
@@ -67,7 +56,7 @@ async fn a_blocked_stream_ends_with_its_error_and_nothing_after() {
     let delay_ms = 20;
     let append = long_tail(words);
     for (path, anthropic) in [("/v1/chat/completions", false), ("/v1/messages", true)] {
-        let resets_before = envoy_counter(&gw, ".upstream_rq_tx_reset").await;
+        let resets_before = gw.envoy_counter(".upstream_rq_tx_reset").await;
         let body = json!({"model": if anthropic { "claude-sonnet-4-5" } else { "gpt-4o-mini" }, "max_tokens": 4000,
             "stream": true, "messages": [{"role": "user", "content": "what is the key?"}]});
         let resp =
@@ -102,7 +91,7 @@ async fn a_blocked_stream_ends_with_its_error_and_nothing_after() {
         let full = Duration::from_millis(words as u64 * delay_ms);
         assert!(got.took < full / 2, "{path}: the stream ran on ({:?} of {full:?})", got.took);
         assert!(!got.clean_end, "{path}: the stream was reset, not ended by the provider");
-        let resets = envoy_counter(&gw, ".upstream_rq_tx_reset").await;
+        let resets = gw.envoy_counter(".upstream_rq_tx_reset").await;
         assert!(resets > resets_before, "{path}: the upstream request was not reset");
     }
     assert!(gw.wait_stat("tollgate_output_blocked_total", 2).await.unwrap() >= 2);
