@@ -38,6 +38,9 @@ pub enum Error {
     /// A component the gateway needs is down and its fail mode is closed.
     #[error("{0}")]
     Unavailable(String),
+    /// The provider answered with something the gateway cannot inspect.
+    #[error("{0}")]
+    InvalidUpstream(String),
 }
 
 impl Error {
@@ -56,6 +59,7 @@ impl Error {
             Error::ModelNotAllowed { .. } => 403,
             Error::RateLimited(_) => 429,
             Error::Unavailable(_) => 503,
+            Error::InvalidUpstream(_) => 502,
         }
     }
 
@@ -75,6 +79,7 @@ impl Error {
             Error::ModelNotAllowed { .. } => "model_not_allowed",
             Error::RateLimited(_) => "rate_limit_exceeded",
             Error::Unavailable(_) => "service_unavailable",
+            Error::InvalidUpstream(_) => "upstream_invalid_response",
         }
     }
 

@@ -134,7 +134,8 @@ pub struct ProviderProblemLabels {
     /// `unreadable_stream` (a bad or truncated Bedrock event-stream frame),
     /// `safety_block` (the provider refused to answer on safety grounds),
     /// `incomplete` (the exchange ended before the answer did: a reset, a
-    /// stall past the idle timeout, or the client gone).
+    /// stall past the idle timeout, or the client gone), `invalid_answer`
+    /// (a JSON answer that is not JSON, refused with a 502).
     pub problem: &'static str,
 }
 
@@ -389,6 +390,12 @@ impl Metrics {
     /// ended with an error event.
     pub fn provider_stream_unreadable(&self, provider: &str) {
         let labels = ProviderProblemLabels { provider: provider.into(), problem: "unreadable_stream" };
+        self.provider_problems.get_or_create(&labels).inc();
+    }
+
+    /// A provider answer that should be JSON and is not (refused).
+    pub fn provider_invalid_answer(&self, provider: &str) {
+        let labels = ProviderProblemLabels { provider: provider.into(), problem: "invalid_answer" };
         self.provider_problems.get_or_create(&labels).inc();
     }
 

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use tollgate_core::headers::{BLOCKED_BY, INSPECTING_STATE, INSPECTION_STATE, REQUEST_ID};
 use tollgate_core::policy::Policy;
-use tollgate_core::policy::{AuditText, BaseUrl, ProviderKind};
+use tollgate_core::policy::{AuditText, BaseUrl, FailMode, ProviderKind};
 use tollgate_core::pricing::usd;
 use tollgate_core::report::InspectionReport;
 use tollgate_core::request::{parse_request_json, ParsedRequest};
@@ -187,6 +187,12 @@ pub struct Routed {
     /// The exchange ended before the answer did (the provider reset or
     /// stalled, the client went away): the record says so.
     pub incomplete: bool,
+    /// A JSON answer the output guard must read, held whole (Envoy's
+    /// BUFFERED mode) to be refused with a 502 when it is not JSON, while
+    /// its status line can still change.
+    pub check_json: bool,
+    /// The client asked for a stream.
+    pub stream: bool,
     pub cache: Option<CacheSlot>,
     /// PII the filter masked or redacted in the request (for the audit record).
     pub pii: Option<serde_json::Value>,
@@ -623,6 +629,8 @@ async fn on_request_body(shared: &Shared, state: &mut StreamState, body: &HttpBo
         cut: false,
         settled: false,
         incomplete: false,
+        check_json: false,
+        stream: parsed.stream,
         cache,
         pii,
     });
@@ -725,13 +733,27 @@ async fn on_response_headers(
                 return immediate(r.api, &r.request_id.clone(), &audit_unavailable(), &[]);
             }
         }
-        if (meter || record || r.translation.is_some() || r.usage_chunk.is_some()) && !h.end_of_stream {
-            // See the answer as it passes, chunk by chunk.
+        // Failing closed, a JSON answer the filter's guard could not read
+        // is refused here, where its status can still become a 502.
+        r.check_json = (200..300).contains(&status)
+            && !sse
+            && !r.stream
+            && !h.end_of_stream
+            && r.upstream_api != ApiKind::OpenAiEmbeddings
+            && shared.policy.fail_mode.filter == FailMode::Closed
+            && shared.review.guards_output();
+        if (meter || record || r.check_json || r.translation.is_some() || r.usage_chunk.is_some()) && !h.end_of_stream {
+            // See the answer as it passes, chunk by chunk (whole when checked).
+            let body_mode = if r.check_json {
+                processing_mode::BodySendMode::Buffered
+            } else {
+                processing_mode::BodySendMode::Streamed
+            };
             mode = Some(ProcessingMode {
                 request_header_mode: processing_mode::HeaderSendMode::Skip as i32,
                 response_header_mode: processing_mode::HeaderSendMode::Skip as i32,
                 request_body_mode: processing_mode::BodySendMode::None as i32,
-                response_body_mode: processing_mode::BodySendMode::Streamed as i32,
+                response_body_mode: body_mode as i32,
                 request_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
                 response_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
             });
@@ -756,6 +778,14 @@ async fn on_response_body(shared: &Shared, state: &mut StreamState, b: &HttpBody
         let was_cut = r.cut;
         if r.first_byte.is_none() {
             r.first_byte = Some(r.draft.clock.elapsed());
+        }
+        if r.check_json && serde_json::from_slice::<serde::de::IgnoredAny>(&b.body).is_err() {
+            tracing::warn!(request_id = r.request_id, provider = r.provider, "the provider's answer is not JSON");
+            shared.metrics.provider_invalid_answer(&r.provider);
+            r.status = 502;
+            settle(shared, r).await;
+            let message = "the provider's answer is not valid JSON and cannot be inspected; it was withheld";
+            return immediate(r.api, &r.request_id.clone(), &Error::InvalidUpstream(message.into()), &[]);
         }
         if let Some(meter) = r.meter.as_mut().filter(|_| !r.meter_translated) {
             meter.feed(&b.body);

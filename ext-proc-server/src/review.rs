@@ -93,6 +93,12 @@ impl Review {
         self.per_caller && self.firewall.is_some()
     }
 
+    /// Whether the policy has an output guard (the filter then reads every
+    /// answer).
+    pub fn guards_output(&self) -> bool {
+        self.output.is_some()
+    }
+
     /// What the output guard and moderation do to `answer` (the answer's text as the
     /// sidecar saw it), for the audit record; `None` when nothing.
     pub fn review_answer(&self, answer: &str) -> Option<Value> {

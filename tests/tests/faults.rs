@@ -249,8 +249,13 @@ async fn an_answer_the_guard_cannot_read_is_withheld_failing_closed_and_a_label_
     let faulty = FaultyProvider::start().await.unwrap();
     let gw = gateway(&faulty, "closed").await;
     for model in ["flaky", "flaky-claude"] {
-        // Not JSON (cut short): an error in the client's shape in its place.
+        // Not JSON (cut short): a 502 in the client's shape in its place.
+        let before = problems(&gw, if model == "flaky" { "faulty" } else { "faulty-claude" }, "invalid_answer").await;
         let got = call(&gw, model, false, "invalid-json").await;
+        assert_eq!(got.status, 502, "{}", got.text());
+        let after = problems(&gw, if model == "flaky" { "faulty" } else { "faulty-claude" }, "invalid_answer").await;
+        assert_eq!(after, before + 1);
+        assert_eq!(record(&gw, &got.request_id).await["status"], 502);
         let v = got.json();
         assert_error_shape(model, &v);
         assert!(got.text().contains("upstream_invalid_response") || v["error"]["type"] == "api_error", "{v}");
