@@ -292,10 +292,12 @@ impl Gateway {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Create a virtual key for `consumer` in the gateway's key store.
+    /// Create a virtual key for `consumer` in the gateway's key store, and
+    /// wait until the sidecar has read it (it looks every 500 ms).
     pub async fn create_key(&self, consumer: &str) -> String {
         let policy = self.policy_path.display().to_string();
         let out = self.tollgate(&["keys", "create", "--policy", &policy, "--consumer", consumer]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         out.trim().to_string()
     }
 

@@ -227,7 +227,6 @@ async fn limits_trip_at_the_right_request_under_concurrent_load() {
     }
     // Requests per minute, with OpenAI's headers on admitted answers.
     let dave = gw.create_key("dave").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     fresh_minute(Duration::from_secs(5)).await;
     let (statuses, _) = burst(&gw, 7, chat("gpt-4o-mini", false), vec![("authorization".into(), bearer(&dave))]).await;
     assert_eq!(count(&statuses, 200), 4, "{statuses:?}");
@@ -272,7 +271,6 @@ consumers:
     .await
     .unwrap();
     let key = gw.create_key("carol").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     // $0.01 per output token: the $0.50 budget allows ~50 tokens; the mock is
     // told to answer with ~400 words, streamed.
     let long = "word ".repeat(400);
@@ -323,7 +321,6 @@ consumers:
 async fn spend_survives_a_sidecar_restart() {
     let mut gw = Gateway::start(Options { policy_extra: LIMITED_POLICY.into(), ..Default::default() }).await.unwrap();
     let key = gw.create_key("dave").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     fresh_minute(Duration::from_secs(25)).await;
     for _ in 0..3 {
         let resp = gw
@@ -358,7 +355,6 @@ consumers:
     let a = Gateway::start(Options { policy_extra: policy.clone(), ..Default::default() }).await.unwrap();
     let b = Gateway::start(Options { policy_extra: policy, ..Default::default() }).await.unwrap();
     let key = a.create_key("dave").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     let auth = vec![("authorization".to_string(), bearer(&key))];
     fresh_minute(Duration::from_secs(8)).await;
     // Replica a spends 4 of the 10 requests first ...

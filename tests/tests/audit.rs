@@ -30,7 +30,6 @@ consumers: {alice: {team: research}}
     .await
     .unwrap();
     let key = gw.create_key("alice").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     let auth = format!("Bearer {key}");
     let chat = |model: &str, stream: bool| json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Write to bob@example.com"}]});
     for (body, headers) in [

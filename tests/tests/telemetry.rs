@@ -155,7 +155,6 @@ consumers: {alice: {team: research}}
     .await
     .unwrap();
     let key = gw.create_key("alice").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     let auth = format!("Bearer {key}");
     let headers = [("authorization", auth.as_str())];
     let t0 = SystemTime::now();

@@ -43,7 +43,6 @@ async fn keyed_gateway(access: &str, opts: Options) -> Gateway {
 /// A key for `alice`, once the sidecar has reloaded its key store.
 async fn alice_key(gw: &Gateway) -> String {
     let key = gw.create_key("alice").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     key
 }
 
