@@ -57,7 +57,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use tollgate_core::policy::{BaseUrl, FailMode, Policy, SidecarTlsMode};
+use tollgate_core::policy::{envoy_duration, BaseUrl, FailMode, Policy, SidecarTlsMode};
 use tollgate_core::{ApiFamily, ApiKind};
 
 use crate::envoy::{
@@ -510,6 +510,7 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
             }));
         }
         http_routes.push(istio_route(
+            policy,
             Some(json!({"headers": {PROVIDER_HEADER: {"exact": name}}, "uri": {"prefix": "/"}})),
             &host,
             &url,
@@ -952,7 +953,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         if !url.path.is_empty() {
             route_filters.push(eg_path_filter(&backend_name, &gw_ns, &url));
         }
-        rules.push(eg_rule(Some(json!(eg_provider_matches(name))), &backend_name, &url));
+        rules.push(eg_rule(policy, Some(json!(eg_provider_matches(name))), &backend_name, &url));
     }
     let eg_sidecar = eg_ext_proc_cluster(opts, &gw_ns);
     let sidecar_authority = sidecar_host(opts);
@@ -969,6 +970,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         // The backend is a placeholder Envoy Gateway requires; the patch
         // policy points the route at the alias's aggregate cluster.
         let mut rule = eg_rule(
+            policy,
             Some(json!(eg_provider_matches(&route.header_value))),
             &format!("{}-provider-{first}", opts.name),
             &url,
@@ -1294,7 +1296,7 @@ fn eg_unrouted_rules(
         ApiFamily::Bedrock => "bedrock",
     };
     if unrouted_may_pass(policy) {
-        rules.push(eg_rule(Some(json!(eg_api_matches(None, None))), default_backend, default_url));
+        rules.push(eg_rule(policy, Some(json!(eg_api_matches(None, None))), default_backend, default_url));
     } else {
         for family in [ApiFamily::OpenAi, ApiFamily::Anthropic, ApiFamily::Gemini, ApiFamily::Bedrock] {
             let api = ApiKind::ALL.into_iter().find(|a| a.family() == family).unwrap_or(ApiKind::OpenAiChat);
@@ -1439,7 +1441,7 @@ fn istio_reply(case: Unrouted, matches: Option<Vec<Value>>) -> Value {
 fn istio_unrouted_routes(policy: &Policy, default_host: &str, default_url: &BaseUrl) -> Vec<Value> {
     let mut routes = Vec::new();
     if unrouted_may_pass(policy) {
-        let mut route = istio_route(None, default_host, default_url);
+        let mut route = istio_route(policy, None, default_host, default_url);
         route["match"] = json!(istio_api_matches(None));
         routes.push(route);
     } else {
@@ -1456,11 +1458,13 @@ fn istio_unrouted_routes(policy: &Policy, default_host: &str, default_url: &Base
     routes
 }
 
-fn istio_route(matches: Option<Value>, host: &str, url: &BaseUrl) -> Value {
+/// A provider's route in the VirtualService; `timeouts.totalMs` bounds it
+/// (the attempt and idle timeouts are plain Envoy's for now).
+fn istio_route(policy: &Policy, matches: Option<Value>, host: &str, url: &BaseUrl) -> Value {
     let mut route = json!({
         "route": [{"destination": {"host": host, "port": {"number": url.port}}}],
         "headers": {"request": {"remove": [PROVIDER_HEADER]}},
-        "timeout": "300s",
+        "timeout": envoy_duration(policy.timeouts.total_ms),
     });
     if let Some(m) = matches {
         route["match"] = json!([m]);
@@ -1478,7 +1482,9 @@ fn istio_route(matches: Option<Value>, host: &str, url: &BaseUrl) -> Value {
     route
 }
 
-fn eg_rule(matches: Option<Value>, backend: &str, url: &BaseUrl) -> Value {
+/// A provider's HTTPRoute rule; `timeouts.totalMs` bounds it (the attempt
+/// and idle timeouts are plain Envoy's for now).
+fn eg_rule(policy: &Policy, matches: Option<Value>, backend: &str, url: &BaseUrl) -> Value {
     let mut filters =
         vec![json!({"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": [PROVIDER_HEADER]}})];
     let mut rewrite = serde_json::Map::new();
@@ -1495,7 +1501,7 @@ fn eg_rule(matches: Option<Value>, backend: &str, url: &BaseUrl) -> Value {
     let mut rule = json!({
         "backendRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": backend, "port": url.port}],
         "filters": filters,
-        "timeouts": {"request": "300s"},
+        "timeouts": {"request": envoy_duration(policy.timeouts.total_ms)},
     });
     if let Some(m) = matches {
         rule["matches"] = m;
@@ -2176,6 +2182,23 @@ mod tests {
         let eep = &docs(&files, "30-envoyextensionpolicy.yaml")[0];
         assert_eq!(eep["spec"]["targetRefs"][0]["kind"], "Gateway");
         assert_eq!(eep["spec"]["targetRefs"][0]["name"], "eg");
+    }
+
+    #[test]
+    fn provider_routes_carry_the_policys_total_timeout() {
+        let policy = parse_policy(&format!("{POLICY}timeouts: {{totalMs: 600000, idleMs: 400000}}\n")).unwrap();
+        let istio = render_istio(&policy, &K8sOptions::default()).unwrap();
+        let vs = kind(&docs(&istio, "40-providers.yaml"), "VirtualService").clone();
+        let routes = vs["spec"]["http"].as_array().unwrap();
+        let to_providers: Vec<&Value> = routes.iter().filter(|r| r.get("route").is_some()).collect();
+        assert!(!to_providers.is_empty());
+        assert!(to_providers.iter().all(|r| r["timeout"] == "600s"), "{routes:?}");
+        let eg = render_envoy_gateway(&policy, &eg_opts()).unwrap();
+        let route = &docs(&eg, "50-httproute.yaml")[0];
+        let rules = route["spec"]["rules"].as_array().unwrap();
+        let with_backends: Vec<&Value> = rules.iter().filter(|r| r.get("backendRefs").is_some()).collect();
+        assert!(!with_backends.is_empty());
+        assert!(with_backends.iter().all(|r| r["timeouts"]["request"] == "600s"), "{rules:?}");
     }
 
     #[test]
