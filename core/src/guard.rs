@@ -794,6 +794,12 @@ pub(crate) fn write_error_event(api: ApiKind, named: bool, message: &str, code: 
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(data.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
+    write_end_marker(api, out);
+}
+
+/// Append the end marker of a stream of `api` where it is an event of its
+/// own (OpenAI chat and completions: `data: [DONE]`).
+pub(crate) fn write_end_marker(api: ApiKind, out: &mut Vec<u8>) {
     if matches!(api, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions) {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }

@@ -136,7 +136,6 @@ impl Timeouts {
         let err = |path: String, message: String| Err(Error::Policy { path, message });
         for (path, v) in [
             ("timeouts.requestMs", self.request_ms),
-            ("timeouts.attemptMs", self.attempt_ms),
             ("timeouts.idleMs", self.idle_ms),
             ("timeouts.totalMs", self.total_ms),
         ] {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::api::ApiKind;
-use crate::guard::{guard_responses_value, write_block_event, write_error_event, OutputGuard};
+use crate::guard::{guard_responses_value, write_block_event, write_end_marker, write_error_event, OutputGuard};
 use crate::pii::{MaskMap, PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN};
 use crate::sse::SseEvent;
 
@@ -370,8 +370,7 @@ pub fn truncated_stream_ending(api: ApiKind, named: bool) -> Option<Vec<u8>> {
 const TRUNCATED_MESSAGE: &str = "the provider's stream ended before the answer was complete";
 const TRUNCATED_CODE: &str = "upstream_stream_truncated";
 
-/// Whether the event of type `kind` (its `event:` name or its data's
-/// `type`) ends a stream of `api`.
+/// Whether the event named `kind` ends a stream of `api`.
 fn is_end_marker(api: ApiKind, kind: &str) -> bool {
     match api {
         ApiKind::AnthropicMessages => kind == "message_stop",
@@ -540,9 +539,7 @@ impl SseRestorer {
             // the error, then nothing but the end marker.
             self.flush_all(map, out);
             event.write_to(out);
-            if matches!(self.api, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions) {
-                out.extend_from_slice(b"data: [DONE]\n\n");
-            }
+            write_end_marker(self.api, out);
             self.ended = true;
             self.held.clear();
             return;
@@ -585,11 +582,6 @@ impl SseRestorer {
         }
         self.finish(map, out);
         false
-    }
-
-    /// Whether the stream's end marker has come.
-    pub fn is_complete(&self) -> bool {
-        self.complete
     }
 
     /// Push `s` through channel `key`, replacing it with the restored text.

@@ -1057,12 +1057,12 @@ async fn settle(shared: &Shared, r: &mut Routed) -> Option<(Usage, u64)> {
         }
         let mut response = r.meter.as_ref().map(Meter::text);
         if let Some(text) = response.as_deref() {
-            let (output, guarded) = shared.review.review_answer_text(text);
+            let (output, guarded) = shared.review.review_answer(text);
             if let Some(output) = output {
                 decisions.insert("output".into(), output);
             }
             // Kept as it left the gateway: what the guard took out stays out.
-            if audit.text == tollgate_core::policy::AuditText::Masked && guarded.is_some() {
+            if audit.text == AuditText::Masked && guarded.is_some() {
                 response = guarded;
             }
         }

@@ -99,17 +99,13 @@ impl Review {
         self.output.is_some()
     }
 
-    /// What the output guard and moderation do to `answer` (the answer's text as the
-    /// sidecar saw it), for the audit record; `None` when nothing.
-    pub fn review_answer(&self, answer: &str) -> Option<Value> {
-        self.review_answer_text(answer).0
-    }
-
-    /// [`Review::review_answer`], and the answer as the client got it when
-    /// the guard changed it: redacted, or withheld when blocked (so that an
-    /// audit record keeping the text as it left the gateway never holds
-    /// what the guard took out).
-    pub fn review_answer_text(&self, answer: &str) -> (Option<Value>, Option<String>) {
+    /// What the output guard and moderation do to `answer` (the answer's
+    /// text as the sidecar saw it), for the audit record (`None` when
+    /// nothing); and the answer as the client got it when the guard changed
+    /// it: redacted, or withheld when blocked (so that an audit record
+    /// keeping the text as it left the gateway never holds what the guard
+    /// took out).
+    pub fn review_answer(&self, answer: &str) -> (Option<Value>, Option<String>) {
         let Some(guard) = self.output.as_ref() else { return (None, None) };
         let mut found = serde_json::Map::new();
         let text = match guard.check(answer, &MaskMap::new(0)) {
@@ -283,13 +279,13 @@ consumers:
     fn the_output_guard_verdict_of_an_answer() {
         let policy: Policy = serde_yaml_ng::from_str(POLICY).unwrap();
         let review = Review::new(&policy);
-        let leaked = review.review_answer("Sure: AKIAIOSFODNN7EXAMPLE is the key, and <EMAIL_ADDRESS_1> the mail.");
+        let leaked = review.review_answer("Sure: AKIAIOSFODNN7EXAMPLE is the key, and <EMAIL_ADDRESS_1> the mail.").0;
         assert_eq!(leaked, Some(json!({"redacted": ["SECRET"]})));
-        assert_eq!(review.review_answer("Nothing to see, <EMAIL_ADDRESS_1>."), None);
-        let (_, text) = review.review_answer_text("Sure: AKIAIOSFODNN7EXAMPLE is the key.");
+        assert_eq!(review.review_answer("Nothing to see, <EMAIL_ADDRESS_1>.").0, None);
+        let (_, text) = review.review_answer("Sure: AKIAIOSFODNN7EXAMPLE is the key.");
         let text = text.unwrap();
         assert!(!text.contains("AKIAIOSFODNN7EXAMPLE") && text.starts_with("Sure: "), "{text}");
-        assert_eq!(review.review_answer_text("Nothing to see.").1, None);
+        assert_eq!(review.review_answer("Nothing to see.").1, None);
     }
 
     #[test]
@@ -299,16 +295,16 @@ consumers:
         policy.validate().unwrap();
         let review = Review::new(&policy);
         let insult = "The forecast is mild. You are a worthless, pathetic idiot and a stupid piece of shit.";
-        assert_eq!(review.review_answer(insult), Some(json!({"moderation": {"harassment": "flag"}})));
+        assert_eq!(review.review_answer(insult).0, Some(json!({"moderation": {"harassment": "flag"}})));
         let both = format!("{insult} The key is AKIAIOSFODNN7EXAMPLE.");
         assert_eq!(
-            review.review_answer(&both),
+            review.review_answer(&both).0,
             Some(json!({"redacted": ["SECRET"], "moderation": {"harassment": "flag"}}))
         );
-        assert_eq!(review.review_answer("The weather in Paris is mild in spring."), None);
+        assert_eq!(review.review_answer("The weather in Paris is mild in spring.").0, None);
         // Off unless the policy turns it on.
         let off = Review::new(&serde_yaml_ng::from_str::<Policy>(POLICY).unwrap());
-        assert_eq!(off.review_answer(insult), None);
+        assert_eq!(off.review_answer(insult).0, None);
     }
 
     #[test]

@@ -312,15 +312,7 @@ impl Script<'_> {
     }
 
     async fn word(&mut self, i: usize) -> std::io::Result<()> {
-        let word = WORDS[i % WORDS.len()];
-        let event = if self.anthropic {
-            format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{word}\"}}}}\n\n")
-        } else {
-            format!("data: {{\"id\":\"chatcmpl-f\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{word}\"}},\"finish_reason\":null}}]}}\n\n")
-        };
-        self.chunk(event.as_bytes()).await?;
-        self.events += 1;
-        Ok(())
+        self.text(WORDS[i % WORDS.len()]).await
     }
 
     /// One text event with `text` (no escaping needed).

@@ -41,6 +41,13 @@ pub const OUTPUT_PROPERTY: &str = "io.tollgate.output";
 /// error the client gets in its API's shape.
 const ERROR_TEXT_BYTES: usize = 512;
 
+/// The provider's stream ended before its end marker: the client got an
+/// error event and the marker in its place.
+fn stream_truncated(host: &mut dyn Host) {
+    log::warn!("the provider's stream ended before its end marker");
+    host.set_property(OUTPUT_PROPERTY, b"withheld:upstream_stream_truncated");
+}
+
 /// The machine-readable code of an error the gateway reshapes: Envoy's own
 /// replies are about timeouts and unreachable providers.
 fn error_code(status: u16) -> &'static str {
@@ -358,16 +365,14 @@ impl Filter {
         let frames_type = content_type.starts_with("application/vnd.amazon.eventstream");
         // The status is read only for answers of another type (one host
         // call less on the common path).
-        let success = json
-            || labelled_sse
-            || frames_type
-            || host
-                .response_header(":status")
-                .and_then(|s| s.parse::<u16>().ok())
-                .is_none_or(|s| (200..300).contains(&s));
-        if !success && !end_of_stream {
+        let status = if json || labelled_sse || frames_type {
+            None
+        } else {
+            host.response_header(":status").and_then(|s| s.parse::<u16>().ok())
+        };
+        let success = status.is_none_or(|s| (200..300).contains(&s));
+        if let Some(status) = status.filter(|_| !success && !end_of_stream) {
             // An error the client's SDK could not read: it gets one it can.
-            let status = host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(502);
             host.set_response_header("content-type", "application/json");
             host.remove_response_header("content-length");
             self.response = ResponseState::ErrorText { status };
@@ -504,8 +509,7 @@ impl Filter {
                     None
                 };
                 if ending.is_some() {
-                    log::warn!("the provider's stream ended before its end marker");
-                    host.set_property(OUTPUT_PROPERTY, b"withheld:upstream_stream_truncated");
+                    stream_truncated(host);
                 }
                 if restorer.is_none() && !*strip_usage {
                     // The chunk flows on untouched.
@@ -537,8 +541,7 @@ impl Filter {
                 match (&fed, restorer.as_mut()) {
                     (Ok(()), Some(r)) if end_of_stream => {
                         if r.end_of_stream(&self.masks, out) {
-                            log::warn!("the provider's stream ended before its end marker");
-                            host.set_property(OUTPUT_PROPERTY, b"withheld:upstream_stream_truncated");
+                            stream_truncated(host);
                         }
                     }
                     (Ok(()), _) => {}
