@@ -2,7 +2,7 @@
 //! Version 4 (service `bedrock`, the provider's `region`) by the AWS SDK's
 //! own signer (`aws-sigv4`), from static keys read from the environment at
 //! load, or carries a Bedrock API key as a bearer token (`keyEnv` /
-//! `keyFile`, an ordinary [`crate::config::Credential`]).
+//! `keyFile`, an ordinary [`crate::credentials::Credential`]).
 
 use std::time::SystemTime;
 

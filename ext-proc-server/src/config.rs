@@ -16,7 +16,8 @@ use crate::keys::LiveKeys;
 use crate::limits::embedded::EmbeddedStore;
 use crate::limits::redis::RedisStore;
 use crate::limits::Store;
-use crate::processor::Shared;
+use crate::credentials::Credential;
+use crate::shared::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -355,42 +356,6 @@ pub fn load_api(path: &str) -> Result<tollgate_core::mcp::openapi::Api, String> 
     let doc: serde_json::Value =
         serde_yaml_ng::from_str(&text).map_err(|e| format!("`{path}` is not YAML or JSON: {e}"))?;
     tollgate_core::mcp::openapi::Api::from_document(&doc).map_err(|e| format!("`{path}`: {e}"))
-}
-
-/// A provider credential, held only in memory and never printed.
-#[derive(Clone)]
-pub struct Credential {
-    /// Header the provider expects (`authorization` or `x-api-key`).
-    pub header: &'static str,
-    pub value: String,
-    /// Vertex AI: access tokens minted from a service account; the header
-    /// is then `authorization: Bearer <token>` and `value` is unused.
-    pub tokens: Option<Arc<crate::vertex::AccessTokens>>,
-    /// Bedrock: keys that sign each request (SigV4) in place of a header.
-    pub aws: Option<Arc<crate::aws::AwsKeys>>,
-}
-
-impl Credential {
-    pub fn new(header: &'static str, value: String) -> Credential {
-        Credential { header, value, tokens: None, aws: None }
-    }
-
-    /// The header's value now: the key, or the held access token (`None`
-    /// when there is none that still works, and for SigV4, which signs the
-    /// request instead).
-    pub fn header_value(&self) -> Option<String> {
-        match (&self.tokens, &self.aws) {
-            (_, Some(_)) => None,
-            (Some(tokens), None) => tokens.current().map(|t| format!("Bearer {t}")),
-            (None, None) => Some(self.value.clone()),
-        }
-    }
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credential({}: <redacted>)", self.header)
-    }
 }
 
 /// The key of an MCP server's credential in [`load_credentials`]'s map

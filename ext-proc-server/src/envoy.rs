@@ -10,7 +10,7 @@ use tollgate_core::policy::{envoy_duration, BaseUrl, FailMode, Policy, SidecarTl
 use tollgate_core::{ApiFamily, ApiKind};
 
 use crate::identity::{JWT_NAMESPACE, JWT_PAYLOAD_KEY};
-use crate::processor::{filter_state_attribute, FALLBACK_PREFIX, METADATA_NAMESPACE, PROVIDER_HEADER};
+use crate::extproc::{filter_state_attribute, FALLBACK_PREFIX, METADATA_NAMESPACE, PROVIDER_HEADER};
 use crate::upstream::TARGET_METADATA;
 
 /// Inputs besides the policy.

@@ -11,7 +11,7 @@ use tollgate_core::policy::Policy;
 use tollgate_core::Error;
 
 use crate::keys::KeyIndex;
-use crate::processor::header;
+use crate::extproc::header;
 
 /// Envoy's jwt_authn filter writes verified payloads under this namespace.
 pub const JWT_NAMESPACE: &str = "envoy.filters.http.jwt_authn";

@@ -65,7 +65,7 @@ use crate::envoy::{
     SidecarRef, Unrouted, GATEWAY_REQUEST_HEADERS, MCP_CLAIMS_HEADER,
 };
 use crate::identity::JWT_PAYLOAD_KEY;
-use crate::processor::{METADATA_NAMESPACE, PROVIDER_HEADER};
+use crate::extproc::{METADATA_NAMESPACE, PROVIDER_HEADER};
 
 /// Where the sidecar mounts the policy (from the ConfigMap).
 pub const POLICY_DIR: &str = "/etc/tollgate/policy";

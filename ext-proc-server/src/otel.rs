@@ -26,7 +26,7 @@ use tollgate_core::usage::Usage;
 use tollgate_core::{ApiKind, Error};
 
 use crate::auditing::Draft;
-use crate::processor::Routed;
+use crate::processor::state::Routed;
 
 /// How long one export may take (retries included) before it is given up.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -15,7 +15,12 @@ use std::time::Instant;
 use tollgate_core::policy::{BaseUrl, ProviderKind};
 use tollgate_core::{ApiKind, Error};
 
-use crate::processor::{header, immediate, provider_headers, set_header, with_model, Shared, BACKEND_HEADER};
+use tollgate_core::translate::Direction;
+use tollgate_core::ApiFamily;
+
+use crate::credentials::Credential;
+use crate::extproc::{header, immediate, reply, set_header, BACKEND_HEADER};
+use crate::shared::Shared;
 use crate::strategy::FAILURE_PENALTY;
 use crate::translation::Translation;
 
@@ -236,8 +241,53 @@ fn on_response_headers(shared: &Shared, alias: &str, state: &mut AttemptState, h
     resp
 }
 
-fn reply(response: processing_response::Response) -> ProcessingResponse {
-    ProcessingResponse { response: Some(response), ..Default::default() }
+/// The Messages API version sent to Anthropic on translated requests.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Headers every provider request needs: the provider's key in place of the
+/// client's (a gateway credential, when `authenticated`, is removed even
+/// without a provider key), and for a translated request the other API's
+/// version headers.
+pub fn provider_headers(
+    mutation: &mut HeaderMutation,
+    credential: Option<&Credential>,
+    authenticated: bool,
+    direction: Option<Direction>,
+) {
+    if credential.is_some() || authenticated {
+        // The client's own key never reaches the provider.
+        // Nor a client's own AWS signature headers.
+        mutation.remove_headers.extend(
+            [
+                "authorization",
+                "x-api-key",
+                "x-goog-api-key",
+                "x-amz-date",
+                "x-amz-security-token",
+                "x-amz-content-sha256",
+            ]
+            .map(String::from),
+        );
+    }
+    if let Some(value) = credential.and_then(Credential::header_value) {
+        mutation.set_headers.push(set_header(credential.map_or("authorization", |c| c.header), &value));
+    }
+    match direction.map(Direction::provider) {
+        Some(ApiFamily::Anthropic) => mutation.set_headers.push(set_header("anthropic-version", ANTHROPIC_VERSION)),
+        Some(ApiFamily::OpenAi | ApiFamily::Gemini | ApiFamily::Bedrock) => {
+            mutation.remove_headers.extend(["anthropic-version".into(), "anthropic-beta".into()])
+        }
+        None => {}
+    }
+}
+
+/// The request body with `model` replaced (`json` is always an object).
+pub fn with_model(mut json: serde_json::Value, model: &str) -> Vec<u8> {
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("model".into(), serde_json::Value::String(model.to_string()));
+    }
+    // Serializing a Value cannot fail (its keys are strings).
+    serde_json::to_vec(&json).unwrap_or_default()
 }
 
 #[cfg(test)]

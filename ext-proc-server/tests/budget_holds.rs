@@ -17,7 +17,9 @@ use tollgate_ext_proc::config::parse_policy;
 use tollgate_ext_proc::keys::{KeyFile, LiveKeys};
 use tollgate_ext_proc::limits::embedded::EmbeddedStore;
 use tollgate_ext_proc::limits::Window;
-use tollgate_ext_proc::processor::{handle, request_headers, Shared, StreamState};
+use tollgate_ext_proc::extproc::request_headers;
+use tollgate_ext_proc::processor::{handle, StreamState};
+use tollgate_ext_proc::shared::Shared;
 
 /// A gateway's shared state on `policy_extra` (teams, consumers, limits,
 /// pricing), with a key for each consumer named in `consumers`.

@@ -11,8 +11,11 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     ProcessingResponse,
 };
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
-use tollgate_ext_proc::config::{parse_policy, Credential};
-use tollgate_ext_proc::processor::{handle, request_headers, Shared, StreamState};
+use tollgate_ext_proc::config::parse_policy;
+use tollgate_ext_proc::credentials::Credential;
+use tollgate_ext_proc::extproc::request_headers;
+use tollgate_ext_proc::processor::{handle, StreamState};
+use tollgate_ext_proc::shared::Shared;
 
 fn shared() -> Shared {
     let policy = parse_policy(

@@ -39,10 +39,12 @@ use tollgate_ext_proc::audit::inflight::InFlight;
 use tollgate_ext_proc::audit::{AuditOptions, AuditWriter, FsyncPolicy};
 use tollgate_ext_proc::auditing::AuditSink;
 use tollgate_ext_proc::budget::Budget;
-use tollgate_ext_proc::config::{build_shared, parse_policy, Credential};
+use tollgate_ext_proc::config::{build_shared, parse_policy};
+use tollgate_ext_proc::credentials::Credential;
 use tollgate_ext_proc::keys::KeyFile;
 use tollgate_ext_proc::limits::embedded::EmbeddedStore;
-use tollgate_ext_proc::processor::{finish, handle, Shared, StreamState};
+use tollgate_ext_proc::processor::{finish, handle, StreamState};
+use tollgate_ext_proc::shared::Shared;
 
 use input::{chunks, Input};
 
@@ -296,7 +298,7 @@ fn headers(pairs: &[(String, String)], end_of_stream: bool) -> HttpHeaders {
 /// Attributes as Envoy's ext_proc filter sends the filter state `name`.
 fn filter_state(name: &str, value: &str) -> HashMap<String, Struct> {
     let fields = [(
-        tollgate_ext_proc::processor::filter_state_attribute(name),
+        tollgate_ext_proc::extproc::filter_state_attribute(name),
         Value { kind: Some(value::Kind::StringValue(value.into())) },
     )];
     HashMap::from([("envoy.filters.http.ext_proc".to_string(), Struct { fields: fields.into_iter().collect() })])

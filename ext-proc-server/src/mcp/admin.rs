@@ -94,7 +94,7 @@ async fn approve(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Res
         let (server, name) = tool.split_once('/').unwrap_or((tool.as_str(), ""));
         let rec = AuditRecord {
             time: rfc3339_millis(std::time::SystemTime::now()),
-            request_id: crate::processor::new_request_id(),
+            request_id: crate::extproc::new_request_id(),
             consumer: "operator".into(),
             api: "mcp.approve".into(),
             requested_model: name.into(),

@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, oneshot};
 use tollgate_core::sse::SseParser;
 
 use super::upstream::UpstreamError;
-use crate::config::Credential;
+use crate::credentials::Credential;
 
 /// Prefix of an upstream session id that names a stream of this replica.
 pub const PREFIX: &str = "sse:";

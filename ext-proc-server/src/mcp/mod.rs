@@ -37,7 +37,7 @@ use self::session::{Session, Signer, Upstream};
 use self::upstream::{Answer, Target, UpstreamError, SESSION_HEADER, VERSION_HEADER};
 use crate::config::{mcp_credential, LiveShared};
 use crate::identity::{identify, Identity};
-use crate::processor::Shared;
+use crate::shared::Shared;
 
 pub use tollgate_core::mcp::{CLAIMS_HEADER as MCP_CLAIMS_HEADER, RESOURCE_METADATA};
 
@@ -523,7 +523,7 @@ impl Gateway {
             shared,
             caller,
             virtual_server: vs,
-            request_id: crate::processor::new_request_id(),
+            request_id: crate::extproc::new_request_id(),
             client_request_id: header("x-request-id"),
             started: Instant::now(),
             time,
@@ -613,7 +613,7 @@ impl Gateway {
             shared,
             caller,
             virtual_server: vs,
-            request_id: crate::processor::new_request_id(),
+            request_id: crate::extproc::new_request_id(),
             client_request_id: None,
             started: Instant::now(),
             time,

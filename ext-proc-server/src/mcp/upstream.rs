@@ -10,7 +10,7 @@ use serde_json::Value;
 use tollgate_core::sse::SseParser;
 use tollgate_core::SseEvent;
 
-use crate::config::Credential;
+use crate::credentials::Credential;
 
 /// The session header.
 pub const SESSION_HEADER: &str = "mcp-session-id";
