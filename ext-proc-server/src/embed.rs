@@ -60,7 +60,7 @@ pub fn default_model_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("TOLLGATE_EMBED_MODEL").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir));
     }
-    model_dir_in_venv(&crate::launch::venv_dir())
+    model_dir_in_venv(&crate::home::venv_dir())
 }
 
 /// The model directory of the embedding wheel inside the virtualenv `venv`; with several

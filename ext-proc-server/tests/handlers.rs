@@ -212,7 +212,7 @@ async fn through_an_in_process_tonic_server() {
         },
     ));
 
-    let (status, body) = tollgate_ext_proc::launch::http_get(&admin_addr.to_string(), "/healthz").await.unwrap();
+    let (status, body) = tollgate_ext_proc::cli::launch::http_get(&admin_addr.to_string(), "/healthz").await.unwrap();
     assert_eq!((status, body.trim()), (200, "ok"));
 
     let mut client = ExternalProcessorClient::connect(format!("http://{grpc_addr}")).await.unwrap();

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use tollgate_core::policy::Policy;
 use tollgate_ext_proc::config::{load_policy, parse_policy};
-use tollgate_ext_proc::k8s::{render_envoy_gateway, render_istio, K8sOptions};
+use tollgate_ext_proc::cli::k8s::{render_envoy_gateway, render_istio, K8sOptions};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -222,7 +222,7 @@ fn rendered_manifests_validate_against_the_published_schemas() {
                         gateway_namespace: Some("edge".into()),
                         istio_gateway: Some("edge/public".into()),
                         hosts: vec!["ai.example.com".into()],
-                        target_kind: tollgate_ext_proc::k8s::TargetKind::Gateway,
+                        target_kind: tollgate_ext_proc::cli::k8s::TargetKind::Gateway,
                         replicas: Some(3),
                         gateway_service_account: "edge-gateway".into(),
                         trust_domain: "corp.example".into(),

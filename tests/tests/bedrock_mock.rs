@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::process::Command;
-use tollgate_ext_proc::launch::{self, wait_ready, Proc};
+use tollgate_ext_proc::cli::launch::{self, wait_ready, Proc};
 
 const ARN: &str =
     "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0";

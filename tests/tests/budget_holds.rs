@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tollgate_e2e::{Gateway, Options, Redis};
-use tollgate_ext_proc::launch::http_get;
+use tollgate_ext_proc::cli::launch::http_get;
 
 fn bearer(key: &str) -> String {
     format!("Bearer {key}")

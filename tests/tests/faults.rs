@@ -125,7 +125,7 @@ async fn record(gw: &Gateway, request_id: &str) -> Value {
 
 /// The sidecar's `tollgate_provider_problems_total` for `provider`, `problem`.
 async fn problems(gw: &Gateway, provider: &str, problem: &str) -> u64 {
-    let (_, body) = tollgate_ext_proc::launch::http_get(&gw.sidecar_admin, "/metrics").await.unwrap();
+    let (_, body) = tollgate_ext_proc::cli::launch::http_get(&gw.sidecar_admin, "/metrics").await.unwrap();
     body.lines()
         .filter(|l| l.starts_with("tollgate_provider_problems_total{"))
         .filter(|l| l.contains(&format!("provider=\"{provider}\"")) && l.contains(&format!("problem=\"{problem}\"")))

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::process::Command;
-use tollgate_ext_proc::launch::{self, wait_ready, Proc};
+use tollgate_ext_proc::cli::launch::{self, wait_ready, Proc};
 
 /// `tollgate mock` on a free loopback port, its tokens living `ttl` seconds.
 async fn start_mock(ttl: u64, log: &Path) -> (Proc, String) {

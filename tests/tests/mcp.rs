@@ -202,7 +202,7 @@ consumers:
     assert_eq!(text(&forecast), "forecast for Oslo: sunny, 21 C", "{forecast}");
 
     // Counted and audited, in one verifiable chain.
-    let metrics = tollgate_ext_proc::launch::http_get(&gw.sidecar_admin, "/metrics").await.unwrap().1;
+    let metrics = tollgate_ext_proc::cli::launch::http_get(&gw.sidecar_admin, "/metrics").await.unwrap().1;
     let count = |needle: &str| -> u64 {
         metrics
             .lines()
@@ -432,7 +432,7 @@ async fn start_replica(gw: &Gateway, grpc: u16, admin: u16) -> tokio::process::C
         .unwrap();
     let addr = format!("127.0.0.1:{admin}");
     for _ in 0..400 {
-        if let Ok((200, _)) = tollgate_ext_proc::launch::http_get(&addr, "/healthz").await {
+        if let Ok((200, _)) = tollgate_ext_proc::cli::launch::http_get(&addr, "/healthz").await {
             return child;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -442,7 +442,7 @@ async fn start_replica(gw: &Gateway, grpc: u16, admin: u16) -> tokio::process::C
 
 /// MCP tool calls a sidecar counted (its admin port).
 async fn calls_served(admin: &str) -> u64 {
-    let metrics = tollgate_ext_proc::launch::http_get(admin, "/metrics").await.unwrap().1;
+    let metrics = tollgate_ext_proc::cli::launch::http_get(admin, "/metrics").await.unwrap().1;
     metrics
         .lines()
         .filter(|l| l.starts_with("tollgate_mcp_calls_total{"))

@@ -27,8 +27,8 @@ use tollgate_core::policy::Policy;
 use tollgate_e2e::mcp::{McpClient, McpServer};
 use tollgate_e2e::{paths, test_port, validate_in_envoy, Gateway, Options};
 use tollgate_ext_proc::config::parse_policy;
-use tollgate_ext_proc::envoy::{render, RenderOptions, MCP_CLAIMS_HEADER, SIDECAR_CLUSTER};
-use tollgate_ext_proc::k8s::{eg_ext_proc_cluster, render_envoy_gateway, render_istio, K8sOptions};
+use tollgate_ext_proc::cli::envoy::{render, RenderOptions, MCP_CLAIMS_HEADER, SIDECAR_CLUSTER};
+use tollgate_ext_proc::cli::k8s::{eg_ext_proc_cluster, render_envoy_gateway, render_istio, K8sOptions};
 
 const POLICY: &str = "providers:\n  openai: {kind: openai, baseUrl: 'https://api.openai.com'}\n  anthropic: {kind: anthropic, baseUrl: 'https://api.anthropic.com'}\n  local: {kind: openai-compatible, baseUrl: 'http://127.0.0.1:8000'}\nmodels:\n  smart: {attemptTimeoutMs: 2000, targets: [{provider: openai, model: gpt-4o}, {provider: anthropic, model: claude-sonnet-4-5}, {provider: local, model: llama}]}\n";
 
@@ -543,7 +543,7 @@ fn mcp_manifests_carry_the_routes_and_validate_against_the_published_schemas() {
                 gateway_namespace: Some("edge".into()),
                 istio_gateway: Some("edge/public".into()),
                 hosts: vec!["ai.example.com".into()],
-                target_kind: tollgate_ext_proc::k8s::TargetKind::Gateway,
+                target_kind: tollgate_ext_proc::cli::k8s::TargetKind::Gateway,
                 ..Default::default()
             },
         ),

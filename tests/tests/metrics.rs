@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 use tollgate_e2e::mcp::McpServer;
 use tollgate_e2e::{Gateway, Options};
-use tollgate_ext_proc::launch::http_get;
+use tollgate_ext_proc::cli::launch::http_get;
 
 /// Metric family names in an exposition (sample names without the
 /// histogram and counter suffixes are added too).

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::time::Duration;
-use tollgate_ext_proc::launch::{self, http_get, wait_ready, Proc};
-use tollgate_ext_proc::package::{
+use tollgate_ext_proc::cli::launch::{self, http_get, wait_ready, Proc};
+use tollgate_ext_proc::cli::package::{
     oci_architecture, write_oci_layout, PackageOptions, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER, MEDIA_TYPE_MANIFEST,
     PLUGIN_FILE, SIDECAR_BINARY, SIDECAR_MODEL_DIR, SIDECAR_UID,
 };

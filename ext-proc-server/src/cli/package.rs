@@ -88,7 +88,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::k8s::{DATA_DIR, POLICY_DIR};
+use crate::cli::k8s::{DATA_DIR, POLICY_DIR};
 
 /// `imageLayoutVersion` in the `oci-layout` file.
 pub const IMAGE_LAYOUT_VERSION: &str = "1.0.0";
@@ -983,7 +983,7 @@ fn sidecar_config(model: bool, ca: bool) -> ContainerConfig {
     if model {
         env.push(format!("TOLLGATE_EMBED_MODEL={SIDECAR_MODEL_DIR}"));
     }
-    let cmd = crate::k8s::serve_args(ports.grpc_port, ports.admin_port);
+    let cmd = crate::cli::k8s::serve_args(ports.grpc_port, ports.admin_port);
     ContainerConfig {
         user: format!("{SIDECAR_UID}:{SIDECAR_UID}"),
         exposed_ports: [ports.grpc_port, ports.admin_port]
@@ -1627,7 +1627,7 @@ mod tests {
             "providers:\n  local: {kind: openai-compatible, baseUrl: 'http://10.0.0.7:8000'}\nmodels:\n  m: {targets: [{provider: local, model: m}]}\n",
         )
         .unwrap();
-        let files = crate::k8s::render_istio(&policy, &crate::k8s::K8sOptions::default()).unwrap();
+        let files = crate::cli::k8s::render_istio(&policy, &crate::cli::k8s::K8sOptions::default()).unwrap();
         let text = &files.iter().find(|(n, _)| n == "10-sidecar.yaml").unwrap().1;
         let deployment = text
             .split("\n---\n")

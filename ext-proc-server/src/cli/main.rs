@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tollgate_core::filter_config::FilterConfig;
 use tollgate_ext_proc::config::{build_shared, load_policy, watch_policy, LiveShared};
-use tollgate_ext_proc::envoy::{render_yaml, RenderOptions};
-use tollgate_ext_proc::{scan, server, up};
+use tollgate_ext_proc::cli::envoy::{render_yaml, RenderOptions};
+use tollgate_ext_proc::cli::{scan, up};
+use tollgate_ext_proc::server;
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about = "Tollgate: an AI gateway inside Envoy")]
@@ -338,8 +339,8 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 impl K8sArgs {
-    fn options(&self) -> tollgate_ext_proc::k8s::K8sOptions {
-        use tollgate_ext_proc::k8s::{K8sOptions, TargetKind};
+    fn options(&self) -> tollgate_ext_proc::cli::k8s::K8sOptions {
+        use tollgate_ext_proc::cli::k8s::{K8sOptions, TargetKind};
         let mut o = K8sOptions {
             namespace: self.namespace.clone(),
             gateway_namespace: self.gateway_namespace.clone(),
@@ -496,7 +497,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Mcp { what, policy, admin } => mcp_command(what, policy, admin).await,
         Cmd::Usage { policy, admin, team, since, json } => usage_command(policy, admin, team, since, json).await,
         Cmd::Embed { model } => {
-            use tollgate_ext_proc::{embed, embed_jsonl};
+            use tollgate_ext_proc::cli::embed_jsonl;
+            use tollgate_ext_proc::embed;
             let dir = model.or_else(embed::default_model_dir).ok_or_else(|| {
                 anyhow::anyhow!("no embedding model found: run scripts/install.sh or pass --model DIR")
             })?;
@@ -527,15 +529,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Package { what: PackageCmd::Wasm { out, wasm, tag } } => {
             let wasm = wasm
-                .or_else(tollgate_ext_proc::launch::find_wasm)
+                .or_else(tollgate_ext_proc::cli::launch::find_wasm)
                 .ok_or_else(|| anyhow::anyhow!("no built filter: run scripts/test.sh or pass --wasm"))?;
-            let opts = tollgate_ext_proc::package::PackageOptions { tag, ..Default::default() };
-            let report = tollgate_ext_proc::package::write_oci_layout(&wasm, &out, &opts)?;
+            let opts = tollgate_ext_proc::cli::package::PackageOptions { tag, ..Default::default() };
+            let report = tollgate_ext_proc::cli::package::write_oci_layout(&wasm, &out, &opts)?;
             println!("{report}");
             Ok(())
         }
         Cmd::Package { what: PackageCmd::Sidecar { out, binary, tag, embed_model } } => {
-            use tollgate_ext_proc::package::{write_sidecar_layout, PackageOptions, SidecarOptions};
+            use tollgate_ext_proc::cli::package::{write_sidecar_layout, PackageOptions, SidecarOptions};
             let binary = match binary {
                 Some(path) => path,
                 None => std::env::current_exe().context("finding the tollgate binary: pass --binary")?,
@@ -567,7 +569,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let yaml = match xds_dir {
                     Some(dir) => {
                         let dir = std::path::absolute(&dir)?;
-                        tollgate_ext_proc::envoy::write_dynamic(&policy, &opts, &dir)?
+                        tollgate_ext_proc::cli::envoy::write_dynamic(&policy, &opts, &dir)?
                     }
                     None => render_yaml(&policy, &opts)?,
                 };
@@ -583,11 +585,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             RenderCmd::Istio(a) => write_manifests(
-                tollgate_ext_proc::k8s::render_istio(&load_policy(&a.policy)?, &a.options())?,
+                tollgate_ext_proc::cli::k8s::render_istio(&load_policy(&a.policy)?, &a.options())?,
                 a.out.as_deref(),
             ),
             RenderCmd::EnvoyGateway(a) => write_manifests(
-                tollgate_ext_proc::k8s::render_envoy_gateway(&load_policy(&a.policy)?, &a.options())?,
+                tollgate_ext_proc::cli::k8s::render_envoy_gateway(&load_policy(&a.policy)?, &a.options())?,
                 a.out.as_deref(),
             ),
         },
@@ -690,7 +692,7 @@ fn admin_address(admin: Option<String>, policy: Option<PathBuf>) -> anyhow::Resu
 /// One call to the sidecar's admin endpoints (with the admin token when set): the 200 answer's body.
 async fn admin_call(admin: &str, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
     let token = std::env::var(tollgate_ext_proc::server::ADMIN_TOKEN_ENV).ok();
-    let (status, answer) = tollgate_ext_proc::launch::http_request(admin, method, path, token.as_deref(), body)
+    let (status, answer) = tollgate_ext_proc::cli::launch::http_request(admin, method, path, token.as_deref(), body)
         .await
         .with_context(|| format!("cannot reach the sidecar at {admin} (is the gateway up?)"))?;
     if status != 200 {
@@ -777,7 +779,7 @@ fn parse_when(s: &str) -> anyhow::Result<std::time::SystemTime> {
 
 fn audit_command(what: AuditCmd) -> anyhow::Result<()> {
     use tollgate_ext_proc::audit;
-    let default_dir = || tollgate_ext_proc::launch::tollgate_home().join("audit");
+    let default_dir = || tollgate_ext_proc::home::tollgate_home().join("audit");
     match what {
         AuditCmd::Verify { dir } => {
             let dir = dir.unwrap_or_else(default_dir);

@@ -12,9 +12,10 @@ use tollgate_core::mcp::policy::{McpGrant, McpPolicy, McpServer, VirtualServer};
 use tollgate_core::policy::{Policy, Provider, ProviderKind};
 
 use crate::config::{load_credentials, load_policy, parse_policy};
-use crate::envoy::{render_dynamic, write_dynamic, write_xds, RenderOptions};
+use crate::cli::envoy::{render_dynamic, write_dynamic, write_xds, RenderOptions};
 use crate::keys::{KeyFile, KeyIndex};
-use crate::launch::{build_wasm, envoy_command, find_envoy, find_wasm, install_envoy, tollgate_home, wait_ready, Proc};
+use crate::cli::launch::{build_wasm, envoy_command, find_envoy, find_wasm, install_envoy, wait_ready, Proc};
+use crate::home::tollgate_home;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpOptions {
