@@ -12,11 +12,11 @@ use std::sync::Arc;
 use crate::audit::{AuditOptions, AuditWriter, FsyncPolicy};
 use crate::auditing::AuditSink;
 use crate::budget::Budget;
+use crate::credentials::Credential;
 use crate::keys::LiveKeys;
 use crate::limits::embedded::EmbeddedStore;
 use crate::limits::redis::RedisStore;
 use crate::limits::Store;
-use crate::credentials::Credential;
 use crate::shared::Shared;
 
 #[derive(Debug, thiserror::Error)]

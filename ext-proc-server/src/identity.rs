@@ -10,8 +10,8 @@ use tollgate_core::access::{grants, Require};
 use tollgate_core::policy::Policy;
 use tollgate_core::Error;
 
-use crate::keys::KeyIndex;
 use crate::extproc::header;
+use crate::keys::KeyIndex;
 
 /// Envoy's jwt_authn filter writes verified payloads under this namespace.
 pub const JWT_NAMESPACE: &str = "envoy.filters.http.jwt_authn";

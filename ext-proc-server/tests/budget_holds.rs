@@ -14,10 +14,10 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use tollgate_ext_proc::budget::{unpriced_models, Budget};
 use tollgate_ext_proc::config::parse_policy;
+use tollgate_ext_proc::extproc::request_headers;
 use tollgate_ext_proc::keys::{KeyFile, LiveKeys};
 use tollgate_ext_proc::limits::embedded::EmbeddedStore;
 use tollgate_ext_proc::limits::Window;
-use tollgate_ext_proc::extproc::request_headers;
 use tollgate_ext_proc::processor::{handle, StreamState};
 use tollgate_ext_proc::shared::Shared;
 

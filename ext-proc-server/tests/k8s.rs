@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tollgate_core::policy::Policy;
-use tollgate_ext_proc::config::{load_policy, parse_policy};
 use tollgate_ext_proc::cli::k8s::{render_envoy_gateway, render_istio, K8sOptions};
+use tollgate_ext_proc::config::{load_policy, parse_policy};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")

@@ -9,8 +9,8 @@ use tollgate_core::headers::{INSPECTING_STATE, INSPECTION_STATE};
 use tollgate_core::policy::{envoy_duration, BaseUrl, FailMode, Policy, SidecarTlsMode};
 use tollgate_core::{ApiFamily, ApiKind};
 
-use crate::identity::{JWT_NAMESPACE, JWT_PAYLOAD_KEY};
 use crate::extproc::{filter_state_attribute, FALLBACK_PREFIX, METADATA_NAMESPACE, PROVIDER_HEADER};
+use crate::identity::{JWT_NAMESPACE, JWT_PAYLOAD_KEY};
 use crate::upstream::TARGET_METADATA;
 
 /// Inputs besides the policy.
@@ -267,6 +267,9 @@ pub fn unrouted_routes(policy: &Policy, open: Value) -> Vec<Value> {
     routes
 }
 
+/// How long an MCP stream may stay silent before Envoy ends it.
+pub const MCP_IDLE_MS: u64 = 300_000;
+
 /// One route per MCP virtual server: `/mcp/<name>` goes to the sidecar,
 /// which serves the MCP gateway on its own port (see `crate::mcp`). The
 /// sidecar identifies the caller itself, so ext_proc is skipped on these
@@ -278,7 +281,7 @@ pub fn mcp_routes(policy: &Policy, sidecar_cluster: &str) -> Vec<Value> {
     let route = |path: String| {
         json!({
             "match": {"path": path},
-            "route": {"cluster": sidecar_cluster, "timeout": "0s", "idle_timeout": "300s"},
+            "route": {"cluster": sidecar_cluster, "timeout": "0s", "idle_timeout": envoy_duration(MCP_IDLE_MS)},
             "typed_per_filter_config": {"envoy.filters.http.ext_proc": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
                 "disabled": true,

@@ -62,10 +62,10 @@ use tollgate_core::{ApiFamily, ApiKind};
 
 use crate::cli::envoy::{
     ext_proc_filter, fallback, is_ip, plugin_config, strip_gateway_headers, unrouted_may_pass, Fallback, FallbackRoute,
-    SidecarRef, Unrouted, GATEWAY_REQUEST_HEADERS, MCP_CLAIMS_HEADER,
+    SidecarRef, Unrouted, GATEWAY_REQUEST_HEADERS, MCP_CLAIMS_HEADER, MCP_IDLE_MS,
 };
-use crate::identity::JWT_PAYLOAD_KEY;
 use crate::extproc::{METADATA_NAMESPACE, PROVIDER_HEADER};
+use crate::identity::JWT_PAYLOAD_KEY;
 
 /// Where the sidecar mounts the policy (from the ConfigMap).
 pub const POLICY_DIR: &str = "/etc/tollgate/policy";
@@ -367,7 +367,7 @@ fn eg_tls_objects(opts: &K8sOptions, gw_ns: &str, certs: &crate::tls::Bundle) ->
 /// ([`crate::cli::envoy`]), patched into the ingress gateway: one spelling of
 /// every path, escaped slashes kept; the gateway's own request headers
 /// removed from clients before any filter reads them.
-fn istio_edge_patches() -> Vec<Value> {
+fn istio_edge_patches(policy: &Policy) -> Vec<Value> {
     let hcm = json!({"filter": {"name": "envoy.filters.network.http_connection_manager"}});
     vec![
         json!({
@@ -378,6 +378,8 @@ fn istio_edge_patches() -> Vec<Value> {
                 "normalize_path": true,
                 "merge_slashes": true,
                 "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+                // A client slower than this to send its request gets 408.
+                "request_timeout": envoy_duration(policy.timeouts.request_ms),
             }}},
         }),
         json!({
@@ -441,7 +443,10 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
                     }}},
                 },
                 "patch": {"operation": "INSERT_AFTER", "value": ext_proc_filter(policy, sidecar)},
-            })).chain(istio_edge_patches()).collect::<Vec<_>>(),
+            }))
+            .chain(istio_edge_patches(policy))
+            .chain(istio_provider_timeouts(policy, opts))
+            .collect::<Vec<_>>(),
         },
     });
 
@@ -511,6 +516,7 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
         }
         http_routes.push(istio_route(
             policy,
+            &istio_provider_route_name(opts, name),
             Some(json!({"headers": {PROVIDER_HEADER: {"exact": name}}, "uri": {"prefix": "/"}})),
             &host,
             &url,
@@ -522,7 +528,7 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
     }
     // What the sidecar did not route: see `istio_unrouted_routes`.
     let url = base_url(default_provider, &policy.providers[default_provider].base_url)?;
-    http_routes.extend(istio_unrouted_routes(policy, &istio_host(default_provider, &url), &url));
+    http_routes.extend(istio_unrouted_routes(policy, opts, &istio_host(default_provider, &url), &url));
     routing.push(json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
@@ -765,6 +771,41 @@ fn istio_mcp_egress(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Vec<Va
 
 /// The route name Istio gives the Envoy route of an alias variant (a
 /// VirtualService route's `name` becomes its Envoy route's name).
+fn istio_provider_route_name(opts: &K8sOptions, provider: &str) -> String {
+    format!("{}-provider-{provider}", opts.name)
+}
+
+fn istio_unrouted_route_name(opts: &K8sOptions) -> String {
+    format!("{}-unrouted", opts.name)
+}
+
+/// The attempt and idle timeouts of the provider routes, which a
+/// VirtualService cannot say without retries of its own: patched onto the
+/// routes by name as plain Envoy has them ([`crate::cli::envoy`]). A
+/// provider that has not begun its answer within `timeouts.attemptMs` is a
+/// 504; an answer silent for `timeouts.idleMs` is ended. Istio's retry
+/// policy, if the mesh has one, stays as it is.
+fn istio_provider_timeouts(policy: &Policy, opts: &K8sOptions) -> Vec<Value> {
+    let t = &policy.timeouts;
+    let mut names: Vec<String> = policy.providers.keys().map(|p| istio_provider_route_name(opts, p)).collect();
+    if unrouted_may_pass(policy) {
+        names.push(istio_unrouted_route_name(opts));
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            json!({
+                "applyTo": "HTTP_ROUTE",
+                "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": name}}}},
+                "patch": {"operation": "MERGE", "value": {"route": {
+                    "idle_timeout": envoy_duration(t.idle_ms),
+                    "retry_policy": {"per_try_timeout": envoy_duration(t.attempt_ms)},
+                }}},
+            })
+        })
+        .collect()
+}
+
 fn fallback_route_name(opts: &K8sOptions, route: &FallbackRoute) -> String {
     format!("{}-fallback-{}-{}", opts.name, route.alias, route.first)
 }
@@ -925,6 +966,14 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
             "targetRefs": [client_target],
             "headers": {"earlyRequestHeaders": {"remove": GATEWAY_REQUEST_HEADERS}},
             "path": {"escapedSlashesAction": "KeepUnchanged", "disableMergeSlashes": false},
+            "timeout": {"http": {
+                // A client slower than this to send its request gets 408.
+                "requestReceivedTimeout": envoy_duration(policy.timeouts.request_ms),
+                // Envoy Gateway has no idle timeout per route: the whole
+                // gateway's is `timeouts.idleMs`, but never below the 300 s
+                // plain Envoy gives MCP streams.
+                "streamIdleTimeout": envoy_duration(policy.timeouts.idle_ms.max(MCP_IDLE_MS)),
+            }},
         },
     });
 
@@ -1007,6 +1056,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         "metadata": meta(&opts.name, &gw_ns),
         "spec": route_spec,
     });
+    let provider_timeouts = eg_provider_timeouts(policy, opts, &gw_ns);
 
     let mut files = common_files(policy, opts, Flavour::EnvoyGateway, &gw_ns)?;
     files.push((
@@ -1044,7 +1094,7 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
         "50-httproute.yaml".into(),
         yaml_docs(
             "Routes to the providers, keyed by the sidecar's choice (x-tollgate-provider); what the sidecar did not route\nis refused (503 for an API request unless the policy fails open and needs no credential, 404 for any\nother path) by the HTTPRouteFilters' direct responses. Rules carry the API paths as regular expressions\nso that Envoy Gateway's ordering keeps the sidecar's routes first.",
-            &std::iter::once(route).chain(route_filters).collect::<Vec<_>>(),
+            &[route, provider_timeouts].into_iter().chain(route_filters).collect::<Vec<_>>(),
         )?,
     ));
     if !mcp_docs.is_empty() {
@@ -1438,10 +1488,10 @@ fn istio_reply(case: Unrouted, matches: Option<Vec<Value>>) -> Value {
 /// route goes to the default provider only when [`unrouted_may_pass`],
 /// else 503 in its API's shape; any other path 404 (Anthropic's shape when
 /// the request has an `anthropic-version` header). Istio keeps the order.
-fn istio_unrouted_routes(policy: &Policy, default_host: &str, default_url: &BaseUrl) -> Vec<Value> {
+fn istio_unrouted_routes(policy: &Policy, opts: &K8sOptions, default_host: &str, default_url: &BaseUrl) -> Vec<Value> {
     let mut routes = Vec::new();
     if unrouted_may_pass(policy) {
-        let mut route = istio_route(policy, None, default_host, default_url);
+        let mut route = istio_route(policy, &istio_unrouted_route_name(opts), None, default_host, default_url);
         route["match"] = json!(istio_api_matches(None));
         routes.push(route);
     } else {
@@ -1459,9 +1509,10 @@ fn istio_unrouted_routes(policy: &Policy, default_host: &str, default_url: &Base
 }
 
 /// A provider's route in the VirtualService; `timeouts.totalMs` bounds it
-/// (the attempt and idle timeouts are plain Envoy's for now).
-fn istio_route(policy: &Policy, matches: Option<Value>, host: &str, url: &BaseUrl) -> Value {
+/// (the attempt and idle timeouts: [`istio_provider_timeouts`]).
+fn istio_route(policy: &Policy, name: &str, matches: Option<Value>, host: &str, url: &BaseUrl) -> Value {
     let mut route = json!({
+        "name": name,
         "route": [{"destination": {"host": host, "port": {"number": url.port}}}],
         "headers": {"request": {"remove": [PROVIDER_HEADER]}},
         "timeout": envoy_duration(policy.timeouts.total_ms),
@@ -1482,8 +1533,28 @@ fn istio_route(policy: &Policy, matches: Option<Value>, host: &str, url: &BaseUr
     route
 }
 
+/// The provider HTTPRoute's attempt timeout, which Envoy Gateway takes from
+/// a BackendTrafficPolicy's retry (the HTTPRoute's `backendRequest` is not
+/// a per-attempt bound there): no retry (Envoy's retries of an alias are
+/// the fallback patch's, which replaces those routes' whole action), each
+/// attempt bounded by `timeouts.attemptMs`; the whole exchange by
+/// `timeouts.totalMs`, as the rules say.
+fn eg_provider_timeouts(policy: &Policy, opts: &K8sOptions, gw_ns: &str) -> Value {
+    let t = &policy.timeouts;
+    json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "BackendTrafficPolicy",
+        "metadata": meta(&format!("{}-providers", opts.name), gw_ns),
+        "spec": {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": opts.name}],
+            "retry": {"numRetries": 0, "perRetry": {"timeout": envoy_duration(t.attempt_ms)}},
+            "timeout": {"http": {"requestTimeout": envoy_duration(t.total_ms)}},
+        },
+    })
+}
+
 /// A provider's HTTPRoute rule; `timeouts.totalMs` bounds it (the attempt
-/// and idle timeouts are plain Envoy's for now).
+/// timeout: [`eg_provider_timeouts`]).
 fn eg_rule(policy: &Policy, matches: Option<Value>, backend: &str, url: &BaseUrl) -> Value {
     let mut filters =
         vec![json!({"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": [PROVIDER_HEADER]}})];
@@ -1967,8 +2038,8 @@ mod tests {
             ))
             .unwrap();
             assert!(!unrouted_may_pass(&policy));
-            let vs =
-                istio_unrouted_routes(&policy, "api.openai.com", &BaseUrl::parse("https://api.openai.com").unwrap());
+            let url = BaseUrl::parse("https://api.openai.com").unwrap();
+            let vs = istio_unrouted_routes(&policy, &K8sOptions::default(), "api.openai.com", &url);
             assert_eq!(vs.len(), 6, "{extra}");
             assert!(vs.iter().all(|r| r.get("route").is_none()), "{extra}: no unrouted request reaches a provider");
             let families = [ApiFamily::OpenAi, ApiFamily::Anthropic, ApiFamily::Gemini, ApiFamily::Bedrock];
@@ -2185,20 +2256,61 @@ mod tests {
     }
 
     #[test]
-    fn provider_routes_carry_the_policys_total_timeout() {
-        let policy = parse_policy(&format!("{POLICY}timeouts: {{totalMs: 600000, idleMs: 400000}}\n")).unwrap();
+    fn provider_routes_carry_the_policys_timeouts() {
+        let timeouts = "timeouts: {requestMs: 30000, attemptMs: 90000, idleMs: 400000, totalMs: 600000}\n";
+        let policy = parse_policy(&format!("{POLICY}{timeouts}")).unwrap();
         let istio = render_istio(&policy, &K8sOptions::default()).unwrap();
         let vs = kind(&docs(&istio, "40-providers.yaml"), "VirtualService").clone();
         let routes = vs["spec"]["http"].as_array().unwrap();
         let to_providers: Vec<&Value> = routes.iter().filter(|r| r.get("route").is_some()).collect();
         assert!(!to_providers.is_empty());
         assert!(to_providers.iter().all(|r| r["timeout"] == "600s"), "{routes:?}");
+        // Every provider route (by name) gets the attempt and idle timeouts
+        // as plain Envoy has them; the gateway's HCM the request timeout.
+        let ef = &docs(&istio, "30-envoyfilter.yaml")[0];
+        let patches = ef["spec"]["configPatches"].as_array().unwrap();
+        let patched: Vec<&Value> = patches.iter().filter(|p| p["applyTo"] == "HTTP_ROUTE").collect();
+        let names: Vec<&str> = to_providers.iter().filter_map(|r| r["name"].as_str()).collect();
+        assert_eq!(names.len(), to_providers.len(), "every provider route is named: {routes:?}");
+        for name in &names {
+            let p = patched
+                .iter()
+                .find(|p| p["match"]["routeConfiguration"]["vhost"]["route"]["name"] == *name)
+                .unwrap_or_else(|| panic!("no timeouts for {name}"));
+            assert_eq!(p["patch"]["operation"], "MERGE");
+            assert_eq!(
+                p["patch"]["value"]["route"],
+                json!({"idle_timeout": "400s", "retry_policy": {"per_try_timeout": "90s"}})
+            );
+        }
+        assert_eq!(patched.len(), names.len());
+        let hcm = patches.iter().find(|p| p["applyTo"] == "NETWORK_FILTER").unwrap();
+        assert_eq!(hcm["patch"]["value"]["typed_config"]["request_timeout"], "30s");
+
         let eg = render_envoy_gateway(&policy, &eg_opts()).unwrap();
-        let route = &docs(&eg, "50-httproute.yaml")[0];
+        let files = docs(&eg, "50-httproute.yaml");
+        let route = &files[0];
         let rules = route["spec"]["rules"].as_array().unwrap();
         let with_backends: Vec<&Value> = rules.iter().filter(|r| r.get("backendRefs").is_some()).collect();
         assert!(!with_backends.is_empty());
         assert!(with_backends.iter().all(|r| r["timeouts"]["request"] == "600s"), "{rules:?}");
+        let btp = kind(&files, "BackendTrafficPolicy");
+        assert_eq!(
+            btp["spec"]["targetRefs"][0],
+            json!({"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": route["metadata"]["name"]})
+        );
+        assert_eq!(btp["spec"]["retry"], json!({"numRetries": 0, "perRetry": {"timeout": "90s"}}));
+        assert_eq!(btp["spec"]["timeout"]["http"]["requestTimeout"], "600s");
+        let ctp = kind(&docs(&eg, "20-envoyproxy.yaml"), "ClientTrafficPolicy").clone();
+        assert_eq!(
+            ctp["spec"]["timeout"]["http"],
+            json!({"requestReceivedTimeout": "30s", "streamIdleTimeout": "400s"})
+        );
+        // A shorter idle timeout does not cut MCP streams sooner than plain Envoy does.
+        let short = parse_policy(&format!("{POLICY}timeouts: {{idleMs: 150000}}\n")).unwrap();
+        let eg = render_envoy_gateway(&short, &eg_opts()).unwrap();
+        let ctp = kind(&docs(&eg, "20-envoyproxy.yaml"), "ClientTrafficPolicy").clone();
+        assert_eq!(ctp["spec"]["timeout"]["http"]["streamIdleTimeout"], "300s");
     }
 
     #[test]
@@ -2459,7 +2571,8 @@ mod tests {
         let files = render_istio(&policy, &K8sOptions::default()).unwrap();
         let ef = &docs(&files, "30-envoyfilter.yaml")[0];
         let patches = ef["spec"]["configPatches"].as_array().unwrap();
-        assert_eq!(patches.len(), 3);
+        // The filter, the HCM settings, the header filter; then the provider routes' timeouts.
+        assert_eq!(patches.iter().filter(|p| p["applyTo"] != "HTTP_ROUTE").count(), 3);
         let hcm = &patches[1];
         assert_eq!(hcm["applyTo"], "NETWORK_FILTER");
         assert_eq!(hcm["match"]["context"], "GATEWAY");

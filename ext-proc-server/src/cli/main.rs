@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tollgate_core::filter_config::FilterConfig;
-use tollgate_ext_proc::config::{build_shared, load_policy, watch_policy, LiveShared};
 use tollgate_ext_proc::cli::envoy::{render_yaml, RenderOptions};
 use tollgate_ext_proc::cli::{scan, up};
+use tollgate_ext_proc::config::{build_shared, load_policy, watch_policy, LiveShared};
 use tollgate_ext_proc::server;
 
 #[derive(Debug, Parser)]

@@ -11,11 +11,11 @@ use tollgate_core::access::{Access, Consumer, Limits, Require, Team};
 use tollgate_core::mcp::policy::{McpGrant, McpPolicy, McpServer, VirtualServer};
 use tollgate_core::policy::{Policy, Provider, ProviderKind};
 
-use crate::config::{load_credentials, load_policy, parse_policy};
 use crate::cli::envoy::{render_dynamic, write_dynamic, write_xds, RenderOptions};
-use crate::keys::{KeyFile, KeyIndex};
 use crate::cli::launch::{build_wasm, envoy_command, find_envoy, find_wasm, install_envoy, wait_ready, Proc};
+use crate::config::{load_credentials, load_policy, parse_policy};
 use crate::home::tollgate_home;
+use crate::keys::{KeyFile, KeyIndex};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpOptions {

@@ -18,7 +18,9 @@ pub mod state;
 
 pub use state::{CacheHints, CacheSlot, Routed, StreamState};
 
-use envoy_types::pb::envoy::service::ext_proc::v3::{processing_request, processing_response, ProcessingRequest, ProcessingResponse};
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    processing_request, processing_response, ProcessingRequest, ProcessingResponse,
+};
 use tollgate_core::headers::{INSPECTING_STATE, INSPECTION_STATE};
 use tollgate_core::report::InspectionReport;
 
