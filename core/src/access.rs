@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::policy::FailMode;
+use crate::policy::values::FailMode;
 
 /// How callers prove who they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

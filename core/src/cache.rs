@@ -185,7 +185,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<CachePolicy, Error> {
-        let p: CachePolicy = crate::policy::deserialize_named(serde_yaml_ng::Deserializer::from_str(s))?;
+        let p: CachePolicy = crate::policy::parse::deserialize_named(serde_yaml_ng::Deserializer::from_str(s))?;
         p.validate()?;
         Ok(p)
     }

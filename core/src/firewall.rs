@@ -189,7 +189,7 @@ impl Default for FirewallPolicy {
 impl FirewallPolicy {
     /// Parse and validate a JSON firewall policy.
     pub fn from_json(bytes: &[u8]) -> Result<FirewallPolicy, Error> {
-        let policy: FirewallPolicy = crate::policy::from_json_named(bytes)?;
+        let policy: FirewallPolicy = crate::policy::parse::from_json_named(bytes)?;
         policy.validate()?;
         Ok(policy)
     }

@@ -9,6 +9,7 @@
 //! | OpenAI responses | `input_tokens` | `output_tokens` | `input_tokens_details.cached_tokens` | `total_tokens` |
 //! | Anthropic messages | `input_tokens + cache_read_input_tokens + cache_creation_input_tokens` | `output_tokens` | `cache_read_input_tokens` | input + output |
 //! | Gemini `generateContent` (`usageMetadata`) | `promptTokenCount + toolUsePromptTokenCount` | `candidatesTokenCount + thoughtsTokenCount` | `cachedContentTokenCount` | `totalTokenCount` |
+//! | Bedrock Converse (`usage`) | `inputTokens + cacheReadInputTokens + cacheWriteInputTokens` | `outputTokens` | `cacheReadInputTokens` | input + output |
 //!
 //! The OpenAI-family APIs accept either naming (`prompt_tokens` or
 //! `input_tokens` ...), since OpenAI-compatible servers mix them; a missing
@@ -105,7 +106,7 @@ pub fn usage_object(api: ApiKind, usage: &Value) -> Option<Usage> {
             raw.usage()
         }
         ApiFamily::Gemini => gemini_usage(u),
-        ApiFamily::Bedrock => crate::translate::openai_to_bedrock::usage_object(usage),
+        ApiFamily::Bedrock => BedrockRaw::of(usage).usage(),
     }
 }
 
@@ -184,6 +185,44 @@ impl AnthropicRaw {
         }
         let cached = self.cache_read.unwrap_or(0);
         let input = self.input.unwrap_or(0).saturating_add(cached).saturating_add(self.cache_creation.unwrap_or(0));
+        let output = self.output.unwrap_or(0);
+        Some(Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_tokens: cached,
+            total_tokens: input.saturating_add(output),
+        })
+    }
+}
+
+/// Bedrock's counters, merged as they arrive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct BedrockRaw {
+    input: Option<u64>,
+    output: Option<u64>,
+    cache_read: Option<u64>,
+    cache_write: Option<u64>,
+}
+
+impl BedrockRaw {
+    /// The counters of a Converse `usage` object.
+    pub(crate) fn of(usage: &Value) -> BedrockRaw {
+        let num = |k: &str| usage.get(k).and_then(Value::as_u64);
+        BedrockRaw {
+            input: num("inputTokens"),
+            output: num("outputTokens"),
+            cache_read: num("cacheReadInputTokens"),
+            cache_write: num("cacheWriteInputTokens"),
+        }
+    }
+
+    /// The usage they make; `None` when no counter was reported.
+    pub(crate) fn usage(self) -> Option<Usage> {
+        if self == BedrockRaw::default() {
+            return None;
+        }
+        let cached = self.cache_read.unwrap_or(0);
+        let input = self.input.unwrap_or(0).saturating_add(cached).saturating_add(self.cache_write.unwrap_or(0));
         let output = self.output.unwrap_or(0);
         Some(Usage {
             input_tokens: input,

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::names::valid_server;
-use crate::policy::BaseUrl;
+use crate::policy::values::BaseUrl;
 use crate::Error;
 
 /// Default cap on one JSON-RPC message (request or answer).
@@ -205,7 +205,7 @@ impl McpPolicy {
                 );
             }
         }
-        if self.max_message_bytes == 0 || self.max_message_bytes > crate::policy::MAX_BUFFER_BYTES {
+        if self.max_message_bytes == 0 || self.max_message_bytes > crate::policy::values::MAX_BUFFER_BYTES {
             return err("mcp.maxMessageBytes".into(), "must be between 1 and 64 MiB".into());
         }
         if self.timeout_ms == 0 {

@@ -84,7 +84,7 @@ use crate::api::ApiFamily;
 use crate::error::Error;
 use crate::eventstream::{self, Decoder, Message};
 use crate::sse::SseEvent;
-use crate::usage::Usage;
+use crate::usage::{BedrockRaw, Usage};
 
 // ---------------------------------------------------------------- request
 
@@ -454,42 +454,6 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
-/// Bedrock's counters, merged as they arrive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counts {
-    input: Option<u64>,
-    output: Option<u64>,
-    cache_read: Option<u64>,
-    cache_write: Option<u64>,
-}
-
-impl Counts {
-    fn of(usage: &Value) -> Counts {
-        let num = |k: &str| usage.get(k).and_then(Value::as_u64);
-        Counts {
-            input: num("inputTokens"),
-            output: num("outputTokens"),
-            cache_read: num("cacheReadInputTokens"),
-            cache_write: num("cacheWriteInputTokens"),
-        }
-    }
-
-    fn usage(self) -> Option<Usage> {
-        if self == Counts::default() {
-            return None;
-        }
-        let cached = self.cache_read.unwrap_or(0);
-        let input = self.input.unwrap_or(0).saturating_add(cached).saturating_add(self.cache_write.unwrap_or(0));
-        let output = self.output.unwrap_or(0);
-        Some(Usage {
-            input_tokens: input,
-            output_tokens: output,
-            cached_tokens: cached,
-            total_tokens: input.saturating_add(output),
-        })
-    }
-}
-
 fn openai_usage(usage: Option<Usage>) -> Value {
     let u = usage.unwrap_or_default();
     json!({
@@ -502,7 +466,7 @@ fn openai_usage(usage: Option<Usage>) -> Value {
 
 /// Usage from a Converse `usage` object (see the module docs for the mapping).
 pub fn usage_object(usage: &Value) -> Option<Usage> {
-    usage.is_object().then(|| Counts::of(usage)).and_then(Counts::usage)
+    usage.is_object().then(|| BedrockRaw::of(usage)).and_then(BedrockRaw::usage)
 }
 
 /// Usage from a whole Converse response body; `Ok(None)` when it has none
@@ -642,7 +606,7 @@ pub struct StreamTranslator {
     /// Content block index → the OpenAI tool call index, for tool blocks.
     tool_blocks: Vec<(u64, u64)>,
     finished: bool,
-    counts: Counts,
+    counts: BedrockRaw,
     done: bool,
     decoder: Decoder,
     /// Events decoded before a bad frame, and the error chunk, for `finish`.
@@ -663,7 +627,7 @@ impl StreamTranslator {
             started: false,
             tool_blocks: Vec::new(),
             finished: false,
-            counts: Counts::default(),
+            counts: BedrockRaw::default(),
             done: false,
             decoder,
             pending: Vec::new(),
@@ -822,7 +786,7 @@ impl StreamTranslator {
             }
             "metadata" => {
                 if let Some(u) = data.get("usage").filter(|u| u.is_object()) {
-                    self.counts = Counts::of(u);
+                    self.counts = BedrockRaw::of(u);
                 }
                 out.extend(self.close());
             }
