@@ -17,9 +17,9 @@ pub mod python;
 
 use anyhow::{anyhow, Context as _};
 use tokio::process::Command;
-use tollgate_ext_proc::config::{parse_policy, resolve_paths};
 use tollgate_ext_proc::cli::envoy::{render, render_yaml, RenderOptions};
 use tollgate_ext_proc::cli::launch::{self, envoy_command, wait_ready, Proc};
+use tollgate_ext_proc::config::{parse_policy, resolve_paths};
 
 /// The binaries and the filter under test.
 #[derive(Debug, Clone)]

@@ -26,9 +26,9 @@ use sha2::Sha256;
 use tollgate_core::policy::Policy;
 use tollgate_e2e::mcp::{McpClient, McpServer};
 use tollgate_e2e::{paths, test_port, validate_in_envoy, Gateway, Options};
-use tollgate_ext_proc::config::parse_policy;
 use tollgate_ext_proc::cli::envoy::{render, RenderOptions, MCP_CLAIMS_HEADER, SIDECAR_CLUSTER};
 use tollgate_ext_proc::cli::k8s::{eg_ext_proc_cluster, render_envoy_gateway, render_istio, K8sOptions};
+use tollgate_ext_proc::config::parse_policy;
 
 const POLICY: &str = "providers:\n  openai: {kind: openai, baseUrl: 'https://api.openai.com'}\n  anthropic: {kind: anthropic, baseUrl: 'https://api.anthropic.com'}\n  local: {kind: openai-compatible, baseUrl: 'http://127.0.0.1:8000'}\nmodels:\n  smart: {attemptTimeoutMs: 2000, targets: [{provider: openai, model: gpt-4o}, {provider: anthropic, model: claude-sonnet-4-5}, {provider: local, model: llama}]}\n";
 
@@ -269,8 +269,11 @@ fn with_istio_fragments(policy: &Policy, plain: Value) -> Value {
     let sidecar = ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"].as_str().unwrap();
     assert!(sidecar.starts_with("outbound|"), "{sidecar}");
     clusters.push(local_sidecar(&plain, sidecar));
-    let plain = with_istio_edge(plain, &edge[1..]);
     let vs = docs(&files, "40-providers.yaml").into_iter().find(|d| d["kind"] == "VirtualService").unwrap();
+    let (route_patches, edge): (Vec<Value>, Vec<Value>) =
+        edge[1..].iter().cloned().partition(|p| p["applyTo"] == "HTTP_ROUTE");
+    provider_timeouts_as_plain(&plain, &vs, &route_patches);
+    let plain = with_istio_edge(plain, &edge);
     let mut actions = Vec::new();
     for p in patches.iter().filter(|p| p["applyTo"] == "HTTP_ROUTE") {
         let name = &p["match"]["routeConfiguration"]["vhost"]["route"]["name"];
@@ -298,12 +301,47 @@ fn with_istio_fragments(policy: &Policy, plain: Value) -> Value {
     swap_in(plain, Some(ext_proc), clusters, &actions, unrouted)
 }
 
+/// The Istio EnvoyFilter's route patches (the attempt and idle timeouts of
+/// the provider routes, by name) give each route what plain Envoy's has.
+fn provider_timeouts_as_plain(plain: &Value, vs: &Value, patches: &[Value]) {
+    let routes = plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["route_config"]["virtual_hosts"][0]["routes"]
+        .as_array()
+        .unwrap();
+    let vs_routes = vs["spec"]["http"].as_array().unwrap();
+    // Not the MCP routes (exact paths) nor the aliases' (retries of their own).
+    let to_providers = vs_routes
+        .iter()
+        .filter(|r| r["route"].is_array() && r["match"][0]["uri"].get("exact").is_none() && r.get("retries").is_none());
+    assert_eq!(to_providers.count(), patches.len(), "one patch per provider route");
+    for p in patches {
+        let name = &p["match"]["routeConfiguration"]["vhost"]["route"]["name"];
+        let vs_route = vs_routes.iter().find(|r| r["name"] == *name).unwrap_or_else(|| panic!("no route {name}"));
+        let plain_action = match vs_route["match"][0]["headers"]["x-tollgate-provider"]["exact"].as_str() {
+            Some(provider) => {
+                let r = routes.iter().find(|r| r["match"]["headers"][0]["string_match"]["exact"] == provider);
+                r.unwrap_or_else(|| panic!("plain Envoy has no route to {provider}"))["route"].clone()
+            }
+            None => open_action(plain),
+        };
+        let merged = &p["patch"]["value"]["route"];
+        assert_eq!(merged["idle_timeout"], plain_action["idle_timeout"], "{name}");
+        assert_eq!(
+            merged["retry_policy"]["per_try_timeout"], plain_action["retry_policy"]["per_try_timeout"],
+            "{name}"
+        );
+        assert_eq!(vs_route["timeout"], plain_action["timeout"], "{name}");
+    }
+}
+
 /// The Istio EnvoyFilter's edge patches applied as Istio does: the HCM
 /// settings merged into the listener's, the header filter inserted first
 /// (in place of the bootstrap's own, which they must equal).
 fn with_istio_edge(mut plain: Value, edge: &[Value]) -> Value {
+    // The provider routes' timeouts: see `provider_timeouts_as_plain`.
+    let edge: Vec<&Value> = edge.iter().filter(|p| p["applyTo"] != "HTTP_ROUTE").collect();
     assert_eq!(edge.len(), 2, "{edge:?}");
-    let (merge, strip) = (&edge[0], &edge[1]);
+    let (merge, strip) = (edge[0], edge[1]);
     assert_eq!((&merge["applyTo"], &merge["patch"]["operation"]), (&json!("NETWORK_FILTER"), &json!("MERGE")));
     assert_eq!((&strip["applyTo"], &strip["patch"]["operation"]), (&json!("HTTP_FILTER"), &json!("INSERT_FIRST")));
     let hcm = &mut plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
