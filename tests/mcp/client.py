@@ -17,6 +17,10 @@ Then reads steps from stdin, one JSON object a line, and answers each with exact
   {"op": "ping"}                      {"ok": true}
   {"op": "raw", "method": M, "params": {...}}
                                       {"ok": true, "result": {...}}
+  {"op": "notifications", "method": M}
+                                      the server notifications of method M received so far
+                                      (waiting up to "timeout" seconds for one):
+                                      {"ok": true, "notifications": [{"method", "params"}...]}
   {"op": "quit"}                      exits 0 (so does the end of stdin)
 call, ping and raw steps may carry "timeout" (seconds; default --timeout). A failed step answers
 {"ok": false, "error": {"code": JSON-RPC code or null, "message": ..., "http_status": the last
@@ -46,6 +50,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
 GENERIC_RESULT = TypeAdapter(dict[str, Any])
+NOTIFICATIONS = []  # what the server sent unasked, in order: {"method", "params"}
 RawRequest = types.Request[dict[str, Any] | None, str]
 
 
@@ -155,8 +160,25 @@ async def call_tool(session, step):
     return out
 
 
+async def on_message(message):
+    if isinstance(message, Exception):
+        return
+    note = dump(message)
+    NOTIFICATIONS.append({"method": note.get("method"), "params": note.get("params")})
+
+
+async def notifications(step):
+    method = step.get("method")
+    with anyio.move_on_after(step.get("timeout") or 10):
+        while not any(n["method"] == method for n in NOTIFICATIONS):
+            await anyio.sleep(0.05)
+    return {"ok": True, "notifications": [n for n in NOTIFICATIONS if n["method"] == method]}
+
+
 async def run_step(session, step):
     op = step.get("op")
+    if op == "notifications":
+        return await notifications(step)
     if op == "list":
         return await list_tools(session, step)
     if op == "call":
@@ -204,7 +226,7 @@ async def main(args):
                 read,
                 write,
             ),
-            ClientSession(read, write, read_timeout_seconds=args.timeout) as session,
+            ClientSession(read, write, read_timeout_seconds=args.timeout, message_handler=on_message) as session,
         ):
             if args.session_id:
                 session.adopt(

@@ -9,11 +9,14 @@ server issues an Mcp-Session-Id on initialize, unless --stateless) and prints on
 
 Variants (--variant, default crm), each a set of tools:
   crm       lookup_customer(email), delete_customer(id), echo(text), slow_count(n) (progress),
-            announce (a tools/list_changed notification on the session's GET stream);
+            announce (a tools/list_changed notification on the session's GET stream),
+            touch(uri) (a resources/updated notification there, when the session subscribed to uri);
             prompts reply(customer), summarize (its text a planted instruction) and triage (its
             description a poisoning instruction); resources
             crm://customers/ada, crm://notes/latest (planted), the template crm://orders/{order_id},
-            and shared://readme
+            and shared://readme, with resources/subscribe and unsubscribe; completion/complete of
+            reply's `customer` (names; a value starting "ignore" completes to a planted instruction)
+            and of the order template's `order_id`
   weather   get_forecast(city), get_alerts(region); the resource shared://readme (as crm's)
   poisoned  add(a, b), whose description carries a tool-poisoning instruction, and multiply(a, b)
   many      tool_00 .. tool_24, listed 10 a page (tools/list cursor / nextCursor)
@@ -47,7 +50,19 @@ from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, CallToolResult, ListToolsResult, TextContent, Tool
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    Completion,
+    EmptyResult,
+    ListToolsResult,
+    PromptReference,
+    ResourceTemplateReference,
+    SubscribeRequestParams,
+    TextContent,
+    Tool,
+    UnsubscribeRequestParams,
+)
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -94,6 +109,37 @@ def crm(name):
     async def announce(ctx: Context) -> str:
         await ctx.session.send_tool_list_changed()
         return "announced"
+
+    subscribed = set()
+
+    async def on_subscribe(ctx, params):
+        subscribed.add(str(params.uri))
+        return EmptyResult()
+
+    async def on_unsubscribe(ctx, params):
+        subscribed.discard(str(params.uri))
+        return EmptyResult()
+
+    mcp._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, on_subscribe)
+    mcp._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, on_unsubscribe)
+
+    @mcp.tool(description="Mark a resource changed: its subscribers hear of it on the GET stream.")
+    async def touch(uri: str, ctx: Context) -> str:
+        if uri not in subscribed:
+            return "not subscribed"
+        await ctx.session.send_resource_updated(uri)
+        return "notified"
+
+    @mcp.completion()
+    async def complete(ref, argument, context):
+        if isinstance(ref, PromptReference) and ref.name == "reply":
+            if argument.value.startswith("ignore"):
+                return Completion(values=[PLANTED])
+            names = ["Ada Lovelace", "Alan Turing", "Grace Hopper"]
+            return Completion(values=[n for n in names if n.lower().startswith(argument.value.lower())])
+        if isinstance(ref, ResourceTemplateReference):
+            return Completion(values=[v for v in ["42", "43", "57"] if v.startswith(argument.value)])
+        return None
 
     @mcp.prompt(description="Draft a polite reply to a customer.")
     def reply(customer: str) -> str:

@@ -115,6 +115,7 @@ consumers:
             "crm_echo",
             "crm_lookup_customer",
             "crm_slow_count",
+            "crm_touch",
             "weather_get_forecast"
         ]
     );
@@ -761,7 +762,7 @@ teams:
   support: {{mcp: {{tools: ['crm/*', 'weather/*']}}}}
 consumers:
   bot: {{team: support, mcp: {{tools: ['crm/reply', 'crm/summarize', 'crm/triage', 'crm/crm://customers/*',
-    'crm/crm://notes/*', 'crm/crm://orders/*', 'crm/shared://readme', 'weather/shared://readme']}}}}
+    'crm/crm://notes/*', 'crm/crm://orders/*', 'crm/shared://readme', 'weather/shared://readme', 'crm/touch']}}}}
   viewer: {{team: support, mcp: {{tools: ['crm/lookup_customer']}}}}
 ",
             crm.url(),
@@ -819,8 +820,49 @@ consumers:
     assert_eq!(refused["error"]["code"], -32001, "{refused}");
     let refused = raw(&mut viewer, "resources/read", json!({"uri": "crm://customers/ada"})).await;
     assert_eq!(refused["error"]["code"], -32001, "{refused}");
+    // Argument completion: routed by its reference, allowed as the prompt or
+    // resource it completes, the prompt under its upstream name; what comes
+    // back is judged like any text a model may read.
+    let complete = |r: Value, value: &str| json!({"ref": r, "argument": {"name": "x", "value": value}});
+    let prompt_ref = json!({"type": "ref/prompt", "name": "crm_reply"});
+    let done = raw(&mut bot, "completion/complete", complete(prompt_ref.clone(), "a")).await;
+    assert_eq!(done["result"]["completion"]["values"], json!(["Ada Lovelace", "Alan Turing"]), "{done}");
+    let forwarded = crm.received();
+    let forwarded = forwarded.iter().rev().find(|r| r["body"]["method"] == "completion/complete").unwrap();
+    assert_eq!(forwarded["body"]["params"]["ref"]["name"], "reply", "{forwarded}");
+    let planted = raw(&mut bot, "completion/complete", complete(prompt_ref.clone(), "ignore")).await;
+    assert_eq!(planted["error"]["code"], -32001, "a completion that reads as instructions is withheld: {planted}");
+    let template = json!({"type": "ref/resource", "uri": "crm://orders/{order_id}"});
+    let done = raw(&mut bot, "completion/complete", complete(template, "4")).await;
+    assert_eq!(done["result"]["completion"]["values"], json!(["42", "43"]), "{done}");
+    let hidden = json!({"type": "ref/prompt", "name": "crm_triage"});
+    let refused = raw(&mut bot, "completion/complete", complete(hidden, "")).await;
+    assert_eq!(refused["error"]["code"], -32602, "a hidden prompt completes nothing: {refused}");
+    let refused = raw(&mut bot, "completion/complete", json!({"ref": {"type": "ref/tool"}, "argument": {}})).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    let refused = raw(&mut viewer, "completion/complete", complete(prompt_ref, "a")).await;
+    assert_eq!(refused["error"]["code"], -32001, "{refused}");
+
+    // Subscriptions: allowed as reads; the update reaches the SDK's client
+    // through the gateway.
+    let subscribed = raw(&mut bot, "resources/subscribe", json!({"uri": "crm://customers/ada"})).await;
+    assert_eq!(subscribed["ok"], true, "{subscribed}");
+    let refused = raw(&mut viewer, "resources/subscribe", json!({"uri": "crm://customers/ada"})).await;
+    assert_eq!(refused["error"]["code"], -32001, "{refused}");
+    let refused = raw(&mut bot, "resources/subscribe", json!({"uri": "shared://readme"})).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    let touched = bot.call("crm_touch", json!({"uri": "crm://customers/ada"})).await.unwrap();
+    assert_eq!(touched["content"][0]["text"], "notified", "{touched}");
+    let heard = bot.step(json!({"op": "notifications", "method": "notifications/resources/updated"})).await.unwrap();
+    assert_eq!(heard["notifications"][0]["params"]["uri"], "crm://customers/ada", "{heard}");
+    let unsubscribed = raw(&mut bot, "resources/unsubscribe", json!({"uri": "crm://customers/ada"})).await;
+    assert_eq!(unsubscribed["ok"], true, "{unsubscribed}");
+    let touched = bot.call("crm_touch", json!({"uri": "crm://customers/ada"})).await.unwrap();
+    assert_eq!(touched["content"][0]["text"], "not subscribed", "{touched}");
+
     let sent = |method: &str| crm.received().iter().filter(|r| r["body"]["method"] == method).count();
     assert_eq!((sent("prompts/get"), sent("resources/read")), (2, 3));
+    assert_eq!((sent("completion/complete"), sent("resources/subscribe"), sent("resources/unsubscribe")), (3, 1, 1));
 
     drop((bot, viewer));
     let records = gw.audit_records();

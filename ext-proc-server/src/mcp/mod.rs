@@ -306,7 +306,8 @@ impl Gateway {
             "capabilities": {
                 "tools": {"listChanged": false},
                 "prompts": {"listChanged": false},
-                "resources": {"listChanged": false, "subscribe": false},
+                "resources": {"listChanged": false, "subscribe": true},
+                "completions": {},
             },
             "serverInfo": {"name": format!("tollgate-{}", ctx.virtual_server), "version": env!("CARGO_PKG_VERSION")},
         });

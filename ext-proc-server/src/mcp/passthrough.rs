@@ -9,10 +9,16 @@
 //!   resource template likewise by `server/<uriTemplate>`. A URI that two
 //!   servers list is shown by neither (a read could not be routed).
 //!
+//! A subscription to a resource (`resources/subscribe`, `unsubscribe`) is
+//! routed and allowed as a read of it; its updates come on the session's GET
+//! stream. An argument completion (`completion/complete`) is routed by its
+//! reference: a prompt as `prompts/get` is, a resource template as a read.
+//!
 //! What comes back is text a model reads: the prompt firewall judges it, and
 //! an answer it would block is refused with a JSON-RPC error, as an injected
-//! tool result is withheld. Each `prompts/get` and `resources/read` is an
-//! audit record (`mcp.prompts/get`, `mcp.resources/read`).
+//! tool result is withheld. Each request forwarded is an audit record
+//! (`mcp.prompts/get`, `mcp.resources/read`, `mcp.resources/subscribe`,
+//! `mcp.completion/complete`, ...).
 
 use std::collections::HashMap;
 
@@ -43,7 +49,10 @@ impl Gateway {
             "resources/list" => ("resources", self.list_resources(ctx, s, &grants, false).await),
             "resources/templates/list" => ("resourceTemplates", self.list_resources(ctx, s, &grants, true).await),
             "prompts/get" => return Some(self.get_prompt(ctx, s, &grants, id, params).await),
-            "resources/read" => return Some(self.read_resource(ctx, s, &grants, id, params).await),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                return Some(self.on_resource(ctx, s, &grants, id, method, params).await)
+            }
+            "completion/complete" => return Some(self.complete(ctx, s, &grants, id, params).await),
             _ => return None,
         };
         items.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
@@ -139,31 +148,112 @@ impl Gateway {
         params: Option<&Value>,
     ) -> Response {
         let exposed = jsonrpc::param_str(params, "name").unwrap_or_default();
+        let (server, name) = match self.prompt_owner(ctx, s, grants, id, exposed).await {
+            Ok(found) => found,
+            Err(refused) => return refused,
+        };
+        let mut forwarded = params.cloned().unwrap_or_else(|| json!({}));
+        forwarded["name"] = json!(name);
+        self.forward(ctx, s, id, &server, &name, "prompts/get", forwarded).await
+    }
+
+    /// The server and upstream name of the prompt a client names
+    /// `<server>_<prompt>`, if this caller may see and use it; else the
+    /// refusal to answer.
+    async fn prompt_owner(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        grants: &Grants<'_>,
+        id: &Value,
+        exposed: &str,
+    ) -> Result<(String, String), Response> {
         let refuse = |code, msg: String| json_response(StatusCode::OK, &jsonrpc::error(id, code, &msg), None);
         let Some((server, _)) = names::split(exposed) else {
-            return refuse(jsonrpc::INVALID_PARAMS, format!("unknown prompt `{exposed}`"));
+            return Err(refuse(jsonrpc::INVALID_PARAMS, format!("unknown prompt `{exposed}`")));
         };
         if !self.mcp_servers(ctx, grants).iter().any(|s| s == server) {
-            return refuse(jsonrpc::INVALID_PARAMS, format!("unknown prompt `{exposed}`"));
+            return Err(refuse(jsonrpc::INVALID_PARAMS, format!("unknown prompt `{exposed}`")));
         }
         let listed = match self.list_all(ctx, s, server, "prompts/list", "prompts").await {
             Ok(defs) => catalog::name_tools(server, defs),
-            Err(e) => return refuse(jsonrpc::UPSTREAM_ERROR, format!("the prompt's server failed: {e}")),
+            Err(e) => return Err(refuse(jsonrpc::UPSTREAM_ERROR, format!("the prompt's server failed: {e}"))),
         };
         let inspectors = self.inspectors.get(&ctx.shared.policy);
         // The same judgment as the listing's: a prompt it hides cannot be fetched by name.
         let Some(prompt) = listed.into_iter().find(|p| p.exposed == exposed && inspectors.shows(p)) else {
-            return refuse(jsonrpc::INVALID_PARAMS, format!("unknown prompt `{exposed}`"));
+            return Err(refuse(jsonrpc::INVALID_PARAMS, format!("unknown prompt `{exposed}`")));
         };
         if !grants.allows(server, &prompt.name) {
-            return refuse(jsonrpc::POLICY_REFUSED, format!("prompt `{exposed}` is not allowed for this caller"));
+            return Err(refuse(jsonrpc::POLICY_REFUSED, format!("prompt `{exposed}` is not allowed for this caller")));
         }
-        let mut forwarded = params.cloned().unwrap_or_else(|| json!({}));
-        forwarded["name"] = json!(prompt.name);
-        self.forward(ctx, s, id, server, &prompt.name, "prompts/get", forwarded).await
+        Ok((server.to_string(), prompt.name))
     }
 
-    async fn read_resource(
+    /// `resources/read`, `resources/subscribe` and `resources/unsubscribe`:
+    /// sent to the one server that lists the URI, when the caller may read it.
+    async fn on_resource(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        grants: &Grants<'_>,
+        id: &Value,
+        method: &str,
+        params: Option<&Value>,
+    ) -> Response {
+        let uri = jsonrpc::param_str(params, "uri").unwrap_or_default().to_string();
+        let server = match self.resource_owner(ctx, s, grants, id, &uri).await {
+            Ok(server) => server,
+            Err(refused) => return refused,
+        };
+        let forwarded = params.cloned().unwrap_or_else(|| json!({}));
+        self.forward(ctx, s, id, &server, &uri, method, forwarded).await
+    }
+
+    /// The one server that lists `uri` (or a template it fits), if this
+    /// caller may read it; else the refusal to answer.
+    async fn resource_owner(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        grants: &Grants<'_>,
+        id: &Value,
+        uri: &str,
+    ) -> Result<String, Response> {
+        let refuse = |code, msg: String| json_response(StatusCode::OK, &jsonrpc::error(id, code, &msg), None);
+        if uri.is_empty() {
+            return Err(refuse(jsonrpc::INVALID_PARAMS, "`uri` is required".into()));
+        }
+        // The servers that list the URI, or a template it fits.
+        let listed = self.each_server(ctx, s, grants, "resources/list", "resources").await;
+        let mut owners: Vec<(String, String)> = listed
+            .into_iter()
+            .filter(|(_, items)| items.iter().any(|r| r.get("uri").and_then(Value::as_str) == Some(uri)))
+            .map(|(server, _)| (server, uri.to_string()))
+            .collect();
+        if owners.is_empty() {
+            let templates = self.each_server(ctx, s, grants, "resources/templates/list", "resourceTemplates").await;
+            for (server, items) in templates {
+                for t in items.iter().filter_map(|t| t.get("uriTemplate").and_then(Value::as_str)) {
+                    if template_fits(t, uri) {
+                        owners.push((server.clone(), t.to_string()));
+                    }
+                }
+            }
+        }
+        let [(server, granted_as)] = owners.as_slice() else {
+            return Err(refuse(jsonrpc::INVALID_PARAMS, format!("unknown resource `{uri}`")));
+        };
+        if !grants.allows(server, granted_as) {
+            return Err(refuse(jsonrpc::POLICY_REFUSED, format!("resource `{uri}` is not allowed for this caller")));
+        }
+        Ok(server.clone())
+    }
+
+    /// `completion/complete`: the reference (`ref/prompt` by its exposed
+    /// name, `ref/resource` by its URI or template) picks the server and must
+    /// be one the caller may use; the prompt goes under its upstream name.
+    async fn complete(
         &self,
         ctx: &Ctx,
         s: &Session,
@@ -171,36 +261,31 @@ impl Gateway {
         id: &Value,
         params: Option<&Value>,
     ) -> Response {
-        let uri = jsonrpc::param_str(params, "uri").unwrap_or_default().to_string();
-        let refuse = |code, msg: String| json_response(StatusCode::OK, &jsonrpc::error(id, code, &msg), None);
-        if uri.is_empty() {
-            return refuse(jsonrpc::INVALID_PARAMS, "`uri` is required".into());
-        }
-        // The servers that list the URI, or a template it fits.
-        let listed = self.each_server(ctx, s, grants, "resources/list", "resources").await;
-        let mut owners: Vec<(String, String)> = listed
-            .into_iter()
-            .filter(|(_, items)| items.iter().any(|r| r.get("uri").and_then(Value::as_str) == Some(uri.as_str())))
-            .map(|(server, _)| (server, uri.clone()))
-            .collect();
-        if owners.is_empty() {
-            let templates = self.each_server(ctx, s, grants, "resources/templates/list", "resourceTemplates").await;
-            for (server, items) in templates {
-                for t in items.iter().filter_map(|t| t.get("uriTemplate").and_then(Value::as_str)) {
-                    if template_fits(t, &uri) {
-                        owners.push((server.clone(), t.to_string()));
+        let refuse = |msg: &str| json_response(StatusCode::OK, &jsonrpc::error(id, jsonrpc::INVALID_PARAMS, msg), None);
+        let reference = params.and_then(|p| p.get("ref"));
+        let field = |k: &str| reference.and_then(|r| r.get(k)).and_then(Value::as_str);
+        let mut forwarded = params.cloned().unwrap_or_else(|| json!({}));
+        let (server, name) = match field("type") {
+            Some("ref/prompt") => {
+                let exposed = field("name").unwrap_or_default();
+                match self.prompt_owner(ctx, s, grants, id, exposed).await {
+                    Ok((server, name)) => {
+                        forwarded["ref"]["name"] = json!(name);
+                        (server, name)
                     }
+                    Err(refused) => return refused,
                 }
             }
-        }
-        let [(server, granted_as)] = owners.as_slice() else {
-            return refuse(jsonrpc::INVALID_PARAMS, format!("unknown resource `{uri}`"));
+            Some("ref/resource") => {
+                let uri = field("uri").unwrap_or_default();
+                match self.resource_owner(ctx, s, grants, id, uri).await {
+                    Ok(server) => (server, uri.to_string()),
+                    Err(refused) => return refused,
+                }
+            }
+            _ => return refuse("`ref` must be a `ref/prompt` or a `ref/resource`"),
         };
-        if !grants.allows(server, granted_as) {
-            return refuse(jsonrpc::POLICY_REFUSED, format!("resource `{uri}` is not allowed for this caller"));
-        }
-        let forwarded = params.cloned().unwrap_or_else(|| json!({}));
-        self.forward(ctx, s, id, server, &uri, "resources/read", forwarded).await
+        self.forward(ctx, s, id, &server, &name, "completion/complete", forwarded).await
     }
 
     /// Send one request to its server; the answer judged by the firewall and audited.
