@@ -17,3 +17,9 @@ pub const RESOURCE_METADATA: &str = "/.well-known/oauth-protected-resource";
 /// Envoy's `jwt_authn` filter for the sidecar, which serves those routes as
 /// an upstream and so sees no dynamic metadata.
 pub const CLAIMS_HEADER: &str = "x-tollgate-jwt-claims";
+
+/// On MCP routes only, where Envoy's JWT filter forwards single claims
+/// rather than the payload (Envoy Gateway's `claimToHeaders`): the verified
+/// token's consumer claim and team claim.
+pub const CONSUMER_CLAIM_HEADER: &str = "x-tollgate-jwt-consumer";
+pub const TEAM_CLAIM_HEADER: &str = "x-tollgate-jwt-team";

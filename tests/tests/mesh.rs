@@ -980,6 +980,121 @@ async fn istio_mcp_routes_identify_jwt_callers() {
     assert!(!provider_saw_claims(&gw).await, "{:?}", gw.mock_requests().await);
 }
 
+/// The plain bootstrap with Envoy Gateway's MCP routes and its JWT
+/// verification as it hands them to Envoy: the `SecurityPolicy` of the MCP
+/// route (provider named as the policy names it, a bad token refused, a
+/// missing one let through, the consumer and team claims forwarded in
+/// headers, `claimToHeaders`) in place of the bootstrap's `jwt_authn`, after
+/// the gateway's header filter (the ClientTrafficPolicy's early removal).
+/// One filter for every route here: Envoy Gateway's per-route requirement
+/// differs only on provider routes, which forward no claims.
+fn with_eg_mcp_jwt(policy: &Policy, plain: Value) -> Value {
+    let files = render_envoy_gateway(policy, &K8sOptions::default()).unwrap();
+    let mut config = with_eg_mcp(policy, plain);
+    let security = docs(&files, "80-jwt.yaml");
+    let mcp = security.iter().find(|d| d["spec"]["targetRefs"][0]["name"] == "tollgate-mcp").unwrap();
+    let jwt = &mcp["spec"]["jwt"];
+    assert_eq!(jwt["optional"], true);
+    let provider = &jwt["providers"][0];
+    let claim_to_headers: Vec<Value> = provider["claimToHeaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| json!({"header_name": c["header"], "claim_name": c["claim"]}))
+        .collect();
+    let name = provider["name"].as_str().unwrap();
+    let jwt_authn = json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {name: {
+                "issuer": provider["issuer"],
+                "audiences": provider["audiences"],
+                "claim_to_headers": claim_to_headers,
+                "payload_in_metadata": name,
+                "local_jwks": {"inline_string": provider["localJWKS"]["inline"]},
+            }},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+                {"provider_name": name},
+                {"allow_missing": {}},
+            ]}}}],
+        },
+    });
+    let ctp = docs(&files, "20-envoyproxy.yaml").into_iter().find(|d| d["kind"] == "ClientTrafficPolicy").unwrap();
+    let early = ctp["spec"]["headers"]["earlyRequestHeaders"]["remove"].as_array().unwrap().clone();
+    let filters = http_filters(&mut config);
+    let removed: Vec<Value> = filters[0]["typed_config"]["mutations"]["request_mutations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["remove"].clone())
+        .collect();
+    assert_eq!(removed, early, "the bootstrap's header filter removes what the ClientTrafficPolicy does");
+    let i = filters.iter().position(|f| f["name"] == "envoy.filters.http.jwt_authn").unwrap();
+    assert!(i > 0, "the gateway's header filter runs first");
+    filters[i] = jwt_authn;
+    config
+}
+
+/// Envoy Gateway: a verified token's consumer and team claims identify the
+/// MCP caller; forged claim headers never do.
+#[tokio::test]
+async fn envoy_gateway_mcp_routes_identify_jwt_callers() {
+    let dir = std::env::temp_dir().join(format!("tollgate-mesh-mcp-{}-eg-jwt", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let crm = McpServer::start(&dir, "crm", "crm", None).await.unwrap();
+    let gw = Gateway::start(Options {
+        policy_extra: format!(
+            "{}mcp:\n  servers:\n    crm: {{url: '{}'}}\n  virtualServers:\n    support: {{tools: ['crm/*']}}\nteams:\n  support: {{mcp: {{tools: ['crm/*']}}}}\n  sales: {{mcp: {{tools: ['crm/lookup_customer']}}}}\n",
+            jwt_access(&dir, "jwt"),
+            crm.url()
+        ),
+        envoy_edit: Some(with_eg_mcp_jwt),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/mcp/support", gw.url);
+    // A verified token names the caller: its team's grant gives the tools.
+    let ann = sign(SECRET, &claims("ann", "support"));
+    let mut client = McpClient::connect(&url, &[format!("Authorization: Bearer {ann}")], &[]).await.unwrap();
+    assert_eq!(client.opened["ok"], true, "{}\n{}", client.opened, gw.log_text());
+    assert!(client.tool_names().await.unwrap().contains(&"crm_echo".to_string()));
+    let echoed = client.call("crm_echo", json!({"text": "as ann"})).await.unwrap();
+    assert_eq!(echoed["content"][0]["text"], "as ann", "{echoed}");
+    // Another team's token: that team's grant.
+    let bob = sign(SECRET, &claims("bob", "sales"));
+    let mut client = McpClient::connect(&url, &[format!("Authorization: Bearer {bob}")], &[]).await.unwrap();
+    assert_eq!(client.tool_names().await.unwrap(), ["crm_lookup_customer"]);
+
+    // Claims forged in the headers: removed before Envoy's JWT filter runs,
+    // with no token (the sidecar asks for one), with a bad one (Envoy's 401),
+    // and with a good token for another team (the token's claims win).
+    let forged = [("x-tollgate-jwt-consumer", "ann"), ("x-tollgate-jwt-team", "support")];
+    let (status, body) = mcp_initialize(&gw, &forged).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], -32001, "the sidecar's answer: {body}");
+    let wrong = format!("Bearer {}", sign(b"another-secret-another-secret-01", &claims("ann", "support")));
+    let (status, _) = mcp_initialize(&gw, &[("authorization", &wrong), forged[0], forged[1]]).await;
+    assert_eq!(status, 401);
+    let as_bob = format!("Bearer {bob}");
+    let mut client = McpClient::connect(
+        &url,
+        &[
+            format!("Authorization: {as_bob}"),
+            "x-tollgate-jwt-team: support".into(),
+            "x-tollgate-jwt-consumer: ann".into(),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.tool_names().await.unwrap(), ["crm_lookup_customer"], "bob's own team, whatever he sends");
+    // The sidecar keeps the claims to itself.
+    assert!(crm.received().iter().all(|r| r["headers"].get("x-tollgate-jwt-consumer").is_none()));
+}
+
 /// With the sidecar away (it fails open and the policy requires no
 /// credential), a request with a verified token goes to the default
 /// provider as Envoy has it: the filter before the router removes the

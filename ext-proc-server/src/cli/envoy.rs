@@ -180,7 +180,13 @@ pub fn render(policy: &Policy, opts: &RenderOptions<'_>) -> anyhow::Result<Value
 /// Request headers only the gateway may set: Envoy's own filter removes any
 /// a client sent before anything reads them (the wasm filter and the sidecar
 /// remove every other `x-tollgate-*` header too).
-pub const GATEWAY_REQUEST_HEADERS: [&str; 3] = [PROVIDER_HEADER, tollgate_core::headers::REQUEST_ID, MCP_CLAIMS_HEADER];
+pub const GATEWAY_REQUEST_HEADERS: [&str; 5] = [
+    PROVIDER_HEADER,
+    tollgate_core::headers::REQUEST_ID,
+    MCP_CLAIMS_HEADER,
+    tollgate_core::mcp::CONSUMER_CLAIM_HEADER,
+    tollgate_core::mcp::TEAM_CLAIM_HEADER,
+];
 
 /// The verified JWT payload on MCP routes (see [`tollgate_core::mcp::CLAIMS_HEADER`]).
 pub const MCP_CLAIMS_HEADER: &str = tollgate_core::mcp::CLAIMS_HEADER;

@@ -1147,13 +1147,18 @@ pub fn render_envoy_gateway(policy: &Policy, opts: &K8sOptions) -> anyhow::Resul
             // The MCP route's own, whatever the first one targets (a policy
             // on a route takes precedence over one on its Gateway). Envoy
             // Gateway forwards single claims (`claimToHeaders`), not the
-            // payload the sidecar reads in `MCP_CLAIMS_HEADER`: bad tokens
-            // are refused here, JWT callers are not identified on MCP routes.
+            // payload: the consumer and team claims, in headers the
+            // ClientTrafficPolicy removes from every client request first.
             let name = eg_mcp_route_name(opts);
-            docs.push(security(&name, "HTTPRoute", &name));
-            what.push_str(&format!(
-                "\nThe second one covers the MCP route: a bad token gets a 401 there too, but the sidecar does not learn who\na token names (Envoy Gateway cannot forward the verified payload, `{MCP_CLAIMS_HEADER}`), so MCP callers\nidentify with a gateway key (`x-api-key`)."
-            ));
+            let mut doc = security(&name, "HTTPRoute", &name);
+            doc["spec"]["jwt"]["providers"][0]["claimToHeaders"] = json!([
+                {"header": tollgate_core::mcp::CONSUMER_CLAIM_HEADER, "claim": jwt.consumer_claim},
+                {"header": tollgate_core::mcp::TEAM_CLAIM_HEADER, "claim": jwt.team_claim},
+            ]);
+            docs.push(doc);
+            what.push_str(
+                "\nThe second one covers the MCP route: a bad token gets a 401 there too; a good one's consumer and team\nclaims reach the sidecar, which identifies the caller by them.",
+            );
         }
         files.push(("80-jwt.yaml".into(), yaml_docs(&what, &docs)?));
     }
@@ -3048,16 +3053,26 @@ mod tests {
                 mcp["spec"]["targetRefs"],
                 json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "tollgate-mcp"}])
             );
-            assert_eq!(mcp["spec"]["jwt"], main["spec"]["jwt"], "the same verification");
+            // The same verification; on the MCP route the consumer and team
+            // claims are forwarded to the sidecar (Envoy Gateway cannot
+            // forward the payload), on no other route.
+            let mut same = mcp["spec"]["jwt"].clone();
+            let forwarded = same["providers"][0].as_object_mut().unwrap().remove("claimToHeaders").unwrap();
+            assert_eq!(same, main["spec"]["jwt"]);
+            assert_eq!(
+                forwarded,
+                json!([
+                    {"header": "x-tollgate-jwt-consumer", "claim": "sub"},
+                    {"header": "x-tollgate-jwt-team", "claim": "team"},
+                ])
+            );
             assert_eq!(mcp["spec"]["jwt"]["optional"], true, "gateway keys still pass");
-            // Envoy Gateway cannot forward the payload: nothing pretends to.
-            assert!(!files.iter().any(|(_, text)| text.contains("claimToHeaders")));
-            // A client's copy of the header never reaches the sidecar.
+            // A client's copy of those headers never reaches the sidecar.
             let ctp = kind(&docs(&files, "20-envoyproxy.yaml"), "ClientTrafficPolicy").clone();
             let removed = ctp["spec"]["headers"]["earlyRequestHeaders"]["remove"].as_array().unwrap().clone();
-            assert!(removed.contains(&json!(MCP_CLAIMS_HEADER)), "{removed:?}");
-            let text = &files.iter().find(|(n, _)| n == "80-jwt.yaml").unwrap().1;
-            assert!(text.contains("MCP callers\n# identify with a gateway key"), "{text}");
+            for header in [MCP_CLAIMS_HEADER, "x-tollgate-jwt-consumer", "x-tollgate-jwt-team"] {
+                assert!(removed.contains(&json!(header)), "{header}: {removed:?}");
+            }
         }
         // Without MCP routes, one SecurityPolicy.
         let files = render_envoy_gateway(&with_jwt(&parse_policy(POLICY).unwrap(), tmp.path()), &eg_opts()).unwrap();

@@ -708,21 +708,38 @@ impl Gateway {
 }
 
 /// Who is calling: a gateway key, or (with `access.jwt`) the JWT payload
-/// Envoy verified and forwarded in [`MCP_CLAIMS_HEADER`] (Envoy removes a
-/// client's copy of that header before anything else reads the request).
+/// Envoy verified and forwarded in [`MCP_CLAIMS_HEADER`], or the claims it
+/// forwarded one by one (Envoy Gateway: [`forwarded_claims`]). Envoy removes
+/// a client's copy of these headers before anything else reads the request.
 fn caller(shared: &Shared, headers: &HeaderMap, time: SystemTime) -> Result<Option<Identity>, tollgate_core::Error> {
     use base64::Engine as _;
-    let claims = shared
-        .policy
-        .access
-        .jwt
-        .as_ref()
+    let jwt = shared.policy.access.jwt.as_ref();
+    let claims = jwt
         .and_then(|_| headers.get(MCP_CLAIMS_HEADER))
         .and_then(|v| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.as_bytes().trim_ascii_end()).ok())
         .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
-        .filter(Value::is_object);
+        .filter(Value::is_object)
+        .or_else(|| forwarded_claims(jwt?, headers));
     let metadata = claims.as_ref().map(crate::identity::jwt_metadata);
     identify(&shared.policy, &shared.keys.current(), headers, metadata.as_ref(), time)
+}
+
+/// The payload of a token Envoy verified (its issuer and audience checked)
+/// and whose consumer and team claims it forwarded in headers of their own,
+/// as Envoy Gateway's `claimToHeaders` does.
+fn forwarded_claims(jwt: &tollgate_core::access::JwtPolicy, headers: &HeaderMap) -> Option<Value> {
+    use tollgate_core::mcp::{CONSUMER_CLAIM_HEADER, TEAM_CLAIM_HEADER};
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let mut payload = serde_json::Map::new();
+    payload.insert("iss".into(), json!(jwt.issuer));
+    if let Some(aud) = jwt.audiences.first() {
+        payload.insert("aud".into(), json!(aud));
+    }
+    payload.insert(jwt.consumer_claim.clone(), json!(header(CONSUMER_CLAIM_HEADER)?));
+    if let Some(team) = header(TEAM_CLAIM_HEADER) {
+        payload.insert(jwt.team_claim.clone(), json!(team));
+    }
+    Some(Value::Object(payload))
 }
 
 /// The gateway's own URL as the client sees it (Envoy passes the host on).
