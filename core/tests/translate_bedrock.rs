@@ -636,8 +636,18 @@ fn bedrock_models_route_to_a_bedrock_provider_with_escaped_model_paths() {
     ] {
         let r = policy.route(ApiKind::OpenAiChat, model).unwrap();
         assert_eq!((r.provider, r.api), ("aws", ApiKind::BedrockConverse), "{model}");
-        assert_eq!(r.translation(ApiKind::OpenAiChat), Some(Direction::OpenAiToBedrock));
-        assert_eq!(r.translation(ApiKind::AnthropicMessages), Some(Direction::AnthropicToBedrock));
+        assert_eq!(policy.translation(ApiKind::OpenAiChat, r.provider, r.api), Some(Direction::OpenAiToBedrock));
+        // An Anthropic client reaches Claude through InvokeModel, anything else through Converse.
+        let r = policy.route(ApiKind::AnthropicMessages, model).unwrap();
+        let expected = if model.contains("anthropic.claude") {
+            (ApiKind::AnthropicMessages, Direction::AnthropicOnBedrock)
+        } else {
+            (ApiKind::BedrockConverse, Direction::AnthropicToBedrock)
+        };
+        assert_eq!(
+            (r.api, policy.translation(ApiKind::AnthropicMessages, r.provider, r.api)),
+            (expected.0, Some(expected.1))
+        );
     }
     // A Claude model by its Anthropic name is not a Bedrock id.
     assert!(

@@ -322,9 +322,9 @@ fn gemini_models_route_to_a_gemini_provider_or_the_mock() {
     );
     let r = policy.route(ApiKind::OpenAiChat, "gemini-2.5-flash").unwrap();
     assert_eq!((r.provider, r.api), ("g", ApiKind::GeminiGenerate));
-    assert_eq!(r.translation(ApiKind::OpenAiChat), Some(Direction::OpenAiToGemini));
+    assert_eq!(policy.translation(ApiKind::OpenAiChat, r.provider, r.api), Some(Direction::OpenAiToGemini));
     let r = policy.route(ApiKind::AnthropicMessages, "gemini-2.5-flash").unwrap();
-    assert_eq!(r.translation(ApiKind::AnthropicMessages), Some(Direction::AnthropicToGemini));
+    assert_eq!(policy.translation(ApiKind::AnthropicMessages, r.provider, r.api), Some(Direction::AnthropicToGemini));
     assert_eq!(policy.route(ApiKind::OpenAiChat, "gpt-4o").unwrap().provider, "o");
     // Embeddings are not translated: a Gemini model's goes to an OpenAI-API provider unchanged.
     assert_eq!(policy.route(ApiKind::OpenAiEmbeddings, "gemini-embedding-001").unwrap().provider, "o");

@@ -140,7 +140,7 @@ fn on_body(shared: &Shared, variant: &(String, usize), state: &mut AttemptState,
     else {
         return immediate(api, "", &Error::UnknownModel(t.model.clone()), &[]);
     };
-    let direction = tollgate_core::translate::Direction::for_pair(api.family(), upstream_api.family());
+    let direction = policy.translation(api, &t.provider, upstream_api);
     let stream = json.get("stream").and_then(serde_json::Value::as_bool).unwrap_or(false);
     let client_model = json.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
     let body = match direction {

@@ -207,3 +207,53 @@ async fn a_slow_target_times_out_into_the_next() {
     assert_eq!(answered_by(&gw, "patient", "hi", &slow).await, "gpt-4o-mini");
     assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
 }
+
+/// Claude on Bedrock as a later target for an Anthropic client: the attempt
+/// goes out through InvokeModel (Anthropic's request in Bedrock's envelope,
+/// signed for it), its answer and its stream come back as Anthropic's.
+#[tokio::test]
+async fn claude_on_bedrock_takes_a_fallback_attempt_through_invoke_model() {
+    let dead = test_port().unwrap();
+    let gw = Gateway::start(Options {
+        providers_extra: format!(
+            "  dead: {{kind: anthropic, baseUrl: 'http://127.0.0.1:{dead}'}}\n  aws: {{kind: bedrock, baseUrl: 'http://{{mock}}', region: us-east-1, keyEnv: BEDROCK_KEY}}"
+        ),
+        policy_extra: "
+models:
+  claude: {targets: [{provider: dead, model: claude-haiku-4-5}, {provider: aws, model: anthropic.claude-3-5-haiku-20241022-v1:0}]}
+"
+        .into(),
+        sidecar_env: vec![("BEDROCK_KEY".into(), "ABSK-test-bedrock-key".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ask = |stream: bool| {
+        json!({"model": "claude", "max_tokens": 50, "stream": stream,
+            "messages": [{"role": "user", "content": "Say hello to Ada"}]})
+    };
+    let resp = gw.post("/v1/messages", &ask(false)).await;
+    assert_eq!(resp.status(), 200, "{}", gw.log_text());
+    assert_eq!(resp.headers()["x-envoy-attempt-count"], "2");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!((&body["type"], &body["model"]), (&json!("message"), &json!("claude")), "{body}");
+    assert!(body["content"][0]["text"].as_str().unwrap().contains("Say hello to Ada"), "{body}");
+
+    let resp = gw.post("/v1/messages", &ask(true)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    let names: Vec<String> = sse_events(text.as_bytes()).iter().filter_map(|e| e.event.clone()).collect();
+    assert_eq!(names.first().map(String::as_str), Some("message_start"), "{text}");
+    assert_eq!(names.last().map(String::as_str), Some("message_stop"), "{text}");
+
+    let seen = gw.mock_requests().await;
+    let ops: Vec<&str> = seen.iter().filter_map(|r| r["bedrock"]["operation"].as_str()).collect();
+    assert_eq!(ops, ["InvokeModel", "InvokeModelWithResponseStream"], "{seen:?}");
+    for r in &seen {
+        let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["anthropic_version"], "bedrock-2023-05-31", "{body}");
+        assert!(body.get("model").is_none() && body.get("stream").is_none(), "{body}");
+        assert_eq!(r["headers"]["authorization"], "Bearer ABSK-test-bedrock-key");
+    }
+}

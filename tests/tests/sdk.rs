@@ -469,16 +469,32 @@ const BEDROCK_ARN: &str =
 /// The Converse calls the mock received for `model`: every one signed for us-east-1's
 /// `bedrock` service (or carrying the API key), the model in the path.
 async fn received_by_bedrock(gw: &Gateway, model: &str, expected: usize, streamed: usize, api_key: bool) -> Vec<Value> {
-    let seen: Vec<(Value, Value)> =
-        received(gw).await.into_iter().filter(|(req, _)| req["bedrock"]["modelId"] == model).collect();
+    received_by_bedrock_as(gw, model, ["Converse", "ConverseStream"], expected, streamed, api_key).await
+}
+
+/// The calls of operations `ops` (plain, streamed) the mock received for
+/// `model`, checked as [`received_by_bedrock`]: `expected` of them.
+async fn received_by_bedrock_as(
+    gw: &Gateway,
+    model: &str,
+    ops: [&str; 2],
+    expected: usize,
+    streamed: usize,
+    api_key: bool,
+) -> Vec<Value> {
+    let seen: Vec<(Value, Value)> = received(gw)
+        .await
+        .into_iter()
+        .filter(|(req, _)| {
+            req["bedrock"]["modelId"] == model && ops.iter().any(|op| req["bedrock"]["operation"] == *op)
+        })
+        .collect();
     assert_eq!(seen.len(), expected, "{seen:?}");
     let mut bodies = Vec::new();
     let mut sse = 0;
     for (req, body) in seen {
         let call = &req["bedrock"];
-        let op = text(call, "operation");
-        assert!(op == "Converse" || op == "ConverseStream", "{req}");
-        sse += usize::from(op == "ConverseStream");
+        sse += usize::from(text(call, "operation") == ops[1]);
         let auth = &call["auth"];
         if api_key {
             assert_eq!(auth["scheme"], "bearer", "{req}");
@@ -522,9 +538,27 @@ async fn openai_and_anthropic_sdks_are_served_by_bedrock_with_sigv4() {
     assert_eq!(tool_use["toolUseId"], result["toolUseId"], "{round}");
     assert!(result["content"].to_string().contains("Ada Lovelace, 1815"), "{round}");
 
+    // Claude for the Anthropic SDK: InvokeModel, Anthropic's own request in
+    // Bedrock's envelope (no translation), its frames unwrapped for the SDK.
     let out = run_script(&gw, "anthropic_client.py", &["profile"]).await;
     assert_anthropic_client(&out, "profile");
-    received_by_bedrock(&gw, BEDROCK_ARN, 8, 4, false).await;
+    let ops = ["InvokeModel", "InvokeModelWithResponseStream"];
+    let bodies = received_by_bedrock_as(&gw, BEDROCK_ARN, ops, 8, 4, false).await;
+    for body in &bodies {
+        assert_eq!(body["anthropic_version"], "bedrock-2023-05-31", "{body}");
+        assert!(body.get("stream").is_none() && body["max_tokens"].is_u64(), "{body}");
+    }
+    let tools: Vec<&Value> = bodies.iter().filter(|b| b.get("tools").is_some()).collect();
+    assert!(!tools.is_empty(), "{bodies:?}");
+    assert_eq!(tools[0]["tools"][0]["input_schema"]["required"], json!(["query"]), "Anthropic's tool shape");
+    assert_eq!(tools[0]["tool_choice"], json!({"type": "any"}));
+    // The OpenAI SDK still reaches Claude through Converse.
+    let ask = json!({"model": "profile", "messages": [{"role": "user", "content": "Say hello to Ada"}]});
+    let resp = gw.post("/v1/chat/completions", &ask).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion", "{body}");
+    received_by_bedrock(&gw, BEDROCK_ARN, 1, 0, false).await;
 }
 
 #[tokio::test]
@@ -556,6 +590,29 @@ async fn bedrock_with_an_api_key_and_a_stream_that_fails_midway() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ThrottlingException", "{body}");
     received_by_bedrock(&gw, "amazon.nova-pro-v1:0", 3, 2, true).await;
+    // Claude through InvokeModel: a stream ended by an exception frame is an
+    // Anthropic `error` event after the text that came before it.
+    let ask = json!({"model": "profile", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "Say hello to Ada"}]});
+    let resp = gw.post_with("/v1/messages", &ask, &[("x-mock-bedrock-stream-error", "429")]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.trim().is_empty()).collect();
+    assert!(events[0].starts_with("event: message_start"), "{text}");
+    assert!(text.contains("event: content_block_delta"), "{text}");
+    let last = events[events.len() - 1];
+    assert!(last.starts_with("event: error") && last.contains("rate_limit_error"), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+    received_by_bedrock_as(&gw, BEDROCK_ARN, ["InvokeModel", "InvokeModelWithResponseStream"], 1, 1, true).await;
+    // The usage of a streamed InvokeModel answer is counted like Anthropic's.
+    let ask = json!({"model": "profile", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "Say hello to Grace"}]});
+    let resp = gw.post("/v1/messages", &ask).await;
+    assert!(resp.text().await.unwrap().contains("event: message_stop"));
+    let records = gw.audit_records();
+    let last = records.iter().rev().find(|r| r["requestedModel"] == "profile").unwrap();
+    assert!(last["inputTokens"].as_u64().unwrap() > 0 && last["outputTokens"].as_u64().unwrap() > 0, "{last}");
     for req in gw.mock_requests().await {
         for (name, _) in client_headers {
             assert!(req["headers"].get(name).is_none(), "{name} reached the provider: {req}");

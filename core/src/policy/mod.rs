@@ -27,7 +27,7 @@ mod validate;
 pub(crate) mod values;
 
 pub use parse::{deserialize_named, from_json_named};
-pub use routing::{model_family, Route, AZURE_API_VERSION, VERTEX_ANTHROPIC_VERSION};
+pub use routing::{is_bedrock_claude, model_family, Route, AZURE_API_VERSION, VERTEX_ANTHROPIC_VERSION};
 pub use schema::{
     envoy_duration, Audit, AuditText, FailModes, Inspection, Listen, ModelRoute, Otlp, OtlpProtocol, Policy, Provider,
     ProviderKind, Sidecar, SidecarTls, SidecarTlsMode, Strategy, Target, Telemetry, Timeouts,

@@ -4,6 +4,7 @@
 use super::schema::{ModelRoute, Policy, Provider, ProviderKind, Strategy, Target};
 use crate::api::{ApiFamily, ApiKind};
 use crate::error::Error;
+use crate::translate::Direction;
 
 impl ProviderKind {
     /// Whether a provider of this kind serves requests of `family` natively.
@@ -88,6 +89,10 @@ impl Provider {
     /// deployment's path with `api-version`, for Gemini the model's
     /// `generateContent` (`streamGenerateContent?alt=sse` when `stream`).
     pub fn request_path(&self, api: ApiKind, model: &str, stream: bool) -> String {
+        if self.kind == ProviderKind::Bedrock && api == ApiKind::AnthropicMessages {
+            let id = percent_encode(model);
+            return format!("/model/{id}/{}", if stream { "invoke-with-response-stream" } else { "invoke" });
+        }
         if api == ApiKind::BedrockConverse {
             // A model id may be an ARN: every reserved character is escaped.
             let id = percent_encode(model);
@@ -173,11 +178,6 @@ impl Route<'_> {
         }
         self
     }
-
-    /// The translation this route needs, if the provider speaks the other family.
-    pub fn translation(&self, client: ApiKind) -> Option<crate::translate::Direction> {
-        crate::translate::Direction::for_pair(client.family(), self.api.family())
-    }
 }
 
 /// The family a model natively belongs to, by its name.
@@ -203,6 +203,26 @@ fn is_bedrock_model(model: &str) -> bool {
         .find_map(|region| model.strip_prefix(region))
         .unwrap_or(model);
     model.starts_with("arn:aws:bedrock:") || VENDORS.iter().any(|v| model.starts_with(v))
+}
+
+/// A Bedrock id of one of Anthropic's models (`anthropic.claude-…`, a
+/// cross-region profile `us.anthropic.claude-…`, or an ARN naming one):
+/// InvokeModel takes Anthropic's own Messages request for these.
+pub fn is_bedrock_claude(model: &str) -> bool {
+    let model = ["us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au."]
+        .iter()
+        .find_map(|region| model.strip_prefix(region))
+        .unwrap_or(model);
+    model.starts_with("anthropic.claude")
+        || (model.starts_with("arn:aws:bedrock:") && model.rsplit('/').next().is_some_and(is_bedrock_claude))
+}
+
+/// Whether `provider` serves a request of `api` for `model` as Claude on
+/// Bedrock through InvokeModel: an Anthropic Messages client, a Bedrock
+/// provider, one of Anthropic's models. Nothing is lost in translation
+/// (prompt caching, thinking, Anthropic's betas pass as sent).
+fn invokes_claude(kind: ProviderKind, api: ApiKind, model: &str) -> bool {
+    kind == ProviderKind::Bedrock && api == ApiKind::AnthropicMessages && is_bedrock_claude(model)
 }
 
 /// The chat API of a family.
@@ -240,7 +260,10 @@ impl Policy {
             let own = |p: &Provider| {
                 p.kind.serves(native) && !(p.kind == ProviderKind::VertexAi && native == ApiFamily::Anthropic)
             };
-            if let Some((name, _)) = self.providers.iter().find(|(_, p)| own(p)) {
+            if let Some((name, p)) = self.providers.iter().find(|(_, p)| own(p)) {
+                if invokes_claude(p.kind, api, model) {
+                    return Ok(Route { provider: name, model, api });
+                }
                 return Ok(Route { provider: name, model, api: chat_api(native) }.or_native(api));
             }
         }
@@ -260,6 +283,9 @@ impl Policy {
         let family = api.family();
         let translatable = matches!(api, ApiKind::OpenAiChat | ApiKind::AnthropicMessages);
         let kind = self.providers.get(provider)?.kind;
+        if invokes_claude(kind, api, model) {
+            return Some(api);
+        }
         let prefer_other = kind == ProviderKind::Mock && model_family(model) != family;
         let target = kind.chat_family(model);
         if kind.serves(family) && !(prefer_other && translatable) {
@@ -269,6 +295,18 @@ impl Policy {
         } else {
             None
         }
+    }
+
+    /// The translation a request of the client's API needs to reach
+    /// `provider` over `upstream` (what [`Policy::reach`] or
+    /// [`Policy::route`] chose): none within a family; Claude on Bedrock
+    /// keeps Anthropic's request in Bedrock's envelope.
+    pub fn translation(&self, client: ApiKind, provider: &str, upstream: ApiKind) -> Option<Direction> {
+        let kind = self.providers.get(provider).map(|p| p.kind);
+        if kind == Some(ProviderKind::Bedrock) && upstream == ApiKind::AnthropicMessages {
+            return Some(Direction::AnthropicOnBedrock);
+        }
+        Direction::for_pair(client.family(), upstream.family())
     }
 
     /// The alias's targets when it has several (or one with its own
@@ -307,7 +345,7 @@ mod tests {
         // Targets keep their order: an OpenAI chat client reaches the Claude target through translation ...
         let r = p.route(ApiKind::OpenAiChat, "smart").unwrap();
         assert_eq!((r.provider, r.api), ("claude", ApiKind::AnthropicMessages));
-        assert_eq!(r.translation(ApiKind::OpenAiChat), Some(crate::translate::Direction::OpenAiToAnthropic));
+        assert_eq!(p.translation(ApiKind::OpenAiChat, r.provider, r.api), Some(Direction::OpenAiToAnthropic));
         // ... but an API that cannot be translated takes the first target speaking it.
         assert_eq!(
             route(&p, ApiKind::OpenAiEmbeddings, "smart"),
@@ -342,5 +380,53 @@ mod tests {
         assert_eq!(route(&mock, ApiKind::AnthropicMessages, "claude-haiku-4-5").2, ApiKind::AnthropicMessages);
         assert_eq!(route(&mock, ApiKind::OpenAiEmbeddings, "text-embedding-3-small").2, ApiKind::OpenAiEmbeddings);
         assert_eq!(p.default_provider(), Some("claude"));
+    }
+
+    #[test]
+    fn claude_on_bedrock_takes_invoke_model_for_anthropic_clients() {
+        let p = yaml(
+            "providers:\n  aws: {kind: bedrock, baseUrl: 'https://bedrock-runtime.us-east-1.amazonaws.com', region: us-east-1}\nmodels:\n  sonnet: {targets: [{provider: aws, model: us.anthropic.claude-sonnet-4-5-v1:0}]}\n  nova: {targets: [{provider: aws, model: amazon.nova-pro-v1:0}]}\n",
+        )
+        .unwrap();
+        let claude = "anthropic.claude-3-5-haiku-20241022-v1:0";
+        for model in [claude, "sonnet"] {
+            let r = p.route(ApiKind::AnthropicMessages, model).unwrap();
+            assert_eq!(r.api, ApiKind::AnthropicMessages, "{model}");
+            assert_eq!(
+                p.translation(ApiKind::AnthropicMessages, r.provider, r.api),
+                Some(Direction::AnthropicOnBedrock)
+            );
+        }
+        // OpenAI clients keep Converse; other models too.
+        let r = p.route(ApiKind::OpenAiChat, claude).unwrap();
+        assert_eq!(
+            (r.api, p.translation(ApiKind::OpenAiChat, r.provider, r.api)),
+            (ApiKind::BedrockConverse, Some(Direction::OpenAiToBedrock))
+        );
+        let r = p.route(ApiKind::AnthropicMessages, "nova").unwrap();
+        assert_eq!(
+            (r.api, p.translation(ApiKind::AnthropicMessages, r.provider, r.api)),
+            (ApiKind::BedrockConverse, Some(Direction::AnthropicToBedrock))
+        );
+        assert_eq!(p.reach(ApiKind::AnthropicMessages, "aws", claude), Some(ApiKind::AnthropicMessages));
+        let aws = &p.providers["aws"];
+        assert_eq!(
+            aws.request_path(ApiKind::AnthropicMessages, "us.anthropic.claude-sonnet-4-5-v1:0", true),
+            "/model/us.anthropic.claude-sonnet-4-5-v1%3A0/invoke-with-response-stream"
+        );
+        assert_eq!(
+            aws.request_path(ApiKind::AnthropicMessages, claude, false),
+            "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke"
+        );
+        for (model, yes) in [
+            (claude, true),
+            ("eu.anthropic.claude-sonnet-4-5-v1:0", true),
+            ("arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-sonnet-4-5-v1:0", true),
+            ("amazon.nova-pro-v1:0", false),
+            ("claude-sonnet-4-5", false),
+            ("arn:aws:bedrock:us-east-1:1:inference-profile/us.meta.llama3-v1:0", false),
+        ] {
+            assert_eq!(is_bedrock_claude(model), yes, "{model}");
+        }
     }
 }

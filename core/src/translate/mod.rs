@@ -11,7 +11,11 @@
 //!   Bedrock model through the Converse API (its stream is an AWS event
 //!   stream, translated from bytes: [`StreamTranslation::push_bytes`]).
 //!
-//! An Anthropic Messages client served by a Gemini or Bedrock model goes
+//! - [`anthropic_on_bedrock`]: an Anthropic Messages client served by Claude
+//!   on Bedrock through InvokeModel: the same request and answer in Bedrock's
+//!   envelope (the stream's frames unwrapped into Anthropic's events).
+//!
+//! An Anthropic Messages client served by any other Gemini or Bedrock model goes
 //! through the OpenAI shape: its request is translated to OpenAI's, then to
 //! the provider's, and the answer back the same way (both steps are the
 //! tested one-way translations above; what the first refuses is refused).
@@ -31,6 +35,7 @@ use crate::api::{ApiFamily, ApiKind};
 use crate::error::{error_body, Error};
 use crate::sse::SseEvent;
 
+pub mod anthropic_on_bedrock;
 pub mod anthropic_to_openai;
 mod openai_request;
 pub mod openai_to_anthropic;
@@ -52,6 +57,9 @@ pub enum Direction {
     OpenAiToBedrock,
     /// An Anthropic Messages client, a Bedrock provider (through OpenAI's shape).
     AnthropicToBedrock,
+    /// An Anthropic Messages client, Claude on Bedrock through InvokeModel
+    /// (Anthropic's own request and answer in Bedrock's envelope).
+    AnthropicOnBedrock,
 }
 
 impl Direction {
@@ -74,9 +82,13 @@ impl Direction {
         self.client_api().family()
     }
 
-    /// The family the provider speaks.
+    /// The family the provider speaks (its headers and errors): Bedrock's
+    /// for Claude on Bedrock, whose body is Anthropic's.
     pub fn provider(self) -> ApiFamily {
-        self.provider_api().family()
+        match self {
+            Direction::AnthropicOnBedrock => ApiFamily::Bedrock,
+            _ => self.provider_api().family(),
+        }
     }
 
     /// The API the client called (the only one each direction translates).
@@ -85,16 +97,17 @@ impl Direction {
             Direction::OpenAiToAnthropic | Direction::OpenAiToGemini | Direction::OpenAiToBedrock => {
                 ApiKind::OpenAiChat
             }
-            Direction::AnthropicToOpenAi | Direction::AnthropicToGemini | Direction::AnthropicToBedrock => {
-                ApiKind::AnthropicMessages
-            }
+            Direction::AnthropicToOpenAi
+            | Direction::AnthropicToGemini
+            | Direction::AnthropicToBedrock
+            | Direction::AnthropicOnBedrock => ApiKind::AnthropicMessages,
         }
     }
 
-    /// The provider API the translated request is sent to.
+    /// The provider API the translated request is sent to (its body's shape).
     pub fn provider_api(self) -> ApiKind {
         match self {
-            Direction::OpenAiToAnthropic => ApiKind::AnthropicMessages,
+            Direction::OpenAiToAnthropic | Direction::AnthropicOnBedrock => ApiKind::AnthropicMessages,
             Direction::AnthropicToOpenAi => ApiKind::OpenAiChat,
             Direction::OpenAiToGemini | Direction::AnthropicToGemini => ApiKind::GeminiGenerate,
             Direction::OpenAiToBedrock | Direction::AnthropicToBedrock => ApiKind::BedrockConverse,
@@ -114,6 +127,7 @@ impl Direction {
             Direction::AnthropicToBedrock => {
                 openai_to_bedrock::request(&anthropic_to_openai::request(body, upstream_model)?, upstream_model)
             }
+            Direction::AnthropicOnBedrock => anthropic_on_bedrock::request(body),
         }
     }
 
@@ -130,6 +144,7 @@ impl Direction {
             Direction::AnthropicToBedrock => {
                 anthropic_to_openai::response(&openai_to_bedrock::response(body, client_model)?, client_model)
             }
+            Direction::AnthropicOnBedrock => Ok(anthropic_on_bedrock::response(body, client_model)),
         }
     }
 
@@ -150,6 +165,7 @@ impl Direction {
             Direction::AnthropicToBedrock => {
                 anthropic_to_openai::error(&openai_to_bedrock::error(body, status, error_type), status)
             }
+            Direction::AnthropicOnBedrock => anthropic_on_bedrock::error(body, status, error_type),
         }
     }
 
@@ -176,6 +192,9 @@ impl Direction {
                 openai_to_bedrock::StreamTranslator::new(client_model),
                 anthropic_to_openai::StreamTranslator::new(client_model),
             ))),
+            Direction::AnthropicOnBedrock => StreamTranslation::AnthropicOnBedrock(Box::new(
+                anthropic_on_bedrock::StreamTranslator::new(client_model),
+            )),
         }
     }
 }
@@ -192,6 +211,8 @@ pub enum StreamTranslation {
     OpenAiToBedrock(Box<openai_to_bedrock::StreamTranslator>),
     /// Bedrock's bytes to OpenAI chunks, those to Anthropic events.
     AnthropicToBedrock(Box<(openai_to_bedrock::StreamTranslator, anthropic_to_openai::StreamTranslator)>),
+    /// InvokeModel's frames to the Anthropic events they carry.
+    AnthropicOnBedrock(Box<anthropic_on_bedrock::StreamTranslator>),
 }
 
 impl StreamTranslation {
@@ -206,14 +227,21 @@ impl StreamTranslation {
                 gemini.push(event).iter().flat_map(|e| anthropic.push(e)).collect()
             }
             // Bedrock's stream is binary: see `push_bytes`.
-            StreamTranslation::OpenAiToBedrock(_) | StreamTranslation::AnthropicToBedrock(_) => Vec::new(),
+            StreamTranslation::OpenAiToBedrock(_)
+            | StreamTranslation::AnthropicToBedrock(_)
+            | StreamTranslation::AnthropicOnBedrock(_) => Vec::new(),
         }
     }
 
     /// Whether the provider's stream is bytes (an AWS event stream) rather
     /// than SSE: feed it to [`StreamTranslation::push_bytes`].
     pub fn is_binary(&self) -> bool {
-        matches!(self, StreamTranslation::OpenAiToBedrock(_) | StreamTranslation::AnthropicToBedrock(_))
+        matches!(
+            self,
+            StreamTranslation::OpenAiToBedrock(_)
+                | StreamTranslation::AnthropicToBedrock(_)
+                | StreamTranslation::AnthropicOnBedrock(_)
+        )
     }
 
     /// Client events for a chunk of a binary provider stream, at any split.
@@ -222,6 +250,12 @@ impl StreamTranslation {
     /// translator.
     pub fn push_bytes(&mut self, bytes: &[u8]) -> (Vec<SseEvent>, Option<crate::eventstream::Error>) {
         let (bedrock, anthropic) = match self {
+            StreamTranslation::AnthropicOnBedrock(t) => {
+                return match t.push_bytes(bytes) {
+                    Ok(events) => (events, None),
+                    Err(err) => (t.finish_broken(&err), Some(err)),
+                };
+            }
             StreamTranslation::OpenAiToBedrock(t) => (&mut **t, None),
             StreamTranslation::AnthropicToBedrock(pair) => {
                 let (bedrock, anthropic) = &mut **pair;
@@ -261,6 +295,9 @@ impl StreamTranslation {
                 out.extend(anthropic.finish());
                 out
             }
+            // A stream cut short has no `message_stop`: the gateway's filter
+            // (or the client) sees it end early, as with Anthropic itself.
+            StreamTranslation::AnthropicOnBedrock(_) => Vec::new(),
         }
     }
 }

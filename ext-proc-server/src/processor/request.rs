@@ -220,7 +220,7 @@ pub(super) async fn on_request_body(shared: &Shared, state: &mut StreamState, bo
     // An alias with several targets: Envoy walks them (each attempt shaped
     // by the sidecar as an upstream filter), so nothing changes here.
     let fallback = shared.policy.fallback(&parsed.model).is_some();
-    let direction = if fallback { None } else { route.translation(api) };
+    let direction = if fallback { None } else { shared.policy.translation(api, route.provider, route.api) };
     // Without the filter in front nothing asks an OpenAI stream for its
     // usage: ask, and drop the extra chunk for the client (`stream_usage`).
     let ask_usage = !inspected && direction.is_none() && !fallback && request_stream_usage(api, &mut json);
