@@ -257,3 +257,51 @@ models:
         assert_eq!(r["headers"]["authorization"], "Bearer ABSK-test-bedrock-key");
     }
 }
+
+/// Bedrock regions are targets of their own: with the first region's
+/// endpoint down, the attempt goes to the next one, signed (SigV4) for that
+/// provider's region.
+#[tokio::test]
+async fn a_bedrock_region_that_is_down_falls_back_to_the_next_region() {
+    let dead = test_port().unwrap();
+    let gw = Gateway::start(Options {
+        providers_extra: format!(
+            "  aws-us: {{kind: bedrock, baseUrl: 'http://127.0.0.1:{dead}', region: us-east-1}}\n  aws-eu: {{kind: bedrock, baseUrl: 'http://{{mock}}', region: eu-west-1}}"
+        ),
+        policy_extra: "
+models:
+  nova: {targets: [{provider: aws-us, model: us.amazon.nova-pro-v1:0}, {provider: aws-eu, model: eu.amazon.nova-pro-v1:0}]}
+"
+        .into(),
+        sidecar_env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), "AKIDEXAMPLE".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for stream in [false, true] {
+        let resp = gw.post("/v1/chat/completions", &chat("nova", stream)).await;
+        assert_eq!(resp.status(), 200, "{}", gw.log_text());
+        assert_eq!(resp.headers()["x-envoy-attempt-count"], "2");
+        assert_eq!(resp.headers()["x-tollgate-backend"], "aws-eu");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("Say hello"), "{text}");
+    }
+    let seen = gw.mock_requests().await;
+    let calls: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .map(|r| {
+            let b = &r["bedrock"];
+            (b["modelId"].as_str().unwrap(), b["operation"].as_str().unwrap(), b["auth"]["region"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("eu.amazon.nova-pro-v1:0", "Converse", "eu-west-1"),
+            ("eu.amazon.nova-pro-v1:0", "ConverseStream", "eu-west-1")
+        ]
+    );
+}

@@ -26,7 +26,7 @@ use sha2::Sha256;
 use tollgate_core::policy::Policy;
 use tollgate_e2e::mcp::{McpClient, McpServer};
 use tollgate_e2e::{paths, test_port, validate_in_envoy, Gateway, Options};
-use tollgate_ext_proc::cli::envoy::{render, RenderOptions, MCP_CLAIMS_HEADER, SIDECAR_CLUSTER};
+use tollgate_ext_proc::cli::envoy::{render, RenderOptions, MCP_CLAIMS_HEADER, SIDECAR_CLUSTER, WASM_FILTER};
 use tollgate_ext_proc::cli::k8s::{eg_ext_proc_cluster, render_envoy_gateway, render_istio, K8sOptions};
 use tollgate_ext_proc::config::parse_policy;
 
@@ -731,6 +731,26 @@ fn with_istio_mcp(policy: &Policy, plain: Value) -> Value {
             "route": action,
             "typed_per_filter_config": merged["typed_per_filter_config"],
         }));
+    }
+    // The filter as Istio names a WasmPlugin's (`<namespace>.<name>`), so the
+    // routes' per-filter settings reach it as they would there.
+    let wasm = docs(&files, "20-wasmplugin.yaml").into_iter().find(|d| d["kind"] == "WasmPlugin").unwrap();
+    let istio_name =
+        format!("{}.{}", wasm["metadata"]["namespace"].as_str().unwrap(), wasm["metadata"]["name"].as_str().unwrap());
+    let mut plain = plain;
+    let filters = http_filters(&mut plain);
+    let at = filters.iter().position(|f| f["name"] == WASM_FILTER).unwrap();
+    filters[at]["name"] = json!(istio_name);
+    let all = plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["route_config"]["virtual_hosts"][0]["routes"]
+        .as_array_mut()
+        .unwrap();
+    for route in all.iter_mut() {
+        if let Some(per) = route["typed_per_filter_config"].as_object_mut() {
+            if let Some(v) = per.remove(WASM_FILTER) {
+                per.insert(istio_name.clone(), v);
+            }
+        }
     }
     swap_in_mcp(plain, routes, &cluster)
 }

@@ -175,3 +175,38 @@ async fn claude_on_vertex_through_raw_predict_for_openai_and_anthropic_clients()
         );
     }
 }
+
+/// Regions are targets of their own: with the first region's endpoint down,
+/// the alias's attempt goes to the next region's publisher path, with that
+/// provider's own access token.
+#[tokio::test]
+async fn a_region_that_is_down_falls_back_to_the_next_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = service_account(dir.path());
+    let dead = tollgate_e2e::test_port().unwrap();
+    let gw = Gateway::start(Options {
+        providers_extra: format!(
+            "  vertex-us: {{kind: vertex-ai, baseUrl: 'http://127.0.0.1:{dead}', project: demo-proj, location: us-central1, credentialsFile: '{key}', tokenUrl: 'http://{{mock}}/token'}}\n  vertex-eu: {{kind: vertex-ai, baseUrl: 'http://{{mock}}', project: demo-proj, location: europe-west4, credentialsFile: '{key}', tokenUrl: 'http://{{mock}}/token'}}"
+        ),
+        policy_extra: "models:\n  vgem: {targets: [{provider: vertex-us, model: gemini-2.5-flash}, {provider: vertex-eu, model: gemini-2.5-flash}]}\n".into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    for stream in [false, true] {
+        let ask =
+            json!({"model": "vgem", "stream": stream, "messages": [{"role": "user", "content": "Say hello to Ada"}]});
+        let resp = gw.post("/v1/chat/completions", &ask).await;
+        assert_eq!(resp.status(), 200, "{}", gw.log_text());
+        assert_eq!(resp.headers()["x-envoy-attempt-count"], "2");
+        assert_eq!(resp.headers()["x-tollgate-backend"], "vertex-eu");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("Say hello to Ada"), "{text}");
+    }
+    let (calls, exchanges) = seen(&gw).await;
+    assert_eq!(exchanges, 2, "each region's provider mints its own token");
+    let base = "/v1/projects/demo-proj/locations/europe-west4/publishers/google/models/gemini-2.5-flash";
+    let paths: Vec<&str> = calls.iter().filter_map(|c| c["path"].as_str()).collect();
+    assert_eq!(paths, [format!("{base}:generateContent"), format!("{base}:streamGenerateContent?alt=sse")]);
+    assert!(calls.iter().all(|c| bearer(c).starts_with("Bearer ")));
+}

@@ -562,10 +562,10 @@ pub fn render_istio(policy: &Policy, opts: &K8sOptions) -> anyhow::Result<Files>
     // header (see `istio_mcp_filter`).
     let mcp_claims = policy.access.jwt.is_some() && !mcp.is_empty();
     if !mcp.is_empty() {
-        let mut docs = vec![istio_mcp_filter(opts, &gw_ns, &mcp, mcp_claims)];
+        let mut docs = vec![istio_mcp_filter(opts, &gw_ns, &mcp, mcp_claims, &wasm_filter_name)];
         docs.extend(istio_mcp_egress(policy, opts)?);
         let mut what = String::from(
-            "MCP virtual servers: the VirtualService sends `/mcp/<name>` to the sidecar (HTTP/2, the mesh's mutual TLS),\nwhich serves the MCP gateway itself; this EnvoyFilter skips ext_proc on those routes (the sidecar identifies\nthe caller) and sets no route timeout but an idle one, as plain Envoy does. The ServiceEntries let the\nsidecar reach the upstream MCP servers from its namespace when the mesh admits registered hosts only\n(`outboundTrafficPolicy: REGISTRY_ONLY`); in-cluster names are in the registry already.",
+            "MCP virtual servers: the VirtualService sends `/mcp/<name>` to the sidecar (HTTP/2, the mesh's mutual TLS),\nwhich serves the MCP gateway itself; this EnvoyFilter skips ext_proc and the filter on those routes (the\nsidecar identifies the caller and inspects the traffic) and sets no route timeout but an idle one, as plain\nEnvoy does. The ServiceEntries let the\nsidecar reach the upstream MCP servers from its namespace when the mesh admits registered hosts only\n(`outboundTrafficPolicy: REGISTRY_ONLY`); in-cluster names are in the registry already.",
         );
         if mcp_claims {
             what.push_str(&format!(
@@ -655,8 +655,9 @@ fn strip_jwt_claims() -> Value {
 }
 
 /// Istio: the EnvoyFilter that gives each MCP route plain Envoy's settings
-/// Istio's VirtualService cannot express (ext_proc off on the route, its
-/// idle timeout), matched by the route's name.
+/// Istio's VirtualService cannot express (ext_proc and the WasmPlugin's
+/// filter, `wasm_filter`, off on the route; its idle timeout), matched by
+/// the route's name.
 ///
 /// `claims` (the policy has `access.jwt`): a `RequestAuthentication` has no
 /// paths, so Istio's JWT filter adds the verified payload
@@ -664,11 +665,14 @@ fn strip_jwt_claims() -> Value {
 /// before the router removes it, on every route of the gateway (other
 /// VirtualServices' too) but the MCP ones, where it is turned off: the
 /// payload reaches the sidecar, never a provider.
-fn istio_mcp_filter(opts: &K8sOptions, gw_ns: &str, mcp: &[(String, Value)], claims: bool) -> Value {
+fn istio_mcp_filter(opts: &K8sOptions, gw_ns: &str, mcp: &[(String, Value)], claims: bool, wasm_filter: &str) -> Value {
     let mut patches: Vec<Value> = mcp
         .iter()
         .map(|(slug, route)| {
             let mut per_filter = route["typed_per_filter_config"].clone();
+            // The sidecar inspects MCP traffic itself: the filter steps aside.
+            per_filter[wasm_filter] =
+                json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true});
             if claims {
                 per_filter[ISTIO_CLAIMS_FILTER] =
                     json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true});
@@ -2783,9 +2787,25 @@ mod tests {
             assert_eq!(p["patch"]["operation"], "MERGE");
             let value = &p["patch"]["value"];
             assert_eq!(value["route"], json!({"timeout": "0s", "idle_timeout": "300s"}));
-            assert_eq!(value["typed_per_filter_config"], plain[i]["typed_per_filter_config"]);
-            assert_eq!(value["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"], true);
+            let per_filter = value["typed_per_filter_config"].as_object().unwrap();
+            assert_eq!(
+                per_filter["envoy.filters.http.ext_proc"],
+                plain[i]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+            );
+            assert_eq!(per_filter["envoy.filters.http.ext_proc"]["disabled"], true);
+            // The WasmPlugin's filter, by the name Istio gives it, steps aside too.
+            assert_eq!(per_filter["istio-system.tollgate"]["disabled"], true);
+            assert_eq!(per_filter.len(), 2);
         }
+        let wasm = kind(&docs(&files, "20-wasmplugin.yaml"), "WasmPlugin").clone();
+        assert_eq!(
+            format!(
+                "{}.{}",
+                wasm["metadata"]["namespace"].as_str().unwrap(),
+                wasm["metadata"]["name"].as_str().unwrap()
+            ),
+            "istio-system.tollgate"
+        );
         // The ext_proc filter those routes turn off is the one inserted on the gateway.
         let ext_proc = &docs(&files, "30-envoyfilter.yaml")[0]["spec"]["configPatches"][0]["patch"]["value"];
         assert_eq!(ext_proc["name"], "envoy.filters.http.ext_proc");
