@@ -245,7 +245,9 @@ impl Gateway {
             gw.start_sidecar(&opts.sidecar_env).await?;
         }
 
-        let mut envoy = Proc::spawn("envoy", &mut envoy_command(&paths.envoy, &envoy_config, "info"), &log)?;
+        // `TOLLGATE_TEST_ENVOY_LOG=debug` to see Envoy's filter chain at work.
+        let level = std::env::var("TOLLGATE_TEST_ENVOY_LOG").unwrap_or_else(|_| "info".into());
+        let mut envoy = Proc::spawn("envoy", &mut envoy_command(&paths.envoy, &envoy_config, &level), &log)?;
         let admin = gw.admin.clone();
         let r = wait_ready(&mut envoy, &admin, "/ready", ready).await;
         gw.procs.push(envoy);

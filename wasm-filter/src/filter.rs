@@ -758,9 +758,12 @@ impl Filter {
                         }
                     }
                     JsonGuard::Blocked(rule) => {
-                        // The status line has left already (proxy-wasm cannot
-                        // hold response headers and read the body): the body
-                        // becomes the error, in the client API's shape.
+                        // The status line has left already: the body becomes
+                        // the error, in the client API's shape. (Holding the
+                        // headers until the body is read was tried: when the
+                        // body arrives while ext_proc still holds the headers,
+                        // Envoy never hands it to a filter that paused its
+                        // headers, and the stream hangs until its idle timeout.)
                         log::warn!("answer blocked by the output guard ({rule})");
                         count_moderation(host, &[rule.as_str()]);
                         host.increment(Metric::OutputBlocked, 1);
