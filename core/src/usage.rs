@@ -39,6 +39,23 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+impl Usage {
+    /// Usage from counters that report cache reads and writes apart from
+    /// the uncached input (Anthropic, Bedrock): all three make the input,
+    /// the reads are its cached part.
+    fn with_cache(uncached: Option<u64>, read: Option<u64>, written: Option<u64>, output: Option<u64>) -> Usage {
+        let cached = read.unwrap_or(0);
+        let input = uncached.unwrap_or(0).saturating_add(cached).saturating_add(written.unwrap_or(0));
+        let output = output.unwrap_or(0);
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_tokens: cached,
+            total_tokens: input.saturating_add(output),
+        }
+    }
+}
+
 /// Just the `usage` member; every other member is skipped without being
 /// materialized (embedding vectors can be megabytes).
 #[derive(Deserialize)]
@@ -183,15 +200,7 @@ impl AnthropicRaw {
         if self.input.is_none() && self.output.is_none() && self.cache_read.is_none() && self.cache_creation.is_none() {
             return None;
         }
-        let cached = self.cache_read.unwrap_or(0);
-        let input = self.input.unwrap_or(0).saturating_add(cached).saturating_add(self.cache_creation.unwrap_or(0));
-        let output = self.output.unwrap_or(0);
-        Some(Usage {
-            input_tokens: input,
-            output_tokens: output,
-            cached_tokens: cached,
-            total_tokens: input.saturating_add(output),
-        })
+        Some(Usage::with_cache(self.input, self.cache_read, self.cache_creation, self.output))
     }
 }
 
@@ -221,15 +230,7 @@ impl BedrockRaw {
         if self == BedrockRaw::default() {
             return None;
         }
-        let cached = self.cache_read.unwrap_or(0);
-        let input = self.input.unwrap_or(0).saturating_add(cached).saturating_add(self.cache_write.unwrap_or(0));
-        let output = self.output.unwrap_or(0);
-        Some(Usage {
-            input_tokens: input,
-            output_tokens: output,
-            cached_tokens: cached,
-            total_tokens: input.saturating_add(output),
-        })
+        Some(Usage::with_cache(self.input, self.cache_read, self.cache_write, self.output))
     }
 }
 
