@@ -14,6 +14,8 @@ mod props;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
+use tollgate_core::eventstream::Message;
+use tollgate_core::translate::Direction;
 use tollgate_core::ApiKind;
 
 fn corpus_root() -> PathBuf {
@@ -77,6 +79,11 @@ fn translate_json() {
 #[test]
 fn translate_stream() {
     run("translate_stream");
+}
+
+#[test]
+fn translate_frames() {
+    run("translate_frames");
 }
 
 #[test]
@@ -325,6 +332,134 @@ fn write_seeds() {
     add("eventstream", "seed-frames".into(), with_head(&[0, 5, 0], &frames));
     add("eventstream", "seed-frames-small-cap".into(), with_head(&[2, 1, 0], &frames));
     add("eventstream", "seed-payloads".into(), with_head(&[1, 3, 0], b"{\"a\":1}\0{\"b\":[true,null]}\0\0x"));
+
+    // Bedrock: Converse for both clients, InvokeModel for Anthropic clients.
+    let bedrock = common::fixtures().join("bedrock");
+    let json_mode =
+        |dir: Direction, part: u8| (0..=255u8).find(|m| props::translate_json_mode(*m) == (dir, part)).unwrap();
+    for (dir, client) in [(Direction::OpenAiToBedrock, "openai"), (Direction::AnthropicToBedrock, "anthropic")] {
+        for name in ["converse_text", "converse_tool_use", "converse_cache_usage", "converse_reasoning"] {
+            let body = std::fs::read(bedrock.join(format!("{name}.json"))).unwrap();
+            add(
+                "translate_json",
+                format!("seed-bedrock-{client}-{name}"),
+                with_head(&[json_mode(dir, 1), 0, 0], &body),
+            );
+        }
+        let typed = json!({"__type": "com.amazon.bedrock#ThrottlingException",
+            "message": "Too many requests, please wait before trying again."});
+        add(
+            "translate_json",
+            format!("seed-bedrock-{client}-error-type"),
+            with_head(&[json_mode(dir, 2), 0x90, 1], typed.to_string().as_bytes()),
+        );
+    }
+    add(
+        "translate_json",
+        "seed-bedrock-openai-request".into(),
+        with_head(
+            &[json_mode(Direction::OpenAiToBedrock, 0), 0, 0],
+            common::cassette("chat-tools").request.body.as_bytes(),
+        ),
+    );
+    add(
+        "translate_json",
+        "seed-bedrock-anthropic-request".into(),
+        with_head(&[json_mode(Direction::AnthropicToBedrock, 0), 0, 0], ANTHROPIC_REQUEST.as_bytes()),
+    );
+    let invoke = Direction::AnthropicOnBedrock;
+    add(
+        "translate_json",
+        "seed-invoke-request".into(),
+        with_head(&[json_mode(invoke, 0), 0, 0], ANTHROPIC_REQUEST.as_bytes()),
+    );
+    let answer = std::fs::read(common::fixtures().join("bedrock-mock").join("invoke_claude.json")).unwrap();
+    add("translate_json", "seed-invoke-response".into(), with_head(&[json_mode(invoke, 1), 0, 0], &answer));
+    let denied = br#"{"Message":"You don't have access to the model with the specified model ID."}"#;
+    add("translate_json", "seed-invoke-error".into(), with_head(&[json_mode(invoke, 2), 0x93, 1], denied));
+
+    // Bedrock's event streams: the recorded events as frames (raw streams) ...
+    let converse_frames = |name: &str| {
+        let text = std::fs::read_to_string(bedrock.join(format!("{name}.jsonl"))).unwrap();
+        let mut bytes = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (event, payload): (String, serde_json::Value) = serde_json::from_str(line).unwrap();
+            Message::event(&event, "application/json", payload.to_string().into_bytes())
+                .encode_into(&mut bytes)
+                .unwrap();
+        }
+        bytes
+    };
+    for name in ["converse_stream_text", "converse_stream_tool", "converse_stream_reasoning"] {
+        for (dir, client) in [(0u8, "openai"), (1, "anthropic")] {
+            add(
+                "translate_frames",
+                format!("seed-raw-{client}-{name}"),
+                with_head(&[4 | dir, 7, 0], &converse_frames(name)),
+            );
+        }
+    }
+    let invoke_stream =
+        std::fs::read_to_string(common::fixtures().join("bedrock-mock").join("invoke_stream_claude.jsonl")).unwrap();
+    let mut chunks = Vec::new();
+    for line in invoke_stream.lines().filter(|l| !l.trim().is_empty()) {
+        let payload = json!({"bytes": props::base64(line.as_bytes()), "p": "abcdefghijklmnopqrstu"});
+        Message::event("chunk", "application/json", payload.to_string().into_bytes()).encode_into(&mut chunks).unwrap();
+    }
+    add("translate_frames", "seed-raw-invoke".into(), with_head(&[6, 5, 0], &chunks));
+    let recorded = std::fs::read(bedrock.join("eventstream").join("invoke_stream_chunk.bin")).unwrap();
+    add("translate_frames", "seed-raw-invoke-recorded".into(), with_head(&[6, 3, 0], &recorded));
+    // ... and generated ones: mode, chunking, [cut], [change], end, tokens, operations.
+    let ops = |ops: &[(u8, u8, &str)]| {
+        let mut v = Vec::new();
+        for (op, arg, text) in ops {
+            v.extend_from_slice(&[*op, *arg]);
+            v.extend_from_slice(text.as_bytes());
+        }
+        v
+    };
+    let answer = ops(&[
+        (0, 0x06, "Hello!"),
+        (7, 0, ""),
+        (0, 0x85, " the "),
+        (0, 0xc4, "song"),
+        (4, 0x47, "thought"),
+        (1, 0x83, ""),
+        (2, 0x08, "{\"q\":\"x\""),
+        (2, 0x41, "}"),
+        (3, 0, ""),
+    ]);
+    for (dir, client) in [(0u8, "openai"), (1, "anthropic"), (2, "invoke")] {
+        let tool_use = 1;
+        add("translate_frames", format!("seed-{client}"), with_head(&[dir, 5, 0, tool_use, 25, 9], &answer));
+        let failing = ops(&[(0, 5, "Hello"), (5, 0, ""), (0, 3, "bye")]);
+        add("translate_frames", format!("seed-{client}-exception"), with_head(&[dir | 8, 3, 0, 0, 10, 2], &failing));
+        let error_frame = ops(&[(0, 5, "Hello"), (5, 0x80, "")]);
+        add(
+            "translate_frames",
+            format!("seed-{client}-error-frame"),
+            with_head(&[dir | 8, 0, 0, 0x40, 10, 2], &error_frame),
+        );
+        // Cut at byte 1000; byte 1500 changed.
+        add(
+            "translate_frames",
+            format!("seed-{client}-cut"),
+            with_head(&[dir | 0x10, 2, 0, 0xe8, 3, 0, 10, 2], &answer),
+        );
+        add(
+            "translate_frames",
+            format!("seed-{client}-changed"),
+            with_head(&[dir | 0x20, 9, 0, 0xdc, 5, 0x40, 0, 10, 2], &answer),
+        );
+        add(
+            "translate_frames",
+            format!("seed-{client}-odd"),
+            with_head(
+                &[dir | 0x40, 4, 0, 0x18, 10, 2],
+                &ops(&[(0, 2, "Hi"), (6, 4, "{\"type\":\"ping\"}\0"), (6, 5, "{}\0")]),
+            ),
+        );
+    }
 
     for (target, name, data) in seeds {
         let dir = corpus_root().join(target);

@@ -10,6 +10,7 @@ pub mod common;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
+use tollgate_core::eventstream::Message;
 use tollgate_core::filter_config::FilterConfig;
 use tollgate_core::firewall::Firewall;
 use tollgate_core::guard::{GuardAction, GuardOutcome, OutputGuard, OutputPolicy, PhraseRule};
@@ -38,6 +39,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("guard", guard),
     ("translate_json", translate_json),
     ("translate_stream", translate_stream),
+    ("translate_frames", translate_frames),
     ("usage_stream", usage_stream),
     ("policy", policy),
     ("mcp", mcp),
@@ -400,13 +402,34 @@ fn direction(bits: u8) -> Direction {
     }
 }
 
-/// Byte 0: direction (bit 0: the client's API; bit 7: a Gemini provider)
-/// and part (bits 1–2: request, response, error); bytes 1–2: an error
-/// status; the rest: a JSON body.
+/// The Bedrock directions, in a fixed order (a corpus byte keeps its meaning).
+pub const BEDROCK_DIRECTIONS: [Direction; 3] =
+    [Direction::OpenAiToBedrock, Direction::AnthropicToBedrock, Direction::AnthropicOnBedrock];
+
+/// The direction and the part (0 request, 1 response, 2 error) a
+/// `translate_json` input's first byte names: bits 5–6 a Bedrock direction
+/// (1 Converse for an OpenAI client, 2 Converse for an Anthropic client, 3
+/// InvokeModel); when both are 0, bit 0 the client and bit 7 a Gemini
+/// provider (the four directions as they always were); the part is
+/// `(byte >> 1) % 3`, as it always was.
+pub fn translate_json_mode(mode: u8) -> (Direction, u8) {
+    let dir = match (mode >> 5) & 3 {
+        0 => direction((mode & 1) | ((mode >> 6) & 2)),
+        b => BEDROCK_DIRECTIONS[usize::from(b - 1)],
+    };
+    (dir, (mode >> 1) % 3)
+}
+
+/// Byte 0: direction and part (see [`translate_json_mode`]); bytes 1–2: an
+/// error status; the rest: a JSON body.
 ///
 /// - a translated request is a valid request of the provider's API, for the
-///   upstream model, with the same stream flag;
-/// - a translated response keeps the provider's token counts;
+///   upstream model, with the same stream flag (where the body says the
+///   model and the flag: Gemini and Bedrock take them from the path);
+///   InvokeModel's is the client's without `model` and `stream`, with an
+///   `anthropic_version`;
+/// - a translated response keeps the provider's token counts (InvokeModel's
+///   is the provider's but for `model`, the client's);
 /// - a translated error has the client API's error shape.
 pub fn translate_json(data: &[u8]) {
     translate_json_check(data, false);
@@ -422,16 +445,17 @@ pub fn translate_json_strict(data: &[u8]) {
 
 fn translate_json_check(data: &[u8], strict: bool) {
     let mut inp = Input::new(data);
-    let mode = inp.byte();
+    let (dir, part) = translate_json_mode(inp.byte());
     let status = inp.u16();
-    // Bit 0: the client; bit 7: a Gemini provider.
-    let dir = direction((mode & 1) | ((mode >> 6) & 2));
     let Ok(body) = serde_json::from_slice::<Value>(inp.rest()) else { return };
-    match (mode >> 1) % 3 {
+    // Gemini and Bedrock name the model in the path (InvokeModel also whether it streams).
+    let in_path = dir.provider_api().model_in_path() || dir == Direction::AnthropicOnBedrock;
+    match part {
         0 => {
             // The gateway translates only what it parsed (and refuses the rest itself).
             let client = parse_request(dir.client_api(), &serde_json::to_vec(&body).unwrap());
-            if client.is_err() && !strict {
+            // InvokeModel passes the request on as it is: only a valid one stays valid.
+            if client.is_err() && (!strict || dir == Direction::AnthropicOnBedrock) {
                 return;
             }
             let Ok(out) = dir.request(&body, "upstream-model") else { return };
@@ -439,31 +463,41 @@ fn translate_json_check(data: &[u8], strict: bool) {
             if !strict && out.get("messages").and_then(Value::as_array).is_some_and(Vec::is_empty) {
                 return;
             }
+            if dir == Direction::AnthropicOnBedrock {
+                assert!(out.get("model").is_none() && out.get("stream").is_none(), "InvokeModel's body: {out}");
+                assert!(out["anthropic_version"].is_string() || body.get("anthropic_version").is_some(), "{out}");
+            }
             let mut out = out;
-            if dir.provider_api() == ApiKind::GeminiGenerate {
-                // Gemini's model is in the path; the parser wants the key.
+            if in_path {
+                // The parser wants the key.
                 out["model"] = json!("upstream-model");
             }
             let bytes = serde_json::to_vec(&out).unwrap();
             let r = parse_request(dir.provider_api(), &bytes)
                 .unwrap_or_else(|e| panic!("a translated request does not parse: {e}: {out}"));
-            if dir.provider_api() != ApiKind::GeminiGenerate {
+            if !dir.provider_api().model_in_path() {
                 assert_eq!(r.model, "upstream-model");
             }
-            let gemini = dir.provider_api() == ApiKind::GeminiGenerate;
-            // (Gemini streams by path, not by a body field.)
-            if let (Ok(client), false) = (parse_request(dir.client_api(), &serde_json::to_vec(&body).unwrap()), gemini)
-            {
+            if let (Ok(client), false) = (client, in_path) {
                 assert_eq!(r.stream, client.stream, "the stream flag");
             }
         }
         1 => {
             let Ok(out) = dir.response(&body, "client-model") else { return };
-            assert!(out.is_object());
+            assert!(out.is_object() || dir == Direction::AnthropicOnBedrock);
             // Counts that contradict themselves (more cached than input) have no one translation.
             if let Some(u) = usage_from_value(dir.provider_api(), &body).filter(|u| u.cached_tokens <= u.input_tokens) {
                 let t = usage_from_value(dir.client_api(), &out).expect("a translated response keeps its usage");
                 assert_eq!((t.input_tokens, t.output_tokens), (u.input_tokens, u.output_tokens), "usage: {out}");
+            }
+            if dir == Direction::AnthropicOnBedrock {
+                let (mut sent, mut got) = (body.clone(), out.clone());
+                if let (Some(sent), Some(got)) = (sent.as_object_mut(), got.as_object_mut()) {
+                    if sent.remove("model").is_some() {
+                        assert_eq!(got.remove("model"), Some(json!("client-model")), "the client's model");
+                    }
+                }
+                assert_eq!(got, sent, "InvokeModel's answer is Anthropic's");
             }
         }
         _ => {
@@ -518,15 +552,24 @@ fn translate_events(dir: Direction, events: &[SseEvent]) -> Vec<SseEvent> {
     out
 }
 
-/// A translated stream is well-formed for the client's API.
-fn assert_client_stream(api: ApiKind, out: &[SseEvent]) {
+/// Every event of a translated stream is well-formed SSE whose data is a
+/// JSON object (or OpenAI's `[DONE]`); an Anthropic event is named by its `type`.
+fn assert_well_formed(api: ApiKind, out: &[SseEvent]) {
     for e in out {
         assert_eq!(reparse(&e.to_bytes()), vec![e.clone()], "a translated event is not well-formed SSE: {e:?}");
         if !(api.family() == ApiFamily::OpenAi && e.is_done()) {
             let v: Value = serde_json::from_str(&e.data).unwrap_or_else(|err| panic!("not JSON: {err}: {e:?}"));
             assert!(v.is_object(), "an event's data is an object: {e:?}");
+            if api.family() == ApiFamily::Anthropic {
+                assert_eq!(e.event.as_deref(), v["type"].as_str(), "event named by its type: {e:?}");
+            }
         }
     }
+}
+
+/// A translated stream is well-formed for the client's API.
+fn assert_client_stream(api: ApiKind, out: &[SseEvent]) {
+    assert_well_formed(api, out);
     if out.is_empty() {
         return;
     }
@@ -538,10 +581,6 @@ fn assert_client_stream(api: ApiKind, out: &[SseEvent]) {
         }
     } else if api.family() == ApiFamily::Anthropic {
         {
-            for e in out {
-                let v: Value = serde_json::from_str(&e.data).unwrap();
-                assert_eq!(e.event.as_deref(), v["type"].as_str(), "event named by its type: {e:?}");
-            }
             let first = out[0].event.as_deref();
             assert!(matches!(first, Some("message_start" | "error")), "the stream starts with message_start: {out:?}");
             let starts = out.iter().filter(|e| e.event.as_deref() == Some("message_start")).count();
@@ -551,6 +590,538 @@ fn assert_client_stream(api: ApiKind, out: &[SseEvent]) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// translate_frames: Bedrock's event streams (Converse, InvokeModel), any chunking.
+
+/// Byte 0: the direction (bits 0–1, [`BEDROCK_DIRECTIONS`]) and the stream:
+/// bit 2, the rest of the input is the raw stream; else a stream is
+/// generated from it ([`provider_frames`]) with an exception frame (bit 3),
+/// frames no provider sends (bit 6), then cut short (bit 4) or one byte
+/// changed (bit 5). Bytes 1–2: the chunking. A generated stream's input
+/// goes on with the cut (2 bytes) and the change (2 bytes: where; 1 byte:
+/// the XOR) when asked for, then what [`provider_frames`] reads.
+///
+/// - the client's events are the same for any chunking;
+/// - each is well-formed SSE with a JSON object as data (or `[DONE]`), an
+///   Anthropic event named by its `type`;
+/// - a Converse direction's (any stream) and InvokeModel's (a generated
+///   stream) are one stream of the client's API (see [`translate_stream`]),
+///   with at most one error, nothing after it but OpenAI's `[DONE]`;
+/// - a generated stream ends in an error exactly when it failed: an
+///   exception frame, a changed byte the decoder reached, or (Converse) a
+///   frame cut short; InvokeModel's stream cut short just ends;
+/// - InvokeModel's client events are the Anthropic events its frames carry
+///   (`message_start` naming the client's model), up to the failure;
+/// - a stream that ended well reports the provider's usage to the client.
+pub fn translate_frames(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let mode = inp.byte();
+    let dir = BEDROCK_DIRECTIONS[usize::from(mode & 3) % 3];
+    let api = dir.client_api();
+    let seed = inp.u16();
+    if mode & 4 != 0 {
+        let stream = inp.rest();
+        let whole = translate_bytes(dir, stream, 0);
+        assert_eq!(whole, translate_bytes(dir, stream, seed), "the translation depends on the chunking");
+        if dir == Direction::AnthropicOnBedrock {
+            // Frames may carry any events, in any order.
+            assert_well_formed(api, &whole.0);
+        } else {
+            assert_client_stream(api, &whole.0);
+            assert_one_error(api, &whole.0);
+        }
+        return;
+    }
+    let cut = (mode & 0x10 != 0).then(|| inp.u16());
+    let change = (mode & 0x20 != 0).then(|| (inp.u16(), inp.byte() | 1));
+    let odd = mode & 0x40 != 0;
+    let sent = provider_frames(dir, mode & 8 != 0, odd, &mut inp);
+    let mut stream = sent.bytes.clone();
+    let cut = cut.map_or(stream.len(), |c| usize::from(c) % (stream.len() + 1));
+    stream.truncate(cut);
+    let changed = match change {
+        Some((at, x)) if !stream.is_empty() => {
+            let at = usize::from(at) % stream.len();
+            stream[at] ^= x;
+            Some(at)
+        }
+        _ => None,
+    };
+
+    let whole = translate_bytes(dir, &stream, 0);
+    assert_eq!(whole, translate_bytes(dir, &stream, seed), "the translation depends on the chunking");
+    let events = whole.0;
+    if odd && dir == Direction::AnthropicOnBedrock {
+        assert_well_formed(api, &events);
+        return;
+    }
+    assert_client_stream(api, &events);
+    let errored = assert_one_error(api, &events);
+
+    // Which frames the translator gets whole, and how the stream ends.
+    let (delivered, end) = delivered(&sent.frames, cut, changed);
+    let failed = match end {
+        StreamEnd::Exception | StreamEnd::Changed => true,
+        StreamEnd::CutInFrame => dir != Direction::AnthropicOnBedrock,
+        StreamEnd::Whole | StreamEnd::CutAtFrame => false,
+    };
+    if !odd {
+        // (An odd frame may end a Converse stream early, or carry an error.)
+        assert_eq!(errored, failed, "an error event iff the stream failed ({end:?}): {events:?}");
+    }
+    if dir == Direction::AnthropicOnBedrock {
+        let carried: Vec<&SseEvent> = delivered
+            .iter()
+            .filter_map(|i| if let Sent::Event(e) = &sent.frames[*i].0 { e.as_ref() } else { None })
+            .collect();
+        let passed = &events[..events.len() - usize::from(errored)];
+        assert_eq!(passed.len(), carried.len(), "the events the frames carry: {passed:?} / {carried:?}");
+        for (got, want) in passed.iter().zip(carried) {
+            assert_eq!(got.event, want.event);
+            let (g, w): (Value, Value) =
+                (serde_json::from_str(&got.data).unwrap(), serde_json::from_str(&want.data).unwrap());
+            assert_eq!(g, w, "an event carried");
+            if !want.data.contains('\r') {
+                assert_eq!(got.data, want.data, "an event's own bytes");
+            }
+        }
+    }
+    if let (StreamEnd::Whole, false, Some((input, output))) = (end, odd, sent.usage) {
+        let mut usage = StreamUsage::new(api);
+        for e in &events {
+            usage.observe(e);
+        }
+        let u = usage.usage().unwrap_or_else(|| panic!("no usage: {events:?}"));
+        assert_eq!((u.input_tokens, u.output_tokens), (input, output), "the provider's usage: {events:?}");
+    }
+}
+
+/// A binary provider stream through `dir`'s translator in `seed`'s chunks,
+/// as the gateway feeds it: nothing more after a bad frame, else `finish`
+/// at the end. The events, and whether a frame was bad.
+fn translate_bytes(dir: Direction, stream: &[u8], seed: u16) -> (Vec<SseEvent>, bool) {
+    let mut t = dir.stream("client-model");
+    assert!(t.is_binary());
+    let mut out = Vec::new();
+    for c in chunks(stream, seed) {
+        let (events, failed) = t.push_bytes(c);
+        out.extend(events);
+        if failed.is_some() {
+            return (out, true);
+        }
+    }
+    out.extend(t.finish());
+    (out, false)
+}
+
+/// At most one error event in a client's stream, with its API's error
+/// shape, and nothing after it but OpenAI's `[DONE]`. Whether there is one.
+fn assert_one_error(api: ApiKind, out: &[SseEvent]) -> bool {
+    let anthropic = api.family() == ApiFamily::Anthropic;
+    let is_error = |e: &SseEvent| {
+        if anthropic {
+            e.event.as_deref() == Some("error")
+        } else {
+            !e.is_done()
+                && serde_json::from_str::<Value>(&e.data).is_ok_and(|v| v.get("error").is_some_and(|x| !x.is_null()))
+        }
+    };
+    let Some(at) = out.iter().position(is_error) else { return false };
+    assert_error_shape(api, &serde_json::from_str(&out[at].data).unwrap());
+    let after = &out[at + 1..];
+    assert!(after.iter().all(|e| !anthropic && e.is_done()), "nothing after the error: {out:?}");
+    true
+}
+
+/// What a generated frame is.
+#[derive(Debug, Clone)]
+pub enum Sent {
+    /// An event: for InvokeModel, as the client must get it.
+    Event(Option<SseEvent>),
+    /// An exception or error frame: the provider's stream failed.
+    Failure,
+    /// A frame no provider sends (its payload from the input).
+    Odd,
+}
+
+/// A generated provider stream.
+#[derive(Debug, Clone, Default)]
+pub struct Frames {
+    pub bytes: Vec<u8>,
+    /// Each frame and where it ends in `bytes`.
+    pub frames: Vec<(Sent, usize)>,
+    /// The input and output tokens the stream reports at its end.
+    pub usage: Option<(u64, u64)>,
+}
+
+impl Frames {
+    fn push(&mut self, m: &Message, sent: Sent) {
+        m.encode_into(&mut self.bytes).expect("a generated frame encodes");
+        self.frames.push((sent, self.bytes.len()));
+    }
+}
+
+/// How a (cut or changed) generated stream ends for the translator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamEnd {
+    /// Every frame arrived.
+    Whole,
+    /// An exception or error frame arrived.
+    Exception,
+    /// The decoder reached a changed byte.
+    Changed,
+    /// The stream ends inside a frame.
+    CutInFrame,
+    /// The stream ends between two frames, before the last.
+    CutAtFrame,
+}
+
+/// The frames that reach the translator whole (up to the first failure)
+/// when the stream is cut at `cut` and the byte at `changed` changed.
+fn delivered(frames: &[(Sent, usize)], cut: usize, changed: Option<usize>) -> (Vec<usize>, StreamEnd) {
+    use tollgate_core::eventstream::PRELUDE_LEN;
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, (sent, end)) in frames.iter().enumerate() {
+        let change = changed.filter(|at| (start..*end).contains(at));
+        if *end > cut {
+            // A changed prelude is seen as soon as the prelude is there.
+            let seen = change.is_some_and(|at| at - start < PRELUDE_LEN && start + PRELUDE_LEN <= cut);
+            return match (seen, start < cut) {
+                (true, _) => (out, StreamEnd::Changed),
+                (false, true) => (out, StreamEnd::CutInFrame),
+                (false, false) => (out, StreamEnd::CutAtFrame),
+            };
+        }
+        if change.is_some() {
+            return (out, StreamEnd::Changed);
+        }
+        out.push(i);
+        if let Sent::Failure = sent {
+            return (out, StreamEnd::Exception);
+        }
+        start = *end;
+    }
+    (out, StreamEnd::Whole)
+}
+
+const EXCEPTIONS: [&str; 7] = [
+    "throttlingException",
+    "modelStreamErrorException",
+    "validationException",
+    "internalServerException",
+    "serviceUnavailableException",
+    "modelTimeoutException",
+    "somethingNewException",
+];
+
+const CONVERSE_EVENTS: [&str; 7] = [
+    "messageStart",
+    "contentBlockStart",
+    "contentBlockDelta",
+    "contentBlockStop",
+    "messageStop",
+    "metadata",
+    "newEvent",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    Text,
+    Tool,
+    Thinking,
+}
+
+/// A Bedrock stream of `dir`'s provider API made from the input: the end
+/// (1 byte: bits 0–2 the stop reason, bit 3 no `messageStop` /
+/// `message_delta`, bit 4 no `metadata` / `message_stop`, bits 5–6 the
+/// first frame's form), the input and output tokens (1 byte each), then
+/// operations of two bytes (an op and its argument: bits 0–4 a length,
+/// bits 6–7 the frame's form): a text, tool input or reasoning delta (its
+/// text the next bytes), a tool use block, the end of the open block, an
+/// exception or error frame (once, when `exception`; bit 7 of the argument:
+/// an error frame), a frame no provider sends (when `odd`; its payload the
+/// bytes up to the next NUL), a ping or an event added later. A stream
+/// always opens with `messageStart` / `message_start` and, when asked for
+/// and not given by an operation, has its exception right before the
+/// closing events (which follow it regardless).
+///
+/// Converse events are written in three forms: the event's JSON with
+/// Bedrock's `p` padding, wrapped in its name, or wrapped and without
+/// `:event-type` (the SDKs' union form). InvokeModel's are `chunk` frames,
+/// `{"bytes": base64 of the Anthropic event}`, the event's JSON compact
+/// (with or without `p`), pretty-printed, or pretty-printed with CRLF.
+pub fn provider_frames(dir: Direction, exception: bool, odd: bool, inp: &mut Input<'_>) -> Frames {
+    let invoke = dir == Direction::AnthropicOnBedrock;
+    let end = inp.byte();
+    let (input, output) = (u64::from(inp.byte()), u64::from(inp.byte()));
+    let mut f = Frames::default();
+    let frame = |name: &str, body: Value, form: u8| {
+        if invoke {
+            invoke_frame(&body, form)
+        } else {
+            (converse_frame(name, body, form), Sent::Event(None))
+        }
+    };
+    let (m, s) = if invoke {
+        let start = json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message",
+            "role": "assistant", "model": "claude-on-bedrock", "content": [], "stop_reason": null,
+            "stop_sequence": null, "usage": {"input_tokens": input, "output_tokens": 1}}});
+        frame("message_start", start, end >> 5)
+    } else {
+        frame("messageStart", json!({"role": "assistant"}), end >> 5)
+    };
+    f.push(&m, s);
+    let mut open: Option<(u64, Block)> = None;
+    let mut next = 0u64;
+    let mut failed = false;
+    let stop = |f: &mut Frames, open: &mut Option<(u64, Block)>, form: u8| {
+        if let Some((i, _)) = open.take() {
+            let (m, s) = if invoke {
+                frame("content_block_stop", json!({"type": "content_block_stop", "index": i}), form)
+            } else {
+                frame("contentBlockStop", json!({"contentBlockIndex": i}), form)
+            };
+            f.push(&m, s);
+        }
+    };
+    while !inp.is_empty() && f.frames.len() < 128 {
+        let op = inp.byte();
+        let arg = inp.byte();
+        let form = arg >> 6;
+        match op % 8 {
+            0 | 2 | 4 => {
+                let want = match op % 8 {
+                    2 if matches!(open, Some((_, Block::Tool))) => Block::Tool,
+                    4 => Block::Thinking,
+                    _ => Block::Text,
+                };
+                let text = String::from_utf8_lossy(inp.take(usize::from(arg & 0x1f))).into_owned();
+                let i = match open {
+                    Some((i, kind)) if kind == want => i,
+                    _ => {
+                        stop(&mut f, &mut open, form);
+                        let i = next;
+                        next += 1;
+                        open = Some((i, want));
+                        if invoke {
+                            let block = if want == Block::Text {
+                                json!({"type": "text", "text": ""})
+                            } else {
+                                json!({"type": "thinking", "thinking": "", "signature": ""})
+                            };
+                            let (m, s) = frame(
+                                "content_block_start",
+                                json!({"type": "content_block_start", "index": i, "content_block": block}),
+                                form,
+                            );
+                            f.push(&m, s);
+                        }
+                        i
+                    }
+                };
+                let (m, s) = if invoke {
+                    let delta = match want {
+                        Block::Text => json!({"type": "text_delta", "text": text}),
+                        Block::Tool => json!({"type": "input_json_delta", "partial_json": text}),
+                        Block::Thinking => json!({"type": "thinking_delta", "thinking": text}),
+                    };
+                    frame(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": i, "delta": delta}),
+                        form,
+                    )
+                } else {
+                    let delta = match want {
+                        Block::Text => json!({"text": text}),
+                        Block::Tool => json!({"toolUse": {"input": text}}),
+                        Block::Thinking => json!({"reasoningContent": {"text": text}}),
+                    };
+                    frame("contentBlockDelta", json!({"contentBlockIndex": i, "delta": delta}), form)
+                };
+                f.push(&m, s);
+            }
+            1 => {
+                stop(&mut f, &mut open, form);
+                let i = next;
+                next += 1;
+                open = Some((i, Block::Tool));
+                let name = format!("fn_{}", arg & 0x1f);
+                let (m, s) = if invoke {
+                    let block = json!({"type": "tool_use", "id": format!("toolu_bdrk_{i}"), "name": name, "input": {}});
+                    frame(
+                        "content_block_start",
+                        json!({"type": "content_block_start", "index": i, "content_block": block}),
+                        form,
+                    )
+                } else {
+                    let start = json!({"toolUse": {"toolUseId": format!("tooluse_{i}"), "name": name}});
+                    frame("contentBlockStart", json!({"contentBlockIndex": i, "start": start}), form)
+                };
+                f.push(&m, s);
+            }
+            3 => stop(&mut f, &mut open, form),
+            5 if exception && !failed => {
+                failed = true;
+                f.push(&failure_frame(arg), Sent::Failure);
+            }
+            6 if odd => {
+                let payload = inp.until(0).to_vec();
+                let m = if invoke && arg & 1 == 0 {
+                    let wrapped = json!({"bytes": base64(&payload)}).to_string();
+                    Message::event("chunk", "application/json", wrapped.into_bytes())
+                } else {
+                    let name =
+                        if invoke { "chunk" } else { CONVERSE_EVENTS[usize::from(arg >> 1) % CONVERSE_EVENTS.len()] };
+                    Message::event(name, "application/json", payload)
+                };
+                f.push(&m, Sent::Odd);
+            }
+            7 => {
+                let (m, s) = if invoke {
+                    frame("ping", json!({"type": "ping"}), form)
+                } else {
+                    frame("newEvent", json!({"n": arg}), form)
+                };
+                f.push(&m, s);
+            }
+            _ => {}
+        }
+    }
+    if exception && !failed {
+        f.push(&failure_frame(end), Sent::Failure);
+    }
+    stop(&mut f, &mut open, end >> 5);
+    if invoke {
+        const STOPS: [&str; 8] =
+            ["end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal", "end_turn", "new_reason"];
+        let mut out = 1;
+        if end & 8 == 0 {
+            out = output;
+            let delta = json!({"type": "message_delta", "delta": {"stop_reason": STOPS[usize::from(end & 7)],
+                "stop_sequence": null}, "usage": {"output_tokens": output}});
+            let (m, s) = frame("message_delta", delta, end >> 5);
+            f.push(&m, s);
+        }
+        if end & 0x10 == 0 {
+            let metrics = json!({"inputTokenCount": input, "outputTokenCount": out, "invocationLatency": 42,
+                "firstByteLatency": 7});
+            let (m, s) = frame(
+                "message_stop",
+                json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics}),
+                end >> 5,
+            );
+            f.push(&m, s);
+        }
+        f.usage = Some((input, out));
+    } else {
+        const STOPS: [&str; 8] = [
+            "end_turn",
+            "tool_use",
+            "max_tokens",
+            "stop_sequence",
+            "guardrail_intervened",
+            "content_filtered",
+            "model_context_window_exceeded",
+            "new_reason",
+        ];
+        if end & 8 == 0 {
+            let (m, s) = frame("messageStop", json!({"stopReason": STOPS[usize::from(end & 7)]}), end >> 5);
+            f.push(&m, s);
+        }
+        if end & 0x10 == 0 {
+            let usage = json!({"inputTokens": input, "outputTokens": output, "totalTokens": input + output});
+            let (m, s) = frame("metadata", json!({"usage": usage, "metrics": {"latencyMs": 120}}), end >> 5);
+            f.push(&m, s);
+            f.usage = Some((input, output));
+        }
+    }
+    f
+}
+
+/// A Converse event in one of its forms (see [`provider_frames`]).
+fn converse_frame(name: &str, mut body: Value, form: u8) -> Message {
+    use tollgate_core::eventstream::Header;
+    let wrapped = |body: Value| {
+        let mut o = serde_json::Map::new();
+        o.insert(name.to_owned(), body);
+        Value::Object(o).to_string().into_bytes()
+    };
+    match form % 3 {
+        0 => {
+            body["p"] = json!("abcdefghijklmnopqrstuvwxyzABCDEF");
+            Message::event(name, "application/json", body.to_string().into_bytes())
+        }
+        1 => Message::event(name, "application/json", wrapped(body)),
+        _ => Message::new(
+            vec![Header::string(":content-type", "application/json"), Header::string(":message-type", "event")],
+            wrapped(body),
+        ),
+    }
+}
+
+/// An Anthropic event in an InvokeModel `chunk` frame (see
+/// [`provider_frames`]), and the event the client must get for it.
+fn invoke_frame(event: &Value, form: u8) -> (Message, Sent) {
+    let text = match form % 4 {
+        0 | 1 => event.to_string(),
+        2 => serde_json::to_string_pretty(event).unwrap(),
+        _ => serde_json::to_string_pretty(event).unwrap().replace('\n', "\r\n"),
+    };
+    let mut payload = json!({"bytes": base64(text.as_bytes())});
+    if form & 3 == 0 {
+        payload["p"] = json!("abcdefghijklmnopqrstuvwxyzABCDEFGH");
+    }
+    let name = event["type"].as_str().unwrap_or_default().to_owned();
+    let data = if name == "message_start" {
+        let mut e = event.clone();
+        e["message"]["model"] = json!("client-model");
+        e.to_string()
+    } else {
+        text
+    };
+    let m = Message::event("chunk", "application/json", payload.to_string().into_bytes());
+    (m, Sent::Event(Some(SseEvent { event: Some(name), data, id: None })))
+}
+
+/// An exception frame (`:message-type: exception`) or, for bit 7 of `arg`,
+/// an error frame (`:message-type: error`).
+fn failure_frame(arg: u8) -> Message {
+    use tollgate_core::eventstream::Header;
+    let kind = EXCEPTIONS[usize::from(arg & 0x7f) % EXCEPTIONS.len()];
+    if arg & 0x80 == 0 {
+        let body = json!({"message": format!("the model failed: {kind}")});
+        Message::exception(kind, "application/json", body.to_string().into_bytes())
+    } else {
+        Message::new(
+            vec![
+                Header::string(":message-type", "error"),
+                Header::string(":error-code", kind),
+                Header::string(":error-message", "the stream failed"),
+            ],
+            Vec::new(),
+        )
+    }
+}
+
+/// Standard base64 with padding (what InvokeModel's `chunk` frames carry).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let byte = |i: usize| u32::from(group.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------

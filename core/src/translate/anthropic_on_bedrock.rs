@@ -57,16 +57,25 @@ pub struct StreamTranslator {
     client_model: String,
     /// An error event was written: nothing follows it.
     done: bool,
+    /// The events of the frames before a bad one in the same chunk, for
+    /// [`StreamTranslator::finish_broken`].
+    pending: Vec<SseEvent>,
 }
 
 impl StreamTranslator {
     pub fn new(client_model: &str) -> Self {
-        StreamTranslator { decoder: Decoder::new(), client_model: client_model.to_owned(), done: false }
+        StreamTranslator {
+            decoder: Decoder::new(),
+            client_model: client_model.to_owned(),
+            done: false,
+            pending: Vec::new(),
+        }
     }
 
     /// The client's events for a chunk of the provider's bytes, at any
-    /// split. A bad frame is an error: the events before it, then (from
-    /// [`StreamTranslator::finish`]) one error event.
+    /// split. A bad frame is an error: [`StreamTranslator::finish_broken`]
+    /// then gives the events of the frames before it in this chunk, and one
+    /// error event.
     pub fn push_bytes(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, eventstream::Error> {
         let mut messages = Vec::new();
         let result = self.decoder.feed(bytes, &mut messages);
@@ -74,7 +83,13 @@ impl StreamTranslator {
         for m in &messages {
             out.extend(self.push_message(m));
         }
-        result.map(|()| out)
+        match result {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                self.pending.extend(out);
+                Err(e)
+            }
+        }
     }
 
     /// The client's events for one decoded frame.
@@ -104,11 +119,15 @@ impl StreamTranslator {
     }
 
     /// What ends the client's stream when the provider's ended early or
-    /// broke: one error event (unless one was written already). A stream
-    /// that ended well ends with `message_stop`, which the client has.
+    /// broke: the events of the frames before a bad one that
+    /// [`StreamTranslator::push_bytes`] held, then one error event (unless
+    /// one was written already). A stream that ended well ends with
+    /// `message_stop`, which the client has.
     pub fn finish_broken(&mut self, e: &eventstream::Error) -> Vec<SseEvent> {
         let body = json!({"message": format!("the provider's event stream is unreadable: {e}")});
-        self.error_event(&body, "ModelStreamErrorException")
+        let mut out = std::mem::take(&mut self.pending);
+        out.extend(self.error_event(&body, "ModelStreamErrorException"));
+        out
     }
 
     fn error_event(&mut self, body: &Value, kind: &str) -> Vec<SseEvent> {
@@ -130,12 +149,22 @@ fn chunk_event(payload: &[u8], client_model: &str) -> Option<SseEvent> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
     let mut event: Value = serde_json::from_slice(&decoded).ok()?;
     let name = event.get("type")?.as_str()?.to_owned();
+    // The name goes on an SSE `event:` line: one that is empty or breaks the
+    // line names no event.
+    if name.is_empty() || name.contains(['\n', '\r']) {
+        return None;
+    }
     if let Some(message) = event.get_mut("message").filter(|_| name == "message_start") {
         message["model"] = Value::from(client_model);
         return Some(json_event(Some(&name), &event));
     }
-    // The event's own bytes, as Anthropic would have sent them.
+    // The event's own bytes, as Anthropic would have sent them; but SSE
+    // reads a CR as a line break, so JSON spaced with CRs (a CR can only be
+    // whitespace there) is written again compactly.
     let data = String::from_utf8(decoded).ok()?;
+    if data.contains('\r') {
+        return Some(json_event(Some(&name), &event));
+    }
     Some(SseEvent { event: Some(name), data, id: None })
 }
 
@@ -221,6 +250,75 @@ mod tests {
             Message::event("chunk", "application/json", br#"{"bytes":"bm90IGpzb24="}"#.to_vec()).encode().unwrap();
         let out = t.push_bytes(&odd).unwrap();
         assert_eq!(out[0].event.as_deref(), Some("error"));
+    }
+
+    /// Found by the `translate_frames` fuzz target: a chunk holding good
+    /// frames and then a bad one lost the good ones' events (the client got
+    /// only the error event), so what the client got depended on how the
+    /// bytes were split.
+    #[test]
+    fn the_events_before_a_bad_frame_reach_the_client_at_any_split() {
+        let start =
+            json!({"type": "message_start", "message": {"id": "msg_1", "model": "m", "usage": {"input_tokens": 3}}});
+        let mut bytes: Vec<u8> = [start, json!({"type": "ping"})].iter().flat_map(chunk).collect();
+        let mut bad = chunk(&json!({"type": "ping"}));
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        bytes.extend(bad);
+        bytes.extend(chunk(&json!({"type": "message_stop"})));
+        for split in [1, 7, 50, bytes.len()] {
+            let mut t = StreamTranslator::new("sonnet");
+            let mut out = Vec::new();
+            for piece in bytes.chunks(split) {
+                match t.push_bytes(piece) {
+                    Ok(events) => out.extend(events),
+                    Err(e) => {
+                        out.extend(t.finish_broken(&e));
+                        break;
+                    }
+                }
+            }
+            let names: Vec<_> = out.iter().map(|e| e.event.clone().unwrap()).collect();
+            assert_eq!(names, ["message_start", "ping", "error"], "split {split}");
+        }
+    }
+
+    /// Found by the `translate_frames` fuzz target: an event whose JSON is
+    /// spaced with CRLF went to the client as it was, one `data:` line that
+    /// SSE reads as several (the client got a broken event). Names that
+    /// cannot be an `event:` line are not events.
+    #[test]
+    fn every_event_is_well_formed_sse() {
+        let pretty = "{\r\n  \"type\": \"content_block_delta\",\r\n  \"index\": 0,\r\n  \"delta\": {\"type\": \"text_delta\", \"text\": \"a\\r\\nb\"}\r\n}";
+        let bytes = base64::engine::general_purpose::STANDARD.encode(pretty);
+        let frame = Message::event("chunk", "application/json", json!({ "bytes": bytes }).to_string().into_bytes());
+        let mut t = StreamTranslator::new("sonnet");
+        let out = t.push_bytes(&frame.encode().unwrap()).unwrap();
+        assert_eq!(out.len(), 1);
+        let mut parser = crate::sse::SseParser::new(1 << 16);
+        let mut parsed = Vec::new();
+        parser.feed(&out[0].to_bytes(), &mut parsed).unwrap();
+        assert_eq!(parsed, out, "the event as the client reads it");
+        let data: Value = serde_json::from_str(&out[0].data).unwrap();
+        assert_eq!(data["delta"]["text"], "a\r\nb");
+        // LF-spaced JSON stays as it was sent (SSE carries it on several `data:` lines).
+        let spaced = "{\n  \"type\": \"ping\"\n}";
+        let out = t.push_bytes(&chunk_text(spaced)).unwrap();
+        assert_eq!(out[0].data, spaced);
+
+        for odd in ["", "message_start\r\nevent: x", "a\nb"] {
+            let mut t = StreamTranslator::new("sonnet");
+            let out = t.push_bytes(&chunk(&json!({ "type": odd }))).unwrap();
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].event.as_deref(), Some("error"), "type {odd:?}");
+        }
+    }
+
+    fn chunk_text(text: &str) -> Vec<u8> {
+        let bytes = base64::engine::general_purpose::STANDARD.encode(text);
+        Message::event("chunk", "application/json", json!({ "bytes": bytes }).to_string().into_bytes())
+            .encode()
+            .unwrap()
     }
 
     #[test]

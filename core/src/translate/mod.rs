@@ -424,17 +424,17 @@ impl AnthropicCounts {
 
 /// Anthropic `usage` from an OpenAI chat `usage` object: `input_tokens` is
 /// the uncached part of `prompt_tokens`, the cached part is
-/// `cache_read_input_tokens` (OpenAI reports no cache writes).
+/// `cache_read_input_tokens` (OpenAI reports no cache writes). The object
+/// is read as the gateway reads it for its own accounting
+/// ([`crate::usage::usage_object`], which also takes the Responses API's
+/// `input_tokens` / `output_tokens`), so the client is told what is counted.
 pub(crate) fn anthropic_usage(openai: &Value) -> Value {
-    let num = |k: &str| openai.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let cached =
-        openai.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens")).and_then(Value::as_u64).unwrap_or(0);
-    let prompt = num("prompt_tokens");
+    let u = crate::usage::usage_object(ApiKind::OpenAiChat, openai).unwrap_or_default();
     json!({
-        "input_tokens": prompt.saturating_sub(cached),
+        "input_tokens": u.input_tokens.saturating_sub(u.cached_tokens),
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
-        "output_tokens": num("completion_tokens"),
+        "cache_read_input_tokens": u.cached_tokens,
+        "output_tokens": u.output_tokens,
     })
 }
 
@@ -457,5 +457,36 @@ pub(crate) fn stop_reason(finish_reason: &str) -> &'static str {
         "content_filter" => "refusal",
         // stop and anything new
         _ => "end_turn",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::usage::usage_from_value;
+
+    /// Found by the `translate_json` fuzz target: an OpenAI answer whose
+    /// usage named its counters as the Responses API does (`output_tokens`)
+    /// was counted by the gateway (449 output tokens) and reported to the
+    /// Anthropic client as 0.
+    #[test]
+    fn the_client_is_told_the_usage_the_gateway_counts() {
+        for usage in [
+            json!({"prompt_tokens": 12, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 4}}),
+            json!({"input_tokens": 12, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 4}}),
+            json!({"output_tokens": 449}),
+        ] {
+            let counted = usage_from_value(ApiKind::OpenAiChat, &json!({ "usage": usage })).unwrap();
+            let told =
+                usage_from_value(ApiKind::AnthropicMessages, &json!({ "usage": anthropic_usage(&usage) })).unwrap();
+            assert_eq!(
+                (told.input_tokens, told.output_tokens),
+                (counted.input_tokens, counted.output_tokens),
+                "{usage}"
+            );
+            assert_eq!(told.cached_tokens, counted.cached_tokens, "{usage}");
+        }
+        assert_eq!(anthropic_usage(&Value::Null)["output_tokens"], 0);
     }
 }
