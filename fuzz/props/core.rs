@@ -610,8 +610,8 @@ fn assert_client_stream(api: ApiKind, out: &[SseEvent]) {
 ///   stream) are one stream of the client's API (see [`translate_stream`]),
 ///   with at most one error, nothing after it but OpenAI's `[DONE]`;
 /// - a generated stream ends in an error exactly when it failed: an
-///   exception frame, a changed byte the decoder reached, or (Converse) a
-///   frame cut short; InvokeModel's stream cut short just ends;
+///   exception frame, a changed byte the decoder reached, (Converse) a
+///   frame cut short, or (InvokeModel) an end before `message_stop`;
 /// - InvokeModel's client events are the Anthropic events its frames carry
 ///   (`message_start` naming the client's model), up to the failure;
 /// - a stream that ended well reports the provider's usage to the client.
@@ -662,10 +662,17 @@ pub fn translate_frames(data: &[u8]) {
 
     // Which frames the translator gets whole, and how the stream ends.
     let (delivered, end) = delivered(&sent.frames, cut, changed);
+    // InvokeModel's stream must reach `message_stop`: ending before it is a failure.
+    let stopped = delivered
+        .iter()
+        .any(|i| matches!(&sent.frames[*i].0, Sent::Event(Some(e)) if e.event.as_deref() == Some("message_stop")));
     let failed = match end {
+        StreamEnd::Exception | StreamEnd::Changed | StreamEnd::CutInFrame if dir != Direction::AnthropicOnBedrock => {
+            true
+        }
         StreamEnd::Exception | StreamEnd::Changed => true,
-        StreamEnd::CutInFrame => dir != Direction::AnthropicOnBedrock,
-        StreamEnd::Whole | StreamEnd::CutAtFrame => false,
+        _ if dir == Direction::AnthropicOnBedrock => !stopped,
+        StreamEnd::Whole | StreamEnd::CutAtFrame | StreamEnd::CutInFrame => false,
     };
     if !odd {
         // (An odd frame may end a Converse stream early, or carry an error.)

@@ -57,6 +57,8 @@ pub struct StreamTranslator {
     client_model: String,
     /// An error event was written: nothing follows it.
     done: bool,
+    /// `message_stop` passed: the answer is whole.
+    stopped: bool,
     /// The events of the frames before a bad one in the same chunk, for
     /// [`StreamTranslator::finish_broken`].
     pending: Vec<SseEvent>,
@@ -68,6 +70,7 @@ impl StreamTranslator {
             decoder: Decoder::new(),
             client_model: client_model.to_owned(),
             done: false,
+            stopped: false,
             pending: Vec::new(),
         }
     }
@@ -109,7 +112,10 @@ impl StreamTranslator {
                 self.error_event(&json!({ "message": text }), &kind)
             }
             _ => match chunk_event(&message.payload, &self.client_model) {
-                Some(event) => vec![event],
+                Some(event) => {
+                    self.stopped |= event.event.as_deref() == Some("message_stop");
+                    vec![event]
+                }
                 None => self.error_event(
                     &json!({"message": "the provider's stream carried an event that is not an Anthropic event"}),
                     "ModelStreamErrorException",
@@ -118,8 +124,19 @@ impl StreamTranslator {
         }
     }
 
-    /// What ends the client's stream when the provider's ended early or
-    /// broke: the events of the frames before a bad one that
+    /// What ends the client's stream when the provider's bytes end: nothing
+    /// after `message_stop`; a stream that ended before it (cut short, at a
+    /// frame's edge or inside one) gets one error event, as every stream
+    /// the gateway cannot vouch for does.
+    pub fn finish(&mut self) -> Vec<SseEvent> {
+        if self.stopped {
+            return Vec::new();
+        }
+        let body = json!({"message": "the provider's stream ended before the answer did"});
+        self.error_event(&body, "ModelStreamErrorException")
+    }
+
+    /// What ends the client's stream when the provider's broke: the events of the frames before a bad one that
     /// [`StreamTranslator::push_bytes`] held, then one error event (unless
     /// one was written already). A stream that ended well ends with
     /// `message_stop`, which the client has.
@@ -319,6 +336,29 @@ mod tests {
         Message::event("chunk", "application/json", json!({ "bytes": bytes }).to_string().into_bytes())
             .encode()
             .unwrap()
+    }
+
+    #[test]
+    fn a_stream_that_ends_before_message_stop_ends_with_an_error_event() {
+        let start = chunk(&json!({"type": "message_start", "message": {"id": "m", "model": "x"}}));
+        let delta =
+            chunk(&json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}));
+        for cut in [start.len() + delta.len(), start.len() + delta.len() / 2] {
+            let bytes: Vec<u8> = [start.clone(), delta.clone()].concat();
+            let mut t = StreamTranslator::new("sonnet");
+            let mut out = t.push_bytes(&bytes[..cut]).unwrap();
+            out.extend(t.finish());
+            let last = out.last().unwrap();
+            assert_eq!(last.event.as_deref(), Some("error"), "cut at {cut}: {out:?}");
+            assert!(last.data.contains("ended before the answer"), "{last:?}");
+            assert!(t.finish().is_empty(), "one error event");
+        }
+        // A whole answer ends with its own message_stop, nothing after.
+        let mut t = StreamTranslator::new("sonnet");
+        let whole = [start, chunk(&json!({"type": "message_stop"}))].concat();
+        let out = t.push_bytes(&whole).unwrap();
+        assert_eq!(out.last().unwrap().event.as_deref(), Some("message_stop"));
+        assert!(t.finish().is_empty());
     }
 
     #[test]

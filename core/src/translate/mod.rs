@@ -295,9 +295,7 @@ impl StreamTranslation {
                 out.extend(anthropic.finish());
                 out
             }
-            // A stream cut short has no `message_stop`: the gateway's filter
-            // (or the client) sees it end early, as with Anthropic itself.
-            StreamTranslation::AnthropicOnBedrock(_) => Vec::new(),
+            StreamTranslation::AnthropicOnBedrock(t) => t.finish(),
         }
     }
 }
