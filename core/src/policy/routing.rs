@@ -198,21 +198,20 @@ pub fn model_family(model: &str) -> ApiFamily {
 fn is_bedrock_model(model: &str) -> bool {
     const VENDORS: [&str; 10] =
         ["amazon.", "anthropic.", "meta.", "mistral.", "cohere.", "ai21.", "deepseek.", "qwen.", "openai.", "writer."];
-    let model = ["us.", "eu.", "apac.", "global.", "us-gov."]
-        .iter()
-        .find_map(|region| model.strip_prefix(region))
-        .unwrap_or(model);
+    let model = without_region(model);
     model.starts_with("arn:aws:bedrock:") || VENDORS.iter().any(|v| model.starts_with(v))
+}
+
+/// A Bedrock model id without its cross-region profile's prefix (`us.`, ...).
+fn without_region(model: &str) -> &str {
+    ["us.", "eu.", "apac.", "global.", "us-gov."].iter().find_map(|region| model.strip_prefix(region)).unwrap_or(model)
 }
 
 /// A Bedrock id of one of Anthropic's models (`anthropic.claude-…`, a
 /// cross-region profile `us.anthropic.claude-…`, or an ARN naming one):
 /// InvokeModel takes Anthropic's own Messages request for these.
 pub fn is_bedrock_claude(model: &str) -> bool {
-    let model = ["us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au."]
-        .iter()
-        .find_map(|region| model.strip_prefix(region))
-        .unwrap_or(model);
+    let model = without_region(model);
     model.starts_with("anthropic.claude")
         || (model.starts_with("arn:aws:bedrock:") && model.rsplit('/').next().is_some_and(is_bedrock_claude))
 }

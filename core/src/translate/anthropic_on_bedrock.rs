@@ -59,8 +59,8 @@ pub struct StreamTranslator {
     done: bool,
     /// `message_stop` passed: the answer is whole.
     stopped: bool,
-    /// The events of the frames before a bad one in the same chunk, for
-    /// [`StreamTranslator::finish_broken`].
+    /// After a bad frame: the events of the frames before it in the same
+    /// chunk and the error event, for [`StreamTranslator::finish`].
     pending: Vec<SseEvent>,
 }
 
@@ -76,9 +76,10 @@ impl StreamTranslator {
     }
 
     /// The client's events for a chunk of the provider's bytes, at any
-    /// split. A bad frame is an error: [`StreamTranslator::finish_broken`]
-    /// then gives the events of the frames before it in this chunk, and one
-    /// error event.
+    /// split. A bad frame is an error and ends the stream:
+    /// [`StreamTranslator::finish`] then gives the events of the frames
+    /// before it in this chunk, and one error event (as the Converse
+    /// translator does).
     pub fn push_bytes(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, eventstream::Error> {
         let mut messages = Vec::new();
         let result = self.decoder.feed(bytes, &mut messages);
@@ -90,6 +91,9 @@ impl StreamTranslator {
             Ok(()) => Ok(out),
             Err(e) => {
                 self.pending.extend(out);
+                let body = json!({"message": format!("the provider's event stream is unreadable: {e}")});
+                let failed = self.error_event(&body, "ModelStreamErrorException");
+                self.pending.extend(failed);
                 Err(e)
             }
         }
@@ -124,26 +128,17 @@ impl StreamTranslator {
         }
     }
 
-    /// What ends the client's stream when the provider's bytes end: nothing
-    /// after `message_stop`; a stream that ended before it (cut short, at a
-    /// frame's edge or inside one) gets one error event, as every stream
-    /// the gateway cannot vouch for does.
+    /// What ends the client's stream when the provider's bytes end or
+    /// broke: what a bad frame left (see [`StreamTranslator::push_bytes`]);
+    /// nothing more after `message_stop`; a stream that ended before it (cut
+    /// short, at a frame's edge or inside one) gets one error event, as
+    /// every stream the gateway cannot vouch for does.
     pub fn finish(&mut self) -> Vec<SseEvent> {
-        if self.stopped {
-            return Vec::new();
-        }
-        let body = json!({"message": "the provider's stream ended before the answer did"});
-        self.error_event(&body, "ModelStreamErrorException")
-    }
-
-    /// What ends the client's stream when the provider's broke: the events of the frames before a bad one that
-    /// [`StreamTranslator::push_bytes`] held, then one error event (unless
-    /// one was written already). A stream that ended well ends with
-    /// `message_stop`, which the client has.
-    pub fn finish_broken(&mut self, e: &eventstream::Error) -> Vec<SseEvent> {
-        let body = json!({"message": format!("the provider's event stream is unreadable: {e}")});
         let mut out = std::mem::take(&mut self.pending);
-        out.extend(self.error_event(&body, "ModelStreamErrorException"));
+        if !self.stopped {
+            let body = json!({"message": "the provider's stream ended before the answer did"});
+            out.extend(self.error_event(&body, "ModelStreamErrorException"));
+        }
         out
     }
 
@@ -255,11 +250,11 @@ mod tests {
         let mut bad = chunk(&json!({"type": "ping"}));
         let last = bad.len() - 1;
         bad[last] ^= 0xff; // the message checksum no longer matches
-        let err = t.push_bytes(&bad).unwrap_err();
-        let out = t.finish_broken(&err);
+        t.push_bytes(&bad).unwrap_err();
+        let out = t.finish();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].event.as_deref(), Some("error"));
-        assert!(t.finish_broken(&err).is_empty(), "one error event");
+        assert!(t.finish().is_empty(), "one error event");
 
         // A chunk that is not an Anthropic event.
         let mut t = StreamTranslator::new("sonnet");
@@ -289,8 +284,8 @@ mod tests {
             for piece in bytes.chunks(split) {
                 match t.push_bytes(piece) {
                     Ok(events) => out.extend(events),
-                    Err(e) => {
-                        out.extend(t.finish_broken(&e));
+                    Err(_) => {
+                        out.extend(t.finish());
                         break;
                     }
                 }

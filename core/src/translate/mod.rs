@@ -253,7 +253,7 @@ impl StreamTranslation {
             StreamTranslation::AnthropicOnBedrock(t) => {
                 return match t.push_bytes(bytes) {
                     Ok(events) => (events, None),
-                    Err(err) => (t.finish_broken(&err), Some(err)),
+                    Err(err) => (t.finish(), Some(err)),
                 };
             }
             StreamTranslation::OpenAiToBedrock(t) => (&mut **t, None),
