@@ -388,6 +388,12 @@ teams:
     let forged = b64(claims("ann", "support").to_string().as_bytes());
     let (status, _, _, body) = mcp_post(&gw, &init, &[("x-tollgate-jwt-claims", &forged)]).await;
     assert_eq!(status, 401, "{body}");
+    // The single-claim headers (Envoy Gateway's way of forwarding a verified
+    // token's consumer and team) are the gateway's too: a client's copies
+    // name nobody.
+    let single = [("x-tollgate-jwt-consumer", "ann"), ("x-tollgate-jwt-team", "support")];
+    let (status, _, _, body) = mcp_post(&gw, &init, &single).await;
+    assert_eq!(status, 401, "{body}");
     let wrong = bearer(&sign(b"another-secret-another-secret-012", &claims("ann", "support")));
     let (status, _, _, body) =
         mcp_post(&gw, &init, &[("authorization", &wrong), ("x-tollgate-jwt-claims", &forged)]).await;
