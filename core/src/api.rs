@@ -21,6 +21,14 @@ pub enum ApiKind {
     /// publisher model paths take the same body). The model and whether the
     /// answer streams are in the path ([`ApiKind::gemini_path`]).
     GeminiGenerate,
+    /// Gemini `POST /v1beta/models/{model}:countTokens`: the prompt's token
+    /// count, free of charge (`contents`, or a whole `generateContentRequest`).
+    GeminiCountTokens,
+    /// Gemini `POST /v1beta/models/{model}:embedContent` (`content`).
+    GeminiEmbed,
+    /// Gemini `POST /v1beta/models/{model}:batchEmbedContents`
+    /// (`requests[].content`): what the google-genai SDK sends.
+    GeminiBatchEmbed,
     /// Amazon Bedrock's Converse API, `POST /model/{modelId}/converse` (or
     /// `/converse-stream`, an AWS event stream). The model (percent-encoded)
     /// and whether the answer streams are in the path ([`ApiKind::bedrock_path`]).
@@ -39,7 +47,7 @@ pub enum ApiFamily {
 
 impl ApiKind {
     /// The APIs clients call, for iteration in tests, docs and routes.
-    pub const ALL: [ApiKind; 7] = [
+    pub const ALL: [ApiKind; 10] = [
         ApiKind::OpenAiChat,
         ApiKind::OpenAiCompletions,
         ApiKind::OpenAiEmbeddings,
@@ -47,6 +55,10 @@ impl ApiKind {
         ApiKind::AnthropicMessages,
         ApiKind::GeminiGenerate,
         ApiKind::BedrockConverse,
+        // Last, so that fuzz inputs picking an API by index keep their meaning.
+        ApiKind::GeminiCountTokens,
+        ApiKind::GeminiEmbed,
+        ApiKind::GeminiBatchEmbed,
     ];
 
     /// Recognise an API from a request path (`:path`), ignoring the query
@@ -58,8 +70,8 @@ impl ApiKind {
     /// read it, and a path outside it (or outside the policy's
     /// `access.passthrough`) is refused.
     pub fn from_path(path: &str) -> Option<ApiKind> {
-        if ApiKind::gemini_path(path).is_some() {
-            return Some(ApiKind::GeminiGenerate);
+        if let Some((kind, _, _)) = ApiKind::gemini_call(path) {
+            return Some(kind);
         }
         if ApiKind::bedrock_path(path).is_some() {
             return Some(ApiKind::BedrockConverse);
@@ -71,13 +83,22 @@ impl ApiKind {
 
     /// Whether the API names the model in the path, not the body.
     pub fn model_in_path(self) -> bool {
-        matches!(self, ApiKind::GeminiGenerate | ApiKind::BedrockConverse)
+        self.family() == ApiFamily::Gemini || self == ApiKind::BedrockConverse
+    }
+
+    /// Whether the answer is no text (embeddings, token counts): nothing
+    /// in it to restore, guard or cache.
+    pub fn answers_text(self) -> bool {
+        !matches!(
+            self,
+            ApiKind::OpenAiEmbeddings | ApiKind::GeminiCountTokens | ApiKind::GeminiEmbed | ApiKind::GeminiBatchEmbed
+        )
     }
 
     /// The model and streaming flag a path names, for the APIs that name
     /// them there (Gemini, Bedrock).
     pub fn path_model(path: &str) -> Option<(String, bool)> {
-        if let Some((model, stream)) = ApiKind::gemini_path(path) {
+        if let Some((_, model, stream)) = ApiKind::gemini_call(path) {
             return Some((model.to_owned(), stream));
         }
         ApiKind::bedrock_path(path)
@@ -100,22 +121,44 @@ impl ApiKind {
         id_ok.then_some((id, stream))
     }
 
-    /// A Gemini path's model and whether it asks for a stream:
-    /// `/v1beta/models/{model}:generateContent` (or `/v1/models/...`, or
-    /// `:streamGenerateContent`), the query ignored. The model is a name of
-    /// letters, digits, `-`, `_`, `.` and `@`.
+    /// A Gemini `generateContent` path's model and whether it asks for a
+    /// stream: `/v1beta/models/{model}:generateContent` (or `/v1/models/...`,
+    /// or `:streamGenerateContent`), the query ignored.
     pub fn gemini_path(path: &str) -> Option<(&str, bool)> {
+        ApiKind::gemini_call(path).filter(|(kind, _, _)| *kind == ApiKind::GeminiGenerate).map(|(_, m, s)| (m, s))
+    }
+
+    /// A Gemini path's API, model and whether it asks for a stream:
+    /// `/v1beta/models/{model}:{verb}` (or `/v1/models/...`), the verb one
+    /// of [`ApiKind::gemini_verb`]'s, the query ignored. The model is a name
+    /// of letters, digits, `-`, `_`, `.` and `@`.
+    pub fn gemini_call(path: &str) -> Option<(ApiKind, &str, bool)> {
         let path = path.split(['?', '#']).next().unwrap_or(path);
         let rest = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/"))?;
         let (model, verb) = rest.rsplit_once(':')?;
-        let stream = match verb {
-            "generateContent" => false,
-            "streamGenerateContent" => true,
+        let (kind, stream) = match verb {
+            "generateContent" => (ApiKind::GeminiGenerate, false),
+            "streamGenerateContent" => (ApiKind::GeminiGenerate, true),
+            "countTokens" => (ApiKind::GeminiCountTokens, false),
+            "embedContent" => (ApiKind::GeminiEmbed, false),
+            "batchEmbedContents" => (ApiKind::GeminiBatchEmbed, false),
             _ => return None,
         };
         let name_ok = !model.is_empty()
             && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
-        name_ok.then_some((model, stream))
+        name_ok.then_some((kind, model, stream))
+    }
+
+    /// The verb a Gemini API's path ends with (`None` outside Gemini).
+    pub fn gemini_verb(self, stream: bool) -> Option<&'static str> {
+        Some(match self {
+            ApiKind::GeminiGenerate if stream => "streamGenerateContent",
+            ApiKind::GeminiGenerate => "generateContent",
+            ApiKind::GeminiCountTokens => "countTokens",
+            ApiKind::GeminiEmbed => "embedContent",
+            ApiKind::GeminiBatchEmbed => "batchEmbedContents",
+            _ => return None,
+        })
     }
 
     /// An RE2 pattern (Envoy's `safe_regex`, matched against the path
@@ -124,6 +167,9 @@ impl ApiKind {
     pub fn path_regex(self) -> String {
         if self == ApiKind::GeminiGenerate {
             return "^/v1(beta)?/models/[-_.@a-zA-Z0-9]+:(generateContent|streamGenerateContent)$".to_string();
+        }
+        if let Some(verb) = self.gemini_verb(false) {
+            return format!("^/v1(beta)?/models/[-_.@a-zA-Z0-9]+:{verb}$");
         }
         if self == ApiKind::BedrockConverse {
             return "^/model/[^/]+/(converse|converse-stream)$".to_string();
@@ -140,6 +186,9 @@ impl ApiKind {
             ApiKind::OpenAiResponses => "openai-responses",
             ApiKind::AnthropicMessages => "anthropic-messages",
             ApiKind::GeminiGenerate => "gemini-generate-content",
+            ApiKind::GeminiCountTokens => "gemini-count-tokens",
+            ApiKind::GeminiEmbed => "gemini-embed-content",
+            ApiKind::GeminiBatchEmbed => "gemini-batch-embed-contents",
             ApiKind::BedrockConverse => "bedrock-converse",
         }
     }
@@ -152,7 +201,9 @@ impl ApiKind {
     pub fn family(self) -> ApiFamily {
         match self {
             ApiKind::AnthropicMessages => ApiFamily::Anthropic,
-            ApiKind::GeminiGenerate => ApiFamily::Gemini,
+            ApiKind::GeminiGenerate | ApiKind::GeminiCountTokens | ApiKind::GeminiEmbed | ApiKind::GeminiBatchEmbed => {
+                ApiFamily::Gemini
+            }
             ApiKind::BedrockConverse => ApiFamily::Bedrock,
             _ => ApiFamily::OpenAi,
         }
@@ -178,6 +229,9 @@ impl ApiKind {
             ApiKind::OpenAiResponses => "/v1/responses",
             ApiKind::AnthropicMessages => "/v1/messages",
             ApiKind::GeminiGenerate => "/v1beta/models/gemini:generateContent",
+            ApiKind::GeminiCountTokens => "/v1beta/models/gemini:countTokens",
+            ApiKind::GeminiEmbed => "/v1beta/models/gemini:embedContent",
+            ApiKind::GeminiBatchEmbed => "/v1beta/models/gemini:batchEmbedContents",
             ApiKind::BedrockConverse => "/model/bedrock/converse",
         }
     }
@@ -219,6 +273,17 @@ mod tests {
         assert_eq!(gemini("/v1beta/models/gemini-2.5-flash:generateContent"), Some(("gemini-2.5-flash", false)));
         assert_eq!(gemini("/v1/models/gemini-2.5-pro:streamGenerateContent?alt=sse"), Some(("gemini-2.5-pro", true)));
         assert_eq!(gemini("/v1beta/models/gemini-2.5-flash:countTokens"), None);
+        assert_eq!(
+            ApiKind::gemini_call("/v1beta/models/gemini-2.5-flash:countTokens"),
+            Some((ApiKind::GeminiCountTokens, "gemini-2.5-flash", false))
+        );
+        assert_eq!(
+            ApiKind::from_path("/v1beta/models/text-embedding-004:batchEmbedContents"),
+            Some(ApiKind::GeminiBatchEmbed)
+        );
+        assert_eq!(ApiKind::from_path("/v1/models/gemini-embedding-001:embedContent"), Some(ApiKind::GeminiEmbed));
+        assert_eq!(ApiKind::from_path("/v1beta/models/gemini-2.5-flash:computeTokens"), None);
+        assert!(!ApiKind::GeminiBatchEmbed.answers_text() && ApiKind::GeminiGenerate.answers_text());
         assert_eq!(gemini("/v1beta/models/a/b:generateContent"), None);
         assert_eq!(gemini("/v1beta/models/:generateContent"), None);
         assert_eq!(gemini("/v1beta/tunedModels/x:generateContent"), None);

@@ -523,7 +523,7 @@ pub fn guard_json(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, body: &[u8
 /// [`guard_json`], and the body's usage (as [`crate::usage_from_json`]
 /// reads it), from one parse of the body when the guard is active.
 pub fn guard_json_usage(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, body: &[u8]) -> (JsonGuard, Option<Usage>) {
-    if !guard.is_active() || api == ApiKind::OpenAiEmbeddings {
+    if !guard.is_active() || !api.answers_text() {
         return (JsonGuard::Unchanged, crate::usage_from_json(api, body).ok().flatten());
     }
     let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return (JsonGuard::Unreadable, None) };
@@ -537,7 +537,9 @@ fn guard_value(api: ApiKind, guard: &OutputGuard, masks: &MaskMap, v: &mut Value
         ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => guard_openai_body(guard, masks, v, &mut labels),
         ApiKind::OpenAiResponses => guard_responses_value(guard, masks, v, &mut labels),
         ApiKind::AnthropicMessages => guard_anthropic_body(guard, masks, v, &mut labels),
-        ApiKind::OpenAiEmbeddings => Ok(false),
+        ApiKind::OpenAiEmbeddings | ApiKind::GeminiCountTokens | ApiKind::GeminiEmbed | ApiKind::GeminiBatchEmbed => {
+            Ok(false)
+        }
         ApiKind::GeminiGenerate => guard_gemini_body(guard, masks, v, &mut labels),
         ApiKind::BedrockConverse => guard_bedrock_body(guard, masks, v, &mut labels),
     };

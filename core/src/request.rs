@@ -364,7 +364,7 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
         },
         ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => opt_u64(obj, "max_tokens")?,
         ApiKind::OpenAiResponses => opt_u64(obj, "max_output_tokens")?,
-        ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate | ApiKind::BedrockConverse => None,
+        _ => None,
     };
     let mut c =
         Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), kinds: Vec::new(), tools: Vec::new() };
@@ -389,8 +389,8 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
             anthropic(obj, &mut c)?;
             tools(obj, "tools", &mut c)?;
         }
-        ApiKind::GeminiGenerate => gemini(obj, &mut c)?,
-        ApiKind::BedrockConverse => bedrock(obj, &mut c)?,
+        // Walked by `walk_in_path`.
+        _ => return walk_in_path(api, obj, pointers),
     }
     let request = LlmRequest { api, model, stream, include_usage, max_tokens, texts: c.texts, tools: c.tools };
     Ok((request, c.pointers.unwrap_or_default(), c.kinds))
@@ -402,17 +402,43 @@ fn walk(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked
 fn walk_in_path(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Result<Walked, Error> {
     let mut c =
         Collector { texts: Vec::new(), pointers: pointers.then(Vec::new), kinds: Vec::new(), tools: Vec::new() };
-    let (config, cap) = if api == ApiKind::BedrockConverse {
-        bedrock(obj, &mut c)?;
-        ("inferenceConfig", "maxTokens")
-    } else {
-        gemini(obj, &mut c)?;
-        ("generationConfig", "maxOutputTokens")
+    let mut max_tokens = None;
+    let mut cap = |config: &str, key: &str| -> Result<(), Error> {
+        if let Some(v) = field(obj, config) {
+            max_tokens = opt_u64(as_object(v, &Path::root(config))?, key)?;
+        }
+        Ok(())
     };
-    let max_tokens = match field(obj, config) {
-        Some(v) => opt_u64(as_object(v, &Path::root(config))?, cap)?,
-        None => None,
-    };
+    match api {
+        ApiKind::BedrockConverse => {
+            bedrock(obj, &mut c)?;
+            cap("inferenceConfig", "maxTokens")?;
+        }
+        ApiKind::GeminiCountTokens => match field(obj, "generateContentRequest") {
+            // The whole request the count is for, or only its `contents`.
+            Some(inner) => {
+                let base = Path::root("generateContentRequest");
+                gemini(as_object(inner, &base)?, Some(&base), &mut c)?;
+            }
+            None => gemini(obj, None, &mut c)?,
+        },
+        ApiKind::GeminiEmbed => gemini_embed(obj, None, &mut c)?,
+        ApiKind::GeminiBatchEmbed => {
+            let root = Path::root("requests");
+            let list = opt_array(obj, "requests", None)?.ok_or_else(|| invalid(&root, "is required"))?;
+            if list.is_empty() {
+                return Err(invalid(&root, "must not be empty"));
+            }
+            for (i, request) in list.iter().enumerate() {
+                let rp = root.index(i);
+                gemini_embed(as_object(request, &rp)?, Some(&rp), &mut c)?;
+            }
+        }
+        _ => {
+            gemini(obj, None, &mut c)?;
+            cap("generationConfig", "maxOutputTokens")?;
+        }
+    }
     let request = LlmRequest {
         api,
         model: String::new(),
@@ -423,6 +449,17 @@ fn walk_in_path(api: ApiKind, obj: &Map<String, Value>, pointers: bool) -> Resul
         tools: c.tools,
     };
     Ok((request, c.pointers.unwrap_or_default(), c.kinds))
+}
+
+/// One Gemini embedding request: its `content`'s parts and its `title`.
+fn gemini_embed(obj: &Map<String, Value>, base: Option<&Path<'_>>, c: &mut Collector) -> Result<(), Error> {
+    let cp = sub(base, "content");
+    let content = field(obj, "content").ok_or_else(|| invalid(&cp, "is required"))?;
+    gemini_parts("input", as_object(content, &cp)?, &cp, c)?;
+    if let Some(title) = opt_str(obj, "title", base)? {
+        c.push("input", title, &sub(base, "title"));
+    }
+    Ok(())
 }
 
 /// Bedrock Converse `system[].text`, `messages[].content[]` (text, tool
@@ -510,13 +547,13 @@ fn bedrock_block(role: &str, block: &Map<String, Value>, bp: &Path<'_>, c: &mut 
 /// Gemini `systemInstruction`, `contents[].parts[]` (text, function calls'
 /// `args`, function responses' `response`: tool output) and the tools'
 /// `functionDeclarations` (description and parameter schema, role `tools`).
-fn gemini(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
+fn gemini(obj: &Map<String, Value>, base: Option<&Path<'_>>, c: &mut Collector) -> Result<(), Error> {
     if let Some(system) = field(obj, "systemInstruction") {
-        let sp = Path::root("systemInstruction");
+        let sp = sub(base, "systemInstruction");
         gemini_parts("system", as_object(system, &sp)?, &sp, c)?;
     }
-    let root = Path::root("contents");
-    let contents = opt_array(obj, "contents", None)?.ok_or_else(|| invalid(&root, "is required"))?;
+    let root = sub(base, "contents");
+    let contents = opt_array(obj, "contents", base)?.ok_or_else(|| invalid(&root, "is required"))?;
     if contents.is_empty() {
         return Err(invalid(&root, "must not be empty"));
     }
@@ -531,8 +568,8 @@ fn gemini(obj: &Map<String, Value>, c: &mut Collector) -> Result<(), Error> {
         };
         gemini_parts(role, content, &cp, c)?;
     }
-    if let Some(list) = opt_array(obj, "tools", None)? {
-        let root = Path::root("tools");
+    if let Some(list) = opt_array(obj, "tools", base)? {
+        let root = sub(base, "tools");
         for (i, tool) in list.iter().enumerate() {
             let tp = root.index(i);
             let tool = as_object(tool, &tp)?;

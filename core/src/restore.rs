@@ -201,7 +201,7 @@ fn may_contain_placeholder(data: &str) -> bool {
 /// Returns the rewritten body when anything changed; `None` when nothing
 /// did, the map is empty or the body is not JSON.
 pub fn restore_json(api: ApiKind, map: &MaskMap, body: &[u8]) -> Option<Vec<u8>> {
-    if map.is_empty() || api == ApiKind::OpenAiEmbeddings {
+    if map.is_empty() || !api.answers_text() {
         return None;
     }
     let text = std::str::from_utf8(body).ok()?;
@@ -503,7 +503,7 @@ impl SseRestorer {
         if is_stream_end(self.api, event) {
             self.complete = true;
         }
-        if self.guard.is_some() && self.api != ApiKind::OpenAiEmbeddings {
+        if self.guard.is_some() && self.api.answers_text() {
             let start = out.len();
             self.rewrite_event(map, event, out);
             self.emit_block(out, start);
@@ -513,7 +513,7 @@ impl SseRestorer {
     }
 
     fn rewrite_event(&mut self, map: &MaskMap, event: &SseEvent, out: &mut Vec<u8>) {
-        if (map.is_empty() && self.guard.is_none()) || self.api == ApiKind::OpenAiEmbeddings {
+        if (map.is_empty() && self.guard.is_none()) || !self.api.answers_text() {
             event.write_to(out);
             return;
         }
@@ -548,7 +548,10 @@ impl SseRestorer {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => self.openai_chunk(map, &mut v),
             ApiKind::OpenAiResponses => self.responses_event(map, &mut v, out),
             ApiKind::AnthropicMessages => self.anthropic_event(map, &mut v, out),
-            ApiKind::OpenAiEmbeddings => false,
+            ApiKind::OpenAiEmbeddings
+            | ApiKind::GeminiCountTokens
+            | ApiKind::GeminiEmbed
+            | ApiKind::GeminiBatchEmbed => false,
             ApiKind::GeminiGenerate => self.gemini_event(map, &mut v, out),
             ApiKind::BedrockConverse => self.bedrock_event(map, event.event.as_deref(), &mut v, out),
         };
@@ -681,7 +684,10 @@ impl SseRestorer {
             ApiKind::AnthropicMessages => self.write_anthropic_deltas(flushed, out),
             ApiKind::GeminiGenerate => self.write_gemini_parts(flushed, out),
             ApiKind::BedrockConverse => self.write_bedrock_deltas(flushed, out),
-            ApiKind::OpenAiEmbeddings => {}
+            ApiKind::OpenAiEmbeddings
+            | ApiKind::GeminiCountTokens
+            | ApiKind::GeminiEmbed
+            | ApiKind::GeminiBatchEmbed => {}
         }
     }
 

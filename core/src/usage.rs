@@ -9,6 +9,8 @@
 //! | OpenAI responses | `input_tokens` | `output_tokens` | `input_tokens_details.cached_tokens` | `total_tokens` |
 //! | Anthropic messages | `input_tokens + cache_read_input_tokens + cache_creation_input_tokens` | `output_tokens` | `cache_read_input_tokens` | input + output |
 //! | Gemini `generateContent` (`usageMetadata`) | `promptTokenCount + toolUsePromptTokenCount` | `candidatesTokenCount + thoughtsTokenCount` | `cachedContentTokenCount` | `totalTokenCount` |
+//! | Gemini `countTokens` (free) | 0 | 0 | 0 | 0 |
+//! | Gemini `embedContent`, `batchEmbedContents` | `usageMetadata.promptTokenCount` when sent (else the gateway's estimate) | 0 | 0 | input |
 //! | Bedrock Converse (`usage`) | `inputTokens + cacheReadInputTokens + cacheWriteInputTokens` | `outputTokens` | `cacheReadInputTokens` | input + output |
 //!
 //! The OpenAI-family APIs accept either naming (`prompt_tokens` or
@@ -103,6 +105,10 @@ pub fn usage_from_json(api: ApiKind, body: &[u8]) -> Result<Option<Usage>, Error
         return Ok(None);
     }
     let env: Envelope = serde_json::from_slice(body).map_err(json_err)?;
+    if api == ApiKind::GeminiCountTokens {
+        // Counting tokens is free: it spends none.
+        return Ok(Some(Usage::default()));
+    }
     Ok(env.take().as_ref().and_then(|u| usage_object(api, u)))
 }
 
@@ -292,8 +298,13 @@ impl StreamUsage {
                     }
                 }
             }
-            // Bedrock streams are not SSE: their usage is the translator's.
-            ApiKind::GeminiGenerate | ApiKind::BedrockConverse => {}
+            // Gemini's were read above; Bedrock streams are not SSE: their
+            // usage is the translator's.
+            ApiKind::GeminiGenerate
+            | ApiKind::GeminiCountTokens
+            | ApiKind::GeminiEmbed
+            | ApiKind::GeminiBatchEmbed
+            | ApiKind::BedrockConverse => {}
             ApiKind::AnthropicMessages => {
                 let Ok(ev) = serde_json::from_slice::<AnthropicEvent>(data) else { return };
                 let kind = ev.kind.as_deref().or(event.event.as_deref());
@@ -430,6 +441,12 @@ mod tests {
     #[test]
     fn no_usage_and_invalid_json() {
         for api in ApiKind::ALL {
+            if api == ApiKind::GeminiCountTokens {
+                // Free, whatever the answer.
+                assert_eq!(usage_from_json(api, br#"{"error":{"message":"x"}}"#).unwrap(), Some(Usage::default()));
+                assert!(matches!(usage_from_json(api, b"nope"), Err(Error::InvalidJson(_))));
+                continue;
+            }
             assert_eq!(usage_from_json(api, br#"{"error":{"message":"x"}}"#).unwrap(), None);
             assert_eq!(usage_from_json(api, br#"{"usage":null}"#).unwrap(), None);
             assert_eq!(usage_from_json(api, br#"{"usage":{}}"#).unwrap(), None);

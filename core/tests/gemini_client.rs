@@ -154,3 +154,57 @@ fn gateway_errors_take_googles_shape() {
     let v: Value = serde_json::from_str(&error_body(ApiFamily::Gemini, 401, "who?", "invalid_api_key")).unwrap();
     assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
 }
+
+#[test]
+fn token_counts_and_embeddings_are_read_for_inspection_and_spend_as_they_should() {
+    // countTokens: the bare `contents`, or a whole `generateContentRequest`.
+    let bare = json!({"contents": [{"parts": [{"text": "mail ada@example.com"}]}]});
+    let parsed = parse_request_json(ApiKind::GeminiCountTokens, bare.to_string().as_bytes()).unwrap();
+    assert_eq!(parsed.text_pointers, ["/contents/0/parts/0/text"]);
+    let whole = json!({"generateContentRequest": {"model": "models/gemini-2.5-flash",
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "contents": [{"role": "user", "parts": [{"text": "Hi Ada"}]}]}});
+    let parsed = parse_request_json(ApiKind::GeminiCountTokens, whole.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        parsed.text_pointers,
+        ["/generateContentRequest/systemInstruction/parts/0/text", "/generateContentRequest/contents/0/parts/0/text"]
+    );
+    assert_eq!(parsed.request.texts[0].role, "system");
+    let err = parse_request_json(ApiKind::GeminiCountTokens, br#"{"generateContentRequest": {}}"#).unwrap_err();
+    assert!(err.to_string().contains("generateContentRequest.contents"), "{err}");
+
+    // embedContent and batchEmbedContents (what google-genai sends).
+    let one =
+        json!({"content": {"parts": [{"text": "Ada's notes"}]}, "title": "Notes", "taskType": "RETRIEVAL_DOCUMENT"});
+    let parsed = parse_request_json(ApiKind::GeminiEmbed, one.to_string().as_bytes()).unwrap();
+    assert_eq!(parsed.text_pointers, ["/content/parts/0/text", "/title"]);
+    assert!(parsed.request.texts.iter().all(|t| t.role == "input"));
+    let batch = json!({"requests": [
+        {"model": "models/text-embedding-004", "content": {"parts": [{"text": "one"}]}},
+        {"model": "models/text-embedding-004", "content": {"parts": [{"text": "two"}, {"text": "three"}]}}]});
+    let parsed = parse_request_json(ApiKind::GeminiBatchEmbed, batch.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        parsed.text_pointers,
+        ["/requests/0/content/parts/0/text", "/requests/1/content/parts/0/text", "/requests/1/content/parts/1/text"]
+    );
+    for (api, bad, field) in [
+        (ApiKind::GeminiEmbed, json!({}), "`content` is required"),
+        (ApiKind::GeminiBatchEmbed, json!({"requests": []}), "`requests` must not be empty"),
+        (ApiKind::GeminiBatchEmbed, json!({"requests": [{"content": 3}]}), "`requests[0].content` must be an object"),
+    ] {
+        let err = parse_request_json(api, bad.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(err.contains(field), "{bad}: {err}");
+    }
+
+    // Counting is free; an embedding spends its prompt when the provider
+    // says so (else the gateway estimates it).
+    use tollgate_core::usage::usage_from_json;
+    let counted = usage_from_json(ApiKind::GeminiCountTokens, br#"{"totalTokens": 31}"#).unwrap();
+    assert_eq!(counted.map(|u| u.total_tokens), Some(0));
+    assert_eq!(usage_from_json(ApiKind::GeminiBatchEmbed, br#"{"embeddings": [{"values": [0.1]}]}"#).unwrap(), None);
+    let reported = br#"{"embedding": {"values": [0.1]}, "usageMetadata": {"promptTokenCount": 9}}"#;
+    assert_eq!(usage_from_json(ApiKind::GeminiEmbed, reported).unwrap().map(|u| u.input_tokens), Some(9));
+    // Nothing in the answer is restored or guarded: vectors are not text.
+    let masked = json!({"embedding": {"values": [0.5]}, "note": "<EMAIL_ADDRESS_1>"});
+    assert_eq!(restore_json(ApiKind::GeminiEmbed, &map(), masked.to_string().as_bytes()), None);
+}

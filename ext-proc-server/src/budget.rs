@@ -123,7 +123,7 @@ impl Budget {
     /// cost limit. A stream needs none (it is metered and cut live).
     pub fn output_cap(&self, policy: &Policy, who: Option<&Identity>, request: &LlmRequest) -> Option<u64> {
         let applies = charges(policy, who, 0, 0).iter().any(|c| kind(&c.key) != Kind::Requests);
-        let capped = request.stream || request.max_tokens.is_some() || request.api == ApiKind::OpenAiEmbeddings;
+        let capped = request.stream || request.max_tokens.is_some() || !request.api.answers_text();
         (applies && !capped).then_some(self.step)
     }
 
@@ -379,7 +379,7 @@ pub fn cap_output(api: ApiKind, json: &mut Value, tokens: u64) -> bool {
         ApiKind::OpenAiChat => "max_completion_tokens",
         ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => "max_tokens",
         ApiKind::OpenAiResponses => "max_output_tokens",
-        ApiKind::OpenAiEmbeddings | ApiKind::GeminiGenerate | ApiKind::BedrockConverse => return false,
+        _ => return false,
     };
     let Some(obj) = json.as_object_mut() else { return false };
     let caps = ["max_tokens", "max_completion_tokens", "max_output_tokens"];

@@ -95,7 +95,9 @@ pub fn operation(api: ApiKind) -> &'static str {
         | ApiKind::GeminiGenerate
         | ApiKind::BedrockConverse => "chat",
         ApiKind::OpenAiCompletions => "text_completion",
-        ApiKind::OpenAiEmbeddings => "embeddings",
+        ApiKind::OpenAiEmbeddings | ApiKind::GeminiEmbed | ApiKind::GeminiBatchEmbed => "embeddings",
+        // Not one of the convention's operations: the API's own name.
+        ApiKind::GeminiCountTokens => "count_tokens",
     }
 }
 

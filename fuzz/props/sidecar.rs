@@ -343,7 +343,11 @@ fn request_body(input: &mut Input, path_api: Option<ApiKind>) -> Vec<u8> {
         ApiKind::OpenAiResponses => json!({"model": model, "stream": stream, "input": text}),
         ApiKind::AnthropicMessages => json!({"model": model, "stream": stream, "max_tokens": 64,
             "messages": [{"role": "user", "content": text}]}),
-        ApiKind::GeminiGenerate => json!({"contents": [{"role": "user", "parts": [{"text": text}]}]}),
+        ApiKind::GeminiGenerate | ApiKind::GeminiCountTokens => {
+            json!({"contents": [{"role": "user", "parts": [{"text": text}]}]})
+        }
+        ApiKind::GeminiEmbed => json!({"content": {"parts": [{"text": text}]}}),
+        ApiKind::GeminiBatchEmbed => json!({"requests": [{"content": {"parts": [{"text": text}]}}]}),
         ApiKind::BedrockConverse => json!({"messages": [{"role": "user", "content": [{"text": text}]}]}),
     };
     if let (Some(n), Some(obj)) = (max_tokens, v.as_object_mut()) {

@@ -424,17 +424,54 @@ async fn genai_sdk_is_a_native_gemini_client_with_keys_pii_and_the_firewall() {
     assert_eq!(out["no_key"]["code"], 401, "{out}");
     assert_eq!(out["no_key"]["status"], "UNAUTHENTICATED", "{out}");
 
+    // countTokens and embeddings: answered, the address masked on the way.
+    assert!(num(&out["count"], "total") > 0, "{out}");
+    assert_eq!(out["embed"]["count"], 2, "{out}");
+    assert_eq!(out["embed"]["dims"], serde_json::json!([16, 16]), "{out}");
+    assert_eq!(out["embed_injection"]["code"], 403, "the firewall reads what is embedded too: {out}");
+
     // Every call reached the provider as Gemini: the model in the path, the
     // gateway key replaced, nothing the Gemini API would refuse in the body.
-    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    let mut verbs = Vec::new();
     for (req, body) in &seen {
         let path = text(req, "path");
-        assert!(path.starts_with("/v1beta/models/gemini-2.5-flash:"), "{req}");
+        let (model, verb) = path.trim_start_matches("/v1beta/models/").split_once(':').unwrap();
+        verbs.push(verb.split('?').next().unwrap().to_owned());
         assert!(req["headers"].get("x-goog-api-key").is_none_or(|k| k != &Value::from(key.as_str())), "{req}");
-        assert!(body.get("model").is_none() && body["contents"].is_array(), "{body}");
+        if verb == "batchEmbedContents" {
+            assert_eq!(model, "text-embedding-004", "{req}");
+            assert_eq!(body["requests"].as_array().map(Vec::len), Some(2), "{body}");
+            assert!(body["requests"][0]["content"]["parts"][0]["text"].as_str().unwrap().contains("EMAIL_ADDRESS"));
+        } else {
+            assert_eq!(model, "gemini-2.5-flash", "{req}");
+            assert!(body.get("model").is_none() && body["contents"].is_array(), "{body}");
+        }
     }
+    verbs.sort();
+    assert_eq!(
+        verbs,
+        [
+            "batchEmbedContents",
+            "countTokens",
+            "generateContent",
+            "generateContent",
+            "generateContent",
+            "streamGenerateContent",
+            "streamGenerateContent"
+        ],
+        "{seen:?}"
+    );
     let usage = gw.usage_rows().await;
     assert!(usage.iter().any(|r| r["consumer"] == "alice"), "spend recorded for the caller: {usage:?}");
+    // Counting tokens is free; an embedding spends its input.
+    let records = gw.audit_records();
+    let by_api = |api: &str| records.iter().find(|r| r["api"] == api).cloned().unwrap_or_default();
+    let count = by_api("gemini-count-tokens");
+    assert_eq!((count["status"].as_u64(), count["inputTokens"].as_u64()), (Some(200), Some(0)), "{count}");
+    let embed = by_api("gemini-batch-embed-contents");
+    assert_eq!(embed["status"], 200, "{embed}");
+    assert!(embed["inputTokens"].as_u64().unwrap_or(0) > 0 && embed["outputTokens"] == 0, "{embed}");
 }
 
 /// A Bedrock provider on the mock: SigV4 from the environment (the AWS

@@ -105,10 +105,11 @@ impl Provider {
             let model = path_segment(model);
             return format!("/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}:{verb}");
         }
-        if api == ApiKind::GeminiGenerate {
+        if let Some(verb) = api.gemini_verb(stream) {
             let model = model.strip_prefix("models/").unwrap_or(model);
             let model = path_segment(model);
-            let verb = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+            let sse = if api == ApiKind::GeminiGenerate && stream { "?alt=sse" } else { "" };
+            let verb = format!("{verb}{sse}");
             if self.kind == ProviderKind::VertexAi {
                 let project = path_segment(self.project.as_deref().unwrap_or_default());
                 let location = path_segment(self.location.as_deref().unwrap_or_default());
@@ -204,7 +205,10 @@ fn is_bedrock_model(model: &str) -> bool {
 
 /// A Bedrock model id without its cross-region profile's prefix (`us.`, ...).
 fn without_region(model: &str) -> &str {
-    ["us.", "eu.", "apac.", "global.", "us-gov."].iter().find_map(|region| model.strip_prefix(region)).unwrap_or(model)
+    ["us.", "eu.", "apac.", "jp.", "au.", "global.", "us-gov."]
+        .iter()
+        .find_map(|region| model.strip_prefix(region))
+        .unwrap_or(model)
 }
 
 /// A Bedrock id of one of Anthropic's models (`anthropic.claude-…`, a
@@ -424,8 +428,49 @@ mod tests {
             ("amazon.nova-pro-v1:0", false),
             ("claude-sonnet-4-5", false),
             ("arn:aws:bedrock:us-east-1:1:inference-profile/us.meta.llama3-v1:0", false),
+            ("jp.anthropic.claude-sonnet-4-5-20250929-v1:0", true),
+            ("au.anthropic.claude-sonnet-4-5-20250929-v1:0", true),
         ] {
             assert_eq!(is_bedrock_claude(model), yes, "{model}");
         }
+        // Every cross-region profile routes to Bedrock by its own name.
+        for profile in ["us.", "eu.", "apac.", "jp.", "au.", "global.", "us-gov."] {
+            let model = format!("{profile}amazon.nova-lite-v1:0");
+            assert_eq!(model_family(&model), ApiFamily::Bedrock, "{model}");
+        }
+    }
+
+    #[test]
+    fn gemini_token_counts_and_embeddings_keep_their_verbs() {
+        let p = yaml(
+            "providers:\n  g: {kind: gemini, baseUrl: 'https://generativelanguage.googleapis.com'}\n  v: {kind: vertex-ai, baseUrl: 'https://x', project: p1, location: us-central1, keyEnv: VTOKEN}\n  o: {kind: openai, baseUrl: 'https://api.openai.com'}\nmodels:\n  emb: {targets: [{provider: o, model: text-embedding-3-small}, {provider: v, model: gemini-embedding-001}]}\n",
+        )
+        .unwrap();
+        let (g, v) = (&p.providers["g"], &p.providers["v"]);
+        for (api, verb) in [
+            (ApiKind::GeminiCountTokens, "countTokens"),
+            (ApiKind::GeminiEmbed, "embedContent"),
+            (ApiKind::GeminiBatchEmbed, "batchEmbedContents"),
+        ] {
+            assert_eq!(
+                g.request_path(api, "models/gemini-embedding-001", false),
+                format!("/v1beta/models/gemini-embedding-001:{verb}")
+            );
+            assert_eq!(
+                v.request_path(api, "gemini-embedding-001", false),
+                format!("/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-embedding-001:{verb}")
+            );
+            // By name: the first Gemini provider; through an alias: the
+            // first target that speaks Gemini (an OpenAI one cannot).
+            let r = p.route(api, "gemini-embedding-001").unwrap();
+            assert_eq!((r.provider, r.api), ("g", api));
+            let r = p.route(api, "emb").unwrap();
+            assert_eq!((r.provider, r.model, r.api), ("v", "gemini-embedding-001", api));
+            assert_eq!(p.translation(api, r.provider, r.api), None);
+        }
+        assert_eq!(
+            g.request_path(ApiKind::GeminiGenerate, "gemini-2.5-flash", true),
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
     }
 }

@@ -151,6 +151,9 @@ impl SseRestorer {
             ApiKind::OpenAiResponses
             | ApiKind::OpenAiEmbeddings
             | ApiKind::GeminiGenerate
+            | ApiKind::GeminiCountTokens
+            | ApiKind::GeminiEmbed
+            | ApiKind::GeminiBatchEmbed
             | ApiKind::BedrockConverse => false,
         }
     }

@@ -268,7 +268,7 @@ pub(super) async fn on_request_body(shared: &Shared, state: &mut StreamState, bo
                 }
             }
             let input = if count_now { tokens::prompt_tokens(route.model, &parsed) } else { 0 };
-            let max_output = if api == ApiKind::OpenAiEmbeddings { Some(0) } else { parsed.max_tokens };
+            let max_output = if api.answers_text() { parsed.max_tokens } else { Some(0) };
             match budget
                 .reserve(&shared.policy, identity.as_ref(), route.model, input, max_output, SystemTime::now())
                 .await

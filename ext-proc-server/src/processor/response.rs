@@ -123,7 +123,7 @@ pub(super) async fn on_response_headers(
             && !sse
             && !r.stream
             && !h.end_of_stream
-            && r.upstream_api != ApiKind::OpenAiEmbeddings
+            && r.upstream_api.answers_text()
             && shared.policy.fail_mode.filter == FailMode::Closed
             && shared.review.guards_output();
         if (meter || record || r.check_json || r.translation.is_some() || r.usage_chunk.is_some()) && !h.end_of_stream {
