@@ -311,6 +311,48 @@ async fn openai_sdk_reads_streamed_and_json_answers_from_the_cache() {
     assert_eq!(gw.mock_requests().await.len(), 1, "only the first call reached the provider");
 }
 
+#[tokio::test]
+async fn genai_and_boto3_read_streamed_and_json_answers_from_the_cache() {
+    let gw = Gateway::start(Options {
+        policy_extra: "cache: {enabled: true}\naccess: {require: key, keyStore: '{dir}/keys.yaml'}\nteams:\n  research: {}\nconsumers:\n  alice: {team: research}\n"
+            .into(),
+        // The provider's own key, sent in place of the caller's (the mock's
+        // Bedrock API wants one).
+        provider_extra: "keyEnv: PROVIDER_KEY".into(),
+        sidecar_env: vec![("PROVIDER_KEY".into(), "ABSK-provider-key".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let key = gw.create_key("alice").await;
+    let out = run_script(&gw, "native_cache.py", &[&key]).await;
+    for (sdk, finish, usage_key) in [("gemini", "STOP", "candidates"), ("bedrock", "end_turn", "outputTokens")] {
+        let (first, streamed, again) = (&out[sdk]["first"], &out[sdk]["streamed"], &out[sdk]["again"]);
+        assert!(text(first, "text").contains("colour of the sky"), "{sdk}: {first}");
+        assert_eq!(first["finish"], finish, "{sdk}: {first}");
+        for hit in [streamed, again] {
+            assert_eq!(text(hit, "text"), text(first, "text"), "{sdk}: {out}");
+            assert_eq!(hit["finish"], finish, "{sdk}: {hit}");
+            assert!(num(&hit["usage"], usage_key) > 0, "{sdk}: {hit}");
+        }
+        assert_eq!(first["cache"], "miss", "{out}");
+        assert_eq!((text(streamed, "cache"), text(again, "cache")), ("hit", "hit"), "{out}");
+        let pieces = if sdk == "bedrock" { num(streamed, "events") } else { num(streamed, "chunks") };
+        assert!(pieces > 4, "a replay streams in pieces (frames, events): {streamed}");
+    }
+    // Only the first of each SDK's three calls reached the provider; the
+    // others are recorded as the cache's answers to the caller.
+    let seen = gw.mock_requests().await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let records = gw.audit_records();
+    let hits: Vec<&Value> = records.iter().filter(|r| r["provider"] == "cache").collect();
+    assert_eq!(hits.len(), 4, "{records:?}");
+    assert!(hits.iter().all(|r| r["consumer"] == "alice" && r["status"] == 200), "{hits:?}");
+    let apis: Vec<&str> = hits.iter().filter_map(|r| r["api"].as_str()).collect();
+    assert_eq!(apis.iter().filter(|a| **a == "gemini-generate-content").count(), 2, "{apis:?}");
+    assert_eq!(apis.iter().filter(|a| **a == "bedrock-converse").count(), 2, "{apis:?}");
+}
+
 /// The requests the mock received for `model` over the Gemini API: each one
 /// `generateContent`, or `streamGenerateContent?alt=sse` when streamed, with
 /// a Gemini body (no model, no OpenAI or Anthropic fields).

@@ -49,7 +49,8 @@ pub struct CacheKeys {
 /// Why a request is not looked up (the `x-tollgate-cache: skip` reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
-    /// Only chat completions and messages are cached.
+    /// Only chat completions, messages, Gemini's `generateContent` and
+    /// Bedrock's Converse are cached.
     Api,
     /// `temperature` above `cache.maxTemperature`.
     Temperature,
@@ -147,25 +148,24 @@ pub fn keys(
     route: &str,
     scope: &str,
 ) -> Result<CacheKeys, Skip> {
-    if !matches!(api, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) {
-        return Err(Skip::Api);
-    }
+    let shape = Shape::of(api).ok_or(Skip::Api)?;
     let obj = json.as_object().ok_or(Skip::Api)?;
-    let temperature = obj.get("temperature").and_then(Value::as_f64).unwrap_or(0.0);
+    let config = shape.config.and_then(|c| obj.get(c)).unwrap_or(json);
+    let temperature = config.get("temperature").and_then(Value::as_f64).unwrap_or(0.0);
     if temperature > policy.max_temperature {
         return Err(Skip::Temperature);
     }
-    if obj.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+    if config.get(shape.choices).and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return Err(Skip::Choices);
     }
     if request.tools.iter().any(|t| !policy.read_only_tools.contains(&t.name)) {
         return Err(Skip::Tools);
     }
-    let messages: &[Value] = obj.get("messages").and_then(Value::as_array).map_or(&[], Vec::as_slice);
+    let messages: &[Value] = obj.get(shape.turns).and_then(Value::as_array).map_or(&[], Vec::as_slice);
     let mut system = Vec::new();
     let mut turns = Vec::new();
-    if let Some(s) = obj.get("system") {
-        system.push(normalize_content(s));
+    if let Some(s) = obj.get(shape.system) {
+        system.push(normalize_system(s));
     }
     for m in messages {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
@@ -177,7 +177,7 @@ pub fn keys(
     }
     let params: Map<String, Value> = obj
         .iter()
-        .filter(|(k, _)| !NOT_PARAMETERS.contains(&k.as_str()))
+        .filter(|(k, _)| !NOT_PARAMETERS.contains(&k.as_str()) && *k != shape.turns && *k != shape.system)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let (last, earlier) = match turns.split_last() {
@@ -207,13 +207,55 @@ pub fn keys(
     let semantic_text = (policy.semantic.enabled
         && turns.len() <= policy.semantic.max_turns
         && !turns.iter().any(|m| has_tool_state(m)))
-    .then(|| last.filter(|m| m.get("role").and_then(Value::as_str) == Some("user")))
+    .then(|| last.filter(|m| m.get("role").and_then(Value::as_str).unwrap_or(shape.default_role) == "user"))
     .flatten()
-    .and_then(|m| match normalize_content(m.get("content").unwrap_or(&Value::Null)) {
+    .and_then(|m| match normalize_content(m.get(shape.content).unwrap_or(&Value::Null)) {
         Value::String(s) if !s.is_empty() => Some(s),
         _ => None,
     });
     Ok(CacheKeys { partition, exact, semantic_text })
+}
+
+/// Where an API's request keeps the conversation and the knobs the cache
+/// looks at.
+struct Shape {
+    /// The turns (`messages`, Gemini's `contents`).
+    turns: &'static str,
+    /// A turn's content (Gemini's `parts`).
+    content: &'static str,
+    /// The role of a turn that names none.
+    default_role: &'static str,
+    /// The system prompt beside the turns.
+    system: &'static str,
+    /// The object holding `temperature` and the choice count (the body itself when `None`).
+    config: Option<&'static str>,
+    choices: &'static str,
+}
+
+impl Shape {
+    fn of(api: ApiKind) -> Option<Shape> {
+        let chat = |default_role| Shape {
+            turns: "messages",
+            content: "content",
+            default_role,
+            system: "system",
+            config: None,
+            choices: "n",
+        };
+        match api {
+            ApiKind::OpenAiChat | ApiKind::AnthropicMessages => Some(chat("")),
+            ApiKind::GeminiGenerate => Some(Shape {
+                turns: "contents",
+                content: "parts",
+                default_role: "user",
+                system: "systemInstruction",
+                config: Some("generationConfig"),
+                choices: "candidateCount",
+            }),
+            ApiKind::BedrockConverse => Some(Shape { config: Some("inferenceConfig"), ..chat("") }),
+            _ => None,
+        }
+    }
 }
 
 /// The digit runs of a text, in order (`"12 May, 3.5%"` → `12|3|5`). Embeddings barely move when a number, date or amount
@@ -243,13 +285,17 @@ fn field(h: &mut Sha256, s: &str) {
 }
 
 /// Tool calls and tool results carry an agent's state: such conversations
-/// are only ever matched exactly.
+/// are only ever matched exactly. (Blocks: Anthropic's `tool_use` and
+/// `tool_result`, Gemini's `functionCall` and `functionResponse` parts,
+/// Bedrock's `toolUse` and `toolResult`.)
 fn has_tool_state(m: &Value) -> bool {
-    if m.get("role").and_then(Value::as_str) == Some("tool") || m.get("tool_calls").is_some() {
+    const TOOL_PARTS: [&str; 4] = ["functionCall", "functionResponse", "toolUse", "toolResult"];
+    if matches!(m.get("role").and_then(Value::as_str), Some("tool" | "function")) || m.get("tool_calls").is_some() {
         return true;
     }
-    m.get("content").and_then(Value::as_array).is_some_and(|parts| {
-        parts.iter().any(|p| matches!(p.get("type").and_then(Value::as_str), Some("tool_use" | "tool_result")))
+    ["content", "parts"].iter().filter_map(|k| m.get(*k).and_then(Value::as_array)).flatten().any(|p| {
+        matches!(p.get("type").and_then(Value::as_str), Some("tool_use" | "tool_result"))
+            || TOOL_PARTS.iter().any(|k| p.get(*k).is_some())
     })
 }
 
@@ -257,15 +303,31 @@ fn normalize_message(m: &Value) -> Value {
     match m.as_object() {
         Some(obj) => Value::Object(
             obj.iter()
-                .map(|(k, v)| (k.clone(), if k == "content" { normalize_content(v) } else { v.clone() }))
+                .map(|(k, v)| {
+                    let text = k == "content" || k == "parts";
+                    (k.clone(), if text { normalize_content(v) } else { v.clone() })
+                })
                 .collect(),
         ),
         None => m.clone(),
     }
 }
 
+/// A system prompt: a string or blocks (OpenAI, Anthropic, Bedrock), or a
+/// Gemini `Content` (its `parts`).
+fn normalize_system(v: &Value) -> Value {
+    match v.get("parts") {
+        Some(parts) => normalize_content(parts),
+        None => normalize_content(v),
+    }
+}
+
 /// Content as one whitespace-normalized string when it is only text (a
 /// string, or text parts/blocks); other content as it is.
+///
+/// A user turn reads the same in every API (`Hello` as a string, as
+/// `[{"type": "text", ...}]`, as Gemini's `parts` or Bedrock's blocks):
+/// the partition keeps the APIs apart, since each replays its own shape.
 fn normalize_content(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(squeeze(s)),
@@ -274,6 +336,8 @@ fn normalize_content(v: &Value) -> Value {
                 .iter()
                 .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
                     (Some("text"), Some(t)) if p.as_object().is_some_and(|o| o.len() == 2) => Some(t),
+                    // Gemini's text parts and Bedrock's text blocks name no type.
+                    (None, Some(t)) if p.as_object().is_some_and(|o| o.len() == 1) => Some(t),
                     _ => None,
                 })
                 .collect();
@@ -522,5 +586,64 @@ mod tests {
         assert_ne!(scope(&p, &Tenant { namespace: Some("v2"), ..t }), scope(&p, &t));
         p.scope = CacheScope::Shared;
         assert_eq!(scope(&p, &Tenant::default()), "shared");
+    }
+
+    #[test]
+    fn native_gemini_and_bedrock_requests_are_keyed_like_chats() {
+        let gemini = |text: &str, config: Value| {
+            json!({"systemInstruction": {"parts": [{"text": "Be  terse."}]},
+                "contents": [{"role": "user", "parts": [{"text": text}]}], "generationConfig": config})
+        };
+        let bedrock = |text: &str, config: Value| {
+            json!({"system": [{"text": "Be terse."}], "messages": [{"role": "user", "content": [{"text": text}]}],
+                "inferenceConfig": config})
+        };
+        for (api, make) in
+            [(ApiKind::GeminiGenerate, &gemini as &dyn Fn(&str, Value) -> Value), (ApiKind::BedrockConverse, &bedrock)]
+        {
+            let base = keys_of(api, make("What is the capital of  France?", json!({})), "s").unwrap();
+            // Whitespace is not a difference; the question and the knobs are.
+            assert_eq!(keys_of(api, make("What is the capital of France?", json!({})), "s").unwrap(), base, "{api:?}");
+            assert_eq!(base.semantic_text.as_deref(), Some("What is the capital of France?"), "{api:?}");
+            let other = keys_of(api, make("What is the capital of Spain?", json!({})), "s").unwrap();
+            assert_eq!(other.partition, base.partition, "{api:?}");
+            assert_ne!(other.exact, base.exact, "{api:?}");
+            let capped = keys_of(api, make("What is the capital of France?", json!({"maxTokens": 5})), "s").unwrap();
+            assert_ne!(capped.partition, base.partition, "{api:?}");
+            let hot = make("What is the capital of France?", json!({"temperature": 0.9}));
+            assert_eq!(keys_of(api, hot, "s"), Err(Skip::Temperature), "{api:?}");
+            // Another API never shares the entry: each replays its own shape.
+            let chat = chat(json!({}));
+            assert_ne!(keys_of(ApiKind::OpenAiChat, chat, "s").unwrap().partition, base.partition);
+        }
+        let two = gemini("Hi", json!({"candidateCount": 2}));
+        assert_eq!(keys_of(ApiKind::GeminiGenerate, two, "s"), Err(Skip::Choices));
+        // A system prompt of its own is another partition.
+        let mut other_system = gemini("What is the capital of France?", json!({}));
+        other_system["systemInstruction"]["parts"][0]["text"] = json!("Be verbose.");
+        assert_ne!(
+            keys_of(ApiKind::GeminiGenerate, other_system, "s").unwrap().partition,
+            keys_of(ApiKind::GeminiGenerate, gemini("What is the capital of France?", json!({})), "s")
+                .unwrap()
+                .partition
+        );
+        // Function and tool state: matched exactly only.
+        let answered = json!({"contents": [
+            {"role": "user", "parts": [{"text": "Look it up"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "lookup", "args": {}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "lookup", "response": {"r": 1}}}]},
+            {"role": "user", "parts": [{"text": "Thanks"}]}],
+            "tools": [{"functionDeclarations": [{"name": "lookup"}]}]});
+        assert_eq!(keys_of(ApiKind::GeminiGenerate, answered, "s").unwrap().semantic_text, None);
+        let tool_result = json!({"messages": [
+            {"role": "user", "content": [{"toolResult": {"toolUseId": "t", "content": [{"text": "r"}]}}]},
+            {"role": "user", "content": [{"text": "Thanks"}]}]});
+        assert_eq!(keys_of(ApiKind::BedrockConverse, tool_result, "s").unwrap().semantic_text, None);
+        // A tool with side effects offered: not cached at all.
+        let acting = json!({"messages": [{"role": "user", "content": [{"text": "Mail Bob"}]}],
+            "toolConfig": {"tools": [{"toolSpec": {"name": "send_email", "inputSchema": {"json": {}}}}]}});
+        assert_eq!(keys_of(ApiKind::BedrockConverse, acting, "s"), Err(Skip::Tools));
+        let counted = json!({"contents": [{"parts": [{"text": "Hi"}]}]});
+        assert_eq!(keys_of(ApiKind::GeminiCountTokens, counted, "s"), Err(Skip::Api));
     }
 }

@@ -113,7 +113,7 @@ pub(super) async fn answer_from_cache(
             return immediate(draft.api, &draft.request_id, &audit_unavailable(), &[]);
         }
     }
-    let content_type = if parsed.stream { "text/event-stream" } else { "application/json" };
+    let content_type = cache::answer::content_type(&replay);
     let headers = vec![
         set_header(STATUS_HEADER, "hit"),
         set_header(TIER_HEADER, tier_name),

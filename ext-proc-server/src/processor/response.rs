@@ -20,6 +20,7 @@ use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent};
 use super::settle::{audit_unavailable, keep_answer, metered_usage, settle};
 use super::state::StreamState;
 use crate::budget::admitted_headers;
+use crate::cache::answer::Framing;
 use crate::cache::{Recorder, STATUS_HEADER};
 use crate::extproc::{header, immediate, metadata, num_value, reply, set_header, str_value, BACKEND_HEADER};
 use crate::meter::Meter;
@@ -87,7 +88,13 @@ pub(super) async fn on_response_headers(
             mutation.set_headers.push(set_header(STATUS_HEADER, slot.status));
             match slot.pending.as_mut() {
                 Some(p) if status == 200 && !h.end_of_stream => {
-                    p.recorder = Some(Recorder::new(r.api, sse));
+                    // What the client receives: a Bedrock client's own stream is frames.
+                    let framing = match (sse, content_type.contains("application/vnd.amazon.eventstream")) {
+                        (true, _) => Framing::Sse,
+                        (false, true) => Framing::Frames,
+                        (false, false) => Framing::Json,
+                    };
+                    p.recorder = Some(Recorder::new(r.api, framing, &r.model));
                     record = true;
                 }
                 _ => slot.pending = None,

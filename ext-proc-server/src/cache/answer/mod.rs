@@ -1,14 +1,22 @@
-//! A cached answer: recorded from what the client received (JSON or SSE, in
-//! the client's API), and replayed in the same API as JSON or as a
-//! well-formed stream.
+//! A cached answer: recorded from what the client received (JSON, SSE or
+//! AWS event-stream frames, in the client's API), and replayed in the same
+//! API as JSON or as a well-formed stream.
 //!
 //! Only plain text answers with one choice are recorded; tool calls,
 //! refusals, several choices, errors and truncated recordings are not
 //! (the recorder returns nothing and the answer is not stored).
+//!
+//! OpenAI's and Anthropic's shapes are here; [`gemini`] and [`bedrock`]
+//! hold their native clients' shapes.
+
+mod bedrock;
+mod gemini;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tollgate_core::{ApiKind, SseEvent, SseParser};
+use tollgate_core::eventstream::{Decoder, Message};
+use tollgate_core::usage::usage_object;
+use tollgate_core::{ApiFamily, ApiKind, SseEvent, SseParser};
 
 /// Longest answer text recorded.
 pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
@@ -19,7 +27,8 @@ pub struct Answer {
     /// The model name the client saw.
     pub model: String,
     pub text: String,
-    /// `finish_reason` (OpenAI) or `stop_reason` (Anthropic), in the client API's words.
+    /// `finish_reason` (OpenAI), `stop_reason` (Anthropic), `finishReason`
+    /// (Gemini) or `stopReason` (Bedrock): in the client API's words.
     pub finish: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -34,23 +43,45 @@ impl Answer {
     }
 }
 
+/// How the client's answer is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Json,
+    Sse,
+    /// AWS event-stream frames (a Bedrock client's ConverseStream).
+    Frames,
+}
+
+#[derive(Debug)]
+enum Reader {
+    Json(Vec<u8>),
+    Sse(SseParser, Vec<SseEvent>),
+    Frames(Decoder, Vec<Message>),
+}
+
 /// Records an answer from the bytes the client receives.
 #[derive(Debug)]
 pub struct Recorder {
     api: ApiKind,
-    sse: Option<(SseParser, Vec<SseEvent>)>,
-    json: Vec<u8>,
+    reader: Reader,
     answer: Answer,
+    /// The model the answer names when its body does not (Bedrock's).
+    routed_model: String,
     /// Something made this answer unfit for the cache.
     spoiled: bool,
 }
 
 impl Recorder {
-    pub fn new(api: ApiKind, sse: bool) -> Recorder {
+    /// A recorder of an answer of `api`, framed as `framing`, from `model`.
+    pub fn new(api: ApiKind, framing: Framing, model: &str) -> Recorder {
+        let reader = match framing {
+            Framing::Json => Reader::Json(Vec::new()),
+            Framing::Sse => Reader::Sse(SseParser::new(MAX_ANSWER_BYTES), Vec::new()),
+            Framing::Frames => Reader::Frames(Decoder::with_max_message_bytes(MAX_ANSWER_BYTES), Vec::new()),
+        };
         Recorder {
             api,
-            sse: sse.then(|| (SseParser::new(MAX_ANSWER_BYTES), Vec::new())),
-            json: Vec::new(),
+            reader,
             answer: Answer {
                 model: String::new(),
                 text: String::new(),
@@ -58,6 +89,7 @@ impl Recorder {
                 input_tokens: 0,
                 output_tokens: 0,
             },
+            routed_model: model.to_owned(),
             spoiled: false,
         }
     }
@@ -66,8 +98,8 @@ impl Recorder {
         if self.spoiled {
             return;
         }
-        match &mut self.sse {
-            Some((parser, events)) => {
+        match &mut self.reader {
+            Reader::Sse(parser, events) => {
                 if parser.feed(chunk, events).is_err() {
                     self.spoiled = true;
                     return;
@@ -77,11 +109,20 @@ impl Recorder {
                     self.event(event);
                 }
             }
-            None => {
-                if self.json.len() + chunk.len() > MAX_ANSWER_BYTES * 2 {
+            Reader::Frames(decoder, messages) => {
+                if decoder.feed(chunk, messages).is_err() {
+                    self.spoiled = true;
+                    return;
+                }
+                for m in std::mem::take(messages) {
+                    self.spoiled |= !bedrock::record_frame(&mut self.answer, &m);
+                }
+            }
+            Reader::Json(json) => {
+                if json.len() + chunk.len() > MAX_ANSWER_BYTES * 2 {
                     self.spoiled = true;
                 } else {
-                    self.json.extend_from_slice(chunk);
+                    json.extend_from_slice(chunk);
                 }
             }
         }
@@ -92,9 +133,18 @@ impl Recorder {
 
     /// The recorded answer, when it is fit to be served again.
     pub fn finish(mut self) -> Option<Answer> {
-        if self.sse.is_none() && !self.spoiled {
-            let v: Value = serde_json::from_slice(&self.json).ok()?;
-            self.read_json(&v);
+        if let Reader::Json(json) = &self.reader {
+            if !self.spoiled {
+                let v: Value = serde_json::from_slice(json).ok()?;
+                self.read_json(&v);
+            }
+        }
+        if let Reader::Frames(decoder, _) = &self.reader {
+            // A frame cut short: the answer did not end.
+            self.spoiled |= decoder.buffered() > 0;
+        }
+        if self.answer.model.is_empty() {
+            self.answer.model = std::mem::take(&mut self.routed_model);
         }
         let a = &self.answer;
         (!self.spoiled && !a.text.is_empty() && !a.finish.is_empty()).then_some(self.answer)
@@ -102,6 +152,17 @@ impl Recorder {
 
     fn read_json(&mut self, v: &Value) {
         let a = &mut self.answer;
+        match self.api.family() {
+            ApiFamily::Gemini => {
+                self.spoiled |= !gemini::record(a, v);
+                return;
+            }
+            ApiFamily::Bedrock => {
+                self.spoiled |= !bedrock::record_json(a, v);
+                return;
+            }
+            _ => {}
+        }
         a.model = str_at(v, "/model");
         match self.api {
             ApiKind::AnthropicMessages => {
@@ -113,8 +174,8 @@ impl Recorder {
                     }
                 }
                 a.finish = str_at(v, "/stop_reason");
-                a.input_tokens = u64_at(v, "/usage/input_tokens");
-                a.output_tokens = u64_at(v, "/usage/output_tokens");
+                let u = v.get("usage").and_then(|u| usage_object(ApiKind::AnthropicMessages, u)).unwrap_or_default();
+                (a.input_tokens, a.output_tokens) = (u.input_tokens, u.output_tokens);
             }
             _ => {
                 let choices = v.get("choices").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
@@ -139,11 +200,18 @@ impl Recorder {
             return;
         };
         let a = &mut self.answer;
+        if self.api.family() == ApiFamily::Gemini {
+            // Each event is a whole response object with the next text.
+            self.spoiled |= !gemini::record(a, &v);
+            return;
+        }
         match self.api {
             ApiKind::AnthropicMessages => match v.get("type").and_then(Value::as_str) {
                 Some("message_start") => {
                     a.model = str_at(&v, "/message/model");
-                    a.input_tokens = u64_at(&v, "/message/usage/input_tokens");
+                    // The whole prompt: its cache reads and writes too.
+                    let u = v.pointer("/message/usage").and_then(|u| usage_object(ApiKind::AnthropicMessages, u));
+                    a.input_tokens = u.unwrap_or_default().input_tokens;
                 }
                 Some("content_block_start")
                     if v.pointer("/content_block/type").and_then(Value::as_str) != Some("text") =>
@@ -157,8 +225,9 @@ impl Recorder {
                 Some("message_delta") => {
                     a.finish = str_at(&v, "/delta/stop_reason");
                     a.output_tokens = u64_at(&v, "/usage/output_tokens");
-                    if let Some(input) = v.pointer("/usage/input_tokens").and_then(Value::as_u64) {
-                        a.input_tokens = input;
+                    let u = v.get("usage").and_then(|u| usage_object(ApiKind::AnthropicMessages, u));
+                    if let Some(u) = u.filter(|u| u.input_tokens > 0) {
+                        a.input_tokens = u.input_tokens;
                     }
                 }
                 Some("error") => self.spoiled = true,
@@ -195,11 +264,11 @@ impl Recorder {
     }
 }
 
-fn str_at(v: &Value, pointer: &str) -> String {
+pub(super) fn str_at(v: &Value, pointer: &str) -> String {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
-fn u64_at(v: &Value, pointer: &str) -> u64 {
+pub(super) fn u64_at(v: &Value, pointer: &str) -> u64 {
     v.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
 }
 
@@ -216,8 +285,17 @@ pub struct Replay<'a> {
     pub created: u64,
 }
 
+/// The content type of a replayed answer.
+pub fn content_type(replay: &Replay<'_>) -> &'static str {
+    match (replay.api.family(), replay.stream) {
+        (_, false) => "application/json",
+        (ApiFamily::Bedrock, true) => bedrock::CONTENT_TYPE,
+        (_, true) => "text/event-stream",
+    }
+}
+
 /// Pieces a replayed stream is cut into: about one word each.
-fn pieces(text: &str) -> Vec<&str> {
+pub(super) fn pieces(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     for (i, c) in text.char_indices() {
@@ -236,6 +314,11 @@ fn pieces(text: &str) -> Vec<&str> {
 /// the answer's original token counts, all of the prompt as cached.
 pub fn render(answer: &Answer, replay: &Replay<'_>) -> Vec<u8> {
     let a = answer;
+    match replay.api.family() {
+        ApiFamily::Gemini => return gemini::render(a, replay),
+        ApiFamily::Bedrock => return bedrock::render(a, replay),
+        _ => {}
+    }
     let mut out = Vec::new();
     let mut emit = |event: Option<&str>, data: String| {
         SseEvent { event: event.map(str::to_string), data, ..Default::default() }.write_to(&mut out)
@@ -352,8 +435,13 @@ mod tests {
         }
     }
 
-    fn record(api: ApiKind, sse: bool, bytes: &[u8], split: usize) -> Option<Answer> {
-        let mut r = Recorder::new(api, sse);
+    pub(super) fn record(api: ApiKind, sse: bool, bytes: &[u8], split: usize) -> Option<Answer> {
+        let framing = match (sse, api.family()) {
+            (false, _) => Framing::Json,
+            (true, ApiFamily::Bedrock) => Framing::Frames,
+            (true, _) => Framing::Sse,
+        };
+        let mut r = Recorder::new(api, framing, "routed-model");
         for chunk in bytes.chunks(split.max(1)) {
             r.feed(chunk);
         }
@@ -363,10 +451,14 @@ mod tests {
     #[test]
     fn every_replay_records_back_to_the_same_answer_at_any_chunking() {
         let mut a = answer();
-        for api in [ApiKind::OpenAiChat, ApiKind::AnthropicMessages] {
-            if api == ApiKind::AnthropicMessages {
-                a.finish = "end_turn".into();
+        for api in [ApiKind::OpenAiChat, ApiKind::AnthropicMessages, ApiKind::GeminiGenerate, ApiKind::BedrockConverse]
+        {
+            a.finish = match api {
+                ApiKind::OpenAiChat => "stop",
+                ApiKind::GeminiGenerate => "STOP",
+                _ => "end_turn",
             }
+            .into();
             for stream in [false, true] {
                 let replay = Replay { api, stream, include_usage: true, id: "abc", created: 1 };
                 let body = render(&a, &replay);
@@ -374,7 +466,10 @@ mod tests {
                     let back = record(api, stream, &body, split).unwrap_or_else(|| panic!("{api:?} {stream}"));
                     assert_eq!(back.text, a.text);
                     assert_eq!(back.finish, a.finish);
-                    assert_eq!(back.model, a.model);
+                    // Bedrock's answers name no model: the routed one stands.
+                    let model = if api == ApiKind::BedrockConverse { "routed-model" } else { a.model.as_str() };
+                    assert_eq!(back.model, model);
+                    assert_eq!(back.input_tokens, a.input_tokens, "{api:?} stream={stream}");
                     assert_eq!(back.output_tokens, a.output_tokens, "{api:?} stream={stream}");
                 }
             }
