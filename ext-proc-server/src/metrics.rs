@@ -193,6 +193,8 @@ pub struct Metrics {
     pub mcp_duration: Family<McpLabels, Histogram>,
     /// Tool definitions found poisoned or changed (counted once per definition).
     pub mcp_tools_withheld: Family<McpToolLabels, Counter>,
+    /// Requests upstream servers sent the client, refused by the gateway.
+    pub mcp_server_requests: Family<McpServerRequestLabels, Counter>,
     /// The label values of the policy last seen (built again when it changes).
     known: RwLock<Option<(Arc<Policy>, Arc<KnownLabels>)>>,
 }
@@ -212,6 +214,16 @@ pub struct McpLabels {
 pub struct McpToolLabels {
     pub server: String,
     pub reason: &'static str,
+}
+
+/// A request an upstream server sent the client: `method` one of
+/// `sampling/createMessage`, `roots/list`, `elicitation/create`, `ping` or
+/// [`OTHER`]; `result` is `refused`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpServerRequestLabels {
+    pub server: String,
+    pub method: &'static str,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -302,10 +314,17 @@ impl Metrics {
             "Tool definitions hidden as poisoned or quarantined as changed, by server and reason",
             mcp_tools_withheld.clone(),
         );
+        let mcp_server_requests = Family::<McpServerRequestLabels, Counter>::default();
+        registry.register(
+            "tollgate_mcp_server_requests",
+            "Requests upstream MCP servers sent the client (sampling, roots, elicitation), refused by the gateway",
+            mcp_server_requests.clone(),
+        );
         Metrics {
             mcp_calls,
             mcp_duration,
             mcp_tools_withheld,
+            mcp_server_requests,
             known: RwLock::default(),
             reloads,
             registry,

@@ -21,6 +21,9 @@ Then reads steps from stdin, one JSON object a line, and answers each with exact
                                       the server notifications of method M received so far
                                       (waiting up to "timeout" seconds for one):
                                       {"ok": true, "notifications": [{"method", "params"}...]}
+  {"op": "asked"}                     the requests the server sent this client (elicitation,
+                                      sampling, roots; with --answer-server-requests, answered):
+                                      {"ok": true, "asked": [method...]}
   {"op": "quit"}                      exits 0 (so does the end of stdin)
 call, ping and raw steps may carry "timeout" (seconds; default --timeout). A failed step answers
 {"ok": false, "error": {"code": JSON-RPC code or null, "message": ..., "http_status": the last
@@ -167,6 +170,26 @@ async def on_message(message):
     NOTIFICATIONS.append({"method": note.get("method"), "params": note.get("params")})
 
 
+ASKED = []
+
+
+async def on_elicitation(ctx, params):
+    ASKED.append("elicitation/create")
+    return types.ElicitResult(action="accept", content={"confirm": True})
+
+
+async def on_sampling(ctx, params):
+    ASKED.append("sampling/createMessage")
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text="sampled"), model="client-model"
+    )
+
+
+async def on_roots(ctx):
+    ASKED.append("roots/list")
+    return types.ListRootsResult(roots=[types.Root(uri="file:///home/ada/project")])
+
+
 async def notifications(step):
     method = step.get("method")
     with anyio.move_on_after(step.get("timeout") or 10):
@@ -195,6 +218,8 @@ async def run_step(session, step):
             request_read_timeout_seconds=step.get("timeout"),
         )
         return {"ok": True, "result": result}
+    if op == "asked":
+        return {"ok": True, "asked": ASKED}
     if op == "invalid":
         return {"ok": False, "error": {"code": None, "message": step["why"]}}
     return {"ok": False, "error": {"code": None, "message": f"unknown op: {op!r}"}}
@@ -226,7 +251,18 @@ async def main(args):
                 read,
                 write,
             ),
-            ClientSession(read, write, read_timeout_seconds=args.timeout, message_handler=on_message) as session,
+            ClientSession(
+                read,
+                write,
+                read_timeout_seconds=args.timeout,
+                message_handler=on_message,
+                **(
+                    {"elicitation_callback": on_elicitation, "sampling_callback": on_sampling,
+                     "list_roots_callback": on_roots}
+                    if args.answer_server_requests
+                    else {}
+                ),
+            ) as session,
         ):
             if args.session_id:
                 session.adopt(
@@ -288,6 +324,8 @@ def parse():
     p.add_argument("--protocol-version", default="2025-11-25", help="assumed with --session-id")
     p.add_argument("--keep-session", action="store_true", help="do not DELETE the session at exit")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer")
+    p.add_argument("--answer-server-requests", action="store_true",
+                   help="declare elicitation, sampling and roots, and answer them (recorded for the asked op)")
     return p.parse_args()
 
 

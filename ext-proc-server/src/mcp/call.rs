@@ -122,6 +122,10 @@ impl Gateway {
                                 ended = Some(());
                                 break;
                             }
+                            // A server's request to the client is answered here.
+                            Ok(Some(m)) if super::asked::is_request(&m) => {
+                                self.refuse_in_session(&ctx, &s, &tool.server, &m).await
+                            }
                             Ok(Some(m)) => {
                                 if tx.send(Ok(sse_event(&m))).await.is_err() {
                                     break;
@@ -271,7 +275,7 @@ impl Gateway {
         let mut call_params = params.cloned().unwrap_or_else(|| json!({}));
         call_params["name"] = json!(tool.name);
         call_params["arguments"] = arguments.clone();
-        let request = jsonrpc::request(&json!("tollgate-call"), "tools/call", Some(&call_params));
+        let request = jsonrpc::request(&ctx.upstream_id("call"), "tools/call", Some(&call_params));
         let pii = pii_counts(&found);
         Ok(Prepared { tool, request, masks, masked_args: arguments, pii })
     }

@@ -46,13 +46,20 @@ impl Stream {
     /// One message from the stream: an awaited answer, or a notification.
     fn deliver(&self, data: &str) {
         let Ok(message) = serde_json::from_str::<Value>(data) else { return };
-        let waiting = message.get("id").map(id_key).and_then(|id| self.pending.lock().ok()?.remove(&id));
+        // Only a response answers a request: a server's own request may
+        // carry an id the gateway also used.
+        let waiting = message
+            .get("id")
+            .filter(|_| super::upstream::is_response(&message))
+            .map(id_key)
+            .and_then(|id| self.pending.lock().ok()?.remove(&id));
         match waiting {
             Some(w) => _ = w.send(message),
-            None if message.get("method").is_some() && message.get("id").is_none() => {
+            // Notifications, and the server's requests (the GET stream's
+            // reader refuses those), to whoever listens.
+            None if message.get("method").is_some() => {
                 let _ = self.notifications.send(message);
             }
-            // A server's request: the gateway offers upstreams no client capabilities.
             None => {}
         }
     }

@@ -11,6 +11,7 @@
 //! before anything reaches an upstream; a refusal is a JSON-RPC error.
 
 pub mod admin;
+pub mod asked;
 pub mod call;
 pub mod catalog;
 pub mod legacy;
@@ -83,9 +84,23 @@ pub struct Ctx {
     pub time: SystemTime,
 }
 
+/// `tollgate-<the request's id>-<what>` (the id without its `tg-`, which
+/// reads as a gateway key).
+fn upstream_id(request_id: &str, what: &str) -> Value {
+    json!(format!("tollgate-{}-{what}", request_id.trim_start_matches("tg-")))
+}
+
 impl Ctx {
     pub fn policy(&self) -> &Policy {
         &self.shared.policy
+    }
+
+    /// The id of a request the gateway sends an upstream for this one:
+    /// unique within the upstream session, as JSON-RPC wants (an SDK server
+    /// keys each request's answer stream by it, so concurrent calls that
+    /// shared one would take each other's answers).
+    pub fn upstream_id(&self, what: &str) -> Value {
+        upstream_id(&self.request_id, what)
     }
 
     pub fn grants(&self) -> Option<Grants<'_>> {
@@ -145,7 +160,7 @@ impl Gateway {
             return Err(UpstreamError::Invalid(format!("`{server}` is not an MCP server")));
         };
         let init = jsonrpc::request(
-            &json!("tollgate-init"),
+            &upstream_id(&crate::extproc::new_request_id(), "init"),
             "initialize",
             Some(&json!({
                 "protocolVersion": version,
@@ -359,8 +374,9 @@ impl Gateway {
         let mut cursor: Option<String> = None;
         for page in 0..MAX_PAGES {
             let params = cursor.as_ref().map(|c| json!({"cursor": c}));
-            let request = jsonrpc::request(&json!(format!("tollgate-list-{page}")), method, params.as_ref());
-            let response = self.send(ctx, s, server, &request).await?.response().await?;
+            let request = jsonrpc::request(&ctx.upstream_id(&format!("list-{server}-{page}")), method, params.as_ref());
+            let answer = self.send(ctx, s, server, &request).await?;
+            let response = self.response_of(ctx, s, server, answer).await?;
             if let Some(err) = response.get("error") {
                 return Err(UpstreamError::Invalid(format!("{method} refused: {err}")));
             }
@@ -639,13 +655,13 @@ impl Gateway {
             let Ok(up) = self.upstream_of(&ctx, &s, server).await else { continue };
             if up.session.starts_with(legacy::PREFIX) {
                 if let Some(rx) = self.legacy.notifications(&up.session) {
-                    streams.push((server.clone(), Unasked::Legacy(rx)));
+                    streams.push((server.clone(), up, Unasked::Legacy(rx)));
                 }
                 continue;
             }
             let Some(to) = self.target(&ctx.shared, server, &up) else { continue };
             match self.client.listen(to, LISTEN_IDLE).await {
-                Ok(Some(events)) => streams.push((server.clone(), Unasked::Http(events))),
+                Ok(Some(events)) => streams.push((server.clone(), up, Unasked::Http(events))),
                 Ok(None) => {}
                 Err(e) => tracing::info!(server, error = %e, "mcp: no stream from an upstream"),
             }
@@ -656,13 +672,16 @@ impl Gateway {
             return resp;
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
-        for (server, mut events) in streams {
-            let (tx, gw) = (tx.clone(), self.clone());
+        for (server, up, mut events) in streams {
+            let (tx, gw, shared) = (tx.clone(), self.clone(), ctx.shared.clone());
             tokio::spawn(async move {
                 while let Some(m) = events.next().await {
-                    if m.get("id").is_some() {
-                        tracing::debug!(server, "mcp: a server's request on its stream dropped");
+                    if asked::is_request(&m) {
+                        gw.refuse_request(&shared, &server, &up, &m).await;
                         continue;
+                    }
+                    if m.get("id").is_some() {
+                        continue; // a response nobody asked for here
                     }
                     if m.get("method").and_then(Value::as_str) == Some("notifications/tools/list_changed") {
                         gw.listings.clear();

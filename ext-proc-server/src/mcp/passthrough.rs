@@ -300,9 +300,9 @@ impl Gateway {
         method: &str,
         params: Value,
     ) -> Response {
-        let request = jsonrpc::request(&json!("tollgate-passthrough"), method, Some(&params));
+        let request = jsonrpc::request(&ctx.upstream_id(server), method, Some(&params));
         let answer = match self.send(ctx, s, server, &request).await {
-            Ok(a) => a.response().await,
+            Ok(a) => self.response_of(ctx, s, server, a).await,
             Err(e) => Err(e),
         };
         let (mut message, outcome, mut decisions) = match answer {
