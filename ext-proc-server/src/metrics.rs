@@ -193,7 +193,7 @@ pub struct Metrics {
     pub mcp_duration: Family<McpLabels, Histogram>,
     /// Tool definitions found poisoned or changed (counted once per definition).
     pub mcp_tools_withheld: Family<McpToolLabels, Counter>,
-    /// Requests upstream servers sent the client, refused by the gateway.
+    /// Requests upstream servers sent the client, by what became of them.
     pub mcp_server_requests: Family<McpServerRequestLabels, Counter>,
     /// The label values of the policy last seen (built again when it changes).
     known: RwLock<Option<(Arc<Policy>, Arc<KnownLabels>)>>,
@@ -218,7 +218,8 @@ pub struct McpToolLabels {
 
 /// A request an upstream server sent the client: `method` one of
 /// `sampling/createMessage`, `roots/list`, `elicitation/create`, `ping` or
-/// [`OTHER`]; `result` is `refused`.
+/// [`OTHER`]; `result` one of `relayed`, `answered` (by the gateway),
+/// `refused`, `blocked` (by the firewall or as asking for a secret).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct McpServerRequestLabels {
     pub server: String,
@@ -317,7 +318,7 @@ impl Metrics {
         let mcp_server_requests = Family::<McpServerRequestLabels, Counter>::default();
         registry.register(
             "tollgate_mcp_server_requests",
-            "Requests upstream MCP servers sent the client (sampling, roots, elicitation), refused by the gateway",
+            "Requests upstream MCP servers sent the client (elicitation, roots, sampling), by server, method and result",
             mcp_server_requests.clone(),
         );
         Metrics {

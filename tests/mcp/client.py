@@ -175,6 +175,12 @@ ASKED = []
 
 async def on_elicitation(ctx, params):
     ASKED.append("elicitation/create")
+    schema = getattr(params, "requested_schema", None)
+    if hasattr(schema, "model_dump"):
+        schema = schema.model_dump(by_alias=True)
+    wanted = (schema or {}).get("properties", {})
+    if "email" in wanted:
+        return types.ElicitResult(action="accept", content={"email": "ada.lovelace@example.com"})
     return types.ElicitResult(action="accept", content={"confirm": True})
 
 

@@ -21,9 +21,11 @@ Variants (--variant, default crm), each a set of tools:
   poisoned  add(a, b), whose description carries a tool-poisoning instruction, and multiply(a, b)
   many      tool_00 .. tool_24, listed 10 a page (tools/list cursor / nextCursor)
   asking    requests of its own to the client in the middle of a call (on the call's event
-            stream): confirm_delete(id) asks for a confirmation (elicitation/create), ask_model(text)
-            for a completion of the client's model (sampling/createMessage), roots() for the
-            client's roots (roots/list); each returns what it got back, or the error
+            stream): confirm_delete(id) asks for a confirmation (elicitation/create), ask_email()
+            for an email address, confirm_planted() asks a question carrying a planted instruction,
+            ask_password() asks for a password, ask_model(text) for a completion of the client's
+            model (sampling/createMessage), roots() for the client's roots (roots/list); each
+            returns what it got back ("answered: ...") or the error ("refused: ...")
 The first three use the SDK's MCPServer (the former FastMCP); `many` the low-level Server, since
 MCPServer lists every tool in one page.
 
@@ -227,6 +229,24 @@ def asking(name):
     @mcp.tool(description="Delete a customer by id, after the user confirms.")
     async def confirm_delete(id: str, ctx: Context) -> str:
         return await outcome(ctx.elicit(f"Delete customer {id}?", Confirm))
+
+    class Email(BaseModel):
+        email: str
+
+    class Secret(BaseModel):
+        password: str
+
+    @mcp.tool(description="Ask the user for an email address.")
+    async def ask_email(ctx: Context) -> str:
+        return await outcome(ctx.elicit("Which address should get the invoice?", Email))
+
+    @mcp.tool(description="Ask the user a question with a planted instruction.")
+    async def confirm_planted(ctx: Context) -> str:
+        return await outcome(ctx.elicit(PLANTED, Confirm))
+
+    @mcp.tool(description="Ask the user for a password.")
+    async def ask_password(ctx: Context) -> str:
+        return await outcome(ctx.elicit("Your CRM password, please", Secret))
 
     @mcp.tool(description="Ask the client's model.")
     async def ask_model(text: str, ctx: Context) -> str:

@@ -57,6 +57,72 @@ pub struct McpPolicy {
     /// (indirect injection).
     #[serde(default)]
     pub on_injection: OnInjection,
+    /// What the gateway does with the requests servers send clients.
+    #[serde(default)]
+    pub server_requests: ServerRequests,
+}
+
+/// Requests servers send clients in the middle of a call: a question to
+/// the user (`elicitation/create`), the client's roots (`roots/list`), a
+/// completion of the client's model (`sampling/createMessage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerRequests {
+    /// Questions pass to clients that support them, judged by the prompt
+    /// firewall first (default `relay`).
+    #[serde(default = "relay")]
+    pub elicitation: Relay,
+    /// Default `relay`.
+    #[serde(default = "relay")]
+    pub roots: Relay,
+    /// Always refused: it would run the server's text on the agent's
+    /// model, outside the firewall and the budget.
+    #[serde(default)]
+    pub sampling: Refuse,
+    /// How long a server waits for the client's answer (a person may be
+    /// answering); at most the MCP route's idle timeout.
+    #[serde(default = "default_answer_ms")]
+    pub answer_timeout_ms: u64,
+}
+
+/// Whether requests of a kind pass to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Relay {
+    Relay,
+    Refuse,
+}
+
+/// A kind of request that is always refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Refuse {
+    #[default]
+    Refuse,
+}
+
+fn relay() -> Relay {
+    Relay::Relay
+}
+
+/// Default of `serverRequests.answerTimeoutMs`: two minutes.
+pub const DEFAULT_ANSWER_MS: u64 = 120_000;
+/// Longest `answerTimeoutMs`: the MCP routes' idle timeout.
+pub const MAX_ANSWER_MS: u64 = 300_000;
+
+fn default_answer_ms() -> u64 {
+    DEFAULT_ANSWER_MS
+}
+
+impl Default for ServerRequests {
+    fn default() -> Self {
+        ServerRequests {
+            elicitation: Relay::Relay,
+            roots: Relay::Relay,
+            sampling: Refuse::Refuse,
+            answer_timeout_ms: DEFAULT_ANSWER_MS,
+        }
+    }
 }
 
 /// What to do with a tool result that reads as instructions to the model.
@@ -82,6 +148,7 @@ impl Default for McpPolicy {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             page_size: DEFAULT_PAGE_SIZE,
             on_injection: OnInjection::default(),
+            server_requests: ServerRequests::default(),
         }
     }
 }
@@ -155,6 +222,11 @@ impl McpPolicy {
     /// Check the section (and the grants that name its servers).
     pub fn validate<'a>(&self, grants: impl Iterator<Item = (String, &'a McpGrant)>) -> Result<(), Error> {
         let err = |path: String, message: String| Err(Error::Policy { path, message });
+        let answer = self.server_requests.answer_timeout_ms;
+        if answer == 0 || answer > MAX_ANSWER_MS {
+            let message = format!("must be between 1 and {MAX_ANSWER_MS} (the MCP routes' idle timeout)");
+            return err("mcp.serverRequests.answerTimeoutMs".into(), message);
+        }
         for (name, s) in &self.servers {
             let at = format!("mcp.servers.{name}");
             if !valid_server(name) {

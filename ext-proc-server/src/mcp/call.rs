@@ -122,9 +122,17 @@ impl Gateway {
                                 ended = Some(());
                                 break;
                             }
-                            // A server's request to the client is answered here.
+                            // A server's request to the client: relayed under
+                            // a sealed id, or answered here (see `asked`).
                             Ok(Some(m)) if super::asked::is_request(&m) => {
-                                self.refuse_in_session(&ctx, &s, &tool.server, &m).await
+                                let Ok(up) = self.upstream_of(&ctx, &s, &tool.server).await else { break };
+                                if let Some(forward) = self.on_request(&ctx.shared, &s, &tool.server, &up, &m).await {
+                                    // A person may be answering: the server waits longer.
+                                    events.set_timeout(Gateway::answer_timeout(&ctx.shared));
+                                    if tx.send(Ok(sse_event(&forward))).await.is_err() {
+                                        break;
+                                    }
+                                }
                             }
                             Ok(Some(m)) => {
                                 if tx.send(Ok(sse_event(&m))).await.is_err() {
@@ -520,7 +528,7 @@ fn walk_strings(v: &mut Value, depth: usize, f: &mut dyn FnMut(&mut String)) {
 }
 
 /// Mask every string value (and key) of the arguments by the PII policy.
-fn mask_json(
+pub(super) fn mask_json(
     pii: &PiiScanner,
     v: &mut Value,
     masks: &mut MaskMap,

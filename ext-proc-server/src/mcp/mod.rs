@@ -154,7 +154,15 @@ impl Gateway {
     }
 
     /// Open a session with an upstream server.
-    async fn open_upstream(&self, shared: &Shared, server: &str, version: &str) -> Result<Upstream, UpstreamError> {
+    /// Open a session with an upstream server, offering it `caps` (the
+    /// client capabilities the gateway relays).
+    async fn open_upstream(
+        &self,
+        shared: &Shared,
+        server: &str,
+        version: &str,
+        caps: &serde_json::Map<String, Value>,
+    ) -> Result<Upstream, UpstreamError> {
         let blank = Upstream::default();
         let Some(to) = self.target(shared, server, &blank) else {
             return Err(UpstreamError::Invalid(format!("`{server}` is not an MCP server")));
@@ -164,9 +172,8 @@ impl Gateway {
             "initialize",
             Some(&json!({
                 "protocolVersion": version,
-                // The gateway relays no server-to-client requests (sampling,
-                // roots, elicitation): it offers none.
-                "capabilities": {},
+                // Only what the gateway relays (see `asked`): never sampling.
+                "capabilities": caps,
                 "clientInfo": {"name": "tollgate", "version": env!("CARGO_PKG_VERSION")},
             })),
         );
@@ -230,7 +237,7 @@ impl Gateway {
     }
 
     async fn reopen(&self, ctx: &Ctx, s: &Session, server: &str) -> Result<Upstream, UpstreamError> {
-        let up = self.open_upstream(&ctx.shared, server, &s.protocol).await?;
+        let up = self.open_upstream(&ctx.shared, server, &s.protocol, &s.caps).await?;
         if let Ok(mut m) = self.reopened.lock() {
             if m.len() >= MAX_REOPENED {
                 m.clear();
@@ -289,8 +296,10 @@ impl Gateway {
             .into_iter()
             .filter(|s| ctx.policy().mcp.servers.get(*s).is_some_and(|c| c.url.is_some()))
             .collect();
+        let caps = asked::relayed_caps(&ctx.policy().mcp.server_requests, version, params);
         let opened =
-            futures::future::join_all(mcp_servers.iter().map(|s| self.open_upstream(&ctx.shared, s, version))).await;
+            futures::future::join_all(mcp_servers.iter().map(|s| self.open_upstream(&ctx.shared, s, version, &caps)))
+                .await;
         let mut upstream = BTreeMap::new();
         for (server, result) in mcp_servers.iter().zip(opened) {
             match result {
@@ -306,6 +315,7 @@ impl Gateway {
             upstream,
             expires: session::epoch(ctx.time + session::LIFETIME),
             nonce: session::nonce(),
+            caps,
         };
         let signer = match self.signer(&ctx.shared).await {
             Ok(s) => s,
@@ -568,8 +578,10 @@ impl Gateway {
             }
         }
         let (method, params) = match message {
-            // Notifications and answers to server requests: nothing upstream needs them.
-            Message::Notification { .. } | Message::Response { .. } => return StatusCode::ACCEPTED.into_response(),
+            // An answer to a server's request goes back to the server that asked.
+            Message::Response { .. } => return self.answer(&ctx, &session, &id, &body).await,
+            // Notifications: nothing upstream needs them.
+            Message::Notification { .. } => return StatusCode::ACCEPTED.into_response(),
             Message::Request { method, params, .. } => (method, params),
         };
         match method.as_str() {
@@ -673,11 +685,16 @@ impl Gateway {
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
         for (server, up, mut events) in streams {
-            let (tx, gw, shared) = (tx.clone(), self.clone(), ctx.shared.clone());
+            let (tx, gw, shared, s) = (tx.clone(), self.clone(), ctx.shared.clone(), s.clone());
             tokio::spawn(async move {
                 while let Some(m) = events.next().await {
                     if asked::is_request(&m) {
-                        gw.refuse_request(&shared, &server, &up, &m).await;
+                        // Relayed under a sealed id, or answered here.
+                        if let Some(forward) = gw.on_request(&shared, &s, &server, &up, &m).await {
+                            if tx.send(Ok(call::sse_event(&forward))).await.is_err() {
+                                break;
+                            }
+                        }
                         continue;
                     }
                     if m.get("id").is_some() {

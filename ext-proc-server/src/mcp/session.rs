@@ -51,6 +51,11 @@ pub struct Session {
     /// Random, so two sessions of one caller differ.
     #[serde(rename = "n")]
     pub nonce: String,
+    /// The client capabilities the gateway passes on to upstreams (those
+    /// of the client the policy relays: `elicitation`, `roots`), offered
+    /// again when an upstream session is opened anew.
+    #[serde(rename = "k", default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub caps: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One upstream server's side of a session.
@@ -102,6 +107,35 @@ impl Signer {
     fn mac(&self, payload: &str) -> Hmac<Sha256> {
         let mut mac = self.keyed.clone();
         mac.update(b"tollgate mcp session\0");
+        mac.update(payload.as_bytes());
+        mac
+    }
+
+    /// A token for `value` that only this key can have made, and only for
+    /// the session with `nonce` (the ids of the server requests relayed in
+    /// it): `base64url(JSON) "." base64url(MAC)`.
+    pub fn seal<T: Serialize>(&self, nonce: &str, value: &T) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap_or_default());
+        let tag = URL_SAFE_NO_PAD.encode(self.sealed_mac(nonce, &payload).finalize().into_bytes());
+        format!("{payload}.{tag}")
+    }
+
+    /// The value of a token [`Signer::seal`] made for this session.
+    pub fn unseal<T: serde::de::DeserializeOwned>(&self, nonce: &str, token: &str) -> Option<T> {
+        if token.len() > MAX_ID_BYTES {
+            return None;
+        }
+        let (payload, tag) = token.split_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.sealed_mac(nonce, payload).verify_slice(&tag).ok()?;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+    }
+
+    fn sealed_mac(&self, nonce: &str, payload: &str) -> Hmac<Sha256> {
+        let mut mac = self.keyed.clone();
+        mac.update(b"tollgate mcp relay\0");
+        mac.update(nonce.as_bytes());
+        mac.update(b"\0");
         mac.update(payload.as_bytes());
         mac
     }
@@ -177,7 +211,26 @@ mod tests {
             ]),
             expires: epoch(SystemTime::now()) + 60,
             nonce: nonce(),
+            caps: Default::default(),
         }
+    }
+
+    #[test]
+    fn sealed_tokens_open_only_in_their_session_under_the_same_key() {
+        let key = random_key().unwrap();
+        let (a, b) = (Signer::new(key).unwrap(), Signer::new(key).unwrap());
+        let value = serde_json::json!({"s": "crm", "i": 7});
+        let token = a.seal("n1", &value);
+        // Another replica with the shared key opens it; nothing else does.
+        assert_eq!(b.unseal::<serde_json::Value>("n1", &token), Some(value));
+        assert_eq!(b.unseal::<serde_json::Value>("n2", &token), None);
+        assert_eq!(Signer::random().unwrap().unseal::<serde_json::Value>("n1", &token), None);
+        let (payload, tag) = token.split_once('.').unwrap();
+        let other = URL_SAFE_NO_PAD.encode(br#"{"s":"weather","i":7}"#);
+        assert_eq!(b.unseal::<serde_json::Value>("n1", &format!("{other}.{tag}")), None);
+        assert_eq!(b.unseal::<serde_json::Value>("n1", payload), None);
+        // A session token is not a relay token, nor the other way round.
+        assert_eq!(a.unseal::<Session>("n1", &a.sign(&session())), None);
     }
 
     #[test]

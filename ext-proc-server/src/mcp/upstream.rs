@@ -95,6 +95,11 @@ pub struct Events {
 }
 
 impl Events {
+    /// Wait up to `timeout` for each message from now on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = self.timeout.max(timeout);
+    }
+
     /// The next message; `None` at the end of the stream.
     pub async fn next(&mut self) -> Result<Option<Value>, UpstreamError> {
         loop {
