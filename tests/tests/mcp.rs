@@ -456,6 +456,7 @@ async fn sessions_survive_a_restart_and_span_replicas() {
     let redis = Redis::start().unwrap();
     let dir = scratch("sessions");
     let crm = McpServer::start(&dir, "crm", "crm", None).await.unwrap();
+    let desk = McpServer::start(&dir, "desk", "asking", None).await.unwrap();
     let (grpc, admin) = (tollgate_e2e::test_port().unwrap(), tollgate_e2e::test_port().unwrap());
     REPLICA_GRPC.store(grpc, Ordering::SeqCst);
     let mut gw = Gateway::start(Options {
@@ -466,17 +467,20 @@ limits: {{store: redis, redis: '{}'}}
 mcp:
   servers:
     crm: {{url: '{}'}}
+    desk: {{url: '{}'}}
   virtualServers:
     support: {{tools: ['crm/echo']}}
+    desk: {{tools: ['desk/confirm_delete']}}
 teams:
-  support: {{mcp: {{tools: ['crm/*']}}}}
+  support: {{mcp: {{tools: ['crm/*', 'desk/*']}}}}
 consumers:
   bot: {{team: support}}
   capped: {{team: support, mcp: {{tools: ['crm/*'], callsPerMinute: {{'crm/echo': 3}}}}}}
   metered: {{team: support, limits: {{toolCallsPerMinute: 2}}}}
 ",
             redis.url,
-            crm.url()
+            crm.url(),
+            desk.url()
         ),
         envoy_edit: Some(two_replicas),
         ..Default::default()
@@ -502,6 +506,29 @@ consumers:
     assert_eq!(here + there, 8);
     assert!(here > 0 && there > 0, "one replica served every call: {here} and {there}");
     client.step(json!({"op": "quit"})).await.ok();
+
+    // A server's questions, relayed by whichever replica holds the call and
+    // answered through whichever one Envoy picks for the answer: the sealed
+    // id routes each answer to the upstream session that asked.
+    let mut asked = McpClient::connect(&format!("{}/mcp/desk", gw.url), &bearer(&key), &["--answer-server-requests"])
+        .await
+        .unwrap();
+    for i in 0..8 {
+        let said = asked.call("desk_confirm_delete", json!({"id": format!("c{i}")})).await.unwrap();
+        assert!(text(&said).starts_with("answered:") && text(&said).contains("accept"), "{i}: {said}");
+    }
+    let relayed = |admin: String| async move {
+        let metrics = tollgate_ext_proc::cli::launch::http_get(&admin, "/metrics").await.unwrap().1;
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("tollgate_mcp_server_requests_total{") && l.contains("result=\"relayed\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let (here, there) = (relayed(gw.sidecar_admin.clone()).await, relayed(replica_admin.clone()).await);
+    assert_eq!(here + there, 8);
+    assert!(here > 0 && there > 0, "one replica relayed every question: {here} and {there}");
+    asked.step(json!({"op": "quit"})).await.ok();
 
     // Both restart; the session goes on.
     gw.kill("sidecar").await;
