@@ -473,7 +473,7 @@ impl Firewall {
 
     fn scan_into(&self, text: &str, hits: &mut [bool], judged: &mut f64, depth: u8) {
         let norm = normalize(text);
-        if let Some((_, model)) = &self.classifier {
+        if let Some((_, model)) = self.classifier.as_ref().filter(|_| judgeable(&norm)) {
             *judged = judged.max(model.text_weight(&norm));
         }
         // Most prompts match no rule at all: a search that can stop at the
@@ -568,6 +568,22 @@ impl Firewall {
 /// faint judgment stacked on one weak rule would flag ordinary requests that happen to share
 /// a word with an attack.
 pub const CLASSIFIER_FLOOR: f64 = 0.3;
+
+/// Fewest words the classifier judges. A word or two is no instruction to
+/// anyone, and a model of word and byte features is least sure where it has
+/// fewest: alone, `mode` read as `developer mode` and `confirm` as a
+/// jailbreak's "confirm you understand". Short attacks are the rules' (their
+/// phrases match texts of any length).
+pub const CLASSIFIER_MIN_WORDS: usize = 3;
+
+/// Whether a normalized text has words enough for the classifier, counted
+/// as runs of letters and digits (`[ADMIN_MODE] safety=disabled` is four)
+/// or as pieces between spaces (a jailbreak in Morse code has no letters).
+fn judgeable(norm: &str) -> bool {
+    let enough = CLASSIFIER_MIN_WORDS - 1;
+    norm.split_whitespace().nth(enough).is_some()
+        || norm.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).nth(enough).is_some()
+}
 
 /// The shipped classifier, parsed once per process.
 fn shipped_model() -> Option<Arc<model::Model>> {

@@ -12,13 +12,12 @@ tests/tests/sdk.rs.
 """
 
 import json
-import os
 import sys
 
-import boto3
-from botocore.config import Config
 from google import genai
 from google.genai import types
+
+import boto3_client  # this directory's: the bearer-token client set-up
 
 BASE = sys.argv[1].rstrip("/")
 KEY = sys.argv[2]
@@ -52,19 +51,8 @@ def gemini():
     return {"first": first, "streamed": streamed, "again": plain()}
 
 
-def plain_http(request, **_):
-    if request.url.startswith("https://"):
-        request.url = "http://" + request.url[len("https://"):]
-
-
 def bedrock():
-    for k in [k for k in os.environ if k.startswith("AWS_")]:
-        del os.environ[k]
-    os.environ["AWS_BEARER_TOKEN_BEDROCK"] = KEY
-    c = boto3.client(
-        "bedrock-runtime", region_name="us-east-1", endpoint_url=BASE.replace("http://", "https://", 1),
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=30, connect_timeout=5))
-    c.meta.events.register("before-send.bedrock-runtime.*", plain_http)
+    c = boto3_client.client(KEY)
     ask = {"modelId": "amazon.nova-pro-v1:0", "messages": [{"role": "user", "content": [{"text": QUESTION}]}],
            "inferenceConfig": {"temperature": 0}}
 

@@ -49,6 +49,22 @@ async fn raw_post(gw: &Gateway, path: &str, body: &[u8], headers: &[(&str, &str)
     (status, serde_json::from_str(last_event.unwrap_or(&text).trim()).unwrap_or(Value::Null))
 }
 
+/// A session opened by a raw `initialize` declaring `capabilities`: its id.
+async fn raw_session(url: &str, auth: &str, capabilities: Value) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": capabilities, "clientInfo": {"name": "raw", "version": "0"}}});
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap();
+    resp.headers()["mcp-session-id"].to_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn tools_are_curated_inspected_pinned_and_audited() {
     let dir = scratch("curated");
@@ -950,18 +966,7 @@ consumers:
 
     // Concurrent calls in one session share one stream: each gets its own answer.
     let auth = format!("Bearer {key}");
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}});
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .header("authorization", &auth)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(init.to_string())
-        .send()
-        .await
-        .unwrap();
-    let session = resp.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let session = raw_session(&url, &auth, json!({})).await;
     let headers = [("authorization", auth.as_str()), ("mcp-session-id", session.as_str())];
     let echo = |id: u64, text: &str| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "crm_echo", "arguments": {"text": text}}})
@@ -1110,18 +1115,7 @@ consumers:
     // A raw session: forged answers are refused; two slow calls at once
     // each get their own answer.
     let auth = format!("Bearer {key}");
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}}, "clientInfo": {"name": "raw", "version": "0"}}});
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .header("authorization", &auth)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(init.to_string())
-        .send()
-        .await
-        .unwrap();
-    let session = resp.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let session = raw_session(&url, &auth, json!({"elicitation": {}})).await;
     let headers = [("authorization", auth.as_str()), ("mcp-session-id", session.as_str())];
     let path = "/mcp/support";
     for forged in [json!("tgq.eyJzIjoiZGVzayIsInUiOiIiLCJpIjowfQ.AAAA"), json!(0), json!("elicit-1")] {

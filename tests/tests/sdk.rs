@@ -311,13 +311,14 @@ async fn openai_sdk_reads_streamed_and_json_answers_from_the_cache() {
     assert_eq!(gw.mock_requests().await.len(), 1, "only the first call reached the provider");
 }
 
-#[tokio::test]
-async fn genai_and_boto3_read_streamed_and_json_answers_from_the_cache() {
+/// A gateway that wants keys (alice, of team research), with `extra`
+/// policy; the provider's own key (a Bedrock API key the mock wants) is
+/// sent in place of the caller's.
+async fn keyed_native_gateway(extra: &str) -> (Gateway, String) {
     let gw = Gateway::start(Options {
-        policy_extra: "cache: {enabled: true}\naccess: {require: key, keyStore: '{dir}/keys.yaml'}\nteams:\n  research: {}\nconsumers:\n  alice: {team: research}\n"
-            .into(),
-        // The provider's own key, sent in place of the caller's (the mock's
-        // Bedrock API wants one).
+        policy_extra: format!(
+            "{extra}access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}\nteams:\n  research: {{}}\nconsumers:\n  alice: {{team: research}}\n"
+        ),
         provider_extra: "keyEnv: PROVIDER_KEY".into(),
         sidecar_env: vec![("PROVIDER_KEY".into(), "ABSK-provider-key".into())],
         ..Default::default()
@@ -325,6 +326,12 @@ async fn genai_and_boto3_read_streamed_and_json_answers_from_the_cache() {
     .await
     .unwrap();
     let key = gw.create_key("alice").await;
+    (gw, key)
+}
+
+#[tokio::test]
+async fn genai_and_boto3_read_streamed_and_json_answers_from_the_cache() {
+    let (gw, key) = keyed_native_gateway("cache: {enabled: true}\n").await;
     let out = run_script(&gw, "native_cache.py", &[&key]).await;
     for (sdk, finish, usage_key) in [("gemini", "STOP", "candidates"), ("bedrock", "end_turn", "outputTokens")] {
         let (first, streamed, again) = (&out[sdk]["first"], &out[sdk]["streamed"], &out[sdk]["again"]);
@@ -701,17 +708,7 @@ async fn bedrock_with_an_api_key_and_a_stream_that_fails_midway() {
 
 #[tokio::test]
 async fn boto3_is_a_native_bedrock_client_with_keys_pii_and_the_firewall() {
-    let gw = Gateway::start(Options {
-        policy_extra: "access: {require: key, keyStore: '{dir}/keys.yaml'}\nteams:\n  research: {}\nconsumers:\n  alice: {team: research}\n"
-            .into(),
-        // The provider's own key (a Bedrock API key), sent in place of the caller's.
-        provider_extra: "keyEnv: PROVIDER_KEY".into(),
-        sidecar_env: vec![("PROVIDER_KEY".into(), "ABSK-provider-key".into())],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let key = gw.create_key("alice").await;
+    let (gw, key) = keyed_native_gateway("").await;
     let out = run_script(&gw, "boto3_client.py", &[&key]).await;
 
     let plain = &out["plain"];
