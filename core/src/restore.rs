@@ -367,6 +367,77 @@ pub fn truncated_stream_ending(api: ApiKind, named: bool) -> Option<Vec<u8>> {
     })
 }
 
+/// Whether an event is one a provider's stream carries: JSON, OpenAI's
+/// `[DONE]`, or no data at all (a keep-alive: nothing in it to read).
+/// Anything else is never passed on: it ends the stream.
+pub fn is_well_formed(event: &SseEvent) -> bool {
+    let data = event.data.trim_ascii();
+    data.is_empty() || event.is_done() || serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok()
+}
+
+/// What an event is, read before it passes on with nothing to rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventCheck {
+    /// Passes as it came.
+    Pass,
+    /// Not well formed ([`is_well_formed`]): the stream ends in its place
+    /// ([`invalid_event_ending`]).
+    Invalid,
+    /// The provider's own error: it passes, then the end marker
+    /// ([`end_marker`]) and nothing more.
+    ProviderError,
+}
+
+/// Read an event: see [`EventCheck`].
+pub fn check_event(event: &SseEvent) -> EventCheck {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        error: Option<Value>,
+        #[serde(default)]
+        choices: Option<serde::de::IgnoredAny>,
+    }
+    let data = event.data.trim_ascii();
+    if data.is_empty() || event.is_done() {
+        return EventCheck::Pass;
+    }
+    let named_error = event.event.as_deref() == Some("error");
+    match serde_json::from_str::<Probe>(data) {
+        Ok(p) if named_error || p.error.as_ref().is_some_and(Value::is_object) && p.choices.is_none() => {
+            EventCheck::ProviderError
+        }
+        Ok(_) => EventCheck::Pass,
+        // JSON, but not an object.
+        Err(_) if !named_error && serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok() => EventCheck::Pass,
+        Err(_) => EventCheck::Invalid,
+    }
+}
+
+/// The end marker of a stream of `api` (`data: [DONE]` for OpenAI's chat
+/// and completions; nothing for the APIs whose last event ends them).
+pub fn end_marker(api: ApiKind) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_end_marker(api, &mut out);
+    out
+}
+
+/// The bytes that end a stream of `api` at an event that is not well formed
+/// ([`is_well_formed`]): one error event and the end marker.
+pub fn invalid_event_ending(api: ApiKind, named: bool) -> Vec<u8> {
+    error_ending(api, named, INVALID_EVENT_MESSAGE, INVALID_EVENT_CODE)
+}
+
+/// One error event in `api`'s shape and the end marker (`named`: the
+/// stream names its events).
+pub fn error_ending(api: ApiKind, named: bool, message: &str, code: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_error_event(api, named, message, code, &mut out);
+    out
+}
+
+const INVALID_EVENT_MESSAGE: &str = "the provider sent an event that is not JSON; the rest of the answer was withheld";
+const INVALID_EVENT_CODE: &str = "upstream_invalid_event";
+
 const TRUNCATED_MESSAGE: &str = "the provider's stream ended before the answer was complete";
 const TRUNCATED_CODE: &str = "upstream_stream_truncated";
 
@@ -436,6 +507,15 @@ impl SseRestorer {
     /// (`message`, machine-readable `code`) in the API's stream shape,
     /// followed by its end marker (OpenAI chat and completions:
     /// `data: [DONE]`). Nothing is written once the stream has ended.
+    /// An event passed as it came, once it is known to be well formed.
+    fn write_checked(&mut self, map: &MaskMap, event: &SseEvent, out: &mut Vec<u8>) {
+        if is_well_formed(event) {
+            event.write_to(out);
+        } else {
+            self.end_with_error(map, INVALID_EVENT_MESSAGE, INVALID_EVENT_CODE, out);
+        }
+    }
+
     pub fn end_with_error(&mut self, map: &MaskMap, message: &str, code: &str, out: &mut Vec<u8>) {
         if self.is_ended() {
             return;
@@ -514,7 +594,7 @@ impl SseRestorer {
 
     fn rewrite_event(&mut self, map: &MaskMap, event: &SseEvent, out: &mut Vec<u8>) {
         if (map.is_empty() && self.guard.is_none()) || !self.api.answers_text() {
-            event.write_to(out);
+            self.write_checked(map, event, out);
             return;
         }
         if event.is_done() {
@@ -522,16 +602,19 @@ impl SseRestorer {
             event.write_to(out);
             return;
         }
+        if event.data.trim_ascii().is_empty() {
+            event.write_to(out); // a keep-alive
+            return;
+        }
         if self.guard.is_none() && self.held.is_empty() && !may_contain_placeholder(&event.data) {
-            event.write_to(out);
+            self.write_checked(map, event, out);
             return;
         }
         if self.fast_event(map, event, out) {
             return;
         }
         let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
-            let message = "the provider sent an event that is not JSON; the rest of the answer was withheld";
-            self.end_with_error(map, message, "upstream_invalid_event", out);
+            self.end_with_error(map, INVALID_EVENT_MESSAGE, INVALID_EVENT_CODE, out);
             return;
         };
         if is_error_event(event, &v) {

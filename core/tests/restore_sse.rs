@@ -450,6 +450,21 @@ fn empty_map_passes_through_and_non_json_ends_the_stream() {
     assert!(r.is_ended());
     r.on_event(&m, &SseEvent { event: None, data: "{}".into(), id: None }, &mut out);
     assert_eq!(String::from_utf8(out).unwrap(), text);
+    // The same with no placeholder in the event (which the restorer would
+    // otherwise pass as it came) and with nothing masked at all: an event
+    // is read before it is passed on, whatever the restorer has to do.
+    for m in [map(), MaskMap::new(64)] {
+        let mut out = Vec::new();
+        let mut r = SseRestorer::new(ApiKind::AnthropicMessages);
+        let bad = SseEvent { event: Some("content_block_delta".into()), data: "<html>502</html>".into(), id: None };
+        let keep_alive = SseEvent { event: Some("ping".into()), data: String::new(), id: None };
+        r.on_event(&m, &keep_alive, &mut out);
+        r.on_event(&m, &bad, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("event: ping\n"), "a keep-alive passes: {text}");
+        assert!(text.contains("event: error") && text.contains("not JSON"), "{text}");
+        assert!(!text.contains("<html>") && r.is_ended(), "{text}");
+    }
 }
 
 /// The default output guard (the events are then all read).

@@ -11,7 +11,7 @@ use tollgate_core::pii::{needs_rewrite, MaskMap, PiiAction, PiiScanner};
 use tollgate_core::policy::FailMode;
 use tollgate_core::report::InspectionReport;
 use tollgate_core::request::parse_request_json;
-use tollgate_core::restore::{restore_json, SseRestorer};
+use tollgate_core::restore::{restore_json, EventCheck, SseRestorer};
 use tollgate_core::usage::{is_usage_only_chunk, request_stream_usage};
 use tollgate_core::{ApiFamily, ApiKind, Error, SseEvent, SseParser, StreamUsage, Usage};
 
@@ -511,29 +511,43 @@ impl Filter {
                 if ending.is_some() {
                     stream_truncated(host);
                 }
-                if restorer.is_none() && !*strip_usage {
-                    // The chunk flows on untouched.
-                    if let Some(ending) = ending {
-                        let mut body = chunk.to_vec();
-                        if !body.ends_with(b"\n\n") {
-                            // Whatever came last is closed off first.
-                            body.extend_from_slice(b"\n\n");
-                        }
-                        body.extend_from_slice(&ending);
-                        host.set_response_body(&body);
-                    }
-                    if let Err(err) = fed {
-                        log::warn!("stream no longer readable: {err}; its usage is not counted");
-                        self.response = ResponseState::Unreadable;
-                    }
-                    return;
-                }
+                // Without a restorer the events still pass one by one, each
+                // read first: an event that is not JSON ends the stream (it is
+                // never passed on uninspected), and no part of an event leaves
+                // before the whole of it.
                 out.clear();
+                let mut stop = None;
                 for e in events.iter().filter(|e| !(*strip_usage && is_usage_only_chunk(e))) {
-                    match restorer {
-                        Some(r) => r.on_event(&self.masks, e, out),
-                        None => e.write_to(out),
+                    let Some(r) = restorer.as_mut() else {
+                        match tollgate_core::restore::check_event(e) {
+                            EventCheck::Pass => e.write_to(out),
+                            EventCheck::Invalid => {
+                                out.extend_from_slice(&tollgate_core::restore::invalid_event_ending(*api, *named));
+                                stop = Some("withheld:upstream_invalid_event");
+                                break;
+                            }
+                            EventCheck::ProviderError => {
+                                e.write_to(out);
+                                out.extend_from_slice(&tollgate_core::restore::end_marker(*api));
+                                stop = Some("provider_error");
+                                break;
+                            }
+                        }
+                        continue;
+                    };
+                    r.on_event(&self.masks, e, out);
+                }
+                if let Some(why) = stop {
+                    // What follows the event that ended the stream never leaves.
+                    log::warn!("the stream ends at an event the provider sent ({why})");
+                    if why.starts_with("withheld:") {
+                        host.set_property(OUTPUT_PROPERTY, why.as_bytes());
                     }
+                    if out.as_slice() != chunk {
+                        host.set_response_body(out);
+                    }
+                    self.response = ResponseState::Ended { reset: !end_of_stream };
+                    return;
                 }
                 if let Some(ending) = &ending {
                     out.extend_from_slice(ending);
@@ -571,8 +585,26 @@ impl Filter {
                             out.extend_from_slice(&parser.take_unparsed());
                         }
                     }
+                    (Err(err), None) if fail_mode == FailMode::Closed => {
+                        log::warn!("{err}: the rest of the answer cannot be read; ending the stream (fail closed)");
+                        host.increment(Metric::RestoreSkipped, 1);
+                        let message = format!(
+                            "the rest of the answer was withheld: {err} (inspection.maxSseEventBytes) and cannot be inspected"
+                        );
+                        out.extend_from_slice(&tollgate_core::restore::error_ending(
+                            *api,
+                            *named,
+                            &message,
+                            err.code(),
+                        ));
+                        host.set_response_body(out);
+                        host.set_property(OUTPUT_PROPERTY, format!("withheld:{}", err.code()).as_bytes());
+                        self.response = ResponseState::Ended { reset: !end_of_stream };
+                        return;
+                    }
                     (Err(err), None) => {
                         log::warn!("stream no longer readable: {err}; its usage is not counted");
+                        host.increment(Metric::FailOpen, 1);
                         out.extend_from_slice(&parser.take_unparsed());
                     }
                 }
@@ -1357,6 +1389,44 @@ data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"t
         f.on_response_body(&mut h, stream.len(), true);
         assert!(h.written.is_empty(), "untouched stream");
         assert_eq!(h.metrics[&Metric::InputTokens], 5);
+    }
+
+    #[test]
+    fn without_the_guard_an_event_that_is_not_json_still_ends_the_stream() {
+        let ev = |c: &str| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{c}\"}}}}]}}\n\n");
+        let wire =
+            format!("{}{}data: <html>bad gateway</html>\n\n{}data: [DONE]\n\n", ev("Hel"), ev("lo"), ev("after"));
+        for split in [1, 7, 40, 61, 62, 63, 100, wire.len()] {
+            let mut f = unguarded();
+            let mut h = host("POST", "/v1/chat/completions");
+            send_request(&mut f, &mut h, r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#);
+            h.response_headers.insert("content-type".into(), "text/event-stream".into());
+            f.on_response_headers(&mut h, false);
+            // What the client gets of each chunk: the chunk, or what replaced it.
+            let mut client = Vec::new();
+            let pieces: Vec<&[u8]> = wire.as_bytes().chunks(split).collect();
+            for (i, piece) in pieces.iter().enumerate() {
+                let written = h.written.len();
+                h.chunk = piece.to_vec();
+                f.on_response_body(&mut h, piece.len(), i + 1 == pieces.len());
+                match h.written.get(written) {
+                    Some(replaced) => client.extend_from_slice(replaced),
+                    None => client.extend_from_slice(piece),
+                }
+            }
+            let mut parser = SseParser::new(1 << 16);
+            let mut evs = Vec::new();
+            parser.feed(&client, &mut evs).unwrap();
+            parser.finish(&mut evs).unwrap();
+            let text = String::from_utf8_lossy(&client);
+            assert!(!text.contains("<html>") && !text.contains("after"), "split {split}: {text}");
+            let datas: Vec<&str> = evs.iter().map(|e| e.data.as_str()).collect();
+            assert_eq!(datas.len(), 4, "split {split}: {text}");
+            assert!(datas[0].contains("Hel") && datas[1].contains("lo"), "split {split}: {text}");
+            assert!(datas[2].contains("upstream_invalid_event"), "split {split}: {text}");
+            assert_eq!(datas[3], "[DONE]", "split {split}: {text}");
+            assert_eq!(h.properties[OUTPUT_PROPERTY], "withheld:upstream_invalid_event");
+        }
     }
 
     #[test]
