@@ -210,3 +210,24 @@ async fn a_region_that_is_down_falls_back_to_the_next_region() {
     assert_eq!(paths, [format!("{base}:generateContent"), format!("{base}:streamGenerateContent?alt=sse")]);
     assert!(calls.iter().all(|c| bearer(c).starts_with("Bearer ")));
 }
+
+/// A Gemini-native client's `countTokens` reaches Vertex AI's publisher
+/// path for the alias's model, with the minted token, and spends nothing.
+#[tokio::test]
+async fn a_native_token_count_reaches_vertex_with_the_minted_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = vertex_gateway(dir.path(), 3600).await;
+    let ask = json!({"contents": [{"role": "user", "parts": [{"text": "How many tokens is this?"}]}]});
+    let resp = gw.post("/v1beta/models/vgem:countTokens", &ask).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["totalTokens"].as_u64().unwrap() > 0, "{body}");
+    let (calls, exchanges) = seen(&gw).await;
+    assert_eq!(exchanges, 1);
+    let base = "/v1/projects/demo-proj/locations/us-central1/publishers/google/models/gemini-2.5-flash";
+    assert_eq!(calls[0]["path"], format!("{base}:countTokens"), "{}", calls[0]);
+    assert!(bearer(&calls[0]).starts_with("Bearer mock-token-"));
+    let records = gw.audit_records();
+    let counted = records.iter().find(|r| r["api"] == "gemini-count-tokens").unwrap();
+    assert_eq!((counted["status"].as_u64(), counted["inputTokens"].as_u64()), (Some(200), Some(0)), "{counted}");
+}
