@@ -1096,6 +1096,18 @@ consumers:
     assert_eq!(gw.sidecar_metric(&metric("elicitation/create", "relayed")).await, Some(2));
     assert_eq!(gw.sidecar_metric(&metric("elicitation/create", "blocked")).await, Some(2));
     assert_eq!(gw.sidecar_metric(&metric("sampling/createMessage", "refused")).await, Some(1));
+    // Each question, refusal and answer is an audit record in the chain.
+    let records = gw.audit_records();
+    let of = |api: &str| records.iter().filter(|r| r["api"] == api).collect::<Vec<_>>();
+    let asked = of("mcp.elicitation/create");
+    assert_eq!(asked.len(), 4, "{asked:?}");
+    assert_eq!(asked.iter().filter(|r| r["decisions"]["mcp"]["result"] == "blocked" && r["status"] == 403).count(), 2);
+    assert!(asked.iter().all(|r| r["consumer"] == "bot" && r["provider"] == "desk"), "{asked:?}");
+    assert_eq!(of("mcp.sampling/createMessage").len(), 1);
+    let answers = of("mcp.response");
+    assert_eq!(answers.len(), 3, "two questions and the roots answered: {answers:?}");
+    assert!(answers.iter().all(|r| r["status"] == 202 && r["decisions"]["mcp"]["result"] == "delivered"));
+    assert!(!serde_json::to_string(&answers).unwrap().contains("ada.lovelace"), "the audit holds the masked answer");
     // The ids sent upstream are unique: no two requests of the session share one.
     let ids: Vec<String> = received
         .iter()

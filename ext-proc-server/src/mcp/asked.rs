@@ -36,6 +36,7 @@ use tollgate_core::firewall::FirewallAction;
 use tollgate_core::mcp::jsonrpc;
 use tollgate_core::mcp::policy::{Relay, ServerRequests};
 use tollgate_core::pii::MaskMap;
+use tollgate_core::policy::AuditText;
 
 use super::session::{Session, Upstream};
 use super::upstream::{is_response, Answer, UpstreamError};
@@ -168,12 +169,13 @@ impl Gateway {
     /// the gateway answered or refused it itself.
     pub(super) async fn on_request(
         &self,
-        shared: &Shared,
+        ctx: &Ctx,
         s: &Session,
         server: &str,
         up: &Upstream,
         m: &Value,
     ) -> Option<Value> {
+        let shared = &ctx.shared;
         let (id, method) = (m.get("id")?, m.get("method").and_then(Value::as_str).unwrap_or_default());
         let mut verdict = self.admit(shared, s, m);
         let sealed = match (&verdict, self.signer(shared).await) {
@@ -200,6 +202,23 @@ impl Gateway {
         };
         let labels = McpServerRequestLabels { server: server.to_string(), method: method_label(method), result };
         shared.metrics.mcp_server_requests.get_or_create(&labels).inc();
+        if method != "ping" {
+            let (status, reason) = match &verdict {
+                Verdict::Refuse(code, message, _) => {
+                    (if *code == jsonrpc::POLICY_REFUSED { 403 } else { 404 }, Some(message))
+                }
+                _ => (200, None),
+            };
+            let mut decision = json!({"server": server, "method": method, "result": result});
+            if let Some(reason) = reason {
+                decision["reason"] = json!(reason);
+            }
+            if shared.audit.as_ref().is_some_and(|a| a.text != AuditText::None) {
+                // The question as the server put it (what the user was, or would have been, asked).
+                decision["request"] = m.get("params").cloned().unwrap_or_default();
+            }
+            self.audit_asked(ctx, &format!("mcp.{}", method_label(method)), server, method, status, decision).await;
+        }
         let reply = match verdict {
             Verdict::Relay => {
                 let mut forward = m.clone();
@@ -300,7 +319,17 @@ impl Gateway {
         message["id"] = rid.i.clone();
         let protocol = s.upstream.get(&rid.s).map_or(s.protocol.clone(), |u| u.protocol.clone());
         let up = Upstream { session: rid.u, protocol };
-        match self.send_to(&ctx.shared, &rid.s, &up, &message).await {
+        let sent = self.send_to(&ctx.shared, &rid.s, &up, &message).await;
+        let mut decision = json!({"server": rid.s, "result": if sent.is_ok() { "delivered" } else { "undelivered" }});
+        if let Some(action) = message.pointer("/result/action") {
+            decision["action"] = action.clone();
+        }
+        if ctx.shared.audit.as_ref().is_some_and(|a| a.text != AuditText::None) {
+            decision["answer"] = message.get("result").cloned().unwrap_or_default();
+            // as masked
+        }
+        self.audit_asked(ctx, "mcp.response", &rid.s, "", if sent.is_ok() { 202 } else { 502 }, decision).await;
+        match sent {
             Ok(_) => StatusCode::ACCEPTED.into_response(),
             Err(e) => {
                 tracing::warn!(server = rid.s, error = %e, "mcp: a client's answer did not reach the server");
@@ -308,6 +337,17 @@ impl Gateway {
                     jsonrpc::error(&Value::Null, jsonrpc::UPSTREAM_ERROR, "the server that asked cannot be reached");
                 json_response(StatusCode::BAD_GATEWAY, &body, None)
             }
+        }
+    }
+
+    /// The audit record of a server's request to the client or of the
+    /// client's answer, in the same chain as the calls.
+    async fn audit_asked(&self, ctx: &Ctx, api: &str, server: &str, method: &str, status: u16, decision: Value) {
+        let Some(audit) = &ctx.shared.audit else { return };
+        let rec = super::call::audit_record(ctx, api, server, method, status, json!({"mcp": decision}));
+        if let Err(e) = audit.writer.append(rec).await {
+            audit.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(error = %e, "audit record not written");
         }
     }
 }

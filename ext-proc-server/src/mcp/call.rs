@@ -126,7 +126,7 @@ impl Gateway {
                             // a sealed id, or answered here (see `asked`).
                             Ok(Some(m)) if super::asked::is_request(&m) => {
                                 let Ok(up) = self.upstream_of(&ctx, &s, &tool.server).await else { break };
-                                if let Some(forward) = self.on_request(&ctx.shared, &s, &tool.server, &up, &m).await {
+                                if let Some(forward) = self.on_request(&ctx, &s, &tool.server, &up, &m).await {
                                     // A person may be answering: the server waits longer.
                                     events.set_timeout(Gateway::answer_timeout(&ctx.shared));
                                     if tx.send(Ok(sse_event(&forward))).await.is_err() {

@@ -74,6 +74,7 @@ pub struct Gateway {
 type LoadedApi = (Option<SystemTime>, Arc<Api>);
 
 /// One request's context.
+#[derive(Clone)]
 pub struct Ctx {
     pub shared: Shared,
     pub caller: Option<Identity>,
@@ -685,12 +686,12 @@ impl Gateway {
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
         for (server, up, mut events) in streams {
-            let (tx, gw, shared, s) = (tx.clone(), self.clone(), ctx.shared.clone(), s.clone());
+            let (tx, gw, ctx, s) = (tx.clone(), self.clone(), ctx.clone(), s.clone());
             tokio::spawn(async move {
                 while let Some(m) = events.next().await {
                     if asked::is_request(&m) {
                         // Relayed under a sealed id, or answered here.
-                        if let Some(forward) = gw.on_request(&shared, &s, &server, &up, &m).await {
+                        if let Some(forward) = gw.on_request(&ctx, &s, &server, &up, &m).await {
                             if tx.send(Ok(call::sse_event(&forward))).await.is_err() {
                                 break;
                             }
