@@ -211,10 +211,11 @@ async fn a_region_that_is_down_falls_back_to_the_next_region() {
     assert!(calls.iter().all(|c| bearer(c).starts_with("Bearer ")));
 }
 
-/// A Gemini-native client's `countTokens` reaches Vertex AI's publisher
-/// path for the alias's model, with the minted token, and spends nothing.
+/// A Gemini-native client's `countTokens` and `embedContent` reach Vertex
+/// AI's publisher path for the alias's model, with the minted token;
+/// counting spends nothing.
 #[tokio::test]
-async fn a_native_token_count_reaches_vertex_with_the_minted_token() {
+async fn native_token_counts_and_embeddings_reach_vertex_with_the_minted_token() {
     let dir = tempfile::tempdir().unwrap();
     let gw = vertex_gateway(dir.path(), 3600).await;
     let ask = json!({"contents": [{"role": "user", "parts": [{"text": "How many tokens is this?"}]}]});
@@ -230,4 +231,16 @@ async fn a_native_token_count_reaches_vertex_with_the_minted_token() {
     let records = gw.audit_records();
     let counted = records.iter().find(|r| r["api"] == "gemini-count-tokens").unwrap();
     assert_eq!((counted["status"].as_u64(), counted["inputTokens"].as_u64()), (Some(200), Some(0)), "{counted}");
+
+    // embedContent too (Vertex AI's `PredictionService.EmbedContent`): it spends its input.
+    let embed = json!({"content": {"parts": [{"text": "Embed this sentence."}]}, "outputDimensionality": 8});
+    let resp = gw.post("/v1beta/models/vgem:embedContent", &embed).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["embedding"]["values"].as_array().map(Vec::len), Some(8), "{body}");
+    let (calls, _) = seen(&gw).await;
+    assert_eq!(calls[1]["path"], format!("{base}:embedContent"), "{}", calls[1]);
+    let records = gw.audit_records();
+    let embedded = records.iter().find(|r| r["api"] == "gemini-embed-content").unwrap();
+    assert!(embedded["inputTokens"].as_u64().unwrap() > 0 && embedded["outputTokens"] == 0, "{embedded}");
 }

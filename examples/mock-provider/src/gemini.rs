@@ -258,7 +258,9 @@ async fn dispatch(
             generate(state, surface, model, headers, body, Some(framing))
         }
         "countTokens" => count_tokens(surface, body),
-        "embedContent" if surface == Surface::Gemini => embed_content(body),
+        // Vertex AI serves it too (`PredictionService.EmbedContent`, for
+        // the Gemini embedding models).
+        "embedContent" => embed_content(body),
         "batchEmbedContents" if surface == Surface::Gemini => batch_embed_contents(model, body),
         _ => errors::not_found(Api::Gemini, "POST", uri.path()),
     }
