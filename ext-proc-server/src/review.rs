@@ -99,6 +99,18 @@ impl Review {
         self.output.is_some()
     }
 
+    /// The rule the output guard blocks a whole JSON answer of `api` by
+    /// (`None`: it passes, perhaps redacted by the filter, or is not JSON).
+    /// The sidecar sees the answer as the provider wrote it, masked values
+    /// as placeholders: the guard judges what the provider said.
+    pub fn blocks_json(&self, api: tollgate_core::ApiKind, body: &[u8]) -> Option<String> {
+        let guard = self.output.as_ref()?;
+        match tollgate_core::guard::guard_json(api, guard, &MaskMap::new(0), body) {
+            tollgate_core::guard::JsonGuard::Blocked(label) => Some(label),
+            _ => None,
+        }
+    }
+
     /// What the output guard and moderation do to `answer` (the answer's
     /// text as the sidecar saw it), for the audit record (`None` when
     /// nothing); and the answer as the client got it when the guard changed

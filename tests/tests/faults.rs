@@ -286,6 +286,14 @@ async fn an_answer_the_guard_cannot_read_is_withheld_failing_closed_and_a_label_
             let text = got.text();
             let said = ["output guard", "output_blocked", "blocked by output policy"];
             assert!(said.iter().any(|s| text.contains(s)), "{model} {fault}: {text}");
+            if !stream {
+                // Held whole while the guard is on and the filter fails
+                // closed: the blocked answer is a 502 in the client's shape,
+                // and so recorded.
+                assert_eq!(got.status, 502, "{model} {fault}: {text}");
+                assert_error_shape(model, &got.json());
+                assert_eq!(record(&gw, &got.request_id).await["status"], 502, "{model} {fault}");
+            }
         }
     }
     // Failing open, the unreadable answer passes as it came, counted.

@@ -22,7 +22,9 @@ use super::state::StreamState;
 use crate::budget::admitted_headers;
 use crate::cache::answer::Framing;
 use crate::cache::{Recorder, STATUS_HEADER};
-use crate::extproc::{header, immediate, metadata, num_value, reply, set_header, str_value, BACKEND_HEADER};
+use crate::extproc::{
+    header, immediate, local_reply, metadata, num_value, reply, set_header, str_value, BACKEND_HEADER,
+};
 use crate::meter::Meter;
 use crate::shared::Shared;
 use crate::stream_usage::UsageChunkDrop;
@@ -180,6 +182,20 @@ pub(super) async fn on_response_body(shared: &Shared, state: &mut StreamState, b
         }
         if let Some(meter) = r.meter.as_mut().filter(|_| !r.meter_translated) {
             meter.feed(&b.body);
+        }
+        // Held whole before its status left: an answer the output guard
+        // blocks becomes a 502 in the client's shape (the filter, which
+        // sees it once the status has gone, could only replace the body).
+        if let Some(rule) = r.check_json.then(|| shared.review.blocks_json(r.upstream_api, &b.body)).flatten() {
+            tracing::warn!(request_id = r.request_id, rule, "answer blocked by the output guard");
+            // The filter, which counts the streams it ends, never sees this one.
+            shared.metrics.refusal("output_blocked");
+            r.status = 502;
+            settle(shared, r).await;
+            let message = format!("the answer was withheld by the output guard (`{rule}`)");
+            let body = tollgate_core::error_body(r.api.family(), 502, &message, "output_blocked");
+            let details = "tollgate_output_blocked".to_string();
+            return local_reply(502, "application/json", &r.request_id.clone(), Vec::new(), body.into_bytes(), details);
         }
         // What the client gets for this chunk, when it differs from the provider's bytes.
         let mut out = match (r.translation.as_mut(), r.usage_chunk.as_mut()) {
