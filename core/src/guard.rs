@@ -210,6 +210,15 @@ impl OutputGuard {
         self.scanner.is_some() || self.phrases.is_some() || self.moderation.is_some()
     }
 
+    /// Whether the policy refuses whole answers: an entity, a phrase rule or
+    /// a moderation category whose action is `block`. (A redaction inside
+    /// JSON source, such as a tool call's arguments, also refuses the answer
+    /// that holds it; that is not counted here.)
+    pub fn may_block(&self) -> bool {
+        self.actions.values().chain(self.rules.iter().map(|(_, a)| a)).any(|a| *a == GuardAction::Block)
+            || self.moderation.as_ref().is_some_and(|m| m.may_block())
+    }
+
     /// Judge the segment `buf[at..at + len]`: `Err(label)` on a block;
     /// otherwise the segment's new length and whether it was redacted. In
     /// JSON source a redaction blocks instead (it could break the JSON).

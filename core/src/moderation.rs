@@ -174,6 +174,11 @@ impl Moderator {
         self.segment
     }
 
+    /// Whether any category refuses a whole answer.
+    pub fn may_block(&self) -> bool {
+        self.rules.iter().flatten().any(|(action, _)| *action == ModerationAction::Block)
+    }
+
     /// The categories `segment` is in, under the policy (none for most text).
     pub fn judge(&self, segment: &str) -> Vec<Finding> {
         let (z, words) = self.model.judge(segment);

@@ -152,3 +152,17 @@ fn a_redaction_inside_tool_arguments_blocks_and_windows_bound_segments() {
     assert!(!content.contains("idiot"), "{content}");
     assert_eq!(r.blocked(), Some("moderation:harassment"));
 }
+
+/// Whether a policy can refuse a whole answer (the sidecar holds JSON
+/// answers back only for such policies).
+#[test]
+fn a_guard_may_block_only_when_its_policy_says_block() {
+    assert!(!guard(&[(Category::Hate, ModerationAction::Flag)], 256).may_block());
+    assert!(guard(&[(Category::Hate, ModerationAction::Block)], 256).may_block());
+    assert!(!OutputGuard::new(&OutputPolicy::default()).unwrap().may_block(), "the default only redacts");
+    let blocks_secrets: OutputPolicy = serde_json::from_value(json!({"entities": {"SECRET": "block"}})).unwrap();
+    assert!(OutputGuard::new(&blocks_secrets).unwrap().may_block());
+    let phrase: OutputPolicy =
+        serde_json::from_value(json!({"phrases": [{"id": "p", "phrases": ["bluebird"], "action": "block"}]})).unwrap();
+    assert!(OutputGuard::new(&phrase).unwrap().may_block());
+}

@@ -103,8 +103,9 @@ impl Review {
     /// (`None`: it passes, perhaps redacted by the filter, or is not JSON).
     /// The sidecar sees the answer as the provider wrote it, masked values
     /// as placeholders: the guard judges what the provider said.
+    /// A policy that blocks nothing costs nothing here.
     pub fn blocks_json(&self, api: tollgate_core::ApiKind, body: &[u8]) -> Option<String> {
-        let guard = self.output.as_ref()?;
+        let guard = self.output.as_ref().filter(|g| g.may_block())?;
         match tollgate_core::guard::guard_json(api, guard, &MaskMap::new(0), body) {
             tollgate_core::guard::JsonGuard::Blocked(label) => Some(label),
             _ => None,
