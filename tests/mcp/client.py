@@ -181,6 +181,8 @@ async def on_elicitation(ctx, params):
     wanted = (schema or {}).get("properties", {})
     if "email" in wanted:
         return types.ElicitResult(action="accept", content={"email": "ada.lovelace@example.com"})
+    if "name" in wanted:
+        return types.ElicitResult(action="accept", content={"name": "Grace"})
     return types.ElicitResult(action="accept", content={"confirm": True})
 
 

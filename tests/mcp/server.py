@@ -25,7 +25,8 @@ Variants (--variant, default crm), each a set of tools:
             for an email address, confirm_planted() asks a question carrying a planted instruction,
             ask_password() asks for a password, ask_model(text) for a completion of the client's
             model (sampling/createMessage), roots() for the client's roots (roots/list); each
-            returns what it got back ("answered: ...") or the error ("refused: ...")
+            returns what it got back ("answered: ...") or the error ("refused: ..."); the prompt
+            greet asks whom to greet while prompts/get runs
 The first three use the SDK's MCPServer (the former FastMCP); `many` the low-level Server, since
 MCPServer lists every tool in one page.
 
@@ -247,6 +248,14 @@ def asking(name):
     @mcp.tool(description="Ask the user for a password.")
     async def ask_password(ctx: Context) -> str:
         return await outcome(ctx.elicit("Your CRM password, please", Secret))
+
+    class Name(BaseModel):
+        name: str
+
+    @mcp.prompt(description="A greeting, after asking the user whom to greet.")
+    async def greet(ctx: Context) -> str:
+        r = await ctx.elicit("Whom should I greet?", Name)
+        return f"Say hello to {r.data.name}" if r.action == "accept" else f"Say hello ({r.action})"
 
     @mcp.tool(description="Ask the client's model.")
     async def ask_model(text: str, ctx: Context) -> str:

@@ -1078,8 +1078,16 @@ consumers:
     assert!(said["desk_confirm_planted"].contains("prompt firewall"), "{said:?}");
     assert!(said["desk_ask_password"].contains("secret"), "{said:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "nothing waited for a timeout");
+    // A question asked while prompts/get runs: the answer streams, the question first.
+    let greeting =
+        bot.step(json!({"op": "raw", "method": "prompts/get", "params": {"name": "desk_greet"}})).await.unwrap();
+    assert!(greeting.to_string().contains("Say hello to Grace"), "{greeting}");
     let asked = bot.step(json!({"op": "asked"})).await.unwrap();
-    assert_eq!(asked["asked"], json!(["elicitation/create", "elicitation/create", "roots/list"]), "{asked}");
+    assert_eq!(
+        asked["asked"],
+        json!(["elicitation/create", "elicitation/create", "roots/list", "elicitation/create"]),
+        "{asked}"
+    );
 
     // The server was offered what the client declared and the gateway
     // relays (never sampling), and got the answers under its own ids.
@@ -1088,24 +1096,24 @@ consumers:
     let caps = &init["body"]["params"]["capabilities"];
     assert!(caps["elicitation"].is_object() && caps["roots"].is_object() && caps.get("sampling").is_none(), "{init}");
     let answers: Vec<&Value> = received.iter().filter(|r| r["body"]["result"]["action"] == "accept").collect();
-    assert_eq!(answers.len(), 2, "{received:?}");
+    assert_eq!(answers.len(), 3, "{received:?}");
     assert!(answers.iter().all(|r| !r["body"]["id"].as_str().is_some_and(|id| id.starts_with("tgq."))), "{answers:?}");
     let metric = |method: &str, result: &str| {
         format!("tollgate_mcp_server_requests_total{{server=\"desk\",method=\"{method}\",result=\"{result}\"}}")
     };
-    assert_eq!(gw.sidecar_metric(&metric("elicitation/create", "relayed")).await, Some(2));
+    assert_eq!(gw.sidecar_metric(&metric("elicitation/create", "relayed")).await, Some(3));
     assert_eq!(gw.sidecar_metric(&metric("elicitation/create", "blocked")).await, Some(2));
     assert_eq!(gw.sidecar_metric(&metric("sampling/createMessage", "refused")).await, Some(1));
     // Each question, refusal and answer is an audit record in the chain.
     let records = gw.audit_records();
     let of = |api: &str| records.iter().filter(|r| r["api"] == api).collect::<Vec<_>>();
     let asked = of("mcp.elicitation/create");
-    assert_eq!(asked.len(), 4, "{asked:?}");
+    assert_eq!(asked.len(), 5, "{asked:?}");
     assert_eq!(asked.iter().filter(|r| r["decisions"]["mcp"]["result"] == "blocked" && r["status"] == 403).count(), 2);
     assert!(asked.iter().all(|r| r["consumer"] == "bot" && r["provider"] == "desk"), "{asked:?}");
     assert_eq!(of("mcp.sampling/createMessage").len(), 1);
     let answers = of("mcp.response");
-    assert_eq!(answers.len(), 3, "two questions and the roots answered: {answers:?}");
+    assert_eq!(answers.len(), 4, "three questions and the roots answered: {answers:?}");
     assert!(answers.iter().all(|r| r["status"] == 202 && r["decisions"]["mcp"]["result"] == "delivered"));
     assert!(!serde_json::to_string(&answers).unwrap().contains("ada.lovelace"), "the audit holds the masked answer");
     // The ids sent upstream are unique: no two requests of the session share one.

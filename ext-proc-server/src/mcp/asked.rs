@@ -17,12 +17,16 @@
 //!   goes back to the upstream session that asked, with its own id; an
 //!   answer to an id the gateway did not give is refused. The answer's
 //!   strings go through the PII policy as tool arguments do.
+//! - **Where.** In a tool call's event stream, on the session's GET stream,
+//!   and while `prompts/get`, `resources/read` or `completion/complete`
+//!   runs (their answer, JSON otherwise, then streams: the question first).
+//!   Inside the listings the gateway gathers (`tools/list` pages) a request
+//!   has no way to the client and is refused.
 //! - **Refused.** Sampling (it would run the server's text on the agent's
 //!   model, past the firewall and outside the budget), anything the client
-//!   did not declare, anything in `prompts/get`, `resources/read` and the
-//!   like (answered as one JSON body, with no channel to the client), and
-//!   unknown methods: the gateway answers the upstream itself with an error,
-//!   so the call does not hang. `ping` is answered by the gateway.
+//!   did not declare, and unknown methods: the gateway answers the upstream
+//!   itself with an error, so the call does not hang. `ping` is answered by
+//!   the gateway.
 //!
 //! Counted in `tollgate_mcp_server_requests_total{server,method,result}`.
 
@@ -238,7 +242,7 @@ impl Gateway {
     }
 
     /// Refuse a request of the server where nothing can carry it to the
-    /// client (inside a read answered as one JSON body).
+    /// client (inside a listing the gateway gathers).
     async fn refuse_in_session(&self, ctx: &Ctx, s: &Session, server: &str, m: &Value) {
         let Ok(up) = self.upstream_of(ctx, s, server).await else { return };
         let method = m.get("method").and_then(Value::as_str).unwrap_or_default();
@@ -251,7 +255,7 @@ impl Gateway {
         let labels =
             McpServerRequestLabels { server: server.to_string(), method: method_label(method), result: "refused" };
         ctx.shared.metrics.mcp_server_requests.get_or_create(&labels).inc();
-        let message = format!("`{method}` cannot be relayed here: only within a tool call or on the session's stream");
+        let message = format!("`{method}` cannot be relayed while the gateway gathers a listing");
         let _ = self.send_to(&ctx.shared, server, &up, &jsonrpc::error(id, jsonrpc::METHOD_NOT_FOUND, &message)).await;
     }
 

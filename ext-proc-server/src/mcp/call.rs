@@ -157,11 +157,7 @@ impl Gateway {
                         let _ = tx.send(Ok(sse_event(&body))).await;
                     }
                 });
-                let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-                let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
-                resp.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream"));
-                resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
-                resp
+                sse_response(rx)
             }
         }
     }
@@ -478,6 +474,15 @@ pub fn audit_record(ctx: &Ctx, api: &str, server: &str, tool: &str, status: u16,
 /// A tool result the gateway replaced.
 fn withheld(text: &str) -> Value {
     json!({"content": [{"type": "text", "text": text}], "isError": true})
+}
+
+/// A `text/event-stream` answer whose events come from `rx`.
+pub fn sse_response(rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>) -> Response {
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    resp
 }
 
 /// One server-sent event carrying a JSON-RPC message.

@@ -711,11 +711,7 @@ impl Gateway {
             });
         }
         drop(tx);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
-        resp.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream"));
-        resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
-        resp
+        call::sse_response(rx)
     }
 
     /// A DELETE: the client ends its session.

@@ -21,6 +21,7 @@
 //! `mcp.completion/complete`, ...).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -31,12 +32,13 @@ use tollgate_core::mcp::{jsonrpc, names};
 
 use super::catalog::{self, Standing};
 use super::session::Session;
-use super::{json_response, Ctx, Gateway};
+use super::upstream::{is_response, Answer, UpstreamError};
+use super::{asked, call, json_response, Ctx, Gateway};
 
 impl Gateway {
     /// `prompts/*` and `resources/*`; `None` for any other method.
     pub(super) async fn passthrough(
-        &self,
+        self: &Arc<Self>,
         ctx: &Ctx,
         s: &Session,
         id: &Value,
@@ -140,7 +142,7 @@ impl Gateway {
     }
 
     async fn get_prompt(
-        &self,
+        self: &Arc<Self>,
         ctx: &Ctx,
         s: &Session,
         grants: &Grants<'_>,
@@ -193,7 +195,7 @@ impl Gateway {
     /// `resources/read`, `resources/subscribe` and `resources/unsubscribe`:
     /// sent to the one server that lists the URI, when the caller may read it.
     async fn on_resource(
-        &self,
+        self: &Arc<Self>,
         ctx: &Ctx,
         s: &Session,
         grants: &Grants<'_>,
@@ -254,7 +256,7 @@ impl Gateway {
     /// name, `ref/resource` by its URI or template) picks the server and must
     /// be one the caller may use; the prompt goes under its upstream name.
     async fn complete(
-        &self,
+        self: &Arc<Self>,
         ctx: &Ctx,
         s: &Session,
         grants: &Grants<'_>,
@@ -288,10 +290,13 @@ impl Gateway {
         self.forward(ctx, s, id, &server, &name, "completion/complete", forwarded).await
     }
 
-    /// Send one request to its server; the answer judged by the firewall and audited.
+    /// Send one request to its server; the answer judged by the firewall
+    /// and audited. A JSON answer, unless the server asks the client
+    /// something on the way (a question, its roots) that the gateway relays:
+    /// the answer then streams, the question first (see `asked`).
     #[allow(clippy::too_many_arguments)]
     async fn forward(
-        &self,
+        self: &Arc<Self>,
         ctx: &Ctx,
         s: &Session,
         id: &Value,
@@ -302,9 +307,78 @@ impl Gateway {
     ) -> Response {
         let request = jsonrpc::request(&ctx.upstream_id(server), method, Some(&params));
         let answer = match self.send(ctx, s, server, &request).await {
-            Ok(a) => self.response_of(ctx, s, server, a).await,
-            Err(e) => Err(e),
+            Ok(answer) => answer,
+            Err(e) => {
+                return json_response(StatusCode::OK, &self.judged(ctx, id, server, name, method, Err(e)).await, None)
+            }
         };
+        let Answer::Stream { mut events, .. } = answer else {
+            let message = self.judged(ctx, id, server, name, method, answer.response().await).await;
+            return json_response(StatusCode::OK, &message, None);
+        };
+        let relayed = loop {
+            let got = match events.next().await {
+                Ok(Some(m)) if is_response(&m) => Ok(m),
+                Ok(Some(m)) if asked::is_request(&m) => {
+                    let Ok(up) = self.upstream_of(ctx, s, server).await else { continue };
+                    match self.on_request(ctx, s, server, &up, &m).await {
+                        Some(forward) => break forward,
+                        None => continue,
+                    }
+                }
+                Ok(Some(_)) => continue, // notifications: no stream to carry them yet
+                Ok(None) => Err(UpstreamError::Invalid("the event stream ended without a response".into())),
+                Err(e) => Err(e),
+            };
+            return json_response(StatusCode::OK, &self.judged(ctx, id, server, name, method, got).await, None);
+        };
+        // From here the client gets a stream: the question, what follows it,
+        // then the judged answer.
+        events.set_timeout(Gateway::answer_timeout(&ctx.shared));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+        let (gw, ctx, s, id) = (Arc::clone(self), ctx.clone(), s.clone(), id.clone());
+        let (server, name, method) = (server.to_string(), name.to_string(), method.to_string());
+        tokio::spawn(async move {
+            if tx.send(Ok(call::sse_event(&relayed))).await.is_err() {
+                return;
+            }
+            let got = loop {
+                match events.next().await {
+                    Ok(Some(m)) if is_response(&m) => break Ok(m),
+                    Ok(Some(m)) if asked::is_request(&m) => {
+                        let Ok(up) = gw.upstream_of(&ctx, &s, &server).await else { continue };
+                        if let Some(forward) = gw.on_request(&ctx, &s, &server, &up, &m).await {
+                            if tx.send(Ok(call::sse_event(&forward))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(Some(m)) => {
+                        if tx.send(Ok(call::sse_event(&m))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break Err(UpstreamError::Invalid("the event stream ended without a response".into())),
+                    Err(e) => break Err(e),
+                }
+            };
+            let message = gw.judged(&ctx, &id, &server, &name, &method, got).await;
+            let _ = tx.send(Ok(call::sse_event(&message))).await;
+        });
+        call::sse_response(rx)
+    }
+
+    /// The server's answer as the client gets it: its id, judged by the
+    /// firewall (withheld when it reads as instructions), and audited.
+    async fn judged(
+        &self,
+        ctx: &Ctx,
+        id: &Value,
+        server: &str,
+        name: &str,
+        method: &str,
+        answer: Result<Value, UpstreamError>,
+    ) -> Value {
         let (mut message, outcome, mut decisions) = match answer {
             Ok(m) => (m, "ok", json!({})),
             Err(e) => {
@@ -337,7 +411,7 @@ impl Gateway {
             let rec = super::call::audit_record(ctx, &format!("mcp.{method}"), server, name, status, decisions);
             let _ = audit.writer.append(rec).await;
         }
-        json_response(StatusCode::OK, &message, None)
+        message
     }
 }
 
