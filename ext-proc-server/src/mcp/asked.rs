@@ -43,7 +43,7 @@ use tollgate_core::pii::MaskMap;
 use tollgate_core::policy::AuditText;
 
 use super::session::{Session, Upstream};
-use super::upstream::{is_response, Answer, UpstreamError};
+use super::upstream::{is_request, is_response, Answer, UpstreamError};
 use super::{json_response, Ctx, Gateway};
 use crate::metrics::{McpServerRequestLabels, OTHER};
 use crate::shared::Shared;
@@ -65,11 +65,6 @@ struct RelayId {
     u: String,
     /// The upstream's own id.
     i: Value,
-}
-
-/// Whether a message is a request (a `method` and an `id`).
-pub fn is_request(m: &Value) -> bool {
-    m.get("method").is_some() && m.get("id").is_some_and(|id| !id.is_null())
 }
 
 /// The client capabilities the gateway offers upstreams for a client that

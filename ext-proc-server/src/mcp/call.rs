@@ -124,7 +124,7 @@ impl Gateway {
                             }
                             // A server's request to the client: relayed under
                             // a sealed id, or answered here (see `asked`).
-                            Ok(Some(m)) if super::asked::is_request(&m) => {
+                            Ok(Some(m)) if super::upstream::is_request(&m) => {
                                 let Ok(up) = self.upstream_of(&ctx, &s, &tool.server).await else { break };
                                 if let Some(forward) = self.on_request(&ctx, &s, &tool.server, &up, &m).await {
                                     // A person may be answering: the server waits longer.

@@ -689,7 +689,7 @@ impl Gateway {
             let (tx, gw, ctx, s) = (tx.clone(), self.clone(), ctx.clone(), s.clone());
             tokio::spawn(async move {
                 while let Some(m) = events.next().await {
-                    if asked::is_request(&m) {
+                    if upstream::is_request(&m) {
                         // Relayed under a sealed id, or answered here.
                         if let Some(forward) = gw.on_request(&ctx, &s, &server, &up, &m).await {
                             if tx.send(Ok(call::sse_event(&forward))).await.is_err() {

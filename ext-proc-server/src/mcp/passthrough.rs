@@ -32,8 +32,8 @@ use tollgate_core::mcp::{jsonrpc, names};
 
 use super::catalog::{self, Standing};
 use super::session::Session;
-use super::upstream::{is_response, Answer, UpstreamError};
-use super::{asked, call, json_response, Ctx, Gateway};
+use super::upstream::{is_request, is_response, Answer, UpstreamError};
+use super::{call, json_response, Ctx, Gateway};
 
 impl Gateway {
     /// `prompts/*` and `resources/*`; `None` for any other method.
@@ -319,7 +319,7 @@ impl Gateway {
         let relayed = loop {
             let got = match events.next().await {
                 Ok(Some(m)) if is_response(&m) => Ok(m),
-                Ok(Some(m)) if asked::is_request(&m) => {
+                Ok(Some(m)) if is_request(&m) => {
                     let Ok(up) = self.upstream_of(ctx, s, server).await else { continue };
                     match self.on_request(ctx, s, server, &up, &m).await {
                         Some(forward) => break forward,
@@ -345,7 +345,7 @@ impl Gateway {
             let got = loop {
                 match events.next().await {
                     Ok(Some(m)) if is_response(&m) => break Ok(m),
-                    Ok(Some(m)) if asked::is_request(&m) => {
+                    Ok(Some(m)) if is_request(&m) => {
                         let Ok(up) = gw.upstream_of(&ctx, &s, &server).await else { continue };
                         if let Some(forward) = gw.on_request(&ctx, &s, &server, &up, &m).await {
                             if tx.send(Ok(call::sse_event(&forward))).await.is_err() {

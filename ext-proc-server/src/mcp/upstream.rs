@@ -80,6 +80,12 @@ impl Answer {
     }
 }
 
+/// Whether a message is a request (a `method` and an `id`): from a server,
+/// one to the client (see `asked`).
+pub fn is_request(m: &Value) -> bool {
+    m.get("method").is_some() && m.get("id").is_some_and(|id| !id.is_null())
+}
+
 /// Whether a message is a response (it has an id and a result or an error).
 pub fn is_response(m: &Value) -> bool {
     m.get("id").is_some() && (m.get("result").is_some() || m.get("error").is_some())
