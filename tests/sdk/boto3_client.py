@@ -48,10 +48,11 @@ def ask(text):
     return [{"role": "user", "content": [{"text": text}]}]
 
 
-def streamed(c, model, text):
-    r = c.converse_stream(modelId=model, messages=ask(text))
-    out = {"text": "", "stop": None, "usage": None}
+def read_stream(r):
+    """What a ConverseStream answer says: its text, stop reason, usage and event count."""
+    out = {"text": "", "stop": None, "usage": None, "events": 0}
     for e in r["stream"]:
+        out["events"] += 1
         if "contentBlockDelta" in e:
             out["text"] += e["contentBlockDelta"]["delta"].get("text", "")
         if "messageStop" in e:
@@ -59,6 +60,10 @@ def streamed(c, model, text):
         if "metadata" in e:
             out["usage"] = e["metadata"]["usage"]
     return out
+
+
+def streamed(c, model, text):
+    return read_stream(c.converse_stream(modelId=model, messages=ask(text)))
 
 
 def failure(call):

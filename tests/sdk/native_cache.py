@@ -64,16 +64,9 @@ def bedrock():
 
     first = plain()
     r = c.converse_stream(**ask)
-    streamed = {"cache": r["ResponseMetadata"]["HTTPHeaders"].get("x-tollgate-cache"), "text": "", "finish": None,
-                "usage": None, "events": 0}
-    for e in r["stream"]:
-        streamed["events"] += 1
-        if "contentBlockDelta" in e:
-            streamed["text"] += e["contentBlockDelta"]["delta"].get("text", "")
-        if "messageStop" in e:
-            streamed["finish"] = e["messageStop"]["stopReason"]
-        if "metadata" in e:
-            streamed["usage"] = e["metadata"]["usage"]
+    read = boto3_client.read_stream(r)
+    streamed = {"cache": r["ResponseMetadata"]["HTTPHeaders"].get("x-tollgate-cache"), "text": read["text"],
+                "finish": read["stop"], "usage": read["usage"], "events": read["events"]}
     return {"first": first, "streamed": streamed, "again": plain()}
 
 

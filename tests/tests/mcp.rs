@@ -49,6 +49,33 @@ async fn raw_post(gw: &Gateway, path: &str, body: &[u8], headers: &[(&str, &str)
     (status, serde_json::from_str(last_event.unwrap_or(&text).trim()).unwrap_or(Value::Null))
 }
 
+/// A gateway serving `servers` as the virtual server `support` (its tools
+/// `vs_tools`) to consumer `bot` of team `support` (`team_tools`), keys
+/// required and e-mail addresses masked.
+async fn support_gateway(servers: &[(&str, String)], vs_tools: &str, team_tools: &str) -> Gateway {
+    let servers: String = servers.iter().map(|(name, url)| format!("    {name}: {{url: '{url}'}}\n")).collect();
+    Gateway::start(Options {
+        policy_extra: format!(
+            "
+access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}
+inspection:
+  pii: {{entities: {{EMAIL_ADDRESS: mask}}}}
+mcp:
+  servers:
+{servers}  virtualServers:
+    support: {{tools: [{vs_tools}]}}
+teams:
+  support: {{mcp: {{tools: [{team_tools}]}}}}
+consumers:
+  bot: {{team: support}}
+"
+        ),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// A session opened by a raw `initialize` declaring `capabilities`: its id.
 async fn raw_session(url: &str, auth: &str, capabilities: Value) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -919,30 +946,9 @@ async fn legacy_sse_upstreams_are_spoken() {
     let dir = scratch("legacy");
     let crm = McpServer::start_legacy(&dir, "crm", "crm").await.unwrap();
     let weather = McpServer::start(&dir, "weather", "weather", None).await.unwrap();
-    let gw = Gateway::start(Options {
-        policy_extra: format!(
-            "
-access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}
-inspection:
-  pii: {{entities: {{EMAIL_ADDRESS: mask}}}}
-mcp:
-  servers:
-    crm: {{url: '{}'}}
-    weather: {{url: '{}'}}
-  virtualServers:
-    support: {{tools: ['crm/*', 'weather/*']}}
-teams:
-  support: {{mcp: {{tools: ['crm/echo', 'crm/lookup_customer', 'crm/announce', 'weather/get_forecast']}}}}
-consumers:
-  bot: {{team: support}}
-",
-            crm.url(),
-            weather.url()
-        ),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let servers = [("crm", crm.url()), ("weather", weather.url())];
+    let team = "'crm/echo', 'crm/lookup_customer', 'crm/announce', 'weather/get_forecast'";
+    let gw = support_gateway(&servers, "'crm/*', 'weather/*'", team).await;
     let key = gw.create_key("bot").await;
     let url = format!("{}/mcp/support", gw.url);
 
@@ -1012,30 +1018,8 @@ async fn a_servers_requests_to_the_client_are_relayed_or_refused_by_the_gateway(
     let dir = scratch("asking");
     let crm = McpServer::start(&dir, "crm", "crm", None).await.unwrap();
     let desk = McpServer::start(&dir, "desk", "asking", None).await.unwrap();
-    let gw = Gateway::start(Options {
-        policy_extra: format!(
-            "
-access: {{require: key, keyStore: '{{dir}}/keys.yaml'}}
-inspection:
-  pii: {{entities: {{EMAIL_ADDRESS: mask}}}}
-mcp:
-  servers:
-    crm: {{url: '{}'}}
-    desk: {{url: '{}'}}
-  virtualServers:
-    support: {{tools: ['crm/*', 'desk/*']}}
-teams:
-  support: {{mcp: {{tools: ['crm/*', 'desk/*']}}}}
-consumers:
-  bot: {{team: support}}
-",
-            crm.url(),
-            desk.url()
-        ),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let servers = [("crm", crm.url()), ("desk", desk.url())];
+    let gw = support_gateway(&servers, "'crm/*', 'desk/*'", "'crm/*', 'desk/*'").await;
     let key = gw.create_key("bot").await;
     let url = format!("{}/mcp/support", gw.url);
 
