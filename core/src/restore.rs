@@ -501,12 +501,6 @@ impl SseRestorer {
         self.blocked.is_some() || self.ended
     }
 
-    /// End the stream here, in place of the rest of the answer: text still
-    /// held is flushed first (still guarded: a `block` hit in it ends the
-    /// stream with the block event instead), then one error event
-    /// (`message`, machine-readable `code`) in the API's stream shape,
-    /// followed by its end marker (OpenAI chat and completions:
-    /// `data: [DONE]`). Nothing is written once the stream has ended.
     /// An event passed as it came, once it is known to be well formed.
     fn write_checked(&mut self, map: &MaskMap, event: &SseEvent, out: &mut Vec<u8>) {
         if is_well_formed(event) {
@@ -516,6 +510,12 @@ impl SseRestorer {
         }
     }
 
+    /// End the stream here, in place of the rest of the answer: text still
+    /// held is flushed first (still guarded: a `block` hit in it ends the
+    /// stream with the block event instead), then one error event
+    /// (`message`, machine-readable `code`) in the API's stream shape,
+    /// followed by its end marker (OpenAI chat and completions:
+    /// `data: [DONE]`). Nothing is written once the stream has ended.
     pub fn end_with_error(&mut self, map: &MaskMap, message: &str, code: &str, out: &mut Vec<u8>) {
         if self.is_ended() {
             return;

@@ -43,6 +43,12 @@ const ERROR_TEXT_BYTES: usize = 512;
 
 /// The provider's stream ended before its end marker: the client got an
 /// error event and the marker in its place.
+/// What a client is told when an event over `inspection.maxSseEventBytes`
+/// ends its stream (the filter failing closed).
+fn over_cap_message(err: &Error) -> String {
+    format!("the rest of the answer was withheld: {err} (inspection.maxSseEventBytes) and cannot be inspected")
+}
+
 fn stream_truncated(host: &mut dyn Host) {
     log::warn!("the provider's stream ended before its end marker");
     host.set_property(OUTPUT_PROPERTY, b"withheld:upstream_stream_truncated");
@@ -566,9 +572,7 @@ impl Filter {
                             "{err}: the rest of the answer cannot be inspected; ending the stream (fail closed)"
                         );
                         host.increment(Metric::RestoreSkipped, 1);
-                        let message = format!(
-                            "the rest of the answer was withheld: {err} (inspection.maxSseEventBytes) and cannot be inspected"
-                        );
+                        let message = over_cap_message(err);
                         r.end_with_error(&self.masks, &message, err.code(), out);
                         if r.blocked().is_none() {
                             host.set_property(OUTPUT_PROPERTY, format!("withheld:{}", err.code()).as_bytes());
@@ -588,9 +592,7 @@ impl Filter {
                     (Err(err), None) if fail_mode == FailMode::Closed => {
                         log::warn!("{err}: the rest of the answer cannot be read; ending the stream (fail closed)");
                         host.increment(Metric::RestoreSkipped, 1);
-                        let message = format!(
-                            "the rest of the answer was withheld: {err} (inspection.maxSseEventBytes) and cannot be inspected"
-                        );
+                        let message = over_cap_message(err);
                         out.extend_from_slice(&tollgate_core::restore::error_ending(
                             *api,
                             *named,

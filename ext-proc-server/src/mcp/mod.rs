@@ -154,7 +154,6 @@ impl Gateway {
         })
     }
 
-    /// Open a session with an upstream server.
     /// Open a session with an upstream server, offering it `caps` (the
     /// client capabilities the gateway relays).
     async fn open_upstream(
