@@ -43,7 +43,7 @@ use tollgate_core::pii::MaskMap;
 use tollgate_core::policy::AuditText;
 
 use super::session::{Session, Upstream};
-use super::upstream::{is_request, is_response, Answer, UpstreamError};
+use super::upstream::{is_request, is_response, Answer, Events, UpstreamError};
 use super::{json_response, Ctx, Gateway};
 use crate::metrics::{McpServerRequestLabels, OTHER};
 use crate::shared::Shared;
@@ -174,9 +174,23 @@ impl Gateway {
         up: &Upstream,
         m: &Value,
     ) -> Option<Value> {
+        let verdict = self.admit(&ctx.shared, s, m);
+        self.carry_out(ctx, s, server, up, m, verdict).await
+    }
+
+    /// Do what `verdict` says with a server's request: count and audit it,
+    /// then give the message to relay, or answer the upstream here.
+    async fn carry_out(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        server: &str,
+        up: &Upstream,
+        m: &Value,
+        mut verdict: Verdict,
+    ) -> Option<Value> {
         let shared = &ctx.shared;
         let (id, method) = (m.get("id")?, m.get("method").and_then(Value::as_str).unwrap_or_default());
-        let mut verdict = self.admit(shared, s, m);
         let sealed = match (&verdict, self.signer(shared).await) {
             (Verdict::Relay, _) if id.to_string().len() > MAX_UPSTREAM_ID => {
                 verdict = Verdict::Refuse(jsonrpc::INVALID_REQUEST, "the request's id is too long".into(), "refused");
@@ -237,21 +251,48 @@ impl Gateway {
     }
 
     /// Refuse a request of the server where nothing can carry it to the
-    /// client (inside a listing the gateway gathers).
+    /// client (inside a listing the gateway gathers); `ping` is answered.
     async fn refuse_in_session(&self, ctx: &Ctx, s: &Session, server: &str, m: &Value) {
         let Ok(up) = self.upstream_of(ctx, s, server).await else { return };
         let method = m.get("method").and_then(Value::as_str).unwrap_or_default();
-        let (Some(id), true) = (m.get("id"), method != "ping") else {
-            if let Some(id) = m.get("id") {
-                let _ = self.send_to(&ctx.shared, server, &up, &jsonrpc::result(id, json!({}))).await;
-            }
-            return;
+        let verdict = if method == "ping" {
+            Verdict::Answer(json!({}))
+        } else {
+            let message = format!("`{method}` cannot be relayed while the gateway gathers a listing");
+            Verdict::Refuse(jsonrpc::METHOD_NOT_FOUND, message, "refused")
         };
-        let labels =
-            McpServerRequestLabels { server: server.to_string(), method: method_label(method), result: "refused" };
-        ctx.shared.metrics.mcp_server_requests.get_or_create(&labels).inc();
-        let message = format!("`{method}` cannot be relayed while the gateway gathers a listing");
-        let _ = self.send_to(&ctx.shared, server, &up, &jsonrpc::error(id, jsonrpc::METHOD_NOT_FOUND, &message)).await;
+        let _ = self.carry_out(ctx, s, server, &up, m, verdict).await;
+    }
+
+    /// Carry an upstream's event stream to the client until its response:
+    /// notifications pass, the server's requests are relayed (sealed) or
+    /// answered here. `Ok(None)`: the client left first; `Err`: the stream
+    /// failed or ended without a response.
+    pub(super) async fn carry_stream(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        server: &str,
+        events: &mut Events,
+        tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    ) -> Result<Option<Value>, UpstreamError> {
+        loop {
+            let message = match events.next().await? {
+                Some(m) if is_response(&m) => return Ok(Some(m)),
+                Some(m) if is_request(&m) => {
+                    let Ok(up) = self.upstream_of(ctx, s, server).await else { continue };
+                    let Some(forward) = self.on_request(ctx, s, server, &up, &m).await else { continue };
+                    // A person may be answering: the server waits longer.
+                    events.set_timeout(Gateway::answer_timeout(&ctx.shared));
+                    forward
+                }
+                Some(m) => m,
+                None => return Err(UpstreamError::Invalid("the event stream ended without a response".into())),
+            };
+            if tx.send(Ok(super::call::sse_event(&message))).await.is_err() {
+                return Ok(None);
+            }
+        }
     }
 
     /// The response to a request sent to `server`, refusing any request the

@@ -23,7 +23,7 @@ use tollgate_core::policy::{AuditText, Policy};
 
 use super::catalog::{Standing, Tool};
 use super::session::Session;
-use super::upstream::{is_response, Answer, UpstreamError};
+use super::upstream::{Answer, UpstreamError};
 use super::{json_response, Ctx, Gateway};
 use crate::audit::{rfc3339_millis, AuditRecord};
 use crate::config::mcp_credential;
@@ -112,50 +112,23 @@ impl Gateway {
                 // inspected like a JSON one.
                 let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
                 tokio::spawn(async move {
-                    let mut ended = None;
-                    loop {
-                        match events.next().await {
-                            Ok(Some(m)) if is_response(&m) => {
-                                let (body, ending) = self.inspect_response(&ctx, &id, m, &masks, pii.clone());
-                                self.finish(&ctx, &tool.server, &tool.name, &ending, Some((&masked_args, &body))).await;
-                                let _ = tx.send(Ok(sse_event(&body))).await;
-                                ended = Some(());
-                                break;
-                            }
-                            // A server's request to the client: relayed under
-                            // a sealed id, or answered here (see `asked`).
-                            Ok(Some(m)) if super::upstream::is_request(&m) => {
-                                let Ok(up) = self.upstream_of(&ctx, &s, &tool.server).await else { break };
-                                if let Some(forward) = self.on_request(&ctx, &s, &tool.server, &up, &m).await {
-                                    // A person may be answering: the server waits longer.
-                                    events.set_timeout(Gateway::answer_timeout(&ctx.shared));
-                                    if tx.send(Ok(sse_event(&forward))).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                            Ok(Some(m)) => {
-                                if tx.send(Ok(sse_event(&m))).await.is_err() {
-                                    break;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
+                    let answered = self.carry_stream(&ctx, &s, &tool.server, &mut events, &tx).await;
+                    let (body, ending) = match answered {
+                        Ok(Some(m)) => self.inspect_response(&ctx, &id, m, &masks, pii),
+                        other => {
+                            if let Err(e) = other {
                                 tracing::warn!(error = %e, "mcp: upstream stream failed");
-                                break;
                             }
+                            let body = jsonrpc::error(
+                                &id,
+                                jsonrpc::UPSTREAM_ERROR,
+                                "the tool's server ended its answer without a result",
+                            );
+                            (body, Ending { result: "upstream_error", status: 502, decisions: json!({}) })
                         }
-                    }
-                    if ended.is_none() {
-                        let body = jsonrpc::error(
-                            &id,
-                            jsonrpc::UPSTREAM_ERROR,
-                            "the tool's server ended its answer without a result",
-                        );
-                        let ending = Ending { result: "upstream_error", status: 502, decisions: json!({}) };
-                        self.finish(&ctx, &tool.server, &tool.name, &ending, Some((&masked_args, &body))).await;
-                        let _ = tx.send(Ok(sse_event(&body))).await;
-                    }
+                    };
+                    self.finish(&ctx, &tool.server, &tool.name, &ending, Some((&masked_args, &body))).await;
+                    let _ = tx.send(Ok(sse_event(&body))).await;
                 });
                 sse_response(rx)
             }

@@ -342,25 +342,10 @@ impl Gateway {
             if tx.send(Ok(call::sse_event(&relayed))).await.is_err() {
                 return;
             }
-            let got = loop {
-                match events.next().await {
-                    Ok(Some(m)) if is_response(&m) => break Ok(m),
-                    Ok(Some(m)) if is_request(&m) => {
-                        let Ok(up) = gw.upstream_of(&ctx, &s, &server).await else { continue };
-                        if let Some(forward) = gw.on_request(&ctx, &s, &server, &up, &m).await {
-                            if tx.send(Ok(call::sse_event(&forward))).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(Some(m)) => {
-                        if tx.send(Ok(call::sse_event(&m))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break Err(UpstreamError::Invalid("the event stream ended without a response".into())),
-                    Err(e) => break Err(e),
-                }
+            let got = match gw.carry_stream(&ctx, &s, &server, &mut events, &tx).await {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => return, // the client left
+                Err(e) => Err(e),
             };
             let message = gw.judged(&ctx, &id, &server, &name, &method, got).await;
             let _ = tx.send(Ok(call::sse_event(&message))).await;
